@@ -1,0 +1,9 @@
+//! Strata's core: identifiers, the record and frame formats, the RESP codec, commands and the
+//! keyspace state machine. Nothing here does I/O; clocks are passed in as parameters.
+
+pub mod frame;
+pub mod ids;
+pub mod record;
+pub mod slot;
+
+pub use ids::{Epoch, Lsn, PartitionId, ShardId, Slot};

@@ -1,0 +1,482 @@
+//! Client commands: parsed and checked from RESP arguments, with Redis's error texts.
+
+use std::fmt::Write as _;
+
+/// A command error, as the text after `-` in a RESP error reply (`ERR ...`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+impl CommandError {
+    #[must_use]
+    pub fn syntax() -> CommandError {
+        CommandError("ERR syntax error".into())
+    }
+
+    #[must_use]
+    pub fn not_integer() -> CommandError {
+        CommandError("ERR value is not an integer or out of range".into())
+    }
+
+    #[must_use]
+    pub fn arity(name: &str) -> CommandError {
+        CommandError(format!("ERR wrong number of arguments for '{name}' command"))
+    }
+}
+
+/// When SET writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetCondition {
+    Always,
+    /// NX: only if the key does not exist.
+    IfAbsent,
+    /// XX: only if the key exists.
+    IfPresent,
+}
+
+/// The expiry SET gives the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetExpiry {
+    /// No option: the key loses any expiry.
+    None,
+    /// KEEPTTL.
+    Keep,
+    /// EX/PX: milliseconds from now.
+    RelativeMs(u64),
+    /// EXAT/PXAT: Unix milliseconds.
+    AbsoluteMs(u64),
+}
+
+/// EXPIRE's NX/XX/GT/LT options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpireCondition {
+    Always,
+    IfNoExpiry,
+    IfHasExpiry,
+    IfGreater,
+    IfLess,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimeUnit {
+    Seconds,
+    Milliseconds,
+}
+
+/// A command that runs on one partition: every key it names lives there. Multi-key commands
+/// are split per partition by the router before they get here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyCommand {
+    Get { key: Vec<u8> },
+    Set { key: Vec<u8>, value: Vec<u8>, condition: SetCondition, expiry: SetExpiry, get: bool },
+    GetSet { key: Vec<u8>, value: Vec<u8> },
+    SetNx { key: Vec<u8>, value: Vec<u8> },
+    Delete { keys: Vec<Vec<u8>> },
+    Exists { keys: Vec<Vec<u8>> },
+    MultiSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
+    MultiGet { keys: Vec<Vec<u8>> },
+    IncrementBy { key: Vec<u8>, delta: i64 },
+    Append { key: Vec<u8>, value: Vec<u8> },
+    Strlen { key: Vec<u8> },
+    Expire { key: Vec<u8>, amount: i64, unit: TimeUnit, absolute: bool, condition: ExpireCondition },
+    Ttl { key: Vec<u8>, unit: TimeUnit },
+    Persist { key: Vec<u8> },
+    /// Run on every partition; the replies are summed.
+    DbSize,
+    /// Run on every partition.
+    FlushAll,
+}
+
+/// Commands about the connection or the node, answered without touching a partition.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeCommand {
+    Ping { message: Option<Vec<u8>> },
+    Echo { message: Vec<u8> },
+    Info { sections: Vec<String> },
+    Select { database: i64 },
+    CommandInfo { subcommand: Option<String> },
+    ConfigGet { patterns: Vec<String> },
+    ConfigSet,
+    ClientSetName { name: Vec<u8> },
+    ClientGetName,
+    ClientSetInfo,
+    ClientId,
+    Hello { version: Option<i64> },
+    Quit,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Key(KeyCommand),
+    Node(NodeCommand),
+}
+
+impl KeyCommand {
+    /// Whether the command may change state (refused on read-only replicas).
+    #[must_use]
+    pub fn is_write(&self) -> bool {
+        !matches!(
+            self,
+            KeyCommand::Get { .. }
+                | KeyCommand::Exists { .. }
+                | KeyCommand::MultiGet { .. }
+                | KeyCommand::Strlen { .. }
+                | KeyCommand::Ttl { .. }
+                | KeyCommand::DbSize
+        )
+    }
+
+    /// Every key the command names, in order.
+    #[must_use]
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            KeyCommand::Get { key }
+            | KeyCommand::Set { key, .. }
+            | KeyCommand::GetSet { key, .. }
+            | KeyCommand::SetNx { key, .. }
+            | KeyCommand::IncrementBy { key, .. }
+            | KeyCommand::Append { key, .. }
+            | KeyCommand::Strlen { key }
+            | KeyCommand::Expire { key, .. }
+            | KeyCommand::Ttl { key, .. }
+            | KeyCommand::Persist { key } => vec![key],
+            KeyCommand::Delete { keys } | KeyCommand::Exists { keys } | KeyCommand::MultiGet { keys } => {
+                keys.iter().map(Vec::as_slice).collect()
+            }
+            KeyCommand::MultiSet { pairs } => pairs.iter().map(|(key, _)| key.as_slice()).collect(),
+            KeyCommand::DbSize | KeyCommand::FlushAll => Vec::new(),
+        }
+    }
+}
+
+/// Parses a command from its arguments (`arguments[0]` is the name, any case).
+pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
+    let Some(first) = arguments.first() else {
+        return Err(CommandError("ERR empty command".into()));
+    };
+    let name = String::from_utf8_lossy(first).to_ascii_lowercase();
+    let rest = &arguments[1..];
+    match name.as_str() {
+        "get" | "set" | "getset" | "setnx" | "del" | "unlink" | "exists" | "mset" | "mget" => {
+            parse_string_command(&name, rest).map(Command::Key)
+        }
+        "incr" | "incrby" | "decr" | "decrby" | "append" | "strlen" => {
+            parse_string_command(&name, rest).map(Command::Key)
+        }
+        "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist" => {
+            parse_expiry_command(&name, rest).map(Command::Key)
+        }
+        "dbsize" => exact(&name, rest, 0).map(|()| Command::Key(KeyCommand::DbSize)),
+        "flushall" | "flushdb" => parse_flush(&name, rest),
+        _ => parse_node_command(&name, arguments).map(Command::Node),
+    }
+}
+
+fn exact(name: &str, rest: &[&[u8]], count: usize) -> Result<(), CommandError> {
+    if rest.len() == count {
+        Ok(())
+    } else {
+        Err(CommandError::arity(name))
+    }
+}
+
+fn at_least(name: &str, rest: &[&[u8]], count: usize) -> Result<(), CommandError> {
+    if rest.len() >= count {
+        Ok(())
+    } else {
+        Err(CommandError::arity(name))
+    }
+}
+
+fn owned_keys(rest: &[&[u8]]) -> Vec<Vec<u8>> {
+    rest.iter().map(|key| key.to_vec()).collect()
+}
+
+/// Parses a decimal i64 as Redis does: no spaces, no leading '+', no leading zeros.
+pub fn parse_integer(bytes: &[u8]) -> Result<i64, CommandError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| CommandError::not_integer())?;
+    let canonical = !text.is_empty()
+        && !text.starts_with('+')
+        && !(text.len() > 1 && text.starts_with('0'))
+        && !text.starts_with("-0");
+    if !canonical {
+        return Err(CommandError::not_integer());
+    }
+    text.parse::<i64>().map_err(|_| CommandError::not_integer())
+}
+
+fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
+    let key = || rest[0].to_vec();
+    match name {
+        "get" => exact(name, rest, 1).map(|()| KeyCommand::Get { key: key() }),
+        "set" => at_least(name, rest, 2).and_then(|()| parse_set(rest)),
+        "getset" => exact(name, rest, 2)
+            .map(|()| KeyCommand::GetSet { key: key(), value: rest[1].to_vec() }),
+        "setnx" => exact(name, rest, 2)
+            .map(|()| KeyCommand::SetNx { key: key(), value: rest[1].to_vec() }),
+        "del" | "unlink" => {
+            at_least(name, rest, 1).map(|()| KeyCommand::Delete { keys: owned_keys(rest) })
+        }
+        "exists" => at_least(name, rest, 1).map(|()| KeyCommand::Exists { keys: owned_keys(rest) }),
+        "mget" => at_least(name, rest, 1).map(|()| KeyCommand::MultiGet { keys: owned_keys(rest) }),
+        "mset" => {
+            if rest.is_empty() || rest.len() % 2 != 0 {
+                return Err(CommandError::arity(name));
+            }
+            let pairs = rest.chunks_exact(2).map(|pair| (pair[0].to_vec(), pair[1].to_vec()));
+            Ok(KeyCommand::MultiSet { pairs: pairs.collect() })
+        }
+        "incr" | "decr" => exact(name, rest, 1).map(|()| KeyCommand::IncrementBy {
+            key: key(),
+            delta: if name == "incr" { 1 } else { -1 },
+        }),
+        "incrby" | "decrby" => {
+            exact(name, rest, 2)?;
+            let amount = parse_integer(rest[1])?;
+            let delta = if name == "incrby" { Some(amount) } else { amount.checked_neg() };
+            let delta = delta.ok_or_else(|| {
+                CommandError("ERR decrement would overflow".into())
+            })?;
+            Ok(KeyCommand::IncrementBy { key: key(), delta })
+        }
+        "append" => exact(name, rest, 2)
+            .map(|()| KeyCommand::Append { key: key(), value: rest[1].to_vec() }),
+        "strlen" => exact(name, rest, 1).map(|()| KeyCommand::Strlen { key: key() }),
+        _ => unreachable!("dispatched by name"),
+    }
+}
+
+fn parse_set(rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
+    let mut condition = SetCondition::Always;
+    let mut expiry = SetExpiry::None;
+    let mut get = false;
+    let mut index = 2;
+    while index < rest.len() {
+        let option = String::from_utf8_lossy(rest[index]).to_ascii_lowercase();
+        match option.as_str() {
+            "nx" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
+            "xx" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
+            "get" => get = true,
+            "keepttl" if expiry == SetExpiry::None => expiry = SetExpiry::Keep,
+            "ex" | "px" | "exat" | "pxat" if expiry == SetExpiry::None => {
+                index += 1;
+                let argument = rest.get(index).ok_or_else(CommandError::syntax)?;
+                expiry = parse_set_expiry(&option, argument)?;
+            }
+            _ => return Err(CommandError::syntax()),
+        }
+        index += 1;
+    }
+    Ok(KeyCommand::Set { key: rest[0].to_vec(), value: rest[1].to_vec(), condition, expiry, get })
+}
+
+fn parse_set_expiry(option: &str, argument: &[u8]) -> Result<SetExpiry, CommandError> {
+    let amount = parse_integer(argument)?;
+    let invalid = || CommandError("ERR invalid expire time in 'set' command".into());
+    if amount <= 0 {
+        return Err(invalid());
+    }
+    let amount = amount as u64;
+    let milliseconds = |value: u64| value.checked_mul(1000).ok_or_else(invalid);
+    Ok(match option {
+        "ex" => SetExpiry::RelativeMs(milliseconds(amount)?),
+        "px" => SetExpiry::RelativeMs(amount),
+        "exat" => SetExpiry::AbsoluteMs(milliseconds(amount)?),
+        _ => SetExpiry::AbsoluteMs(amount),
+    })
+}
+
+fn parse_expiry_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
+    match name {
+        "ttl" | "pttl" => exact(name, rest, 1).map(|()| KeyCommand::Ttl {
+            key: rest[0].to_vec(),
+            unit: if name == "ttl" { TimeUnit::Seconds } else { TimeUnit::Milliseconds },
+        }),
+        "persist" => exact(name, rest, 1).map(|()| KeyCommand::Persist { key: rest[0].to_vec() }),
+        _ => {
+            at_least(name, rest, 2)?;
+            if rest.len() > 3 {
+                return Err(CommandError::arity(name));
+            }
+            let amount = parse_integer(rest[1])?;
+            let condition = match rest.get(2) {
+                None => ExpireCondition::Always,
+                Some(option) => parse_expire_condition(option)?,
+            };
+            let unit = if name.starts_with('p') { TimeUnit::Milliseconds } else { TimeUnit::Seconds };
+            let absolute = name.ends_with("at");
+            Ok(KeyCommand::Expire { key: rest[0].to_vec(), amount, unit, absolute, condition })
+        }
+    }
+}
+
+fn parse_expire_condition(option: &[u8]) -> Result<ExpireCondition, CommandError> {
+    match String::from_utf8_lossy(option).to_ascii_lowercase().as_str() {
+        "nx" => Ok(ExpireCondition::IfNoExpiry),
+        "xx" => Ok(ExpireCondition::IfHasExpiry),
+        "gt" => Ok(ExpireCondition::IfGreater),
+        "lt" => Ok(ExpireCondition::IfLess),
+        other => Err(CommandError(format!("ERR Unsupported option {other}"))),
+    }
+}
+
+fn parse_flush(name: &str, rest: &[&[u8]]) -> Result<Command, CommandError> {
+    match rest {
+        [] => Ok(Command::Key(KeyCommand::FlushAll)),
+        [mode] if mode.eq_ignore_ascii_case(b"sync") || mode.eq_ignore_ascii_case(b"async") => {
+            Ok(Command::Key(KeyCommand::FlushAll))
+        }
+        [_] => Err(CommandError::syntax()),
+        _ => Err(CommandError::arity(name)),
+    }
+}
+
+fn lowercase_strings(rest: &[&[u8]]) -> Vec<String> {
+    rest.iter().map(|item| String::from_utf8_lossy(item).to_ascii_lowercase()).collect()
+}
+
+fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, CommandError> {
+    let rest = &arguments[1..];
+    match name {
+        "ping" => match rest {
+            [] => Ok(NodeCommand::Ping { message: None }),
+            [message] => Ok(NodeCommand::Ping { message: Some(message.to_vec()) }),
+            _ => Err(CommandError::arity(name)),
+        },
+        "echo" => exact(name, rest, 1).map(|()| NodeCommand::Echo { message: rest[0].to_vec() }),
+        "info" => Ok(NodeCommand::Info { sections: lowercase_strings(rest) }),
+        "select" => {
+            exact(name, rest, 1)?;
+            Ok(NodeCommand::Select { database: parse_integer(rest[0])? })
+        }
+        "command" => Ok(NodeCommand::CommandInfo {
+            subcommand: rest.first().map(|word| String::from_utf8_lossy(word).to_ascii_lowercase()),
+        }),
+        "config" => parse_config(rest),
+        "client" => parse_client(rest),
+        "hello" => parse_hello(rest),
+        "quit" => Ok(NodeCommand::Quit),
+        _ => Err(unknown_command(arguments)),
+    }
+}
+
+fn parse_config(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
+    let Some(subcommand) = rest.first() else {
+        return Err(CommandError::arity("config"));
+    };
+    match String::from_utf8_lossy(subcommand).to_ascii_lowercase().as_str() {
+        "get" if rest.len() >= 2 => Ok(NodeCommand::ConfigGet { patterns: lowercase_strings(&rest[1..]) }),
+        "get" => Err(CommandError::arity("config|get")),
+        "set" if rest.len() >= 3 && rest.len() % 2 == 1 => Ok(NodeCommand::ConfigSet),
+        "set" => Err(CommandError::arity("config|set")),
+        other => Err(unknown_subcommand(other, "CONFIG")),
+    }
+}
+
+fn parse_client(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
+    let Some(subcommand) = rest.first() else {
+        return Err(CommandError::arity("client"));
+    };
+    let subcommand = String::from_utf8_lossy(subcommand).to_ascii_lowercase();
+    match (subcommand.as_str(), rest.len()) {
+        ("setname", 2) => {
+            let name = rest[1];
+            if name.iter().any(|&byte| byte <= b' ' || byte > b'~') {
+                return Err(CommandError(
+                    "ERR Client names cannot contain spaces, newlines or special characters."
+                        .into(),
+                ));
+            }
+            Ok(NodeCommand::ClientSetName { name: name.to_vec() })
+        }
+        ("getname", 1) => Ok(NodeCommand::ClientGetName),
+        ("id", 1) => Ok(NodeCommand::ClientId),
+        ("setinfo", 3) => Ok(NodeCommand::ClientSetInfo),
+        ("setname" | "getname" | "id" | "setinfo", _) => {
+            Err(CommandError::arity(&format!("client|{subcommand}")))
+        }
+        (other, _) => Err(unknown_subcommand(other, "CLIENT")),
+    }
+}
+
+fn parse_hello(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
+    let Some(version) = rest.first() else {
+        return Ok(NodeCommand::Hello { version: None });
+    };
+    let version = parse_integer(version)
+        .map_err(|_| CommandError("ERR Protocol version is not an integer or out of range".into()))?;
+    Ok(NodeCommand::Hello { version: Some(version) })
+}
+
+fn unknown_subcommand(subcommand: &str, command: &str) -> CommandError {
+    CommandError(format!(
+        "ERR unknown subcommand '{subcommand}'. Try {command} HELP."
+    ))
+}
+
+/// Redis's text for an unknown command, quoting up to the first arguments.
+#[must_use]
+pub fn unknown_command(arguments: &[&[u8]]) -> CommandError {
+    let mut text = format!("ERR unknown command '{}', with args beginning with: ", printable(arguments[0]));
+    for argument in arguments.iter().skip(1).take(16) {
+        let _ = write!(text, "'{}' ", printable(argument));
+    }
+    CommandError(text)
+}
+
+fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(128)]);
+    text.chars().map(|character| if character.is_control() { ' ' } else { character }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_words(line: &str) -> Result<Command, CommandError> {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        parse(&words)
+    }
+
+    #[test]
+    fn set_options_parse_like_redis() {
+        let command = parse_words("SET k v NX PX 100 GET").unwrap();
+        let Command::Key(KeyCommand::Set { condition, expiry, get, .. }) = command else {
+            panic!("not a SET");
+        };
+        assert_eq!(condition, SetCondition::IfAbsent);
+        assert_eq!(expiry, SetExpiry::RelativeMs(100));
+        assert!(get);
+        assert_eq!(parse_words("SET k v NX XX").unwrap_err(), CommandError::syntax());
+        assert_eq!(parse_words("SET k v EX").unwrap_err(), CommandError::syntax());
+        assert_eq!(parse_words("SET k v EX 0").unwrap_err().0, "ERR invalid expire time in 'set' command");
+        assert_eq!(parse_words("SET k v EX x").unwrap_err(), CommandError::not_integer());
+        assert_eq!(parse_words("SET k").unwrap_err().0, "ERR wrong number of arguments for 'set' command");
+    }
+
+    #[test]
+    fn integers_are_strict() {
+        assert_eq!(parse_integer(b"-12").unwrap(), -12);
+        assert_eq!(parse_integer(b"0").unwrap(), 0);
+        for bad in ["", "+1", "01", " 1", "1 ", "1.5", "99999999999999999999", "-0"] {
+            assert!(parse_integer(bad.as_bytes()).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn unknown_command_text_matches_redis() {
+        assert_eq!(
+            parse_words("FOO a b").unwrap_err().0,
+            "ERR unknown command 'FOO', with args beginning with: 'a' 'b' "
+        );
+    }
+
+    #[test]
+    fn multi_key_commands_keep_key_order() {
+        let Command::Key(command) = parse_words("MSET a 1 b 2").unwrap() else { panic!() };
+        assert_eq!(command.keys(), vec![&b"a"[..], &b"b"[..]]);
+        assert!(command.is_write());
+        assert!(parse_words("MSET a 1 b").is_err());
+        assert_eq!(parse_words("DECRBY k -9223372036854775808").unwrap_err().0, "ERR decrement would overflow");
+    }
+}

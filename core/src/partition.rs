@@ -1,0 +1,497 @@
+//! One partition's state machine on the node that takes writes: it checks a command, computes
+//! its effect against the latest state, assigns LSNs, and gathers the records into the open
+//! batch. It does no I/O: the shard runtime takes batches, makes them durable and reports
+//! commits back, and answers each command once the LSN it depends on is committed.
+//!
+//! The keyspace holds the latest state, committed or not. Every entry carries the LSN that wrote
+//! it, deleted keys leave a tombstone until their delete commits, and a FLUSHALL leaves its LSN:
+//! so an answer is computed at once but sent only when everything it saw is committed. That is
+//! what keeps reads from returning data that a crash could still take away.
+
+use std::collections::HashMap;
+
+use crate::command::{
+    CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry, TimeUnit,
+};
+use crate::ids::{Lsn, PartitionId};
+use crate::keyspace::{Entry, Keyspace};
+use crate::record::Record;
+
+/// The value part of an answer to a key command, before it is encoded for the wire.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    Ok,
+    Integer(i64),
+    Bulk(Option<Vec<u8>>),
+    Bulks(Vec<Option<Vec<u8>>>),
+    Error(CommandError),
+}
+
+/// The result of executing a command: its answer, to be sent once `wait_lsn` is committed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Execution {
+    pub answer: Answer,
+    pub wait_lsn: Lsn,
+}
+
+/// Records taken from a partition to be made durable together, the first at `first_lsn`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct TakenBatch {
+    pub first_lsn: Lsn,
+    pub records: Vec<Record>,
+}
+
+impl TakenBatch {
+    #[must_use]
+    pub fn last_lsn(&self) -> Lsn {
+        Lsn(self.first_lsn.0 + self.records.len() as u64 - 1)
+    }
+}
+
+/// Sizes a partition enforces.
+#[derive(Clone, Copy, Debug)]
+pub struct PartitionLimits {
+    /// Largest key plus value one record may carry; larger writes are refused.
+    pub record_bytes_max: usize,
+    /// Records are taken in batches of at most about this many bytes.
+    pub batch_bytes_max: usize,
+}
+
+impl Default for PartitionLimits {
+    fn default() -> Self {
+        PartitionLimits { record_bytes_max: 8 * 1024 * 1024, batch_bytes_max: 12 * 1024 * 1024 }
+    }
+}
+
+/// One partition's keyspace, log positions and open batch. Owned by one shard.
+#[derive(Debug)]
+pub struct Partition {
+    id: PartitionId,
+    keyspace: Keyspace,
+    tombstones: HashMap<Box<[u8]>, Lsn, foldhash::fast::RandomState>,
+    flush_lsn: Lsn,
+    last_lsn: Lsn,
+    commit_lsn: Lsn,
+    open: Vec<Record>,
+    open_bytes: usize,
+    failure: Option<String>,
+    limits: PartitionLimits,
+}
+
+fn too_large() -> CommandError {
+    CommandError("ERR string exceeds maximum allowed size (proto-max-bulk-len)".into())
+}
+
+impl Partition {
+    #[must_use]
+    pub fn new(id: PartitionId, limits: PartitionLimits) -> Partition {
+        assert!(limits.record_bytes_max <= limits.batch_bytes_max);
+        Partition {
+            id,
+            keyspace: Keyspace::default(),
+            tombstones: HashMap::default(),
+            flush_lsn: Lsn::ZERO,
+            last_lsn: Lsn::ZERO,
+            commit_lsn: Lsn::ZERO,
+            open: Vec::new(),
+            open_bytes: 0,
+            failure: None,
+            limits,
+        }
+    }
+
+    #[must_use]
+    pub fn id(&self) -> PartitionId {
+        self.id
+    }
+
+    #[must_use]
+    pub fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    #[must_use]
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_lsn
+    }
+
+    #[must_use]
+    pub fn commit_lsn(&self) -> Lsn {
+        self.commit_lsn
+    }
+
+    #[must_use]
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.as_deref()
+    }
+
+    /// Loads one checkpoint entry during recovery.
+    pub fn load_entry(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64, lsn: Lsn) {
+        assert!(self.open.is_empty());
+        self.keyspace.insert(key, value.into(), expire_at_ms, lsn);
+    }
+
+    /// Applies a committed record during recovery (or on a replica). LSNs must ascend.
+    pub fn apply_committed(&mut self, lsn: Lsn, record: Record) {
+        assert!(self.open.is_empty());
+        assert!(lsn > self.last_lsn || self.last_lsn == Lsn::ZERO, "LSN went backwards");
+        self.keyspace.apply(lsn, record);
+        self.last_lsn = lsn;
+        self.commit_lsn = lsn;
+    }
+
+    /// Sets the log position after recovery: everything up to `lsn` is durable.
+    pub fn recovered_through(&mut self, lsn: Lsn) {
+        assert!(self.open.is_empty());
+        assert!(lsn >= self.last_lsn);
+        self.last_lsn = lsn;
+        self.commit_lsn = lsn;
+    }
+
+    #[must_use]
+    pub fn has_open_records(&self) -> bool {
+        !self.open.is_empty()
+    }
+
+    /// Takes the open records, up to the batch size limit, for one frame.
+    pub fn take_batch(&mut self) -> Option<TakenBatch> {
+        if self.open.is_empty() {
+            return None;
+        }
+        let open_first = Lsn(self.last_lsn.0 + 1 - self.open.len() as u64);
+        let mut bytes = 0;
+        let mut count = 0;
+        for record in &self.open {
+            bytes += record.size_estimate();
+            if count > 0 && bytes > self.limits.batch_bytes_max {
+                break;
+            }
+            count += 1;
+        }
+        let records: Vec<Record> = if count == self.open.len() {
+            self.open_bytes = 0;
+            std::mem::take(&mut self.open)
+        } else {
+            let taken: Vec<Record> = self.open.drain(..count).collect();
+            self.open_bytes = self.open.iter().map(Record::size_estimate).sum();
+            taken
+        };
+        Some(TakenBatch { first_lsn: open_first, records })
+    }
+
+    /// Everything up to `through` is durable (and acknowledged by whoever must acknowledge it).
+    pub fn commit(&mut self, through: Lsn) {
+        assert!(through <= self.last_lsn, "commit beyond the last assigned LSN");
+        if through <= self.commit_lsn {
+            return;
+        }
+        self.commit_lsn = through;
+        if !self.tombstones.is_empty() {
+            self.tombstones.retain(|_, lsn| *lsn > through);
+        }
+    }
+
+    /// The partition's log failed: it refuses writes until the node restarts.
+    pub fn fail(&mut self, reason: String) {
+        if self.failure.is_none() {
+            self.failure = Some(reason);
+        }
+    }
+
+    /// The error sent to writes, and to reads of uncommitted data, after a failure.
+    #[must_use]
+    pub fn failure_error(&self) -> Option<CommandError> {
+        self.failure.as_ref().map(|reason| {
+            CommandError(format!(
+                "ERR partition {} refuses writes after a WAL failure ({reason}); restart the node",
+                self.id
+            ))
+        })
+    }
+
+    /// Removes committed expired keys, at most `limit`.
+    pub fn remove_expired(&mut self, now_ms: u64, limit: usize) -> usize {
+        self.keyspace.remove_expired(now_ms, self.commit_lsn, limit)
+    }
+
+    /// Executes one command against the latest state.
+    pub fn execute(&mut self, command: KeyCommand, now_ms: u64) -> Execution {
+        if command.is_write() {
+            if let Some(error) = self.failure_error() {
+                return Execution { answer: Answer::Error(error), wait_lsn: Lsn::ZERO };
+            }
+        }
+        let mut context = Context { partition: self, now_ms, wait_lsn: Lsn::ZERO };
+        let answer = context.run(command);
+        let wait_lsn = context.wait_lsn;
+        Execution { answer, wait_lsn }
+    }
+
+    fn append(&mut self, record: Record) -> Lsn {
+        assert!(self.failure.is_none());
+        let lsn = self.last_lsn.next();
+        self.open_bytes += record.size_estimate();
+        match &record {
+            Record::Set { key, value, expire_at_ms } => {
+                self.keyspace.insert(key, value.clone().into_boxed_slice(), *expire_at_ms, lsn);
+            }
+            Record::Delete { key } => {
+                self.keyspace.remove(key);
+                self.tombstones.insert(key.clone().into_boxed_slice(), lsn);
+            }
+            Record::Expire { key, expire_at_ms } => {
+                self.keyspace.set_expiry(key, *expire_at_ms, lsn);
+            }
+            Record::FlushAll => {
+                self.keyspace.clear();
+                self.tombstones.clear();
+                self.flush_lsn = lsn;
+            }
+        }
+        self.open.push(record);
+        self.last_lsn = lsn;
+        lsn
+    }
+
+    /// The LSN that last changed what a read of `key` sees.
+    fn dependency(&self, key: &[u8]) -> Lsn {
+        let written = match self.keyspace.get_raw(key) {
+            Some(entry) => entry.lsn,
+            None => self.tombstones.get(key).copied().unwrap_or(Lsn::ZERO),
+        };
+        written.max(self.flush_lsn)
+    }
+}
+
+/// Execution of one command: tracks the newest LSN its answer depends on.
+struct Context<'a> {
+    partition: &'a mut Partition,
+    now_ms: u64,
+    wait_lsn: Lsn,
+}
+
+impl Context<'_> {
+    fn read(&mut self, key: &[u8]) -> Option<Entry> {
+        self.wait_lsn = self.wait_lsn.max(self.partition.dependency(key));
+        self.partition.keyspace.get(key, self.now_ms).cloned()
+    }
+
+    fn exists(&mut self, key: &[u8]) -> bool {
+        self.wait_lsn = self.wait_lsn.max(self.partition.dependency(key));
+        self.partition.keyspace.get(key, self.now_ms).is_some()
+    }
+
+    fn write(&mut self, record: Record) -> Result<(), CommandError> {
+        if record.size_estimate() > self.partition.limits.record_bytes_max {
+            return Err(too_large());
+        }
+        let lsn = self.partition.append(record);
+        self.wait_lsn = self.wait_lsn.max(lsn);
+        Ok(())
+    }
+
+    fn set(&mut self, key: &[u8], value: Vec<u8>, expire_at_ms: u64) -> Result<(), CommandError> {
+        self.write(Record::Set { key: key.to_vec(), value, expire_at_ms })
+    }
+
+    fn run(&mut self, command: KeyCommand) -> Answer {
+        match self.dispatch(command) {
+            Ok(answer) => answer,
+            Err(error) => Answer::Error(error),
+        }
+    }
+
+    fn dispatch(&mut self, command: KeyCommand) -> Result<Answer, CommandError> {
+        match command {
+            KeyCommand::Get { key } => Ok(Answer::Bulk(self.read(&key).map(|e| e.value.into()))),
+            KeyCommand::Set { key, value, condition, expiry, get } => {
+                self.set_command(&key, value, condition, expiry, get)
+            }
+            KeyCommand::GetSet { key, value } => {
+                let old = self.read(&key).map(|entry| entry.value.into());
+                self.set(&key, value, 0)?;
+                Ok(Answer::Bulk(old))
+            }
+            KeyCommand::SetNx { key, value } => {
+                if self.exists(&key) {
+                    return Ok(Answer::Integer(0));
+                }
+                self.set(&key, value, 0)?;
+                Ok(Answer::Integer(1))
+            }
+            KeyCommand::Delete { keys } => self.delete(keys),
+            KeyCommand::Exists { keys } => {
+                Ok(Answer::Integer(keys.iter().filter(|key| self.exists(key)).count() as i64))
+            }
+            KeyCommand::MultiSet { pairs } => {
+                for (key, value) in pairs {
+                    self.set(&key, value, 0)?;
+                }
+                Ok(Answer::Ok)
+            }
+            KeyCommand::MultiGet { keys } => Ok(Answer::Bulks(
+                keys.iter().map(|key| self.read(key).map(|entry| entry.value.into())).collect(),
+            )),
+            KeyCommand::IncrementBy { key, delta } => self.increment(&key, delta),
+            KeyCommand::Append { key, value } => self.append_command(&key, &value),
+            KeyCommand::Strlen { key } => {
+                Ok(Answer::Integer(self.read(&key).map_or(0, |entry| entry.value.len() as i64)))
+            }
+            KeyCommand::Expire { key, amount, unit, absolute, condition } => {
+                self.expire(&key, amount, unit, absolute, condition)
+            }
+            KeyCommand::Ttl { key, unit } => Ok(Answer::Integer(self.ttl(&key, unit))),
+            KeyCommand::Persist { key } => self.persist(&key),
+            KeyCommand::DbSize => {
+                self.wait_lsn = self.partition.last_lsn;
+                Ok(Answer::Integer(self.partition.keyspace.len() as i64))
+            }
+            KeyCommand::FlushAll => {
+                self.write(Record::FlushAll)?;
+                Ok(Answer::Ok)
+            }
+        }
+    }
+
+    fn set_command(
+        &mut self,
+        key: &[u8],
+        value: Vec<u8>,
+        condition: SetCondition,
+        expiry: SetExpiry,
+        get: bool,
+    ) -> Result<Answer, CommandError> {
+        let old = self.read(key);
+        let allowed = match condition {
+            SetCondition::Always => true,
+            SetCondition::IfAbsent => old.is_none(),
+            SetCondition::IfPresent => old.is_some(),
+        };
+        let old_value = || Answer::Bulk(old.as_ref().map(|entry| entry.value.to_vec()));
+        if !allowed {
+            return Ok(if get { old_value() } else { Answer::Bulk(None) });
+        }
+        let expire_at_ms = match expiry {
+            SetExpiry::None => 0,
+            SetExpiry::Keep => old.as_ref().map_or(0, |entry| entry.expire_at_ms),
+            SetExpiry::RelativeMs(milliseconds) => self.now_ms.saturating_add(milliseconds),
+            SetExpiry::AbsoluteMs(at) => at,
+        };
+        if expire_at_ms != 0 && expire_at_ms <= self.now_ms {
+            // An absolute time in the past: the key is set and gone at once, as in Redis.
+            if old.is_some() {
+                self.write(Record::Delete { key: key.to_vec() })?;
+            }
+        } else {
+            self.set(key, value, expire_at_ms)?;
+        }
+        Ok(if get { old_value() } else { Answer::Ok })
+    }
+
+    fn delete(&mut self, keys: Vec<Vec<u8>>) -> Result<Answer, CommandError> {
+        let mut removed = 0;
+        for key in keys {
+            if self.exists(&key) {
+                self.write(Record::Delete { key })?;
+                removed += 1;
+            }
+        }
+        Ok(Answer::Integer(removed))
+    }
+
+    fn increment(&mut self, key: &[u8], delta: i64) -> Result<Answer, CommandError> {
+        let old = self.read(key);
+        let current = match &old {
+            Some(entry) => crate::command::parse_integer(&entry.value)?,
+            None => 0,
+        };
+        let next = current
+            .checked_add(delta)
+            .ok_or_else(|| CommandError("ERR increment or decrement would overflow".into()))?;
+        let expire_at_ms = old.map_or(0, |entry| entry.expire_at_ms);
+        self.set(key, next.to_string().into_bytes(), expire_at_ms)?;
+        Ok(Answer::Integer(next))
+    }
+
+    fn append_command(&mut self, key: &[u8], suffix: &[u8]) -> Result<Answer, CommandError> {
+        let old = self.read(key);
+        let (mut value, expire_at_ms) = match old {
+            Some(entry) => (entry.value.into_vec(), entry.expire_at_ms),
+            None => (Vec::new(), 0),
+        };
+        if value.len() + suffix.len() + key.len() > self.partition.limits.record_bytes_max {
+            return Err(too_large());
+        }
+        value.extend_from_slice(suffix);
+        let length = value.len() as i64;
+        self.set(key, value, expire_at_ms)?;
+        Ok(Answer::Integer(length))
+    }
+
+    fn expire(
+        &mut self,
+        key: &[u8],
+        amount: i64,
+        unit: TimeUnit,
+        absolute: bool,
+        condition: ExpireCondition,
+    ) -> Result<Answer, CommandError> {
+        let invalid = || CommandError("ERR invalid expire time in 'expire' command".into());
+        let milliseconds = match unit {
+            TimeUnit::Seconds => amount.checked_mul(1000).ok_or_else(invalid)?,
+            TimeUnit::Milliseconds => amount,
+        };
+        let target = if absolute {
+            milliseconds
+        } else {
+            i64::try_from(self.now_ms).map_err(|_| invalid())?.checked_add(milliseconds).ok_or_else(invalid)?
+        };
+        let Some(entry) = self.read(key) else {
+            return Ok(Answer::Integer(0));
+        };
+        let current = entry.expire_at_ms;
+        let allowed = match condition {
+            ExpireCondition::Always => true,
+            ExpireCondition::IfNoExpiry => current == 0,
+            ExpireCondition::IfHasExpiry => current != 0,
+            ExpireCondition::IfGreater => current != 0 && target > current as i64,
+            ExpireCondition::IfLess => current == 0 || target < current as i64,
+        };
+        if !allowed {
+            return Ok(Answer::Integer(0));
+        }
+        if target <= self.now_ms as i64 {
+            self.write(Record::Delete { key: key.to_vec() })?;
+        } else {
+            self.write(Record::Expire { key: key.to_vec(), expire_at_ms: target as u64 })?;
+        }
+        Ok(Answer::Integer(1))
+    }
+
+    fn ttl(&mut self, key: &[u8], unit: TimeUnit) -> i64 {
+        let Some(entry) = self.read(key) else {
+            return -2;
+        };
+        if entry.expire_at_ms == 0 {
+            return -1;
+        }
+        let remaining = entry.expire_at_ms.saturating_sub(self.now_ms) as i64;
+        match unit {
+            TimeUnit::Seconds => (remaining + 500) / 1000,
+            TimeUnit::Milliseconds => remaining,
+        }
+    }
+
+    fn persist(&mut self, key: &[u8]) -> Result<Answer, CommandError> {
+        match self.read(key) {
+            Some(entry) if entry.expire_at_ms != 0 => {
+                self.write(Record::Expire { key: key.to_vec(), expire_at_ms: 0 })?;
+                Ok(Answer::Integer(1))
+            }
+            _ => Ok(Answer::Integer(0)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,155 @@
+//! Unit tests of the partition state machine: exact answers, records and wait LSNs.
+
+use super::*;
+use crate::command::{parse, Command};
+
+const NOW: u64 = 1_000_000;
+
+fn run(partition: &mut Partition, line: &str) -> Execution {
+    let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+    let Ok(Command::Key(command)) = parse(&words) else { panic!("not a key command: {line}") };
+    partition.execute(command, NOW)
+}
+
+fn new_partition() -> Partition {
+    Partition::new(PartitionId(0), PartitionLimits::default())
+}
+
+fn bulk(text: &str) -> Answer {
+    Answer::Bulk(Some(text.as_bytes().to_vec()))
+}
+
+#[test]
+fn writes_wait_for_their_own_lsn_and_reads_for_the_write_they_see() {
+    let mut partition = new_partition();
+    let set = run(&mut partition, "SET a 1");
+    assert_eq!(set, Execution { answer: Answer::Ok, wait_lsn: Lsn(1) });
+    let read = run(&mut partition, "GET a");
+    assert_eq!(read, Execution { answer: bulk("1"), wait_lsn: Lsn(1) });
+    partition.take_batch().unwrap();
+    partition.commit(Lsn(1));
+    run(&mut partition, "SET b 2");
+    // A read of `a` no longer depends on anything uncommitted.
+    assert_eq!(run(&mut partition, "GET a").wait_lsn, Lsn(1));
+    assert!(run(&mut partition, "GET a").wait_lsn <= partition.commit_lsn());
+    assert_eq!(run(&mut partition, "GET b").wait_lsn, Lsn(2));
+}
+
+#[test]
+fn deletes_leave_tombstones_until_committed() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET a 1");
+    partition.take_batch();
+    partition.commit(Lsn(1));
+    assert_eq!(run(&mut partition, "DEL a b").answer, Answer::Integer(1));
+    let read = run(&mut partition, "GET a");
+    assert_eq!(read, Execution { answer: Answer::Bulk(None), wait_lsn: Lsn(2) });
+    partition.take_batch();
+    partition.commit(Lsn(2));
+    assert_eq!(run(&mut partition, "EXISTS a").wait_lsn, Lsn::ZERO);
+}
+
+#[test]
+fn batches_hold_the_effects_in_lsn_order() {
+    let mut partition = new_partition();
+    run(&mut partition, "INCR n");
+    run(&mut partition, "INCRBY n 41");
+    run(&mut partition, "EXPIRE n 10");
+    run(&mut partition, "APPEND n x");
+    let batch = partition.take_batch().unwrap();
+    assert_eq!(batch.first_lsn, Lsn(1));
+    assert_eq!(batch.last_lsn(), Lsn(4));
+    assert_eq!(
+        batch.records,
+        vec![
+            Record::Set { key: b"n".to_vec(), value: b"1".to_vec(), expire_at_ms: 0 },
+            Record::Set { key: b"n".to_vec(), value: b"42".to_vec(), expire_at_ms: 0 },
+            Record::Expire { key: b"n".to_vec(), expire_at_ms: NOW + 10_000 },
+            Record::Set { key: b"n".to_vec(), value: b"42x".to_vec(), expire_at_ms: NOW + 10_000 },
+        ]
+    );
+    assert!(partition.take_batch().is_none());
+}
+
+#[test]
+fn redis_semantics_of_string_commands() {
+    let mut partition = new_partition();
+    assert_eq!(run(&mut partition, "SET k v NX").answer, Answer::Ok);
+    assert_eq!(run(&mut partition, "SET k w NX").answer, Answer::Bulk(None));
+    assert_eq!(run(&mut partition, "SET k w NX GET").answer, bulk("v"));
+    assert_eq!(run(&mut partition, "SET k w XX GET").answer, bulk("v"));
+    assert_eq!(run(&mut partition, "GETSET k z").answer, bulk("w"));
+    assert_eq!(run(&mut partition, "SETNX k q").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "STRLEN k").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "INCR k").answer, Answer::Error(CommandError::not_integer()));
+    assert_eq!(run(&mut partition, "MSET a 1 b 2").answer, Answer::Ok);
+    assert_eq!(
+        run(&mut partition, "MGET a nope b").answer,
+        Answer::Bulks(vec![Some(b"1".to_vec()), None, Some(b"2".to_vec())])
+    );
+    assert_eq!(run(&mut partition, "DECRBY a 3").answer, Answer::Integer(-2));
+    run(&mut partition, "SET big 9223372036854775807");
+    assert_eq!(
+        run(&mut partition, "INCR big").answer,
+        Answer::Error(CommandError("ERR increment or decrement would overflow".into()))
+    );
+    assert_eq!(run(&mut partition, "DBSIZE").answer, Answer::Integer(4));
+    assert_eq!(run(&mut partition, "FLUSHALL").answer, Answer::Ok);
+    assert_eq!(run(&mut partition, "DBSIZE").answer, Answer::Integer(0));
+}
+
+#[test]
+fn expiry_follows_redis() {
+    let mut partition = new_partition();
+    assert_eq!(run(&mut partition, "TTL k").answer, Answer::Integer(-2));
+    assert_eq!(run(&mut partition, "EXPIRE k 10").answer, Answer::Integer(0));
+    run(&mut partition, "SET k v");
+    assert_eq!(run(&mut partition, "TTL k").answer, Answer::Integer(-1));
+    assert_eq!(run(&mut partition, "EXPIRE k 10 XX").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "EXPIRE k 10 NX").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "EXPIRE k 5 GT").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "EXPIRE k 20 GT").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "PTTL k").answer, Answer::Integer(20_000));
+    assert_eq!(run(&mut partition, "PERSIST k").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "PERSIST k").answer, Answer::Integer(0));
+    run(&mut partition, "SET k v PX 1500");
+    assert_eq!(run(&mut partition, "TTL k").answer, Answer::Integer(2));
+    assert_eq!(run(&mut partition, "EXPIRE k 0").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "EXISTS k").answer, Answer::Integer(0));
+    run(&mut partition, "SET e v PX 5");
+    let words: Vec<&[u8]> = vec![b"GET", b"e"];
+    let Ok(Command::Key(get)) = parse(&words) else { panic!() };
+    assert_eq!(partition.execute(get, NOW + 5).answer, Answer::Bulk(None));
+}
+
+#[test]
+fn failure_refuses_writes_but_serves_committed_reads() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET a 1");
+    partition.take_batch();
+    partition.commit(Lsn(1));
+    partition.fail("fdatasync: EIO".into());
+    assert!(matches!(run(&mut partition, "SET a 2").answer, Answer::Error(_)));
+    assert_eq!(run(&mut partition, "GET a").answer, bulk("1"));
+    assert_eq!(partition.last_lsn(), Lsn(1));
+}
+
+#[test]
+fn batches_are_bounded_in_bytes() {
+    let limits = PartitionLimits { record_bytes_max: 200, batch_bytes_max: 1000 };
+    let mut partition = Partition::new(PartitionId(0), limits);
+    let value = "x".repeat(100);
+    for index in 0..30 {
+        run(&mut partition, &format!("SET k{index} {value}"));
+    }
+    let too_big = "y".repeat(300);
+    assert!(matches!(run(&mut partition, &format!("SET k {too_big}")).answer, Answer::Error(_)));
+    let mut taken = 0;
+    while let Some(batch) = partition.take_batch() {
+        assert_eq!(batch.first_lsn, Lsn(taken + 1));
+        let bytes: usize = batch.records.iter().map(Record::size_estimate).sum();
+        assert!(bytes <= 1000);
+        taken += batch.records.len() as u64;
+    }
+    assert_eq!(taken, 30);
+}

@@ -1,1 +1,34 @@
-//! placeholder
+//! Strata's write-ahead log: one log per partition, in fixed-size segment files that are
+//! written in full before use, appended to and synced through the shard's `io_uring`, with
+//! periodic checkpoints that bound replay and let old segments go.
+//!
+//! The byte layout, the recovery rules and the crash argument are in `docs/wal-format.md`.
+//! A [`PartitionWal`] is owned by the shard thread that owns its partition.
+
+#![warn(clippy::pedantic)]
+
+mod checkpoint;
+mod config;
+mod error;
+mod recovery;
+mod segment;
+mod wal;
+
+#[cfg(test)]
+mod tests;
+
+pub use checkpoint::{
+    checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, CHECKPOINT_HEADER_BYTES,
+    CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
+};
+pub use config::{
+    frame_bytes_max, WalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+    SEGMENT_BYTES_MULTIPLE,
+};
+pub use error::WalError;
+pub use recovery::RecoverySummary;
+pub use segment::{
+    parse_segment_file_name, scan_segments, segment_file_name, SegmentHeader, SegmentInfo,
+    SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
+};
+pub use wal::{CheckpointSummary, PartitionWal};

@@ -1,0 +1,306 @@
+//! Checkpoint files: one partition's whole keyspace as of one LSN.
+//!
+//! A checkpoint is written to a temporary file, synced, renamed into place and the directory
+//! synced; only then are the segments it covers deleted. Recovery loads the newest checkpoint
+//! and replays the records after its LSN.
+
+use std::fs;
+use std::path::Path;
+
+use strata_core::{Lsn, PartitionId};
+
+use crate::error::WalError;
+use crate::segment::{parse_lsn_name, read_u16, read_u32, read_u64};
+
+/// Bytes of the checkpoint header; the body follows it.
+pub const CHECKPOINT_HEADER_BYTES: usize = 64;
+/// "STRC", little-endian.
+pub const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"STRC");
+pub const CHECKPOINT_VERSION: u16 = 1;
+const HEADER_CHECKSUM_OFFSET: usize = 60;
+const CHECKPOINT_PREFIX: &str = "checkpoint-";
+const CHECKPOINT_SUFFIX: &str = ".ckpt";
+/// Suffix of a checkpoint being written; recovery removes such files.
+pub(crate) const TEMPORARY_SUFFIX: &str = ".tmp";
+
+const _: () = assert!(HEADER_CHECKSUM_OFFSET + 4 == CHECKPOINT_HEADER_BYTES);
+
+/// Serializes `entries` (key, value, `expire_at_ms`) as a checkpoint of `partition`: the
+/// bytes of a checkpoint file whose LSN is still to be filled in. Runs synchronously, so the
+/// caller can take it at the moment its keyspace is exactly the state at some LSN and write it
+/// with [`PartitionWal::write_checkpoint`](crate::PartitionWal::write_checkpoint) once that LSN
+/// is durable.
+///
+/// # Panics
+///
+/// If a key or value is 4 GiB or larger.
+pub fn encode_checkpoint<'a, I>(partition: PartitionId, entries: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = (&'a [u8], &'a [u8], u64)>,
+{
+    let mut bytes = vec![0u8; CHECKPOINT_HEADER_BYTES];
+    let mut entry_count = 0u64;
+    for (key, value, expire_at_ms) in entries {
+        push_field(&mut bytes, key);
+        push_field(&mut bytes, value);
+        bytes.extend_from_slice(&expire_at_ms.to_le_bytes());
+        entry_count += 1;
+    }
+    let body_bytes = (bytes.len() - CHECKPOINT_HEADER_BYTES) as u64;
+    let body_checksum = crc32c::crc32c(&bytes[CHECKPOINT_HEADER_BYTES..]);
+    bytes[0..4].copy_from_slice(&CHECKPOINT_MAGIC.to_le_bytes());
+    bytes[4..6].copy_from_slice(&CHECKPOINT_VERSION.to_le_bytes());
+    bytes[8..12].copy_from_slice(&partition.0.to_le_bytes());
+    bytes[24..32].copy_from_slice(&entry_count.to_le_bytes());
+    bytes[32..40].copy_from_slice(&body_bytes.to_le_bytes());
+    bytes[40..44].copy_from_slice(&body_checksum.to_le_bytes());
+    bytes
+}
+
+/// Stamps `lsn` into bytes made by [`encode_checkpoint`] and seals the header with its
+/// checksum. Returns the entry count.
+pub(crate) fn seal_checkpoint(bytes: &mut [u8], partition: PartitionId, lsn: Lsn) -> u64 {
+    assert!(
+        bytes.len() >= CHECKPOINT_HEADER_BYTES,
+        "not an encoded checkpoint"
+    );
+    assert_eq!(
+        read_u32(bytes, 0),
+        CHECKPOINT_MAGIC,
+        "not an encoded checkpoint"
+    );
+    assert_eq!(
+        PartitionId(read_u32(bytes, 8)),
+        partition,
+        "checkpoint of another partition"
+    );
+    let body_bytes = read_u64(bytes, 32);
+    assert_eq!(
+        body_bytes,
+        (bytes.len() - CHECKPOINT_HEADER_BYTES) as u64,
+        "checkpoint resized"
+    );
+    bytes[16..24].copy_from_slice(&lsn.0.to_le_bytes());
+    let header_checksum = crc32c::crc32c(&bytes[..HEADER_CHECKSUM_OFFSET]);
+    bytes[HEADER_CHECKSUM_OFFSET..CHECKPOINT_HEADER_BYTES]
+        .copy_from_slice(&header_checksum.to_le_bytes());
+    read_u64(bytes, 24)
+}
+
+fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
+    let length = u32::try_from(field.len()).expect("checkpoint keys and values are below 4 GiB");
+    bytes.extend_from_slice(&length.to_le_bytes());
+    bytes.extend_from_slice(field);
+}
+
+/// `checkpoint-<lsn as 20 decimal digits>.ckpt`.
+#[must_use]
+pub fn checkpoint_file_name(lsn: Lsn) -> String {
+    format!("{CHECKPOINT_PREFIX}{:020}{CHECKPOINT_SUFFIX}", lsn.0)
+}
+
+/// Parses a name made by [`checkpoint_file_name`]; other names give `None`.
+#[must_use]
+pub fn parse_checkpoint_file_name(name: &str) -> Option<Lsn> {
+    parse_lsn_name(name, CHECKPOINT_PREFIX, CHECKPOINT_SUFFIX)
+}
+
+/// The decoded checkpoint header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CheckpointHeader {
+    partition: PartitionId,
+    lsn: Lsn,
+    entry_count: u64,
+    body_bytes: u64,
+    body_checksum: u32,
+}
+
+impl CheckpointHeader {
+    fn decode(bytes: &[u8]) -> Result<CheckpointHeader, String> {
+        if bytes.len() < CHECKPOINT_HEADER_BYTES {
+            return Err(format!("checkpoint truncated to {} bytes", bytes.len()));
+        }
+        let magic = read_u32(bytes, 0);
+        if magic != CHECKPOINT_MAGIC {
+            return Err(format!("bad checkpoint magic {magic:#010x}"));
+        }
+        let version = read_u16(bytes, 4);
+        if version != CHECKPOINT_VERSION {
+            return Err(format!("unsupported checkpoint version {version}"));
+        }
+        let stored = read_u32(bytes, HEADER_CHECKSUM_OFFSET);
+        let computed = crc32c::crc32c(&bytes[..HEADER_CHECKSUM_OFFSET]);
+        if stored != computed {
+            return Err(format!(
+                "checkpoint header checksum mismatch: \
+                 stored {stored:#010x}, computed {computed:#010x}"
+            ));
+        }
+        Ok(CheckpointHeader {
+            partition: PartitionId(read_u32(bytes, 8)),
+            lsn: Lsn(read_u64(bytes, 16)),
+            entry_count: read_u64(bytes, 24),
+            body_bytes: read_u64(bytes, 32),
+            body_checksum: read_u32(bytes, 40),
+        })
+    }
+}
+
+/// Receives checkpoint entries: key, value, `expire_at_ms`.
+pub(crate) type EntrySink<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
+
+/// What loading a checkpoint found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LoadedCheckpoint {
+    pub lsn: Lsn,
+    pub entry_count: u64,
+}
+
+/// Reads and checks the checkpoint at `path` (named for `name_lsn`), calling `on_entry` for
+/// each entry. Any damage is an error naming the file: a checkpoint is never skipped silently.
+pub(crate) fn load_checkpoint(
+    path: &Path,
+    partition: PartitionId,
+    name_lsn: Lsn,
+    on_entry: &mut EntrySink<'_>,
+) -> Result<LoadedCheckpoint, WalError> {
+    let bytes = fs::read(path).map_err(|source| WalError::io("read checkpoint", path, source))?;
+    let header =
+        CheckpointHeader::decode(&bytes).map_err(|reason| WalError::corrupt(path, 0, reason))?;
+    if header.partition != partition {
+        let reason = format!(
+            "checkpoint of partition {}, expected {partition}",
+            header.partition
+        );
+        return Err(WalError::corrupt(path, 8, reason));
+    }
+    if header.lsn != name_lsn {
+        let reason = format!(
+            "checkpoint header says LSN {}, its name {name_lsn}",
+            header.lsn
+        );
+        return Err(WalError::corrupt(path, 16, reason));
+    }
+    let body = &bytes[CHECKPOINT_HEADER_BYTES..];
+    if body.len() as u64 != header.body_bytes {
+        let reason = format!(
+            "body of {} bytes, header says {}",
+            body.len(),
+            header.body_bytes
+        );
+        return Err(WalError::corrupt(
+            path,
+            CHECKPOINT_HEADER_BYTES as u64,
+            reason,
+        ));
+    }
+    let computed = crc32c::crc32c(body);
+    if computed != header.body_checksum {
+        let reason = format!(
+            "checkpoint body checksum mismatch: stored {:#010x}, computed {computed:#010x}",
+            header.body_checksum
+        );
+        return Err(WalError::corrupt(
+            path,
+            CHECKPOINT_HEADER_BYTES as u64,
+            reason,
+        ));
+    }
+    let entry_count = decode_entries(body, on_entry)
+        .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
+    if entry_count != header.entry_count {
+        let reason = format!("{entry_count} entries, header says {}", header.entry_count);
+        return Err(WalError::corrupt(
+            path,
+            CHECKPOINT_HEADER_BYTES as u64,
+            reason,
+        ));
+    }
+    Ok(LoadedCheckpoint {
+        lsn: header.lsn,
+        entry_count,
+    })
+}
+
+/// Walks the body; an error gives the file offset of the entry that does not parse.
+fn decode_entries(body: &[u8], on_entry: &mut EntrySink<'_>) -> Result<u64, (u64, String)> {
+    let mut cursor = 0usize;
+    let mut entry_count = 0u64;
+    while cursor < body.len() {
+        let entry_offset = (CHECKPOINT_HEADER_BYTES + cursor) as u64;
+        let truncated = || (entry_offset, "checkpoint entry truncated".to_string());
+        let key = take_field(body, &mut cursor).ok_or_else(truncated)?;
+        let value = take_field(body, &mut cursor).ok_or_else(truncated)?;
+        let expire = body.get(cursor..cursor + 8).ok_or_else(truncated)?;
+        cursor += 8;
+        on_entry(
+            key,
+            value,
+            u64::from_le_bytes(expire.try_into().expect("eight bytes")),
+        );
+        entry_count += 1;
+    }
+    Ok(entry_count)
+}
+
+fn take_field<'a>(body: &'a [u8], cursor: &mut usize) -> Option<&'a [u8]> {
+    let length = body.get(*cursor..cursor.checked_add(4)?)?;
+    let length = u32::from_le_bytes(length.try_into().expect("four bytes")) as usize;
+    let start = *cursor + 4;
+    let field = body.get(start..start.checked_add(length)?)?;
+    *cursor = start + length;
+    Some(field)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back() {
+        assert_eq!(
+            checkpoint_file_name(Lsn(5)),
+            "checkpoint-00000000000000000005.ckpt"
+        );
+        assert_eq!(
+            parse_checkpoint_file_name(&checkpoint_file_name(Lsn(5))),
+            Some(Lsn(5))
+        );
+        assert_eq!(
+            parse_checkpoint_file_name("checkpoint-00000000000000000005.ckpt.tmp"),
+            None
+        );
+    }
+
+    #[test]
+    fn image_round_trips_and_every_flip_is_caught() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join(checkpoint_file_name(Lsn(9)));
+        let entries: Vec<(&[u8], &[u8], u64)> = vec![(b"a", b"1", 0), (b"bb", b"", 77)];
+        let mut bytes = encode_checkpoint(PartitionId(2), entries.iter().copied());
+        assert_eq!(seal_checkpoint(&mut bytes, PartitionId(2), Lsn(9)), 2);
+        fs::write(&path, &bytes).unwrap();
+        let mut seen = Vec::new();
+        let mut collect = |k: &[u8], v: &[u8], e: u64| seen.push((k.to_vec(), v.to_vec(), e));
+        let loaded = load_checkpoint(&path, PartitionId(2), Lsn(9), &mut collect).unwrap();
+        assert_eq!(
+            loaded,
+            LoadedCheckpoint {
+                lsn: Lsn(9),
+                entry_count: 2
+            }
+        );
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1], (b"bb".to_vec(), Vec::new(), 77));
+        for index in 0..bytes.len() {
+            let mut damaged = bytes.clone();
+            damaged[index] ^= 0x10;
+            fs::write(&path, &damaged).unwrap();
+            let outcome = load_checkpoint(&path, PartitionId(2), Lsn(9), &mut |_, _, _| {});
+            assert!(
+                matches!(outcome, Err(WalError::Corrupt { .. })),
+                "flip at {index}"
+            );
+        }
+    }
+}

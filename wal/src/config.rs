@@ -1,0 +1,76 @@
+//! WAL configuration and the size limits that follow from it.
+
+use strata_core::frame::{FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES, FRAME_PAYLOAD_BYTES_MAX};
+
+use crate::error::WalError;
+use crate::segment::SEGMENT_HEADER_BYTES;
+
+/// Default size of one segment file.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+/// Smallest segment: the header block and one more block for frames.
+pub const SEGMENT_BYTES_MIN: u64 = 2 * SEGMENT_HEADER_BYTES;
+/// Largest segment; recovery reads one whole segment into memory at a time.
+pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
+/// Segment sizes are whole blocks, so that every segment ends on a block boundary.
+pub const SEGMENT_BYTES_MULTIPLE: u64 = 4096;
+
+const _: () = assert!(SEGMENT_BYTES_DEFAULT % SEGMENT_BYTES_MULTIPLE == 0);
+const _: () = assert!(SEGMENT_BYTES_MIN % SEGMENT_BYTES_MULTIPLE == 0);
+const _: () = assert!(SEGMENT_BYTES_MAX % SEGMENT_BYTES_MULTIPLE == 0);
+const _: () = assert!(SEGMENT_HEADER_BYTES % FRAME_ALIGNMENT_BYTES as u64 == 0);
+
+/// Configuration of one partition's WAL.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalConfig {
+    /// Size of every new segment file, header included. Existing segments keep the size their
+    /// header records, so this may change between restarts.
+    pub segment_bytes: u64,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        WalConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl WalConfig {
+    /// Checks that segments of this size can be created and hold at least one frame.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Config`] naming the limit that `segment_bytes` breaks.
+    pub fn validate(&self) -> Result<(), WalError> {
+        let bytes = self.segment_bytes;
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&bytes) {
+            return Err(WalError::Config {
+                reason: format!(
+                    "segment_bytes {bytes} outside {SEGMENT_BYTES_MIN}..={SEGMENT_BYTES_MAX}"
+                ),
+            });
+        }
+        if bytes % SEGMENT_BYTES_MULTIPLE != 0 {
+            return Err(WalError::Config {
+                reason: format!(
+                    "segment_bytes {bytes} is not a multiple of {SEGMENT_BYTES_MULTIPLE}"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// The largest buffer of frames one append accepts: see [`frame_bytes_max`].
+    #[must_use]
+    pub fn max_frame_bytes(&self) -> usize {
+        usize::try_from(frame_bytes_max(self.segment_bytes)).unwrap_or(usize::MAX)
+    }
+}
+
+/// The largest buffer of frames one append accepts with segments of `segment_bytes`: what fits
+/// in an empty segment, and no more than one frame of the largest payload.
+#[must_use]
+pub fn frame_bytes_max(segment_bytes: u64) -> u64 {
+    let segment_room = segment_bytes.saturating_sub(SEGMENT_HEADER_BYTES);
+    segment_room.min((FRAME_HEADER_BYTES + FRAME_PAYLOAD_BYTES_MAX) as u64)
+}

@@ -1,0 +1,83 @@
+//! The errors of every WAL operation, each with the context an operator needs to act on it.
+
+use std::io;
+use std::path::PathBuf;
+
+use strata_core::frame::FrameError;
+use strata_core::{Lsn, PartitionId};
+
+/// An error of a WAL operation.
+///
+/// `Io` and `Corrupt` carry the file (and for damage, the byte offset) they concern. After an
+/// `Io` error from [`append`](crate::PartitionWal::append), [`sync`](crate::PartitionWal::sync)
+/// or a checkpoint, the partition's WAL is poisoned: every later call returns `Poisoned` until
+/// the process restarts and recovers the partition.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalError {
+    /// A system call failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Damage that is not a torn tail of the newest segment; the node must not start.
+    #[error("corrupt WAL data in {} at byte offset {offset}: {reason}", path.display())]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+    /// An earlier write or sync failed; the partition refuses writes until restart.
+    #[error("partition WAL is poisoned by an earlier failure, restart to recover: {cause}")]
+    Poisoned { cause: String },
+    /// An appended frame does not continue the log.
+    #[error("frame starts at LSN {found}, the log expects LSN {expected}")]
+    Gap { expected: Lsn, found: Lsn },
+    /// An appended buffer cannot fit in one segment.
+    #[error("{frame_bytes} bytes of frames exceed the limit of {max_frame_bytes} bytes")]
+    FrameTooLarge {
+        frame_bytes: usize,
+        max_frame_bytes: usize,
+    },
+    /// An appended buffer does not hold whole, valid frames.
+    #[error("invalid frame at byte {offset} of the appended buffer: {source}")]
+    InvalidFrame {
+        offset: usize,
+        #[source]
+        source: FrameError,
+    },
+    /// An appended frame belongs to another partition.
+    #[error("frame of partition {found} appended to the WAL of partition {expected}")]
+    WrongPartition {
+        expected: PartitionId,
+        found: PartitionId,
+    },
+    /// The configuration cannot work.
+    #[error("invalid WAL configuration: {reason}")]
+    Config { reason: String },
+}
+
+impl WalError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> WalError {
+        WalError::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn corrupt(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
+        WalError::Corrupt {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}

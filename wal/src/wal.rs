@@ -1,0 +1,578 @@
+//! [`PartitionWal`]: the write-ahead log of one partition, owned by the shard that owns it.
+
+use std::fs;
+use std::io;
+use std::mem;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use monoio::fs::File;
+use monoio::task::JoinHandle;
+use strata_core::frame::{decode_frame, FrameHeader};
+use strata_core::record::Record;
+use strata_core::{Lsn, PartitionId};
+
+use crate::checkpoint::{checkpoint_file_name, seal_checkpoint, TEMPORARY_SUFFIX};
+use crate::config::WalConfig;
+use crate::error::WalError;
+use crate::recovery::{recover_log, RecoveredLog, RecoverySummary, SealedSegment};
+use crate::segment::{prewrite_segment, segment_file_name, SegmentHeader};
+
+/// Distinguishes the spare files of every WAL in this process.
+static SPARE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// What [`PartitionWal::write_checkpoint`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckpointSummary {
+    pub lsn: Lsn,
+    pub path: PathBuf,
+    pub entries: u64,
+    pub bytes: u64,
+    pub segments_deleted: usize,
+    pub elapsed: Duration,
+}
+
+/// The segment being appended to.
+struct ActiveSegment {
+    file: File,
+    path: PathBuf,
+    first_lsn: Lsn,
+    segment_bytes: u64,
+    /// Where the next frame goes.
+    write_offset: u64,
+    /// Everything before this offset is durable.
+    synced_offset: u64,
+}
+
+/// The next segment file, pre-written ahead of need so that a roll only renames it.
+enum Spare {
+    Absent,
+    Preparing {
+        path: PathBuf,
+        task: JoinHandle<io::Result<File>>,
+    },
+}
+
+/// The write-ahead log of one partition: fixed-size, pre-written segment files in one
+/// directory, plus checkpoints.
+///
+/// Owned by the shard thread that owns the partition (`!Send`); use it only inside that shard's
+/// monoio runtime, which also drops it. One operation runs at a time (`&mut self`): while a
+/// batch's [`append`](Self::append) and [`sync`](Self::sync) are awaited, the caller gathers the
+/// next batch. Appended frames are durable once a later `sync` returns `Ok`.
+///
+/// A failed write or sync poisons the log: every later append, sync or checkpoint returns
+/// [`WalError::Poisoned`] until the process restarts and recovers the directory.
+pub struct PartitionWal {
+    dir: PathBuf,
+    partition: PartitionId,
+    config: WalConfig,
+    dir_file: File,
+    segment: ActiveSegment,
+    sealed: Vec<SealedSegment>,
+    last_lsn: Lsn,
+    durable_lsn: Lsn,
+    checkpoint_lsn: Lsn,
+    checkpoint_path: Option<PathBuf>,
+    bytes_since_checkpoint: u64,
+    spare: Spare,
+    /// Set while an operation awaits I/O; still set on entry means that operation was
+    /// cancelled, and the file state is unknown.
+    in_flight: bool,
+    poison: Option<String>,
+    /// A failure to inject at the next I/O of this kind (tests only).
+    #[cfg(test)]
+    pub(crate) fault: Option<FaultSite>,
+}
+
+/// Where a test can inject an I/O failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FaultSite {
+    Write,
+    Sync,
+}
+
+impl PartitionWal {
+    /// Recovers the partition directory `dir` (created if missing): loads the newest
+    /// checkpoint, calling `on_checkpoint_entry(key, value, expire_at_ms)` for each entry, then
+    /// replays every record after the checkpoint's LSN through `on_record`. A torn tail of the
+    /// newest segment is cut; any other damage is [`WalError::Corrupt`] naming file and offset.
+    /// On error the callbacks may have seen part of the data, which the caller discards.
+    ///
+    /// Blocking file I/O: call it inside the shard's monoio runtime (the files are registered
+    /// with it), before the shard serves the partition.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Config`] for an unusable `config`, [`WalError::Io`] when a file cannot be
+    /// read, written or synced, [`WalError::Corrupt`] for damage that is not a torn tail.
+    pub fn recover(
+        dir: &Path,
+        partition: PartitionId,
+        config: &WalConfig,
+        mut on_checkpoint_entry: impl FnMut(&[u8], &[u8], u64),
+        mut on_record: impl FnMut(Lsn, Record),
+    ) -> Result<(PartitionWal, RecoverySummary), WalError> {
+        let (log, summary) = recover_log(
+            dir,
+            partition,
+            config,
+            &mut on_checkpoint_entry,
+            &mut on_record,
+        )?;
+        let wal = PartitionWal::open(dir, partition, config, log)?;
+        tracing::info!(
+            partition = partition.0,
+            checkpoint_lsn = summary.checkpoint_lsn.0,
+            last_lsn = summary.last_lsn.0,
+            records = summary.records_replayed,
+            torn_bytes = summary.torn_bytes,
+            elapsed_us = summary.elapsed.as_micros(),
+            "recovered partition WAL"
+        );
+        Ok((wal, summary))
+    }
+
+    fn open(
+        dir: &Path,
+        partition: PartitionId,
+        config: &WalConfig,
+        log: RecoveredLog,
+    ) -> Result<PartitionWal, WalError> {
+        let dir_file = fs::File::open(dir)
+            .and_then(File::from_std)
+            .map_err(|source| WalError::io("open directory", dir, source))?;
+        let tail = log.tail;
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&tail.path)
+            .and_then(File::from_std)
+            .map_err(|source| WalError::io("open segment", &tail.path, source))?;
+        let segment = ActiveSegment {
+            file,
+            path: tail.path,
+            first_lsn: tail.first_lsn,
+            segment_bytes: tail.segment_bytes,
+            write_offset: tail.write_offset,
+            synced_offset: tail.write_offset,
+        };
+        Ok(PartitionWal {
+            dir: dir.to_path_buf(),
+            partition,
+            config: config.clone(),
+            dir_file,
+            segment,
+            sealed: log.sealed,
+            last_lsn: log.last_lsn,
+            durable_lsn: log.last_lsn,
+            checkpoint_lsn: log.checkpoint_lsn,
+            checkpoint_path: log.checkpoint_path,
+            bytes_since_checkpoint: log.bytes_since_checkpoint,
+            spare: Spare::Absent,
+            in_flight: false,
+            poison: None,
+            #[cfg(test)]
+            fault: None,
+        })
+    }
+
+    #[must_use]
+    pub fn partition(&self) -> PartitionId {
+        self.partition
+    }
+
+    /// LSN of the last appended record (durable or not).
+    #[must_use]
+    pub fn last_lsn(&self) -> Lsn {
+        self.last_lsn
+    }
+
+    /// LSN of the last record made durable by a sync.
+    #[must_use]
+    pub fn durable_lsn(&self) -> Lsn {
+        self.durable_lsn
+    }
+
+    /// LSN of the newest checkpoint, or 0.
+    #[must_use]
+    pub fn checkpoint_lsn(&self) -> Lsn {
+        self.checkpoint_lsn
+    }
+
+    /// Frame bytes appended since the newest checkpoint was written (replayed bytes after a
+    /// restart): what recovery would replay, roughly. Callers checkpoint when it grows large.
+    #[must_use]
+    pub fn bytes_since_checkpoint(&self) -> u64 {
+        self.bytes_since_checkpoint
+    }
+
+    /// The largest buffer [`append`](Self::append) accepts.
+    #[must_use]
+    pub fn max_frame_bytes(&self) -> usize {
+        self.config.max_frame_bytes()
+    }
+
+    /// The original failure, once the log is poisoned.
+    #[must_use]
+    pub fn poison_cause(&self) -> Option<&str> {
+        self.poison.as_deref()
+    }
+
+    /// Writes one or more encoded frames (from `strata_core::frame::encode_frame`, back to
+    /// back) at the tail; they must continue the log at `last_lsn() + 1`. Starts a new segment
+    /// when they do not fit in the current one. Not durable until [`sync`](Self::sync).
+    /// Returns the buffer, emptied, for reuse.
+    ///
+    /// # Errors
+    ///
+    /// Without touching the log: [`WalError::FrameTooLarge`], [`WalError::InvalidFrame`],
+    /// [`WalError::WrongPartition`], [`WalError::Gap`]. [`WalError::Io`] when the write fails,
+    /// which poisons the log; [`WalError::Poisoned`] once it is.
+    pub async fn append(&mut self, frames: Vec<u8>) -> Result<Vec<u8>, WalError> {
+        let last = self.check_frames(&frames)?;
+        self.enter()?;
+        let outcome = self.write_frames(frames, &last).await;
+        self.leave(outcome)
+    }
+
+    /// Makes every appended frame durable: one `fdatasync` of the active segment, if it has
+    /// unsynced frames. (Earlier segments were synced when the log rolled past them.)
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] when the sync fails, which poisons the log; [`WalError::Poisoned`]
+    /// once it is.
+    pub async fn sync(&mut self) -> Result<(), WalError> {
+        self.enter()?;
+        let outcome = self.sync_active().await;
+        self.leave(outcome)
+    }
+
+    /// Writes `encoded` (from [`encode_checkpoint`](crate::encode_checkpoint) for this
+    /// partition) as the checkpoint at `lsn`: the partition's state with every record up to
+    /// `lsn` applied. Durably: temporary file, fsync, rename, directory fsync. Then deletes the
+    /// older checkpoint and the segments whose records it covers. `lsn` must be durable and not
+    /// older than the current checkpoint.
+    ///
+    /// # Errors
+    ///
+    /// [`WalError::Io`] when a file operation fails, which poisons the log;
+    /// [`WalError::Poisoned`] once it is.
+    ///
+    /// # Panics
+    ///
+    /// If `encoded` is not a checkpoint of this partition, or `lsn` is older than the current
+    /// checkpoint or not durable yet: all bugs of the caller.
+    pub async fn write_checkpoint(
+        &mut self,
+        lsn: Lsn,
+        mut encoded: Vec<u8>,
+    ) -> Result<CheckpointSummary, WalError> {
+        assert!(
+            lsn >= self.checkpoint_lsn,
+            "checkpoint older than the current one"
+        );
+        assert!(
+            lsn <= self.durable_lsn,
+            "checkpoint of records not yet durable"
+        );
+        let entries = seal_checkpoint(&mut encoded, self.partition, lsn);
+        self.enter()?;
+        let outcome = self.persist_checkpoint(lsn, entries, encoded).await;
+        self.leave(outcome)
+    }
+
+    /// Validates frames before any I/O; a rejected buffer does not poison the log.
+    fn check_frames(&self, frames: &[u8]) -> Result<FrameHeader, WalError> {
+        let max_frame_bytes = self.max_frame_bytes();
+        if frames.len() > max_frame_bytes {
+            return Err(WalError::FrameTooLarge {
+                frame_bytes: frames.len(),
+                max_frame_bytes,
+            });
+        }
+        let mut offset = 0;
+        let mut expected = self.last_lsn.next();
+        let mut last = None;
+        while offset < frames.len() || last.is_none() {
+            let header = decode_frame(&frames[offset..])
+                .map_err(|source| WalError::InvalidFrame { offset, source })?;
+            if header.partition != self.partition {
+                let found = header.partition;
+                return Err(WalError::WrongPartition {
+                    expected: self.partition,
+                    found,
+                });
+            }
+            if header.first_lsn != expected {
+                return Err(WalError::Gap {
+                    expected,
+                    found: header.first_lsn,
+                });
+            }
+            expected = header.last_lsn.next();
+            offset += header.frame_bytes();
+            last = Some(header);
+        }
+        Ok(last.expect("at least one frame"))
+    }
+
+    fn enter(&mut self) -> Result<(), WalError> {
+        if self.in_flight {
+            self.set_poison("an earlier WAL operation was cancelled while its I/O was in flight");
+        }
+        if let Some(cause) = &self.poison {
+            return Err(WalError::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        self.in_flight = true;
+        Ok(())
+    }
+
+    fn leave<T>(&mut self, outcome: Result<T, WalError>) -> Result<T, WalError> {
+        self.in_flight = false;
+        if let Err(error) = &outcome {
+            self.set_poison(&error.to_string());
+        }
+        outcome
+    }
+
+    fn set_poison(&mut self, cause: &str) {
+        if self.poison.is_none() {
+            tracing::error!(
+                partition = self.partition.0,
+                cause,
+                "partition WAL poisoned"
+            );
+            self.poison = Some(cause.to_string());
+        }
+    }
+
+    async fn write_frames(
+        &mut self,
+        frames: Vec<u8>,
+        last: &FrameHeader,
+    ) -> Result<Vec<u8>, WalError> {
+        let frame_bytes = frames.len() as u64;
+        if self.segment.write_offset + frame_bytes > self.segment.segment_bytes {
+            self.roll(self.last_lsn.next()).await?;
+        }
+        let offset = self.segment.write_offset;
+        self.injected(FaultSite::Write)
+            .map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        let (result, mut frames) = self.segment.file.write_all_at(frames, offset).await;
+        result.map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        self.segment.write_offset += frame_bytes;
+        self.last_lsn = last.last_lsn;
+        self.bytes_since_checkpoint += frame_bytes;
+        self.prepare_spare_when_due();
+        frames.clear();
+        Ok(frames)
+    }
+
+    async fn sync_active(&mut self) -> Result<(), WalError> {
+        if self.segment.synced_offset == self.segment.write_offset {
+            return Ok(());
+        }
+        self.injected(FaultSite::Sync)
+            .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
+        let path = &self.segment.path;
+        self.segment
+            .file
+            .sync_data()
+            .await
+            .map_err(|source| WalError::io("sync", path, source))?;
+        self.segment.synced_offset = self.segment.write_offset;
+        self.durable_lsn = self.last_lsn;
+        Ok(())
+    }
+
+    /// Seals the active segment and makes a new one starting at `first_lsn` active. Order:
+    /// the new segment's header is written and synced and the old segment synced before the
+    /// new name exists, so a newer segment implies every older one is complete and durable.
+    async fn roll(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
+        let (file, spare_path) = self.take_spare().await?;
+        let segment_bytes = self.config.segment_bytes;
+        let header = SegmentHeader {
+            partition: self.partition,
+            first_lsn,
+            segment_bytes,
+        };
+        let (result, _) = file.write_all_at(header.encode(), 0).await;
+        result.map_err(|source| WalError::io("write segment header", &spare_path, source))?;
+        self.sync_active().await?;
+        file.sync_data()
+            .await
+            .map_err(|source| WalError::io("sync", &spare_path, source))?;
+        let path = self.dir.join(segment_file_name(first_lsn));
+        monoio::fs::rename(&spare_path, &path)
+            .await
+            .map_err(|source| WalError::io("rename", &spare_path, source))?;
+        self.sync_directory().await?;
+        let active = ActiveSegment {
+            file,
+            path,
+            first_lsn,
+            segment_bytes,
+            write_offset: crate::segment::SEGMENT_HEADER_BYTES,
+            synced_offset: crate::segment::SEGMENT_HEADER_BYTES,
+        };
+        let sealed = mem::replace(&mut self.segment, active);
+        tracing::debug!(
+            partition = self.partition.0,
+            first_lsn = first_lsn.0,
+            "rolled to a new segment"
+        );
+        self.sealed.push(SealedSegment {
+            path: sealed.path,
+            first_lsn: sealed.first_lsn,
+        });
+        Ok(())
+    }
+
+    /// The pre-written spare, or a new one written now if none was started or it failed.
+    async fn take_spare(&mut self) -> Result<(File, PathBuf), WalError> {
+        if let Spare::Preparing { path, task } = mem::replace(&mut self.spare, Spare::Absent) {
+            match task.await {
+                Ok(file) => return Ok((file, path)),
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "spare segment failed");
+                }
+            }
+        }
+        let path = self.spare_path();
+        let file = prewrite_segment(path.clone(), self.config.segment_bytes)
+            .await
+            .map_err(|source| WalError::io("prewrite segment", &path, source))?;
+        Ok((file, path))
+    }
+
+    /// Starts pre-writing the next segment once the active one is half full, in a task of its
+    /// own on this shard, so the roll later finds it ready.
+    fn prepare_spare_when_due(&mut self) {
+        let half_full = self.segment.write_offset * 2 >= self.segment.segment_bytes;
+        if half_full && matches!(self.spare, Spare::Absent) {
+            let path = self.spare_path();
+            let task = monoio::spawn(prewrite_segment(path.clone(), self.config.segment_bytes));
+            self.spare = Spare::Preparing { path, task };
+        }
+    }
+
+    fn spare_path(&self) -> PathBuf {
+        let sequence = SPARE_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+        self.dir.join(format!("spare-{sequence}{TEMPORARY_SUFFIX}"))
+    }
+
+    async fn sync_directory(&mut self) -> Result<(), WalError> {
+        let dir = &self.dir;
+        self.dir_file
+            .sync_all()
+            .await
+            .map_err(|source| WalError::io("sync directory", dir, source))
+    }
+
+    async fn persist_checkpoint(
+        &mut self,
+        lsn: Lsn,
+        entries: u64,
+        encoded: Vec<u8>,
+    ) -> Result<CheckpointSummary, WalError> {
+        let started = Instant::now();
+        let path = self.dir.join(checkpoint_file_name(lsn));
+        let temporary = self
+            .dir
+            .join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(lsn)));
+        let bytes = write_new_file(&temporary, encoded).await?;
+        monoio::fs::rename(&temporary, &path)
+            .await
+            .map_err(|source| WalError::io("rename", &temporary, source))?;
+        self.sync_directory().await?;
+        let previous = self.checkpoint_path.replace(path.clone());
+        self.checkpoint_lsn = lsn;
+        self.bytes_since_checkpoint = 0;
+        if let Some(previous) = previous.filter(|previous| *previous != path) {
+            remove_file(&previous).await?;
+        }
+        let segments_deleted = self.remove_covered_segments().await?;
+        self.sync_directory().await?;
+        let elapsed = started.elapsed();
+        Ok(CheckpointSummary {
+            lsn,
+            path,
+            entries,
+            bytes,
+            segments_deleted,
+            elapsed,
+        })
+    }
+
+    /// Deletes the sealed segments whose records are all at or below the checkpoint's LSN,
+    /// oldest first, so that the remaining ones always reach back to the checkpoint.
+    async fn remove_covered_segments(&mut self) -> Result<usize, WalError> {
+        let mut removed = 0;
+        while let Some(oldest) = self.sealed.first() {
+            let next_first_lsn = self
+                .sealed
+                .get(1)
+                .map_or(self.segment.first_lsn, |next| next.first_lsn);
+            if next_first_lsn.0 > self.checkpoint_lsn.0 + 1 {
+                break;
+            }
+            remove_file(&oldest.path).await?;
+            self.sealed.remove(0);
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Fails the I/O at `site` if a test asked for it.
+    #[allow(clippy::unused_self, clippy::unnecessary_wraps)]
+    fn injected(&mut self, site: FaultSite) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fault == Some(site) {
+            self.fault = None;
+            return Err(io::Error::other(format!("injected {site:?} failure")));
+        }
+        let _ = site;
+        Ok(())
+    }
+}
+
+/// Writes `bytes` as the whole of a new file at `path` and syncs it.
+async fn write_new_file(path: &Path, bytes: Vec<u8>) -> Result<u64, WalError> {
+    let io_error = |source| WalError::io("write checkpoint", path, source);
+    let file = monoio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .await
+        .map_err(io_error)?;
+    let (result, bytes) = file.write_all_at(bytes, 0).await;
+    result.map_err(io_error)?;
+    file.sync_all().await.map_err(io_error)?;
+    file.close().await.map_err(io_error)?;
+    Ok(bytes.len() as u64)
+}
+
+async fn remove_file(path: &Path) -> Result<(), WalError> {
+    monoio::fs::remove_file(path)
+        .await
+        .map_err(|source| WalError::io("remove", path, source))
+}
+
+#[cfg(test)]
+impl PartitionWal {
+    /// The active segment's path, write offset and synced offset.
+    pub(crate) fn active_segment(&self) -> (PathBuf, u64, u64) {
+        let segment = &self.segment;
+        (
+            segment.path.clone(),
+            segment.write_offset,
+            segment.synced_offset,
+        )
+    }
+}

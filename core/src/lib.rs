@@ -7,6 +7,7 @@ pub mod ids;
 pub mod keyspace;
 pub mod partition;
 pub mod record;
+pub mod resp;
 pub mod slot;
 
 pub use ids::{Epoch, Lsn, PartitionId, ShardId, Slot};

@@ -67,20 +67,61 @@ pub enum TimeUnit {
 /// are split per partition by the router before they get here.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum KeyCommand {
-    Get { key: Vec<u8> },
-    Set { key: Vec<u8>, value: Vec<u8>, condition: SetCondition, expiry: SetExpiry, get: bool },
-    GetSet { key: Vec<u8>, value: Vec<u8> },
-    SetNx { key: Vec<u8>, value: Vec<u8> },
-    Delete { keys: Vec<Vec<u8>> },
-    Exists { keys: Vec<Vec<u8>> },
-    MultiSet { pairs: Vec<(Vec<u8>, Vec<u8>)> },
-    MultiGet { keys: Vec<Vec<u8>> },
-    IncrementBy { key: Vec<u8>, delta: i64 },
-    Append { key: Vec<u8>, value: Vec<u8> },
-    Strlen { key: Vec<u8> },
-    Expire { key: Vec<u8>, amount: i64, unit: TimeUnit, absolute: bool, condition: ExpireCondition },
-    Ttl { key: Vec<u8>, unit: TimeUnit },
-    Persist { key: Vec<u8> },
+    Get {
+        key: Vec<u8>,
+    },
+    Set {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        condition: SetCondition,
+        expiry: SetExpiry,
+        get: bool,
+    },
+    GetSet {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    SetNx {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        keys: Vec<Vec<u8>>,
+    },
+    Exists {
+        keys: Vec<Vec<u8>>,
+    },
+    MultiSet {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
+    MultiGet {
+        keys: Vec<Vec<u8>>,
+    },
+    IncrementBy {
+        key: Vec<u8>,
+        delta: i64,
+    },
+    Append {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Strlen {
+        key: Vec<u8>,
+    },
+    Expire {
+        key: Vec<u8>,
+        amount: i64,
+        unit: TimeUnit,
+        absolute: bool,
+        condition: ExpireCondition,
+    },
+    Ttl {
+        key: Vec<u8>,
+        unit: TimeUnit,
+    },
+    Persist {
+        key: Vec<u8>,
+    },
     /// Run on every partition; the replies are summed.
     DbSize,
     /// Run on every partition.
@@ -140,9 +181,9 @@ impl KeyCommand {
             | KeyCommand::Expire { key, .. }
             | KeyCommand::Ttl { key, .. }
             | KeyCommand::Persist { key } => vec![key],
-            KeyCommand::Delete { keys } | KeyCommand::Exists { keys } | KeyCommand::MultiGet { keys } => {
-                keys.iter().map(Vec::as_slice).collect()
-            }
+            KeyCommand::Delete { keys }
+            | KeyCommand::Exists { keys }
+            | KeyCommand::MultiGet { keys } => keys.iter().map(Vec::as_slice).collect(),
             KeyCommand::MultiSet { pairs } => pairs.iter().map(|(key, _)| key.as_slice()).collect(),
             KeyCommand::DbSize | KeyCommand::FlushAll => Vec::new(),
         }
@@ -212,8 +253,9 @@ fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
         "set" => at_least(name, rest, 2).and_then(|()| parse_set(rest)),
         "getset" => exact(name, rest, 2)
             .map(|()| KeyCommand::GetSet { key: key(), value: rest[1].to_vec() }),
-        "setnx" => exact(name, rest, 2)
-            .map(|()| KeyCommand::SetNx { key: key(), value: rest[1].to_vec() }),
+        "setnx" => {
+            exact(name, rest, 2).map(|()| KeyCommand::SetNx { key: key(), value: rest[1].to_vec() })
+        }
         "del" | "unlink" => {
             at_least(name, rest, 1).map(|()| KeyCommand::Delete { keys: owned_keys(rest) })
         }
@@ -234,9 +276,7 @@ fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
             exact(name, rest, 2)?;
             let amount = parse_integer(rest[1])?;
             let delta = if name == "incrby" { Some(amount) } else { amount.checked_neg() };
-            let delta = delta.ok_or_else(|| {
-                CommandError("ERR decrement would overflow".into())
-            })?;
+            let delta = delta.ok_or_else(|| CommandError("ERR decrement would overflow".into()))?;
             Ok(KeyCommand::IncrementBy { key: key(), delta })
         }
         "append" => exact(name, rest, 2)
@@ -303,7 +343,8 @@ fn parse_expiry_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
                 None => ExpireCondition::Always,
                 Some(option) => parse_expire_condition(option)?,
             };
-            let unit = if name.starts_with('p') { TimeUnit::Milliseconds } else { TimeUnit::Seconds };
+            let unit =
+                if name.starts_with('p') { TimeUnit::Milliseconds } else { TimeUnit::Seconds };
             let absolute = name.ends_with("at");
             Ok(KeyCommand::Expire { key: rest[0].to_vec(), amount, unit, absolute, condition })
         }
@@ -365,7 +406,9 @@ fn parse_config(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
         return Err(CommandError::arity("config"));
     };
     match String::from_utf8_lossy(subcommand).to_ascii_lowercase().as_str() {
-        "get" if rest.len() >= 2 => Ok(NodeCommand::ConfigGet { patterns: lowercase_strings(&rest[1..]) }),
+        "get" if rest.len() >= 2 => {
+            Ok(NodeCommand::ConfigGet { patterns: lowercase_strings(&rest[1..]) })
+        }
         "get" => Err(CommandError::arity("config|get")),
         "set" if rest.len() >= 3 && rest.len() % 2 == 1 => Ok(NodeCommand::ConfigSet),
         "set" => Err(CommandError::arity("config|set")),
@@ -403,21 +446,21 @@ fn parse_hello(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
     let Some(version) = rest.first() else {
         return Ok(NodeCommand::Hello { version: None });
     };
-    let version = parse_integer(version)
-        .map_err(|_| CommandError("ERR Protocol version is not an integer or out of range".into()))?;
+    let version = parse_integer(version).map_err(|_| {
+        CommandError("ERR Protocol version is not an integer or out of range".into())
+    })?;
     Ok(NodeCommand::Hello { version: Some(version) })
 }
 
 fn unknown_subcommand(subcommand: &str, command: &str) -> CommandError {
-    CommandError(format!(
-        "ERR unknown subcommand '{subcommand}'. Try {command} HELP."
-    ))
+    CommandError(format!("ERR unknown subcommand '{subcommand}'. Try {command} HELP."))
 }
 
 /// Redis's text for an unknown command, quoting up to the first arguments.
 #[must_use]
 pub fn unknown_command(arguments: &[&[u8]]) -> CommandError {
-    let mut text = format!("ERR unknown command '{}', with args beginning with: ", printable(arguments[0]));
+    let mut text =
+        format!("ERR unknown command '{}', with args beginning with: ", printable(arguments[0]));
     for argument in arguments.iter().skip(1).take(16) {
         let _ = write!(text, "'{}' ", printable(argument));
     }
@@ -449,9 +492,15 @@ mod tests {
         assert!(get);
         assert_eq!(parse_words("SET k v NX XX").unwrap_err(), CommandError::syntax());
         assert_eq!(parse_words("SET k v EX").unwrap_err(), CommandError::syntax());
-        assert_eq!(parse_words("SET k v EX 0").unwrap_err().0, "ERR invalid expire time in 'set' command");
+        assert_eq!(
+            parse_words("SET k v EX 0").unwrap_err().0,
+            "ERR invalid expire time in 'set' command"
+        );
         assert_eq!(parse_words("SET k v EX x").unwrap_err(), CommandError::not_integer());
-        assert_eq!(parse_words("SET k").unwrap_err().0, "ERR wrong number of arguments for 'set' command");
+        assert_eq!(
+            parse_words("SET k").unwrap_err().0,
+            "ERR wrong number of arguments for 'set' command"
+        );
     }
 
     #[test]
@@ -477,6 +526,9 @@ mod tests {
         assert_eq!(command.keys(), vec![&b"a"[..], &b"b"[..]]);
         assert!(command.is_write());
         assert!(parse_words("MSET a 1 b").is_err());
-        assert_eq!(parse_words("DECRBY k -9223372036854775808").unwrap_err().0, "ERR decrement would overflow");
+        assert_eq!(
+            parse_words("DECRBY k -9223372036854775808").unwrap_err().0,
+            "ERR decrement would overflow"
+        );
     }
 }

@@ -444,7 +444,10 @@ impl Context<'_> {
         let target = if absolute {
             milliseconds
         } else {
-            i64::try_from(self.now_ms).map_err(|_| invalid())?.checked_add(milliseconds).ok_or_else(invalid)?
+            i64::try_from(self.now_ms)
+                .map_err(|_| invalid())?
+                .checked_add(milliseconds)
+                .ok_or_else(invalid)?
         };
         let Some(entry) = self.read(key) else {
             return Ok(Answer::Integer(0));

@@ -1,1 +1,15 @@
-//! placeholder
+//! Strata's shard runtime: thread-per-core executors that own partitions, serve RESP clients,
+//! route commands between shards, and group-commit each partition's WAL.
+//!
+//! Each shard owns its partitions outright: no locks on the data path. A command for a key
+//! owned elsewhere hops to the owning shard over a bounded channel and its answer hops back.
+
+mod connection;
+mod node;
+mod options;
+mod reply;
+mod shard;
+mod signal;
+
+pub use node::{start, NodeError, RunningNode};
+pub use options::{Durability, NodeOptions};

@@ -1,1 +1,387 @@
-//! placeholder
+//! A harness for tests that run real `strata` node processes on loopback.
+//!
+//! A [`TestNode`] owns a temporary data directory and a child process; dropping it kills the
+//! process (SIGKILL) so no test leaves a server behind.
+//!
+//! [`raw`] is a bare RESP client for exact bytes, [`wal_files`] reads a data directory the way
+//! `docs/wal-format.md` describes it, and [`keys`] computes a key's partition.
+
+pub mod keys;
+pub mod raw;
+pub mod wal_files;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start serving in a test.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The workspace's root directory.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The `strata` binary: `STRATA_BIN`, or the debug build, built once if missing.
+pub fn strata_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            if let Ok(path) = std::env::var("STRATA_BIN") {
+                return PathBuf::from(path);
+            }
+            let root = workspace_root();
+            let target = std::env::var("CARGO_TARGET_DIR")
+                .map_or_else(|_| root.join("target"), PathBuf::from);
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "-p", "strata", "--bin", "strata"])
+                .current_dir(&root)
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building strata failed");
+            target.join("debug").join("strata")
+        })
+        .clone()
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+}
+
+/// Settings of a test node's config file.
+#[derive(Clone, Debug)]
+pub struct NodeSettings {
+    pub shards: u32,
+    pub partitions: u32,
+    pub wal_flush: &'static str,
+    pub segment_size: &'static str,
+    pub checkpoint_size: &'static str,
+    pub extra: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            shards: 2,
+            partitions: 8,
+            wal_flush: "FlushAtOnce",
+            segment_size: "1MB",
+            checkpoint_size: "64MB",
+            extra: String::new(),
+        }
+    }
+}
+
+/// A node process with its own data directory.
+pub struct TestNode {
+    pub directory: tempfile::TempDir,
+    pub port: u16,
+    pub settings: NodeSettings,
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl TestNode {
+    /// Writes a config and starts a node; waits until it answers PING.
+    pub fn start(settings: NodeSettings) -> TestNode {
+        let mut node = TestNode::create(settings);
+        node.restart();
+        node
+    }
+
+    /// Writes a config in a new temporary directory without starting the process.
+    pub fn create(settings: NodeSettings) -> TestNode {
+        let directory = tempfile::Builder::new().prefix("strata-test-").tempdir().expect("tempdir");
+        let port = free_port();
+        let log_path = directory.path().join("node.log");
+        let node = TestNode { log_path, directory, port, settings, child: None };
+        node.write_config();
+        node
+    }
+
+    #[must_use]
+    pub fn data_dir(&self) -> PathBuf {
+        self.directory.path().join("data")
+    }
+
+    #[must_use]
+    pub fn config_path(&self) -> PathBuf {
+        self.directory.path().join("strata.toml")
+    }
+
+    fn write_config(&self) {
+        let settings = &self.settings;
+        let text = format!(
+            "[general]\nshards = {}\n[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
+             http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n[wal]\nwal_flush = \"{}\"\n\
+             segment_size = \"{}\"\ncheckpoint_size = \"{}\"\n[cluster]\npartitions = {}\n{}\n",
+            settings.shards,
+            self.port,
+            free_port(),
+            free_port().max(1024),
+            self.data_dir().display(),
+            settings.wal_flush,
+            settings.segment_size,
+            settings.checkpoint_size,
+            settings.partitions,
+            settings.extra,
+        );
+        std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// Starts the process (again) without waiting for it to serve.
+    pub fn spawn(&mut self) {
+        assert!(self.child.is_none(), "node already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .expect("log file");
+        let child = Command::new(strata_binary())
+            .args(["node", "--config"])
+            .arg(self.config_path())
+            .env("STRATA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("start strata");
+        self.child = Some(child);
+    }
+
+    /// Starts the process and waits until it serves.
+    pub fn restart(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Waits until PING answers PONG; panics with the node's log on timeout or exit.
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit_status() {
+                panic!("node exited with {status} during start-up:\n{}", self.log());
+            }
+            if ping(self.port) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("node did not start within {START_TIMEOUT:?}:\n{}", self.log());
+    }
+
+    /// The exit status, if the process has ended.
+    pub fn try_exit_status(&mut self) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        match child.try_wait().expect("try_wait") {
+            Some(status) => {
+                self.child = None;
+                Some(status)
+            }
+            None => None,
+        }
+    }
+
+    /// Waits for the process to exit by itself, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit_status() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// SIGKILL: the process dies at once, as in a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Everything the node printed so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A connection of the `redis` crate.
+    pub fn client(&self) -> redis::Connection {
+        connect(self.port)
+    }
+
+    /// A raw RESP connection.
+    #[must_use]
+    pub fn raw(&self) -> raw::RawConnection {
+        raw::RawConnection::connect(self.port)
+    }
+
+    /// The directory of one partition's WAL.
+    #[must_use]
+    pub fn partition_dir(&self, partition: u32) -> PathBuf {
+        wal_files::partition_dir(&self.data_dir(), partition)
+    }
+}
+
+/// How long a `redis` crate call may wait for a reply before the test counts the node as hung.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection of the `redis` crate to 127.0.0.1:`port`, with [`CLIENT_TIMEOUT`].
+///
+/// # Panics
+/// If the connection cannot be made.
+#[must_use]
+pub fn connect(port: u16) -> redis::Connection {
+    try_connect(port).unwrap_or_else(|error| panic!("cannot connect to port {port}: {error}"))
+}
+
+/// [`connect`] that reports failure instead of panicking.
+///
+/// # Errors
+/// When the connection or its set-up commands fail.
+pub fn try_connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let connection = client.get_connection_with_timeout(CLIENT_TIMEOUT)?;
+    connection.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    connection.set_write_timeout(Some(CLIENT_TIMEOUT))?;
+    Ok(connection)
+}
+
+/// The value of `field` in an INFO text (`field:value` lines).
+#[must_use]
+pub fn info_field(info: &str, field: &str) -> Option<String> {
+    info.lines().find_map(|line| line.strip_prefix(field)?.strip_prefix(':').map(str::to_string))
+}
+
+/// The seed of a randomized test: `STRATA_TEST_SEED` if set, else one from the clock. Printed,
+/// so a failure can be replayed.
+#[must_use]
+pub fn test_seed(test: &str) -> u64 {
+    let seed = std::env::var("STRATA_TEST_SEED").ok().and_then(|text| text.parse().ok());
+    let seed = seed.unwrap_or_else(|| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |elapsed| elapsed.as_nanos() as u64)
+    });
+    println!("{test}: seed {seed} (replay with STRATA_TEST_SEED={seed})");
+    seed
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Whether a RESP server on `port` answers PING with PONG.
+#[must_use]
+pub fn ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 7];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// Runs a command-line tool and returns (success, stdout, stderr).
+pub fn run_tool(program: &str, arguments: &[&str]) -> (bool, String, String) {
+    let output = Command::new(program).args(arguments).output().unwrap_or_else(|error| {
+        panic!("{program} cannot run ({error}); scripts/setup.sh installs it")
+    });
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What a tool run with [`run_tool_with`] did.
+#[derive(Debug)]
+pub struct ToolOutput {
+    /// `None` when the tool was killed after the timeout.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ToolOutput {
+    #[must_use]
+    pub fn success(&self) -> bool {
+        self.status.is_some_and(|status| status.success())
+    }
+}
+
+/// Runs a tool with `input` on its standard input; kills it if it runs longer than `timeout`.
+///
+/// # Panics
+/// If the tool cannot be started.
+pub fn run_tool_with(
+    program: &str,
+    arguments: &[&str],
+    input: &[u8],
+    timeout: Duration,
+) -> ToolOutput {
+    let mut child = Command::new(program)
+        .args(arguments)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|error| {
+            panic!("{program} cannot run ({error}); scripts/setup.sh installs it")
+        });
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = read_in_background(child.stdout.take().expect("stdout"));
+    let stderr = read_in_background(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let _ = writer.join();
+    let text = |handle: std::thread::JoinHandle<Vec<u8>>| {
+        String::from_utf8_lossy(&handle.join().expect("reader thread")).into_owned()
+    };
+    ToolOutput { status, stdout: text(stdout), stderr: text(stderr) }
+}
+
+fn read_in_background(mut source: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = source.read_to_end(&mut bytes);
+        bytes
+    })
+}

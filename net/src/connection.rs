@@ -1,0 +1,237 @@
+//! One client connection: reads pipelined RESP, routes each command to the partition that owns
+//! its keys, and writes the replies in order once each is committed.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use strata_core::command::{self, Command, CommandError, KeyCommand, NodeCommand};
+use strata_core::partition::Answer;
+use strata_core::resp;
+use strata_core::PartitionId;
+
+use crate::reply::{self, Merge};
+use crate::shard::{now_ms, Pending, Shard};
+
+/// Commands taken from the input before their replies are written: bounds the memory one
+/// pipelining client can hold.
+const PIPELINE_COMMANDS_MAX: usize = 1024;
+const READ_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A reply being assembled: from one partition or from several.
+pub(crate) enum Item {
+    Now(Vec<u8>),
+    One(Pending),
+    Many { parts: Vec<Pending>, merge: Merge },
+}
+
+/// Per-connection state that commands can change.
+pub(crate) struct Session {
+    pub(crate) client_id: u64,
+    pub(crate) name: Option<Vec<u8>>,
+    pub(crate) quit: bool,
+}
+
+pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u64) {
+    let mut session = Session { client_id, name: None, quit: false };
+    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        let protocol_error = process(&shard, &mut session, &mut input, &mut output).await;
+        if let Some(error) = &protocol_error {
+            resp::encode_error(&mut output, &error.to_string());
+        }
+        if !output.is_empty() {
+            let (result, buffer) = stream.write_all(output).await;
+            output = buffer;
+            output.clear();
+            if result.is_err() {
+                break;
+            }
+        }
+        if session.quit || protocol_error.is_some() {
+            break;
+        }
+        if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
+            input.reserve(READ_CHUNK_BYTES);
+        }
+        let length = input.len();
+        let (result, slice) = stream.read(input.slice_mut(length..)).await;
+        input = slice.into_inner();
+        match result {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
+}
+
+use monoio::buf::IoBufMut;
+
+/// Parses every complete command in `input`, routes it, and appends the replies in order.
+/// Returns a protocol error after which the connection closes (as Redis does).
+async fn process(
+    shard: &Rc<Shard>,
+    session: &mut Session,
+    input: &mut Vec<u8>,
+    output: &mut Vec<u8>,
+) -> Option<resp::RespError> {
+    let limits = shard.mesh.options.resp_limits;
+    let mut items = Vec::new();
+    let mut consumed = 0;
+    let mut protocol_error = None;
+    let mut arguments = Vec::new();
+    while items.len() < PIPELINE_COMMANDS_MAX && !session.quit {
+        match resp::parse_command(&input[consumed..], &limits, &mut arguments) {
+            Ok(resp::Parsed::Incomplete) => break,
+            Ok(resp::Parsed::Complete { consumed: length }) => {
+                let start = consumed;
+                consumed += length;
+                let slices =
+                    crate::reply::argument_slices(&input[start..start + length], &arguments);
+                if slices.is_empty() {
+                    continue;
+                }
+                items.push(dispatch(shard, session, &slices).await);
+            }
+            Err(error) => {
+                protocol_error = Some(error);
+                break;
+            }
+        }
+    }
+    input.drain(..consumed);
+    shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
+    for item in items {
+        match item {
+            Item::Now(bytes) => output.extend_from_slice(&bytes),
+            Item::One(pending) => reply::encode_answer(output, &pending.resolve().await),
+            Item::Many { parts, merge } => {
+                let mut answers = Vec::with_capacity(parts.len());
+                for part in parts {
+                    answers.push(part.resolve().await);
+                }
+                reply::encode_merged(output, &merge, answers, shard);
+            }
+        }
+    }
+    protocol_error
+}
+
+async fn dispatch(shard: &Rc<Shard>, session: &mut Session, arguments: &[&[u8]]) -> Item {
+    match command::parse(arguments) {
+        Err(error) => Item::Now(reply::error_bytes(&error)),
+        Ok(Command::Node(node_command)) => node(shard, session, node_command).await,
+        Ok(Command::Key(key_command)) => route(shard, key_command).await,
+    }
+}
+
+/// Sends a key command to its partitions: one, or split per partition for multi-key commands.
+async fn route(shard: &Rc<Shard>, command: KeyCommand) -> Item {
+    let now = now_ms();
+    match command {
+        KeyCommand::DbSize => broadcast(shard, &KeyCommand::DbSize, Merge::Sum, now).await,
+        KeyCommand::FlushAll => broadcast(shard, &KeyCommand::FlushAll, Merge::AllOk, now).await,
+        KeyCommand::Delete { keys } => {
+            split_keys(shard, keys, now, |keys| KeyCommand::Delete { keys }, Merge::Sum).await
+        }
+        KeyCommand::Exists { keys } => {
+            split_keys(shard, keys, now, |keys| KeyCommand::Exists { keys }, Merge::Sum).await
+        }
+        KeyCommand::MultiGet { keys } => split_multi_get(shard, keys, now).await,
+        KeyCommand::MultiSet { pairs } => split_multi_set(shard, pairs, now).await,
+        single => {
+            let partition = shard.mesh.partition_of(single.keys()[0]);
+            Item::One(shard.submit(partition, single, now).await)
+        }
+    }
+}
+
+async fn broadcast(shard: &Rc<Shard>, command: &KeyCommand, merge: Merge, now: u64) -> Item {
+    let mut parts = Vec::new();
+    for partition in 0..shard.mesh.options.partition_count {
+        parts.push(shard.submit(PartitionId(partition), command.clone(), now).await);
+    }
+    Item::Many { parts, merge }
+}
+
+/// Groups items by partition, keeping their order inside each group. Returns the groups and,
+/// for every item, (group index, index within the group).
+fn group_by_partition<T>(
+    shard: &Shard,
+    items: Vec<T>,
+    key: impl Fn(&T) -> &[u8],
+) -> (Vec<(PartitionId, Vec<T>)>, Vec<(usize, usize)>) {
+    let mut groups: Vec<(PartitionId, Vec<T>)> = Vec::new();
+    let mut positions = Vec::with_capacity(items.len());
+    for item in items {
+        let partition = shard.mesh.partition_of(key(&item));
+        let group = match groups.iter().position(|(owner, _)| *owner == partition) {
+            Some(index) => index,
+            None => {
+                groups.push((partition, Vec::new()));
+                groups.len() - 1
+            }
+        };
+        positions.push((group, groups[group].1.len()));
+        groups[group].1.push(item);
+    }
+    (groups, positions)
+}
+
+async fn split_keys(
+    shard: &Rc<Shard>,
+    keys: Vec<Vec<u8>>,
+    now: u64,
+    build: impl Fn(Vec<Vec<u8>>) -> KeyCommand,
+    merge: Merge,
+) -> Item {
+    let (groups, _) = group_by_partition(shard, keys, |key| key);
+    let mut parts = Vec::with_capacity(groups.len());
+    for (partition, keys) in groups {
+        parts.push(shard.submit(partition, build(keys), now).await);
+    }
+    Item::Many { parts, merge }
+}
+
+async fn split_multi_get(shard: &Rc<Shard>, keys: Vec<Vec<u8>>, now: u64) -> Item {
+    let (groups, positions) = group_by_partition(shard, keys, |key| key);
+    let mut parts = Vec::with_capacity(groups.len());
+    for (partition, keys) in groups {
+        parts.push(shard.submit(partition, KeyCommand::MultiGet { keys }, now).await);
+    }
+    Item::Many { parts, merge: Merge::MultiGet { positions } }
+}
+
+async fn split_multi_set(shard: &Rc<Shard>, pairs: Vec<(Vec<u8>, Vec<u8>)>, now: u64) -> Item {
+    let (groups, _) = group_by_partition(shard, pairs, |(key, _)| key);
+    let mut parts = Vec::with_capacity(groups.len());
+    for (partition, pairs) in groups {
+        parts.push(shard.submit(partition, KeyCommand::MultiSet { pairs }, now).await);
+    }
+    Item::Many { parts, merge: Merge::AllOk }
+}
+
+async fn node(shard: &Rc<Shard>, session: &mut Session, command: NodeCommand) -> Item {
+    match command {
+        NodeCommand::Info { sections } => {
+            let now = now_ms();
+            match broadcast(shard, &KeyCommand::DbSize, Merge::Sum, now).await {
+                Item::Many { parts, .. } => Item::Many { parts, merge: Merge::Info { sections } },
+                other => other,
+            }
+        }
+        NodeCommand::Quit => {
+            session.quit = true;
+            Item::Now(b"+OK\r\n".to_vec())
+        }
+        other => Item::Now(reply::node_reply(shard, session, other)),
+    }
+}
+
+/// The error for a command refused before routing.
+#[allow(dead_code)]
+pub(crate) fn refused(text: &str) -> Answer {
+    Answer::Error(CommandError(text.into()))
+}

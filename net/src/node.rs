@@ -1,0 +1,212 @@
+//! Starting a node: one thread per shard, each pinned to a core with its own executor.
+//!
+//! Start-up runs in three steps on every shard thread: bind the client port (SO_REUSEPORT, so
+//! the kernel spreads connections over the shards), recover the owned partitions, report to the
+//! starting thread. Only when every shard has recovered does any of them accept clients.
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use monoio::net::{ListenerOpts, TcpListener};
+use strata_core::ShardId;
+
+use crate::options::NodeOptions;
+use crate::shard::{Counters, Mesh, Shard, ShardRequest, SHARD_REQUESTS_MAX};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error("shard {shard}: cannot listen on {address}: {source}")]
+    Listen { shard: u32, address: std::net::SocketAddr, source: std::io::Error },
+    #[error("shard {shard}: cannot start its executor: {source}")]
+    Runtime { shard: u32, source: std::io::Error },
+    #[error("shard {shard}: recovery failed: {source}")]
+    Recovery { shard: u32, source: strata_wal::WalError },
+    #[error("cannot start shard thread: {0}")]
+    Thread(std::io::Error),
+    #[error("shard {0} stopped during start-up")]
+    Vanished(u32),
+}
+
+impl NodeError {
+    /// A distinct process exit code for each reason the node could not start.
+    #[must_use]
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            NodeError::Listen { .. } => 3,
+            NodeError::Runtime { .. } | NodeError::Thread(_) | NodeError::Vanished(_) => 4,
+            NodeError::Recovery { .. } => 5,
+        }
+    }
+}
+
+/// A node whose shards have recovered and serve clients.
+pub struct RunningNode {
+    threads: Vec<JoinHandle<()>>,
+    pub recovery_time: Duration,
+}
+
+impl RunningNode {
+    /// Blocks until every shard thread ends (they run until the process exits).
+    pub fn wait(self) {
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+type Report = Result<(), NodeError>;
+
+/// Starts every shard and returns once all of them serve, or with the first start-up error.
+pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
+    let started = Instant::now();
+    let shard_count = options.shard_count;
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..shard_count).map(|_| flume::bounded::<ShardRequest>(SHARD_REQUESTS_MAX)).unzip();
+    let mesh = Arc::new(Mesh { senders, options, counters: Counters::default(), started });
+    let (report_sender, report_receiver) = mpsc::channel::<Report>();
+    let mut go_senders = Vec::new();
+    let mut threads = Vec::new();
+    for (index, receiver) in receivers.into_iter().enumerate() {
+        let (go_sender, go_receiver) = mpsc::channel::<bool>();
+        go_senders.push(go_sender);
+        let mesh = Arc::clone(&mesh);
+        let report = report_sender.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("shard-{index}"))
+            .spawn(move || run_shard(ShardId(index as u32), mesh, receiver, &report, &go_receiver))
+            .map_err(NodeError::Thread)?;
+        threads.push(thread);
+    }
+    drop(report_sender);
+    let mut first_error = None;
+    for index in 0..shard_count {
+        match report_receiver.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                first_error.get_or_insert(error);
+            }
+            Err(_) => {
+                first_error.get_or_insert(NodeError::Vanished(index));
+            }
+        }
+    }
+    let go = first_error.is_none();
+    for sender in go_senders {
+        let _ = sender.send(go);
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    Ok(RunningNode { threads, recovery_time: started.elapsed() })
+}
+
+fn run_shard(
+    id: ShardId,
+    mesh: Arc<Mesh>,
+    receiver: flume::Receiver<ShardRequest>,
+    report: &mpsc::Sender<Report>,
+    go: &mpsc::Receiver<bool>,
+) {
+    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
+    if let Err(error) = monoio::utils::bind_to_cpu_set([id.0 as usize % cores]) {
+        tracing::warn!(shard = id.0, ?error, "cannot pin shard thread to a core");
+    }
+    let force_epoll = mesh.options.force_epoll;
+    if !force_epoll && monoio::utils::detect_uring() {
+        let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .enable_timer()
+            .build();
+        match runtime {
+            Ok(mut runtime) => {
+                tracing::info!(shard = id.0, "io_uring driver");
+                runtime.block_on(shard_main(id, mesh, receiver, report, go));
+                return;
+            }
+            Err(error) => {
+                tracing::warn!(shard = id.0, %error, "io_uring cannot start; using epoll")
+            }
+        }
+    } else if !force_epoll {
+        tracing::warn!(shard = id.0, "io_uring is not available here; using epoll");
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut runtime) => {
+            tracing::info!(shard = id.0, "epoll driver");
+            runtime.block_on(shard_main(id, mesh, receiver, report, go));
+        }
+        Err(source) => {
+            let _ = report.send(Err(NodeError::Runtime { shard: id.0, source }));
+        }
+    }
+}
+
+async fn shard_main(
+    id: ShardId,
+    mesh: Arc<Mesh>,
+    receiver: flume::Receiver<ShardRequest>,
+    report: &mpsc::Sender<Report>,
+    go: &mpsc::Receiver<bool>,
+) {
+    let address = mesh.options.client_address;
+    let listener = match TcpListener::bind_with_config(
+        address,
+        &ListenerOpts::new().reuse_port(true).backlog(1024),
+    ) {
+        Ok(listener) => listener,
+        Err(source) => {
+            let _ = report.send(Err(NodeError::Listen { shard: id.0, address, source }));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, mesh));
+    for partition in shard.owned_partitions() {
+        if let Err(source) = shard.recover_partition(partition) {
+            let _ = report.send(Err(NodeError::Recovery { shard: id.0, source }));
+            return;
+        }
+    }
+    let _ = report.send(Ok(()));
+    // Blocking here is fine: no task of this shard runs yet.
+    if !go.recv().unwrap_or(false) {
+        return;
+    }
+    monoio::spawn(Rc::clone(&shard).serve_requests(receiver));
+    monoio::spawn(Rc::clone(&shard).run_flusher());
+    monoio::spawn(Rc::clone(&shard).run_housekeeping());
+    accept_clients(shard, listener).await;
+}
+
+async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
+    let counters = &shard.mesh.counters;
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(shard = shard.id.0, %error, "accept failed");
+                monoio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        counters.connections_received.fetch_add(1, Ordering::Relaxed);
+        let current = counters.connections_current.fetch_add(1, Ordering::Relaxed);
+        if current >= shard.mesh.options.connections_max {
+            counters.connections_current.fetch_sub(1, Ordering::Relaxed);
+            counters.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            monoio::spawn(reject(stream));
+            continue;
+        }
+        let _ = stream.set_nodelay(true);
+        let client_id = counters.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        monoio::spawn(crate::connection::serve(Rc::clone(&shard), stream, client_id));
+    }
+}
+
+async fn reject(mut stream: monoio::net::TcpStream) {
+    use monoio::io::AsyncWriteRentExt;
+    let _ = stream.write_all(b"-ERR max number of clients reached\r\n".to_vec()).await;
+}

@@ -1,0 +1,47 @@
+//! What a node is told to run, already checked by the binary's config loader.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use strata_core::resp::RespLimits;
+
+/// When a write is answered, relative to the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// After fdatasync (Infinity's FlushAtOnce).
+    SyncEachBatch,
+    /// After write(2) (OnlyWrite).
+    WriteOnly,
+    /// After write(2); fdatasync once a second (FlushPerSecond).
+    SyncEverySecond,
+}
+
+impl Durability {
+    /// Infinity's name for the mode.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::SyncEachBatch => "FlushAtOnce",
+            Durability::WriteOnly => "OnlyWrite",
+            Durability::SyncEverySecond => "FlushPerSecond",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NodeOptions {
+    pub shard_count: u32,
+    pub partition_count: u32,
+    pub client_address: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub segment_bytes: u64,
+    pub checkpoint_bytes: u64,
+    pub checkpoint_interval: Duration,
+    pub connections_max: u32,
+    pub force_epoll: bool,
+    pub resp_limits: RespLimits,
+    /// Path of the config file, for INFO.
+    pub config_file: String,
+}

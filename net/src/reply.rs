@@ -1,0 +1,377 @@
+//! Encoding answers as RESP replies, merging the parts of multi-partition commands, and the
+//! replies of node commands (PING, INFO, CONFIG GET, CLIENT, HELLO, COMMAND).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use strata_core::command::{CommandError, NodeCommand};
+use strata_core::partition::Answer;
+use strata_core::resp;
+
+use crate::connection::Session;
+use crate::shard::Shard;
+
+/// How the answers of a command's parts become one reply.
+pub(crate) enum Merge {
+    /// Integers added (DEL, EXISTS, DBSIZE).
+    Sum,
+    /// OK when every part is OK (MSET, FLUSHALL).
+    AllOk,
+    /// Values put back in the order of the keys (MGET).
+    MultiGet { positions: Vec<(usize, usize)> },
+    /// INFO, with the key count summed from the parts.
+    Info { sections: Vec<String> },
+}
+
+/// The bytes of each parsed argument; `input` is the slice the parser was given.
+pub(crate) fn argument_slices<'a>(
+    input: &'a [u8],
+    arguments: &'a [resp::Argument],
+) -> Vec<&'a [u8]> {
+    arguments.iter().map(|argument| argument.bytes(input)).collect()
+}
+
+pub(crate) fn error_bytes(error: &CommandError) -> Vec<u8> {
+    let mut output = Vec::with_capacity(error.0.len() + 3);
+    resp::encode_error(&mut output, &error.0);
+    output
+}
+
+pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
+    match answer {
+        Answer::Ok => resp::encode_simple(output, "OK"),
+        Answer::Integer(value) => resp::encode_integer(output, *value),
+        Answer::Bulk(Some(value)) => resp::encode_bulk(output, value),
+        Answer::Bulk(None) => resp::encode_null(output),
+        Answer::Bulks(values) => {
+            resp::encode_array_header(output, values.len());
+            for value in values {
+                match value {
+                    Some(value) => resp::encode_bulk(output, value),
+                    None => resp::encode_null(output),
+                }
+            }
+        }
+        Answer::Error(error) => resp::encode_error(output, &error.0),
+    }
+}
+
+fn first_error(answers: &[Answer]) -> Option<&Answer> {
+    answers.iter().find(|answer| matches!(answer, Answer::Error(_)))
+}
+
+pub(crate) fn encode_merged(
+    output: &mut Vec<u8>,
+    merge: &Merge,
+    answers: Vec<Answer>,
+    shard: &Shard,
+) {
+    if let Some(error) = first_error(&answers) {
+        encode_answer(output, error);
+        return;
+    }
+    match merge {
+        Merge::Sum => {
+            let total = answers.iter().map(|answer| match answer {
+                Answer::Integer(value) => *value,
+                _ => 0,
+            });
+            resp::encode_integer(output, total.sum());
+        }
+        Merge::AllOk => resp::encode_simple(output, "OK"),
+        Merge::MultiGet { positions } => {
+            let groups: Vec<&Vec<Option<Vec<u8>>>> = answers
+                .iter()
+                .map(|answer| match answer {
+                    Answer::Bulks(values) => values,
+                    other => unreachable!("MGET part answered {other:?}"),
+                })
+                .collect();
+            resp::encode_array_header(output, positions.len());
+            for &(group, index) in positions {
+                match &groups[group][index] {
+                    Some(value) => resp::encode_bulk(output, value),
+                    None => resp::encode_null(output),
+                }
+            }
+        }
+        Merge::Info { sections } => {
+            let keys = answers.iter().map(|answer| match answer {
+                Answer::Integer(value) => *value,
+                _ => 0,
+            });
+            let text = info_text(shard, sections, keys.sum());
+            resp::encode_bulk(output, text.as_bytes());
+        }
+    }
+}
+
+fn wants(sections: &[String], name: &str) -> bool {
+    sections.is_empty()
+        || sections.iter().any(|section| {
+            section == name || section == "all" || section == "everything" || section == "default"
+        })
+}
+
+fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
+    let mesh = &shard.mesh;
+    let options = &mesh.options;
+    let counters = &mesh.counters;
+    let mut text = String::new();
+    if wants(sections, "server") {
+        let _ = write!(
+            text,
+            "# Server\r\nredis_version:7.2.0\r\nstrata_version:{}\r\nredis_mode:standalone\r\n\
+             os:{} {}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
+             shards:{}\r\npartitions:{}\r\nconfig_file:{}\r\n\r\n",
+            env!("CARGO_PKG_VERSION"),
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            options.client_address.port(),
+            mesh.started.elapsed().as_secs(),
+            options.shard_count,
+            options.partition_count,
+            options.config_file,
+        );
+    }
+    if wants(sections, "clients") {
+        let _ = write!(
+            text,
+            "# Clients\r\nconnected_clients:{}\r\nmaxclients:{}\r\n\r\n",
+            counters.connections_current.load(Ordering::Relaxed),
+            options.connections_max,
+        );
+    }
+    if wants(sections, "memory") {
+        let _ = write!(text, "# Memory\r\nused_memory_rss:{}\r\n\r\n", resident_bytes());
+    }
+    if wants(sections, "persistence") {
+        let _ = write!(
+            text,
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\nwal_frames_written:{}\r\n\
+             wal_syncs:{}\r\ncheckpoints:{}\r\n\r\n",
+            options.durability.name(),
+            counters.frames_written.load(Ordering::Relaxed),
+            counters.syncs.load(Ordering::Relaxed),
+            counters.checkpoints.load(Ordering::Relaxed),
+        );
+    }
+    if wants(sections, "stats") {
+        let _ = write!(
+            text,
+            "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
+             rejected_connections:{}\r\n\r\n",
+            counters.connections_received.load(Ordering::Relaxed),
+            counters.commands_processed.load(Ordering::Relaxed),
+            counters.connections_rejected.load(Ordering::Relaxed),
+        );
+    }
+    if wants(sections, "replication") {
+        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+    }
+    if wants(sections, "keyspace") {
+        text.push_str("# Keyspace\r\n");
+        if keys > 0 {
+            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+        }
+    }
+    text
+}
+
+/// The process's resident set size in bytes, from /proc (0 where unavailable).
+fn resident_bytes() -> u64 {
+    let pages = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|text| text.split_whitespace().nth(1).and_then(|field| field.parse::<u64>().ok()))
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * u64::try_from(page_bytes).unwrap_or(4096)
+}
+
+/// CONFIG GET answers: what redis-benchmark and common tools ask for.
+fn config_values(shard: &Shard) -> Vec<(&'static str, String)> {
+    let options = &shard.mesh.options;
+    let appendfsync = match options.durability {
+        crate::options::Durability::SyncEachBatch => "always",
+        crate::options::Durability::SyncEverySecond => "everysec",
+        crate::options::Durability::WriteOnly => "no",
+    };
+    vec![
+        ("appendonly", "yes".into()),
+        ("appendfsync", appendfsync.into()),
+        ("save", String::new()),
+        ("databases", "1".into()),
+        ("maxmemory", "0".into()),
+        ("maxclients", options.connections_max.to_string()),
+        ("port", options.client_address.port().to_string()),
+        ("bind", options.client_address.ip().to_string()),
+        ("dir", options.data_dir.display().to_string()),
+        ("proto-max-bulk-len", options.resp_limits.bulk_bytes_max.to_string()),
+        ("cluster-enabled", "no".into()),
+    ]
+}
+
+/// Glob matching with `*` and `?`, as CONFIG GET patterns use.
+fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_matches(&pattern[1..], text)
+                || (!text.is_empty() && glob_matches(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_matches(&pattern[1..], &text[1..]),
+        (Some(expected), Some(actual)) if expected == actual => {
+            glob_matches(&pattern[1..], &text[1..])
+        }
+        _ => false,
+    }
+}
+
+/// Commands this server knows, for COMMAND COUNT / COMMAND: (name, arity, first key, last key, step).
+const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
+    ("get", 2, 1, 1, 1),
+    ("set", -3, 1, 1, 1),
+    ("getset", 3, 1, 1, 1),
+    ("setnx", 3, 1, 1, 1),
+    ("del", -2, 1, -1, 1),
+    ("unlink", -2, 1, -1, 1),
+    ("exists", -2, 1, -1, 1),
+    ("mset", -3, 1, -1, 2),
+    ("mget", -2, 1, -1, 1),
+    ("incr", 2, 1, 1, 1),
+    ("incrby", 3, 1, 1, 1),
+    ("decr", 2, 1, 1, 1),
+    ("decrby", 3, 1, 1, 1),
+    ("append", 3, 1, 1, 1),
+    ("strlen", 2, 1, 1, 1),
+    ("expire", -3, 1, 1, 1),
+    ("pexpire", -3, 1, 1, 1),
+    ("expireat", -3, 1, 1, 1),
+    ("pexpireat", -3, 1, 1, 1),
+    ("ttl", 2, 1, 1, 1),
+    ("pttl", 2, 1, 1, 1),
+    ("persist", 2, 1, 1, 1),
+    ("dbsize", 1, 0, 0, 0),
+    ("flushall", -1, 0, 0, 0),
+    ("flushdb", -1, 0, 0, 0),
+    ("ping", -1, 0, 0, 0),
+    ("echo", 2, 0, 0, 0),
+    ("info", -1, 0, 0, 0),
+    ("select", 2, 0, 0, 0),
+    ("command", -1, 0, 0, 0),
+    ("config", -2, 0, 0, 0),
+    ("client", -2, 0, 0, 0),
+    ("hello", -1, 0, 0, 0),
+    ("quit", -1, 0, 0, 0),
+];
+
+fn command_reply(output: &mut Vec<u8>, subcommand: Option<&str>) {
+    match subcommand {
+        None => {
+            resp::encode_array_header(output, COMMAND_TABLE.len());
+            for &(name, arity, first, last, step) in COMMAND_TABLE {
+                resp::encode_array_header(output, 6);
+                resp::encode_bulk(output, name.as_bytes());
+                resp::encode_integer(output, arity);
+                resp::encode_array_header(output, 0);
+                resp::encode_integer(output, first);
+                resp::encode_integer(output, last);
+                resp::encode_integer(output, step);
+            }
+        }
+        Some("count") => resp::encode_integer(output, COMMAND_TABLE.len() as i64),
+        // redis-cli asks for DOCS to offer hints; an empty map is a valid answer.
+        Some("docs" | "info") => resp::encode_array_header(output, 0),
+        Some(other) => resp::encode_error(
+            output,
+            &format!("ERR unknown subcommand '{other}'. Try COMMAND HELP."),
+        ),
+    }
+}
+
+pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeCommand) -> Vec<u8> {
+    let mut output = Vec::new();
+    match command {
+        NodeCommand::Ping { message: None } => resp::encode_simple(&mut output, "PONG"),
+        NodeCommand::Ping { message: Some(message) } | NodeCommand::Echo { message } => {
+            resp::encode_bulk(&mut output, &message);
+        }
+        NodeCommand::Select { database: 0 } => resp::encode_simple(&mut output, "OK"),
+        NodeCommand::Select { .. } => {
+            resp::encode_error(&mut output, "ERR DB index is out of range")
+        }
+        NodeCommand::CommandInfo { subcommand } => {
+            command_reply(&mut output, subcommand.as_deref())
+        }
+        NodeCommand::ConfigGet { patterns } => {
+            let values = config_values(shard);
+            let matched: Vec<&(&str, String)> = values
+                .iter()
+                .filter(|(name, _)| {
+                    patterns.iter().any(|pattern| glob_matches(pattern.as_bytes(), name.as_bytes()))
+                })
+                .collect();
+            resp::encode_array_header(&mut output, matched.len() * 2);
+            for (name, value) in matched {
+                resp::encode_bulk(&mut output, name.as_bytes());
+                resp::encode_bulk(&mut output, value.as_bytes());
+            }
+        }
+        NodeCommand::ConfigSet => {
+            resp::encode_error(
+                &mut output,
+                "ERR CONFIG SET is not supported; edit the config file and restart",
+            );
+        }
+        NodeCommand::ClientSetName { name } => {
+            session.name = if name.is_empty() { None } else { Some(name) };
+            resp::encode_simple(&mut output, "OK");
+        }
+        NodeCommand::ClientGetName => match &session.name {
+            Some(name) => resp::encode_bulk(&mut output, name),
+            None => resp::encode_null(&mut output),
+        },
+        NodeCommand::ClientSetInfo => resp::encode_simple(&mut output, "OK"),
+        NodeCommand::ClientId => resp::encode_integer(&mut output, session.client_id as i64),
+        NodeCommand::Hello { version: Some(version) } if version != 2 => {
+            resp::encode_error(&mut output, "NOPROTO unsupported protocol version");
+        }
+        NodeCommand::Hello { .. } => hello_reply(&mut output, session),
+        NodeCommand::Info { .. } | NodeCommand::Quit => unreachable!("handled by the connection"),
+    }
+    output
+}
+
+fn hello_reply(output: &mut Vec<u8>, session: &Session) {
+    resp::encode_array_header(output, 14);
+    for (name, value) in [("server", "redis"), ("version", "7.2.0")] {
+        resp::encode_bulk(output, name.as_bytes());
+        resp::encode_bulk(output, value.as_bytes());
+    }
+    resp::encode_bulk(output, b"proto");
+    resp::encode_integer(output, 2);
+    resp::encode_bulk(output, b"id");
+    resp::encode_integer(output, session.client_id as i64);
+    for (name, value) in [("mode", "standalone"), ("role", "master")] {
+        resp::encode_bulk(output, name.as_bytes());
+        resp::encode_bulk(output, value.as_bytes());
+    }
+    resp::encode_bulk(output, b"modules");
+    resp::encode_array_header(output, 0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_matches;
+
+    #[test]
+    fn glob_patterns_match_like_redis() {
+        assert!(glob_matches(b"*", b"save"));
+        assert!(glob_matches(b"append*", b"appendfsync"));
+        assert!(glob_matches(b"sa?e", b"save"));
+        assert!(!glob_matches(b"save", b"saves"));
+        assert!(!glob_matches(b"x*", b"save"));
+    }
+}

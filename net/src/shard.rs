@@ -1,0 +1,495 @@
+//! A shard: one pinned thread with its own monoio executor, owning a set of partitions (their
+//! keyspaces, WALs and waiting replies) and the client connections the kernel gave it.
+//!
+//! Everything here is touched only by the shard's own thread. Other shards reach a partition
+//! by sending a [`ShardRequest`] over the shard's bounded channel; the answer comes back on a
+//! oneshot channel once the write it depends on is durable.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_channel::oneshot;
+use strata_core::command::KeyCommand;
+use strata_core::frame::encode_frame;
+use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
+use strata_core::{Epoch, Lsn, PartitionId, ShardId};
+use strata_wal::PartitionWal;
+
+use crate::options::{Durability, NodeOptions};
+use crate::signal::Signal;
+
+/// Requests queued for one shard at most; senders wait when it is full.
+pub(crate) const SHARD_REQUESTS_MAX: usize = 4096;
+/// Expired keys removed per partition per sweep.
+const EXPIRED_SWEEP_KEYS_MAX: usize = 1000;
+
+/// A command for a partition another shard owns.
+pub(crate) struct ShardRequest {
+    pub(crate) partition: PartitionId,
+    pub(crate) command: KeyCommand,
+    pub(crate) now_ms: u64,
+    pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// Node-wide counters, shared by all shards.
+#[derive(Default)]
+pub(crate) struct Counters {
+    pub(crate) connections_current: AtomicU32,
+    pub(crate) connections_received: AtomicU64,
+    pub(crate) connections_rejected: AtomicU64,
+    pub(crate) commands_processed: AtomicU64,
+    pub(crate) client_ids: AtomicU64,
+    pub(crate) frames_written: AtomicU64,
+    pub(crate) syncs: AtomicU64,
+    pub(crate) checkpoints: AtomicU64,
+}
+
+/// What every shard shares: the channels to each other, the options, the counters.
+pub(crate) struct Mesh {
+    pub(crate) senders: Vec<flume::Sender<ShardRequest>>,
+    pub(crate) options: NodeOptions,
+    pub(crate) counters: Counters,
+    pub(crate) started: Instant,
+}
+
+impl Mesh {
+    pub(crate) fn partition_of(&self, key: &[u8]) -> PartitionId {
+        strata_core::slot::key_partition(key, self.options.partition_count)
+    }
+
+    pub(crate) fn shard_of(&self, partition: PartitionId) -> ShardId {
+        partition.shard(self.options.shard_count)
+    }
+}
+
+/// An answer now, or one to wait for.
+pub(crate) enum Pending {
+    Ready(Answer),
+    Waiting(oneshot::Receiver<Answer>),
+}
+
+impl Pending {
+    pub(crate) async fn resolve(self) -> Answer {
+        match self {
+            Pending::Ready(answer) => answer,
+            Pending::Waiting(receiver) => receiver.await.unwrap_or_else(|_| {
+                Answer::Error(strata_core::command::CommandError(
+                    "ERR the shard owning this key stopped".into(),
+                ))
+            }),
+        }
+    }
+}
+
+struct Waiter {
+    lsn: Lsn,
+    answer: Answer,
+    reply: oneshot::Sender<Answer>,
+}
+
+struct PartitionSlot {
+    state: Partition,
+    /// Taken by the flusher while it writes; always back between rounds.
+    wal: Option<PartitionWal>,
+    waiters: Vec<Waiter>,
+    last_checkpoint: Instant,
+    last_sync: Instant,
+    synced_lsn: Lsn,
+}
+
+pub(crate) struct Shard {
+    pub(crate) id: ShardId,
+    pub(crate) mesh: Arc<Mesh>,
+    partitions: RefCell<Vec<Option<PartitionSlot>>>,
+    flush_signal: Signal,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Limits of one record and one batch so that a frame always fits a segment.
+pub(crate) fn partition_limits(segment_bytes: u64) -> PartitionLimits {
+    let frame_budget = strata_wal::frame_bytes_max(segment_bytes) as usize;
+    let batch_bytes_max = (frame_budget * 3 / 4).min(12 << 20);
+    let record_bytes_max = (batch_bytes_max / 2).min(8 << 20);
+    PartitionLimits { record_bytes_max, batch_bytes_max }
+}
+
+/// One batch on its way to disk.
+struct FlushJob {
+    partition: PartitionId,
+    batch: TakenBatch,
+    wal: PartitionWal,
+    commit_lsn: Lsn,
+    sync: bool,
+    checkpoint: Option<Vec<u8>>,
+}
+
+struct FlushOutcome {
+    partition: PartitionId,
+    wal: PartitionWal,
+    durable_lsn: Lsn,
+    synced: bool,
+    result: Result<(), String>,
+}
+
+impl Shard {
+    pub(crate) fn new(id: ShardId, mesh: Arc<Mesh>) -> Shard {
+        let count = mesh.options.partition_count as usize;
+        Shard {
+            id,
+            mesh,
+            partitions: RefCell::new((0..count).map(|_| None).collect()),
+            flush_signal: Signal::default(),
+        }
+    }
+
+    /// The partitions this shard owns.
+    pub(crate) fn owned_partitions(&self) -> Vec<PartitionId> {
+        (0..self.mesh.options.partition_count)
+            .map(PartitionId)
+            .filter(|partition| self.mesh.shard_of(*partition) == self.id)
+            .collect()
+    }
+
+    /// Recovers one partition from its directory, before the shard serves.
+    pub(crate) fn recover_partition(
+        &self,
+        partition: PartitionId,
+    ) -> Result<(), strata_wal::WalError> {
+        let options = &self.mesh.options;
+        let directory = options.data_dir.join(format!("p{}", partition.0));
+        let mut state = Partition::new(partition, partition_limits(options.segment_bytes));
+        let config = strata_wal::WalConfig { segment_bytes: options.segment_bytes };
+        let shared = RefCell::new(&mut state);
+        let (wal, summary) = PartitionWal::recover(
+            &directory,
+            partition,
+            &config,
+            |key, value, expire_at_ms| {
+                shared.borrow_mut().load_entry(key, value, expire_at_ms, Lsn::ZERO);
+            },
+            |lsn, record| shared.borrow_mut().apply_committed(lsn, record),
+        )?;
+        state.recovered_through(wal.last_lsn());
+        tracing::info!(
+            partition = partition.0,
+            keys = state.keyspace().len(),
+            ?summary,
+            "partition recovered"
+        );
+        let now = Instant::now();
+        let slot = PartitionSlot {
+            synced_lsn: wal.last_lsn(),
+            state,
+            wal: Some(wal),
+            waiters: Vec::new(),
+            last_checkpoint: now,
+            last_sync: now,
+        };
+        self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
+        Ok(())
+    }
+
+    /// Sends `command` to the partition's owner and returns its answer, now or later.
+    pub(crate) async fn submit(
+        &self,
+        partition: PartitionId,
+        command: KeyCommand,
+        now_ms: u64,
+    ) -> Pending {
+        let owner = self.mesh.shard_of(partition);
+        if owner == self.id {
+            return match self.execute_owned(partition, command, now_ms) {
+                Ok(answer) => Pending::Ready(answer),
+                Err(parked) => {
+                    let (reply, receiver) = oneshot::channel();
+                    self.park(partition, parked, reply);
+                    Pending::Waiting(receiver)
+                }
+            };
+        }
+        let (reply, receiver) = oneshot::channel();
+        let request = ShardRequest { partition, command, now_ms, reply };
+        let sender = &self.mesh.senders[owner.0 as usize];
+        if sender.send_async(request).await.is_err() {
+            return Pending::Ready(Answer::Error(strata_core::command::CommandError(
+                "ERR the shard owning this key stopped".into(),
+            )));
+        }
+        Pending::Waiting(receiver)
+    }
+
+    /// Runs a request from another shard.
+    pub(crate) fn execute_request(&self, request: ShardRequest) {
+        let ShardRequest { partition, command, now_ms, reply } = request;
+        match self.execute_owned(partition, command, now_ms) {
+            Ok(answer) => {
+                let _ = reply.send(answer);
+            }
+            Err(parked) => self.park(partition, parked, reply),
+        }
+    }
+
+    /// Executes on an owned partition. Returns the answer if it may be sent now, or the LSN to
+    /// wait for with the answer to send then.
+    fn execute_owned(
+        &self,
+        partition: PartitionId,
+        command: KeyCommand,
+        now_ms: u64,
+    ) -> Result<Answer, (Lsn, Answer)> {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot =
+            partitions[partition.0 as usize].as_mut().expect("partition owned by this shard");
+        let execution = slot.state.execute(command, now_ms);
+        if slot.state.has_open_records() {
+            self.flush_signal.raise();
+        }
+        if execution.wait_lsn <= slot.state.commit_lsn() {
+            Ok(execution.answer)
+        } else if let Some(error) = slot.state.failure_error() {
+            Ok(Answer::Error(error))
+        } else {
+            Err((execution.wait_lsn, execution.answer))
+        }
+    }
+
+    /// Holds an answer until its LSN commits. Must follow `execute_owned` with no await between.
+    fn park(
+        &self,
+        partition: PartitionId,
+        (lsn, answer): (Lsn, Answer),
+        reply: oneshot::Sender<Answer>,
+    ) {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot =
+            partitions[partition.0 as usize].as_mut().expect("partition owned by this shard");
+        assert!(lsn > slot.state.commit_lsn());
+        slot.waiters.push(Waiter { lsn, answer, reply });
+    }
+
+    /// Serves requests from other shards until every sender is gone.
+    pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardRequest>) {
+        while let Ok(request) = receiver.recv_async().await {
+            self.execute_request(request);
+        }
+    }
+
+    /// Group commit: while one round of batches is written and synced, the next gathers.
+    pub(crate) async fn run_flusher(self: Rc<Self>) {
+        loop {
+            self.flush_signal.wait().await;
+            loop {
+                let jobs = self.take_jobs();
+                if jobs.is_empty() {
+                    break;
+                }
+                let outcomes = futures_join_all(jobs.into_iter().map(|job| self.flush(job))).await;
+                for outcome in outcomes {
+                    self.finish(outcome);
+                }
+            }
+        }
+    }
+
+    fn take_jobs(&self) -> Vec<FlushJob> {
+        let durability = self.mesh.options.durability;
+        let mut partitions = self.partitions.borrow_mut();
+        let mut jobs = Vec::new();
+        let now = Instant::now();
+        for slot in partitions.iter_mut().flatten() {
+            let sync_due = match durability {
+                Durability::SyncEachBatch => true,
+                Durability::WriteOnly => false,
+                Durability::SyncEverySecond => {
+                    now.duration_since(slot.last_sync) >= Duration::from_secs(1)
+                }
+            };
+            let Some(batch) = slot.state.take_batch() else {
+                continue;
+            };
+            let checkpoint = self.checkpoint_if_due(slot, now);
+            let wal = slot.wal.take().expect("WAL is home between rounds");
+            let commit_lsn = slot.state.commit_lsn();
+            jobs.push(FlushJob {
+                partition: slot.state.id(),
+                batch,
+                wal,
+                commit_lsn,
+                sync: sync_due || checkpoint.is_some(),
+                checkpoint,
+            });
+        }
+        jobs
+    }
+
+    /// When a checkpoint is due and the batch just taken emptied the open records, the
+    /// keyspace is exactly the state at the batch's last LSN: serialize it now, write it once
+    /// the batch is durable.
+    fn checkpoint_if_due(&self, slot: &mut PartitionSlot, now: Instant) -> Option<Vec<u8>> {
+        if slot.state.has_open_records() {
+            return None;
+        }
+        let options = &self.mesh.options;
+        let wal = slot.wal.as_ref().expect("WAL is home between rounds");
+        let by_bytes = wal.bytes_since_checkpoint() >= options.checkpoint_bytes;
+        let by_time = now.duration_since(slot.last_checkpoint) >= options.checkpoint_interval
+            && wal.bytes_since_checkpoint() > 0;
+        if !by_bytes && !by_time {
+            return None;
+        }
+        slot.last_checkpoint = now;
+        Some(strata_wal::encode_checkpoint(slot.state.id(), slot.state.keyspace().iter()))
+    }
+
+    async fn flush(&self, job: FlushJob) -> FlushOutcome {
+        let FlushJob { partition, batch, mut wal, commit_lsn, sync, checkpoint } = job;
+        let durable_lsn = batch.last_lsn();
+        let mut frame = Vec::with_capacity(
+            batch.records.iter().map(|r| r.size_estimate()).sum::<usize>() + 128,
+        );
+        encode_frame(&mut frame, partition, Epoch(1), batch.first_lsn, commit_lsn, &batch.records);
+        drop(batch);
+        let counters = &self.mesh.counters;
+        let mut result = wal.append(frame).await.map(drop).map_err(|error| error.to_string());
+        counters.frames_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if result.is_ok() && sync {
+            result = wal.sync().await.map_err(|error| error.to_string());
+            counters.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {
+            match wal.write_checkpoint(durable_lsn, snapshot).await {
+                Ok(summary) => {
+                    counters.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(partition = partition.0, ?summary, "checkpoint written");
+                }
+                Err(error) => tracing::warn!(partition = partition.0, %error, "checkpoint failed"),
+            }
+        }
+        FlushOutcome { partition, wal, durable_lsn, synced: sync, result }
+    }
+
+    fn finish(&self, outcome: FlushOutcome) {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[outcome.partition.0 as usize].as_mut().expect("owned partition");
+        slot.wal = Some(outcome.wal);
+        match outcome.result {
+            Ok(()) => {
+                if outcome.synced {
+                    slot.synced_lsn = outcome.durable_lsn;
+                    slot.last_sync = Instant::now();
+                }
+                slot.state.commit(outcome.durable_lsn);
+                release_waiters(slot);
+            }
+            Err(reason) => {
+                tracing::error!(partition = outcome.partition.0, %reason, "WAL write failed; partition refuses writes until restart");
+                slot.state.fail(reason);
+                fail_waiters(slot);
+            }
+        }
+        if slot.state.has_open_records() {
+            self.flush_signal.raise();
+        }
+    }
+
+    /// Once a second: sync in FlushPerSecond mode, sweep expired keys, start due checkpoints.
+    pub(crate) async fn run_housekeeping(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            let now = now_ms();
+            let mut partitions = self.partitions.borrow_mut();
+            for slot in partitions.iter_mut().flatten() {
+                slot.state.remove_expired(now, EXPIRED_SWEEP_KEYS_MAX);
+            }
+            drop(partitions);
+            self.sync_idle_partitions().await;
+        }
+    }
+
+    /// In FlushPerSecond mode, a partition with no new writes still needs its last writes synced.
+    async fn sync_idle_partitions(&self) {
+        if self.mesh.options.durability != Durability::SyncEverySecond {
+            return;
+        }
+        let candidates: Vec<(PartitionId, PartitionWal, Lsn)> = {
+            let mut partitions = self.partitions.borrow_mut();
+            partitions
+                .iter_mut()
+                .flatten()
+                .filter(|slot| slot.synced_lsn < slot.state.commit_lsn() && slot.wal.is_some())
+                .map(|slot| {
+                    (slot.state.id(), slot.wal.take().expect("checked"), slot.state.commit_lsn())
+                })
+                .collect()
+        };
+        for (partition, mut wal, lsn) in candidates {
+            let result = wal.sync().await;
+            let mut partitions = self.partitions.borrow_mut();
+            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+            slot.wal = Some(wal);
+            match result {
+                Ok(()) => {
+                    slot.synced_lsn = lsn;
+                    slot.last_sync = Instant::now();
+                }
+                Err(error) => {
+                    slot.state.fail(error.to_string());
+                    fail_waiters(slot);
+                }
+            }
+        }
+    }
+}
+
+fn release_waiters(slot: &mut PartitionSlot) {
+    let commit = slot.state.commit_lsn();
+    let mut index = 0;
+    while index < slot.waiters.len() {
+        if slot.waiters[index].lsn <= commit {
+            let waiter = slot.waiters.swap_remove(index);
+            let _ = waiter.reply.send(waiter.answer);
+        } else {
+            index += 1;
+        }
+    }
+}
+
+fn fail_waiters(slot: &mut PartitionSlot) {
+    let error = slot.state.failure_error().expect("partition failed");
+    for waiter in slot.waiters.drain(..) {
+        let _ = waiter.reply.send(Answer::Error(error.clone()));
+    }
+}
+
+/// Awaits all futures, polling them together on this thread.
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
+    std::future::poll_fn(move |context| {
+        let mut done = true;
+        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => done = false,
+                }
+            }
+        }
+        if done {
+            std::task::Poll::Ready(
+                outputs.iter_mut().map(|output| output.take().expect("ready")).collect(),
+            )
+        } else {
+            std::task::Poll::Pending
+        }
+    })
+    .await
+}

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The whole test suite: what .ci/run runs, and what a developer runs before pushing.
+# Installs what the tests need (scripts/setup.sh), then: format, lints, every unit and
+# multi-process test, and a smoke run of each micro-benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+./scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+echo "== build the strata binary for the multi-process tests"
+cargo build --quiet -p strata --bin strata
+export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/strata"
+
+echo "== tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --no-fail-fast --failure-output final
+  cargo test --workspace --doc --quiet
+else
+  cargo test --workspace --no-fail-fast
+fi
+
+echo "== micro-benchmark smoke run"
+cargo bench --quiet -p strata-benches -- --test

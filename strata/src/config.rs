@@ -1,0 +1,362 @@
+//! The node's configuration file: TOML with Infinity's section and key names.
+//!
+//! Unknown keys and bad values are refused with a message naming the key.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Durability of a write before its reply, with Infinity's names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum WalFlush {
+    /// fdatasync before the reply (the default).
+    #[default]
+    FlushAtOnce,
+    /// write(2) before the reply; the OS writes back when it likes.
+    OnlyWrite,
+    /// write(2) before the reply; fdatasync once a second.
+    FlushPerSecond,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ServerMode {
+    #[default]
+    Standalone,
+    Admin,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageType {
+    #[default]
+    Local,
+    Minio,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IoDriver {
+    /// io_uring where it starts, epoll otherwise.
+    #[default]
+    Auto,
+    /// Always epoll.
+    Epoll,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    pub version: Option<String>,
+    pub server_mode: ServerMode,
+    /// Shard threads; default: the number of cores.
+    pub shards: Option<u32>,
+    pub io_driver: IoDriver,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    pub server_address: IpAddr,
+    pub client_port: u16,
+    pub http_port: u16,
+    pub peer_ip: IpAddr,
+    pub peer_port: u16,
+    /// Most client connections served at once, over all shards.
+    pub connections_max: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+    pub storage_type: StorageType,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Wal {
+    pub wal_flush: WalFlush,
+    /// Bytes of one WAL segment file ("64MB", "1GB" or a number of bytes).
+    pub segment_size: ByteSize,
+    /// A partition takes a checkpoint once this many WAL bytes were written since the last.
+    pub checkpoint_size: ByteSize,
+    /// ... or once this many seconds passed with any write.
+    pub checkpoint_interval: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Cluster {
+    /// Partitions of the keyspace; fixed once the data directory holds data.
+    pub partitions: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// error, warn, info, debug or trace; the STRATA_LOG environment variable overrides it.
+    pub log_level: String,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub general: General,
+    pub network: Network,
+    pub storage: Storage,
+    pub wal: Wal,
+    pub cluster: Cluster,
+    pub log: Log,
+}
+
+/// A size in bytes, written as a number or a string with a unit (KB, MB, GB: powers of 1024).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(u64),
+            Text(String),
+        }
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(bytes) => Ok(ByteSize(bytes)),
+            Raw::Text(text) => {
+                parse_byte_size(&text).map(ByteSize).map_err(serde::de::Error::custom)
+            }
+        }
+    }
+}
+
+fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let split =
+        trimmed.find(|character: char| !character.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| format!("invalid size {text:?}"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "KB" | "KIB" | "K" => 1 << 10,
+        "MB" | "MIB" | "M" => 1 << 20,
+        "GB" | "GIB" | "G" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {text:?} (use B, KB, MB or GB)")),
+    };
+    number.checked_mul(multiplier).ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            version: None,
+            server_mode: ServerMode::Standalone,
+            shards: None,
+            io_driver: IoDriver::Auto,
+        }
+    }
+}
+
+impl Default for Network {
+    fn default() -> Self {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        Network {
+            server_address: any,
+            client_port: 23817,
+            http_port: 23820,
+            peer_ip: any,
+            peer_port: 23850,
+            connections_max: 10_000,
+        }
+    }
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage { data_dir: PathBuf::from("/var/lib/strata"), storage_type: StorageType::Local }
+    }
+}
+
+impl Default for Wal {
+    fn default() -> Self {
+        Wal {
+            wal_flush: WalFlush::FlushAtOnce,
+            segment_size: ByteSize(64 << 20),
+            checkpoint_size: ByteSize(256 << 20),
+            checkpoint_interval: 300,
+        }
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster { partitions: 8 }
+    }
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { log_level: "info".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {key}: {message}")]
+    Invalid { path: PathBuf, key: &'static str, message: String },
+}
+
+pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+pub const SHARDS_MAX: u32 = 256;
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Config::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|error| ConfigError::Parse {
+            path: path.into(),
+            message: error.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    /// Shards to run: the configured count, or the number of cores.
+    #[must_use]
+    pub fn shard_count(&self) -> u32 {
+        self.general.shards.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |count| count.get() as u32)
+        })
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
+            path: path.into(),
+            key,
+            message,
+        };
+        if let Some(shards) = self.general.shards {
+            if shards == 0 || shards > SHARDS_MAX {
+                return Err(invalid(
+                    "general.shards",
+                    format!("{shards} is not in 1..={SHARDS_MAX}"),
+                ));
+            }
+        }
+        if self.general.server_mode == ServerMode::Admin {
+            return Err(invalid(
+                "general.server_mode",
+                "\"admin\" needs the cluster control plane, which this build does not have yet; \
+                 use \"standalone\""
+                    .into(),
+            ));
+        }
+        for (key, port) in [
+            ("network.client_port", self.network.client_port),
+            ("network.http_port", self.network.http_port),
+        ] {
+            if port == 0 {
+                return Err(invalid(key, "port 0 is not allowed".into()));
+            }
+        }
+        if self.network.peer_port < 1024 {
+            return Err(invalid(
+                "network.peer_port",
+                format!("{} is not in 1024..=65535", self.network.peer_port),
+            ));
+        }
+        if self.network.connections_max == 0 {
+            return Err(invalid("network.connections_max", "must be at least 1".into()));
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty".into()));
+        }
+        if self.storage.storage_type == StorageType::Minio {
+            return Err(invalid(
+                "storage.storage_type",
+                "\"minio\" needs the object storage support, which this build does not have yet; \
+                 use \"local\""
+                    .into(),
+            ));
+        }
+        let segment = self.wal.segment_size.0;
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment) || segment % 4096 != 0 {
+            return Err(invalid(
+                "wal.segment_size",
+                format!("{segment} bytes is not a multiple of 4096 in 64KB..=1GB"),
+            ));
+        }
+        if self.wal.checkpoint_size.0 < segment {
+            return Err(invalid("wal.checkpoint_size", "must be at least wal.segment_size".into()));
+        }
+        if self.wal.checkpoint_interval == 0 {
+            return Err(invalid("wal.checkpoint_interval", "must be at least 1 second".into()));
+        }
+        let partitions = self.cluster.partitions;
+        if partitions == 0 || partitions > 16384 {
+            return Err(invalid("cluster.partitions", format!("{partitions} is not in 1..=16384")));
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
+            return Err(invalid(
+                "log.log_level",
+                format!("{:?} is not a log level", self.log.log_level),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn defaults_match_infinity() {
+        let config = parse("").unwrap();
+        assert_eq!(config.network.client_port, 23817);
+        assert_eq!(config.network.http_port, 23820);
+        assert_eq!(config.network.peer_port, 23850);
+        assert_eq!(config.wal.wal_flush, WalFlush::FlushAtOnce);
+        assert_eq!(config.cluster.partitions, 8);
+        assert_eq!(config.general.server_mode, ServerMode::Standalone);
+    }
+
+    #[test]
+    fn sizes_take_units() {
+        let config = parse("[wal]\nsegment_size = \"1MB\"\ncheckpoint_size = 4194304\n").unwrap();
+        assert_eq!(config.wal.segment_size, ByteSize(1 << 20));
+        assert_eq!(config.wal.checkpoint_size, ByteSize(4 << 20));
+        assert!(parse("[wal]\nsegment_size = \"1XB\"\n").is_err());
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown = parse("[network]\nclient_prot = 1\n").unwrap_err().to_string();
+        assert!(unknown.contains("client_prot"), "{unknown}");
+        let mode = parse("[wal]\nwal_flush = \"Sometimes\"\n").unwrap_err().to_string();
+        assert!(mode.contains("Sometimes") && mode.contains("FlushAtOnce"), "{mode}");
+        let port = parse("[network]\nclient_port = 70000\n").unwrap_err().to_string();
+        assert!(port.contains("client_port"), "{port}");
+        let shards = parse("[general]\nshards = 0\n").unwrap_err().to_string();
+        assert!(shards.contains("general.shards"), "{shards}");
+        let segment = parse("[wal]\nsegment_size = 1000\n").unwrap_err().to_string();
+        assert!(segment.contains("wal.segment_size"), "{segment}");
+        let section = parse("[nonsense]\n").unwrap_err().to_string();
+        assert!(section.contains("nonsense"), "{section}");
+    }
+}

@@ -1,0 +1,58 @@
+//! The data directory's identity file: what must not change once data exists.
+
+use std::path::Path;
+
+const META_FILE: &str = "strata.meta";
+
+/// Creates the data directory and its meta file, or checks that the partition count matches
+/// the one the directory was created with.
+pub fn prepare_data_dir(data_dir: &Path, partitions: u32) -> Result<(), String> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
+    let path = data_dir.join(META_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored = parse_partitions(&text)
+                .ok_or_else(|| format!("{} is damaged: no partitions line", path.display()))?;
+            if stored != partitions {
+                return Err(format!(
+                    "cluster.partitions is {partitions} but {} was created with {stored}; \
+                     the partition count is fixed once data exists",
+                    data_dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let text = format!("format = 1\npartitions = {partitions}\n");
+            let temporary = data_dir.join(format!("{META_FILE}.tmp"));
+            std::fs::write(&temporary, text)
+                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+                .and_then(|()| std::fs::rename(&temporary, &path))
+                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+                .map_err(|error| format!("cannot write {}: {error}", path.display()))
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
+fn parse_partitions(text: &str) -> Option<u32> {
+    text.lines()
+        .filter_map(|line| line.split_once('='))
+        .find(|(name, _)| name.trim() == "partitions")
+        .and_then(|(_, value)| value.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_count_is_fixed_once_written() {
+        let directory = tempfile::tempdir().unwrap();
+        prepare_data_dir(directory.path(), 8).unwrap();
+        prepare_data_dir(directory.path(), 8).unwrap();
+        let error = prepare_data_dir(directory.path(), 16).unwrap_err();
+        assert!(error.contains("fixed"), "{error}");
+    }
+}

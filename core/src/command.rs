@@ -236,11 +236,10 @@ fn owned_keys(rest: &[&[u8]]) -> Vec<Vec<u8>> {
 /// Parses a decimal i64 as Redis does: no spaces, no leading '+', no leading zeros.
 pub fn parse_integer(bytes: &[u8]) -> Result<i64, CommandError> {
     let text = std::str::from_utf8(bytes).map_err(|_| CommandError::not_integer())?;
-    let canonical = !text.is_empty()
-        && !text.starts_with('+')
-        && !(text.len() > 1 && text.starts_with('0'))
-        && !text.starts_with("-0");
-    if !canonical {
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    let malformed =
+        text.is_empty() || text.starts_with('+') || leading_zero || text.starts_with("-0");
+    if malformed {
         return Err(CommandError::not_integer());
     }
     text.parse::<i64>().map_err(|_| CommandError::not_integer())
@@ -262,7 +261,7 @@ fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
         "exists" => at_least(name, rest, 1).map(|()| KeyCommand::Exists { keys: owned_keys(rest) }),
         "mget" => at_least(name, rest, 1).map(|()| KeyCommand::MultiGet { keys: owned_keys(rest) }),
         "mset" => {
-            if rest.is_empty() || rest.len() % 2 != 0 {
+            if rest.is_empty() || !rest.len().is_multiple_of(2) {
                 return Err(CommandError::arity(name));
             }
             let pairs = rest.chunks_exact(2).map(|pair| (pair[0].to_vec(), pair[1].to_vec()));

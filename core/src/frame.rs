@@ -30,8 +30,8 @@ pub const FRAME_ALIGNMENT_BYTES: usize = 8;
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = 16 * 1024 * 1024;
 const CHECKSUM_OFFSET: usize = 56;
 
-const _: () = assert!(FRAME_HEADER_BYTES % FRAME_ALIGNMENT_BYTES == 0);
-const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX % FRAME_ALIGNMENT_BYTES == 0);
+const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGNMENT_BYTES));
+const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX.is_multiple_of(FRAME_ALIGNMENT_BYTES));
 const _: () = assert!(CHECKSUM_OFFSET + 8 == FRAME_HEADER_BYTES);
 
 /// The decoded header of a frame.

@@ -156,13 +156,16 @@ async fn broadcast(shard: &Rc<Shard>, command: &KeyCommand, merge: Merge, now: u
     Item::Many { parts, merge }
 }
 
+/// Items grouped by partition, and where each item went: (group index, index in the group).
+type Grouped<T> = (Vec<(PartitionId, Vec<T>)>, Vec<(usize, usize)>);
+
 /// Groups items by partition, keeping their order inside each group. Returns the groups and,
 /// for every item, (group index, index within the group).
 fn group_by_partition<T>(
     shard: &Shard,
     items: Vec<T>,
     key: impl Fn(&T) -> &[u8],
-) -> (Vec<(PartitionId, Vec<T>)>, Vec<(usize, usize)>) {
+) -> Grouped<T> {
     let mut groups: Vec<(PartitionId, Vec<T>)> = Vec::new();
     let mut positions = Vec::with_capacity(items.len());
     for item in items {

@@ -402,13 +402,14 @@ impl Shard {
     pub(crate) async fn run_housekeeping(self: Rc<Self>) {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
-            let now = now_ms();
-            let mut partitions = self.partitions.borrow_mut();
-            for slot in partitions.iter_mut().flatten() {
-                slot.state.remove_expired(now, EXPIRED_SWEEP_KEYS_MAX);
-            }
-            drop(partitions);
+            self.remove_expired_keys(now_ms());
             self.sync_idle_partitions().await;
+        }
+    }
+
+    fn remove_expired_keys(&self, now_ms: u64) {
+        for slot in self.partitions.borrow_mut().iter_mut().flatten() {
+            slot.state.remove_expired(now_ms, EXPIRED_SWEEP_KEYS_MAX);
         }
     }
 

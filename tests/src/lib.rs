@@ -71,7 +71,7 @@ impl Default for NodeSettings {
             shards: 2,
             partitions: 8,
             wal_flush: "FlushAtOnce",
-            segment_size: "1MB",
+            segment_size: "4MB",
             checkpoint_size: "64MB",
             extra: String::new(),
         }

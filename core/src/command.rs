@@ -167,6 +167,28 @@ impl KeyCommand {
         )
     }
 
+    /// The first key the command names, if any: it decides the partition of one-key commands.
+    #[must_use]
+    pub fn first_key(&self) -> Option<&[u8]> {
+        match self {
+            KeyCommand::Get { key }
+            | KeyCommand::Set { key, .. }
+            | KeyCommand::GetSet { key, .. }
+            | KeyCommand::SetNx { key, .. }
+            | KeyCommand::IncrementBy { key, .. }
+            | KeyCommand::Append { key, .. }
+            | KeyCommand::Strlen { key }
+            | KeyCommand::Expire { key, .. }
+            | KeyCommand::Ttl { key, .. }
+            | KeyCommand::Persist { key } => Some(key),
+            KeyCommand::Delete { keys }
+            | KeyCommand::Exists { keys }
+            | KeyCommand::MultiGet { keys } => keys.first().map(Vec::as_slice),
+            KeyCommand::MultiSet { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
+            KeyCommand::DbSize | KeyCommand::FlushAll => None,
+        }
+    }
+
     /// Every key the command names, in order.
     #[must_use]
     pub fn keys(&self) -> Vec<&[u8]> {
@@ -190,26 +212,37 @@ impl KeyCommand {
     }
 }
 
+/// Longer command names are unknown without a look.
+const COMMAND_NAME_BYTES_MAX: usize = 16;
+
 /// Parses a command from its arguments (`arguments[0]` is the name, any case).
 pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
     let Some(first) = arguments.first() else {
         return Err(CommandError("ERR empty command".into()));
     };
-    let name = String::from_utf8_lossy(first).to_ascii_lowercase();
+    // Lower-case the name on the stack: this runs for every command.
+    let mut buffer = [0u8; COMMAND_NAME_BYTES_MAX];
+    let name = if first.len() <= COMMAND_NAME_BYTES_MAX {
+        buffer[..first.len()].copy_from_slice(first);
+        buffer[..first.len()].make_ascii_lowercase();
+        std::str::from_utf8(&buffer[..first.len()]).unwrap_or("")
+    } else {
+        ""
+    };
     let rest = &arguments[1..];
-    match name.as_str() {
+    match name {
         "get" | "set" | "getset" | "setnx" | "del" | "unlink" | "exists" | "mset" | "mget" => {
-            parse_string_command(&name, rest).map(Command::Key)
+            parse_string_command(name, rest).map(Command::Key)
         }
         "incr" | "incrby" | "decr" | "decrby" | "append" | "strlen" => {
-            parse_string_command(&name, rest).map(Command::Key)
+            parse_string_command(name, rest).map(Command::Key)
         }
         "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist" => {
-            parse_expiry_command(&name, rest).map(Command::Key)
+            parse_expiry_command(name, rest).map(Command::Key)
         }
-        "dbsize" => exact(&name, rest, 0).map(|()| Command::Key(KeyCommand::DbSize)),
-        "flushall" | "flushdb" => parse_flush(&name, rest),
-        _ => parse_node_command(&name, arguments).map(Command::Node),
+        "dbsize" => exact(name, rest, 0).map(|()| Command::Key(KeyCommand::DbSize)),
+        "flushall" | "flushdb" => parse_flush(name, rest),
+        _ => parse_node_command(name, arguments).map(Command::Node),
     }
 }
 

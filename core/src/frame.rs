@@ -94,11 +94,24 @@ pub fn encode_frame(
     commit_lsn: Lsn,
     records: &[Record],
 ) {
-    assert!(!records.is_empty());
-    assert!(first_lsn.0 > 0);
     let batch = Batch { records: records.to_vec() };
-    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).expect("rkyv serialization");
-    encode_frame_payload(output, partition, epoch, first_lsn, commit_lsn, records.len(), &payload);
+    encode_batch_frame(output, partition, epoch, first_lsn, commit_lsn, &batch);
+}
+
+/// Like [`encode_frame`], for records already gathered in a [`Batch`] (no copy of them).
+pub fn encode_batch_frame(
+    output: &mut Vec<u8>,
+    partition: PartitionId,
+    epoch: Epoch,
+    first_lsn: Lsn,
+    commit_lsn: Lsn,
+    batch: &Batch,
+) {
+    assert!(!batch.records.is_empty());
+    assert!(first_lsn.0 > 0);
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(batch).expect("rkyv serialization");
+    let count = batch.records.len();
+    encode_frame_payload(output, partition, epoch, first_lsn, commit_lsn, count, &payload);
 }
 
 /// Like [`encode_frame`], for an already serialized payload of `record_count` records.

@@ -361,7 +361,9 @@ impl Context<'_> {
         expiry: SetExpiry,
         get: bool,
     ) -> Result<Answer, CommandError> {
-        let old = self.read(key);
+        // A plain SET needs nothing of the old value: skip the lookup and its copy.
+        let needs_old = get || condition != SetCondition::Always || expiry == SetExpiry::Keep;
+        let old = if needs_old { self.read(key) } else { None };
         let allowed = match condition {
             SetCondition::Always => true,
             SetCondition::IfAbsent => old.is_none(),

@@ -142,7 +142,8 @@ async fn route(shard: &Rc<Shard>, command: KeyCommand) -> Item {
         KeyCommand::MultiGet { keys } => split_multi_get(shard, keys, now).await,
         KeyCommand::MultiSet { pairs } => split_multi_set(shard, pairs, now).await,
         single => {
-            let partition = shard.mesh.partition_of(single.keys()[0]);
+            let key = single.first_key().expect("one-key commands name a key");
+            let partition = shard.mesh.partition_of(key);
             Item::One(shard.submit(partition, single, now).await)
         }
     }
@@ -161,11 +162,7 @@ type Grouped<T> = (Vec<(PartitionId, Vec<T>)>, Vec<(usize, usize)>);
 
 /// Groups items by partition, keeping their order inside each group. Returns the groups and,
 /// for every item, (group index, index within the group).
-fn group_by_partition<T>(
-    shard: &Shard,
-    items: Vec<T>,
-    key: impl Fn(&T) -> &[u8],
-) -> Grouped<T> {
+fn group_by_partition<T>(shard: &Shard, items: Vec<T>, key: impl Fn(&T) -> &[u8]) -> Grouped<T> {
     let mut groups: Vec<(PartitionId, Vec<T>)> = Vec::new();
     let mut positions = Vec::with_capacity(items.len());
     for item in items {

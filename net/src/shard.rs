@@ -13,8 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::oneshot;
 use strata_core::command::KeyCommand;
-use strata_core::frame::encode_frame;
+use strata_core::frame::encode_batch_frame;
 use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
+use strata_core::record::{Batch, Record};
 use strata_core::{Epoch, Lsn, PartitionId, ShardId};
 use strata_wal::PartitionWal;
 
@@ -350,11 +351,12 @@ impl Shard {
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
         let FlushJob { partition, batch, mut wal, commit_lsn, sync, checkpoint } = job;
         let durable_lsn = batch.last_lsn();
-        let mut frame = Vec::with_capacity(
-            batch.records.iter().map(|r| r.size_estimate()).sum::<usize>() + 128,
-        );
-        encode_frame(&mut frame, partition, Epoch(1), batch.first_lsn, commit_lsn, &batch.records);
-        drop(batch);
+        let estimate: usize = batch.records.iter().map(Record::size_estimate).sum();
+        let mut frame = Vec::with_capacity(estimate + 128);
+        let first_lsn = batch.first_lsn;
+        let records = Batch { records: batch.records };
+        encode_batch_frame(&mut frame, partition, Epoch(1), first_lsn, commit_lsn, &records);
+        drop(records);
         let counters = &self.mesh.counters;
         let mut result = wal.append(frame).await.map(drop).map_err(|error| error.to_string());
         counters.frames_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

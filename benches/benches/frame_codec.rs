@@ -1,0 +1,50 @@
+//! The WAL frame codec on a typical group-commit batch: 16 `Set` records with 128-byte values.
+//! Encoding is on every append; decoding is on recovery and on every follower.
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use strata_core::frame::{decode_frame, decode_records, encode_frame};
+use strata_core::record::Record;
+use strata_core::{Epoch, Lsn, PartitionId};
+
+const RECORDS: usize = 16;
+const VALUE_BYTES: usize = 128;
+
+fn set_records() -> Vec<Record> {
+    (0..RECORDS)
+        .map(|index| Record::Set {
+            key: format!("key:{index}").into_bytes(),
+            value: vec![b'x'; VALUE_BYTES],
+            expire_at_ms: 0,
+        })
+        .collect()
+}
+
+fn encode(output: &mut Vec<u8>, records: &[Record]) {
+    output.clear();
+    encode_frame(output, PartitionId(3), Epoch(1), Lsn(1), Lsn(0), records);
+}
+
+fn bench_frame_codec(criterion: &mut Criterion) {
+    let records = set_records();
+    let mut frame = Vec::new();
+    encode(&mut frame, &records);
+    let header = decode_frame(&frame).expect("valid frame");
+    assert_eq!(decode_records(&frame, &header).expect("valid records"), records);
+
+    let mut group = criterion.benchmark_group("frame_codec");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    let mut output = Vec::with_capacity(frame.len());
+    group.bench_function("encode_16_sets_128b", |bencher| {
+        bencher.iter(|| encode(&mut output, std::hint::black_box(&records)));
+    });
+    group.bench_function("decode_16_sets_128b", |bencher| {
+        bencher.iter(|| {
+            let header = decode_frame(std::hint::black_box(&frame)).expect("valid frame");
+            decode_records(&frame, &header).expect("valid records")
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench_frame_codec);
+criterion_main!(benches);

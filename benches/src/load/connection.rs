@@ -1,0 +1,281 @@
+//! One load connection: rounds of `pipeline` commands, each followed by exactly that many
+//! replies, on a monoio task. All connections of a thread share the thread's [`ThreadStats`].
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use monoio::buf::IoBufMut as _;
+use monoio::io::{AsyncReadRent as _, AsyncWriteRentExt as _};
+use monoio::net::TcpStream;
+use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
+use strata_core::resp::{self, Reply, RespLimits};
+
+use super::{LoadError, LoadOptions, Shared, ThreadPlan, CONNECT_TIMEOUT, REPLY_TIMEOUT};
+
+/// Initial size of a connection's reply buffer; it grows when one reply does not fit.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+/// Longest decimal key suffix: `u64::MAX` has 20 digits.
+const KEY_BYTES_MAX: usize = "key:".len() + 20;
+
+/// What the connections send: the same for every connection of a run.
+#[derive(Clone, Debug)]
+pub(super) struct Workload {
+    value: Arc<[u8]>,
+    keyspace: u64,
+    read_ratio: f64,
+    pipeline: u64,
+}
+
+impl Workload {
+    pub(super) fn new(options: &LoadOptions) -> Self {
+        Workload {
+            value: vec![b'x'; options.value_bytes].into(),
+            keyspace: options.keyspace,
+            read_ratio: options.read_ratio,
+            pipeline: options.pipeline.into(),
+        }
+    }
+
+    /// Appends `count` commands, each a GET or SET of a uniformly random key, to `output`.
+    pub(super) fn encode_batch(&self, output: &mut Vec<u8>, count: u64, rng: &mut StdRng) {
+        assert!(count <= self.pipeline);
+        let mut key = Vec::with_capacity(KEY_BYTES_MAX);
+        for _ in 0..count {
+            key.clear();
+            write!(key, "key:{}", rng.gen_range(0..self.keyspace)).expect("writing to a Vec");
+            if rng.gen::<f64>() < self.read_ratio {
+                resp::encode_command(output, &[b"GET", &key]);
+            } else {
+                resp::encode_command(output, &[b"SET", &key, &self.value]);
+            }
+        }
+    }
+}
+
+/// Measurements of one thread's connections, later merged across threads.
+pub(super) struct ThreadStats {
+    /// Per-request latency in microseconds.
+    pub(super) histogram: Histogram<u64>,
+    /// Replies received, error replies included.
+    pub(super) requests: u64,
+    /// Error replies received.
+    pub(super) errors: u64,
+    pub(super) first_error: Option<String>,
+}
+
+impl ThreadStats {
+    pub(super) fn new() -> Self {
+        ThreadStats { histogram: super::new_histogram(), requests: 0, errors: 0, first_error: None }
+    }
+
+    pub(super) fn merge(&mut self, other: &ThreadStats) {
+        self.histogram.add(&other.histogram).expect("histograms share their bounds");
+        self.requests += other.requests;
+        self.errors += other.errors;
+        if self.first_error.is_none() {
+            self.first_error.clone_from(&other.first_error);
+        }
+    }
+
+    fn record_reply(&mut self, latency: Duration, error: Option<String>) {
+        let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.histogram.saturating_record(latency_us);
+        self.requests += 1;
+        if let Some(text) = error {
+            self.errors += 1;
+            self.first_error.get_or_insert(text);
+        }
+    }
+}
+
+/// Opens `count` connections to `address`, all within [`CONNECT_TIMEOUT`].
+pub(super) async fn connect_all(
+    address: SocketAddr,
+    count: u32,
+) -> Result<Vec<TcpStream>, LoadError> {
+    let connecting = async {
+        let mut streams = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let stream = TcpStream::connect_addr(address)
+                .await
+                .map_err(|source| LoadError::Connect { address, source })?;
+            stream.set_nodelay(true).map_err(|source| LoadError::Io { address, source })?;
+            streams.push(stream);
+        }
+        Ok(streams)
+    };
+    monoio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| LoadError::ConnectTimeout { address })?
+}
+
+/// Drives every connection of one thread until the deadline or the request budget ends.
+pub(super) async fn drive_all(
+    streams: Vec<TcpStream>,
+    plan: &ThreadPlan,
+    workload: &Workload,
+    shared: &Arc<Shared>,
+    deadline: Instant,
+) -> Result<ThreadStats, LoadError> {
+    let stats = Rc::new(RefCell::new(ThreadStats::new()));
+    let mut tasks = Vec::with_capacity(streams.len());
+    for (index, stream) in streams.into_iter().enumerate() {
+        let seed = connection_seed(plan.seed, plan.thread_index, index as u64);
+        let connection = Connection {
+            stream,
+            address: plan.address,
+            workload: workload.clone(),
+            shared: Arc::clone(shared),
+            stats: Rc::clone(&stats),
+            rng: StdRng::seed_from_u64(seed),
+            limits: RespLimits::default(),
+        };
+        tasks.push(monoio::spawn(connection.drive(deadline)));
+    }
+    let mut failure = None;
+    for task in tasks {
+        if let Err(error) = task.await {
+            failure.get_or_insert(error);
+        }
+    }
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    let stats = Rc::try_unwrap(stats).ok().expect("every connection task has finished");
+    Ok(stats.into_inner())
+}
+
+/// A distinct, well-mixed seed for each connection of a run (splitmix64 finalizer).
+fn connection_seed(seed: u64, thread_index: u64, connection_index: u64) -> u64 {
+    let mut mixed = seed ^ (thread_index << 32) ^ connection_index;
+    mixed = mixed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    mixed ^ (mixed >> 31)
+}
+
+struct Connection {
+    stream: TcpStream,
+    address: SocketAddr,
+    workload: Workload,
+    shared: Arc<Shared>,
+    stats: Rc<RefCell<ThreadStats>>,
+    rng: StdRng,
+    limits: RespLimits,
+}
+
+impl Connection {
+    /// Runs rounds until the deadline, the end of the budget, or another connection's failure;
+    /// a failure here stops the others too.
+    async fn drive(mut self, deadline: Instant) -> Result<(), LoadError> {
+        let result = self.rounds(deadline).await;
+        if result.is_err() {
+            self.shared.failed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    async fn rounds(&mut self, deadline: Instant) -> Result<(), LoadError> {
+        let pipeline = self.workload.pipeline;
+        let mut output = Vec::with_capacity(pipeline as usize * (self.workload.value.len() + 64));
+        let mut input = Vec::with_capacity(READ_BUFFER_BYTES);
+        while Instant::now() < deadline && !self.shared.failed.load(Ordering::Relaxed) {
+            let batch = self.shared.claim(pipeline);
+            if batch == 0 {
+                break;
+            }
+            output.clear();
+            self.workload.encode_batch(&mut output, batch, &mut self.rng);
+            let sent_at = Instant::now();
+            let (written, returned) = self.stream.write_all(output).await;
+            output = returned;
+            written.map_err(|source| LoadError::Io { address: self.address, source })?;
+            let receiving = self.receive(&mut input, batch, sent_at);
+            monoio::time::timeout(REPLY_TIMEOUT, receiving)
+                .await
+                .map_err(|_| LoadError::ReplyTimeout { address: self.address })??;
+            self.shared.completed.fetch_add(batch, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Reads exactly `batch` replies into the stats. `input` is empty before and after.
+    async fn receive(
+        &mut self,
+        input: &mut Vec<u8>,
+        batch: u64,
+        sent_at: Instant,
+    ) -> Result<(), LoadError> {
+        assert!(input.is_empty());
+        let mut pending = batch;
+        let mut start = 0;
+        let mut received_at = sent_at;
+        // Each pass parses at least one reply or reads at least one byte; the caller's timeout
+        // bounds the reads.
+        loop {
+            while pending > 0 {
+                let Some((consumed, error)) = self.next_reply(&input[start..])? else { break };
+                start += consumed;
+                pending -= 1;
+                self.stats.borrow_mut().record_reply(received_at - sent_at, error);
+            }
+            if pending == 0 {
+                break;
+            }
+            input.drain(..start);
+            start = 0;
+            self.read_more(input, pending).await?;
+            received_at = Instant::now();
+        }
+        if start != input.len() {
+            let reason = format!("{} bytes after the last expected reply", input.len() - start);
+            return Err(LoadError::Protocol { address: self.address, reason });
+        }
+        input.clear();
+        Ok(())
+    }
+
+    /// Appends at least one byte from the socket to `input`, growing it when full.
+    async fn read_more(&mut self, input: &mut Vec<u8>, pending: u64) -> Result<(), LoadError> {
+        if input.len() == input.capacity() {
+            input.reserve(input.capacity().max(READ_BUFFER_BYTES));
+        }
+        let buffer = std::mem::take(input);
+        let filled = buffer.len();
+        let (result, buffer) = self.stream.read(buffer.slice_mut(filled..)).await;
+        *input = buffer.into_inner();
+        let address = self.address;
+        match result.map_err(|source| LoadError::Io { address, source })? {
+            0 => Err(LoadError::Closed { address, pending }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The byte length of the first complete reply in `input` and its error text if it is an
+    /// error reply; `None` if the reply is not complete yet.
+    fn next_reply(&self, input: &[u8]) -> Result<Option<(usize, Option<String>)>, LoadError> {
+        let protocol = |error: resp::RespError| LoadError::Protocol {
+            address: self.address,
+            reason: error.to_string(),
+        };
+        match input.first() {
+            None => Ok(None),
+            Some(b'-') => match resp::parse_reply(input, &self.limits).map_err(protocol)? {
+                Some((Reply::Error(text), consumed)) => Ok(Some((consumed, Some(text)))),
+                Some((_, consumed)) => Ok(Some((consumed, None))),
+                None => Ok(None),
+            },
+            Some(_) => {
+                let consumed = resp::skip_reply(input, &self.limits).map_err(protocol)?;
+                Ok(consumed.map(|consumed| (consumed, None)))
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Installs what Strata's tests and benchmarks need on a fresh Debian machine.
+#
+# Idempotent: every step checks first and does nothing when its tool is already there.
+# Needs root for apt-get; uses sudo when run as another user and sudo exists.
+# Leaves no Redis service running: tests and benchmarks start their own redis-server
+# on a free port, and a packaged one on 6379 would only get in the way.
+set -euo pipefail
+
+log() { printf 'setup: %s\n' "$*"; }
+fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        fail "need root (or sudo) to run: $*"
+    fi
+}
+
+package_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
+}
+
+install_packages() {
+    local missing=()
+    local package
+    for package in "$@"; do
+        if ! package_installed "$package"; then
+            missing+=("$package")
+        fi
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        log "system packages present: $*"
+        return 0
+    fi
+    command -v apt-get >/dev/null 2>&1 || fail "apt-get not found; install by hand: ${missing[*]}"
+    log "installing: ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# The Debian package enables and starts redis-server on 6379. Stop it and keep it from coming
+# back at boot. systemctl may be missing, or present without systemd running (containers).
+disable_redis_service() {
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        as_root systemctl stop redis-server >/dev/null 2>&1 || true
+        as_root systemctl disable redis-server >/dev/null 2>&1 || true
+    else
+        if [ -x /etc/init.d/redis-server ]; then
+            as_root /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+        fi
+        if command -v systemctl >/dev/null 2>&1; then
+            # Works offline: only removes the unit's symlinks.
+            as_root systemctl disable redis-server >/dev/null 2>&1 || true
+        fi
+        if command -v update-rc.d >/dev/null 2>&1; then
+            as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+        fi
+    fi
+    stop_packaged_redis
+}
+
+# Catches a packaged server started some other way: it runs as user redis, or from the
+# packaged config file. Servers started by tests (as the current user, with --port) are spared.
+stop_packaged_redis() {
+    local pid_file=/run/redis/redis-server.pid
+    if [ -s "$pid_file" ]; then
+        local pid
+        pid="$(cat "$pid_file")"
+        if [ -d "/proc/$pid" ]; then
+            log "stopping the packaged redis-server (pid $pid)"
+            as_root kill "$pid" || true
+        fi
+    fi
+}
+
+ensure_rust() {
+    if command -v cargo >/dev/null 2>&1; then
+        log "rust present: $(cargo --version)"
+        return 0
+    fi
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then
+        fail "cargo is in ~/.cargo/bin but not on PATH; run: . \"\$HOME/.cargo/env\""
+    fi
+    fail "no Rust toolchain: install rustup (https://rustup.rs) with the stable toolchain," \
+        "then run this script again"
+}
+
+ensure_nextest() {
+    if cargo nextest --version >/dev/null 2>&1; then
+        log "cargo-nextest present"
+        return 0
+    fi
+    log "installing cargo-nextest (this compiles it, a few minutes)"
+    cargo install --locked --quiet cargo-nextest
+}
+
+main() {
+    install_packages redis-server redis-tools build-essential pkg-config
+    disable_redis_service
+    command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
+    command -v redis-benchmark >/dev/null 2>&1 \
+        || fail "redis-benchmark is not on PATH after install"
+    ensure_rust
+    ensure_nextest
+    log "done"
+}
+
+main "$@"

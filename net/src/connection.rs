@@ -6,13 +6,12 @@ use std::sync::atomic::Ordering;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use strata_core::command::{self, Command, CommandError, KeyCommand, NodeCommand};
-use strata_core::partition::Answer;
+use strata_core::command::{self, Command, KeyCommand, NodeCommand};
 use strata_core::resp;
 use strata_core::PartitionId;
 
 use crate::reply::{self, Merge};
-use crate::shard::{now_ms, Pending, Shard};
+use crate::shard::{now_ms, Outbox, Pending, Shard};
 
 /// Commands taken from the input before their replies are written: bounds the memory one
 /// pipelining client can hold.
@@ -82,6 +81,7 @@ async fn process(
     let mut consumed = 0;
     let mut protocol_error = None;
     let mut arguments = Vec::new();
+    let mut outbox = Outbox::new(shard.mesh.options.shard_count);
     while items.len() < PIPELINE_COMMANDS_MAX && !session.quit {
         match resp::parse_command(&input[consumed..], &limits, &mut arguments) {
             Ok(resp::Parsed::Incomplete) => break,
@@ -93,7 +93,7 @@ async fn process(
                 if slices.is_empty() {
                     continue;
                 }
-                items.push(dispatch(shard, session, &slices).await);
+                items.push(dispatch(shard, &mut outbox, session, &slices));
             }
             Err(error) => {
                 protocol_error = Some(error);
@@ -102,6 +102,7 @@ async fn process(
         }
     }
     input.drain(..consumed);
+    outbox.send(&shard.mesh).await;
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
     for item in items {
         match item {
@@ -119,40 +120,51 @@ async fn process(
     protocol_error
 }
 
-async fn dispatch(shard: &Rc<Shard>, session: &mut Session, arguments: &[&[u8]]) -> Item {
+fn dispatch(
+    shard: &Shard,
+    outbox: &mut Outbox,
+    session: &mut Session,
+    arguments: &[&[u8]],
+) -> Item {
     match command::parse(arguments) {
         Err(error) => Item::Now(reply::error_bytes(&error)),
-        Ok(Command::Node(node_command)) => node(shard, session, node_command).await,
-        Ok(Command::Key(key_command)) => route(shard, key_command).await,
+        Ok(Command::Node(node_command)) => node(shard, outbox, session, node_command),
+        Ok(Command::Key(key_command)) => route(shard, outbox, key_command),
     }
 }
 
 /// Sends a key command to its partitions: one, or split per partition for multi-key commands.
-async fn route(shard: &Rc<Shard>, command: KeyCommand) -> Item {
+fn route(shard: &Shard, outbox: &mut Outbox, command: KeyCommand) -> Item {
     let now = now_ms();
     match command {
-        KeyCommand::DbSize => broadcast(shard, &KeyCommand::DbSize, Merge::Sum, now).await,
-        KeyCommand::FlushAll => broadcast(shard, &KeyCommand::FlushAll, Merge::AllOk, now).await,
+        KeyCommand::DbSize => broadcast(shard, outbox, &KeyCommand::DbSize, Merge::Sum, now),
+        KeyCommand::FlushAll => broadcast(shard, outbox, &KeyCommand::FlushAll, Merge::AllOk, now),
         KeyCommand::Delete { keys } => {
-            split_keys(shard, keys, now, |keys| KeyCommand::Delete { keys }, Merge::Sum).await
+            split_keys(shard, outbox, keys, now, |keys| KeyCommand::Delete { keys }, Merge::Sum)
         }
         KeyCommand::Exists { keys } => {
-            split_keys(shard, keys, now, |keys| KeyCommand::Exists { keys }, Merge::Sum).await
+            split_keys(shard, outbox, keys, now, |keys| KeyCommand::Exists { keys }, Merge::Sum)
         }
-        KeyCommand::MultiGet { keys } => split_multi_get(shard, keys, now).await,
-        KeyCommand::MultiSet { pairs } => split_multi_set(shard, pairs, now).await,
+        KeyCommand::MultiGet { keys } => split_multi_get(shard, outbox, keys, now),
+        KeyCommand::MultiSet { pairs } => split_multi_set(shard, outbox, pairs, now),
         single => {
             let key = single.first_key().expect("one-key commands name a key");
             let partition = shard.mesh.partition_of(key);
-            Item::One(shard.submit(partition, single, now).await)
+            Item::One(shard.submit(outbox, partition, single, now))
         }
     }
 }
 
-async fn broadcast(shard: &Rc<Shard>, command: &KeyCommand, merge: Merge, now: u64) -> Item {
+fn broadcast(
+    shard: &Shard,
+    outbox: &mut Outbox,
+    command: &KeyCommand,
+    merge: Merge,
+    now: u64,
+) -> Item {
     let mut parts = Vec::new();
     for partition in 0..shard.mesh.options.partition_count {
-        parts.push(shard.submit(PartitionId(partition), command.clone(), now).await);
+        parts.push(shard.submit(outbox, PartitionId(partition), command.clone(), now));
     }
     Item::Many { parts, merge }
 }
@@ -180,8 +192,9 @@ fn group_by_partition<T>(shard: &Shard, items: Vec<T>, key: impl Fn(&T) -> &[u8]
     (groups, positions)
 }
 
-async fn split_keys(
-    shard: &Rc<Shard>,
+fn split_keys(
+    shard: &Shard,
+    outbox: &mut Outbox,
     keys: Vec<Vec<u8>>,
     now: u64,
     build: impl Fn(Vec<Vec<u8>>) -> KeyCommand,
@@ -190,34 +203,39 @@ async fn split_keys(
     let (groups, _) = group_by_partition(shard, keys, |key| key);
     let mut parts = Vec::with_capacity(groups.len());
     for (partition, keys) in groups {
-        parts.push(shard.submit(partition, build(keys), now).await);
+        parts.push(shard.submit(outbox, partition, build(keys), now));
     }
     Item::Many { parts, merge }
 }
 
-async fn split_multi_get(shard: &Rc<Shard>, keys: Vec<Vec<u8>>, now: u64) -> Item {
+fn split_multi_get(shard: &Shard, outbox: &mut Outbox, keys: Vec<Vec<u8>>, now: u64) -> Item {
     let (groups, positions) = group_by_partition(shard, keys, |key| key);
     let mut parts = Vec::with_capacity(groups.len());
     for (partition, keys) in groups {
-        parts.push(shard.submit(partition, KeyCommand::MultiGet { keys }, now).await);
+        parts.push(shard.submit(outbox, partition, KeyCommand::MultiGet { keys }, now));
     }
     Item::Many { parts, merge: Merge::MultiGet { positions } }
 }
 
-async fn split_multi_set(shard: &Rc<Shard>, pairs: Vec<(Vec<u8>, Vec<u8>)>, now: u64) -> Item {
+fn split_multi_set(
+    shard: &Shard,
+    outbox: &mut Outbox,
+    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    now: u64,
+) -> Item {
     let (groups, _) = group_by_partition(shard, pairs, |(key, _)| key);
     let mut parts = Vec::with_capacity(groups.len());
     for (partition, pairs) in groups {
-        parts.push(shard.submit(partition, KeyCommand::MultiSet { pairs }, now).await);
+        parts.push(shard.submit(outbox, partition, KeyCommand::MultiSet { pairs }, now));
     }
     Item::Many { parts, merge: Merge::AllOk }
 }
 
-async fn node(shard: &Rc<Shard>, session: &mut Session, command: NodeCommand) -> Item {
+fn node(shard: &Shard, outbox: &mut Outbox, session: &mut Session, command: NodeCommand) -> Item {
     match command {
         NodeCommand::Info { sections } => {
             let now = now_ms();
-            match broadcast(shard, &KeyCommand::DbSize, Merge::Sum, now).await {
+            match broadcast(shard, outbox, &KeyCommand::DbSize, Merge::Sum, now) {
                 Item::Many { parts, .. } => Item::Many { parts, merge: Merge::Info { sections } },
                 other => other,
             }
@@ -228,10 +246,4 @@ async fn node(shard: &Rc<Shard>, session: &mut Session, command: NodeCommand) ->
         }
         other => Item::Now(reply::node_reply(shard, session, other)),
     }
-}
-
-/// The error for a command refused before routing.
-#[allow(dead_code)]
-pub(crate) fn refused(text: &str) -> Answer {
-    Answer::Error(CommandError(text.into()))
 }

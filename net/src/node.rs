@@ -14,7 +14,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 use strata_core::ShardId;
 
 use crate::options::NodeOptions;
-use crate::shard::{Counters, Mesh, Shard, ShardRequest, SHARD_REQUESTS_MAX};
+use crate::shard::{Counters, Mesh, Shard, ShardMessage, SHARD_MESSAGES_MAX};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -65,7 +65,7 @@ pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     let started = Instant::now();
     let shard_count = options.shard_count;
     let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..shard_count).map(|_| flume::bounded::<ShardRequest>(SHARD_REQUESTS_MAX)).unzip();
+        (0..shard_count).map(|_| flume::bounded::<ShardMessage>(SHARD_MESSAGES_MAX)).unzip();
     let mesh = Arc::new(Mesh { senders, options, counters: Counters::default(), started });
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();
@@ -107,7 +107,7 @@ pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
 fn run_shard(
     id: ShardId,
     mesh: Arc<Mesh>,
-    receiver: flume::Receiver<ShardRequest>,
+    receiver: flume::Receiver<ShardMessage>,
     report: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) {
@@ -148,7 +148,7 @@ fn run_shard(
 async fn shard_main(
     id: ShardId,
     mesh: Arc<Mesh>,
-    receiver: flume::Receiver<ShardRequest>,
+    receiver: flume::Receiver<ShardMessage>,
     report: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) {

@@ -22,8 +22,9 @@ use strata_wal::PartitionWal;
 use crate::options::{Durability, NodeOptions};
 use crate::signal::Signal;
 
-/// Requests queued for one shard at most; senders wait when it is full.
-pub(crate) const SHARD_REQUESTS_MAX: usize = 4096;
+/// Messages queued for one shard at most; senders wait when it is full. A message holds the
+/// requests one connection round sends to that shard, so it is bounded too.
+pub(crate) const SHARD_MESSAGES_MAX: usize = 4096;
 /// Expired keys removed per partition per sweep.
 const EXPIRED_SWEEP_KEYS_MAX: usize = 1000;
 
@@ -33,6 +34,33 @@ pub(crate) struct ShardRequest {
     pub(crate) command: KeyCommand,
     pub(crate) now_ms: u64,
     pub(crate) reply: oneshot::Sender<Answer>,
+}
+
+/// What one connection round sends to another shard, in order.
+pub(crate) type ShardMessage = Vec<ShardRequest>;
+
+/// Requests gathered during one connection round, per owning shard: sent as one message each,
+/// so a pipeline crosses to another shard once, not once per command.
+pub(crate) struct Outbox {
+    batches: Vec<Vec<ShardRequest>>,
+}
+
+impl Outbox {
+    pub(crate) fn new(shard_count: u32) -> Outbox {
+        Outbox { batches: (0..shard_count).map(|_| Vec::new()).collect() }
+    }
+
+    /// Sends every gathered batch to its shard. A shard that stopped drops its requests, and
+    /// their receivers then answer with an error.
+    pub(crate) async fn send(&mut self, mesh: &Mesh) {
+        for (owner, batch) in self.batches.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            let message = std::mem::take(batch);
+            let _ = mesh.senders[owner].send_async(message).await;
+        }
+    }
 }
 
 /// Node-wide counters, shared by all shards.
@@ -50,7 +78,7 @@ pub(crate) struct Counters {
 
 /// What every shard shares: the channels to each other, the options, the counters.
 pub(crate) struct Mesh {
-    pub(crate) senders: Vec<flume::Sender<ShardRequest>>,
+    pub(crate) senders: Vec<flume::Sender<ShardMessage>>,
     pub(crate) options: NodeOptions,
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
@@ -196,32 +224,29 @@ impl Shard {
         Ok(())
     }
 
-    /// Sends `command` to the partition's owner and returns its answer, now or later.
-    pub(crate) async fn submit(
+    /// Runs `command` on its partition if this shard owns it; otherwise queues it in `outbox`
+    /// for the owner. Returns the answer now, or a receiver for it.
+    pub(crate) fn submit(
         &self,
+        outbox: &mut Outbox,
         partition: PartitionId,
         command: KeyCommand,
         now_ms: u64,
     ) -> Pending {
         let owner = self.mesh.shard_of(partition);
-        if owner == self.id {
-            return match self.execute_owned(partition, command, now_ms) {
-                Ok(answer) => Pending::Ready(answer),
+        let (reply, receiver) = if owner == self.id {
+            match self.execute_owned(partition, command, now_ms) {
+                Ok(answer) => return Pending::Ready(answer),
                 Err(parked) => {
                     let (reply, receiver) = oneshot::channel();
                     self.park(partition, parked, reply);
-                    Pending::Waiting(receiver)
+                    return Pending::Waiting(receiver);
                 }
-            };
-        }
-        let (reply, receiver) = oneshot::channel();
-        let request = ShardRequest { partition, command, now_ms, reply };
-        let sender = &self.mesh.senders[owner.0 as usize];
-        if sender.send_async(request).await.is_err() {
-            return Pending::Ready(Answer::Error(strata_core::command::CommandError(
-                "ERR the shard owning this key stopped".into(),
-            )));
-        }
+            }
+        } else {
+            oneshot::channel()
+        };
+        outbox.batches[owner.0 as usize].push(ShardRequest { partition, command, now_ms, reply });
         Pending::Waiting(receiver)
     }
 
@@ -275,9 +300,11 @@ impl Shard {
     }
 
     /// Serves requests from other shards until every sender is gone.
-    pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardRequest>) {
-        while let Ok(request) = receiver.recv_async().await {
-            self.execute_request(request);
+    pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardMessage>) {
+        while let Ok(message) = receiver.recv_async().await {
+            for request in message {
+                self.execute_request(request);
+            }
         }
     }
 

@@ -119,8 +119,9 @@ impl TestNode {
         let settings = &self.settings;
         let text = format!(
             "[general]\nshards = {}\n[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
-             http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n[wal]\nwal_flush = \"{}\"\n\
-             segment_size = \"{}\"\ncheckpoint_size = \"{}\"\n[cluster]\npartitions = {}\n{}\n",
+             http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n\
+             [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
+             [cluster]\npartitions = {}\n{}\n",
             settings.shards,
             self.port,
             free_port(),

@@ -53,8 +53,12 @@ pub enum ExpireCondition {
     Always,
     IfNoExpiry,
     IfHasExpiry,
+    /// GT: only if the key has an expiry and the new one is later (XX adds nothing to GT).
     IfGreater,
+    /// LT: only if the new expiry is earlier; no expiry counts as infinitely late.
     IfLess,
+    /// XX LT: only if the key has an expiry and the new one is earlier.
+    IfHasExpiryAndLess,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -367,14 +371,8 @@ fn parse_expiry_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
         "persist" => exact(name, rest, 1).map(|()| KeyCommand::Persist { key: rest[0].to_vec() }),
         _ => {
             at_least(name, rest, 2)?;
-            if rest.len() > 3 {
-                return Err(CommandError::arity(name));
-            }
             let amount = parse_integer(rest[1])?;
-            let condition = match rest.get(2) {
-                None => ExpireCondition::Always,
-                Some(option) => parse_expire_condition(option)?,
-            };
+            let condition = parse_expire_conditions(&rest[2..])?;
             let unit =
                 if name.starts_with('p') { TimeUnit::Milliseconds } else { TimeUnit::Seconds };
             let absolute = name.ends_with("at");
@@ -383,14 +381,39 @@ fn parse_expiry_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
     }
 }
 
-fn parse_expire_condition(option: &[u8]) -> Result<ExpireCondition, CommandError> {
-    match String::from_utf8_lossy(option).to_ascii_lowercase().as_str() {
-        "nx" => Ok(ExpireCondition::IfNoExpiry),
-        "xx" => Ok(ExpireCondition::IfHasExpiry),
-        "gt" => Ok(ExpireCondition::IfGreater),
-        "lt" => Ok(ExpireCondition::IfLess),
-        other => Err(CommandError(format!("ERR Unsupported option {other}"))),
+/// EXPIRE's options, combined as Redis allows: NX alone; GT or LT, each optionally with XX.
+fn parse_expire_conditions(options: &[&[u8]]) -> Result<ExpireCondition, CommandError> {
+    let (mut absent, mut present, mut greater, mut less) = (false, false, false, false);
+    for option in options {
+        match option.to_ascii_lowercase().as_slice() {
+            b"nx" => absent = true,
+            b"xx" => present = true,
+            b"gt" => greater = true,
+            b"lt" => less = true,
+            _ => {
+                let text = String::from_utf8_lossy(option);
+                return Err(CommandError(format!("ERR Unsupported option {text}")));
+            }
+        }
     }
+    if absent && (present || greater || less) {
+        return Err(CommandError(
+            "ERR NX and XX, GT or LT options at the same time are not compatible".into(),
+        ));
+    }
+    if greater && less {
+        return Err(CommandError(
+            "ERR GT and LT options at the same time are not compatible".into(),
+        ));
+    }
+    Ok(match (absent, present, greater, less) {
+        (true, ..) => ExpireCondition::IfNoExpiry,
+        (_, _, true, _) => ExpireCondition::IfGreater,
+        (_, true, _, true) => ExpireCondition::IfHasExpiryAndLess,
+        (_, _, _, true) => ExpireCondition::IfLess,
+        (_, true, ..) => ExpireCondition::IfHasExpiry,
+        _ => ExpireCondition::Always,
+    })
 }
 
 fn parse_flush(name: &str, rest: &[&[u8]]) -> Result<Command, CommandError> {

@@ -461,6 +461,7 @@ impl Context<'_> {
             ExpireCondition::IfHasExpiry => current != 0,
             ExpireCondition::IfGreater => current != 0 && target > current as i64,
             ExpireCondition::IfLess => current == 0 || target < current as i64,
+            ExpireCondition::IfHasExpiryAndLess => current != 0 && target < current as i64,
         };
         if !allowed {
             return Ok(Answer::Integer(0));

@@ -39,7 +39,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
     loop {
         let protocol_error = process(&shard, &mut session, &mut input, &mut output).await;
         if let Some(error) = &protocol_error {
-            resp::encode_error(&mut output, &error.to_string());
+            resp::encode_error(&mut output, &format!("ERR {error}"));
         }
         if !output.is_empty() {
             let (result, buffer) = stream.write_all(output).await;

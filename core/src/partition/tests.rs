@@ -153,3 +153,26 @@ fn batches_are_bounded_in_bytes() {
     }
     assert_eq!(taken, 30);
 }
+
+#[test]
+fn expire_options_combine_as_in_redis() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET k v");
+    assert_eq!(run(&mut partition, "EXPIRE k 10 XX LT").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "EXPIRE k 10 LT").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "EXPIRE k 5 XX LT").answer, Answer::Integer(1));
+    assert_eq!(run(&mut partition, "EXPIRE k 50 XX GT").answer, Answer::Integer(1));
+    let error = |line: &str| {
+        let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
+        parse(&words).unwrap_err().0
+    };
+    assert_eq!(error("EXPIRE k 1 FOO"), "ERR Unsupported option FOO");
+    assert_eq!(
+        error("EXPIRE k 1 NX XX"),
+        "ERR NX and XX, GT or LT options at the same time are not compatible"
+    );
+    assert_eq!(
+        error("EXPIRE k 1 GT LT"),
+        "ERR GT and LT options at the same time are not compatible"
+    );
+}

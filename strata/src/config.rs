@@ -291,7 +291,9 @@ impl Config {
             ));
         }
         let segment = self.wal.segment_size.0;
-        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment) || !segment.is_multiple_of(4096) {
+        if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment)
+            || !segment.is_multiple_of(4096)
+        {
             return Err(invalid(
                 "wal.segment_size",
                 format!("{segment} bytes is not a multiple of 4096 in 64KB..=1GB"),

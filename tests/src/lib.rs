@@ -62,6 +62,8 @@ pub struct NodeSettings {
     pub wal_flush: &'static str,
     pub segment_size: &'static str,
     pub checkpoint_size: &'static str,
+    /// `auto` or `epoll`.
+    pub io_driver: &'static str,
     pub extra: String,
 }
 
@@ -73,6 +75,7 @@ impl Default for NodeSettings {
             wal_flush: "FlushAtOnce",
             segment_size: "4MB",
             checkpoint_size: "64MB",
+            io_driver: "auto",
             extra: String::new(),
         }
     }
@@ -118,11 +121,12 @@ impl TestNode {
     fn write_config(&self) {
         let settings = &self.settings;
         let text = format!(
-            "[general]\nshards = {}\n[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
+            "[general]\nshards = {}\nio_driver = \"{}\"\n[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
              http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
              [cluster]\npartitions = {}\n{}\n",
             settings.shards,
+            settings.io_driver,
             self.port,
             free_port(),
             free_port().max(1024),

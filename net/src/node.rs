@@ -176,7 +176,9 @@ async fn shard_main(
         return;
     }
     monoio::spawn(Rc::clone(&shard).serve_requests(receiver));
-    monoio::spawn(Rc::clone(&shard).run_flusher());
+    for partition in shard.owned_partitions() {
+        monoio::spawn(Rc::clone(&shard).run_flusher(partition));
+    }
     monoio::spawn(Rc::clone(&shard).run_housekeeping());
     accept_clients(shard, listener).await;
 }

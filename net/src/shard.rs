@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -127,13 +127,16 @@ struct PartitionSlot {
     last_checkpoint: Instant,
     last_sync: Instant,
     synced_lsn: Lsn,
+    /// FlushPerSecond: housekeeping asks the flusher for a sync of writes left unsynced.
+    sync_requested: bool,
 }
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
     pub(crate) mesh: Arc<Mesh>,
     partitions: RefCell<Vec<Option<PartitionSlot>>>,
-    flush_signal: Signal,
+    /// One per partition (indexed by id): raised when the partition has work for its flusher.
+    flush_signals: Vec<Signal>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -151,7 +154,10 @@ pub(crate) fn partition_limits(segment_bytes: u64) -> PartitionLimits {
 /// One batch on its way to disk.
 struct FlushJob {
     partition: PartitionId,
-    batch: TakenBatch,
+    /// None for a sync alone.
+    batch: Option<TakenBatch>,
+    /// The last LSN this job makes durable.
+    durable_lsn: Lsn,
     wal: PartitionWal,
     commit_lsn: Lsn,
     sync: bool,
@@ -173,7 +179,7 @@ impl Shard {
             id,
             mesh,
             partitions: RefCell::new((0..count).map(|_| None).collect()),
-            flush_signal: Signal::default(),
+            flush_signals: (0..count).map(|_| Signal::default()).collect(),
         }
     }
 
@@ -193,7 +199,8 @@ impl Shard {
         let options = &self.mesh.options;
         let directory = options.data_dir.join(format!("p{}", partition.0));
         let mut state = Partition::new(partition, partition_limits(options.segment_bytes));
-        let config = strata_wal::WalConfig { segment_bytes: options.segment_bytes };
+        let config =
+            strata_wal::WalConfig { segment_bytes: options.segment_bytes, ..Default::default() };
         let shared = RefCell::new(&mut state);
         let (wal, summary) = PartitionWal::recover(
             &directory,
@@ -219,6 +226,7 @@ impl Shard {
             waiters: Vec::new(),
             last_checkpoint: now,
             last_sync: now,
+            sync_requested: false,
         };
         self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
         Ok(())
@@ -274,7 +282,7 @@ impl Shard {
             partitions[partition.0 as usize].as_mut().expect("partition owned by this shard");
         let execution = slot.state.execute(command, now_ms);
         if slot.state.has_open_records() {
-            self.flush_signal.raise();
+            self.flush_signals[partition.0 as usize].raise();
         }
         if execution.wait_lsn <= slot.state.commit_lsn() {
             Ok(execution.answer)
@@ -308,52 +316,49 @@ impl Shard {
         }
     }
 
-    /// Group commit: while one round of batches is written and synced, the next gathers.
-    pub(crate) async fn run_flusher(self: Rc<Self>) {
+    /// Group commit for one partition: while one batch is written and synced, the next
+    /// gathers. Each partition has its own flusher, so a slow sync of one does not hold up the
+    /// replies of another.
+    pub(crate) async fn run_flusher(self: Rc<Self>, partition: PartitionId) {
         loop {
-            self.flush_signal.wait().await;
-            loop {
-                let jobs = self.take_jobs();
-                if jobs.is_empty() {
-                    break;
-                }
-                let outcomes = futures_join_all(jobs.into_iter().map(|job| self.flush(job))).await;
-                for outcome in outcomes {
-                    self.finish(outcome);
-                }
+            self.flush_signals[partition.0 as usize].wait().await;
+            while let Some(job) = self.take_job(partition) {
+                let outcome = self.flush(job).await;
+                self.finish(outcome);
             }
         }
     }
 
-    fn take_jobs(&self) -> Vec<FlushJob> {
+    /// The partition's open batch (and a checkpoint, when due), or a lone sync that
+    /// FlushPerSecond asked for.
+    fn take_job(&self, partition: PartitionId) -> Option<FlushJob> {
         let durability = self.mesh.options.durability;
         let mut partitions = self.partitions.borrow_mut();
-        let mut jobs = Vec::new();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         let now = Instant::now();
-        for slot in partitions.iter_mut().flatten() {
-            let sync_due = match durability {
-                Durability::SyncEachBatch => true,
-                Durability::WriteOnly => false,
-                Durability::SyncEverySecond => {
-                    now.duration_since(slot.last_sync) >= Duration::from_secs(1)
-                }
-            };
-            let Some(batch) = slot.state.take_batch() else {
-                continue;
-            };
-            let checkpoint = self.checkpoint_if_due(slot, now);
-            let wal = slot.wal.take().expect("WAL is home between rounds");
-            let commit_lsn = slot.state.commit_lsn();
-            jobs.push(FlushJob {
-                partition: slot.state.id(),
-                batch,
-                wal,
-                commit_lsn,
-                sync: sync_due || checkpoint.is_some(),
-                checkpoint,
-            });
+        let sync_due = match durability {
+            Durability::SyncEachBatch => true,
+            Durability::WriteOnly => false,
+            Durability::SyncEverySecond => {
+                slot.sync_requested || now.duration_since(slot.last_sync) >= Duration::from_secs(1)
+            }
+        };
+        let batch = slot.state.take_batch();
+        if batch.is_none() && !slot.sync_requested {
+            return None;
         }
-        jobs
+        slot.sync_requested = false;
+        let checkpoint = if batch.is_some() { self.checkpoint_if_due(slot, now) } else { None };
+        let wal = slot.wal.take().expect("the WAL is home between flushes");
+        Some(FlushJob {
+            partition,
+            commit_lsn: slot.state.commit_lsn(),
+            durable_lsn: batch.as_ref().map_or(slot.state.commit_lsn(), TakenBatch::last_lsn),
+            batch,
+            wal,
+            sync: sync_due || checkpoint.is_some(),
+            checkpoint,
+        })
     }
 
     /// When a checkpoint is due and the batch just taken emptied the open records, the
@@ -376,25 +381,22 @@ impl Shard {
     }
 
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
-        let FlushJob { partition, batch, mut wal, commit_lsn, sync, checkpoint } = job;
-        let durable_lsn = batch.last_lsn();
-        let estimate: usize = batch.records.iter().map(Record::size_estimate).sum();
-        let mut frame = Vec::with_capacity(estimate + 128);
-        let first_lsn = batch.first_lsn;
-        let records = Batch { records: batch.records };
-        encode_batch_frame(&mut frame, partition, Epoch(1), first_lsn, commit_lsn, &records);
-        drop(records);
+        let FlushJob { partition, batch, durable_lsn, mut wal, commit_lsn, sync, checkpoint } = job;
         let counters = &self.mesh.counters;
-        let mut result = wal.append(frame).await.map(drop).map_err(|error| error.to_string());
-        counters.frames_written.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut result = Ok(());
+        if let Some(batch) = batch {
+            let frame = encode_frame_of(partition, commit_lsn, batch);
+            result = wal.append(frame).await.map(drop).map_err(|error| error.to_string());
+            counters.frames_written.fetch_add(1, Ordering::Relaxed);
+        }
         if result.is_ok() && sync {
             result = wal.sync().await.map_err(|error| error.to_string());
-            counters.syncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
         if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {
             match wal.write_checkpoint(durable_lsn, snapshot).await {
                 Ok(summary) => {
-                    counters.checkpoints.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(partition = partition.0, ?summary, "checkpoint written");
                 }
                 Err(error) => tracing::warn!(partition = partition.0, %error, "checkpoint failed"),
@@ -422,9 +424,6 @@ impl Shard {
                 fail_waiters(slot);
             }
         }
-        if slot.state.has_open_records() {
-            self.flush_signal.raise();
-        }
     }
 
     /// Once a second: sync in FlushPerSecond mode, sweep expired keys, start due checkpoints.
@@ -432,7 +431,7 @@ impl Shard {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
             self.remove_expired_keys(now_ms());
-            self.sync_idle_partitions().await;
+            self.request_idle_syncs();
         }
     }
 
@@ -442,39 +441,30 @@ impl Shard {
         }
     }
 
-    /// In FlushPerSecond mode, a partition with no new writes still needs its last writes synced.
-    async fn sync_idle_partitions(&self) {
+    /// In FlushPerSecond mode, a partition with no new writes still needs its last writes
+    /// synced: ask its flusher.
+    fn request_idle_syncs(&self) {
         if self.mesh.options.durability != Durability::SyncEverySecond {
             return;
         }
-        let candidates: Vec<(PartitionId, PartitionWal, Lsn)> = {
-            let mut partitions = self.partitions.borrow_mut();
-            partitions
-                .iter_mut()
-                .flatten()
-                .filter(|slot| slot.synced_lsn < slot.state.commit_lsn() && slot.wal.is_some())
-                .map(|slot| {
-                    (slot.state.id(), slot.wal.take().expect("checked"), slot.state.commit_lsn())
-                })
-                .collect()
-        };
-        for (partition, mut wal, lsn) in candidates {
-            let result = wal.sync().await;
-            let mut partitions = self.partitions.borrow_mut();
-            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-            slot.wal = Some(wal);
-            match result {
-                Ok(()) => {
-                    slot.synced_lsn = lsn;
-                    slot.last_sync = Instant::now();
-                }
-                Err(error) => {
-                    slot.state.fail(error.to_string());
-                    fail_waiters(slot);
-                }
+        let mut partitions = self.partitions.borrow_mut();
+        for slot in partitions.iter_mut().flatten() {
+            if slot.synced_lsn < slot.state.commit_lsn() {
+                slot.sync_requested = true;
+                self.flush_signals[slot.state.id().0 as usize].raise();
             }
         }
     }
+}
+
+/// One frame holding the batch's records, moved, not copied.
+fn encode_frame_of(partition: PartitionId, commit_lsn: Lsn, batch: TakenBatch) -> Vec<u8> {
+    let estimate: usize = batch.records.iter().map(Record::size_estimate).sum();
+    let mut frame = Vec::with_capacity(estimate + 128);
+    let first_lsn = batch.first_lsn;
+    let records = Batch { records: batch.records };
+    encode_batch_frame(&mut frame, partition, Epoch(1), first_lsn, commit_lsn, &records);
+    frame
 }
 
 fn release_waiters(slot: &mut PartitionSlot) {
@@ -495,31 +485,4 @@ fn fail_waiters(slot: &mut PartitionSlot) {
     for waiter in slot.waiters.drain(..) {
         let _ = waiter.reply.send(Answer::Error(error.clone()));
     }
-}
-
-/// Awaits all futures, polling them together on this thread.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut pinned: Vec<_> = futures.map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(move |context| {
-        let mut done = true;
-        for (future, output) in pinned.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(context) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        if done {
-            std::task::Poll::Ready(
-                outputs.iter_mut().map(|output| output.take().expect("ready")).collect(),
-            )
-        } else {
-            std::task::Poll::Pending
-        }
-    })
-    .await
 }

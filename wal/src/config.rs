@@ -25,13 +25,16 @@ pub struct WalConfig {
     /// Size of every new segment file, header included. Existing segments keep the size their
     /// header records, so this may change between restarts.
     pub segment_bytes: u64,
+    /// Appends to the active segment with `O_DIRECT | O_DSYNC`: each append is one write that
+    /// is durable when it completes, with no separate `fdatasync` (and no worker thread for
+    /// it), so [`sync`](crate::PartitionWal::sync) has nothing left to do. Where the
+    /// filesystem refuses `O_DIRECT`, the log warns and keeps buffered writes.
+    pub direct_io: bool,
 }
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig {
-            segment_bytes: SEGMENT_BYTES_DEFAULT,
-        }
+        WalConfig { segment_bytes: SEGMENT_BYTES_DEFAULT, direct_io: false }
     }
 }
 

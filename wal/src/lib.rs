@@ -7,8 +7,10 @@
 
 #![warn(clippy::pedantic)]
 
+mod aligned;
 mod checkpoint;
 mod config;
+mod direct;
 mod error;
 mod recovery;
 mod segment;

@@ -7,7 +7,7 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use monoio::buf::IoBuf;
@@ -86,11 +86,7 @@ impl SegmentHeader {
             ));
         }
         let reserved_zero = read_u16(block, 6) == 0 && read_u32(block, 12) == 0;
-        if !reserved_zero
-            || block[SEGMENT_HEADER_USED_BYTES..block_bytes]
-                .iter()
-                .any(|b| *b != 0)
-        {
+        if !reserved_zero || block[SEGMENT_HEADER_USED_BYTES..block_bytes].iter().any(|b| *b != 0) {
             return Err("nonzero bytes in the reserved part of the segment header".to_string());
         }
         Ok(SegmentHeader {
@@ -102,27 +98,15 @@ impl SegmentHeader {
 }
 
 pub(crate) fn read_u16(bytes: &[u8], offset: usize) -> u16 {
-    u16::from_le_bytes(
-        bytes[offset..offset + 2]
-            .try_into()
-            .expect("length checked"),
-    )
+    u16::from_le_bytes(bytes[offset..offset + 2].try_into().expect("length checked"))
 }
 
 pub(crate) fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    u32::from_le_bytes(
-        bytes[offset..offset + 4]
-            .try_into()
-            .expect("length checked"),
-    )
+    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("length checked"))
 }
 
 pub(crate) fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    u64::from_le_bytes(
-        bytes[offset..offset + 8]
-            .try_into()
-            .expect("length checked"),
-    )
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("length checked"))
 }
 
 /// `<first_lsn as 20 decimal digits>.wal`: names sort in LSN order.
@@ -173,14 +157,8 @@ pub fn scan_segments(dir: &Path) -> Result<Vec<SegmentInfo>, WalError> {
             continue;
         };
         let path = entry.path();
-        let metadata = entry
-            .metadata()
-            .map_err(|source| WalError::io("stat", &path, source))?;
-        segments.push(SegmentInfo {
-            path,
-            first_lsn,
-            file_bytes: metadata.len(),
-        });
+        let metadata = entry.metadata().map_err(|source| WalError::io("stat", &path, source))?;
+        segments.push(SegmentInfo { path, first_lsn, file_bytes: metadata.len() });
     }
     segments.sort_by_key(|segment| segment.first_lsn);
     Ok(segments)
@@ -215,12 +193,8 @@ pub(crate) async fn prewrite_segment(
 
 /// Blocking form of [`prewrite_segment`] that also writes the header, for recovery.
 pub(crate) fn prewrite_segment_blocking(path: &Path, header: &SegmentHeader) -> io::Result<()> {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)?;
+    let file =
+        fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path)?;
     let zeros = vec![0u8; PREWRITE_CHUNK_BYTES];
     let mut offset = 0;
     while offset < header.segment_bytes {
@@ -230,6 +204,67 @@ pub(crate) fn prewrite_segment_blocking(path: &Path, header: &SegmentHeader) -> 
     }
     file.write_all_at(&header.encode(), 0)?;
     file.sync_all()
+}
+
+/// Opens the segment at `path` for durable appends: `O_DIRECT | O_DSYNC`, so that each write
+/// bypasses the page cache and is on stable storage when it completes. `None` when the
+/// filesystem refuses `O_DIRECT` (`EINVAL`, as tmpfs before Linux 6.6 does), with a warning:
+/// the caller then keeps buffered writes and `fdatasync`.
+pub(crate) async fn open_direct(path: &Path) -> io::Result<Option<monoio::fs::File>> {
+    let opened = if direct_io_refused() {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        monoio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(DIRECT_FLAGS)
+            .open(path)
+            .await
+    };
+    direct_or_fallback(path, opened)
+}
+
+/// Blocking form of [`open_direct`], for the end of recovery.
+pub(crate) fn open_direct_blocking(path: &Path) -> io::Result<Option<fs::File>> {
+    let opened = if direct_io_refused() {
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    } else {
+        fs::OpenOptions::new().read(true).write(true).custom_flags(DIRECT_FLAGS).open(path)
+    };
+    direct_or_fallback(path, opened)
+}
+
+const DIRECT_FLAGS: i32 = libc::O_DIRECT | libc::O_DSYNC;
+
+fn direct_or_fallback<F>(path: &Path, opened: io::Result<F>) -> io::Result<Option<F>> {
+    match opened {
+        Ok(file) => Ok(Some(file)),
+        Err(error) if error.raw_os_error() == Some(libc::EINVAL) => {
+            tracing::warn!(
+                path = %path.display(),
+                "the filesystem refuses O_DIRECT: appends use buffered writes and fdatasync"
+            );
+            Ok(None)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+#[cfg(test)]
+use std::cell::Cell;
+
+#[cfg(test)]
+thread_local! {
+    /// Makes this thread's `O_DIRECT` opens fail with `EINVAL`, as on a filesystem without it.
+    pub(crate) static REFUSE_DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+}
+
+fn direct_io_refused() -> bool {
+    #[cfg(test)]
+    if REFUSE_DIRECT_IO.with(Cell::get) {
+        return true;
+    }
+    false
 }
 
 fn chunk_bytes(remaining: u64) -> usize {
@@ -242,41 +277,26 @@ mod tests {
 
     #[test]
     fn header_round_trips_and_detects_every_flip() {
-        let header = SegmentHeader {
-            partition: PartitionId(7),
-            first_lsn: Lsn(42),
-            segment_bytes: 65536,
-        };
+        let header =
+            SegmentHeader { partition: PartitionId(7), first_lsn: Lsn(42), segment_bytes: 65536 };
         let block = header.encode();
         assert_eq!(block.len() as u64, SEGMENT_HEADER_BYTES);
         assert_eq!(SegmentHeader::decode(&block), Ok(header));
         for index in 0..block.len() {
             let mut damaged = block.clone();
             damaged[index] ^= 0x01;
-            assert!(
-                SegmentHeader::decode(&damaged).is_err(),
-                "flip at {index} went unnoticed"
-            );
+            assert!(SegmentHeader::decode(&damaged).is_err(), "flip at {index} went unnoticed");
         }
     }
 
     #[test]
     fn names_sort_by_lsn_and_parse_back() {
         assert_eq!(segment_file_name(Lsn(17)), "00000000000000000017.wal");
-        assert_eq!(
-            parse_segment_file_name("00000000000000000017.wal"),
-            Some(Lsn(17))
-        );
-        assert_eq!(
-            parse_segment_file_name(&segment_file_name(Lsn(u64::MAX))),
-            Some(Lsn(u64::MAX))
-        );
+        assert_eq!(parse_segment_file_name("00000000000000000017.wal"), Some(Lsn(17)));
+        assert_eq!(parse_segment_file_name(&segment_file_name(Lsn(u64::MAX))), Some(Lsn(u64::MAX)));
         assert_eq!(parse_segment_file_name("0000000000000000017.wal"), None);
         assert_eq!(parse_segment_file_name("0000000000000000001a.wal"), None);
-        assert_eq!(
-            parse_segment_file_name("00000000000000000017.wal.tmp"),
-            None
-        );
+        assert_eq!(parse_segment_file_name("00000000000000000017.wal.tmp"), None);
         assert!(segment_file_name(Lsn(9)) < segment_file_name(Lsn(10)));
     }
 }

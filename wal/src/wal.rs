@@ -3,6 +3,7 @@
 use std::fs;
 use std::io;
 use std::mem;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,9 +16,13 @@ use strata_core::{Lsn, PartitionId};
 
 use crate::checkpoint::{checkpoint_file_name, seal_checkpoint, TEMPORARY_SUFFIX};
 use crate::config::WalConfig;
+use crate::direct::DirectAppender;
 use crate::error::WalError;
-use crate::recovery::{recover_log, RecoveredLog, RecoverySummary, SealedSegment};
-use crate::segment::{prewrite_segment, segment_file_name, SegmentHeader};
+use crate::recovery::{recover_log, RecoveredLog, RecoveredTail, RecoverySummary, SealedSegment};
+use crate::segment::{
+    open_direct, open_direct_blocking, prewrite_segment, segment_file_name, SegmentHeader,
+    SEGMENT_HEADER_BYTES,
+};
 
 /// Distinguishes the spare files of every WAL in this process.
 static SPARE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -48,10 +53,7 @@ struct ActiveSegment {
 /// The next segment file, pre-written ahead of need so that a roll only renames it.
 enum Spare {
     Absent,
-    Preparing {
-        path: PathBuf,
-        task: JoinHandle<io::Result<File>>,
-    },
+    Preparing { path: PathBuf, task: JoinHandle<io::Result<File>> },
 }
 
 /// The write-ahead log of one partition: fixed-size, pre-written segment files in one
@@ -60,7 +62,8 @@ enum Spare {
 /// Owned by the shard thread that owns the partition (`!Send`); use it only inside that shard's
 /// monoio runtime, which also drops it. One operation runs at a time (`&mut self`): while a
 /// batch's [`append`](Self::append) and [`sync`](Self::sync) are awaited, the caller gathers the
-/// next batch. Appended frames are durable once a later `sync` returns `Ok`.
+/// next batch. Appended frames are durable once a later `sync` returns `Ok`; in direct I/O
+/// mode ([`WalConfig::direct_io`]) they are durable as soon as `append` returns `Ok`.
 ///
 /// A failed write or sync poisons the log: every later append, sync or checkpoint returns
 /// [`WalError::Poisoned`] until the process restarts and recovers the directory.
@@ -70,6 +73,8 @@ pub struct PartitionWal {
     config: WalConfig,
     dir_file: File,
     segment: ActiveSegment,
+    /// Present in direct I/O mode: the active segment is open with `O_DIRECT | O_DSYNC`.
+    direct: Option<DirectAppender>,
     sealed: Vec<SealedSegment>,
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -114,13 +119,8 @@ impl PartitionWal {
         mut on_checkpoint_entry: impl FnMut(&[u8], &[u8], u64),
         mut on_record: impl FnMut(Lsn, Record),
     ) -> Result<(PartitionWal, RecoverySummary), WalError> {
-        let (log, summary) = recover_log(
-            dir,
-            partition,
-            config,
-            &mut on_checkpoint_entry,
-            &mut on_record,
-        )?;
+        let (log, summary) =
+            recover_log(dir, partition, config, &mut on_checkpoint_entry, &mut on_record)?;
         let wal = PartitionWal::open(dir, partition, config, log)?;
         tracing::info!(
             partition = partition.0,
@@ -144,12 +144,7 @@ impl PartitionWal {
             .and_then(File::from_std)
             .map_err(|source| WalError::io("open directory", dir, source))?;
         let tail = log.tail;
-        let file = fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&tail.path)
-            .and_then(File::from_std)
-            .map_err(|source| WalError::io("open segment", &tail.path, source))?;
+        let (file, direct) = open_tail(&tail, config)?;
         let segment = ActiveSegment {
             file,
             path: tail.path,
@@ -164,6 +159,7 @@ impl PartitionWal {
             config: config.clone(),
             dir_file,
             segment,
+            direct,
             sealed: log.sealed,
             last_lsn: log.last_lsn,
             durable_lsn: log.last_lsn,
@@ -214,6 +210,13 @@ impl PartitionWal {
         self.config.max_frame_bytes()
     }
 
+    /// Whether appends go straight to the disk with `O_DIRECT | O_DSYNC`: configured, and the
+    /// filesystem accepted it.
+    #[must_use]
+    pub fn direct_io(&self) -> bool {
+        self.direct.is_some()
+    }
+
     /// The original failure, once the log is poisoned.
     #[must_use]
     pub fn poison_cause(&self) -> Option<&str> {
@@ -222,7 +225,8 @@ impl PartitionWal {
 
     /// Writes one or more encoded frames (from `strata_core::frame::encode_frame`, back to
     /// back) at the tail; they must continue the log at `last_lsn() + 1`. Starts a new segment
-    /// when they do not fit in the current one. Not durable until [`sync`](Self::sync).
+    /// when they do not fit in the current one. Not durable until [`sync`](Self::sync), except
+    /// in direct I/O mode, where the frames are durable when this returns `Ok`.
     /// Returns the buffer, emptied, for reuse.
     ///
     /// # Errors
@@ -238,7 +242,8 @@ impl PartitionWal {
     }
 
     /// Makes every appended frame durable: one `fdatasync` of the active segment, if it has
-    /// unsynced frames. (Earlier segments were synced when the log rolled past them.)
+    /// unsynced frames. (Earlier segments were synced when the log rolled past them.) In
+    /// direct I/O mode every append was durable when it returned, so there is nothing to do.
     ///
     /// # Errors
     ///
@@ -270,14 +275,8 @@ impl PartitionWal {
         lsn: Lsn,
         mut encoded: Vec<u8>,
     ) -> Result<CheckpointSummary, WalError> {
-        assert!(
-            lsn >= self.checkpoint_lsn,
-            "checkpoint older than the current one"
-        );
-        assert!(
-            lsn <= self.durable_lsn,
-            "checkpoint of records not yet durable"
-        );
+        assert!(lsn >= self.checkpoint_lsn, "checkpoint older than the current one");
+        assert!(lsn <= self.durable_lsn, "checkpoint of records not yet durable");
         let entries = seal_checkpoint(&mut encoded, self.partition, lsn);
         self.enter()?;
         let outcome = self.persist_checkpoint(lsn, entries, encoded).await;
@@ -288,10 +287,7 @@ impl PartitionWal {
     fn check_frames(&self, frames: &[u8]) -> Result<FrameHeader, WalError> {
         let max_frame_bytes = self.max_frame_bytes();
         if frames.len() > max_frame_bytes {
-            return Err(WalError::FrameTooLarge {
-                frame_bytes: frames.len(),
-                max_frame_bytes,
-            });
+            return Err(WalError::FrameTooLarge { frame_bytes: frames.len(), max_frame_bytes });
         }
         let mut offset = 0;
         let mut expected = self.last_lsn.next();
@@ -301,16 +297,10 @@ impl PartitionWal {
                 .map_err(|source| WalError::InvalidFrame { offset, source })?;
             if header.partition != self.partition {
                 let found = header.partition;
-                return Err(WalError::WrongPartition {
-                    expected: self.partition,
-                    found,
-                });
+                return Err(WalError::WrongPartition { expected: self.partition, found });
             }
             if header.first_lsn != expected {
-                return Err(WalError::Gap {
-                    expected,
-                    found: header.first_lsn,
-                });
+                return Err(WalError::Gap { expected, found: header.first_lsn });
             }
             expected = header.last_lsn.next();
             offset += header.frame_bytes();
@@ -324,9 +314,7 @@ impl PartitionWal {
             self.set_poison("an earlier WAL operation was cancelled while its I/O was in flight");
         }
         if let Some(cause) = &self.poison {
-            return Err(WalError::Poisoned {
-                cause: cause.clone(),
-            });
+            return Err(WalError::Poisoned { cause: cause.clone() });
         }
         self.in_flight = true;
         Ok(())
@@ -342,18 +330,14 @@ impl PartitionWal {
 
     fn set_poison(&mut self, cause: &str) {
         if self.poison.is_none() {
-            tracing::error!(
-                partition = self.partition.0,
-                cause,
-                "partition WAL poisoned"
-            );
+            tracing::error!(partition = self.partition.0, cause, "partition WAL poisoned");
             self.poison = Some(cause.to_string());
         }
     }
 
     async fn write_frames(
         &mut self,
-        frames: Vec<u8>,
+        mut frames: Vec<u8>,
         last: &FrameHeader,
     ) -> Result<Vec<u8>, WalError> {
         let frame_bytes = frames.len() as u64;
@@ -361,16 +345,50 @@ impl PartitionWal {
             self.roll(self.last_lsn.next()).await?;
         }
         let offset = self.segment.write_offset;
-        self.injected(FaultSite::Write)
-            .map_err(|source| WalError::io("write", &self.segment.path, source))?;
-        let (result, mut frames) = self.segment.file.write_all_at(frames, offset).await;
-        result.map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        if self.direct.is_some() {
+            self.write_direct(&frames, offset).await?;
+        } else {
+            frames = self.write_buffered(frames, offset).await?;
+        }
         self.segment.write_offset += frame_bytes;
         self.last_lsn = last.last_lsn;
+        if self.direct.is_some() {
+            // An O_DSYNC write is on stable storage when it completes.
+            self.segment.synced_offset = self.segment.write_offset;
+            self.durable_lsn = self.last_lsn;
+        }
         self.bytes_since_checkpoint += frame_bytes;
         self.prepare_spare_when_due();
         frames.clear();
         Ok(frames)
+    }
+
+    /// Writes `frames` at `offset` through the page cache.
+    async fn write_buffered(&mut self, frames: Vec<u8>, offset: u64) -> Result<Vec<u8>, WalError> {
+        self.injected(FaultSite::Write)
+            .map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        let (result, frames) = self.segment.file.write_all_at(frames, offset).await;
+        result.map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        Ok(frames)
+    }
+
+    /// Writes `frames` at `offset` with one `O_DIRECT | O_DSYNC` write of whole blocks: the
+    /// partial block before `offset` again (the same bytes), the frames, zeros to the block end.
+    async fn write_direct(&mut self, frames: &[u8], offset: u64) -> Result<(), WalError> {
+        // This write is also the sync, so a test's sync failure lands here too.
+        self.injected(FaultSite::Write)
+            .and_then(|()| self.injected(FaultSite::Sync))
+            .map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        let appender = self.direct.as_mut().expect("direct I/O mode");
+        let staged = appender.stage(offset, frames);
+        let end = staged.file_offset + staged.buffer.len() as u64;
+        assert!(end <= self.segment.segment_bytes, "write past the segment end");
+        let write = self.segment.file.write_all_at(staged.buffer, staged.file_offset);
+        let (result, buffer) = write.await;
+        result.map_err(|source| WalError::io("write", &self.segment.path, source))?;
+        let appender = self.direct.as_mut().expect("direct I/O mode");
+        appender.written(buffer, staged.data_bytes);
+        Ok(())
     }
 
     async fn sync_active(&mut self) -> Result<(), WalError> {
@@ -380,11 +398,7 @@ impl PartitionWal {
         self.injected(FaultSite::Sync)
             .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
         let path = &self.segment.path;
-        self.segment
-            .file
-            .sync_data()
-            .await
-            .map_err(|source| WalError::io("sync", path, source))?;
+        self.segment.file.sync_data().await.map_err(|source| WalError::io("sync", path, source))?;
         self.segment.synced_offset = self.segment.write_offset;
         self.durable_lsn = self.last_lsn;
         Ok(())
@@ -396,17 +410,14 @@ impl PartitionWal {
     async fn roll(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
         let (file, spare_path) = self.take_spare().await?;
         let segment_bytes = self.config.segment_bytes;
-        let header = SegmentHeader {
-            partition: self.partition,
-            first_lsn,
-            segment_bytes,
-        };
+        let header = SegmentHeader { partition: self.partition, first_lsn, segment_bytes };
         let (result, _) = file.write_all_at(header.encode(), 0).await;
         result.map_err(|source| WalError::io("write segment header", &spare_path, source))?;
         self.sync_active().await?;
-        file.sync_data()
-            .await
+        self.injected(FaultSite::Sync)
             .map_err(|source| WalError::io("sync", &spare_path, source))?;
+        file.sync_data().await.map_err(|source| WalError::io("sync", &spare_path, source))?;
+        let file = self.reopen_for_appends(file, &spare_path).await?;
         let path = self.dir.join(segment_file_name(first_lsn));
         monoio::fs::rename(&spare_path, &path)
             .await
@@ -417,20 +428,36 @@ impl PartitionWal {
             path,
             first_lsn,
             segment_bytes,
-            write_offset: crate::segment::SEGMENT_HEADER_BYTES,
-            synced_offset: crate::segment::SEGMENT_HEADER_BYTES,
+            write_offset: SEGMENT_HEADER_BYTES,
+            synced_offset: SEGMENT_HEADER_BYTES,
         };
+        if let Some(appender) = &mut self.direct {
+            appender.start_segment(SEGMENT_HEADER_BYTES);
+        }
         let sealed = mem::replace(&mut self.segment, active);
         tracing::debug!(
             partition = self.partition.0,
             first_lsn = first_lsn.0,
             "rolled to a new segment"
         );
-        self.sealed.push(SealedSegment {
-            path: sealed.path,
-            first_lsn: sealed.first_lsn,
-        });
+        self.sealed.push(SealedSegment { path: sealed.path, first_lsn: sealed.first_lsn });
         Ok(())
+    }
+
+    /// In direct I/O mode, the new segment `file` at `path` opened again with `O_DIRECT |
+    /// O_DSYNC` for its appends (its zeros and header went through the page cache and are
+    /// synced). A filesystem that refuses it turns direct I/O off for this log.
+    async fn reopen_for_appends(&mut self, file: File, path: &Path) -> Result<File, WalError> {
+        if self.direct.is_none() {
+            return Ok(file);
+        }
+        let reopened =
+            open_direct(path).await.map_err(|source| WalError::io("open segment", path, source))?;
+        if let Some(direct) = reopened {
+            return Ok(direct);
+        }
+        self.direct = None;
+        Ok(file)
     }
 
     /// The pre-written spare, or a new one written now if none was started or it failed.
@@ -468,10 +495,7 @@ impl PartitionWal {
 
     async fn sync_directory(&mut self) -> Result<(), WalError> {
         let dir = &self.dir;
-        self.dir_file
-            .sync_all()
-            .await
-            .map_err(|source| WalError::io("sync directory", dir, source))
+        self.dir_file.sync_all().await.map_err(|source| WalError::io("sync directory", dir, source))
     }
 
     async fn persist_checkpoint(
@@ -482,9 +506,7 @@ impl PartitionWal {
     ) -> Result<CheckpointSummary, WalError> {
         let started = Instant::now();
         let path = self.dir.join(checkpoint_file_name(lsn));
-        let temporary = self
-            .dir
-            .join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(lsn)));
+        let temporary = self.dir.join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(lsn)));
         let bytes = write_new_file(&temporary, encoded).await?;
         monoio::fs::rename(&temporary, &path)
             .await
@@ -499,14 +521,7 @@ impl PartitionWal {
         let segments_deleted = self.remove_covered_segments().await?;
         self.sync_directory().await?;
         let elapsed = started.elapsed();
-        Ok(CheckpointSummary {
-            lsn,
-            path,
-            entries,
-            bytes,
-            segments_deleted,
-            elapsed,
-        })
+        Ok(CheckpointSummary { lsn, path, entries, bytes, segments_deleted, elapsed })
     }
 
     /// Deletes the sealed segments whose records are all at or below the checkpoint's LSN,
@@ -514,10 +529,8 @@ impl PartitionWal {
     async fn remove_covered_segments(&mut self) -> Result<usize, WalError> {
         let mut removed = 0;
         while let Some(oldest) = self.sealed.first() {
-            let next_first_lsn = self
-                .sealed
-                .get(1)
-                .map_or(self.segment.first_lsn, |next| next.first_lsn);
+            let next_first_lsn =
+                self.sealed.get(1).map_or(self.segment.first_lsn, |next| next.first_lsn);
             if next_first_lsn.0 > self.checkpoint_lsn.0 + 1 {
                 break;
             }
@@ -541,6 +554,39 @@ impl PartitionWal {
     }
 }
 
+/// Opens the newest segment, where appends continue: with `O_DIRECT | O_DSYNC` and a copy of
+/// its partial last block when `config` asks for direct I/O and the filesystem allows it.
+fn open_tail(
+    tail: &RecoveredTail,
+    config: &WalConfig,
+) -> Result<(File, Option<DirectAppender>), WalError> {
+    let io_error = |source| WalError::io("open segment", &tail.path, source);
+    if config.direct_io {
+        if let Some(file) = open_direct_blocking(&tail.path).map_err(io_error)? {
+            let tail_block = read_tail_block(&tail.path, tail.write_offset).map_err(io_error)?;
+            let appender =
+                DirectAppender::new(tail.write_offset, tail_block, config.max_frame_bytes());
+            return Ok((File::from_std(file).map_err(io_error)?, Some(appender)));
+        }
+    }
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&tail.path)
+        .and_then(File::from_std)
+        .map_err(io_error)?;
+    Ok((file, None))
+}
+
+/// The bytes of the segment at `path` from the block boundary at or before `write_offset` up
+/// to `write_offset`, read through the page cache (recovery has just synced the file).
+fn read_tail_block(path: &Path, write_offset: u64) -> io::Result<Vec<u8>> {
+    let mut block = vec![0u8; DirectAppender::tail_bytes(write_offset)];
+    let block_offset = DirectAppender::block_offset(write_offset);
+    fs::File::open(path)?.read_exact_at(&mut block, block_offset)?;
+    Ok(block)
+}
+
 /// Writes `bytes` as the whole of a new file at `path` and syncs it.
 async fn write_new_file(path: &Path, bytes: Vec<u8>) -> Result<u64, WalError> {
     let io_error = |source| WalError::io("write checkpoint", path, source);
@@ -559,9 +605,7 @@ async fn write_new_file(path: &Path, bytes: Vec<u8>) -> Result<u64, WalError> {
 }
 
 async fn remove_file(path: &Path) -> Result<(), WalError> {
-    monoio::fs::remove_file(path)
-        .await
-        .map_err(|source| WalError::io("remove", path, source))
+    monoio::fs::remove_file(path).await.map_err(|source| WalError::io("remove", path, source))
 }
 
 #[cfg(test)]
@@ -569,10 +613,6 @@ impl PartitionWal {
     /// The active segment's path, write offset and synced offset.
     pub(crate) fn active_segment(&self) -> (PathBuf, u64, u64) {
         let segment = &self.segment;
-        (
-            segment.path.clone(),
-            segment.write_offset,
-            segment.synced_offset,
-        )
+        (segment.path.clone(), segment.write_offset, segment.synced_offset)
     }
 }

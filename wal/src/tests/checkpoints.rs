@@ -18,7 +18,6 @@ fn state_of(records: &[Record]) -> State {
     state
 }
 
-#[test]
 fn recovery_loads_the_checkpoint_and_replays_only_later_records() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_config();
@@ -29,9 +28,7 @@ fn recovery_loads_the_checkpoint_and_replays_only_later_records() {
         let segments_before = scan_segments(dir.path()).unwrap().len();
         let state = state_of(&history);
         let checkpoint_lsn = wal.last_lsn();
-        let entries = state
-            .iter()
-            .map(|(k, (v, e))| (k.as_slice(), v.as_slice(), *e));
+        let entries = state.iter().map(|(k, (v, e))| (k.as_slice(), v.as_slice(), *e));
         let summary = wal
             .write_checkpoint(checkpoint_lsn, encode_checkpoint(PARTITION, entries))
             .await
@@ -41,27 +38,16 @@ fn recovery_loads_the_checkpoint_and_replays_only_later_records() {
         assert!(summary.segments_deleted > 0);
         assert_eq!(wal.bytes_since_checkpoint(), 0);
         let segments_after = scan_segments(dir.path()).unwrap();
-        assert_eq!(
-            segments_after.len(),
-            segments_before - summary.segments_deleted
-        );
+        assert_eq!(segments_after.len(), segments_before - summary.segments_deleted);
         assert_eq!(segments_after.len(), 1, "only the active segment is left");
         for index in 0..30 {
-            let records = vec![
-                set(index, 300),
-                Record::Delete {
-                    key: b"key-10".to_vec(),
-                },
-            ];
+            let records = vec![set(index, 300), Record::Delete { key: b"key-10".to_vec() }];
             history.extend(append_synced(&mut wal, records).await.records);
         }
         assert!(wal.bytes_since_checkpoint() > 0);
         (history, checkpoint_lsn)
     });
-    assert!(dir
-        .path()
-        .join(checkpoint_file_name(checkpoint_lsn))
-        .exists());
+    assert!(dir.path().join(checkpoint_file_name(checkpoint_lsn)).exists());
     run(async {
         let recovered = recover(dir.path(), &config).unwrap();
         assert_eq!(recovered.summary.checkpoint_lsn, checkpoint_lsn);
@@ -73,16 +59,12 @@ fn recovery_loads_the_checkpoint_and_replays_only_later_records() {
         assert_eq!(recovered.records.len(), history.len() - checkpoint_records);
         assert_eq!(recovered.records[0].0, checkpoint_lsn.next());
         let mut state = state_from_entries(&recovered.entries);
-        recovered
-            .records
-            .iter()
-            .for_each(|(_, record)| apply(&mut state, record));
+        recovered.records.iter().for_each(|(_, record)| apply(&mut state, record));
         assert_eq!(state, state_of(&history));
         assert_eq!(recovered.wal.checkpoint_lsn(), checkpoint_lsn);
     });
 }
 
-#[test]
 fn a_checkpoint_in_the_middle_of_a_frame_replays_the_rest_of_it() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
@@ -90,9 +72,7 @@ fn a_checkpoint_in_the_middle_of_a_frame_replays_the_rest_of_it() {
         fill(&mut wal, 5, 4).await;
         // LSN 18 is the second record of the last frame (17..=20).
         let entries: Vec<(&[u8], &[u8], u64)> = vec![(b"k", b"v", 0)];
-        wal.write_checkpoint(Lsn(18), encode_checkpoint(PARTITION, entries))
-            .await
-            .unwrap();
+        wal.write_checkpoint(Lsn(18), encode_checkpoint(PARTITION, entries)).await.unwrap();
     });
     run(async {
         let recovered = recover(dir.path(), &small_config()).unwrap();
@@ -103,58 +83,44 @@ fn a_checkpoint_in_the_middle_of_a_frame_replays_the_rest_of_it() {
     });
 }
 
-#[test]
 fn a_newer_checkpoint_replaces_the_older_one() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
         fill(&mut wal, 5, 1).await;
-        wal.write_checkpoint(Lsn(3), empty_checkpoint())
-            .await
-            .unwrap();
-        wal.write_checkpoint(Lsn(5), empty_checkpoint())
-            .await
-            .unwrap();
+        wal.write_checkpoint(Lsn(3), empty_checkpoint()).await.unwrap();
+        wal.write_checkpoint(Lsn(5), empty_checkpoint()).await.unwrap();
     });
     assert!(!dir.path().join(checkpoint_file_name(Lsn(3))).exists());
     assert!(dir.path().join(checkpoint_file_name(Lsn(5))).exists());
 }
 
-#[test]
 fn a_corrupt_checkpoint_stops_recovery_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
         fill(&mut wal, 10, 1).await;
         let entries: Vec<(&[u8], &[u8], u64)> = vec![(b"a", b"1", 0), (b"b", b"2", 5)];
-        wal.write_checkpoint(Lsn(10), encode_checkpoint(PARTITION, entries))
-            .await
-            .unwrap();
+        wal.write_checkpoint(Lsn(10), encode_checkpoint(PARTITION, entries)).await.unwrap();
     });
     let path = dir.path().join(checkpoint_file_name(Lsn(10)));
     xor_byte(&path, 70, 0x01);
     let outcome = run(async { recover(dir.path(), &small_config()).map(|r| r.summary) });
     match outcome {
         Err(error @ WalError::Corrupt { .. }) => {
-            assert!(
-                error.to_string().contains(&path.display().to_string()),
-                "{error}"
-            );
+            assert!(error.to_string().contains(&path.display().to_string()), "{error}");
         }
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
 
-#[test]
 fn a_leftover_temporary_checkpoint_is_ignored_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
         fill(&mut wal, 3, 1).await;
     });
-    let temporary = dir
-        .path()
-        .join(format!("{}.tmp", checkpoint_file_name(Lsn(3))));
+    let temporary = dir.path().join(format!("{}.tmp", checkpoint_file_name(Lsn(3))));
     std::fs::write(&temporary, b"half a checkpoint").unwrap();
     run(async {
         let recovered = recover(dir.path(), &small_config()).unwrap();
@@ -164,6 +130,7 @@ fn a_leftover_temporary_checkpoint_is_ignored_and_removed() {
     assert!(!temporary.exists());
 }
 
+/// Buffered mode only: with direct I/O an appended record is durable at once (see `direct`).
 #[test]
 #[should_panic(expected = "not yet durable")]
 fn a_checkpoint_of_unsynced_records_is_a_bug() {
@@ -174,3 +141,11 @@ fn a_checkpoint_of_unsynced_records_is_a_bug() {
         let _ = wal.write_checkpoint(Lsn(1), empty_checkpoint()).await;
     });
 }
+
+in_both_modes!(
+    recovery_loads_the_checkpoint_and_replays_only_later_records,
+    a_checkpoint_in_the_middle_of_a_frame_replays_the_rest_of_it,
+    a_newer_checkpoint_replaces_the_older_one,
+    a_corrupt_checkpoint_stops_recovery_naming_it,
+    a_leftover_temporary_checkpoint_is_ignored_and_removed,
+);

@@ -1,11 +1,36 @@
 //! Tests of the WAL on real files in temporary directories, on a real monoio runtime.
+//!
+//! Most tests run twice, with buffered writes and with direct I/O: `in_both_modes!` makes a
+//! `buffered` and a `direct` test of each function named, and `small_config` follows the mode.
+
+/// For each function named, a module of that name with two tests that run it: `buffered` and
+/// `direct` (where [`small_config`] asks for `O_DIRECT | O_DSYNC` appends).
+macro_rules! in_both_modes {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn buffered() {
+                    $crate::tests::with_direct_io(false, super::$name);
+                }
+
+                #[test]
+                fn direct() {
+                    $crate::tests::with_direct_io(true, super::$name);
+                }
+            }
+        )*
+    };
+}
 
 mod checkpoints;
 mod damage;
+mod direct;
 mod model;
 mod poison;
 mod round_trip;
 
+use std::cell::Cell;
 use std::fs;
 use std::future::Future;
 use std::os::unix::fs::FileExt;
@@ -30,22 +55,25 @@ pub(crate) fn run<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
+thread_local! {
+    /// Whether [`small_config`] asks for direct I/O on this test's thread.
+    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `body` with [`small_config`] in buffered (`false`) or direct I/O (`true`) mode.
+pub(crate) fn with_direct_io(direct_io: bool, body: impl FnOnce()) {
+    DIRECT_IO.with(|mode| mode.set(direct_io));
+    body();
+}
+
+/// 16 KiB segments, in the mode the running test asked for.
 pub(crate) fn small_config() -> WalConfig {
-    WalConfig {
-        segment_bytes: 16 * 1024,
-    }
+    WalConfig { segment_bytes: 16 * 1024, direct_io: DIRECT_IO.with(Cell::get) }
 }
 
 pub(crate) fn encode(first_lsn: Lsn, records: &[Record]) -> Vec<u8> {
     let mut frame = Vec::new();
-    encode_frame(
-        &mut frame,
-        PARTITION,
-        Epoch(1),
-        first_lsn,
-        Lsn(first_lsn.0 - 1),
-        records,
-    );
+    encode_frame(&mut frame, PARTITION, Epoch(1), first_lsn, Lsn(first_lsn.0 - 1), records);
     frame
 }
 
@@ -57,11 +85,7 @@ pub(crate) fn empty_checkpoint() -> Vec<u8> {
 pub(crate) fn set(key: u64, value_bytes: usize) -> Record {
     let key = format!("key-{key}").into_bytes();
     let value = vec![u8::try_from(key.len()).unwrap(); value_bytes];
-    Record::Set {
-        key,
-        value,
-        expire_at_ms: 0,
-    }
+    Record::Set { key, value, expire_at_ms: 0 }
 }
 
 /// One checkpoint entry as recovery hands it over.
@@ -85,12 +109,7 @@ pub(crate) fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalEr
         |key, value, expire_at_ms| entries.push((key.to_vec(), value.to_vec(), expire_at_ms)),
         |lsn, record| records.push((lsn, record)),
     )?;
-    Ok(Recovered {
-        wal,
-        summary,
-        entries,
-        records,
-    })
+    Ok(Recovered { wal, summary, entries, records })
 }
 
 /// Where a frame was written.
@@ -114,12 +133,7 @@ pub(crate) async fn append(wal: &mut PartitionWal, records: Vec<Record>) -> Plac
     let bytes = frame.len() as u64;
     wal.append(frame).await.unwrap();
     let (path, write_offset, _) = wal.active_segment();
-    Placed {
-        path,
-        offset: write_offset - bytes,
-        bytes,
-        records,
-    }
+    Placed { path, offset: write_offset - bytes, bytes, records }
 }
 
 /// Writes `frames` frames of `records_per_frame` records each, synced one by one.
@@ -131,12 +145,7 @@ pub(crate) async fn fill(
     let mut placed = Vec::new();
     for index in 0..frames as u64 {
         let records = (0..records_per_frame)
-            .map(|r| {
-                set(
-                    index * 10 + r,
-                    100 + usize::try_from(index % 7).unwrap() * 50,
-                )
-            })
+            .map(|r| set(index * 10 + r, 100 + usize::try_from(index % 7).unwrap() * 50))
             .collect();
         placed.push(append_synced(wal, records).await);
     }
@@ -153,11 +162,7 @@ pub(crate) fn all_records(placed: &[Placed]) -> Vec<(Lsn, Record)> {
 }
 
 pub(crate) fn xor_byte(path: &Path, offset: u64, mask: u8) {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
+    let file = fs::OpenOptions::new().read(true).write(true).open(path).unwrap();
     let mut byte = [0u8];
     file.read_exact_at(&mut byte, offset).unwrap();
     file.write_all_at(&[byte[0] ^ mask], offset).unwrap();
@@ -180,11 +185,7 @@ pub(crate) type State = std::collections::BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 
 pub(crate) fn apply(state: &mut State, record: &Record) {
     match record {
-        Record::Set {
-            key,
-            value,
-            expire_at_ms,
-        } => {
+        Record::Set { key, value, expire_at_ms } => {
             state.insert(key.clone(), (value.clone(), *expire_at_ms));
         }
         Record::Delete { key } => {
@@ -200,8 +201,5 @@ pub(crate) fn apply(state: &mut State, record: &Record) {
 }
 
 pub(crate) fn state_from_entries(entries: &[Entry]) -> State {
-    entries
-        .iter()
-        .map(|(key, value, expire)| (key.clone(), (value.clone(), *expire)))
-        .collect()
+    entries.iter().map(|(key, value, expire)| (key.clone(), (value.clone(), *expire))).collect()
 }

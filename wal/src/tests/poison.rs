@@ -15,7 +15,6 @@ fn expect_poisoned<T: std::fmt::Debug>(outcome: Result<T, WalError>) {
     }
 }
 
-#[test]
 fn a_failed_write_poisons_every_later_operation() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
@@ -23,10 +22,7 @@ fn a_failed_write_poisons_every_later_operation() {
         fill(&mut wal, 3, 1).await;
         wal.fault = Some(FaultSite::Write);
         let failed = wal.append(encode(Lsn(4), &[set(4, 10)])).await;
-        assert!(
-            matches!(failed, Err(WalError::Io { op: "write", .. })),
-            "{failed:?}"
-        );
+        assert!(matches!(failed, Err(WalError::Io { op: "write", .. })), "{failed:?}");
         assert_eq!(wal.last_lsn(), Lsn(3));
         expect_poisoned(wal.append(encode(Lsn(4), &[set(4, 10)])).await);
         expect_poisoned(wal.sync().await);
@@ -41,28 +37,32 @@ fn a_failed_write_poisons_every_later_operation() {
     });
 }
 
-#[test]
 fn a_failed_sync_poisons_every_later_operation() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
         fill(&mut wal, 3, 1).await;
-        wal.append(encode(Lsn(4), &[set(4, 10)])).await.unwrap();
-        wal.fault = Some(FaultSite::Sync);
-        let failed = wal.sync().await;
-        assert!(
-            matches!(failed, Err(WalError::Io { op: "sync", .. })),
-            "{failed:?}"
-        );
+        if wal.direct_io() {
+            // The O_DSYNC write is the sync: its failure is the append's.
+            wal.fault = Some(FaultSite::Sync);
+            let failed = wal.append(encode(Lsn(4), &[set(4, 10)])).await;
+            assert!(matches!(failed, Err(WalError::Io { op: "write", .. })), "{failed:?}");
+            assert_eq!(wal.last_lsn(), Lsn(3));
+        } else {
+            wal.append(encode(Lsn(4), &[set(4, 10)])).await.unwrap();
+            wal.fault = Some(FaultSite::Sync);
+            let failed = wal.sync().await;
+            assert!(matches!(failed, Err(WalError::Io { op: "sync", .. })), "{failed:?}");
+        }
         assert_eq!(wal.durable_lsn(), Lsn(3));
         expect_poisoned(wal.sync().await);
-        expect_poisoned(wal.append(encode(Lsn(5), &[set(5, 10)])).await);
+        let next = wal.last_lsn().next();
+        expect_poisoned(wal.append(encode(next, &[set(5, 10)])).await);
         let message = wal.sync().await.unwrap_err().to_string();
         assert!(message.contains("restart"), "{message}");
     });
 }
 
-#[test]
 fn a_failed_sync_during_a_roll_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
@@ -75,11 +75,7 @@ fn a_failed_sync_during_a_roll_poisons_the_log() {
                 // The roll must sync the sealed segment first: that sync fails.
                 wal.fault = Some(FaultSite::Sync);
                 assert!(wal.append(frame).await.is_err());
-                assert_eq!(
-                    wal.active_segment().0,
-                    path,
-                    "no new segment after a failed roll"
-                );
+                assert_eq!(wal.active_segment().0, path, "no new segment after a failed roll");
                 rolled = true;
                 break;
             }
@@ -90,7 +86,6 @@ fn a_failed_sync_during_a_roll_poisons_the_log() {
     });
 }
 
-#[test]
 fn a_cancelled_append_poisons_the_log() {
     let dir = tempfile::tempdir().unwrap();
     run(async {
@@ -100,16 +95,18 @@ fn a_cancelled_append_poisons_the_log() {
             // Poll once, then drop it while its write may be in flight.
             let mut future = std::pin::pin!(future);
             let waker = std::task::Waker::noop();
-            let _ = future
-                .as_mut()
-                .poll(&mut std::task::Context::from_waker(waker));
+            let _ = future.as_mut().poll(&mut std::task::Context::from_waker(waker));
         }
         let outcome = wal.sync().await;
         if wal.last_lsn() == Lsn::ZERO {
-            assert!(
-                matches!(outcome, Err(WalError::Poisoned { .. })),
-                "{outcome:?}"
-            );
+            assert!(matches!(outcome, Err(WalError::Poisoned { .. })), "{outcome:?}");
         }
     });
 }
+
+in_both_modes!(
+    a_failed_write_poisons_every_later_operation,
+    a_failed_sync_poisons_every_later_operation,
+    a_failed_sync_during_a_roll_poisons_the_log,
+    a_cancelled_append_poisons_the_log,
+);

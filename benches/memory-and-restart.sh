@@ -41,15 +41,18 @@ data_dir = "$work/data"
 wal_flush = "FlushAtOnce"
 TOML
 
+# Starts the node in the background (sets node_pid) and waits until it serves; the seconds
+# that took go to $work/start-seconds.
 start_node() {
-    local started=$(date +%s.%N)
+    local started
+    started=$(date +%s.%N)
     "$STRATA_BIN" node --config "$work/strata.toml" >> "$work/node.log" 2>&1 &
     node_pid=$!
     until redis-cli -p "$PORT" ping 2>/dev/null | grep -q PONG; do
         kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log"; exit 1; }
         sleep 0.05
     done
-    python3 -c "print(round($(date +%s.%N) - $started, 2))"
+    python3 -c "print(round($(date +%s.%N) - $started, 2))" > "$work/start-seconds"
 }
 
 # Raw RESP for SET key:<n> <value>, for n in [from, to).
@@ -68,7 +71,7 @@ PY
 rss_bytes() { echo $(( $(awk '{print $2}' "/proc/$node_pid/statm") * $(getconf PAGESIZE) )); }
 raw_bytes() { python3 -c "print(sum(len(b'key:%d' % n) + $VALUE_BYTES for n in range($1)))"; }
 
-start_node > /dev/null
+start_node
 baseline=$(rss_bytes)
 load 0 "$KEYS"
 keys=$(redis-cli -p "$PORT" dbsize)
@@ -82,6 +85,7 @@ if [ "$RESTART_KEYS" -gt "$KEYS" ]; then
 fi
 on_disk=$(du -sb "$work/data" | cut -f1)
 kill -9 "$node_pid"; wait "$node_pid" 2>/dev/null || true
-seconds=$(start_node)
+start_node
+seconds=$(cat "$work/start-seconds")
 keys=$(redis-cli -p "$PORT" dbsize)
 echo "restart: data_dir_bytes=$on_disk keys=$keys seconds_to_serve=$seconds"

@@ -3,46 +3,89 @@
 //! Owned by the shard that owns the partition. Each entry remembers the LSN of the record that
 //! last wrote it, so that a read can tell whether the value it sees is committed yet.
 
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
 
 use crate::ids::Lsn;
 use crate::record::{ExpireAtMs, Record};
 
-type Map<V> = HashMap<Box<[u8]>, V, foldhash::fast::RandomState>;
+/// One key with its value in a single allocation (key bytes, then value bytes): one heap block
+/// per key instead of two, which is most of the per-key overhead for small values.
+#[derive(Clone, Debug)]
+struct Slot {
+    bytes: Box<[u8]>,
+    key_bytes: u32,
+    expire_at_ms: ExpireAtMs,
+    lsn: Lsn,
+}
 
-/// One key's value.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Entry {
-    pub value: Box<[u8]>,
+impl Slot {
+    fn new(key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) -> Slot {
+        let key_bytes = u32::try_from(key.len()).expect("keys are bounded by the RESP limits");
+        let mut bytes = Vec::with_capacity(key.len() + value.len());
+        bytes.extend_from_slice(key);
+        bytes.extend_from_slice(value);
+        Slot { bytes: bytes.into_boxed_slice(), key_bytes, expire_at_ms, lsn }
+    }
+
+    fn key(&self) -> &[u8] {
+        &self.bytes[..self.key_bytes as usize]
+    }
+
+    fn entry(&self) -> Entry<'_> {
+        Entry {
+            value: &self.bytes[self.key_bytes as usize..],
+            expire_at_ms: self.expire_at_ms,
+            lsn: self.lsn,
+        }
+    }
+}
+
+/// A view of one key's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry<'a> {
+    pub value: &'a [u8],
     /// Unix milliseconds; 0 means the key never expires.
     pub expire_at_ms: ExpireAtMs,
     /// The LSN of the record that produced this value.
     pub lsn: Lsn,
 }
 
-impl Entry {
+impl Entry<'_> {
     #[must_use]
     pub fn is_expired(&self, now_ms: u64) -> bool {
         self.expire_at_ms != 0 && self.expire_at_ms <= now_ms
     }
 }
 
-/// A map from key to [`Entry`], with byte accounting.
-#[derive(Default, Debug)]
+/// A map from key to value, expiry and writing LSN, with byte accounting.
+#[derive(Default)]
 pub struct Keyspace {
-    entries: Map<Entry>,
+    slots: HashTable<Slot>,
+    hasher: foldhash::fast::RandomState,
     payload_bytes: u64,
+}
+
+impl std::fmt::Debug for Keyspace {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Keyspace")
+            .field("keys", &self.slots.len())
+            .field("payload_bytes", &self.payload_bytes)
+            .finish()
+    }
 }
 
 impl Keyspace {
     #[must_use]
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.slots.len()
     }
 
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.slots.is_empty()
     }
 
     /// Bytes of keys and values held, without any overhead.
@@ -51,46 +94,62 @@ impl Keyspace {
         self.payload_bytes
     }
 
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    fn find(&self, key: &[u8]) -> Option<&Slot> {
+        self.slots.find(self.hash(key), |slot| slot.key() == key)
+    }
+
     /// The live entry for `key`, hiding expired ones.
     #[must_use]
-    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|entry| !entry.is_expired(now_ms))
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Entry<'_>> {
+        self.get_raw(key).filter(|entry| !entry.is_expired(now_ms))
     }
 
     /// The entry for `key`, expired or not.
     #[must_use]
-    pub fn get_raw(&self, key: &[u8]) -> Option<&Entry> {
-        self.entries.get(key)
+    pub fn get_raw(&self, key: &[u8]) -> Option<Entry<'_>> {
+        self.find(key).map(Slot::entry)
     }
 
-    pub fn insert(&mut self, key: &[u8], value: Box<[u8]>, expire_at_ms: ExpireAtMs, lsn: Lsn) {
-        let added = (key.len() + value.len()) as u64;
-        let entry = Entry { value, expire_at_ms, lsn };
-        if let Some(slot) = self.entries.get_mut(key) {
-            self.payload_bytes -= (key.len() + slot.value.len()) as u64;
-            *slot = entry;
-        } else {
-            self.entries.insert(key.into(), entry);
+    pub fn insert(&mut self, key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) {
+        let slot = Slot::new(key, value, expire_at_ms, lsn);
+        let added = slot.bytes.len() as u64;
+        let hash = self.hash(key);
+        let hasher = &self.hasher;
+        match self.slots.entry(hash, |slot| slot.key() == key, |slot| hasher.hash_one(slot.key())) {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                self.payload_bytes -= occupied.get().bytes.len() as u64;
+                *occupied.get_mut() = slot;
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+            }
         }
         self.payload_bytes += added;
     }
 
     /// Removes `key`; returns whether it was present (expired or not).
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.entries.remove(key) {
-            Some(entry) => {
-                self.payload_bytes -= (key.len() + entry.value.len()) as u64;
+        let hash = self.hash(key);
+        match self.slots.find_entry(hash, |slot| slot.key() == key) {
+            Ok(occupied) => {
+                let (slot, _) = occupied.remove();
+                self.payload_bytes -= slot.bytes.len() as u64;
                 true
             }
-            None => false,
+            Err(_) => false,
         }
     }
 
     pub fn set_expiry(&mut self, key: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) -> bool {
-        match self.entries.get_mut(key) {
-            Some(entry) => {
-                entry.expire_at_ms = expire_at_ms;
-                entry.lsn = lsn;
+        let hash = self.hash(key);
+        match self.slots.find_mut(hash, |slot| slot.key() == key) {
+            Some(slot) => {
+                slot.expire_at_ms = expire_at_ms;
+                slot.lsn = lsn;
                 true
             }
             None => false,
@@ -98,7 +157,7 @@ impl Keyspace {
     }
 
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.slots.clear();
         self.payload_bytes = 0;
     }
 
@@ -106,7 +165,7 @@ impl Keyspace {
     pub fn apply(&mut self, lsn: Lsn, record: Record) {
         match record {
             Record::Set { key, value, expire_at_ms } => {
-                self.insert(&key, value.into_boxed_slice(), expire_at_ms, lsn);
+                self.insert(&key, &value, expire_at_ms, lsn);
             }
             Record::Delete { key } => {
                 self.remove(&key);
@@ -122,26 +181,29 @@ impl Keyspace {
     /// committed (LSN at most `commit_lsn`). Returns how many were removed. Expiry is not
     /// logged: the expiry time itself is in the log, so replay reaches the same state.
     pub fn remove_expired(&mut self, now_ms: u64, commit_lsn: Lsn, limit: usize) -> usize {
-        let expired: Vec<Box<[u8]>> = self
-            .entries
-            .iter()
-            .filter(|(_, entry)| entry.is_expired(now_ms) && entry.lsn <= commit_lsn)
-            .take(limit)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in &expired {
-            self.remove(key);
-        }
-        expired.len()
+        let mut removed = 0;
+        let mut bytes = 0;
+        self.slots.retain(|slot| {
+            let expired =
+                removed < limit && slot.entry().is_expired(now_ms) && slot.lsn <= commit_lsn;
+            if expired {
+                removed += 1;
+                bytes += slot.bytes.len() as u64;
+            }
+            !expired
+        });
+        self.payload_bytes -= bytes;
+        removed
     }
 
     /// Every entry, for checkpoints: (key, value, expire_at_ms).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
-        self.entries.iter().map(|(key, entry)| (&key[..], &entry.value[..], entry.expire_at_ms))
+        self.slots.iter().map(|slot| (slot.key(), slot.entry().value, slot.expire_at_ms))
     }
 
     pub fn reserve(&mut self, additional: usize) {
-        self.entries.reserve(additional);
+        let hasher = &self.hasher;
+        self.slots.reserve(additional, |slot| hasher.hash_one(slot.key()));
     }
 }
 
@@ -152,9 +214,9 @@ mod tests {
     #[test]
     fn payload_bytes_follow_inserts_and_removes() {
         let mut keyspace = Keyspace::default();
-        keyspace.insert(b"ab", b"xyz".to_vec().into(), 0, Lsn(1));
+        keyspace.insert(b"ab", b"xyz", 0, Lsn(1));
         assert_eq!(keyspace.payload_bytes(), 5);
-        keyspace.insert(b"ab", b"x".to_vec().into(), 0, Lsn(2));
+        keyspace.insert(b"ab", b"x", 0, Lsn(2));
         assert_eq!(keyspace.payload_bytes(), 3);
         assert!(keyspace.remove(b"ab"));
         assert_eq!(keyspace.payload_bytes(), 0);
@@ -164,8 +226,8 @@ mod tests {
     #[test]
     fn expired_entries_are_hidden_and_swept_once_committed() {
         let mut keyspace = Keyspace::default();
-        keyspace.insert(b"a", b"1".to_vec().into(), 100, Lsn(1));
-        keyspace.insert(b"b", b"2".to_vec().into(), 100, Lsn(5));
+        keyspace.insert(b"a", b"1", 100, Lsn(1));
+        keyspace.insert(b"b", b"2", 100, Lsn(5));
         assert!(keyspace.get(b"a", 99).is_some());
         assert!(keyspace.get(b"a", 100).is_none());
         assert_eq!(keyspace.remove_expired(200, Lsn(4), 10), 1);

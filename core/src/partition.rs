@@ -14,7 +14,7 @@ use crate::command::{
     CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry, TimeUnit,
 };
 use crate::ids::{Lsn, PartitionId};
-use crate::keyspace::{Entry, Keyspace};
+use crate::keyspace::Keyspace;
 use crate::record::Record;
 
 /// The value part of an answer to a key command, before it is encoded for the wire.
@@ -128,7 +128,7 @@ impl Partition {
     /// Loads one checkpoint entry during recovery.
     pub fn load_entry(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64, lsn: Lsn) {
         assert!(self.open.is_empty());
-        self.keyspace.insert(key, value.into(), expire_at_ms, lsn);
+        self.keyspace.insert(key, value, expire_at_ms, lsn);
     }
 
     /// Applies a committed record during recovery (or on a replica). LSNs must ascend.
@@ -233,7 +233,7 @@ impl Partition {
         self.open_bytes += record.size_estimate();
         match &record {
             Record::Set { key, value, expire_at_ms } => {
-                self.keyspace.insert(key, value.clone().into_boxed_slice(), *expire_at_ms, lsn);
+                self.keyspace.insert(key, value, *expire_at_ms, lsn);
             }
             Record::Delete { key } => {
                 self.keyspace.remove(key);
@@ -263,6 +263,12 @@ impl Partition {
     }
 }
 
+/// A copy of a live value a command read.
+struct Found {
+    value: Vec<u8>,
+    expire_at_ms: u64,
+}
+
 /// Execution of one command: tracks the newest LSN its answer depends on.
 struct Context<'a> {
     partition: &'a mut Partition,
@@ -271,9 +277,10 @@ struct Context<'a> {
 }
 
 impl Context<'_> {
-    fn read(&mut self, key: &[u8]) -> Option<Entry> {
+    fn read(&mut self, key: &[u8]) -> Option<Found> {
         self.wait_lsn = self.wait_lsn.max(self.partition.dependency(key));
-        self.partition.keyspace.get(key, self.now_ms).cloned()
+        let entry = self.partition.keyspace.get(key, self.now_ms)?;
+        Some(Found { value: entry.value.to_vec(), expire_at_ms: entry.expire_at_ms })
     }
 
     fn exists(&mut self, key: &[u8]) -> bool {
@@ -303,12 +310,12 @@ impl Context<'_> {
 
     fn dispatch(&mut self, command: KeyCommand) -> Result<Answer, CommandError> {
         match command {
-            KeyCommand::Get { key } => Ok(Answer::Bulk(self.read(&key).map(|e| e.value.into()))),
+            KeyCommand::Get { key } => Ok(Answer::Bulk(self.read(&key).map(|found| found.value))),
             KeyCommand::Set { key, value, condition, expiry, get } => {
                 self.set_command(&key, value, condition, expiry, get)
             }
             KeyCommand::GetSet { key, value } => {
-                let old = self.read(&key).map(|entry| entry.value.into());
+                let old = self.read(&key).map(|found| found.value);
                 self.set(&key, value, 0)?;
                 Ok(Answer::Bulk(old))
             }
@@ -330,7 +337,7 @@ impl Context<'_> {
                 Ok(Answer::Ok)
             }
             KeyCommand::MultiGet { keys } => Ok(Answer::Bulks(
-                keys.iter().map(|key| self.read(key).map(|entry| entry.value.into())).collect(),
+                keys.iter().map(|key| self.read(key).map(|found| found.value)).collect(),
             )),
             KeyCommand::IncrementBy { key, delta } => self.increment(&key, delta),
             KeyCommand::Append { key, value } => self.append_command(&key, &value),
@@ -369,7 +376,7 @@ impl Context<'_> {
             SetCondition::IfAbsent => old.is_none(),
             SetCondition::IfPresent => old.is_some(),
         };
-        let old_value = || Answer::Bulk(old.as_ref().map(|entry| entry.value.to_vec()));
+        let old_value = || Answer::Bulk(old.as_ref().map(|found| found.value.clone()));
         if !allowed {
             return Ok(if get { old_value() } else { Answer::Bulk(None) });
         }
@@ -418,7 +425,7 @@ impl Context<'_> {
     fn append_command(&mut self, key: &[u8], suffix: &[u8]) -> Result<Answer, CommandError> {
         let old = self.read(key);
         let (mut value, expire_at_ms) = match old {
-            Some(entry) => (entry.value.into_vec(), entry.expire_at_ms),
+            Some(found) => (found.value, found.expire_at_ms),
             None => (Vec::new(), 0),
         };
         if value.len() + suffix.len() + key.len() > self.partition.limits.record_bytes_max {

@@ -95,7 +95,18 @@ fn run_node(config_file: &Path) -> ExitCode {
         tracing::error!(%error, "cannot use the data directory");
         return ExitCode::from(2);
     }
+    let _lock = match meta::lock_data_dir(&config.storage.data_dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            tracing::error!(%error, "cannot use the data directory");
+            return ExitCode::from(2);
+        }
+    };
     let options = node_options(&config, config_file);
+    if let Err(error) = meta::check_port_free(options.client_address) {
+        tracing::error!(%error, "node failed to start");
+        return ExitCode::from(3);
+    }
     install_stop_handler(None);
     serve(options)
 }
@@ -162,13 +173,25 @@ fn run_demo(port: u16, keep: bool) -> ExitCode {
         eprintln!("strata demo: {error}");
         return ExitCode::from(2);
     }
+    let _lock = match meta::lock_data_dir(&config.storage.data_dir) {
+        Ok(lock) => lock,
+        Err(error) => {
+            eprintln!("strata demo: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = node_options(&config, &config_file);
+    if let Err(error) = meta::check_port_free(options.client_address) {
+        eprintln!("strata demo: {error} (choose another with --port)");
+        return ExitCode::from(3);
+    }
     println!("Strata demo: one standalone node, data in {}", directory.display());
     println!("  connect:   redis-cli -p {port}");
     println!("  benchmark: redis-benchmark -p {port} -t set,get -P 16 -q");
     println!("             strata bench --port {port} --pipeline 16");
     println!("  stop:      Ctrl-C{}", if keep { " (data kept)" } else { " (data deleted)" });
     install_stop_handler(if keep { None } else { Some(directory) });
-    serve(node_options(&config, &config_file))
+    serve(options)
 }
 
 fn run_bench(options: &strata_benches::load::LoadOptions) -> ExitCode {

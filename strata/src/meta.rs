@@ -3,6 +3,7 @@
 use std::path::Path;
 
 const META_FILE: &str = "strata.meta";
+const LOCK_FILE: &str = "strata.lock";
 
 /// Creates the data directory and its meta file, or checks that the partition count matches
 /// the one the directory was created with.
@@ -36,6 +37,37 @@ pub fn prepare_data_dir(data_dir: &Path, partitions: u32) -> Result<(), String> 
     }
 }
 
+/// Takes an exclusive lock on the data directory for the life of the returned file, so that
+/// two nodes never write the same WAL.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+            "{} is in use by another strata node (lock file {})",
+            data_dir.display(),
+            path.display()
+        )),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(format!("cannot lock {}: {error}", path.display()))
+        }
+    }
+}
+
+/// Fails if something already listens on `address`. The shards bind with SO_REUSEPORT, which
+/// would otherwise let a second node silently share the port with the first.
+pub fn check_port_free(address: std::net::SocketAddr) -> Result<(), String> {
+    std::net::TcpListener::bind(address)
+        .map(drop)
+        .map_err(|error| format!("cannot listen on {address}: {error}"))
+}
+
 fn parse_partitions(text: &str) -> Option<u32> {
     text.lines()
         .filter_map(|line| line.split_once('='))
@@ -46,6 +78,25 @@ fn parse_partitions(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_data_directory_takes_one_node_only() {
+        let directory = tempfile::tempdir().unwrap();
+        let first = lock_data_dir(directory.path()).unwrap();
+        let error = lock_data_dir(directory.path()).unwrap_err();
+        assert!(error.contains("in use by another strata node"), "{error}");
+        drop(first);
+        lock_data_dir(directory.path()).unwrap();
+    }
+
+    #[test]
+    fn a_taken_port_is_reported() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        assert!(check_port_free(address).is_err());
+        drop(listener);
+        check_port_free(address).unwrap();
+    }
 
     #[test]
     fn partition_count_is_fixed_once_written() {

@@ -1,5 +1,5 @@
 //! WAL append on the real disk: one 16-record frame per batch, with and without the fdatasync
-//! that FlushAtOnce adds to each batch. Runs on a monoio runtime (io_uring where available),
+//! that FlushAtOnce adds to each batch, and in direct mode (O_DIRECT|O_DSYNC, no fdatasync). Runs on a monoio runtime (io_uring where available),
 //! as shards do.
 
 use std::time::{Duration, Instant};
@@ -25,9 +25,9 @@ fn batch() -> Vec<Record> {
 }
 
 /// Appends `iterations` batches to a fresh log, syncing each when `sync`; returns the time.
-fn append_batches(iterations: u64, sync: bool) -> Duration {
+fn append_batches(iterations: u64, sync: bool, direct_io: bool) -> Duration {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let config = WalConfig { segment_bytes: SEGMENT_BYTES };
+    let config = WalConfig { segment_bytes: SEGMENT_BYTES, direct_io };
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()
@@ -57,10 +57,13 @@ fn bench_wal_append(criterion: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(10);
     group.bench_function("append_16_sets_128b", |bencher| {
-        bencher.iter_custom(|iterations| append_batches(iterations, false));
+        bencher.iter_custom(|iterations| append_batches(iterations, false, false));
     });
     group.bench_function("append_sync_16_sets_128b", |bencher| {
-        bencher.iter_custom(|iterations| append_batches(iterations, true));
+        bencher.iter_custom(|iterations| append_batches(iterations, true, false));
+    });
+    group.bench_function("append_direct_dsync_16_sets_128b", |bencher| {
+        bencher.iter_custom(|iterations| append_batches(iterations, true, true));
     });
     group.finish();
 }

@@ -37,6 +37,9 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub segment_bytes: u64,
+    /// FlushAtOnce only: append with O_DIRECT|O_DSYNC (durable when the write completes, no
+    /// separate fdatasync).
+    pub direct_io: bool,
     pub checkpoint_bytes: u64,
     pub checkpoint_interval: Duration,
     pub connections_max: u32,

@@ -199,8 +199,10 @@ impl Shard {
         let options = &self.mesh.options;
         let directory = options.data_dir.join(format!("p{}", partition.0));
         let mut state = Partition::new(partition, partition_limits(options.segment_bytes));
-        let config =
-            strata_wal::WalConfig { segment_bytes: options.segment_bytes, ..Default::default() };
+        let config = strata_wal::WalConfig {
+            segment_bytes: options.segment_bytes,
+            direct_io: options.direct_io,
+        };
         let shared = RefCell::new(&mut state);
         let (wal, summary) = PartitionWal::recover(
             &directory,
@@ -215,6 +217,7 @@ impl Shard {
         tracing::info!(
             partition = partition.0,
             keys = state.keyspace().len(),
+            direct_io = wal.direct_io(),
             ?summary,
             "partition recovered"
         );

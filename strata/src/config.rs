@@ -84,6 +84,10 @@ pub struct Wal {
     pub checkpoint_size: ByteSize,
     /// ... or once this many seconds passed with any write.
     pub checkpoint_interval: u64,
+    /// With FlushAtOnce: append with O_DIRECT|O_DSYNC, so each write is durable when it
+    /// completes and needs no fdatasync. Falls back to buffered I/O (logged) where the file
+    /// system refuses O_DIRECT.
+    pub direct_io: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -186,6 +190,7 @@ impl Default for Wal {
             segment_size: ByteSize(64 << 20),
             checkpoint_size: ByteSize(256 << 20),
             checkpoint_interval: 300,
+            direct_io: true,
         }
     }
 }

@@ -70,6 +70,7 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
             WalFlush::FlushPerSecond => Durability::SyncEverySecond,
         },
         segment_bytes: config.wal.segment_size.0,
+        direct_io: config.wal.direct_io && config.wal.wal_flush == WalFlush::FlushAtOnce,
         checkpoint_bytes: config.wal.checkpoint_size.0,
         checkpoint_interval: Duration::from_secs(config.wal.checkpoint_interval),
         connections_max: config.network.connections_max,

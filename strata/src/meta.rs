@@ -61,12 +61,33 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, String> {
 }
 
 /// Fails if something already listens on `address`. The shards bind with SO_REUSEPORT, which
-/// would otherwise let a second node silently share the port with the first.
+/// would otherwise let a second node silently share the port with the first. A connection
+/// attempt tells a listener from sockets that merely linger after a previous process died.
 pub fn check_port_free(address: std::net::SocketAddr) -> Result<(), String> {
-    std::net::TcpListener::bind(address)
-        .map(drop)
-        .map_err(|error| format!("cannot listen on {address}: {error}"))
+    let mut target = address;
+    if target.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        target.set_ip(loopback);
+    }
+    // A process killed with accepts in flight on io_uring leaves its listening socket open for
+    // a moment while the kernel tears the ring down: wait that out before calling it a clash.
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    let timeout = std::time::Duration::from_millis(200);
+    while std::net::TcpStream::connect_timeout(&target, timeout).is_ok() {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("cannot listen on {address}: another process is listening there"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
 }
+
+/// How long a port may stay taken by a process that just died.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 fn parse_partitions(text: &str) -> Option<u32> {
     text.lines()

@@ -29,6 +29,7 @@ fn run_node(config: &str) -> (Option<i32>, String) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let _ = child.kill();
+    let _ = child.wait();
     panic!("the second node kept running");
 }
 

@@ -60,26 +60,11 @@ where
 /// Stamps `lsn` into bytes made by [`encode_checkpoint`] and seals the header with its
 /// checksum. Returns the entry count.
 pub(crate) fn seal_checkpoint(bytes: &mut [u8], partition: PartitionId, lsn: Lsn) -> u64 {
-    assert!(
-        bytes.len() >= CHECKPOINT_HEADER_BYTES,
-        "not an encoded checkpoint"
-    );
-    assert_eq!(
-        read_u32(bytes, 0),
-        CHECKPOINT_MAGIC,
-        "not an encoded checkpoint"
-    );
-    assert_eq!(
-        PartitionId(read_u32(bytes, 8)),
-        partition,
-        "checkpoint of another partition"
-    );
+    assert!(bytes.len() >= CHECKPOINT_HEADER_BYTES, "not an encoded checkpoint");
+    assert_eq!(read_u32(bytes, 0), CHECKPOINT_MAGIC, "not an encoded checkpoint");
+    assert_eq!(PartitionId(read_u32(bytes, 8)), partition, "checkpoint of another partition");
     let body_bytes = read_u64(bytes, 32);
-    assert_eq!(
-        body_bytes,
-        (bytes.len() - CHECKPOINT_HEADER_BYTES) as u64,
-        "checkpoint resized"
-    );
+    assert_eq!(body_bytes, (bytes.len() - CHECKPOINT_HEADER_BYTES) as u64, "checkpoint resized");
     bytes[16..24].copy_from_slice(&lsn.0.to_le_bytes());
     let header_checksum = crc32c::crc32c(&bytes[..HEADER_CHECKSUM_OFFSET]);
     bytes[HEADER_CHECKSUM_OFFSET..CHECKPOINT_HEADER_BYTES]
@@ -168,31 +153,17 @@ pub(crate) fn load_checkpoint(
     let header =
         CheckpointHeader::decode(&bytes).map_err(|reason| WalError::corrupt(path, 0, reason))?;
     if header.partition != partition {
-        let reason = format!(
-            "checkpoint of partition {}, expected {partition}",
-            header.partition
-        );
+        let reason = format!("checkpoint of partition {}, expected {partition}", header.partition);
         return Err(WalError::corrupt(path, 8, reason));
     }
     if header.lsn != name_lsn {
-        let reason = format!(
-            "checkpoint header says LSN {}, its name {name_lsn}",
-            header.lsn
-        );
+        let reason = format!("checkpoint header says LSN {}, its name {name_lsn}", header.lsn);
         return Err(WalError::corrupt(path, 16, reason));
     }
     let body = &bytes[CHECKPOINT_HEADER_BYTES..];
     if body.len() as u64 != header.body_bytes {
-        let reason = format!(
-            "body of {} bytes, header says {}",
-            body.len(),
-            header.body_bytes
-        );
-        return Err(WalError::corrupt(
-            path,
-            CHECKPOINT_HEADER_BYTES as u64,
-            reason,
-        ));
+        let reason = format!("body of {} bytes, header says {}", body.len(), header.body_bytes);
+        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
     }
     let computed = crc32c::crc32c(body);
     if computed != header.body_checksum {
@@ -200,26 +171,15 @@ pub(crate) fn load_checkpoint(
             "checkpoint body checksum mismatch: stored {:#010x}, computed {computed:#010x}",
             header.body_checksum
         );
-        return Err(WalError::corrupt(
-            path,
-            CHECKPOINT_HEADER_BYTES as u64,
-            reason,
-        ));
+        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
     }
     let entry_count = decode_entries(body, on_entry)
         .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
     if entry_count != header.entry_count {
         let reason = format!("{entry_count} entries, header says {}", header.entry_count);
-        return Err(WalError::corrupt(
-            path,
-            CHECKPOINT_HEADER_BYTES as u64,
-            reason,
-        ));
+        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
     }
-    Ok(LoadedCheckpoint {
-        lsn: header.lsn,
-        entry_count,
-    })
+    Ok(LoadedCheckpoint { lsn: header.lsn, entry_count })
 }
 
 /// Walks the body; an error gives the file offset of the entry that does not parse.
@@ -233,11 +193,7 @@ fn decode_entries(body: &[u8], on_entry: &mut EntrySink<'_>) -> Result<u64, (u64
         let value = take_field(body, &mut cursor).ok_or_else(truncated)?;
         let expire = body.get(cursor..cursor + 8).ok_or_else(truncated)?;
         cursor += 8;
-        on_entry(
-            key,
-            value,
-            u64::from_le_bytes(expire.try_into().expect("eight bytes")),
-        );
+        on_entry(key, value, u64::from_le_bytes(expire.try_into().expect("eight bytes")));
         entry_count += 1;
     }
     Ok(entry_count)
@@ -258,18 +214,9 @@ mod tests {
 
     #[test]
     fn names_parse_back() {
-        assert_eq!(
-            checkpoint_file_name(Lsn(5)),
-            "checkpoint-00000000000000000005.ckpt"
-        );
-        assert_eq!(
-            parse_checkpoint_file_name(&checkpoint_file_name(Lsn(5))),
-            Some(Lsn(5))
-        );
-        assert_eq!(
-            parse_checkpoint_file_name("checkpoint-00000000000000000005.ckpt.tmp"),
-            None
-        );
+        assert_eq!(checkpoint_file_name(Lsn(5)), "checkpoint-00000000000000000005.ckpt");
+        assert_eq!(parse_checkpoint_file_name(&checkpoint_file_name(Lsn(5))), Some(Lsn(5)));
+        assert_eq!(parse_checkpoint_file_name("checkpoint-00000000000000000005.ckpt.tmp"), None);
     }
 
     #[test]
@@ -283,13 +230,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut collect = |k: &[u8], v: &[u8], e: u64| seen.push((k.to_vec(), v.to_vec(), e));
         let loaded = load_checkpoint(&path, PartitionId(2), Lsn(9), &mut collect).unwrap();
-        assert_eq!(
-            loaded,
-            LoadedCheckpoint {
-                lsn: Lsn(9),
-                entry_count: 2
-            }
-        );
+        assert_eq!(loaded, LoadedCheckpoint { lsn: Lsn(9), entry_count: 2 });
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1], (b"bb".to_vec(), Vec::new(), 77));
         for index in 0..bytes.len() {
@@ -297,10 +238,7 @@ mod tests {
             damaged[index] ^= 0x10;
             fs::write(&path, &damaged).unwrap();
             let outcome = load_checkpoint(&path, PartitionId(2), Lsn(9), &mut |_, _, _| {});
-            assert!(
-                matches!(outcome, Err(WalError::Corrupt { .. })),
-                "flip at {index}"
-            );
+            assert!(matches!(outcome, Err(WalError::Corrupt { .. })), "flip at {index}");
         }
     }
 }

@@ -25,11 +25,7 @@ pub enum WalError {
     },
     /// Damage that is not a torn tail of the newest segment; the node must not start.
     #[error("corrupt WAL data in {} at byte offset {offset}: {reason}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, offset: u64, reason: String },
     /// An earlier write or sync failed; the partition refuses writes until restart.
     #[error("partition WAL is poisoned by an earlier failure, restart to recover: {cause}")]
     Poisoned { cause: String },
@@ -38,10 +34,7 @@ pub enum WalError {
     Gap { expected: Lsn, found: Lsn },
     /// An appended buffer cannot fit in one segment.
     #[error("{frame_bytes} bytes of frames exceed the limit of {max_frame_bytes} bytes")]
-    FrameTooLarge {
-        frame_bytes: usize,
-        max_frame_bytes: usize,
-    },
+    FrameTooLarge { frame_bytes: usize, max_frame_bytes: usize },
     /// An appended buffer does not hold whole, valid frames.
     #[error("invalid frame at byte {offset} of the appended buffer: {source}")]
     InvalidFrame {
@@ -51,10 +44,7 @@ pub enum WalError {
     },
     /// An appended frame belongs to another partition.
     #[error("frame of partition {found} appended to the WAL of partition {expected}")]
-    WrongPartition {
-        expected: PartitionId,
-        found: PartitionId,
-    },
+    WrongPartition { expected: PartitionId, found: PartitionId },
     /// The configuration cannot work.
     #[error("invalid WAL configuration: {reason}")]
     Config { reason: String },
@@ -62,11 +52,7 @@ pub enum WalError {
 
 impl WalError {
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> WalError {
-        WalError::Io {
-            op,
-            path: path.into(),
-            source,
-        }
+        WalError::Io { op, path: path.into(), source }
     }
 
     pub(crate) fn corrupt(
@@ -74,10 +60,6 @@ impl WalError {
         offset: u64,
         reason: impl Into<String>,
     ) -> Self {
-        WalError::Corrupt {
-            path: path.into(),
-            offset,
-            reason: reason.into(),
-        }
+        WalError::Corrupt { path: path.into(), offset, reason: reason.into() }
     }
 }

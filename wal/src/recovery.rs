@@ -117,10 +117,7 @@ pub(crate) fn recover_log(
     summary.elapsed = started.elapsed();
     let sealed = segments[..segments.len() - 1]
         .iter()
-        .map(|segment| SealedSegment {
-            path: segment.path.clone(),
-            first_lsn: segment.first_lsn,
-        })
+        .map(|segment| SealedSegment { path: segment.path.clone(), first_lsn: segment.first_lsn })
         .collect();
     let log = RecoveredLog {
         checkpoint_lsn: summary.checkpoint_lsn,
@@ -136,11 +133,8 @@ pub(crate) fn recover_log(
 fn list_directory(dir: &Path) -> Result<Listing, WalError> {
     let entries =
         fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
-    let mut listing = Listing {
-        checkpoints: Vec::new(),
-        segments: Vec::new(),
-        temporaries: Vec::new(),
-    };
+    let mut listing =
+        Listing { checkpoints: Vec::new(), segments: Vec::new(), temporaries: Vec::new() };
     for entry in entries {
         let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -174,10 +168,8 @@ fn load_newest_checkpoint(
         return Ok(None);
     };
     let loaded = load_checkpoint(path, partition, *lsn, on_entry)?;
-    let older: Vec<PathBuf> = checkpoints[..checkpoints.len() - 1]
-        .iter()
-        .map(|(_, path)| path.clone())
-        .collect();
+    let older: Vec<PathBuf> =
+        checkpoints[..checkpoints.len() - 1].iter().map(|(_, path)| path.clone()).collect();
     remove_files(&older)?;
     Ok(Some((loaded, path.clone())))
 }
@@ -188,14 +180,10 @@ fn remove_covered_segments(
     segments: Vec<SegmentInfo>,
     checkpoint_lsn: Lsn,
 ) -> Result<Vec<SegmentInfo>, WalError> {
-    let covered = segments
-        .windows(2)
-        .take_while(|pair| pair[1].first_lsn.0 <= checkpoint_lsn.0 + 1)
-        .count();
-    let paths: Vec<PathBuf> = segments[..covered]
-        .iter()
-        .map(|segment| segment.path.clone())
-        .collect();
+    let covered =
+        segments.windows(2).take_while(|pair| pair[1].first_lsn.0 <= checkpoint_lsn.0 + 1).count();
+    let paths: Vec<PathBuf> =
+        segments[..covered].iter().map(|segment| segment.path.clone()).collect();
     remove_files(&paths)?;
     Ok(segments.into_iter().skip(covered).collect())
 }
@@ -206,25 +194,14 @@ fn create_first_segment(
     config: &WalConfig,
     first_lsn: Lsn,
 ) -> Result<SegmentInfo, WalError> {
-    let header = SegmentHeader {
-        partition,
-        first_lsn,
-        segment_bytes: config.segment_bytes,
-    };
+    let header = SegmentHeader { partition, first_lsn, segment_bytes: config.segment_bytes };
     let path = dir.join(segment_file_name(first_lsn));
-    let temporary = dir.join(format!(
-        "{}{TEMPORARY_SUFFIX}",
-        segment_file_name(first_lsn)
-    ));
+    let temporary = dir.join(format!("{}{TEMPORARY_SUFFIX}", segment_file_name(first_lsn)));
     prewrite_segment_blocking(&temporary, &header)
         .map_err(|source| WalError::io("prewrite segment", &temporary, source))?;
     fs::rename(&temporary, &path).map_err(|source| WalError::io("rename", &temporary, source))?;
     sync_directory(dir)?;
-    Ok(SegmentInfo {
-        path,
-        first_lsn,
-        file_bytes: config.segment_bytes,
-    })
+    Ok(SegmentInfo { path, first_lsn, file_bytes: config.segment_bytes })
 }
 
 pub(crate) fn sync_directory(dir: &Path) -> Result<(), WalError> {
@@ -255,12 +232,7 @@ impl<'a> Replay<'a> {
         checkpoint_lsn: Lsn,
         on_record: &'a mut dyn FnMut(Lsn, Record),
     ) -> Self {
-        Replay {
-            partition,
-            checkpoint_lsn,
-            next_lsn: Lsn::ZERO,
-            on_record,
-        }
+        Replay { partition, checkpoint_lsn, next_lsn: Lsn::ZERO, on_record }
     }
 
     /// Replays every segment; returns where appends continue.
@@ -348,18 +320,12 @@ impl<'a> Replay<'a> {
             let rest = &bytes[offset..];
             let header_zero = rest.iter().take(FRAME_HEADER_BYTES).all(|byte| *byte == 0);
             if header_zero {
-                return Ok(Stop {
-                    offset: offset as u64,
-                    reason: None,
-                });
+                return Ok(Stop { offset: offset as u64, reason: None });
             }
             let header = match decode_frame(rest) {
                 Ok(header) => header,
                 Err(error) => {
-                    return Ok(Stop {
-                        offset: offset as u64,
-                        reason: Some(error.to_string()),
-                    })
+                    return Ok(Stop { offset: offset as u64, reason: Some(error.to_string()) })
                 }
             };
             let corrupt = |reason: String| WalError::corrupt(path, offset as u64, reason);
@@ -375,12 +341,7 @@ impl<'a> Replay<'a> {
             }
             let records =
                 decode_records(rest, &header).map_err(|error| corrupt(error.to_string()))?;
-            self.apply(
-                header.first_lsn,
-                records,
-                header.frame_bytes() as u64,
-                summary,
-            );
+            self.apply(header.first_lsn, records, header.frame_bytes() as u64, summary);
             self.next_lsn = header.last_lsn.next();
             offset += header.frame_bytes();
         }
@@ -421,15 +382,10 @@ fn segment_header_problem(
         return Some(format!("segment header gives an impossible size {size}"));
     }
     if file_bytes != size {
-        return Some(format!(
-            "segment file has {file_bytes} bytes, its header says {size}"
-        ));
+        return Some(format!("segment file has {file_bytes} bytes, its header says {size}"));
     }
     if header.partition != partition {
-        return Some(format!(
-            "segment of partition {}, expected {partition}",
-            header.partition
-        ));
+        return Some(format!("segment of partition {}, expected {partition}", header.partition));
     }
     if header.first_lsn != segment.first_lsn {
         return Some(format!(
@@ -452,10 +408,7 @@ fn classify_stop(
     newest: bool,
 ) -> Result<u64, WalError> {
     let start = usize::try_from(stop.offset).expect("within the segment");
-    let what = stop
-        .reason
-        .clone()
-        .unwrap_or_else(|| "a region of zeros".to_string());
+    let what = stop.reason.clone().unwrap_or_else(|| "a region of zeros".to_string());
     if let Some(found) = find_valid_frame(bytes, start + FRAME_ALIGNMENT_BYTES, partition, next_lsn)
     {
         let reason = format!("{what}, yet a valid frame follows at offset {found}");
@@ -480,15 +433,13 @@ fn find_valid_frame(
     next_lsn: Lsn,
 ) -> Option<u64> {
     let end = bytes.len().saturating_sub(FRAME_HEADER_BYTES);
-    (from..=end)
-        .step_by(FRAME_ALIGNMENT_BYTES)
-        .find_map(|offset| {
-            if read_u32(bytes, offset) != strata_core::frame::FRAME_MAGIC {
-                return None;
-            }
-            let header = decode_frame(&bytes[offset..]).ok()?;
-            (header.partition == partition && header.first_lsn >= next_lsn).then_some(offset as u64)
-        })
+    (from..=end).step_by(FRAME_ALIGNMENT_BYTES).find_map(|offset| {
+        if read_u32(bytes, offset) != strata_core::frame::FRAME_MAGIC {
+            return None;
+        }
+        let header = decode_frame(&bytes[offset..]).ok()?;
+        (header.partition == partition && header.first_lsn >= next_lsn).then_some(offset as u64)
+    })
 }
 
 /// Zeros `torn_bytes` from `offset` and makes the segment durable as recovery read it: a
@@ -504,8 +455,7 @@ fn cut_and_sync(path: &Path, offset: u64, torn_bytes: u64) -> Result<(), WalErro
         write_zeros(&file, offset, torn_bytes)
             .map_err(|source| WalError::io("cut torn tail", path, source))?;
     }
-    file.sync_data()
-        .map_err(|source| WalError::io("sync segment", path, source))
+    file.sync_data().map_err(|source| WalError::io("sync segment", path, source))
 }
 
 fn write_zeros(file: &fs::File, offset: u64, length: u64) -> io::Result<()> {
@@ -514,10 +464,7 @@ fn write_zeros(file: &fs::File, offset: u64, length: u64) -> io::Result<()> {
     let mut written = 0;
     while written < length {
         let chunk = (length - written).min(CHUNK_BYTES);
-        file.write_all_at(
-            &zeros[..usize::try_from(chunk).expect("bounded")],
-            offset + written,
-        )?;
+        file.write_all_at(&zeros[..usize::try_from(chunk).expect("bounded")], offset + written)?;
         written += chunk;
     }
     Ok(())

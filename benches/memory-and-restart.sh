@@ -88,4 +88,8 @@ kill -9 "$node_pid"; wait "$node_pid" 2>/dev/null || true
 start_node
 seconds=$(cat "$work/start-seconds")
 keys=$(redis-cli -p "$PORT" dbsize)
-echo "restart: data_dir_bytes=$on_disk keys=$keys seconds_to_serve=$seconds"
+# What recovery read: WAL bytes replayed and checkpoint entries loaded, from the node's log.
+replayed=$(tail -n 200 "$work/node.log" | grep -o 'bytes_replayed: [0-9]*' | awk '{s+=$2} END {print s+0}')
+checkpoint_entries=$(tail -n 200 "$work/node.log" | grep -o 'checkpoint_entries: [0-9]*' | awk '{s+=$2} END {print s+0}')
+echo "restart: data_dir_bytes=$on_disk wal_bytes_replayed=$replayed checkpoint_entries=$checkpoint_entries"
+echo "restart: keys=$keys seconds_to_serve=$seconds"

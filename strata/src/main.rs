@@ -3,6 +3,12 @@
 mod config;
 mod meta;
 
+/// Shards allocate and free on every command, and a buffer made on one shard is often freed on
+/// another: mimalloc's per-thread heaps avoid the arena lock contention of the system
+/// allocator there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;

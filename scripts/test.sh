@@ -13,6 +13,9 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+echo "== rustdoc (broken links are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
 echo "== build the strata binary for the multi-process tests"
 cargo build --quiet -p strata --bin strata
 export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/strata"

@@ -1,6 +1,6 @@
 //! WAL append on the real disk: one 16-record frame per batch, with and without the fdatasync
-//! that FlushAtOnce adds to each batch, and in direct mode (O_DIRECT|O_DSYNC, no fdatasync). Runs on a monoio runtime (io_uring where available),
-//! as shards do.
+//! that FlushAtOnce adds to each batch, and in direct mode (O_DIRECT|O_DSYNC, no fdatasync).
+//! Runs on a monoio runtime (io_uring where available), as shards do.
 
 use std::time::{Duration, Instant};
 

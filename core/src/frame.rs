@@ -280,7 +280,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn any_bytes_decode_or_error_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        fn any_bytes_decode_or_error_without_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
             if let Ok(header) = decode_frame(&bytes) {
                 let _ = decode_records(&bytes, &header);
             }
@@ -293,7 +295,11 @@ mod tests {
         ) {
             let records: Vec<Record> = keys
                 .iter()
-                .map(|key| Record::Set { key: key.clone(), value: key.repeat(3), expire_at_ms: first })
+                .map(|key| Record::Set {
+                    key: key.clone(),
+                    value: key.repeat(3),
+                    expire_at_ms: first,
+                })
                 .collect();
             let mut bytes = Vec::new();
             encode_frame(&mut bytes, PartitionId(1), Epoch(1), Lsn(first), Lsn(0), &records);

@@ -149,7 +149,8 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
     if wants(sections, "persistence") {
         let _ = write!(
             text,
-            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\nwal_frames_written:{}\r\n\
+            "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\n\
+             wal_frames_written:{}\r\n\
              wal_syncs:{}\r\ncheckpoints:{}\r\n\r\n",
             options.durability.name(),
             counters.frames_written.load(Ordering::Relaxed),
@@ -229,7 +230,8 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
-/// Commands this server knows, for COMMAND COUNT / COMMAND: (name, arity, first key, last key, step).
+/// Commands this server knows, for COMMAND COUNT / COMMAND:
+/// (name, arity, first key, last key, step).
 const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
     ("get", 2, 1, 1, 1),
     ("set", -3, 1, 1, 1),

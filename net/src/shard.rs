@@ -422,7 +422,11 @@ impl Shard {
                 release_waiters(slot);
             }
             Err(reason) => {
-                tracing::error!(partition = outcome.partition.0, %reason, "WAL write failed; partition refuses writes until restart");
+                tracing::error!(
+                    partition = outcome.partition.0,
+                    %reason,
+                    "WAL write failed; partition refuses writes until restart"
+                );
                 slot.state.fail(reason);
                 fail_waiters(slot);
             }

@@ -121,7 +121,8 @@ impl TestNode {
     fn write_config(&self) {
         let settings = &self.settings;
         let text = format!(
-            "[general]\nshards = {}\nio_driver = \"{}\"\n[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
+            "[general]\nshards = {}\nio_driver = \"{}\"\n\
+             [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
              http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
              [cluster]\npartitions = {}\n{}\n",

@@ -37,7 +37,8 @@ fn run_node(config: &str) -> (Option<i32>, String) {
 fn a_second_node_on_the_same_data_directory_is_refused() {
     let node = TestNode::start(NodeSettings::default());
     let config = format!(
-        "[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n[storage]\ndata_dir = \"{}\"\n",
+        "[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
+         [storage]\ndata_dir = \"{}\"\n",
         free_port(),
         node.data_dir().display()
     );
@@ -52,7 +53,8 @@ fn a_second_node_on_a_served_port_is_refused() {
     let node = TestNode::start(NodeSettings::default());
     let data = tempfile::tempdir().unwrap();
     let config = format!(
-        "[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n[storage]\ndata_dir = \"{}\"\n",
+        "[network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
+         [storage]\ndata_dir = \"{}\"\n",
         node.port,
         data.path().display()
     );

@@ -15,11 +15,14 @@
 #   REQUESTS_P1     requests per test at -P 1 (default 50000)
 #   REQUESTS_P16    requests per test at -P 16 (default 200000)
 #   STRATA_BIN      Strata binary to use; default: build it with `cargo build --release -p strata`
+#   SHARDS          Strata's shard threads (default 2, the cores here); redis-benchmark runs on
+#                   the same machine, so SHARDS=1 leaves it a core, as Redis's one thread does
 #   SKIP_STRATA=1   run the Redis half only (SKIP_REDIS=1: the Strata half only)
 #   KEEP_WORK=1     keep the temporary directory (configs, logs, raw CSV) for inspection
 set -euo pipefail
 
 readonly CLIENTS=50
+SHARDS=${SHARDS:-2}
 readonly VALUE_BYTES=128
 readonly KEYSPACE=100000
 readonly TESTS=(set get)
@@ -158,7 +161,7 @@ write_strata_config() {
     cat >"$directory/strata.toml" <<EOF
 [general]
 server_mode = "standalone"
-shards = 2
+shards = $SHARDS
 
 [network]
 server_address = "127.0.0.1"
@@ -272,7 +275,8 @@ median() {
 print_table() {
     printf '\n%d round(s), %d clients, %d-byte values, %d keys; ' \
         "$ROUNDS" "$CLIENTS" "$VALUE_BYTES" "$KEYSPACE"
-    printf 'medians over rounds; p99 in ms; server CPU seconds per test\n'
+    printf 'Strata shards: %d; medians over rounds; p99 in ms; server CPU seconds per test\n' \
+        "$SHARDS"
     local format='%-5s %3s %12s %12s %7s %9s %9s %8s %8s\n'
     # shellcheck disable=SC2059
     printf "$format" test P redis_ops/s strata_ops/s ratio redis_p99 strata_p99 redis_cpu strata_cpu

@@ -104,6 +104,28 @@ pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     Ok(RunningNode { threads, recovery_time: started.elapsed() })
 }
 
+type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;
+
+/// An io_uring executor whose completions run only when the shard asks for them
+/// (DEFER_TASKRUN, one submitting thread, cooperative task running): this keeps the kernel from
+/// retrying socket receives while the sender's core holds the socket lock. Kernels before 6.1
+/// lack these flags; then the ring is set up without them.
+fn uring_runtime(id: ShardId) -> std::io::Result<UringRuntime> {
+    let build = |ring: io_uring::Builder| {
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .with_entries(1024)
+            .uring_builder(ring)
+            .enable_timer()
+            .build()
+    };
+    let mut ring = io_uring::IoUring::builder();
+    ring.setup_coop_taskrun().setup_single_issuer().setup_defer_taskrun();
+    build(ring).or_else(|error| {
+        tracing::info!(shard = id.0, %error, "io_uring without deferred task running");
+        build(io_uring::IoUring::builder())
+    })
+}
+
 fn run_shard(
     id: ShardId,
     mesh: Arc<Mesh>,
@@ -117,10 +139,7 @@ fn run_shard(
     }
     let force_epoll = mesh.options.force_epoll;
     if !force_epoll && monoio::utils::detect_uring() {
-        let runtime = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .with_entries(1024)
-            .enable_timer()
-            .build();
+        let runtime = uring_runtime(id);
         match runtime {
             Ok(mut runtime) => {
                 tracing::info!(shard = id.0, "io_uring driver");

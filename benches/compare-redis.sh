@@ -88,10 +88,11 @@ for tool in redis-server redis-cli redis-benchmark timeout getconf; do
 done
 
 # A port nothing listens on. Connecting through bash's /dev/tcp succeeds only if one does.
+# Below Linux's ephemeral range (32768 and up), so no outgoing connection holds it either.
 free_port() {
     local port attempt
     for attempt in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
+        port=$((20000 + RANDOM % 12000))
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
             echo "$port"
             return 0

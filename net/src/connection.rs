@@ -17,6 +17,17 @@ use crate::shard::{now_ms, Outbox, Pending, Shard};
 /// pipelining client can hold.
 const PIPELINE_COMMANDS_MAX: usize = 1024;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Most bytes of input a connection holds while a request is incomplete (Redis's
+/// client-query-buffer-limit plays this part); beyond it the connection is closed.
+const QUERY_BUFFER_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// What one round of parsing and answering left behind.
+struct Round {
+    /// A protocol error, after which the connection closes.
+    protocol_error: Option<resp::RespError>,
+    /// The round stopped at its command limit with complete commands still in the input.
+    more_in_input: bool,
+}
 
 /// A reply being assembled: from one partition or from several.
 pub(crate) enum Item {
@@ -37,9 +48,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     loop {
-        let protocol_error = process(&shard, &mut session, &mut input, &mut output).await;
+        let round = process(&shard, &mut session, &mut input, &mut output).await;
+        let mut protocol_error = round.protocol_error.map(|error| format!("ERR {error}"));
+        if protocol_error.is_none() && input.len() > QUERY_BUFFER_BYTES_MAX {
+            protocol_error = Some(format!(
+                "ERR Protocol error: a request of more than {QUERY_BUFFER_BYTES_MAX} bytes"
+            ));
+        }
         if let Some(error) = &protocol_error {
-            resp::encode_error(&mut output, &format!("ERR {error}"));
+            resp::encode_error(&mut output, error);
         }
         if !output.is_empty() {
             let (result, buffer) = stream.write_all(output).await;
@@ -51,6 +68,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
         }
         if session.quit || protocol_error.is_some() {
             break;
+        }
+        if round.more_in_input {
+            // The round stopped at its command limit: the rest is already here, so answer it
+            // before waiting for the client, which may be waiting for these replies.
+            continue;
         }
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
             input.reserve(READ_CHUNK_BYTES);
@@ -68,14 +90,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
 
 use monoio::buf::IoBufMut;
 
-/// Parses every complete command in `input`, routes it, and appends the replies in order.
-/// Returns a protocol error after which the connection closes (as Redis does).
+/// Parses the complete commands in `input` (at most a round's worth), routes them, and appends
+/// their replies in order.
 async fn process(
     shard: &Rc<Shard>,
     session: &mut Session,
     input: &mut Vec<u8>,
     output: &mut Vec<u8>,
-) -> Option<resp::RespError> {
+) -> Round {
     let limits = shard.mesh.options.resp_limits;
     let mut items = Vec::new();
     let mut consumed = 0;
@@ -101,6 +123,7 @@ async fn process(
             }
         }
     }
+    let more_in_input = items.len() == PIPELINE_COMMANDS_MAX && consumed < input.len();
     input.drain(..consumed);
     outbox.send(&shard.mesh).await;
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
@@ -117,7 +140,7 @@ async fn process(
             }
         }
     }
-    protocol_error
+    Round { protocol_error, more_in_input }
 }
 
 fn dispatch(

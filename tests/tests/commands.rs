@@ -572,3 +572,19 @@ fn a_value_too_large_for_the_wal_is_refused_and_the_node_serves_on() {
     let small: String = run(&mut node.client(), &["GET", "small"]);
     assert_eq!(small, "ok");
 }
+
+/// The server answers at most a round of pipelined commands before reading again; the rest of
+/// a long pipeline is already in its buffer and must be answered without waiting for more input
+/// (the client sends everything first and only then reads).
+#[test]
+fn a_pipeline_longer_than_one_round_is_answered_in_full() {
+    let node = start_node();
+    let mut client = node.client();
+    // Small commands, so that more than a round's worth arrives in one read.
+    let mut pipe = redis::pipe();
+    for _ in 0..1500 {
+        pipe.cmd("INCR").arg("n");
+    }
+    let replies: Vec<i64> = pipe.query(&mut client).unwrap();
+    assert_eq!(replies, (1..=1500).collect::<Vec<i64>>());
+}

@@ -256,3 +256,31 @@ fn a_command_split_byte_by_byte_still_works() {
     assert_eq!(raw.read_reply().unwrap(), Reply::Integer(1));
     assert_eq!(raw.read_reply().unwrap(), Reply::Integer(42));
 }
+
+/// One request may not grow a connection's input without bound: an array of many large bulk
+/// strings (each under the bulk limit) is refused once the input passes the query buffer limit
+/// (128 MiB), and the node serves on.
+#[test]
+fn a_request_larger_than_the_query_buffer_limit_is_refused() {
+    let node = start_node();
+    write_reference_data(&node);
+    let bulk_bytes = 8_000_000;
+    let count = 20; // 160 MB in all: past the limit.
+    let mut raw = node.raw();
+    let mut head = format!("*{}\r\n$3\r\nSET\r\n$1\r\nk\r\n", count + 2).into_bytes();
+    head.extend_from_slice(format!("${bulk_bytes}\r\n").as_bytes());
+    let _ = raw.send(&head);
+    let chunk = vec![b'x'; bulk_bytes];
+    for index in 0..count {
+        if index > 0 && raw.send(format!("\r\n${bulk_bytes}\r\n").as_bytes()).is_err() {
+            break;
+        }
+        if raw.send(&chunk).is_err() {
+            break;
+        }
+    }
+    let (reply, end) = raw.read_until_end(VERDICT_TIMEOUT);
+    assert!(reply.starts_with(b"-ERR Protocol error"), "answered {:?}", text(&reply));
+    assert_eq!(end, End::Closed);
+    assert_node_healthy(&node, "a request past the query buffer limit");
+}

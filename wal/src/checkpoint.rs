@@ -4,7 +4,6 @@
 //! synced; only then are the segments it covers deleted. Recovery loads the newest checkpoint
 //! and replays the records after its LSN.
 
-use std::fs;
 use std::path::Path;
 
 use strata_core::{Lsn, PartitionId};
@@ -149,7 +148,7 @@ pub(crate) fn load_checkpoint(
     name_lsn: Lsn,
     on_entry: &mut EntrySink<'_>,
 ) -> Result<LoadedCheckpoint, WalError> {
-    let bytes = fs::read(path).map_err(|source| WalError::io("read checkpoint", path, source))?;
+    let bytes = crate::mapped::map_file(path, "read checkpoint")?;
     let header =
         CheckpointHeader::decode(&bytes).map_err(|reason| WalError::corrupt(path, 0, reason))?;
     if header.partition != partition {
@@ -211,6 +210,7 @@ fn take_field<'a>(body: &'a [u8], cursor: &mut usize) -> Option<&'a [u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn names_parse_back() {

@@ -12,6 +12,7 @@ mod checkpoint;
 mod config;
 mod direct;
 mod error;
+mod mapped;
 mod recovery;
 mod segment;
 mod wal;

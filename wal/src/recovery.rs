@@ -256,7 +256,7 @@ impl<'a> Replay<'a> {
         summary: &mut RecoverySummary,
     ) -> Result<RecoveredTail, WalError> {
         let path = &segment.path;
-        let bytes = fs::read(path).map_err(|source| WalError::io("read segment", path, source))?;
+        let bytes = crate::mapped::map_file(path, "read segment")?;
         let header = self.check_segment_header(segment, &bytes)?;
         let stop = self.frames(path, &bytes, summary)?;
         let torn_bytes = classify_stop(path, &bytes, &stop, self.partition, self.next_lsn, newest)?;

@@ -7,7 +7,8 @@
 #
 # Usage: benches/memory-and-restart.sh
 # Environment: KEYS (default 1000000), RESTART_KEYS (default 7000000: about 1 GiB of WAL and
-# checkpoints), VALUE_BYTES (128), SHARDS (2), KEEP_WORK=1 to keep the data directory.
+# checkpoints), VALUE_BYTES (128), SHARDS (2), CHECKPOINT_SIZE (256MB; smaller makes the
+# restart load checkpoints as well as WAL), KEEP_WORK=1 to keep the data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +16,7 @@ KEYS=${KEYS:-1000000}
 RESTART_KEYS=${RESTART_KEYS:-7000000}
 VALUE_BYTES=${VALUE_BYTES:-128}
 SHARDS=${SHARDS:-2}
+CHECKPOINT_SIZE=${CHECKPOINT_SIZE:-256MB}
 PORT=${PORT:-17817}
 
 if [ -z "${STRATA_BIN:-}" ]; then
@@ -24,7 +26,7 @@ fi
 work=$(mktemp -d /var/tmp/strata-measure-XXXXXX)
 node_pid=""
 cleanup() {
-    [ -n "$node_pid" ] && kill -9 "$node_pid" 2>/dev/null || true
+    [ -n "$node_pid" ] && { kill -9 "$node_pid"; wait "$node_pid"; } 2>/dev/null || true
     [ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -39,6 +41,7 @@ client_port = $PORT
 data_dir = "$work/data"
 [wal]
 wal_flush = "FlushAtOnce"
+checkpoint_size = "$CHECKPOINT_SIZE"
 TOML
 
 # Starts the node in the background (sets node_pid) and waits until it serves; the seconds
@@ -84,7 +87,7 @@ if [ "$RESTART_KEYS" -gt "$KEYS" ]; then
     load "$KEYS" "$RESTART_KEYS"
 fi
 on_disk=$(du -sb "$work/data" | cut -f1)
-kill -9 "$node_pid"; wait "$node_pid" 2>/dev/null || true
+{ kill -9 "$node_pid"; wait "$node_pid"; } 2>/dev/null || true
 start_node
 seconds=$(cat "$work/start-seconds")
 keys=$(redis-cli -p "$PORT" dbsize)

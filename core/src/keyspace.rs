@@ -65,6 +65,8 @@ pub struct Keyspace {
     slots: HashTable<Slot>,
     hasher: foldhash::fast::RandomState,
     payload_bytes: u64,
+    /// Keys with an expiry time: when none, the expiry sweep has nothing to look at.
+    expiring: usize,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -122,6 +124,7 @@ impl Keyspace {
         match self.slots.entry(hash, |slot| slot.key() == key, |slot| hasher.hash_one(slot.key())) {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 self.payload_bytes -= occupied.get().bytes.len() as u64;
+                self.expiring -= usize::from(occupied.get().expire_at_ms != 0);
                 *occupied.get_mut() = slot;
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
@@ -129,6 +132,7 @@ impl Keyspace {
             }
         }
         self.payload_bytes += added;
+        self.expiring += usize::from(expire_at_ms != 0);
     }
 
     /// Removes `key`; returns whether it was present (expired or not).
@@ -138,6 +142,7 @@ impl Keyspace {
             Ok(occupied) => {
                 let (slot, _) = occupied.remove();
                 self.payload_bytes -= slot.bytes.len() as u64;
+                self.expiring -= usize::from(slot.expire_at_ms != 0);
                 true
             }
             Err(_) => false,
@@ -148,8 +153,10 @@ impl Keyspace {
         let hash = self.hash(key);
         match self.slots.find_mut(hash, |slot| slot.key() == key) {
             Some(slot) => {
+                let before = usize::from(slot.expire_at_ms != 0);
                 slot.expire_at_ms = expire_at_ms;
                 slot.lsn = lsn;
+                self.expiring = self.expiring - before + usize::from(expire_at_ms != 0);
                 true
             }
             None => false,
@@ -159,6 +166,7 @@ impl Keyspace {
     pub fn clear(&mut self) {
         self.slots.clear();
         self.payload_bytes = 0;
+        self.expiring = 0;
     }
 
     /// Applies a record's effect, as replay and followers do. Idempotent.
@@ -181,6 +189,9 @@ impl Keyspace {
     /// committed (LSN at most `commit_lsn`). Returns how many were removed. Expiry is not
     /// logged: the expiry time itself is in the log, so replay reaches the same state.
     pub fn remove_expired(&mut self, now_ms: u64, commit_lsn: Lsn, limit: usize) -> usize {
+        if self.expiring == 0 {
+            return 0;
+        }
         let mut removed = 0;
         let mut bytes = 0;
         self.slots.retain(|slot| {
@@ -193,7 +204,14 @@ impl Keyspace {
             !expired
         });
         self.payload_bytes -= bytes;
+        self.expiring -= removed;
         removed
+    }
+
+    /// Keys that have an expiry time.
+    #[must_use]
+    pub fn expiring(&self) -> usize {
+        self.expiring
     }
 
     /// Every entry, for checkpoints: (key, value, expire_at_ms).
@@ -234,5 +252,23 @@ mod tests {
         assert!(keyspace.get_raw(b"b").is_some());
         assert_eq!(keyspace.remove_expired(200, Lsn(5), 10), 1);
         assert!(keyspace.is_empty());
+        assert_eq!(keyspace.expiring(), 0);
+    }
+
+    #[test]
+    fn the_count_of_expiring_keys_follows_every_change() {
+        let mut keyspace = Keyspace::default();
+        keyspace.insert(b"a", b"1", 100, Lsn(1));
+        keyspace.insert(b"b", b"2", 0, Lsn(2));
+        assert_eq!(keyspace.expiring(), 1);
+        keyspace.insert(b"a", b"3", 0, Lsn(3));
+        assert_eq!(keyspace.expiring(), 0);
+        assert!(keyspace.set_expiry(b"b", 50, Lsn(4)));
+        assert_eq!(keyspace.expiring(), 1);
+        assert!(keyspace.remove(b"b"));
+        assert_eq!(keyspace.expiring(), 0);
+        keyspace.insert(b"c", b"4", 10, Lsn(5));
+        keyspace.clear();
+        assert_eq!(keyspace.expiring(), 0);
     }
 }

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: what .ci/run runs, and what a developer runs before pushing.
-# Installs what the tests need (scripts/setup.sh), then: format, lints, every unit and
-# multi-process test, and a smoke run of each micro-benchmark.
+# Installs what the tests need (scripts/setup.sh), then: format, lints, docs, a smoke run of
+# each micro-benchmark, and every unit and multi-process test (last, so its summary closes
+# the output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +17,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== rustdoc (broken links are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+echo "== micro-benchmark smoke run"
+cargo bench --quiet -p strata-benches -- --test
+
 echo "== build the strata binary for the multi-process tests"
 cargo build --quiet -p strata --bin strata
 export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/strata"
@@ -23,10 +27,6 @@ export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/strata"
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-fail-fast --failure-output final
-  cargo test --workspace --doc --quiet
 else
   cargo test --workspace --no-fail-fast
 fi
-
-echo "== micro-benchmark smoke run"
-cargo bench --quiet -p strata-benches -- --test

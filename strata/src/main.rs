@@ -66,8 +66,19 @@ enum Commands {
     Bench(strata_benches::load::LoadOptions),
 }
 
+/// A panic is a bug: a shard that died would leave the node half alive, so the whole process
+/// stops (SIGABRT) after the panic is printed, and the supervisor restarts it into recovery.
+fn abort_on_panic() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        print(info);
+        std::process::abort();
+    }));
+}
+
 fn main() -> ExitCode {
     tune_allocator();
+    abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
         Commands::Node { config } => run_node(&config),

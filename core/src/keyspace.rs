@@ -117,21 +117,31 @@ impl Keyspace {
     }
 
     pub fn insert(&mut self, key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) {
-        let slot = Slot::new(key, value, expire_at_ms, lsn);
-        let added = slot.bytes.len() as u64;
         let hash = self.hash(key);
         let hasher = &self.hasher;
-        match self.slots.entry(hash, |slot| slot.key() == key, |slot| hasher.hash_one(slot.key())) {
+        let entry =
+            self.slots.entry(hash, |slot| slot.key() == key, |slot| hasher.hash_one(slot.key()));
+        match entry {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                self.payload_bytes -= occupied.get().bytes.len() as u64;
-                self.expiring -= usize::from(occupied.get().expire_at_ms != 0);
-                *occupied.get_mut() = slot;
+                let slot = occupied.get_mut();
+                self.expiring -= usize::from(slot.expire_at_ms != 0);
+                if slot.bytes.len() == key.len() + value.len() {
+                    // Same size (the common overwrite): reuse the allocation.
+                    slot.bytes[key.len()..].copy_from_slice(value);
+                    slot.expire_at_ms = expire_at_ms;
+                    slot.lsn = lsn;
+                } else {
+                    self.payload_bytes -= slot.bytes.len() as u64;
+                    *slot = Slot::new(key, value, expire_at_ms, lsn);
+                    self.payload_bytes += slot.bytes.len() as u64;
+                }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
+                let slot = Slot::new(key, value, expire_at_ms, lsn);
+                self.payload_bytes += slot.bytes.len() as u64;
                 vacant.insert(slot);
             }
         }
-        self.payload_bytes += added;
         self.expiring += usize::from(expire_at_ms != 0);
     }
 

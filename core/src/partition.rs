@@ -297,8 +297,8 @@ impl Context<'_> {
         Ok(())
     }
 
-    fn set(&mut self, key: &[u8], value: Vec<u8>, expire_at_ms: u64) -> Result<(), CommandError> {
-        self.write(Record::Set { key: key.to_vec(), value, expire_at_ms })
+    fn set(&mut self, key: Vec<u8>, value: Vec<u8>, expire_at_ms: u64) -> Result<(), CommandError> {
+        self.write(Record::Set { key, value, expire_at_ms })
     }
 
     fn run(&mut self, command: KeyCommand) -> Answer {
@@ -312,18 +312,18 @@ impl Context<'_> {
         match command {
             KeyCommand::Get { key } => Ok(Answer::Bulk(self.read(&key).map(|found| found.value))),
             KeyCommand::Set { key, value, condition, expiry, get } => {
-                self.set_command(&key, value, condition, expiry, get)
+                self.set_command(key, value, condition, expiry, get)
             }
             KeyCommand::GetSet { key, value } => {
                 let old = self.read(&key).map(|found| found.value);
-                self.set(&key, value, 0)?;
+                self.set(key, value, 0)?;
                 Ok(Answer::Bulk(old))
             }
             KeyCommand::SetNx { key, value } => {
                 if self.exists(&key) {
                     return Ok(Answer::Integer(0));
                 }
-                self.set(&key, value, 0)?;
+                self.set(key, value, 0)?;
                 Ok(Answer::Integer(1))
             }
             KeyCommand::Delete { keys } => self.delete(keys),
@@ -332,7 +332,7 @@ impl Context<'_> {
             }
             KeyCommand::MultiSet { pairs } => {
                 for (key, value) in pairs {
-                    self.set(&key, value, 0)?;
+                    self.set(key, value, 0)?;
                 }
                 Ok(Answer::Ok)
             }
@@ -362,15 +362,18 @@ impl Context<'_> {
 
     fn set_command(
         &mut self,
-        key: &[u8],
+        key: Vec<u8>,
         value: Vec<u8>,
         condition: SetCondition,
         expiry: SetExpiry,
         get: bool,
     ) -> Result<Answer, CommandError> {
-        // A plain SET needs nothing of the old value: skip the lookup and its copy.
-        let needs_old = get || condition != SetCondition::Always || expiry == SetExpiry::Keep;
-        let old = if needs_old { self.read(key) } else { None };
+        // A plain SET needs nothing of the old value: skip the lookup and its copy. An absolute
+        // expiry may lie in the past, which deletes the key if it exists.
+        let needs_old = get
+            || condition != SetCondition::Always
+            || matches!(expiry, SetExpiry::Keep | SetExpiry::AbsoluteMs(_));
+        let old = if needs_old { self.read(&key) } else { None };
         let allowed = match condition {
             SetCondition::Always => true,
             SetCondition::IfAbsent => old.is_none(),
@@ -389,7 +392,7 @@ impl Context<'_> {
         if expire_at_ms != 0 && expire_at_ms <= self.now_ms {
             // An absolute time in the past: the key is set and gone at once, as in Redis.
             if old.is_some() {
-                self.write(Record::Delete { key: key.to_vec() })?;
+                self.write(Record::Delete { key })?;
             }
         } else {
             self.set(key, value, expire_at_ms)?;
@@ -418,7 +421,7 @@ impl Context<'_> {
             .checked_add(delta)
             .ok_or_else(|| CommandError("ERR increment or decrement would overflow".into()))?;
         let expire_at_ms = old.map_or(0, |entry| entry.expire_at_ms);
-        self.set(key, next.to_string().into_bytes(), expire_at_ms)?;
+        self.set(key.to_vec(), next.to_string().into_bytes(), expire_at_ms)?;
         Ok(Answer::Integer(next))
     }
 
@@ -433,7 +436,7 @@ impl Context<'_> {
         }
         value.extend_from_slice(suffix);
         let length = value.len() as i64;
-        self.set(key, value, expire_at_ms)?;
+        self.set(key.to_vec(), value, expire_at_ms)?;
         Ok(Answer::Integer(length))
     }
 

@@ -176,3 +176,13 @@ fn expire_options_combine_as_in_redis() {
         "ERR GT and LT options at the same time are not compatible"
     );
 }
+
+#[test]
+fn set_with_an_absolute_expiry_in_the_past_deletes_the_key() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET k v");
+    assert_eq!(run(&mut partition, "SET k w PXAT 5").answer, Answer::Ok);
+    assert_eq!(run(&mut partition, "EXISTS k").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "SET n w EXAT 5").answer, Answer::Ok);
+    assert_eq!(run(&mut partition, "EXISTS n").answer, Answer::Integer(0));
+}

@@ -130,11 +130,11 @@ async fn process(
     for item in items {
         match item {
             Item::Now(bytes) => output.extend_from_slice(&bytes),
-            Item::One(pending) => reply::encode_answer(output, &pending.resolve().await),
+            Item::One(pending) => reply::encode_answer(output, &pending.resolve(shard).await),
             Item::Many { parts, merge } => {
                 let mut answers = Vec::with_capacity(parts.len());
                 for part in parts {
-                    answers.push(part.resolve().await);
+                    answers.push(part.resolve(shard).await);
                 }
                 reply::encode_merged(output, &merge, answers, shard);
             }

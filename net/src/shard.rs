@@ -97,14 +97,28 @@ impl Mesh {
 /// An answer now, or one to wait for.
 pub(crate) enum Pending {
     Ready(Answer),
-    Waiting(oneshot::Receiver<Answer>),
+    /// From this shard's own partition: the answer is here, sent once `lsn` commits.
+    Local {
+        partition: PartitionId,
+        lsn: Lsn,
+        answer: Answer,
+    },
+    /// From another shard, which sends it once committed.
+    Remote(oneshot::Receiver<Answer>),
 }
 
 impl Pending {
-    pub(crate) async fn resolve(self) -> Answer {
+    pub(crate) async fn resolve(self, shard: &Shard) -> Answer {
         match self {
             Pending::Ready(answer) => answer,
-            Pending::Waiting(receiver) => receiver.await.unwrap_or_else(|_| {
+            Pending::Local { partition, lsn, answer } => {
+                let mut answer = Some(answer);
+                std::future::poll_fn(|context| {
+                    shard.poll_commit(partition, lsn, &mut answer, context)
+                })
+                .await
+            }
+            Pending::Remote(receiver) => receiver.await.unwrap_or_else(|_| {
                 Answer::Error(strata_core::command::CommandError(
                     "ERR the shard owning this key stopped".into(),
                 ))
@@ -124,6 +138,8 @@ struct PartitionSlot {
     /// Taken by the flusher while it writes; always back between rounds.
     wal: Option<PartitionWal>,
     waiters: Vec<Waiter>,
+    /// Connections of this shard waiting for a commit of this partition.
+    commit_wakers: Vec<std::task::Waker>,
     last_checkpoint: Instant,
     last_sync: Instant,
     synced_lsn: Lsn,
@@ -227,6 +243,7 @@ impl Shard {
             state,
             wal: Some(wal),
             waiters: Vec::new(),
+            commit_wakers: Vec::new(),
             last_checkpoint: now,
             last_sync: now,
             sync_requested: false,
@@ -246,19 +263,36 @@ impl Shard {
     ) -> Pending {
         let owner = self.mesh.shard_of(partition);
         let (reply, receiver) = if owner == self.id {
-            match self.execute_owned(partition, command, now_ms) {
-                Ok(answer) => return Pending::Ready(answer),
-                Err(parked) => {
-                    let (reply, receiver) = oneshot::channel();
-                    self.park(partition, parked, reply);
-                    return Pending::Waiting(receiver);
-                }
-            }
+            return match self.execute_owned(partition, command, now_ms) {
+                Ok(answer) => Pending::Ready(answer),
+                Err((lsn, answer)) => Pending::Local { partition, lsn, answer },
+            };
         } else {
             oneshot::channel()
         };
         outbox.batches[owner.0 as usize].push(ShardRequest { partition, command, now_ms, reply });
-        Pending::Waiting(receiver)
+        Pending::Remote(receiver)
+    }
+
+    /// Ready with the answer once `lsn` of `partition` commits (or with the partition's error
+    /// once it failed); otherwise waits to be woken by the next commit.
+    fn poll_commit(
+        &self,
+        partition: PartitionId,
+        lsn: Lsn,
+        answer: &mut Option<Answer>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Answer> {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        if slot.state.commit_lsn() >= lsn {
+            return std::task::Poll::Ready(answer.take().expect("polled after completion"));
+        }
+        if let Some(error) = slot.state.failure_error() {
+            return std::task::Poll::Ready(Answer::Error(error));
+        }
+        slot.commit_wakers.push(context.waker().clone());
+        std::task::Poll::Pending
     }
 
     /// Runs a request from another shard.
@@ -475,6 +509,9 @@ fn encode_frame_of(partition: PartitionId, commit_lsn: Lsn, batch: TakenBatch) -
 }
 
 fn release_waiters(slot: &mut PartitionSlot) {
+    for waker in slot.commit_wakers.drain(..) {
+        waker.wake();
+    }
     let commit = slot.state.commit_lsn();
     let mut index = 0;
     while index < slot.waiters.len() {
@@ -488,6 +525,9 @@ fn release_waiters(slot: &mut PartitionSlot) {
 }
 
 fn fail_waiters(slot: &mut PartitionSlot) {
+    for waker in slot.commit_wakers.drain(..) {
+        waker.wake();
+    }
     let error = slot.state.failure_error().expect("partition failed");
     for waiter in slot.waiters.drain(..) {
         let _ = waiter.reply.send(Answer::Error(error.clone()));

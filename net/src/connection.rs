@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
+use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use strata_core::command::{self, Command, KeyCommand, NodeCommand};
@@ -20,6 +21,16 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Most bytes of input a connection holds while a request is incomplete (Redis's
 /// client-query-buffer-limit plays this part); beyond it the connection is closed.
 const QUERY_BUFFER_BYTES_MAX: usize = 128 * 1024 * 1024;
+
+/// A connection's buffers keep at most this much capacity once a large request or reply is
+/// done, so that idle connections do not hold memory a single big MGET once needed.
+const IDLE_BUFFER_BYTES_MAX: usize = 1024 * 1024;
+
+fn shrink_if_large(buffer: &mut Vec<u8>) {
+    if buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
+        buffer.shrink_to(READ_CHUNK_BYTES);
+    }
+}
 
 /// What one round of parsing and answering left behind.
 struct Round {
@@ -62,6 +73,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
             let (result, buffer) = stream.write_all(output).await;
             output = buffer;
             output.clear();
+            shrink_if_large(&mut output);
             if result.is_err() {
                 break;
             }
@@ -73,6 +85,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
             // The round stopped at its command limit: the rest is already here, so answer it
             // before waiting for the client, which may be waiting for these replies.
             continue;
+        }
+        if input.is_empty() {
+            shrink_if_large(&mut input);
         }
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
             input.reserve(READ_CHUNK_BYTES);
@@ -87,8 +102,6 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
     }
     shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
 }
-
-use monoio::buf::IoBufMut;
 
 /// Parses the complete commands in `input` (at most a round's worth), routes them, and appends
 /// their replies in order.

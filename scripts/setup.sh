@@ -100,7 +100,8 @@ ensure_nextest() {
 }
 
 main() {
-    install_packages redis-server redis-tools build-essential pkg-config
+    # python3-redis: redis-py, for the test that drives a node with it (Debian's python3).
+    install_packages redis-server redis-tools python3-redis build-essential pkg-config
     disable_redis_service
     command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
     command -v redis-benchmark >/dev/null 2>&1 \

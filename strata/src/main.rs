@@ -185,6 +185,12 @@ fn install_stop_handler(remove_on_exit: Option<PathBuf>) {
 
 fn run_demo(port: u16, keep: bool) -> ExitCode {
     init_logging("info");
+    // Before anything is created, so that a taken port leaves nothing behind.
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    if let Err(error) = meta::check_port_free(address) {
+        eprintln!("strata demo: {error} (choose another with --port)");
+        return ExitCode::from(3);
+    }
     let directory = match tempfile::Builder::new().prefix("strata-demo-").tempdir() {
         Ok(directory) => directory.keep(),
         Err(error) => {
@@ -221,10 +227,6 @@ fn run_demo(port: u16, keep: bool) -> ExitCode {
         }
     };
     let options = node_options(&config, &config_file);
-    if let Err(error) = meta::check_port_free(options.client_address) {
-        eprintln!("strata demo: {error} (choose another with --port)");
-        return ExitCode::from(3);
-    }
     println!("Strata demo: one standalone node, data in {}", directory.display());
     println!("  connect:   redis-cli -p {port}");
     println!("  benchmark: redis-benchmark -p {port} -t set,get -P 16 -q");

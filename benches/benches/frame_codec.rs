@@ -10,13 +10,7 @@ const RECORDS: usize = 16;
 const VALUE_BYTES: usize = 128;
 
 fn set_records() -> Vec<Record> {
-    (0..RECORDS)
-        .map(|index| Record::Set {
-            key: format!("key:{index}").into_bytes(),
-            value: vec![b'x'; VALUE_BYTES],
-            expire_at_ms: 0,
-        })
-        .collect()
+    strata_benches::set_records(RECORDS, VALUE_BYTES)
 }
 
 fn encode(output: &mut Vec<u8>, records: &[Record]) {

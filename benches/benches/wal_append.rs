@@ -15,13 +15,7 @@ const VALUE_BYTES: usize = 128;
 const SEGMENT_BYTES: u64 = 64 << 20;
 
 fn batch() -> Vec<Record> {
-    (0..RECORDS)
-        .map(|index| Record::Set {
-            key: format!("key:{index}").into_bytes(),
-            value: vec![b'x'; VALUE_BYTES],
-            expire_at_ms: 0,
-        })
-        .collect()
+    strata_benches::set_records(RECORDS, VALUE_BYTES)
 }
 
 /// Appends `iterations` batches to a fresh log, syncing each when `sync`; returns the time.

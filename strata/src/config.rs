@@ -217,6 +217,9 @@ pub enum ConfigError {
     Invalid { path: PathBuf, key: &'static str, message: String },
 }
 
+/// A bad value: the key it belongs to, and what is wrong with it.
+type Invalid = (&'static str, String);
+
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 pub const SHARDS_MAX: u32 = 256;
@@ -246,79 +249,89 @@ impl Config {
     }
 
     fn validate(&self, path: &Path) -> Result<(), ConfigError> {
-        let invalid = |key: &'static str, message: String| ConfigError::Invalid {
-            path: path.into(),
-            key,
-            message,
-        };
+        self.check_general()
+            .and_then(|()| self.check_network())
+            .and_then(|()| self.check_storage())
+            .and_then(|()| self.check_wal())
+            .and_then(|()| self.check_cluster_and_log())
+            .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })
+    }
+
+    fn check_general(&self) -> Result<(), Invalid> {
         if let Some(shards) = self.general.shards {
             if shards == 0 || shards > SHARDS_MAX {
-                return Err(invalid(
-                    "general.shards",
-                    format!("{shards} is not in 1..={SHARDS_MAX}"),
-                ));
+                return Err(("general.shards", format!("{shards} is not in 1..={SHARDS_MAX}")));
             }
         }
         if self.general.server_mode == ServerMode::Admin {
-            return Err(invalid(
+            return Err((
                 "general.server_mode",
                 "\"admin\" needs the cluster control plane, which this build does not have yet; \
                  use \"standalone\""
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    fn check_network(&self) -> Result<(), Invalid> {
         for (key, port) in [
             ("network.client_port", self.network.client_port),
             ("network.http_port", self.network.http_port),
         ] {
             if port == 0 {
-                return Err(invalid(key, "port 0 is not allowed".into()));
+                return Err((key, "port 0 is not allowed".into()));
             }
         }
         if self.network.peer_port < 1024 {
-            return Err(invalid(
-                "network.peer_port",
-                format!("{} is not in 1024..=65535", self.network.peer_port),
-            ));
+            let message = format!("{} is not in 1024..=65535", self.network.peer_port);
+            return Err(("network.peer_port", message));
         }
         if self.network.connections_max == 0 {
-            return Err(invalid("network.connections_max", "must be at least 1".into()));
+            return Err(("network.connections_max", "must be at least 1".into()));
         }
+        Ok(())
+    }
+
+    fn check_storage(&self) -> Result<(), Invalid> {
         if self.storage.data_dir.as_os_str().is_empty() {
-            return Err(invalid("storage.data_dir", "must not be empty".into()));
+            return Err(("storage.data_dir", "must not be empty".into()));
         }
         if self.storage.storage_type == StorageType::Minio {
-            return Err(invalid(
+            return Err((
                 "storage.storage_type",
                 "\"minio\" needs the object storage support, which this build does not have yet; \
                  use \"local\""
                     .into(),
             ));
         }
+        Ok(())
+    }
+
+    fn check_wal(&self) -> Result<(), Invalid> {
         let segment = self.wal.segment_size.0;
         if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&segment)
             || !segment.is_multiple_of(4096)
         {
-            return Err(invalid(
-                "wal.segment_size",
-                format!("{segment} bytes is not a multiple of 4096 in 64KB..=1GB"),
-            ));
+            let message = format!("{segment} bytes is not a multiple of 4096 in 64KB..=1GB");
+            return Err(("wal.segment_size", message));
         }
         if self.wal.checkpoint_size.0 < segment {
-            return Err(invalid("wal.checkpoint_size", "must be at least wal.segment_size".into()));
+            return Err(("wal.checkpoint_size", "must be at least wal.segment_size".into()));
         }
         if self.wal.checkpoint_interval == 0 {
-            return Err(invalid("wal.checkpoint_interval", "must be at least 1 second".into()));
+            return Err(("wal.checkpoint_interval", "must be at least 1 second".into()));
         }
+        Ok(())
+    }
+
+    fn check_cluster_and_log(&self) -> Result<(), Invalid> {
         let partitions = self.cluster.partitions;
         if partitions == 0 || partitions > 16384 {
-            return Err(invalid("cluster.partitions", format!("{partitions} is not in 1..=16384")));
+            return Err(("cluster.partitions", format!("{partitions} is not in 1..=16384")));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
-            return Err(invalid(
-                "log.log_level",
-                format!("{:?} is not a log level", self.log.log_level),
-            ));
+            return Err(("log.log_level", format!("{:?} is not a log level", self.log.log_level)));
         }
         Ok(())
     }

@@ -220,6 +220,14 @@ pub enum ConfigError {
 /// A bad value: the key it belongs to, and what is wrong with it.
 type Invalid = (&'static str, String);
 
+/// A value this build knows but cannot serve yet, with the one to use instead.
+fn not_built_yet(key: &'static str, value: &str, feature: &str, instead: &str) -> Invalid {
+    let message = format!(
+        "\"{value}\" needs {feature} support, which this build does not have yet; use \"{instead}\""
+    );
+    (key, message)
+}
+
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
 pub const SHARDS_MAX: u32 = 256;
@@ -264,12 +272,7 @@ impl Config {
             }
         }
         if self.general.server_mode == ServerMode::Admin {
-            return Err((
-                "general.server_mode",
-                "\"admin\" needs the cluster control plane, which this build does not have yet; \
-                 use \"standalone\""
-                    .into(),
-            ));
+            return Err(not_built_yet("general.server_mode", "admin", "the cluster", "standalone"));
         }
         Ok(())
     }
@@ -298,12 +301,7 @@ impl Config {
             return Err(("storage.data_dir", "must not be empty".into()));
         }
         if self.storage.storage_type == StorageType::Minio {
-            return Err((
-                "storage.storage_type",
-                "\"minio\" needs the object storage support, which this build does not have yet; \
-                 use \"local\""
-                    .into(),
-            ));
+            return Err(not_built_yet("storage.storage_type", "minio", "object storage", "local"));
         }
         Ok(())
     }

@@ -164,6 +164,23 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
     u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("length checked"))
 }
 
+/// The last LSN of the last frame in `frames`: frames back to back, already checked.
+///
+/// # Panics
+///
+/// If `frames` is empty or not frames: the caller checked them.
+#[must_use]
+pub fn last_lsn_of(frames: &[u8]) -> Lsn {
+    let mut offset = 0;
+    let mut last = None;
+    while offset < frames.len() {
+        let header = decode_header(&frames[offset..]).expect("checked frames");
+        offset += header.frame_bytes();
+        last = Some(header.last_lsn);
+    }
+    last.expect("at least one frame")
+}
+
 /// Decodes and checks the fixed header only (not the checksum, which needs the payload).
 pub fn decode_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
     if bytes.len() < FRAME_HEADER_BYTES {

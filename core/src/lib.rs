@@ -1,11 +1,13 @@
 //! Strata's core: identifiers, the record and frame formats, the RESP codec, commands and the
 //! keyspace state machine. Nothing here does I/O; clocks are passed in as parameters.
 
+pub mod cluster;
 pub mod command;
 pub mod frame;
 pub mod ids;
 pub mod keyspace;
 pub mod partition;
+pub mod peer;
 pub mod record;
 pub mod resp;
 pub mod slot;

@@ -148,6 +148,19 @@ impl Partition {
         self.commit_lsn = lsn;
     }
 
+    /// Sets the log position of a replica that loaded a snapshot at `lsn` from its leader:
+    /// the state may hold records the leader has not committed yet, so every read waits until
+    /// the commit LSN (the leader's `commit`, for now) reaches `lsn`.
+    pub fn recovered_as_replica(&mut self, lsn: Lsn, commit: Lsn) {
+        assert!(self.open.is_empty());
+        assert!(lsn >= self.last_lsn);
+        self.last_lsn = lsn;
+        self.commit_lsn = commit.min(lsn);
+        if self.commit_lsn < lsn {
+            self.flush_lsn = lsn;
+        }
+    }
+
     #[must_use]
     pub fn has_open_records(&self) -> bool {
         !self.open.is_empty()
@@ -227,11 +240,29 @@ impl Partition {
         Execution { answer, wait_lsn }
     }
 
+    /// Applies a record a leader assigned `lsn` to, on a replica: the state changes at once,
+    /// but reads that see it wait until [`commit`](Self::commit) covers `lsn`. LSNs must follow
+    /// each other without a gap.
+    pub fn apply_replicated(&mut self, lsn: Lsn, record: &Record) {
+        assert!(self.open.is_empty(), "a replica takes no writes of its own");
+        assert_eq!(lsn, self.last_lsn.next(), "replicated records must follow each other");
+        self.apply_effect(lsn, record);
+        self.last_lsn = lsn;
+    }
+
     fn append(&mut self, record: Record) -> Lsn {
         assert!(self.failure.is_none());
         let lsn = self.last_lsn.next();
         self.open_bytes += record.size_estimate();
-        match &record {
+        self.apply_effect(lsn, &record);
+        self.open.push(record);
+        self.last_lsn = lsn;
+        lsn
+    }
+
+    /// Changes the keyspace as `record` written at `lsn` says, leaving what reads must wait for.
+    fn apply_effect(&mut self, lsn: Lsn, record: &Record) {
+        match record {
             Record::Set { key, value, expire_at_ms } => {
                 self.keyspace.insert(key, value, *expire_at_ms, lsn);
             }
@@ -248,9 +279,6 @@ impl Partition {
                 self.flush_lsn = lsn;
             }
         }
-        self.open.push(record);
-        self.last_lsn = lsn;
-        lsn
     }
 
     /// The LSN that last changed what a read of `key` sees.

@@ -11,6 +11,7 @@ use strata_core::command::{self, Command, KeyCommand, NodeCommand};
 use strata_core::resp;
 use strata_core::PartitionId;
 
+use crate::cluster::ServingMode;
 use crate::reply::{self, Merge};
 use crate::shard::{now_ms, Outbox, Pending, Shard};
 
@@ -169,8 +170,26 @@ fn dispatch(
     }
 }
 
+/// Why this node does not run `command` in its current mode, as a Redis error reply.
+fn refusal(shard: &Shard, command: &KeyCommand) -> Option<Item> {
+    let text: &[u8] = match shard.mesh.shared.mode() {
+        ServingMode::Standalone | ServingMode::Leader => return None,
+        ServingMode::Admin => {
+            b"-LOADING the node is in admin mode: set its role through the admin API first\r\n"
+        }
+        ServingMode::Replica if command.is_write() => {
+            b"-READONLY You can't write against a read only replica.\r\n"
+        }
+        ServingMode::Replica => return None,
+    };
+    Some(Item::Now(text.to_vec()))
+}
+
 /// Sends a key command to its partitions: one, or split per partition for multi-key commands.
 fn route(shard: &Shard, outbox: &mut Outbox, command: KeyCommand) -> Item {
+    if let Some(refused) = refusal(shard, &command) {
+        return refused;
+    }
     let now = now_ms();
     match command {
         KeyCommand::DbSize => broadcast(shard, outbox, &KeyCommand::DbSize, Merge::Sum, now),

@@ -4,12 +4,16 @@
 //! Each shard owns its partitions outright: no locks on the data path. A command for a key
 //! owned elsewhere hops to the owning shard over a bounded channel and its answer hops back.
 
+mod cluster;
 mod connection;
+mod link;
 mod node;
 mod options;
+mod replication;
 mod reply;
 mod shard;
 mod signal;
 
+pub use cluster::{ClusterShared, ControlMessage, NodeHandle, ReplicaProgress, ServingMode};
 pub use node::{start, NodeError, RunningNode};
 pub use options::{Durability, NodeOptions};

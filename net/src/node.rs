@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use monoio::net::{ListenerOpts, TcpListener};
 use strata_core::ShardId;
 
+use crate::cluster::{ClusterShared, NodeHandle};
 use crate::options::NodeOptions;
 use crate::shard::{Counters, Mesh, Shard, ShardMessage, SHARD_MESSAGES_MAX};
 
@@ -47,9 +48,16 @@ impl NodeError {
 pub struct RunningNode {
     threads: Vec<JoinHandle<()>>,
     pub recovery_time: Duration,
+    handle: NodeHandle,
 }
 
 impl RunningNode {
+    /// The control thread's way to the shards.
+    #[must_use]
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
     /// Blocks until every shard thread ends (they run until the process exits).
     pub fn wait(self) {
         for thread in self.threads {
@@ -61,12 +69,16 @@ impl RunningNode {
 type Report = Result<(), NodeError>;
 
 /// Starts every shard and returns once all of them serve, or with the first start-up error.
-pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
+/// `shared` holds the serving mode the shards start in.
+pub fn start(options: NodeOptions, shared: Arc<ClusterShared>) -> Result<RunningNode, NodeError> {
     let started = Instant::now();
     let shard_count = options.shard_count;
+    let partition_count = options.partition_count;
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| flume::bounded::<ShardMessage>(SHARD_MESSAGES_MAX)).unzip();
-    let mesh = Arc::new(Mesh { senders, options, counters: Counters::default(), started });
+    let handle =
+        NodeHandle { senders: senders.clone(), shared: Arc::clone(&shared), partition_count };
+    let mesh = Arc::new(Mesh { senders, options, counters: Counters::default(), started, shared });
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();
     let mut threads = Vec::new();
@@ -101,7 +113,7 @@ pub fn start(options: NodeOptions) -> Result<RunningNode, NodeError> {
     if let Some(error) = first_error {
         return Err(error);
     }
-    Ok(RunningNode { threads, recovery_time: started.elapsed() })
+    Ok(RunningNode { threads, recovery_time: started.elapsed(), handle })
 }
 
 type UringRuntime = monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>;

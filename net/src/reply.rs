@@ -8,6 +8,7 @@ use strata_core::command::{CommandError, NodeCommand};
 use strata_core::partition::Answer;
 use strata_core::resp;
 
+use crate::cluster::ServingMode;
 use crate::connection::Session;
 use crate::shard::Shard;
 
@@ -169,7 +170,7 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
         );
     }
     if wants(sections, "replication") {
-        text.push_str("# Replication\r\nrole:master\r\nconnected_slaves:0\r\n\r\n");
+        replication_section(&mut text, shard);
     }
     if wants(sections, "keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -362,6 +363,30 @@ fn hello_reply(output: &mut Vec<u8>, session: &Session) {
     }
     resp::encode_bulk(output, b"modules");
     resp::encode_array_header(output, 0);
+}
+
+/// INFO's replication section in Redis's words (`role:master`/`slave`), plus the node's own
+/// mode, data epoch and the replicas streaming from it.
+fn replication_section(text: &mut String, shard: &Shard) {
+    let shared = &shard.mesh.shared;
+    let mode = shared.mode();
+    let role = if mode == ServingMode::Replica { "slave" } else { "master" };
+    let _ = write!(text, "# Replication\r\nrole:{role}\r\nstrata_mode:{mode:?}\r\n");
+    let _ = write!(text, "data_epoch:{}\r\n", shared.epoch());
+    if mode == ServingMode::Replica {
+        let streaming = shared.streaming_partitions();
+        let all = shard.mesh.options.partition_count as usize;
+        let link = if streaming == all { "up" } else { "down" };
+        let _ = write!(text, "master_link_status:{link}\r\nstreaming_partitions:{streaming}\r\n");
+    }
+    let mut replicas: Vec<String> =
+        shared.progress().keys().map(|(name, _)| name.clone()).collect();
+    replicas.dedup();
+    let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
+    for (index, name) in replicas.iter().enumerate() {
+        let _ = write!(text, "slave{index}:name={name}\r\n");
+    }
+    text.push_str("\r\n");
 }
 
 #[cfg(test)]

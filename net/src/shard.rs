@@ -5,7 +5,9 @@
 //! by sending a [`ShardRequest`] over the shard's bounded channel; the answer comes back on a
 //! oneshot channel once the write it depends on is durable.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,11 +17,15 @@ use futures_channel::oneshot;
 use strata_core::command::KeyCommand;
 use strata_core::frame::encode_batch_frame;
 use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
+use strata_core::peer::Subscribe;
 use strata_core::record::{Batch, Record};
 use strata_core::{Epoch, Lsn, PartitionId, ShardId};
 use strata_wal::PartitionWal;
 
+use crate::cluster::{ClusterShared, ControlMessage};
+use crate::link::Link;
 use crate::options::{Durability, NodeOptions};
+use crate::replication::Replica;
 use crate::signal::Signal;
 
 /// Messages queued for one shard at most; senders wait when it is full. A message holds the
@@ -29,15 +35,19 @@ pub(crate) const SHARD_MESSAGES_MAX: usize = 4096;
 const EXPIRED_SWEEP_KEYS_MAX: usize = 1000;
 
 /// A command for a partition another shard owns.
-pub(crate) struct ShardRequest {
+pub struct ShardRequest {
     pub(crate) partition: PartitionId,
     pub(crate) command: KeyCommand,
     pub(crate) now_ms: u64,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
 
-/// What one connection round sends to another shard, in order.
-pub(crate) type ShardMessage = Vec<ShardRequest>;
+/// What a shard receives from the others and from the control thread.
+pub enum ShardMessage {
+    /// The requests one connection round sends to this shard, in order.
+    Requests(Vec<ShardRequest>),
+    Control(ControlMessage),
+}
 
 /// Requests gathered during one connection round, per owning shard: sent as one message each,
 /// so a pipeline crosses to another shard once, not once per command.
@@ -57,7 +67,7 @@ impl Outbox {
             if batch.is_empty() {
                 continue;
             }
-            let message = std::mem::take(batch);
+            let message = ShardMessage::Requests(std::mem::take(batch));
             let _ = mesh.senders[owner].send_async(message).await;
         }
     }
@@ -82,6 +92,7 @@ pub(crate) struct Mesh {
     pub(crate) options: NodeOptions,
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
+    pub(crate) shared: Arc<ClusterShared>,
 }
 
 impl Mesh {
@@ -133,26 +144,48 @@ struct Waiter {
     reply: oneshot::Sender<Answer>,
 }
 
-struct PartitionSlot {
-    state: Partition,
+pub(crate) struct PartitionSlot {
+    pub(crate) state: Partition,
     /// Taken by the flusher while it writes; always back between rounds.
-    wal: Option<PartitionWal>,
+    pub(crate) wal: Option<PartitionWal>,
     waiters: Vec<Waiter>,
     /// Connections of this shard waiting for a commit of this partition.
     commit_wakers: Vec<std::task::Waker>,
     last_checkpoint: Instant,
     last_sync: Instant,
-    synced_lsn: Lsn,
+    pub(crate) synced_lsn: Lsn,
     /// FlushPerSecond: housekeeping asks the flusher for a sync of writes left unsynced.
     sync_requested: bool,
+    /// The last LSN written here as the durability mode asks (durable in FlushAtOnce).
+    pub(crate) durable_lsn: Lsn,
+    /// The last LSN cut into a frame, and that frame's epoch.
+    pub(crate) framed_lsn: Lsn,
+    pub(crate) last_epoch: Epoch,
+    /// Leader: the replicas streaming this partition, and those waiting for a snapshot.
+    pub(crate) replicas: Vec<Rc<Replica>>,
+    pub(crate) awaiting_snapshot: Vec<AwaitingSnapshot>,
+    /// Replica: the leader's commit LSN (None while this node takes writes itself).
+    pub(crate) leader_commit: Option<Lsn>,
+    /// Replica: frames received and applied, not yet written to the WAL.
+    pub(crate) inbound: VecDeque<Vec<u8>>,
+    pub(crate) inbound_bytes: usize,
+    /// Replica: where acknowledgements go.
+    pub(crate) upstream: Option<Rc<Link>>,
 }
+
+/// A replica whose stream starts with a snapshot, taken at the next clean point.
+pub(crate) type AwaitingSnapshot =
+    (Subscribe, Rc<Link>, monoio::io::OwnedReadHalf<monoio::net::TcpStream>);
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
     pub(crate) mesh: Arc<Mesh>,
-    partitions: RefCell<Vec<Option<PartitionSlot>>>,
+    pub(crate) partitions: RefCell<Vec<Option<PartitionSlot>>>,
     /// One per partition (indexed by id): raised when the partition has work for its flusher.
-    flush_signals: Vec<Signal>,
+    pub(crate) flush_signals: Vec<Signal>,
+    /// Raised each time the shard starts or stops following a leader; streams of an older
+    /// generation end.
+    pub(crate) follow_generation: Cell<u64>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -170,12 +203,11 @@ pub(crate) fn partition_limits(segment_bytes: u64) -> PartitionLimits {
 /// One batch on its way to disk.
 struct FlushJob {
     partition: PartitionId,
-    /// None for a sync alone.
-    batch: Option<TakenBatch>,
+    /// Encoded frames; None for a sync alone.
+    frames: Option<Vec<u8>>,
     /// The last LSN this job makes durable.
     durable_lsn: Lsn,
     wal: PartitionWal,
-    commit_lsn: Lsn,
     sync: bool,
     checkpoint: Option<Vec<u8>>,
 }
@@ -196,6 +228,7 @@ impl Shard {
             mesh,
             partitions: RefCell::new((0..count).map(|_| None).collect()),
             flush_signals: (0..count).map(|_| Signal::default()).collect(),
+            follow_generation: Cell::new(0),
         }
     }
 
@@ -207,13 +240,19 @@ impl Shard {
             .collect()
     }
 
-    /// Recovers one partition from its directory, before the shard serves.
-    pub(crate) fn recover_partition(
+    pub(crate) fn partition_directory(&self, partition: PartitionId) -> PathBuf {
+        self.mesh.options.data_dir.join(format!("p{}", partition.0))
+    }
+
+    /// Recovers one partition's state and WAL from its directory. Checkpoint entries are
+    /// marked as written at `entry_lsn`.
+    pub(crate) fn open_partition(
         &self,
         partition: PartitionId,
-    ) -> Result<(), strata_wal::WalError> {
+        entry_lsn: Lsn,
+    ) -> Result<(Partition, PartitionWal, strata_wal::RecoverySummary), strata_wal::WalError> {
         let options = &self.mesh.options;
-        let directory = options.data_dir.join(format!("p{}", partition.0));
+        let directory = self.partition_directory(partition);
         let mut state = Partition::new(partition, partition_limits(options.segment_bytes));
         let config = strata_wal::WalConfig {
             segment_bytes: options.segment_bytes,
@@ -225,11 +264,20 @@ impl Shard {
             partition,
             &config,
             |key, value, expire_at_ms| {
-                shared.borrow_mut().load_entry(key, value, expire_at_ms, Lsn::ZERO);
+                shared.borrow_mut().load_entry(key, value, expire_at_ms, entry_lsn);
             },
             |lsn, record| shared.borrow_mut().apply_committed(lsn, record),
         )?;
         state.recovered_through(wal.last_lsn());
+        Ok((state, wal, summary))
+    }
+
+    /// Recovers one partition from its directory, before the shard serves.
+    pub(crate) fn recover_partition(
+        &self,
+        partition: PartitionId,
+    ) -> Result<(), strata_wal::WalError> {
+        let (state, wal, summary) = self.open_partition(partition, Lsn::ZERO)?;
         tracing::info!(
             partition = partition.0,
             keys = state.keyspace().len(),
@@ -238,8 +286,9 @@ impl Shard {
             "partition recovered"
         );
         let now = Instant::now();
+        let last_lsn = wal.last_lsn();
         let slot = PartitionSlot {
-            synced_lsn: wal.last_lsn(),
+            synced_lsn: last_lsn,
             state,
             wal: Some(wal),
             waiters: Vec::new(),
@@ -247,6 +296,15 @@ impl Shard {
             last_checkpoint: now,
             last_sync: now,
             sync_requested: false,
+            durable_lsn: last_lsn,
+            framed_lsn: last_lsn,
+            last_epoch: Epoch(0),
+            replicas: Vec::new(),
+            awaiting_snapshot: Vec::new(),
+            leader_commit: None,
+            inbound: VecDeque::new(),
+            inbound_bytes: 0,
+            upstream: None,
         };
         self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
         Ok(())
@@ -344,12 +402,30 @@ impl Shard {
         slot.waiters.push(Waiter { lsn, answer, reply });
     }
 
-    /// Serves requests from other shards until every sender is gone.
+    /// Serves requests from other shards and orders from the control thread until every
+    /// sender is gone.
     pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardMessage>) {
         while let Ok(message) = receiver.recv_async().await {
-            for request in message {
-                self.execute_request(request);
+            match message {
+                ShardMessage::Requests(requests) => {
+                    for request in requests {
+                        self.execute_request(request);
+                    }
+                }
+                ShardMessage::Control(control) => self.control(control),
             }
+        }
+    }
+
+    fn control(self: &Rc<Self>, message: ControlMessage) {
+        match message {
+            ControlMessage::Attach { stream, subscribe } => self.attach_replica(subscribe, stream),
+            ControlMessage::Detach { name } => self.detach(name.as_deref()),
+            ControlMessage::Follow { leader, name, kind } => {
+                self.unfollow();
+                self.follow(leader, name, kind);
+            }
+            ControlMessage::Unfollow => self.unfollow(),
         }
     }
 
@@ -366,9 +442,10 @@ impl Shard {
         }
     }
 
-    /// The partition's open batch (and a checkpoint, when due), or a lone sync that
-    /// FlushPerSecond asked for.
-    fn take_job(&self, partition: PartitionId) -> Option<FlushJob> {
+    /// The partition's next frames (received from the leader, or cut from the open batch and
+    /// pushed to the replicas) and a checkpoint when due, or a lone sync FlushPerSecond asked
+    /// for.
+    fn take_job(self: &Rc<Self>, partition: PartitionId) -> Option<FlushJob> {
         let durability = self.mesh.options.durability;
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
@@ -380,29 +457,52 @@ impl Shard {
                 slot.sync_requested || now.duration_since(slot.last_sync) >= Duration::from_secs(1)
             }
         };
-        let batch = slot.state.take_batch();
-        if batch.is_none() && !slot.sync_requested {
+        let frames = match take_inbound(slot) {
+            Some(frames) => Some(frames),
+            None => self.cut_frame(slot, partition),
+        };
+        if frames.is_none() && !slot.sync_requested {
             return None;
         }
         slot.sync_requested = false;
-        let checkpoint = if batch.is_some() { self.checkpoint_if_due(slot, now) } else { None };
+        let checkpoint = if frames.is_some() { self.checkpoint_if_due(slot, now) } else { None };
         let wal = slot.wal.take().expect("the WAL is home between flushes");
         Some(FlushJob {
             partition,
-            commit_lsn: slot.state.commit_lsn(),
-            durable_lsn: batch.as_ref().map_or(slot.state.commit_lsn(), TakenBatch::last_lsn),
-            batch,
+            durable_lsn: slot.framed_lsn,
+            frames,
             wal,
             sync: sync_due || checkpoint.is_some(),
             checkpoint,
         })
     }
 
+    /// Cuts the open batch into a frame, pushes it to the replicas, and sends the snapshots
+    /// that waited for this clean point.
+    fn cut_frame(
+        self: &Rc<Self>,
+        slot: &mut PartitionSlot,
+        partition: PartitionId,
+    ) -> Option<Vec<u8>> {
+        let batch = slot.state.take_batch()?;
+        let epoch = self.mesh.shared.epoch();
+        let first_lsn = batch.first_lsn;
+        let last_lsn = batch.last_lsn();
+        let frame = encode_frame_of(partition, epoch, slot.state.commit_lsn(), batch);
+        Shard::push_frame(slot, first_lsn, &frame);
+        slot.framed_lsn = last_lsn;
+        slot.last_epoch = epoch;
+        if !slot.state.has_open_records() {
+            self.send_snapshots(slot, partition);
+        }
+        Some(frame)
+    }
+
     /// When a checkpoint is due and the batch just taken emptied the open records, the
     /// keyspace is exactly the state at the batch's last LSN: serialize it now, write it once
     /// the batch is durable.
     fn checkpoint_if_due(&self, slot: &mut PartitionSlot, now: Instant) -> Option<Vec<u8>> {
-        if slot.state.has_open_records() {
+        if slot.state.has_open_records() || !slot.inbound.is_empty() {
             return None;
         }
         let options = &self.mesh.options;
@@ -418,12 +518,11 @@ impl Shard {
     }
 
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
-        let FlushJob { partition, batch, durable_lsn, mut wal, commit_lsn, sync, checkpoint } = job;
+        let FlushJob { partition, frames, durable_lsn, mut wal, sync, checkpoint } = job;
         let counters = &self.mesh.counters;
         let mut result = Ok(());
-        if let Some(batch) = batch {
-            let frame = encode_frame_of(partition, commit_lsn, batch);
-            result = wal.append(frame).await.map(drop).map_err(|error| error.to_string());
+        if let Some(frames) = frames {
+            result = wal.append(frames).await.map(drop).map_err(|error| error.to_string());
             counters.frames_written.fetch_add(1, Ordering::Relaxed);
         }
         if result.is_ok() && sync {
@@ -452,8 +551,10 @@ impl Shard {
                     slot.synced_lsn = outcome.durable_lsn;
                     slot.last_sync = Instant::now();
                 }
-                slot.state.commit(outcome.durable_lsn);
-                release_waiters(slot);
+                slot.durable_lsn = slot.durable_lsn.max(outcome.durable_lsn);
+                Shard::acknowledge(slot);
+                drop(partitions);
+                self.advance_commit(outcome.partition);
             }
             Err(reason) => {
                 tracing::error!(
@@ -473,6 +574,7 @@ impl Shard {
             monoio::time::sleep(Duration::from_secs(1)).await;
             self.remove_expired_keys(now_ms());
             self.request_idle_syncs();
+            self.publish_progress();
         }
     }
 
@@ -498,17 +600,42 @@ impl Shard {
     }
 }
 
+/// Received frames, as many as one WAL append takes.
+fn take_inbound(slot: &mut PartitionSlot) -> Option<Vec<u8>> {
+    let limit = slot.wal.as_ref().expect("the WAL is home between flushes").max_frame_bytes();
+    let mut frames = Vec::new();
+    while let Some(next) = slot.inbound.front() {
+        if !frames.is_empty() && frames.len() + next.len() > limit {
+            break;
+        }
+        let next = slot.inbound.pop_front().expect("front exists");
+        slot.inbound_bytes -= next.len();
+        frames.extend_from_slice(&next);
+    }
+    if frames.is_empty() {
+        return None;
+    }
+    let last = strata_core::frame::last_lsn_of(&frames);
+    slot.framed_lsn = last;
+    Some(frames)
+}
+
 /// One frame holding the batch's records, moved, not copied.
-fn encode_frame_of(partition: PartitionId, commit_lsn: Lsn, batch: TakenBatch) -> Vec<u8> {
+fn encode_frame_of(
+    partition: PartitionId,
+    epoch: Epoch,
+    commit_lsn: Lsn,
+    batch: TakenBatch,
+) -> Vec<u8> {
     let estimate: usize = batch.records.iter().map(Record::size_estimate).sum();
     let mut frame = Vec::with_capacity(estimate + 128);
     let first_lsn = batch.first_lsn;
     let records = Batch { records: batch.records };
-    encode_batch_frame(&mut frame, partition, Epoch(1), first_lsn, commit_lsn, &records);
+    encode_batch_frame(&mut frame, partition, epoch, first_lsn, commit_lsn, &records);
     frame
 }
 
-fn release_waiters(slot: &mut PartitionSlot) {
+pub(crate) fn release_waiters(slot: &mut PartitionSlot) {
     for waker in slot.commit_wakers.drain(..) {
         waker.wake();
     }
@@ -524,7 +651,21 @@ fn release_waiters(slot: &mut PartitionSlot) {
     }
 }
 
-fn fail_waiters(slot: &mut PartitionSlot) {
+/// Answers every waiting reply: the partition replaced its state with a leader's snapshot,
+/// so what they read may belong to a log that is gone.
+pub(crate) fn fail_waiters_resynchronized(slot: &mut PartitionSlot) {
+    for waker in slot.commit_wakers.drain(..) {
+        waker.wake();
+    }
+    let error = strata_core::command::CommandError(
+        "ERR the replica resynchronized with its leader; retry".into(),
+    );
+    for waiter in slot.waiters.drain(..) {
+        let _ = waiter.reply.send(Answer::Error(error.clone()));
+    }
+}
+
+pub(crate) fn fail_waiters(slot: &mut PartitionSlot) {
     for waker in slot.commit_wakers.drain(..) {
         waker.wake();
     }

@@ -95,6 +95,11 @@ pub struct Wal {
 pub struct Cluster {
     /// Partitions of the keyspace; fixed once the data directory holds data.
     pub partitions: u32,
+    /// Milliseconds between a replica's heartbeats to its leader.
+    pub heartbeat_interval: u64,
+    /// Milliseconds without a heartbeat after which the leader marks a member `timeout` and
+    /// stops waiting for it.
+    pub heartbeat_timeout: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -197,7 +202,7 @@ impl Default for Wal {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { partitions: 8 }
+        Cluster { partitions: 8, heartbeat_interval: 1000, heartbeat_timeout: 4000 }
     }
 }
 
@@ -248,6 +253,34 @@ impl Config {
         Ok(config)
     }
 
+    /// Every option as (name, value as text), for the admin API's `GET /admin/configs`.
+    #[must_use]
+    pub fn listing(&self) -> Vec<(String, String)> {
+        let text = |value: &dyn std::fmt::Display| value.to_string();
+        vec![
+            ("server_mode".into(), format!("{:?}", self.general.server_mode).to_lowercase()),
+            ("version".into(), env!("CARGO_PKG_VERSION").into()),
+            ("shards".into(), text(&self.shard_count())),
+            ("server_address".into(), text(&self.network.server_address)),
+            ("client_port".into(), text(&self.network.client_port)),
+            ("http_port".into(), text(&self.network.http_port)),
+            ("peer_ip".into(), text(&self.network.peer_ip)),
+            ("peer_port".into(), text(&self.network.peer_port)),
+            ("connections_max".into(), text(&self.network.connections_max)),
+            ("data_dir".into(), self.storage.data_dir.display().to_string()),
+            ("storage_type".into(), format!("{:?}", self.storage.storage_type).to_lowercase()),
+            ("wal_flush".into(), format!("{:?}", self.wal.wal_flush)),
+            ("segment_size".into(), text(&self.wal.segment_size.0)),
+            ("checkpoint_size".into(), text(&self.wal.checkpoint_size.0)),
+            ("checkpoint_interval".into(), text(&self.wal.checkpoint_interval)),
+            ("direct_io".into(), text(&self.wal.direct_io)),
+            ("partitions".into(), text(&self.cluster.partitions)),
+            ("heartbeat_interval".into(), text(&self.cluster.heartbeat_interval)),
+            ("heartbeat_timeout".into(), text(&self.cluster.heartbeat_timeout)),
+            ("log_level".into(), self.log.log_level.clone()),
+        ]
+    }
+
     /// Shards to run: the configured count, or the number of cores.
     #[must_use]
     pub fn shard_count(&self) -> u32 {
@@ -270,9 +303,6 @@ impl Config {
             if shards == 0 || shards > SHARDS_MAX {
                 return Err(("general.shards", format!("{shards} is not in 1..={SHARDS_MAX}")));
             }
-        }
-        if self.general.server_mode == ServerMode::Admin {
-            return Err(not_built_yet("general.server_mode", "admin", "the cluster", "standalone"));
         }
         Ok(())
     }
@@ -327,6 +357,19 @@ impl Config {
         let partitions = self.cluster.partitions;
         if partitions == 0 || partitions > 16384 {
             return Err(("cluster.partitions", format!("{partitions} is not in 1..=16384")));
+        }
+        let interval = self.cluster.heartbeat_interval;
+        if !(10..=60_000).contains(&interval) {
+            return Err((
+                "cluster.heartbeat_interval",
+                format!("{interval} ms is not in 10..=60000"),
+            ));
+        }
+        let timeout = self.cluster.heartbeat_timeout;
+        if timeout <= interval || timeout > 600_000 {
+            let message =
+                format!("{timeout} ms must exceed heartbeat_interval and be at most 600000");
+            return Err(("cluster.heartbeat_timeout", message));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
             return Err(("log.log_level", format!("{:?} is not a log level", self.log.log_level)));

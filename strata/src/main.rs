@@ -1,6 +1,8 @@
 //! The `strata` binary: `strata node`, `strata demo`, `strata bench`. Wiring only.
 
 mod config;
+mod ctl;
+mod demo;
 mod meta;
 
 /// Shards allocate and free on every command, and a buffer made on one shard is often freed on
@@ -34,9 +36,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+
 use clap::{Parser, Subcommand};
-use config::{Config, WalFlush};
-use strata_net::{Durability, NodeOptions};
+use config::{Config, ServerMode, WalFlush};
+use strata_core::cluster::Role;
+use strata_core::Epoch;
+use strata_net::{ClusterShared, Durability, NodeOptions, ServingMode};
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "A replicated storage node that speaks RESP")]
@@ -53,15 +60,11 @@ enum Commands {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Run a local node on loopback with a temporary data directory, until Ctrl-C.
-    Demo {
-        /// RESP port on 127.0.0.1.
-        #[arg(long, default_value_t = 23817)]
-        port: u16,
-        /// Keep the data directory instead of deleting it on exit.
-        #[arg(long)]
-        keep: bool,
-    },
+    /// Run a local cluster on loopback (a leader, two followers and a learner, each a
+    /// process with a temporary data directory) until Ctrl-C.
+    Demo(demo::DemoOptions),
+    /// Talk to a node's admin API.
+    Ctl(ctl::CtlOptions),
     /// Drive a RESP server with load and report throughput and latency.
     Bench(strata_benches::load::LoadOptions),
 }
@@ -82,7 +85,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Commands::Node { config } => run_node(&config),
-        Commands::Demo { port, keep } => run_demo(port, keep),
+        Commands::Demo(options) => demo::run(&options),
+        Commands::Ctl(options) => ctl::run(&options),
         Commands::Bench(options) => run_bench(&options),
     }
 }
@@ -147,93 +151,93 @@ fn run_node(config_file: &Path) -> ExitCode {
         tracing::error!(%error, "node failed to start");
         return ExitCode::from(3);
     }
-    install_stop_handler(None);
-    serve(options)
-}
-
-fn serve(options: NodeOptions) -> ExitCode {
-    let address = options.client_address;
-    let (shards, partitions, mode) =
-        (options.shard_count, options.partition_count, options.durability.name());
-    match strata_net::start(options) {
-        Ok(node) => {
-            tracing::info!(%address, shards, partitions, wal_flush = mode,
-                recovery_ms = node.recovery_time.as_millis() as u64, "ready to serve");
-            node.wait();
-            ExitCode::SUCCESS
-        }
+    let listeners = match ControlListeners::bind(&config) {
+        Ok(listeners) => listeners,
         Err(error) => {
             tracing::error!(%error, "node failed to start");
-            ExitCode::from(error.exit_code() as u8)
+            return ExitCode::from(3);
         }
+    };
+    install_stop_handler();
+    serve(options, &config, listeners)
+}
+
+/// The admin HTTP and peer listeners, bound before anything starts so that a taken port stops
+/// the node at once.
+struct ControlListeners {
+    http: TcpListener,
+    peer: TcpListener,
+}
+
+impl ControlListeners {
+    fn bind(config: &Config) -> Result<ControlListeners, String> {
+        let bind = |address: SocketAddr, what: &str| {
+            TcpListener::bind(address)
+                .map_err(|error| format!("cannot listen for {what} on {address}: {error}"))
+        };
+        let network = &config.network;
+        Ok(ControlListeners {
+            http: bind(SocketAddr::new(network.server_address, network.http_port), "admin HTTP")?,
+            peer: bind(SocketAddr::new(network.peer_ip, network.peer_port), "peers")?,
+        })
     }
 }
 
+/// The data epoch stored by the last time this node became leader, or 1.
+fn stored_epoch(data_dir: &Path) -> Epoch {
+    let stored = std::fs::read_to_string(data_dir.join("strata.epoch"))
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    Epoch(stored.max(1))
+}
+
+fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> ExitCode {
+    let address = options.client_address;
+    let (shards, partitions, mode) =
+        (options.shard_count, options.partition_count, options.durability.name());
+    let (role, serving) = match config.general.server_mode {
+        ServerMode::Admin => (Role::Admin, ServingMode::Admin),
+        ServerMode::Standalone => (Role::Standalone, ServingMode::Standalone),
+    };
+    let shared = Arc::new(ClusterShared::new(serving, stored_epoch(&config.storage.data_dir)));
+    let node = match strata_net::start(options, shared) {
+        Ok(node) => node,
+        Err(error) => {
+            tracing::error!(%error, "node failed to start");
+            return ExitCode::from(error.exit_code() as u8);
+        }
+    };
+    let control = strata_admin::ControlConfig {
+        advertised_address: format!("{}:{}", config.network.peer_ip, config.network.peer_port),
+        initial_role: role,
+        heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval),
+        heartbeat_timeout: Duration::from_millis(config.cluster.heartbeat_timeout),
+        configs: config.listing(),
+        data_dir: config.storage.data_dir.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    if let Err(error) = strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
+    {
+        tracing::error!(%error, "cannot start the control thread");
+        return ExitCode::from(4);
+    }
+    tracing::info!(%address, shards, partitions, wal_flush = mode, role = role.name(),
+        http = config.network.http_port, peer = config.network.peer_port,
+        recovery_ms = node.recovery_time.as_millis() as u64, "ready to serve");
+    node.wait();
+    ExitCode::SUCCESS
+}
+
 /// Ctrl-C and SIGTERM end the process at once: every acknowledged write is already durable.
-fn install_stop_handler(remove_on_exit: Option<PathBuf>) {
+fn install_stop_handler() {
     let result = ctrlc::set_handler(move || {
         tracing::info!("stopping");
-        if let Some(directory) = &remove_on_exit {
-            let _ = std::fs::remove_dir_all(directory);
-        }
         std::process::exit(0);
     });
     if let Err(error) = result {
         tracing::warn!(%error, "cannot install the Ctrl-C handler");
     }
-}
-
-fn run_demo(port: u16, keep: bool) -> ExitCode {
-    init_logging("info");
-    // Before anything is created, so that a taken port leaves nothing behind.
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    if let Err(error) = meta::check_port_free(address) {
-        eprintln!("strata demo: {error} (choose another with --port)");
-        return ExitCode::from(3);
-    }
-    let directory = match tempfile::Builder::new().prefix("strata-demo-").tempdir() {
-        Ok(directory) => directory.keep(),
-        Err(error) => {
-            eprintln!("strata demo: cannot create a temporary directory: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let text = format!(
-        "[network]\nserver_address = \"127.0.0.1\"\nclient_port = {port}\n\
-         [storage]\ndata_dir = \"{}\"\n[wal]\nwal_flush = \"FlushAtOnce\"\n",
-        directory.join("data").display()
-    );
-    let config_file = directory.join("strata.toml");
-    let config = match std::fs::write(&config_file, &text)
-        .map_err(|error| error.to_string())
-        .and_then(|()| Config::parse(&text, &config_file).map_err(|error| error.to_string()))
-    {
-        Ok(config) => config,
-        Err(error) => {
-            eprintln!("strata demo: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    if let Err(error) = meta::prepare_data_dir(&config.storage.data_dir, config.cluster.partitions)
-    {
-        eprintln!("strata demo: {error}");
-        return ExitCode::from(2);
-    }
-    let _lock = match meta::lock_data_dir(&config.storage.data_dir) {
-        Ok(lock) => lock,
-        Err(error) => {
-            eprintln!("strata demo: {error}");
-            return ExitCode::from(2);
-        }
-    };
-    let options = node_options(&config, &config_file);
-    println!("Strata demo: one standalone node, data in {}", directory.display());
-    println!("  connect:   redis-cli -p {port}");
-    println!("  benchmark: redis-benchmark -p {port} -t set,get -P 16 -q");
-    println!("             strata bench --port {port} --pipeline 16");
-    println!("  stop:      Ctrl-C{}", if keep { " (data kept)" } else { " (data deleted)" });
-    install_stop_handler(if keep { None } else { Some(directory) });
-    serve(options)
 }
 
 fn run_bench(options: &strata_benches::load::LoadOptions) -> ExitCode {

@@ -6,6 +6,7 @@
 //! [`raw`] is a bare RESP client for exact bytes, [`wal_files`] reads a data directory the way
 //! `docs/wal-format.md` describes it, and [`keys`] computes a key's partition.
 
+pub mod admin;
 pub mod keys;
 pub mod raw;
 pub mod wal_files;
@@ -64,6 +65,11 @@ pub struct NodeSettings {
     pub checkpoint_size: &'static str,
     /// `auto` or `epoll`.
     pub io_driver: &'static str,
+    /// `standalone` or `admin`.
+    pub server_mode: &'static str,
+    /// Heartbeat interval and timeout in milliseconds.
+    pub heartbeat_interval: u64,
+    pub heartbeat_timeout: u64,
     pub extra: String,
 }
 
@@ -76,6 +82,9 @@ impl Default for NodeSettings {
             segment_size: "4MB",
             checkpoint_size: "64MB",
             io_driver: "auto",
+            server_mode: "standalone",
+            heartbeat_interval: 1000,
+            heartbeat_timeout: 4000,
             extra: String::new(),
         }
     }
@@ -85,6 +94,8 @@ impl Default for NodeSettings {
 pub struct TestNode {
     pub directory: tempfile::TempDir,
     pub port: u16,
+    pub http_port: u16,
+    pub peer_port: u16,
     pub settings: NodeSettings,
     child: Option<Child>,
     log_path: PathBuf,
@@ -102,8 +113,16 @@ impl TestNode {
     pub fn create(settings: NodeSettings) -> TestNode {
         let directory = tempfile::Builder::new().prefix("strata-test-").tempdir().expect("tempdir");
         let port = free_port();
+        let http_port = free_port();
+        let peer_port = loop {
+            let candidate = free_port();
+            if candidate >= 1024 {
+                break candidate;
+            }
+        };
         let log_path = directory.path().join("node.log");
-        let node = TestNode { log_path, directory, port, settings, child: None };
+        let node =
+            TestNode { log_path, directory, port, http_port, peer_port, settings, child: None };
         node.write_config();
         node
     }
@@ -121,21 +140,25 @@ impl TestNode {
     fn write_config(&self) {
         let settings = &self.settings;
         let text = format!(
-            "[general]\nshards = {}\nio_driver = \"{}\"\n\
+            "[general]\nshards = {}\nio_driver = \"{}\"\nserver_mode = \"{}\"\n\
              [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
-             http_port = {}\npeer_port = {}\n[storage]\ndata_dir = \"{}\"\n\
+             http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
+             [storage]\ndata_dir = \"{}\"\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
-             [cluster]\npartitions = {}\n{}\n",
+             [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n{}\n",
             settings.shards,
             settings.io_driver,
+            settings.server_mode,
             self.port,
-            free_port(),
-            free_port().max(1024),
+            self.http_port,
+            self.peer_port,
             self.data_dir().display(),
             settings.wal_flush,
             settings.segment_size,
             settings.checkpoint_size,
             settings.partitions,
+            settings.heartbeat_interval,
+            settings.heartbeat_timeout,
             settings.extra,
         );
         std::fs::write(self.config_path(), text).expect("write config");
@@ -233,6 +256,17 @@ impl TestNode {
     /// A connection of the `redis` crate.
     pub fn client(&self) -> redis::Connection {
         connect(self.port)
+    }
+
+    /// This node's peer address, as a follower names its leader.
+    #[must_use]
+    pub fn peer_address(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// One admin API request; the status and the parsed JSON body.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&str>) -> admin::AdminReply {
+        admin::request(self.http_port, method, path, body)
     }
 
     /// A raw RESP connection.

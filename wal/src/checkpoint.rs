@@ -58,7 +58,11 @@ where
 
 /// Stamps `lsn` into bytes made by [`encode_checkpoint`] and seals the header with its
 /// checksum. Returns the entry count.
-pub(crate) fn seal_checkpoint(bytes: &mut [u8], partition: PartitionId, lsn: Lsn) -> u64 {
+///
+/// # Panics
+///
+/// If `bytes` is not an unsealed image of `partition` from [`encode_checkpoint`].
+pub fn seal_checkpoint(bytes: &mut [u8], partition: PartitionId, lsn: Lsn) -> u64 {
     assert!(bytes.len() >= CHECKPOINT_HEADER_BYTES, "not an encoded checkpoint");
     assert_eq!(read_u32(bytes, 0), CHECKPOINT_MAGIC, "not an encoded checkpoint");
     assert_eq!(PartitionId(read_u32(bytes, 8)), partition, "checkpoint of another partition");
@@ -135,7 +139,7 @@ pub(crate) type EntrySink<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
 
 /// What loading a checkpoint found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LoadedCheckpoint {
+pub struct LoadedCheckpoint {
     pub lsn: Lsn,
     pub entry_count: u64,
 }
@@ -149,20 +153,36 @@ pub(crate) fn load_checkpoint(
     on_entry: &mut EntrySink<'_>,
 ) -> Result<LoadedCheckpoint, WalError> {
     let bytes = crate::mapped::map_file(path, "read checkpoint")?;
-    let header =
-        CheckpointHeader::decode(&bytes).map_err(|reason| WalError::corrupt(path, 0, reason))?;
+    check_image(&bytes, partition, Some(name_lsn), on_entry)
+        .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))
+}
+
+/// Checks a whole checkpoint image of `partition` (at `expected_lsn`, when given), calling
+/// `on_entry` for each entry. An error gives the offset of the damage and what it is.
+pub(crate) fn check_image(
+    bytes: &[u8],
+    partition: PartitionId,
+    expected_lsn: Option<Lsn>,
+    on_entry: &mut EntrySink<'_>,
+) -> Result<LoadedCheckpoint, (u64, String)> {
+    let header = CheckpointHeader::decode(bytes).map_err(|reason| (0, reason))?;
     if header.partition != partition {
-        let reason = format!("checkpoint of partition {}, expected {partition}", header.partition);
-        return Err(WalError::corrupt(path, 8, reason));
+        return Err((
+            8,
+            format!("checkpoint of partition {}, expected {partition}", header.partition),
+        ));
     }
-    if header.lsn != name_lsn {
-        let reason = format!("checkpoint header says LSN {}, its name {name_lsn}", header.lsn);
-        return Err(WalError::corrupt(path, 16, reason));
+    if let Some(expected) = expected_lsn.filter(|expected| *expected != header.lsn) {
+        return Err((
+            16,
+            format!("checkpoint header says LSN {}, expected {expected}", header.lsn),
+        ));
     }
     let body = &bytes[CHECKPOINT_HEADER_BYTES..];
+    let body_offset = CHECKPOINT_HEADER_BYTES as u64;
     if body.len() as u64 != header.body_bytes {
         let reason = format!("body of {} bytes, header says {}", body.len(), header.body_bytes);
-        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
+        return Err((body_offset, reason));
     }
     let computed = crc32c::crc32c(body);
     if computed != header.body_checksum {
@@ -170,13 +190,14 @@ pub(crate) fn load_checkpoint(
             "checkpoint body checksum mismatch: stored {:#010x}, computed {computed:#010x}",
             header.body_checksum
         );
-        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
+        return Err((body_offset, reason));
     }
-    let entry_count = decode_entries(body, on_entry)
-        .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
+    let entry_count = decode_entries(body, on_entry)?;
     if entry_count != header.entry_count {
-        let reason = format!("{entry_count} entries, header says {}", header.entry_count);
-        return Err(WalError::corrupt(path, CHECKPOINT_HEADER_BYTES as u64, reason));
+        return Err((
+            body_offset,
+            format!("{entry_count} entries, header says {}", header.entry_count),
+        ));
     }
     Ok(LoadedCheckpoint { lsn: header.lsn, entry_count })
 }

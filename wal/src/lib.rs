@@ -12,6 +12,7 @@ mod checkpoint;
 mod config;
 mod direct;
 mod error;
+mod install;
 mod mapped;
 mod recovery;
 mod segment;
@@ -21,14 +22,15 @@ mod wal;
 mod tests;
 
 pub use checkpoint::{
-    checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, CHECKPOINT_HEADER_BYTES,
-    CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
+    checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, seal_checkpoint,
+    LoadedCheckpoint, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
 };
 pub use config::{
     frame_bytes_max, WalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SEGMENT_BYTES_MULTIPLE,
 };
 pub use error::WalError;
+pub use install::install_snapshot;
 pub use recovery::RecoverySummary;
 pub use segment::{
     parse_segment_file_name, scan_segments, segment_file_name, SegmentHeader, SegmentInfo,

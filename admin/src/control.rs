@@ -1,0 +1,617 @@
+//! The node's cluster role and what changing it does: the leader's membership table, the
+//! replica's view of its leader, heartbeats, timeouts, and the orders sent to the shards.
+//!
+//! All of it runs on the control thread. The state sits behind a std mutex that is never held
+//! across an await; role changes are serialized by an async lock.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use strata_core::cluster::{
+    check_transition, normalize_name, parse_address, validate_name, AdminError, Membership,
+    NodeRow, NodeStatus, Role, Transition, FOLLOWERS_MAX, LEARNERS_MAX,
+};
+use strata_core::peer::ReplicaKind;
+use strata_core::Epoch;
+use strata_net::{ControlMessage, NodeHandle, ServingMode};
+
+use crate::json::SetRole;
+use crate::wire::{self, PeerNode, Request, Response, WireError};
+
+/// How often the leader checks for members whose heartbeats stopped.
+const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// How long a new replica's role change waits for its partitions to catch up.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+/// What the control thread is told at start.
+pub struct ControlConfig {
+    /// This node's peer address as other nodes reach it (`peer_ip:peer_port`).
+    pub advertised_address: String,
+    /// The role the node starts in: admin or standalone.
+    pub initial_role: Role,
+    pub heartbeat_interval: Duration,
+    pub heartbeat_timeout: Duration,
+    /// Every config option as name → text, for `GET /admin/configs`.
+    pub configs: Vec<(String, String)>,
+    /// Where the data epoch is kept.
+    pub data_dir: PathBuf,
+    pub version: String,
+}
+
+/// What a replica knows of its leader.
+#[derive(Clone, Debug)]
+struct LeaderView {
+    name: String,
+    address: String,
+    status: NodeStatus,
+    update_ms: u64,
+}
+
+struct State {
+    role: Role,
+    name: String,
+    /// Incremented at every role change: background loops of an older session end.
+    session: u64,
+    membership: Option<Membership>,
+    leader: Option<LeaderView>,
+    own_status: NodeStatus,
+    heartbeats_sent: u64,
+    others: Vec<PeerNode>,
+    others_update_ms: u64,
+}
+
+pub struct Control {
+    pub(crate) config: ControlConfig,
+    pub(crate) handle: NodeHandle,
+    state: Mutex<State>,
+    role_change: tokio::sync::Mutex<()>,
+}
+
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+impl Control {
+    pub fn new(config: ControlConfig, handle: NodeHandle) -> Arc<Control> {
+        let state = State {
+            role: config.initial_role,
+            name: String::new(),
+            session: 0,
+            membership: None,
+            leader: None,
+            own_status: NodeStatus::Alive,
+            heartbeats_sent: 0,
+            others: Vec::new(),
+            others_update_ms: 0,
+        };
+        Arc::new(Control {
+            config,
+            handle,
+            state: Mutex::new(state),
+            role_change: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        self.state().role
+    }
+
+    // ----- role changes -----
+
+    /// `POST /admin/node/current`. Validation errors change nothing; a change that fails
+    /// half-way (a registration the leader refused after this node left its old role) leaves
+    /// the node in admin mode, as the reference does.
+    pub(crate) async fn set_role(self: &Arc<Self>, request: SetRole) -> Result<(), AdminError> {
+        let _serialized = self.role_change.lock().await;
+        let from = self.role();
+        if check_transition(from, request.role)? == Transition::Unchanged {
+            return Ok(());
+        }
+        match request.role {
+            Role::Admin => {
+                self.become_admin(true).await;
+                Ok(())
+            }
+            Role::Standalone => {
+                self.enter(Role::Standalone, String::new(), ServingMode::Standalone);
+                Ok(())
+            }
+            Role::Leader => {
+                let name = required_name(request.name.as_deref())?;
+                self.become_leader(name)
+            }
+            Role::Follower | Role::Learner => {
+                let name = required_name(request.name.as_deref())?;
+                let address = request
+                    .address
+                    .as_deref()
+                    .ok_or_else(|| AdminError::field_required("address"))?;
+                parse_address(address)?;
+                self.become_replica(request.role, name, address.to_string()).await
+            }
+        }
+    }
+
+    /// Records the new role and serving mode and starts a new session.
+    fn enter(&self, role: Role, name: String, mode: ServingMode) -> u64 {
+        let mut state = self.state();
+        state.role = role;
+        state.name = name;
+        state.session += 1;
+        state.membership = None;
+        state.leader = None;
+        state.own_status = NodeStatus::Alive;
+        state.heartbeats_sent = 0;
+        state.others.clear();
+        self.handle.shared.set_mode(mode);
+        tracing::info!(role = role.name(), "role changed");
+        state.session
+    }
+
+    /// Leaves any cluster role. A replica tells its leader it leaves when `notify_leader`.
+    pub(crate) async fn become_admin(&self, notify_leader: bool) {
+        let (from, leader, name) = {
+            let state = self.state();
+            (state.role, state.leader.clone(), state.name.clone())
+        };
+        self.enter(Role::Admin, String::new(), ServingMode::Admin);
+        match from {
+            Role::Leader => self.handle.broadcast(|| ControlMessage::Detach { name: None }),
+            Role::Follower | Role::Learner => {
+                self.handle.broadcast(|| ControlMessage::Unfollow);
+                let alive = leader.as_ref().is_some_and(|view| view.status == NodeStatus::Alive);
+                if let (true, true, Some(view)) = (notify_leader, alive, leader) {
+                    let request = Request::Unregister { name };
+                    if let Err(error) = wire::call(&view.address, &request).await {
+                        tracing::warn!(%error, "could not tell the leader this node leaves");
+                    }
+                }
+            }
+            Role::Admin | Role::Standalone => {}
+        }
+    }
+
+    fn become_leader(self: &Arc<Self>, name: String) -> Result<(), AdminError> {
+        let epoch = self.next_epoch().map_err(|error| AdminError {
+            code: 3044,
+            message: format!("cannot persist the data epoch: {error}"),
+        })?;
+        let was_replica = self.role().is_replica();
+        let session = self.enter(Role::Leader, name.clone(), ServingMode::Leader);
+        if was_replica {
+            self.handle.broadcast(|| ControlMessage::Unfollow);
+        }
+        let membership = Membership::new(
+            name,
+            self.config.advertised_address.clone(),
+            FOLLOWERS_MAX,
+            LEARNERS_MAX,
+        );
+        self.state().membership = Some(membership);
+        tracing::info!(epoch = epoch.0, "this node leads the cluster");
+        tokio::spawn(Arc::clone(self).watch_members(session));
+        Ok(())
+    }
+
+    /// Raises the data epoch above every one seen and stores it before any frame carries it.
+    fn next_epoch(&self) -> std::io::Result<Epoch> {
+        let path = self.config.data_dir.join("strata.epoch");
+        let stored = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        let epoch = Epoch(stored.max(self.handle.shared.epoch().0) + 1);
+        let temporary = path.with_extension("epoch.tmp");
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            writeln!(file, "{}", epoch.0)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(&self.config.data_dir)?.sync_all()?;
+        self.handle.shared.observe_epoch(epoch);
+        Ok(epoch)
+    }
+
+    async fn become_replica(
+        self: &Arc<Self>,
+        role: Role,
+        name: String,
+        leader_address: String,
+    ) -> Result<(), AdminError> {
+        let from = self.role();
+        if from == Role::Leader {
+            // The reference lets a leader join another leader; it stops leading first.
+            self.enter(Role::Admin, String::new(), ServingMode::Admin);
+            self.handle.broadcast(|| ControlMessage::Detach { name: None });
+        }
+        let request = Request::Register {
+            name: name.clone(),
+            role: role.name().to_string(),
+            address: self.config.advertised_address.clone(),
+            version: self.config.version.clone(),
+        };
+        let response = match wire::call(&leader_address, &request).await {
+            Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
+            Err(WireError::Io(error)) => {
+                Err(AdminError::cannot_connect(&leader_address, &error.to_string()))
+            }
+            Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
+        };
+        let response = match response {
+            Ok(response) => response,
+            Err(error) => {
+                if from == Role::Leader {
+                    tracing::warn!(%error, "registration failed; the node is in admin mode");
+                }
+                return Err(error);
+            }
+        };
+        let leader: SocketAddr =
+            leader_address.parse().map_err(|_| AdminError::invalid_address(&leader_address))?;
+        let session = self.enter(role, name.clone(), ServingMode::Replica);
+        self.state().leader = Some(LeaderView {
+            name: response.leader_name.clone(),
+            address: leader_address.clone(),
+            status: NodeStatus::Alive,
+            update_ms: now_ms(),
+        });
+        let kind =
+            if role == Role::Follower { ReplicaKind::Follower } else { ReplicaKind::Learner };
+        self.handle.broadcast(|| ControlMessage::Follow { leader, name: name.clone(), kind });
+        let interval = response
+            .heartbeat_interval_ms
+            .filter(|milliseconds| *milliseconds > 0)
+            .map_or(self.config.heartbeat_interval, Duration::from_millis);
+        tokio::spawn(Arc::clone(self).send_heartbeats(session, interval));
+        self.wait_for_catch_up().await;
+        Ok(())
+    }
+
+    /// Waits (bounded) until every partition streams from the leader, so that the role change
+    /// returns with the replica's data in place, as the reference's synchronous log sync does.
+    async fn wait_for_catch_up(&self) {
+        let started = tokio::time::Instant::now();
+        let all = self.handle.partition_count as usize;
+        while self.handle.shared.streaming_partitions() < all {
+            if started.elapsed() > CATCH_UP_WAIT {
+                tracing::warn!("partitions still catching up; the role change returns anyway");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // ----- background loops -----
+
+    /// Leader: marks members whose heartbeats stopped as `timeout` and stops waiting for them;
+    /// refreshes each member's replication lag.
+    async fn watch_members(self: Arc<Self>, session: u64) {
+        let timeout_ms = self.config.heartbeat_timeout.as_millis() as u64;
+        loop {
+            tokio::time::sleep(TIMEOUT_CHECK_INTERVAL).await;
+            let progress = self.handle.shared.progress();
+            let expired = {
+                let mut state = self.state();
+                if state.session != session {
+                    return;
+                }
+                let Some(membership) = state.membership.as_mut() else { return };
+                let names: Vec<String> =
+                    membership.members().map(|member| member.name.clone()).collect();
+                for name in names {
+                    let lags: Vec<u64> = progress
+                        .iter()
+                        .filter(|((replica, _), _)| *replica == name)
+                        .map(|(_, entry)| entry.leader_lsn.0.saturating_sub(entry.acked_lsn.0))
+                        .collect();
+                    let lag = if lags.is_empty() { None } else { Some(lags.iter().sum()) };
+                    membership.set_lag(&name, lag);
+                }
+                membership.expire(now_ms(), timeout_ms)
+            };
+            for name in expired {
+                tracing::warn!(name, "no heartbeat within the timeout: member marked timeout");
+                self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.clone()) });
+            }
+        }
+    }
+
+    /// Replica: heartbeats to the leader every `interval` until the session changes.
+    async fn send_heartbeats(self: Arc<Self>, session: u64, interval: Duration) {
+        let mut connection: Option<tokio::net::TcpStream> = None;
+        loop {
+            tokio::time::sleep(interval).await;
+            let (request, address) = {
+                let state = self.state();
+                if state.session != session {
+                    return;
+                }
+                let Some(leader) = &state.leader else { return };
+                let request = Request::Heartbeat {
+                    name: state.name.clone(),
+                    role: state.role.name().to_string(),
+                    address: self.config.advertised_address.clone(),
+                };
+                (request, leader.address.clone())
+            };
+            let outcome = heartbeat_once(&mut connection, &address, &request).await;
+            self.record_heartbeat(session, outcome);
+        }
+    }
+
+    fn record_heartbeat(&self, session: u64, outcome: Result<Response, WireError>) {
+        let mut state = self.state();
+        if state.session != session {
+            return;
+        }
+        let now = now_ms();
+        let status = match outcome {
+            Ok(response) if response.error_code == 0 => {
+                state.heartbeats_sent += 1;
+                state.own_status = NodeStatus::from_name(&response.sender_status);
+                state.others = response.nodes;
+                state.others_update_ms = now;
+                NodeStatus::Alive
+            }
+            Ok(response) if response.error_code == 7025 => NodeStatus::LostConnection,
+            Ok(_) | Err(_) => NodeStatus::Timeout,
+        };
+        if let Some(leader) = state.leader.as_mut() {
+            if status == NodeStatus::Alive {
+                leader.update_ms = now;
+            }
+            if leader.status != status {
+                tracing::info!(leader = leader.name, status = status.name(), "leader status");
+            }
+            leader.status = status;
+        }
+    }
+
+    // ----- peer requests -----
+
+    /// Answers a control request from another node.
+    pub(crate) async fn answer(&self, request: Request) -> Response {
+        match request {
+            Request::Register { name, role, address, version } => self
+                .register(&name, &role, &address, &version)
+                .unwrap_or_else(|error| Response::error(&error)),
+            Request::Heartbeat { name, address, .. } => self.heartbeat(&name, &address),
+            Request::Unregister { name } => match self.unregister(&name) {
+                Ok(()) => Response::default(),
+                Err(error) => Response::error(&error),
+            },
+            Request::ChangeRole { role } => {
+                if Role::parse(&role).ok() != Some(Role::Admin) {
+                    return Response::error(&AdminError::invalid_role(&role));
+                }
+                let _serialized = self.role_change.lock().await;
+                if self.role().is_replica() {
+                    tracing::warn!("the leader removed this node from the cluster");
+                    self.become_admin(false).await;
+                }
+                Response::default()
+            }
+        }
+    }
+
+    fn register(
+        &self,
+        name: &str,
+        role: &str,
+        address: &str,
+        version: &str,
+    ) -> Result<Response, AdminError> {
+        let mut state = self.state();
+        let leader_name = state.name.clone();
+        let Some(membership) = state.membership.as_mut() else {
+            return Err(AdminError::not_leader_register());
+        };
+        let role = Role::parse(role)?;
+        validate_name(name)?;
+        parse_address(address)?;
+        if major_minor(version) != major_minor(&self.config.version) {
+            return Err(AdminError {
+                code: 7029,
+                message: format!(
+                    "Incompatible version: {version}, leader runs {}",
+                    self.config.version
+                ),
+            });
+        }
+        membership.register(name, role, address, now_ms())?;
+        tracing::info!(name, role = role.name(), address, "node registered");
+        Ok(Response {
+            leader_name,
+            heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
+            ..Response::default()
+        })
+    }
+
+    fn heartbeat(&self, name: &str, address: &str) -> Response {
+        let mut state = self.state();
+        let Some(membership) = state.membership.as_mut() else {
+            let mut response = Response::error(&AdminError::not_leader_register());
+            response.sender_status = NodeStatus::Removed.name().to_string();
+            return response;
+        };
+        match membership.heartbeat(name, address, now_ms()) {
+            Ok(outcome) => {
+                if outcome.returned {
+                    tracing::info!(name, "member heartbeats again: alive");
+                }
+                let nodes = membership
+                    .members()
+                    .filter(|member| member.name != name)
+                    .map(|member| PeerNode {
+                        name: member.name.clone(),
+                        role: member.role.name().to_string(),
+                        status: member.status.name().to_string(),
+                        address: member.address.clone(),
+                        heartbeats: member.heartbeats,
+                    })
+                    .collect();
+                Response {
+                    sender_status: NodeStatus::Alive.name().to_string(),
+                    nodes,
+                    ..Response::default()
+                }
+            }
+            Err(error) => {
+                let mut response = Response::error(&error);
+                response.sender_status = NodeStatus::LostConnection.name().to_string();
+                response
+            }
+        }
+    }
+
+    fn unregister(&self, name: &str) -> Result<(), AdminError> {
+        let mut state = self.state();
+        let Some(membership) = state.membership.as_mut() else {
+            return Err(AdminError::not_leader_register());
+        };
+        membership.remove(name).map_err(|_| AdminError {
+            code: 7019,
+            message: format!("Node doesn't exist: Attempt to remove non-exist node: {name}"),
+        })?;
+        drop(state);
+        tracing::info!(name, "node unregistered");
+        self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.to_string()) });
+        Ok(())
+    }
+
+    /// Whether `name` may open replication streams: an alive member of this leader.
+    pub(crate) fn may_stream(&self, name: &str) -> bool {
+        let state = self.state();
+        state
+            .membership
+            .as_ref()
+            .and_then(|membership| membership.get(name))
+            .is_some_and(|member| member.status == NodeStatus::Alive)
+    }
+
+    // ----- listing and removal -----
+
+    /// `DELETE /admin/node/{name}` on the leader.
+    pub(crate) async fn remove(&self, raw_name: &str) -> Result<(), AdminError> {
+        let name = normalize_name(raw_name);
+        let member = {
+            let mut state = self.state();
+            if !state.name.is_empty() && state.name == name {
+                return Err(AdminError::cannot_remove_self(&name));
+            }
+            if state.role != Role::Leader {
+                return Err(AdminError::cannot_remove_in_mode(state.role));
+            }
+            let membership = state.membership.as_mut().expect("a leader has a membership");
+            membership.remove(&name)?
+        };
+        self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.clone()) });
+        if member.status == NodeStatus::Alive {
+            let request = Request::ChangeRole { role: Role::Admin.name().to_string() };
+            if let Err(error) = wire::call(&member.address, &request).await {
+                tracing::warn!(name, %error, "the removed node did not confirm it left");
+            }
+        }
+        tracing::info!(name, "node removed");
+        Ok(())
+    }
+
+    /// Rows for `GET /admin/nodes`: this node first, then (on a replica) the leader, then the
+    /// others by name.
+    pub(crate) fn rows(&self) -> Result<Vec<NodeRow>, AdminError> {
+        let state = self.state();
+        match state.role {
+            Role::Admin => return Err(AdminError::starting()),
+            Role::Standalone => return Err(AdminError::show_nodes_cluster_only()),
+            _ => {}
+        }
+        let now = now_ms();
+        let mut rows = vec![NodeRow {
+            name: state.name.clone(),
+            role: state.role,
+            status: if state.role == Role::Leader { NodeStatus::Alive } else { state.own_status },
+            address: self.config.advertised_address.clone(),
+            heartbeats: if state.role == Role::Leader { 0 } else { state.heartbeats_sent },
+            last_update_ms: now,
+            lag: None,
+        }];
+        if let Some(membership) = &state.membership {
+            rows.extend(membership.members().map(strata_core::cluster::Member::row));
+        }
+        if let Some(leader) = &state.leader {
+            rows.push(NodeRow {
+                name: leader.name.clone(),
+                role: Role::Leader,
+                status: leader.status,
+                address: leader.address.clone(),
+                heartbeats: 0,
+                last_update_ms: leader.update_ms,
+                lag: None,
+            });
+            let mut others: Vec<&PeerNode> = state.others.iter().collect();
+            others.sort_by(|left, right| left.name.cmp(&right.name));
+            rows.extend(others.into_iter().map(|node| NodeRow {
+                name: node.name.clone(),
+                role: Role::parse(&node.role).unwrap_or(Role::Learner),
+                status: NodeStatus::from_name(&node.status),
+                address: node.address.clone(),
+                heartbeats: node.heartbeats,
+                last_update_ms: state.others_update_ms,
+                lag: None,
+            }));
+        }
+        Ok(rows)
+    }
+
+    /// `GET /admin/node/{name}`: on a replica the leader is looked up first, then this node,
+    /// then the others.
+    pub(crate) fn row(&self, raw_name: &str) -> Result<NodeRow, AdminError> {
+        if matches!(self.role(), Role::Admin | Role::Standalone) {
+            return Err(AdminError::show_node_cluster_only());
+        }
+        let name = normalize_name(raw_name);
+        let rows = self.rows()?;
+        rows.into_iter().find(|row| row.name == name).ok_or_else(|| AdminError::node_missing(&name))
+    }
+}
+
+fn required_name(name: Option<&str>) -> Result<String, AdminError> {
+    let name = name.ok_or_else(|| AdminError::field_required("name"))?;
+    validate_name(name)?;
+    Ok(normalize_name(name))
+}
+
+fn major_minor(version: &str) -> (&str, &str) {
+    let mut parts = version.split('.');
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+/// One heartbeat over a kept connection, reconnecting when it broke.
+async fn heartbeat_once(
+    connection: &mut Option<tokio::net::TcpStream>,
+    address: &str,
+    request: &Request,
+) -> Result<Response, WireError> {
+    if connection.is_none() {
+        let connect = tokio::net::TcpStream::connect(address);
+        let stream = tokio::time::timeout(wire::EXCHANGE_TIMEOUT, connect)
+            .await
+            .map_err(|_| WireError::Timeout(wire::EXCHANGE_TIMEOUT))??;
+        let _ = stream.set_nodelay(true);
+        *connection = Some(stream);
+    }
+    let stream = connection.as_mut().expect("connected above");
+    let outcome = wire::exchange(stream, request).await;
+    if outcome.is_err() {
+        *connection = None;
+    }
+    outcome
+}

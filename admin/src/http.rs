@@ -1,0 +1,174 @@
+//! The admin HTTP API, with Infinity's paths, JSON keys, error codes and statuses (200 on
+//! success, 500 with `error_code` and `error_message` otherwise). Deviations from the
+//! reference are listed in `docs/admin-api.md`.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use strata_core::cluster::{AdminError, NodeRow, Role};
+
+use crate::control::{now_ms, Control};
+
+pub(crate) fn router(control: Arc<Control>) -> Router {
+    Router::new()
+        .route("/admin/node/current", post(set_role).get(current_node))
+        .route("/admin/nodes", get(list_nodes))
+        .route("/admin/node/{name}", get(show_node).delete(remove_node))
+        .route("/admin/variables", get(variables))
+        .route("/admin/variables/{name}", get(variable))
+        .route("/admin/configs", get(configs))
+        .with_state(control)
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response {
+    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn success(fields: Map<String, Value>) -> Response {
+    let mut body = fields;
+    body.insert("error_code".into(), json!(0));
+    reply(StatusCode::OK, &Value::Object(body))
+}
+
+/// The reference's error body. `error_msg` repeats the message under the key later Infinity
+/// versions use, so clients of either read it.
+fn failure(error: &AdminError) -> Response {
+    let body = json!({
+        "error_code": error.code,
+        "error_message": error.message,
+        "error_msg": error.message,
+    });
+    reply(StatusCode::INTERNAL_SERVER_ERROR, &body)
+}
+
+fn answer(outcome: Result<Map<String, Value>, AdminError>) -> Response {
+    match outcome {
+        Ok(fields) => success(fields),
+        Err(error) => failure(&error),
+    }
+}
+
+/// `std::ctime` of a time in milliseconds since the epoch: local time, with a trailing newline,
+/// as the reference renders `update_time` and `last_update`.
+pub(crate) fn ctime(milliseconds: u64) -> String {
+    let seconds = (milliseconds / 1000) as libc::time_t;
+    let mut buffer = [0 as libc::c_char; 64];
+    // SAFETY: ctime_r writes at most 26 bytes into the 64-byte buffer and NUL-terminates it.
+    let written = unsafe { libc::ctime_r(&seconds, buffer.as_mut_ptr()) };
+    if written.is_null() {
+        return String::new();
+    }
+    // SAFETY: ctime_r succeeded, so the buffer holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(buffer.as_ptr()) }.to_string_lossy().into_owned()
+}
+
+async fn set_role(State(control): State<Arc<Control>>, body: Bytes) -> Response {
+    let request = match crate::json::parse_set_role(&body) {
+        Ok(request) => request,
+        Err(error) => return failure(&error),
+    };
+    answer(control.set_role(request).await.map(|()| Map::new()))
+}
+
+async fn current_node(State(control): State<Arc<Control>>) -> Response {
+    let role = control.role();
+    let node = if matches!(role, Role::Admin | Role::Standalone) {
+        json!({ "role": role.name(), "status": "started" })
+    } else {
+        let rows = control.rows().unwrap_or_default();
+        match rows.first() {
+            Some(own) => json!({
+                "address": own.address,
+                "name": own.name,
+                "role": own.role.name(),
+                "status": own.status.name(),
+                "update_time": ctime(now_ms()),
+            }),
+            None => json!({ "role": role.name(), "status": "started" }),
+        }
+    };
+    let mut fields = Map::new();
+    fields.insert("node".into(), node);
+    success(fields)
+}
+
+fn row_json(row: &NodeRow, time_key: &str) -> Value {
+    let mut node = json!({
+        "address": row.address,
+        "heartbeat": row.heartbeats.to_string(),
+        "name": row.name,
+        "role": row.role.name(),
+        "status": row.status.name(),
+        "lag": row.lag.map_or(String::new(), |lag| lag.to_string()),
+    });
+    node[time_key] = json!(ctime(row.last_update_ms));
+    node
+}
+
+async fn list_nodes(State(control): State<Arc<Control>>) -> Response {
+    answer(control.rows().map(|rows| {
+        let nodes: Vec<Value> = rows.iter().map(|row| row_json(row, "last_update")).collect();
+        let mut fields = Map::new();
+        fields.insert("nodes".into(), Value::Array(nodes));
+        fields
+    }))
+}
+
+async fn show_node(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
+    answer(control.row(&name).map(|row| {
+        let mut fields = Map::new();
+        fields.insert("node".into(), row_json(&row, "update_time"));
+        fields
+    }))
+}
+
+async fn remove_node(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
+    answer(control.remove(&name).await.map(|()| {
+        let mut fields = Map::new();
+        fields.insert("message".into(), json!(format!("Node {name} removed successfully.")));
+        fields
+    }))
+}
+
+/// Variables and configs are shown in admin mode only, as in the reference.
+fn admin_only(control: &Control) -> Result<(), AdminError> {
+    if control.role() == Role::Admin {
+        Ok(())
+    } else {
+        Err(AdminError::only_maintenance())
+    }
+}
+
+async fn variables(State(control): State<Arc<Control>>) -> Response {
+    answer(admin_only(&control).map(|()| {
+        let mut fields = Map::new();
+        fields.insert("role".into(), json!(control.role().name()));
+        fields
+    }))
+}
+
+async fn variable(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
+    let lowered = name.to_lowercase();
+    let outcome = if control.role() != Role::Admin && lowered != "server_role" {
+        Err(AdminError::only_maintenance())
+    } else if lowered == "role" {
+        let mut fields = Map::new();
+        fields.insert(name, json!(control.role().name()));
+        Ok(fields)
+    } else {
+        Err(AdminError::no_such_variable(&lowered))
+    };
+    answer(outcome)
+}
+
+async fn configs(State(control): State<Arc<Control>>) -> Response {
+    answer(admin_only(&control).map(|()| {
+        control.config.configs.iter().map(|(name, value)| (name.clone(), json!(value))).collect()
+    }))
+}

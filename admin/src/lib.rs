@@ -1,0 +1,52 @@
+//! Strata's control thread: the admin HTTP API (compatible with Infinity's cluster API), the
+//! peer port's control requests, membership, heartbeats and timeouts. It runs on its own
+//! thread with a single-threaded tokio runtime, and talks to the shards only through the
+//! node handle: a shared serving mode and messages over the shards' channels.
+
+mod control;
+mod http;
+pub mod json;
+mod peer_server;
+mod wire;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+pub use control::ControlConfig;
+use strata_net::NodeHandle;
+
+/// Starts the control thread serving the admin API on `http` and peers on `peer` (both bound
+/// already, so that a taken port is reported before anything runs).
+///
+/// # Errors
+///
+/// When the thread or its runtime cannot start, or a listener cannot be handed to it.
+pub fn start(
+    config: ControlConfig,
+    handle: NodeHandle,
+    http: std::net::TcpListener,
+    peer: std::net::TcpListener,
+) -> std::io::Result<JoinHandle<()>> {
+    http.set_nonblocking(true)?;
+    peer.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    std::thread::Builder::new().name("control".into()).spawn(move || {
+        runtime.block_on(async move {
+            let control = control::Control::new(config, handle);
+            let (http, peer) = match (
+                tokio::net::TcpListener::from_std(http),
+                tokio::net::TcpListener::from_std(peer),
+            ) {
+                (Ok(http), Ok(peer)) => (http, peer),
+                (Err(error), _) | (_, Err(error)) => {
+                    tracing::error!(%error, "control thread cannot use its listeners");
+                    return;
+                }
+            };
+            tokio::spawn(peer_server::serve(Arc::clone(&control), peer));
+            if let Err(error) = axum::serve(http, http::router(control)).await {
+                tracing::error!(%error, "admin HTTP server stopped");
+            }
+        });
+    })
+}

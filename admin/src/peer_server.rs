@@ -1,0 +1,96 @@
+//! The peer port: control requests from other nodes, and replication subscriptions, which are
+//! handed to the shard owning the partition.
+
+use std::sync::Arc;
+
+use strata_core::peer::{MessageKind, Subscribe};
+use strata_net::ControlMessage;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::control::Control;
+use crate::wire::{self, Request, Response};
+
+/// Peer connections served at once, at most; more wait in the kernel's backlog.
+const PEER_CONNECTIONS_MAX: usize = 1024;
+
+pub(crate) async fn serve(control: Arc<Control>, listener: TcpListener) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX));
+    loop {
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "peer accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let control = Arc::clone(&control);
+        tokio::spawn(async move {
+            if let Err(error) = serve_connection(&control, stream).await {
+                tracing::debug!(%peer, %error, "peer connection closed");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// Serves one peer connection: control requests until it closes, or one subscription.
+async fn serve_connection(
+    control: &Arc<Control>,
+    mut stream: TcpStream,
+) -> Result<(), wire::WireError> {
+    let mut input = Vec::new();
+    loop {
+        let Some((kind, payload)) = wire::receive(&mut stream, &mut input).await? else {
+            return Ok(());
+        };
+        match kind {
+            MessageKind::ControlRequest => {
+                let response = match serde_json::from_slice::<Request>(&payload) {
+                    Ok(request) => control.answer(request).await,
+                    Err(error) => Response {
+                        error_code: 3067,
+                        error_message: format!("bad control request: {error}"),
+                        ..Response::default()
+                    },
+                };
+                let body = serde_json::to_vec(&response)?;
+                wire::send(&mut stream, MessageKind::ControlResponse, &body).await?;
+            }
+            MessageKind::Subscribe if input.is_empty() => {
+                return subscribe(control, stream, &payload).await;
+            }
+            other => return Err(wire::WireError::Unexpected(other)),
+        }
+    }
+}
+
+async fn subscribe(
+    control: &Arc<Control>,
+    mut stream: TcpStream,
+    payload: &[u8],
+) -> Result<(), wire::WireError> {
+    let subscribe = Subscribe::decode(payload)?;
+    let refusal = if control.role() != strata_core::cluster::Role::Leader {
+        Some("this node is not the leader".to_string())
+    } else if subscribe.partition.0 >= control.handle.partition_count {
+        Some(format!("no partition {}", subscribe.partition))
+    } else if !control.may_stream(&subscribe.name) {
+        Some(format!("{} is not an alive member of this cluster", subscribe.name))
+    } else {
+        None
+    };
+    if let Some(reason) = refusal {
+        wire::send(&mut stream, MessageKind::Refused, reason.as_bytes()).await?;
+        return Ok(());
+    }
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    let partition = subscribe.partition;
+    if !control.handle.send_to_owner(partition, ControlMessage::Attach { stream, subscribe }) {
+        tracing::warn!(partition = partition.0, "the shard owning the partition is gone");
+    }
+    Ok(())
+}

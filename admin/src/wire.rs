@@ -1,0 +1,158 @@
+//! Control messages between nodes on the peer port: JSON inside the checksummed envelope of
+//! `strata_core::peer`, one request and one response at a time on a connection.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_core::cluster::AdminError;
+use strata_core::peer::{decode_message, encode_message, MessageKind, ENVELOPE_HEADER_BYTES};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest control message accepted (they are a few hundred bytes).
+pub(crate) const CONTROL_BYTES_MAX: usize = 1024 * 1024;
+/// How long one control exchange may take.
+pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A request from one node to another.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Replica → leader: join the cluster.
+    Register { name: String, role: String, address: String, version: String },
+    /// Replica → leader, every heartbeat interval.
+    Heartbeat { name: String, role: String, address: String },
+    /// Replica → leader: leave the cluster.
+    Unregister { name: String },
+    /// Leader → replica: go back to admin mode (the node was removed).
+    ChangeRole { role: String },
+}
+
+/// One node as the leader describes it in a heartbeat response.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct PeerNode {
+    pub name: String,
+    pub role: String,
+    pub status: String,
+    pub address: String,
+    pub heartbeats: u64,
+}
+
+/// The answer to a request. `error_code` 0 is success.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Response {
+    pub error_code: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_message: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub leader_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sender_status: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<PeerNode>,
+}
+
+impl Response {
+    pub(crate) fn error(error: &AdminError) -> Response {
+        Response {
+            error_code: error.code,
+            error_message: error.message.clone(),
+            ..Response::default()
+        }
+    }
+
+    pub(crate) fn into_result(self) -> Result<Response, AdminError> {
+        if self.error_code == 0 {
+            Ok(self)
+        } else {
+            Err(AdminError { code: self.error_code, message: self.error_message })
+        }
+    }
+}
+
+/// Why a control exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WireError {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad message: {0}")]
+    Peer(#[from] strata_core::peer::PeerError),
+    #[error("bad JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unexpected {0:?} message")]
+    Unexpected(MessageKind),
+    #[error("control message larger than {CONTROL_BYTES_MAX} bytes")]
+    TooLarge,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Writes one message.
+pub(crate) async fn send(
+    stream: &mut TcpStream,
+    kind: MessageKind,
+    payload: &[u8],
+) -> std::io::Result<()> {
+    let mut bytes = Vec::with_capacity(ENVELOPE_HEADER_BYTES + payload.len());
+    encode_message(&mut bytes, kind, payload);
+    stream.write_all(&bytes).await
+}
+
+/// Reads one whole message into `input` and returns its kind and payload, leaving any bytes
+/// after it in `input`. `Ok(None)` at a clean end of stream.
+pub(crate) async fn receive(
+    stream: &mut TcpStream,
+    input: &mut Vec<u8>,
+) -> Result<Option<(MessageKind, Vec<u8>)>, WireError> {
+    loop {
+        if let Some((message, length)) = decode_message(input)? {
+            let taken = (message.kind, message.payload.to_vec());
+            input.drain(..length);
+            return Ok(Some(taken));
+        }
+        if input.len() > CONTROL_BYTES_MAX + ENVELOPE_HEADER_BYTES {
+            return Err(WireError::TooLarge);
+        }
+        let mut chunk = [0u8; 4096];
+        let read = stream.read(&mut chunk).await?;
+        if read == 0 {
+            if input.is_empty() {
+                return Ok(None);
+            }
+            return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+        input.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// Sends `request` on `stream` and waits for the response.
+pub(crate) async fn exchange(
+    stream: &mut TcpStream,
+    request: &Request,
+) -> Result<Response, WireError> {
+    let body = serde_json::to_vec(request)?;
+    let work = async {
+        send(stream, MessageKind::ControlRequest, &body).await?;
+        let mut input = Vec::new();
+        match receive(stream, &mut input).await? {
+            Some((MessageKind::ControlResponse, payload)) => Ok(serde_json::from_slice(&payload)?),
+            Some((kind, _)) => Err(WireError::Unexpected(kind)),
+            None => Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        }
+    };
+    tokio::time::timeout(EXCHANGE_TIMEOUT, work)
+        .await
+        .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))?
+}
+
+/// Connects to `address` and makes one exchange.
+pub(crate) async fn call(address: &str, request: &Request) -> Result<Response, WireError> {
+    let connect = TcpStream::connect(address);
+    let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, connect)
+        .await
+        .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))??;
+    let _ = stream.set_nodelay(true);
+    exchange(&mut stream, request).await
+}

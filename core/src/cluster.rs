@@ -1,0 +1,565 @@
+//! Cluster roles, their transitions, the admin API's error codes, and the leader's membership
+//! table: the sans-IO part of the control plane, following Infinity's cluster API (tag
+//! v0.6.0-dev3). Times are passed in as milliseconds; nothing here reads a clock.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// Followers a leader accepts: the documented four (the reference admitted only three).
+pub const FOLLOWERS_MAX: usize = 4;
+/// Learners a leader accepts.
+pub const LEARNERS_MAX: usize = 255;
+/// Node names are shorter than this.
+pub const NAME_BYTES_LIMIT: usize = 65536;
+
+/// A node's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Admin,
+    Standalone,
+    Leader,
+    Follower,
+    Learner,
+}
+
+impl Role {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Standalone => "standalone",
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Learner => "learner",
+        }
+    }
+
+    /// Parses a role name, ignoring case.
+    ///
+    /// # Errors
+    ///
+    /// 8007 `Invalid node role <name>` for anything else.
+    pub fn parse(text: &str) -> Result<Role, AdminError> {
+        let lowered = text.to_lowercase();
+        Ok(match lowered.as_str() {
+            "admin" => Role::Admin,
+            "standalone" => Role::Standalone,
+            "leader" => Role::Leader,
+            "follower" => Role::Follower,
+            "learner" => Role::Learner,
+            _ => return Err(AdminError::invalid_role(&lowered)),
+        })
+    }
+
+    /// Leader, follower or learner.
+    #[must_use]
+    pub fn is_cluster(self) -> bool {
+        matches!(self, Role::Leader | Role::Follower | Role::Learner)
+    }
+
+    /// Follower or learner.
+    #[must_use]
+    pub fn is_replica(self) -> bool {
+        matches!(self, Role::Follower | Role::Learner)
+    }
+}
+
+/// A node's connection status as its leader (or its replica) sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeStatus {
+    Alive,
+    Timeout,
+    LostConnection,
+    Removed,
+    Invalid,
+}
+
+impl NodeStatus {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeStatus::Alive => "alive",
+            NodeStatus::Timeout => "timeout",
+            NodeStatus::LostConnection => "lost connection",
+            NodeStatus::Removed => "removed",
+            NodeStatus::Invalid => "invalid",
+        }
+    }
+
+    /// The status a name stands for; `Invalid` for unknown names.
+    #[must_use]
+    pub fn from_name(name: &str) -> NodeStatus {
+        match name {
+            "alive" => NodeStatus::Alive,
+            "timeout" => NodeStatus::Timeout,
+            "lost connection" => NodeStatus::LostConnection,
+            "removed" => NodeStatus::Removed,
+            _ => NodeStatus::Invalid,
+        }
+    }
+}
+
+/// An admin API error: Infinity's code and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminError {
+    pub code: u32,
+    pub message: String,
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for AdminError {}
+
+fn error(code: u32, message: String) -> AdminError {
+    AdminError { code, message }
+}
+
+impl AdminError {
+    #[must_use]
+    pub fn invalid_json(detail: &str) -> AdminError {
+        error(3067, detail.to_string())
+    }
+    #[must_use]
+    pub fn field_required(field: &str) -> AdminError {
+        error(3076, format!("Field '{field}' is required"))
+    }
+    #[must_use]
+    pub fn invalid_role(role: &str) -> AdminError {
+        error(8007, format!("Invalid node role {role}"))
+    }
+    #[must_use]
+    pub fn empty_name() -> AdminError {
+        error(3042, "Empty column name.".into())
+    }
+    #[must_use]
+    pub fn name_too_long() -> AdminError {
+        error(3046, format!("Given column name length exceeds {NAME_BYTES_LIMIT}"))
+    }
+    #[must_use]
+    pub fn invalid_name(name: &str) -> AdminError {
+        error(3005, format!("{name} is a invalid column name"))
+    }
+    #[must_use]
+    pub fn invalid_address(address: &str) -> AdminError {
+        error(7016, format!("Invalid server address: {address}"))
+    }
+    #[must_use]
+    pub fn same_address_as_leader(ip: &str, port: &str) -> AdminError {
+        error(
+            7016,
+            format!(
+                "Invalid server address: Follower or learner peer server address {ip}: {port} \
+                 are same as leader"
+            ),
+        )
+    }
+    #[must_use]
+    pub fn cannot_connect(address: &str, reason: &str) -> AdminError {
+        error(7018, format!("Can't connect server: {address}, {reason}"))
+    }
+    #[must_use]
+    pub fn node_missing(name: &str) -> AdminError {
+        error(7019, format!("Node doesn't exist: {name}"))
+    }
+    #[must_use]
+    pub fn duplicate_node(name: &str) -> AdminError {
+        error(7020, format!("Duplicate node: {name}"))
+    }
+    #[must_use]
+    pub fn leader_unreachable(reason: &str) -> AdminError {
+        error(7021, format!("Can't connect to leader: {reason}"))
+    }
+    #[must_use]
+    pub fn not_registered(name: &str) -> AdminError {
+        error(7025, format!("Not registered node: {name}"))
+    }
+    #[must_use]
+    pub fn too_many_followers(limit: usize) -> AdminError {
+        error(7027, format!("Too many followers, limit: {limit}"))
+    }
+    #[must_use]
+    pub fn too_many_learners(limit: usize) -> AdminError {
+        error(7028, format!("Too many learner, limit: {limit}"))
+    }
+    /// A leader's refusal, passed on by the node that asked it.
+    #[must_use]
+    pub fn from_leader(refusal: &AdminError) -> AdminError {
+        error(refusal.code, format!("From leader: {}", refusal.message))
+    }
+    #[must_use]
+    pub fn not_leader_register() -> AdminError {
+        error(8007, "Attempt to register with a non-leader node".into())
+    }
+    #[must_use]
+    pub fn cannot_remove_self(name: &str) -> AdminError {
+        error(8007, format!("Can't remove current node: {name}"))
+    }
+    #[must_use]
+    pub fn cannot_remove_in_mode(role: Role) -> AdminError {
+        error(8007, format!("Can't remove node in {} mode", role.name()))
+    }
+    #[must_use]
+    pub fn node_info_updated(name: &str) -> AdminError {
+        error(8009, format!("Node info updated: {name}"))
+    }
+    #[must_use]
+    pub fn only_maintenance() -> AdminError {
+        error(2005, "Only maintenance mode supports ADMIN command".into())
+    }
+    /// The reference says "Infinity is starting"; the code is what clients check.
+    #[must_use]
+    pub fn starting() -> AdminError {
+        error(2007, "Node is starting: no cluster role is set yet".into())
+    }
+    #[must_use]
+    pub fn no_such_variable(name: &str) -> AdminError {
+        error(3027, format!("No such system variable: {name}"))
+    }
+    #[must_use]
+    pub fn show_nodes_cluster_only() -> AdminError {
+        error(3032, "'ADMIN SHOW NODES' only works in cluster mode".into())
+    }
+    #[must_use]
+    pub fn show_node_cluster_only() -> AdminError {
+        error(3032, "SHOW NODE only works in cluster mode".into())
+    }
+    /// A transition the role state machine refuses.
+    #[must_use]
+    pub fn cannot_switch(from: Role, to: Role) -> AdminError {
+        match (from, to) {
+            (Role::Standalone, _) => {
+                error(8007, "Can't switch from standalone to cluster mode".into())
+            }
+            (Role::Leader, _) => error(8007, "Can't switch role from leader to standalone".into()),
+            (Role::Learner, Role::Leader) => {
+                error(7026, "Can't switch from learner to leader".into())
+            }
+            (_, Role::Standalone) => error(8007, "Can't switch follower role to standalone".into()),
+            _ => error(
+                7026,
+                format!("Can't switch node role: from {} to {}", from.name(), to.name()),
+            ),
+        }
+    }
+}
+
+/// What a role change does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    /// Same role: success, nothing changes (even with another name or address).
+    Unchanged,
+    Change,
+}
+
+/// Whether a node in `from` may switch to `to` (Infinity's `ChangeServerRole` table).
+///
+/// # Errors
+///
+/// The refusal, with its reference code (7026 or 8007).
+pub fn check_transition(from: Role, to: Role) -> Result<Transition, AdminError> {
+    if from == to {
+        return Ok(Transition::Unchanged);
+    }
+    let allowed = match from {
+        Role::Admin => true,
+        Role::Standalone => to == Role::Admin,
+        Role::Leader => to != Role::Standalone,
+        Role::Follower => matches!(to, Role::Admin | Role::Leader),
+        Role::Learner => to == Role::Admin,
+    };
+    if allowed {
+        Ok(Transition::Change)
+    } else {
+        Err(AdminError::cannot_switch(from, to))
+    }
+}
+
+/// Whether the reference moves a node whose switch to a cluster role failed back to admin:
+/// for every failure but a refused transition (7026).
+#[must_use]
+pub fn rolls_back_to_admin(error: &AdminError) -> bool {
+    error.code != 7026
+}
+
+/// Checks a node name: non-empty, shorter than 65536 bytes, `[A-Za-z_][A-Za-z0-9_]*`.
+///
+/// # Errors
+///
+/// 3042 empty, 3046 too long, 3005 other characters.
+pub fn validate_name(name: &str) -> Result<(), AdminError> {
+    if name.is_empty() {
+        return Err(AdminError::empty_name());
+    }
+    if name.len() >= NAME_BYTES_LIMIT {
+        return Err(AdminError::name_too_long());
+    }
+    let mut bytes = name.bytes();
+    let first_ok = bytes.next().is_some_and(|byte| byte.is_ascii_alphabetic() || byte == b'_');
+    if !first_ok || !bytes.all(|byte| byte.is_ascii_alphanumeric() || byte == b'_') {
+        return Err(AdminError::invalid_name(name));
+    }
+    Ok(())
+}
+
+/// Node names are compared lowercased, as the reference does.
+#[must_use]
+pub fn normalize_name(name: &str) -> String {
+    name.to_lowercase()
+}
+
+/// An IPv4 address and port, as a node's peer address is written (`a.b.c.d:port`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerAddress {
+    pub octets: [u8; 4],
+    pub port: u16,
+}
+
+impl fmt::Display for PeerAddress {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d] = self.octets;
+        write!(formatter, "{a}.{b}.{c}.{d}:{}", self.port)
+    }
+}
+
+/// Parses `a.b.c.d:port` (1–3 digits per octet, at most 255; 1–5 digits of port, at most
+/// 65535), as the reference's address check does.
+///
+/// # Errors
+///
+/// 7016 `Invalid server address: <text>`.
+pub fn parse_address(text: &str) -> Result<PeerAddress, AdminError> {
+    let invalid = || AdminError::invalid_address(text);
+    let (host, port) = text.split_once(':').ok_or_else(invalid)?;
+    let digits = |part: &str, most: usize| {
+        !part.is_empty() && part.len() <= most && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    let octets: Vec<&str> = host.split('.').collect();
+    if octets.len() != 4 || !octets.iter().all(|octet| digits(octet, 3)) || !digits(port, 5) {
+        return Err(invalid());
+    }
+    let mut parsed = [0u8; 4];
+    for (slot, octet) in parsed.iter_mut().zip(&octets) {
+        *slot = octet.parse().map_err(|_| invalid())?;
+    }
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    Ok(PeerAddress { octets: parsed, port })
+}
+
+/// One row of a node listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRow {
+    pub name: String,
+    pub role: Role,
+    pub status: NodeStatus,
+    pub address: String,
+    pub heartbeats: u64,
+    pub last_update_ms: u64,
+    /// Records the node has yet to acknowledge, over all partitions (leader's view).
+    pub lag: Option<u64>,
+}
+
+/// A follower or learner registered with the leader.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub role: Role,
+    pub address: String,
+    pub heartbeats: u64,
+    pub last_update_ms: u64,
+    pub status: NodeStatus,
+    pub lag: Option<u64>,
+}
+
+impl Member {
+    #[must_use]
+    pub fn row(&self) -> NodeRow {
+        NodeRow {
+            name: self.name.clone(),
+            role: self.role,
+            status: self.status,
+            address: self.address.clone(),
+            heartbeats: self.heartbeats,
+            last_update_ms: self.last_update_ms,
+            lag: self.lag,
+        }
+    }
+}
+
+/// What a heartbeat did to its sender's entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeartbeatOutcome {
+    /// The member was `timeout` or `lost connection` and is `alive` again.
+    pub returned: bool,
+}
+
+/// The leader's table of followers and learners.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    leader_name: String,
+    leader_address: String,
+    followers_max: usize,
+    learners_max: usize,
+    members: BTreeMap<String, Member>,
+}
+
+impl Membership {
+    #[must_use]
+    pub fn new(
+        leader_name: String,
+        leader_address: String,
+        followers_max: usize,
+        learners_max: usize,
+    ) -> Membership {
+        Membership {
+            leader_name,
+            leader_address,
+            followers_max,
+            learners_max,
+            members: BTreeMap::new(),
+        }
+    }
+
+    #[must_use]
+    pub fn leader_name(&self) -> &str {
+        &self.leader_name
+    }
+
+    #[must_use]
+    pub fn leader_address(&self) -> &str {
+        &self.leader_address
+    }
+
+    /// Registers a follower or learner. A name already registered is refused while that member
+    /// is alive; a member that timed out or lost its connection is replaced (it came back).
+    ///
+    /// # Errors
+    ///
+    /// 8007 for another role, 7020 the leader's or an alive member's name, 7016 the leader's
+    /// own address, 7027/7028 when the followers or learners are full.
+    pub fn register(
+        &mut self,
+        name: &str,
+        role: Role,
+        address: &str,
+        now_ms: u64,
+    ) -> Result<(), AdminError> {
+        if !role.is_replica() {
+            return Err(AdminError::invalid_role(role.name()));
+        }
+        if name == self.leader_name {
+            return Err(AdminError::duplicate_node(name));
+        }
+        if address == self.leader_address {
+            let (ip, port) = address.rsplit_once(':').unwrap_or((address, ""));
+            return Err(AdminError::same_address_as_leader(ip, port));
+        }
+        if self.members.get(name).is_some_and(|member| member.status == NodeStatus::Alive) {
+            return Err(AdminError::duplicate_node(name));
+        }
+        let others = self.members.values().filter(|member| member.name != name);
+        let same_role = others.filter(|member| member.role == role).count();
+        match role {
+            Role::Follower if same_role >= self.followers_max => {
+                return Err(AdminError::too_many_followers(self.followers_max));
+            }
+            Role::Learner if same_role >= self.learners_max => {
+                return Err(AdminError::too_many_learners(self.learners_max));
+            }
+            _ => {}
+        }
+        let member = Member {
+            name: name.to_string(),
+            role,
+            address: address.to_string(),
+            heartbeats: 0,
+            last_update_ms: now_ms,
+            status: NodeStatus::Alive,
+            lag: None,
+        };
+        self.members.insert(name.to_string(), member);
+        Ok(())
+    }
+
+    /// Counts a heartbeat; a member that had timed out is alive again.
+    ///
+    /// # Errors
+    ///
+    /// 7025 for an unknown or removed name, 8009 when the address changed.
+    pub fn heartbeat(
+        &mut self,
+        name: &str,
+        address: &str,
+        now_ms: u64,
+    ) -> Result<HeartbeatOutcome, AdminError> {
+        let member = self.members.get_mut(name).ok_or_else(|| AdminError::not_registered(name))?;
+        if member.status == NodeStatus::Removed {
+            return Err(AdminError::not_registered(name));
+        }
+        if member.address != address {
+            return Err(AdminError::node_info_updated(name));
+        }
+        member.heartbeats += 1;
+        member.last_update_ms = now_ms;
+        let returned = member.status != NodeStatus::Alive;
+        member.status = NodeStatus::Alive;
+        Ok(HeartbeatOutcome { returned })
+    }
+
+    /// Marks every alive member silent for more than `timeout_ms` as `timeout`; returns them.
+    pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<String> {
+        let mut expired = Vec::new();
+        for member in self.members.values_mut() {
+            if member.status == NodeStatus::Alive
+                && now_ms.saturating_sub(member.last_update_ms) > timeout_ms
+            {
+                member.status = NodeStatus::Timeout;
+                expired.push(member.name.clone());
+            }
+        }
+        expired
+    }
+
+    /// Sets a member's status; unknown names are ignored.
+    pub fn mark(&mut self, name: &str, status: NodeStatus) {
+        if let Some(member) = self.members.get_mut(name) {
+            member.status = status;
+        }
+    }
+
+    pub fn set_lag(&mut self, name: &str, lag: Option<u64>) {
+        if let Some(member) = self.members.get_mut(name) {
+            member.lag = lag;
+        }
+    }
+
+    /// Removes a member.
+    ///
+    /// # Errors
+    ///
+    /// 7019 for an unknown name.
+    pub fn remove(&mut self, name: &str) -> Result<Member, AdminError> {
+        self.members.remove(name).ok_or_else(|| AdminError::node_missing(name))
+    }
+
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Member> {
+        self.members.get(name)
+    }
+
+    /// Members in name order.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    #[must_use]
+    pub fn followers(&self) -> Vec<&Member> {
+        self.members.values().filter(|member| member.role == Role::Follower).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

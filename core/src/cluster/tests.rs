@@ -1,0 +1,150 @@
+use super::*;
+
+const ROLES: [Role; 5] =
+    [Role::Admin, Role::Standalone, Role::Leader, Role::Follower, Role::Learner];
+
+#[test]
+fn every_transition_follows_the_reference_table() {
+    use Role::{Admin as A, Follower as F, Leader as L, Learner as R, Standalone as S};
+    let expect = |from: Role, to: Role| -> Result<Transition, (u32, &str)> {
+        if from == to {
+            return Ok(Transition::Unchanged);
+        }
+        match (from, to) {
+            (A, _) | (S, A) | (L, A | F | R) | (F, A | L) | (R, A) => Ok(Transition::Change),
+            (S, _) => Err((8007, "Can't switch from standalone to cluster mode")),
+            (L, S) => Err((8007, "Can't switch role from leader to standalone")),
+            (F, R) => Err((7026, "Can't switch node role: from follower to learner")),
+            (R, F) => Err((7026, "Can't switch node role: from learner to follower")),
+            (R, L) => Err((7026, "Can't switch from learner to leader")),
+            (F | R, S) => Err((8007, "Can't switch follower role to standalone")),
+            _ => unreachable!("{from:?} -> {to:?}"),
+        }
+    };
+    for from in ROLES {
+        for to in ROLES {
+            let actual = check_transition(from, to).map_err(|error| (error.code, error.message));
+            let wanted = expect(from, to).map_err(|(code, text)| (code, text.to_string()));
+            assert_eq!(actual, wanted, "{from:?} -> {to:?}");
+        }
+    }
+    assert!(!rolls_back_to_admin(&AdminError::cannot_switch(R, L)));
+    assert!(rolls_back_to_admin(&AdminError::cannot_connect("1.2.3.4:5", "refused")));
+}
+
+#[test]
+fn roles_parse_ignoring_case() {
+    assert_eq!(Role::parse("LeAdEr"), Ok(Role::Leader));
+    let error = Role::parse("Boss").unwrap_err();
+    assert_eq!((error.code, error.message.as_str()), (8007, "Invalid node role boss"));
+    assert!(Role::Follower.is_replica() && !Role::Leader.is_replica());
+    assert!(Role::Leader.is_cluster() && !Role::Admin.is_cluster());
+    assert_eq!(NodeStatus::LostConnection.name(), "lost connection");
+    assert_eq!(NodeStatus::from_name("lost connection"), NodeStatus::LostConnection);
+}
+
+#[test]
+fn names_are_checked_like_identifiers() {
+    assert_eq!(validate_name(""), Err(AdminError::empty_name()));
+    assert_eq!(validate_name("").unwrap_err().code, 3042);
+    assert_eq!(validate_name(&"a".repeat(NAME_BYTES_LIMIT)).unwrap_err().code, 3046);
+    let invalid = validate_name("1node").unwrap_err();
+    assert_eq!((invalid.code, invalid.message.as_str()), (3005, "1node is a invalid column name"));
+    assert_eq!(validate_name("no-dash").unwrap_err().code, 3005);
+    assert!(validate_name("_Node_2").is_ok());
+    assert_eq!(normalize_name("Harry"), "harry");
+}
+
+#[test]
+fn addresses_are_dotted_quads_with_a_port() {
+    assert_eq!(parse_address("0.0.0.0:23851").unwrap().port, 23851);
+    assert_eq!(parse_address("127.0.0.1:1").unwrap().octets, [127, 0, 0, 1]);
+    assert_eq!(parse_address("10.0.0.2:80").unwrap().to_string(), "10.0.0.2:80");
+    for bad in [
+        "256.0.0.1:80",
+        "1.2.3.4:65536",
+        "1.2.3.4",
+        "1.2.3:80",
+        "a.b.c.d:80",
+        "1.2.3.4:",
+        "1.2.3.4:123456",
+        "localhost:80",
+        "1.2.3.4:80 ",
+    ] {
+        let error = parse_address(bad).unwrap_err();
+        assert_eq!((error.code, error.message), (7016, format!("Invalid server address: {bad}")));
+    }
+}
+
+fn leader() -> Membership {
+    Membership::new("boss".into(), "127.0.0.1:100".into(), FOLLOWERS_MAX, 2)
+}
+
+#[test]
+fn registration_checks_in_the_reference_order() {
+    let mut table = leader();
+    assert_eq!(table.register("boss", Role::Follower, "127.0.0.1:100", 0).unwrap_err().code, 7020);
+    let same = table.register("x", Role::Follower, "127.0.0.1:100", 0).unwrap_err();
+    assert_eq!(
+        same.message,
+        "Invalid server address: Follower or learner peer server address 127.0.0.1: 100 \
+         are same as leader"
+    );
+    assert_eq!(table.register("x", Role::Leader, "127.0.0.1:1", 0).unwrap_err().code, 8007);
+    table.register("f1", Role::Follower, "127.0.0.1:1", 0).unwrap();
+    let duplicate = table.register("f1", Role::Follower, "127.0.0.1:9", 0).unwrap_err();
+    assert_eq!((duplicate.code, duplicate.message.as_str()), (7020, "Duplicate node: f1"));
+}
+
+#[test]
+fn four_followers_fit_and_the_fifth_is_refused() {
+    let mut table = leader();
+    for index in 0..4 {
+        table
+            .register(&format!("f{index}"), Role::Follower, &format!("127.0.0.1:{}", index + 1), 0)
+            .unwrap();
+    }
+    let fifth = table.register("f4", Role::Follower, "127.0.0.1:5", 0).unwrap_err();
+    assert_eq!((fifth.code, fifth.message.as_str()), (7027, "Too many followers, limit: 4"));
+    table.register("l0", Role::Learner, "127.0.0.1:6", 0).unwrap();
+    table.register("l1", Role::Learner, "127.0.0.1:7", 0).unwrap();
+    assert_eq!(table.register("l2", Role::Learner, "127.0.0.1:8", 0).unwrap_err().code, 7028);
+    assert_eq!(table.followers().len(), 4);
+}
+
+#[test]
+fn heartbeats_count_time_out_and_bring_members_back() {
+    let mut table = leader();
+    table.register("f", Role::Follower, "127.0.0.1:1", 1_000).unwrap();
+    table.register("l", Role::Learner, "127.0.0.1:2", 1_000).unwrap();
+    assert_eq!(
+        table.heartbeat("f", "127.0.0.1:1", 2_000),
+        Ok(HeartbeatOutcome { returned: false })
+    );
+    assert_eq!(table.get("f").unwrap().heartbeats, 1);
+    assert_eq!(table.heartbeat("nobody", "127.0.0.1:1", 2_000).unwrap_err().code, 7025);
+    assert_eq!(table.heartbeat("f", "127.0.0.1:9", 2_000).unwrap_err().code, 8009);
+    // At 5 500 ms: "l" was silent 4 500 ms, "f" 3 500 ms; the timeout is 4 000 ms.
+    assert_eq!(table.expire(5_500, 4_000), vec!["l".to_string()]);
+    assert_eq!(table.get("l").unwrap().status, NodeStatus::Timeout);
+    assert_eq!(table.get("f").unwrap().status, NodeStatus::Alive);
+    assert!(table.expire(5_500, 4_000).is_empty(), "a timed-out member is reported once");
+    assert_eq!(table.heartbeat("l", "127.0.0.1:2", 6_000), Ok(HeartbeatOutcome { returned: true }));
+    assert_eq!(table.get("l").unwrap().status, NodeStatus::Alive);
+}
+
+#[test]
+fn a_member_that_came_back_registers_again() {
+    let mut table = leader();
+    table.register("f", Role::Follower, "127.0.0.1:1", 0).unwrap();
+    table.mark("f", NodeStatus::Timeout);
+    table.register("f", Role::Follower, "127.0.0.1:1", 10).unwrap();
+    let member = table.get("f").unwrap();
+    assert_eq!(
+        (member.status, member.heartbeats, member.last_update_ms),
+        (NodeStatus::Alive, 0, 10)
+    );
+    assert_eq!(table.members().count(), 1);
+    assert_eq!(table.remove("f").unwrap().name, "f");
+    assert_eq!(table.remove("f").unwrap_err().code, 7019);
+}

@@ -1,0 +1,365 @@
+//! The peer protocol's envelope: every message between nodes on `peer_port` is one envelope.
+//!
+//! Layout (integers little-endian; see `docs/peer-protocol.md`):
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic     "STRP" = 0x50525453
+//!      4    1 kind      what the payload is (MessageKind)
+//!      5    3 reserved  0
+//!      8    4 length    payload bytes that follow the header
+//!     12    4 checksum  CRC32C of the payload
+//!     16    … payload
+//! ```
+//!
+//! A replication stream carries WAL frames exactly as the leader wrote them (their own header
+//! and checksum inside the envelope's payload); control requests carry JSON. Nothing here does
+//! I/O: the caller feeds bytes in and gets whole messages or a typed error back.
+
+use crate::ids::{Epoch, Lsn, PartitionId};
+
+pub const ENVELOPE_MAGIC: u32 = u32::from_le_bytes(*b"STRP");
+pub const ENVELOPE_HEADER_BYTES: usize = 16;
+/// Largest payload accepted: a WAL frame is at most 16 MiB plus its header, a snapshot chunk
+/// 1 MiB, a control message a few KiB.
+pub const ENVELOPE_PAYLOAD_BYTES_MAX: usize = 20 * 1024 * 1024;
+/// Snapshot bytes sent per chunk.
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+/// Longest node name carried in a subscription.
+pub const NAME_BYTES_MAX: usize = 1024;
+
+/// What an envelope carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MessageKind {
+    /// Client → server, JSON: a control request (register, heartbeat, ...).
+    ControlRequest = 1,
+    /// Server → client, JSON: the answer to a control request.
+    ControlResponse = 2,
+    /// Replica → leader, binary [`Subscribe`]: open the replication stream of one partition.
+    Subscribe = 3,
+    /// Leader → replica, binary [`StreamStart`]: how the stream begins.
+    StreamStart = 4,
+    /// Leader → replica, text: the subscription is refused; the connection closes.
+    Refused = 5,
+    /// Leader → replica: one or more WAL frames, back to back, exactly as written.
+    Frames = 10,
+    /// Leader → replica, u64: the partition's commit LSN.
+    Commit = 11,
+    /// Leader → replica: the next piece of a snapshot (a sealed checkpoint image).
+    SnapshotChunk = 12,
+    /// Leader → replica, u64: the snapshot is complete; it holds the state at this LSN.
+    SnapshotEnd = 13,
+    /// Replica → leader, u64: every frame up to this LSN is durable on the replica.
+    Ack = 14,
+}
+
+impl MessageKind {
+    fn from_u8(value: u8) -> Option<MessageKind> {
+        Some(match value {
+            1 => MessageKind::ControlRequest,
+            2 => MessageKind::ControlResponse,
+            3 => MessageKind::Subscribe,
+            4 => MessageKind::StreamStart,
+            5 => MessageKind::Refused,
+            10 => MessageKind::Frames,
+            11 => MessageKind::Commit,
+            12 => MessageKind::SnapshotChunk,
+            13 => MessageKind::SnapshotEnd,
+            14 => MessageKind::Ack,
+            _ => return None,
+        })
+    }
+}
+
+/// Why bytes from a peer are not a valid message. The connection is closed; nothing is applied.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PeerError {
+    #[error("bad envelope magic {0:#010x}")]
+    Magic(u32),
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    #[error("reserved envelope bytes are not zero")]
+    Reserved,
+    #[error("payload of {0} bytes exceeds the limit")]
+    TooLarge(usize),
+    #[error("payload checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum { stored: u32, computed: u32 },
+    #[error("malformed {kind:?} payload: {reason}")]
+    Payload { kind: MessageKind, reason: String },
+}
+
+/// One whole message taken from the input.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message<'a> {
+    pub kind: MessageKind,
+    pub payload: &'a [u8],
+}
+
+/// Appends one envelope holding `payload` to `output`.
+///
+/// # Panics
+///
+/// If `payload` exceeds [`ENVELOPE_PAYLOAD_BYTES_MAX`]: the sender never builds one.
+pub fn encode_message(output: &mut Vec<u8>, kind: MessageKind, payload: &[u8]) {
+    assert!(payload.len() <= ENVELOPE_PAYLOAD_BYTES_MAX, "envelope payload too large");
+    output.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
+    output.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    output.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    output.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
+    output.extend_from_slice(payload);
+}
+
+/// Appends a message whose payload is one little-endian u64 (Commit, Ack, `SnapshotEnd`).
+pub fn encode_lsn_message(output: &mut Vec<u8>, kind: MessageKind, lsn: Lsn) {
+    encode_message(output, kind, &lsn.0.to_le_bytes());
+}
+
+/// The first whole message in `input` and the bytes it takes, `Ok(None)` when more bytes are
+/// needed, or why the input is not a message stream.
+///
+/// # Errors
+///
+/// Any [`PeerError`] but `Payload`: bad magic, unknown kind, non-zero reserved bytes, an
+/// oversized length, a checksum mismatch.
+pub fn decode_message(input: &[u8]) -> Result<Option<(Message<'_>, usize)>, PeerError> {
+    if input.len() < ENVELOPE_HEADER_BYTES {
+        return Ok(None);
+    }
+    let magic = read_u32(input, 0);
+    if magic != ENVELOPE_MAGIC {
+        return Err(PeerError::Magic(magic));
+    }
+    let kind = MessageKind::from_u8(input[4]).ok_or(PeerError::Kind(input[4]))?;
+    if input[5..8] != [0, 0, 0] {
+        return Err(PeerError::Reserved);
+    }
+    let length = read_u32(input, 8) as usize;
+    if length > ENVELOPE_PAYLOAD_BYTES_MAX {
+        return Err(PeerError::TooLarge(length));
+    }
+    let total = ENVELOPE_HEADER_BYTES + length;
+    if input.len() < total {
+        return Ok(None);
+    }
+    let payload = &input[ENVELOPE_HEADER_BYTES..total];
+    let stored = read_u32(input, 12);
+    let computed = crc32c::crc32c(payload);
+    if stored != computed {
+        return Err(PeerError::Checksum { stored, computed });
+    }
+    Ok(Some((Message { kind, payload }, total)))
+}
+
+/// The LSN carried by a Commit, Ack or `SnapshotEnd` message.
+///
+/// # Errors
+///
+/// `PeerError::Payload` when the payload is not exactly eight bytes.
+pub fn decode_lsn(message: &Message<'_>) -> Result<Lsn, PeerError> {
+    let bytes: [u8; 8] = message.payload.try_into().map_err(|_| PeerError::Payload {
+        kind: message.kind,
+        reason: format!("{} bytes, expected 8", message.payload.len()),
+    })?;
+    Ok(Lsn(u64::from_le_bytes(bytes)))
+}
+
+/// Which replica role a subscription is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaKind {
+    /// Acknowledged writes wait for it while it is in sync.
+    Follower,
+    /// Never waited for.
+    Learner,
+}
+
+/// A replica asks for one partition's stream, saying what it already has durably.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    pub partition: PartitionId,
+    pub kind: ReplicaKind,
+    /// The last LSN durable on the replica, and the epoch of the frame that wrote it.
+    pub last_lsn: Lsn,
+    pub last_epoch: Epoch,
+    pub name: String,
+}
+
+impl Subscribe {
+    /// The payload of a Subscribe message.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let mut payload = Vec::with_capacity(32 + self.name.len());
+        payload.extend_from_slice(&self.partition.0.to_le_bytes());
+        payload.push(match self.kind {
+            ReplicaKind::Follower => 1,
+            ReplicaKind::Learner => 2,
+        });
+        payload.extend_from_slice(&self.last_lsn.0.to_le_bytes());
+        payload.extend_from_slice(&self.last_epoch.0.to_le_bytes());
+        payload.extend_from_slice(self.name.as_bytes());
+        payload
+    }
+
+    /// Parses a Subscribe payload.
+    ///
+    /// # Errors
+    ///
+    /// `PeerError::Payload` for a short payload, an unknown replica kind, or a name that is
+    /// empty, too long or not UTF-8.
+    pub fn decode(payload: &[u8]) -> Result<Subscribe, PeerError> {
+        let invalid = |reason: &str| PeerError::Payload {
+            kind: MessageKind::Subscribe,
+            reason: reason.to_string(),
+        };
+        if payload.len() < 21 {
+            return Err(invalid("shorter than 21 bytes"));
+        }
+        let kind = match payload[4] {
+            1 => ReplicaKind::Follower,
+            2 => ReplicaKind::Learner,
+            _ => return Err(invalid("unknown replica kind")),
+        };
+        let name = &payload[21..];
+        if name.is_empty() || name.len() > NAME_BYTES_MAX {
+            return Err(invalid("name empty or too long"));
+        }
+        let name = std::str::from_utf8(name).map_err(|_| invalid("name is not UTF-8"))?;
+        Ok(Subscribe {
+            partition: PartitionId(read_u32(payload, 0)),
+            kind,
+            last_lsn: Lsn(read_u64(payload, 5)),
+            last_epoch: Epoch(read_u64(payload, 13)),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// How the leader starts a stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamStart {
+    /// Frames follow from `next_lsn`: the replica's log continues where it stopped.
+    Tail { next_lsn: Lsn, epoch: Epoch },
+    /// A snapshot follows (chunks, then its end), then frames after the snapshot's LSN.
+    Snapshot { epoch: Epoch },
+}
+
+impl StreamStart {
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let (mode, lsn, epoch) = match *self {
+            StreamStart::Tail { next_lsn, epoch } => (1u8, next_lsn, epoch),
+            StreamStart::Snapshot { epoch } => (2u8, Lsn::ZERO, epoch),
+        };
+        let mut payload = vec![mode];
+        payload.extend_from_slice(&lsn.0.to_le_bytes());
+        payload.extend_from_slice(&epoch.0.to_le_bytes());
+        payload
+    }
+
+    /// Parses a `StreamStart` payload.
+    ///
+    /// # Errors
+    ///
+    /// `PeerError::Payload` for a wrong length or an unknown mode.
+    pub fn decode(payload: &[u8]) -> Result<StreamStart, PeerError> {
+        let invalid = |reason: &str| PeerError::Payload {
+            kind: MessageKind::StreamStart,
+            reason: reason.to_string(),
+        };
+        if payload.len() != 17 {
+            return Err(invalid("expected 17 bytes"));
+        }
+        let lsn = Lsn(read_u64(payload, 1));
+        let epoch = Epoch(read_u64(payload, 9));
+        match payload[0] {
+            1 => Ok(StreamStart::Tail { next_lsn: lsn, epoch }),
+            2 => Ok(StreamStart::Snapshot { epoch }),
+            _ => Err(invalid("unknown mode")),
+        }
+    }
+}
+
+fn read_u32(bytes: &[u8], offset: usize) -> u32 {
+    u32::from_le_bytes(bytes[offset..offset + 4].try_into().expect("four bytes"))
+}
+
+fn read_u64(bytes: &[u8], offset: usize) -> u64 {
+    u64::from_le_bytes(bytes[offset..offset + 8].try_into().expect("eight bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn message_round_trips_and_waits_for_whole_messages() {
+        let mut bytes = Vec::new();
+        encode_message(&mut bytes, MessageKind::Frames, b"frame bytes");
+        encode_lsn_message(&mut bytes, MessageKind::Commit, Lsn(42));
+        for cut in 0..ENVELOPE_HEADER_BYTES + 11 {
+            assert_eq!(decode_message(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        let (first, used) = decode_message(&bytes).unwrap().unwrap();
+        assert_eq!(first, Message { kind: MessageKind::Frames, payload: b"frame bytes" });
+        let (second, rest) = decode_message(&bytes[used..]).unwrap().unwrap();
+        assert_eq!(decode_lsn(&second), Ok(Lsn(42)));
+        assert_eq!(used + rest, bytes.len());
+    }
+
+    #[test]
+    fn damage_is_refused() {
+        let mut bytes = Vec::new();
+        encode_message(&mut bytes, MessageKind::Ack, &7u64.to_le_bytes());
+        let mut flipped = bytes.clone();
+        flipped[ENVELOPE_HEADER_BYTES] ^= 1;
+        assert!(matches!(decode_message(&flipped), Err(PeerError::Checksum { .. })));
+        let mut kind = bytes.clone();
+        kind[4] = 99;
+        assert_eq!(decode_message(&kind), Err(PeerError::Kind(99)));
+        let mut magic = bytes.clone();
+        magic[0] = b'X';
+        assert!(matches!(decode_message(&magic), Err(PeerError::Magic(_))));
+        let mut huge = bytes.clone();
+        huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode_message(&huge), Err(PeerError::TooLarge(_))));
+        let mut reserved = bytes;
+        reserved[6] = 1;
+        assert_eq!(decode_message(&reserved), Err(PeerError::Reserved));
+    }
+
+    #[test]
+    fn subscribe_and_start_round_trip() {
+        let subscribe = Subscribe {
+            partition: PartitionId(3),
+            kind: ReplicaKind::Learner,
+            last_lsn: Lsn(99),
+            last_epoch: Epoch(2),
+            name: "ron".into(),
+        };
+        assert_eq!(Subscribe::decode(&subscribe.encode()), Ok(subscribe));
+        for start in [
+            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3) },
+            StreamStart::Snapshot { epoch: Epoch(4) },
+        ] {
+            assert_eq!(StreamStart::decode(&start.encode()), Ok(start));
+        }
+        assert!(Subscribe::decode(&[0; 21]).is_err());
+        assert!(StreamStart::decode(&[9; 17]).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_decode_or_fail_without_panic(
+            bytes in proptest::collection::vec(any::<u8>(), 0..64)
+        ) {
+            if let Ok(Some((message, _))) = decode_message(&bytes) {
+                let _ = decode_lsn(&message);
+                let _ = Subscribe::decode(message.payload);
+                let _ = StreamStart::decode(message.payload);
+            }
+            let _ = Subscribe::decode(&bytes);
+            let _ = StreamStart::decode(&bytes);
+        }
+    }
+}

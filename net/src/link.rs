@@ -1,0 +1,111 @@
+//! One direction of a peer connection on a shard: a bounded queue of encoded messages and the
+//! task that writes them. Producers never wait: a queue past its limit closes the link (a
+//! replica too far behind is cut off and catches up again when it reconnects).
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::rc::Rc;
+
+use monoio::io::{AsyncWriteRentExt, OwnedWriteHalf};
+use monoio::net::TcpStream;
+use strata_core::peer::{encode_lsn_message, encode_message, MessageKind};
+use strata_core::Lsn;
+
+use crate::signal::Signal;
+
+/// Bytes queued for one replica at most, beyond a snapshot in flight.
+pub(crate) const LINK_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+pub(crate) struct Link {
+    queue: RefCell<Vec<u8>>,
+    queue_limit: Cell<usize>,
+    signal: Signal,
+    closed: Cell<bool>,
+    fd: RawFd,
+}
+
+impl Link {
+    pub(crate) fn new(fd: RawFd) -> Rc<Link> {
+        Rc::new(Link {
+            queue: RefCell::new(Vec::new()),
+            queue_limit: Cell::new(LINK_QUEUE_BYTES_MAX),
+            signal: Signal::default(),
+            closed: Cell::new(false),
+            fd,
+        })
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    /// Lets the queue hold `extra` more bytes (a snapshot being sent).
+    pub(crate) fn allow_extra(&self, extra: usize) {
+        self.queue_limit.set(LINK_QUEUE_BYTES_MAX + extra);
+    }
+
+    /// Queues one message. Returns false, and closes the link, when the queue is over its
+    /// limit; false too when already closed.
+    pub(crate) fn push(&self, kind: MessageKind, payload: &[u8]) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() + payload.len() > self.queue_limit.get() {
+            drop(queue);
+            tracing::warn!(bytes = self.queue_limit.get(), "peer queue full; cutting the link");
+            self.close();
+            return false;
+        }
+        encode_message(&mut queue, kind, payload);
+        drop(queue);
+        self.signal.raise();
+        true
+    }
+
+    pub(crate) fn push_lsn(&self, kind: MessageKind, lsn: Lsn) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        encode_lsn_message(&mut self.queue.borrow_mut(), kind, lsn);
+        self.signal.raise();
+        true
+    }
+
+    /// Closes the link: the socket is shut down in both directions, so that a read or write
+    /// blocked on it returns, and both tasks end.
+    pub(crate) fn close(&self) {
+        if self.closed.replace(true) {
+            return;
+        }
+        // SAFETY: shutdown(2) on a descriptor this link's stream owns; the stream outlives the
+        // link's tasks, and a stale descriptor number only makes the call fail.
+        unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        self.signal.raise();
+    }
+
+    /// Writes queued messages until the link closes or a write fails.
+    pub(crate) async fn run_writer(self: Rc<Self>, mut writer: OwnedWriteHalf<TcpStream>) {
+        let mut spare = Vec::new();
+        loop {
+            self.signal.wait().await;
+            if self.closed.get() {
+                break;
+            }
+            let batch =
+                std::mem::replace(&mut *self.queue.borrow_mut(), std::mem::take(&mut spare));
+            if batch.is_empty() {
+                continue;
+            }
+            let (result, mut written) = writer.write_all(batch).await;
+            if result.is_err() {
+                self.close();
+                break;
+            }
+            written.clear();
+            if written.capacity() <= LINK_QUEUE_BYTES_MAX / 16 {
+                spare = written;
+            }
+        }
+    }
+}

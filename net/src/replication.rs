@@ -1,0 +1,747 @@
+//! Replication on the shard that owns a partition.
+//!
+//! Leader side: each replica of a partition has a [`Replica`] with its own outbound queue. The
+//! flusher pushes every frame it cuts to every replica at the moment it starts writing it
+//! locally; a reader task takes the replica's acknowledgements. A write commits once it is
+//! durable here and acknowledged by every in-sync follower; learners are never waited for.
+//!
+//! Replica side: one stream per owned partition, from the leader. Frames are checked, applied
+//! to the keyspace (reads of them wait for the leader's commit), and handed to the partition's
+//! flusher, which appends them to the local WAL exactly as received and acknowledges the
+//! durable LSN upstream.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::time::Duration;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
+use monoio::net::TcpStream;
+use strata_core::frame::{decode_frame, decode_records};
+use strata_core::peer::{
+    decode_lsn, decode_message, encode_message, MessageKind, PeerError, ReplicaKind, StreamStart,
+    Subscribe, SNAPSHOT_CHUNK_BYTES,
+};
+use strata_core::{Epoch, Lsn, PartitionId};
+
+use crate::cluster::{ReplicaProgress, ServingMode};
+use crate::link::Link;
+use crate::shard::{PartitionSlot, Shard};
+
+/// How long a replica waits before it connects to the leader again.
+const RECONNECT_DELAY: Duration = Duration::from_millis(300);
+/// Received frames a replica holds before they are written, at most; reading waits beyond.
+const INBOUND_BYTES_MAX: usize = 64 * 1024 * 1024;
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Largest snapshot a replica accepts.
+const SNAPSHOT_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
+
+/// One replica of one partition, on the leader.
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    pub(crate) kind: ReplicaKind,
+    pub(crate) link: Rc<Link>,
+    /// Frames whose records are all at or below this LSN are in the snapshot it was sent.
+    snapshot_lsn: Lsn,
+    /// In sync once it acknowledged this LSN.
+    join_lsn: Lsn,
+    pub(crate) acked: Cell<Lsn>,
+    pub(crate) in_sync: Cell<bool>,
+}
+
+impl Replica {
+    /// Whether commits wait for this replica.
+    fn holds_commits(&self) -> bool {
+        self.kind == ReplicaKind::Follower && self.in_sync.get() && !self.link.is_closed()
+    }
+}
+
+/// Where a replica shard streams from, and which attempt at following this is.
+#[derive(Clone, Debug)]
+pub(crate) struct FollowTarget {
+    pub(crate) leader: SocketAddr,
+    pub(crate) name: String,
+    pub(crate) kind: ReplicaKind,
+    pub(crate) generation: u64,
+}
+
+/// Why a replica stream ended.
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("connection: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("bad message from the leader: {0}")]
+    Peer(#[from] PeerError),
+    #[error("the leader refused the stream: {0}")]
+    Refused(String),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("no longer following")]
+    Stopped,
+}
+
+impl Shard {
+    // ----- leader side -----
+
+    /// Takes a replica's connection for `partition`: starts it from the replica's own log when
+    /// that continues ours exactly, otherwise from a snapshot taken at a clean point.
+    pub(crate) fn attach_replica(
+        self: &Rc<Self>,
+        subscribe: Subscribe,
+        stream: std::net::TcpStream,
+    ) {
+        let partition = subscribe.partition;
+        let owned = self.mesh.shard_of(partition) == self.id
+            && partition.0 < self.mesh.options.partition_count;
+        let stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "cannot take a replica connection");
+                return;
+            }
+        };
+        if !owned || self.mesh.shared.mode() != ServingMode::Leader {
+            monoio::spawn(refuse(stream, "this node is not the leader of that partition"));
+            return;
+        }
+        self.detach_partition(partition, Some(&subscribe.name));
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        let epoch = self.mesh.shared.epoch();
+        let continues = subscribe.last_lsn == slot.framed_lsn
+            && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
+        let _ = stream.set_nodelay(true);
+        let link = Link::new(stream.as_raw_fd());
+        let (reader, writer) = stream.into_split();
+        monoio::spawn(Rc::clone(&link).run_writer(writer));
+        if continues {
+            link.push(
+                MessageKind::StreamStart,
+                &StreamStart::Tail { next_lsn: slot.framed_lsn.next(), epoch }.encode(),
+            );
+            let replica = self.new_replica(&subscribe, link, slot.framed_lsn, subscribe.last_lsn);
+            self.add_replica(slot, partition, replica, reader);
+        } else {
+            link.push(MessageKind::StreamStart, &StreamStart::Snapshot { epoch }.encode());
+            slot.awaiting_snapshot.push((subscribe, link, reader));
+            if slot.state.has_open_records() {
+                // Sent by the flusher once it has framed the open records.
+                self.flush_signals[partition.0 as usize].raise();
+            } else {
+                self.send_snapshots(slot, partition);
+            }
+        }
+        drop(partitions);
+        self.advance_commit(partition);
+    }
+
+    fn new_replica(
+        &self,
+        subscribe: &Subscribe,
+        link: Rc<Link>,
+        from: Lsn,
+        acked: Lsn,
+    ) -> Rc<Replica> {
+        tracing::info!(
+            name = subscribe.name,
+            partition = subscribe.partition.0,
+            kind = ?subscribe.kind,
+            from = from.0,
+            "replica attached"
+        );
+        Rc::new(Replica {
+            name: subscribe.name.clone(),
+            kind: subscribe.kind,
+            link,
+            snapshot_lsn: from,
+            join_lsn: from,
+            acked: Cell::new(acked),
+            in_sync: Cell::new(acked >= from),
+        })
+    }
+
+    fn add_replica(
+        self: &Rc<Self>,
+        slot: &mut PartitionSlot,
+        partition: PartitionId,
+        replica: Rc<Replica>,
+        reader: OwnedReadHalf<TcpStream>,
+    ) {
+        replica.link.push_lsn(MessageKind::Commit, slot.state.commit_lsn());
+        slot.replicas.push(Rc::clone(&replica));
+        monoio::spawn(Rc::clone(self).read_acks(partition, replica, reader));
+    }
+
+    /// Sends a snapshot to every replica waiting for one. The caller guarantees a clean
+    /// point: no open records, so the keyspace is exactly the state at the last framed LSN and
+    /// every later frame starts after it.
+    pub(crate) fn send_snapshots(
+        self: &Rc<Self>,
+        slot: &mut PartitionSlot,
+        partition: PartitionId,
+    ) {
+        if slot.awaiting_snapshot.is_empty() {
+            return;
+        }
+        assert!(!slot.state.has_open_records(), "a snapshot needs a clean point");
+        let lsn = slot.framed_lsn;
+        let mut image = strata_wal::encode_checkpoint(partition, slot.state.keyspace().iter());
+        strata_wal::seal_checkpoint(&mut image, partition, lsn);
+        for (subscribe, link, reader) in std::mem::take(&mut slot.awaiting_snapshot) {
+            link.allow_extra(image.len() + image.len() / SNAPSHOT_CHUNK_BYTES * 16 + 64);
+            for chunk in image.chunks(SNAPSHOT_CHUNK_BYTES) {
+                link.push(MessageKind::SnapshotChunk, chunk);
+            }
+            link.push_lsn(MessageKind::SnapshotEnd, lsn);
+            let replica = self.new_replica(&subscribe, link, lsn, Lsn::ZERO);
+            self.add_replica(slot, partition, replica, reader);
+        }
+        tracing::info!(partition = partition.0, lsn = lsn.0, bytes = image.len(), "snapshot sent");
+    }
+
+    /// Queues a frame the flusher just cut for every replica that does not have it yet.
+    pub(crate) fn push_frame(slot: &mut PartitionSlot, first_lsn: Lsn, frame: &[u8]) {
+        for replica in &slot.replicas {
+            if first_lsn > replica.snapshot_lsn {
+                replica.link.push(MessageKind::Frames, frame);
+            }
+        }
+    }
+
+    /// Reads a replica's acknowledgements until its connection ends, then forgets it.
+    async fn read_acks(
+        self: Rc<Self>,
+        partition: PartitionId,
+        replica: Rc<Replica>,
+        mut reader: OwnedReadHalf<TcpStream>,
+    ) {
+        let mut input = Vec::with_capacity(4096);
+        let outcome = loop {
+            let handle = |kind, payload: &[u8]| {
+                self.on_ack(partition, &replica, kind, payload).map(|()| true)
+            };
+            if let Err(error) = take_messages(&mut input, handle) {
+                break error;
+            }
+            if replica.link.is_closed() {
+                break StreamError::Stopped;
+            }
+            match read_more(&mut reader, &mut input).await {
+                Ok(()) => {}
+                Err(error) => break error,
+            }
+        };
+        replica.link.close();
+        let name = &replica.name;
+        tracing::info!(name, partition = partition.0, reason = %outcome, "replica detached");
+        self.forget_closed(partition);
+    }
+
+    fn on_ack(
+        &self,
+        partition: PartitionId,
+        replica: &Replica,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<(), StreamError> {
+        if kind != MessageKind::Ack {
+            return Err(StreamError::Protocol(format!("unexpected {kind:?} from a replica")));
+        }
+        let lsn = decode_lsn(&strata_core::peer::Message { kind, payload })?;
+        {
+            let partitions = self.partitions.borrow();
+            let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
+            if lsn > slot.framed_lsn {
+                return Err(StreamError::Protocol(format!(
+                    "acknowledged LSN {lsn} beyond the last sent {}",
+                    slot.framed_lsn
+                )));
+            }
+        }
+        replica.acked.set(replica.acked.get().max(lsn));
+        if !replica.in_sync.get() && lsn >= replica.join_lsn {
+            replica.in_sync.set(true);
+            tracing::info!(name = replica.name, partition = partition.0, "replica in sync");
+        }
+        self.advance_commit(partition);
+        Ok(())
+    }
+
+    /// Closes the replica streams of `name` (or all) on every owned partition.
+    pub(crate) fn detach(&self, name: Option<&str>) {
+        for partition in self.owned_partitions() {
+            self.detach_partition(partition, name);
+        }
+    }
+
+    fn detach_partition(&self, partition: PartitionId, name: Option<&str>) {
+        {
+            let partitions = self.partitions.borrow();
+            let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
+            for replica in &slot.replicas {
+                if name.is_none_or(|name| name == replica.name) {
+                    replica.link.close();
+                }
+            }
+            for (subscribe, link, _) in &slot.awaiting_snapshot {
+                if name.is_none_or(|name| name == subscribe.name) {
+                    link.close();
+                }
+            }
+        }
+        self.forget_closed(partition);
+    }
+
+    fn forget_closed(&self, partition: PartitionId) {
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+            slot.replicas.retain(|replica| !replica.link.is_closed());
+            slot.awaiting_snapshot.retain(|(_, link, _)| !link.is_closed());
+        }
+        self.advance_commit(partition);
+    }
+
+    /// Moves the partition's commit LSN as far as the rules allow and answers what waited.
+    /// Leader or standalone: durable here and acknowledged by every in-sync follower. Replica:
+    /// durable here and committed by the leader.
+    pub(crate) fn advance_commit(&self, partition: PartitionId) {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        let mut candidate = slot.durable_lsn.min(slot.state.last_lsn());
+        match slot.leader_commit {
+            Some(leader_commit) => candidate = candidate.min(leader_commit),
+            None => {
+                for replica in slot.replicas.iter().filter(|replica| replica.holds_commits()) {
+                    candidate = candidate.min(replica.acked.get());
+                }
+            }
+        }
+        if candidate <= slot.state.commit_lsn() {
+            return;
+        }
+        slot.state.commit(candidate);
+        crate::shard::release_waiters(slot);
+        for replica in &slot.replicas {
+            replica.link.push_lsn(MessageKind::Commit, candidate);
+        }
+    }
+
+    /// Publishes every replica's progress for the control thread (ADMIN LIST NODES lag).
+    pub(crate) fn publish_progress(&self) {
+        let partitions = self.partitions.borrow();
+        for slot in partitions.iter().flatten() {
+            let leader_lsn = slot.state.last_lsn();
+            let entries = slot
+                .replicas
+                .iter()
+                .map(|replica| {
+                    let progress = ReplicaProgress {
+                        kind: replica.kind,
+                        acked_lsn: replica.acked.get(),
+                        leader_lsn,
+                        in_sync: replica.in_sync.get(),
+                    };
+                    (replica.name.clone(), progress)
+                })
+                .collect();
+            self.mesh.shared.publish_progress(slot.state.id(), entries);
+        }
+    }
+
+    // ----- replica side -----
+
+    /// Starts streaming every owned partition from `target.leader`.
+    pub(crate) fn follow(self: &Rc<Self>, leader: SocketAddr, name: String, kind: ReplicaKind) {
+        let generation = self.follow_generation.get() + 1;
+        self.follow_generation.set(generation);
+        let target = FollowTarget { leader, name, kind, generation };
+        for partition in self.owned_partitions() {
+            let mut partitions = self.partitions.borrow_mut();
+            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+            slot.leader_commit = Some(slot.state.commit_lsn());
+            drop(partitions);
+            monoio::spawn(Rc::clone(self).follow_partition(partition, target.clone()));
+        }
+    }
+
+    /// Stops following: streams close; in leader mode every durable record commits.
+    pub(crate) fn unfollow(&self) {
+        self.follow_generation.set(self.follow_generation.get() + 1);
+        for partition in self.owned_partitions() {
+            {
+                let mut partitions = self.partitions.borrow_mut();
+                let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+                if let Some(upstream) = slot.upstream.take() {
+                    upstream.close();
+                }
+                self.mesh.shared.set_streaming(partition, false);
+                if self.mesh.shared.mode() != ServingMode::Replica {
+                    slot.leader_commit = None;
+                }
+            }
+            self.advance_commit(partition);
+        }
+    }
+
+    async fn follow_partition(self: Rc<Self>, partition: PartitionId, target: FollowTarget) {
+        let mut failures = 0u32;
+        while self.follow_generation.get() == target.generation {
+            match self.stream_partition(partition, &target).await {
+                Err(StreamError::Stopped) => break,
+                Err(error) => {
+                    failures += 1;
+                    if failures == 1 || failures.is_multiple_of(20) {
+                        let partition = partition.0;
+                        tracing::warn!(partition, %error, failures, "replication stream ended");
+                    }
+                }
+                Ok(()) => {}
+            }
+            monoio::time::sleep(RECONNECT_DELAY).await;
+        }
+    }
+
+    async fn stream_partition(
+        &self,
+        partition: PartitionId,
+        target: &FollowTarget,
+    ) -> Result<(), StreamError> {
+        let stream = TcpStream::connect(target.leader).await?;
+        let _ = stream.set_nodelay(true);
+        if self.follow_generation.get() != target.generation {
+            return Err(StreamError::Stopped);
+        }
+        let link = Link::new(stream.as_raw_fd());
+        let subscribe = {
+            let mut partitions = self.partitions.borrow_mut();
+            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+            if let Some(old) = slot.upstream.take() {
+                old.close();
+            }
+            Subscribe {
+                partition,
+                kind: target.kind,
+                last_lsn: slot.state.last_lsn(),
+                last_epoch: slot.last_epoch,
+                name: target.name.clone(),
+            }
+        };
+        let (mut reader, mut writer) = stream.into_split();
+        let mut hello = Vec::new();
+        encode_message(&mut hello, MessageKind::Subscribe, &subscribe.encode());
+        let (result, _) = writer.write_all(hello).await;
+        result?;
+        monoio::spawn(Rc::clone(&link).run_writer(writer));
+        let outcome = self.receive_stream(partition, target, &link, &mut reader).await;
+        link.close();
+        if self.follow_generation.get() == target.generation {
+            self.mesh.shared.set_streaming(partition, false);
+        }
+        outcome
+    }
+
+    async fn receive_stream(
+        &self,
+        partition: PartitionId,
+        target: &FollowTarget,
+        link: &Rc<Link>,
+        reader: &mut OwnedReadHalf<TcpStream>,
+    ) -> Result<(), StreamError> {
+        let mut input = Vec::with_capacity(READ_CHUNK_BYTES);
+        let mut stream = ReceiveState { epoch: None, snapshot: None, complete: None };
+        loop {
+            take_messages(&mut input, |kind, payload| {
+                self.on_stream_message(partition, &mut stream, link, kind, payload)
+            })?;
+            if self.follow_generation.get() != target.generation || link.is_closed() {
+                return Err(StreamError::Stopped);
+            }
+            if let Some((lsn, image)) = stream.complete.take() {
+                let epoch = stream.epoch.unwrap_or_default();
+                self.install(partition, epoch, lsn, &image, link).await?;
+                // Messages after the snapshot's end may already be in `input`.
+                continue;
+            }
+            self.wait_for_room(partition).await;
+            read_more(reader, &mut input).await?;
+        }
+    }
+
+    /// Waits while the partition holds more received frames than it may before writing them.
+    async fn wait_for_room(&self, partition: PartitionId) {
+        loop {
+            let full = {
+                let partitions = self.partitions.borrow();
+                let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
+                slot.inbound_bytes > INBOUND_BYTES_MAX
+            };
+            if !full {
+                return;
+            }
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Handles one message from the leader. `Ok(false)` stops the walk: a snapshot is complete
+    /// and must be installed before anything after it.
+    fn on_stream_message(
+        &self,
+        partition: PartitionId,
+        stream: &mut ReceiveState,
+        link: &Rc<Link>,
+        kind: MessageKind,
+        payload: &[u8],
+    ) -> Result<bool, StreamError> {
+        let message = strata_core::peer::Message { kind, payload };
+        match kind {
+            MessageKind::StreamStart => {
+                let start = StreamStart::decode(payload)?;
+                self.on_stream_start(partition, stream, start, link)?;
+            }
+            MessageKind::Refused => {
+                return Err(StreamError::Refused(String::from_utf8_lossy(payload).into_owned()));
+            }
+            MessageKind::Frames => {
+                let epoch = stream.epoch.ok_or_else(|| protocol("frames before the start"))?;
+                if stream.snapshot.is_some() {
+                    return Err(protocol("frames inside a snapshot"));
+                }
+                self.receive_frames(partition, epoch, payload)?;
+            }
+            MessageKind::Commit => {
+                let lsn = decode_lsn(&message)?;
+                self.on_leader_commit(partition, lsn);
+            }
+            MessageKind::SnapshotChunk => {
+                let image = stream
+                    .snapshot
+                    .as_mut()
+                    .ok_or_else(|| protocol("snapshot chunk out of place"))?;
+                if image.len() + payload.len() > SNAPSHOT_BYTES_MAX {
+                    return Err(protocol("snapshot larger than the limit"));
+                }
+                image.extend_from_slice(payload);
+            }
+            MessageKind::SnapshotEnd => {
+                let lsn = decode_lsn(&message)?;
+                let image =
+                    stream.snapshot.take().ok_or_else(|| protocol("snapshot end out of place"))?;
+                stream.complete = Some((lsn, image));
+                return Ok(false);
+            }
+            other => return Err(protocol(&format!("unexpected {other:?} from the leader"))),
+        }
+        Ok(true)
+    }
+
+    fn on_stream_start(
+        &self,
+        partition: PartitionId,
+        stream: &mut ReceiveState,
+        start: StreamStart,
+        link: &Rc<Link>,
+    ) -> Result<(), StreamError> {
+        if stream.epoch.is_some() {
+            return Err(protocol("a second stream start"));
+        }
+        match start {
+            StreamStart::Tail { next_lsn, epoch } => {
+                let mut partitions = self.partitions.borrow_mut();
+                let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+                if next_lsn != slot.state.last_lsn().next() {
+                    return Err(protocol("the leader's tail does not continue this log"));
+                }
+                stream.epoch = Some(epoch);
+                // Acknowledgements flow from now on: this log continues the leader's.
+                slot.upstream = Some(Rc::clone(link));
+                Self::acknowledge(slot);
+                self.mesh.shared.set_streaming(partition, true);
+            }
+            StreamStart::Snapshot { epoch } => {
+                stream.epoch = Some(epoch);
+                stream.snapshot = Some(Vec::new());
+            }
+        }
+        self.mesh.shared.observe_epoch(stream.epoch.unwrap_or_default());
+        Ok(())
+    }
+
+    /// Checks and applies frames from the leader, and queues them for the local WAL.
+    fn receive_frames(
+        &self,
+        partition: PartitionId,
+        epoch: Epoch,
+        bytes: &[u8],
+    ) -> Result<(), StreamError> {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        let mut offset = 0;
+        while offset < bytes.len() {
+            let header = decode_frame(&bytes[offset..])
+                .map_err(|error| protocol(&format!("frame: {error}")))?;
+            let frame = &bytes[offset..offset + header.frame_bytes()];
+            if header.partition != partition || header.epoch < epoch {
+                return Err(protocol("a frame of another partition or an older epoch"));
+            }
+            if header.first_lsn != slot.state.last_lsn().next() {
+                return Err(protocol(&format!(
+                    "frame starts at LSN {}, expected {}",
+                    header.first_lsn,
+                    slot.state.last_lsn().next()
+                )));
+            }
+            let records = decode_records(frame, &header)
+                .map_err(|error| protocol(&format!("frame: {error}")))?;
+            for (index, record) in records.iter().enumerate() {
+                slot.state.apply_replicated(Lsn(header.first_lsn.0 + index as u64), record);
+            }
+            slot.last_epoch = header.epoch;
+            slot.inbound_bytes += frame.len();
+            slot.inbound.push_back(frame.to_vec());
+            offset += header.frame_bytes();
+        }
+        self.mesh.shared.observe_epoch(slot.last_epoch);
+        self.flush_signals[partition.0 as usize].raise();
+        Ok(())
+    }
+
+    /// Replaces the partition's log and state with a snapshot from the leader, once the
+    /// flusher has returned the WAL; then acknowledges the snapshot's LSN.
+    async fn install(
+        &self,
+        partition: PartitionId,
+        epoch: Epoch,
+        lsn: Lsn,
+        image: &[u8],
+        link: &Rc<Link>,
+    ) -> Result<(), StreamError> {
+        while self.partitions.borrow()[partition.0 as usize]
+            .as_ref()
+            .is_some_and(|slot| slot.wal.is_none())
+        {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        drop(slot.wal.take());
+        slot.inbound.clear();
+        slot.inbound_bytes = 0;
+        let directory = self.partition_directory(partition);
+        let opened = strata_wal::install_snapshot(&directory, partition, lsn, image)
+            .and_then(|_| self.open_partition(partition, lsn));
+        let (mut state, wal, _) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                let reason = format!("cannot install the leader's snapshot: {error}");
+                tracing::error!(partition = partition.0, %reason);
+                slot.state.fail(reason.clone());
+                crate::shard::fail_waiters(slot);
+                return Err(StreamError::Protocol(reason));
+            }
+        };
+        let leader_commit = slot.leader_commit.unwrap_or(Lsn::ZERO);
+        state.recovered_as_replica(lsn, leader_commit);
+        slot.state = state;
+        slot.wal = Some(wal);
+        slot.durable_lsn = lsn;
+        slot.synced_lsn = lsn;
+        slot.framed_lsn = lsn;
+        slot.last_epoch = epoch;
+        crate::shard::fail_waiters_resynchronized(slot);
+        slot.upstream = Some(Rc::clone(link));
+        Self::acknowledge(slot);
+        self.mesh.shared.set_streaming(partition, true);
+        tracing::info!(
+            partition = partition.0,
+            lsn = lsn.0,
+            keys = slot.state.keyspace().len(),
+            "snapshot installed"
+        );
+        Ok(())
+    }
+
+    fn on_leader_commit(&self, partition: PartitionId, lsn: Lsn) {
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+            let Some(leader_commit) = slot.leader_commit.as_mut() else {
+                return;
+            };
+            *leader_commit = (*leader_commit).max(lsn);
+        }
+        self.advance_commit(partition);
+    }
+
+    /// Tells the leader what is durable here.
+    pub(crate) fn acknowledge(slot: &PartitionSlot) {
+        if let Some(upstream) = &slot.upstream {
+            upstream.push_lsn(MessageKind::Ack, slot.durable_lsn);
+        }
+    }
+}
+
+/// What one replica stream has received so far.
+struct ReceiveState {
+    epoch: Option<Epoch>,
+    /// A snapshot being received.
+    snapshot: Option<Vec<u8>>,
+    /// A snapshot received whole, with its LSN, to install before anything else.
+    complete: Option<(Lsn, Vec<u8>)>,
+}
+
+fn protocol(reason: &str) -> StreamError {
+    StreamError::Protocol(reason.to_string())
+}
+
+/// Hands the whole messages in `input` to `handle`, in order, then drops them from `input`.
+/// A handler returning `Ok(false)` stops the walk after its message (the rest stays).
+fn take_messages(
+    input: &mut Vec<u8>,
+    mut handle: impl FnMut(MessageKind, &[u8]) -> Result<bool, StreamError>,
+) -> Result<(), StreamError> {
+    let mut consumed = 0;
+    let outcome = loop {
+        match decode_message(&input[consumed..]) {
+            Ok(Some((message, length))) => match handle(message.kind, message.payload) {
+                Ok(go_on) => {
+                    consumed += length;
+                    if !go_on {
+                        break Ok(());
+                    }
+                }
+                Err(error) => break Err(error),
+            },
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(StreamError::Peer(error)),
+        }
+    };
+    input.drain(..consumed);
+    outcome
+}
+
+/// Reads more bytes into `input`; end of stream is an error.
+async fn read_more(
+    reader: &mut OwnedReadHalf<TcpStream>,
+    input: &mut Vec<u8>,
+) -> Result<(), StreamError> {
+    use monoio::buf::IoBufMut;
+    if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
+        input.reserve(READ_CHUNK_BYTES);
+    }
+    let length = input.len();
+    let (result, slice) = reader.read(std::mem::take(input).slice_mut(length..)).await;
+    *input = slice.into_inner();
+    match result {
+        Ok(0) => Err(StreamError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+        Ok(_) => Ok(()),
+        Err(error) => Err(StreamError::Io(error)),
+    }
+}
+
+async fn refuse(mut stream: TcpStream, reason: &str) {
+    let mut bytes = Vec::new();
+    encode_message(&mut bytes, MessageKind::Refused, reason.as_bytes());
+    let _ = stream.write_all(bytes).await;
+}

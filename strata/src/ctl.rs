@@ -1,0 +1,191 @@
+//! `strata ctl`: a small client of the admin HTTP API that prints tables (or the JSON with
+//! `--json`), and the blocking HTTP/1.1 exchange `strata demo` uses too.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use serde_json::Value;
+
+#[derive(Args, Debug)]
+pub struct CtlOptions {
+    /// The node's admin HTTP address.
+    #[arg(long, default_value = "127.0.0.1:23820")]
+    pub http: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CtlCommand {
+    /// Every node of the cluster, as this node sees it (ADMIN LIST NODES).
+    Nodes,
+    /// One node by name (ADMIN SHOW NODE), or this node with `current`.
+    Node { name: String },
+    /// Set this node's role (ADMIN SET NODE ROLE).
+    SetRole {
+        /// admin, standalone, leader, follower or learner.
+        role: String,
+        /// The node's name in the cluster (leader, follower, learner).
+        #[arg(long)]
+        name: Option<String>,
+        /// The leader's peer address, ip:port (follower, learner).
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Remove a node from the cluster (ADMIN REMOVE NODE; ask the leader).
+    Remove { name: String },
+    /// This node's variables (admin mode only).
+    Variables,
+    /// This node's configuration (admin mode only).
+    Configs,
+}
+
+/// An HTTP response: status code and body.
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// One HTTP/1.1 exchange with `Connection: close`.
+///
+/// # Errors
+///
+/// A message when the node cannot be reached or answers something that is not HTTP.
+pub fn http(
+    address: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<HttpResponse, String> {
+    let mut stream =
+        TcpStream::connect(address).map_err(|error| format!("cannot reach {address}: {error}"))?;
+    let timeout = Some(Duration::from_secs(120));
+    stream
+        .set_read_timeout(timeout)
+        .and_then(|()| stream.set_write_timeout(timeout))
+        .map_err(|error| error.to_string())?;
+    let body = body.unwrap_or("");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).map_err(|error| format!("{address}: {error}"))?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).map_err(|error| format!("{address}: {error}"))?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) =
+        text.split_once("\r\n\r\n").ok_or_else(|| format!("{address}: not an HTTP response"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("{address}: no HTTP status"))?;
+    Ok(HttpResponse { status, body: body.to_string() })
+}
+
+fn request_of(command: &CtlCommand) -> (&'static str, String, Option<String>) {
+    match command {
+        CtlCommand::Nodes => ("GET", "/admin/nodes".into(), None),
+        CtlCommand::Node { name } => ("GET", format!("/admin/node/{name}"), None),
+        CtlCommand::SetRole { role, name, address } => {
+            let mut body = serde_json::Map::new();
+            body.insert("role".into(), Value::from(role.as_str()));
+            if let Some(name) = name {
+                body.insert("name".into(), Value::from(name.as_str()));
+            }
+            if let Some(address) = address {
+                body.insert("address".into(), Value::from(address.as_str()));
+            }
+            ("POST", "/admin/node/current".into(), Some(Value::Object(body).to_string()))
+        }
+        CtlCommand::Remove { name } => ("DELETE", format!("/admin/node/{name}"), None),
+        CtlCommand::Variables => ("GET", "/admin/variables".into(), None),
+        CtlCommand::Configs => ("GET", "/admin/configs".into(), None),
+    }
+}
+
+pub fn run(options: &CtlOptions) -> ExitCode {
+    let (method, path, body) = request_of(&options.command);
+    let response = match http(&options.http, method, &path, body.as_deref()) {
+        Ok(response) => response,
+        Err(error) => {
+            eprintln!("strata ctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let Ok(value) = serde_json::from_str::<Value>(&response.body) else {
+        eprintln!("strata ctl: HTTP {}: {}", response.status, response.body);
+        return ExitCode::from(1);
+    };
+    if options.json {
+        println!("{value}");
+    } else if value["error_code"] != 0 {
+        eprintln!(
+            "error {}: {}",
+            value["error_code"],
+            value["error_message"].as_str().unwrap_or("")
+        );
+    } else {
+        print!("{}", render(&options.command, &value));
+    }
+    if value["error_code"] == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+/// The table or lines `strata ctl` prints for a successful answer.
+pub fn render(command: &CtlCommand, value: &Value) -> String {
+    match command {
+        CtlCommand::Nodes => node_table(value["nodes"].as_array().map_or(&[][..], Vec::as_slice)),
+        CtlCommand::Node { .. } => node_table(std::slice::from_ref(&value["node"])),
+        CtlCommand::SetRole { .. } => "OK\n".into(),
+        CtlCommand::Remove { .. } => format!("{}\n", value["message"].as_str().unwrap_or("OK")),
+        CtlCommand::Variables | CtlCommand::Configs => {
+            let Some(object) = value.as_object() else { return String::new() };
+            let mut lines = String::new();
+            for (key, field) in object.iter().filter(|(key, _)| *key != "error_code") {
+                lines.push_str(&format!(
+                    "{key:<24} {}\n",
+                    field.as_str().map_or_else(|| field.to_string(), str::to_string)
+                ));
+            }
+            lines
+        }
+    }
+}
+
+/// A fixed-width table of nodes: name, role, status, address, heartbeats, lag, last update.
+pub fn node_table(nodes: &[Value]) -> String {
+    let field = |node: &Value, key: &str| node[key].as_str().unwrap_or("").trim_end().to_string();
+    let mut table = format!(
+        "{:<16} {:<10} {:<16} {:<22} {:>9} {:>8}  {}\n",
+        "NAME", "ROLE", "STATUS", "ADDRESS", "HEARTBEAT", "LAG", "LAST UPDATE"
+    );
+    for node in nodes {
+        let updated = if node["last_update"].is_string() {
+            field(node, "last_update")
+        } else {
+            field(node, "update_time")
+        };
+        table.push_str(&format!(
+            "{:<16} {:<10} {:<16} {:<22} {:>9} {:>8}  {}\n",
+            field(node, "name"),
+            field(node, "role"),
+            field(node, "status"),
+            field(node, "address"),
+            field(node, "heartbeat"),
+            field(node, "lag"),
+            updated
+        ));
+    }
+    table
+}

@@ -1,0 +1,99 @@
+//! A blocking client of a node's admin HTTP API, for tests.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// An admin API answer: HTTP status, raw body, and the body parsed (Null if not JSON).
+#[derive(Clone, Debug)]
+pub struct AdminReply {
+    pub status: u16,
+    pub text: String,
+    pub json: Value,
+}
+
+impl AdminReply {
+    /// The `error_code` of the body (None when the body has none).
+    #[must_use]
+    pub fn code(&self) -> Option<i64> {
+        self.json["error_code"].as_i64()
+    }
+
+    /// The `error_message` of the body, or "".
+    #[must_use]
+    pub fn message(&self) -> &str {
+        self.json["error_message"].as_str().unwrap_or("")
+    }
+
+    /// Panics with the body unless the request succeeded (200, error code 0).
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert!(
+            self.status == 200 && self.code() == Some(0),
+            "admin request failed: {}",
+            self.text
+        );
+        &self.json
+    }
+
+    /// Panics unless the request failed with HTTP 500 and `code`.
+    #[track_caller]
+    pub fn assert_error(&self, code: i64) {
+        assert_eq!((self.status, self.code()), (500, Some(code)), "{}", self.text);
+    }
+}
+
+/// One HTTP/1.1 request to 127.0.0.1:`port`, with `Connection: close`.
+///
+/// # Panics
+/// When the node cannot be reached or does not answer HTTP.
+#[must_use]
+pub fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> AdminReply {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|error| panic!("admin port {port}: {error}"));
+    stream.set_read_timeout(Some(Duration::from_secs(90))).expect("timeout");
+    let body = body.unwrap_or("");
+    let text = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let response = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status");
+    let json = serde_json::from_str(body).unwrap_or(Value::Null);
+    AdminReply { status, text: body.to_string(), json }
+}
+
+/// The body of a set-role request.
+#[must_use]
+pub fn role_body(role: &str, name: Option<&str>, address: Option<&str>) -> String {
+    let mut body = serde_json::Map::new();
+    body.insert("role".into(), Value::from(role));
+    if let Some(name) = name {
+        body.insert("name".into(), Value::from(name));
+    }
+    if let Some(address) = address {
+        body.insert("address".into(), Value::from(address));
+    }
+    Value::Object(body).to_string()
+}
+
+/// Polls `check` every 50 ms until it returns true or `timeout` passes; returns whether it did.
+pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if check() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,67 @@
+//! Replacing a partition's whole log with a snapshot from its leader: what a replica does when
+//! its own log cannot continue the leader's (it is new, too far behind, or diverged).
+
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use strata_core::{Lsn, PartitionId};
+
+use crate::checkpoint::{check_image, checkpoint_file_name, LoadedCheckpoint, TEMPORARY_SUFFIX};
+use crate::error::WalError;
+use crate::recovery::sync_directory;
+
+/// Checks `image` (a sealed checkpoint image of `partition` at `lsn`, from
+/// [`seal_checkpoint`](crate::seal_checkpoint)) and makes it the whole content of the partition
+/// directory `dir`: every segment and checkpoint there is deleted first, then the image is
+/// written durably as the checkpoint at its LSN. A crash in between leaves a directory that
+/// recovers to an empty or to the new state, never to a mix. Recover the directory afterwards
+/// to load it. Blocking file I/O, as [`PartitionWal::recover`](crate::PartitionWal::recover).
+///
+/// # Errors
+///
+/// [`WalError::Corrupt`] (naming `<dir>/snapshot`) when the image is damaged, of another
+/// partition or of another LSN, before anything is deleted; [`WalError::Io`] when a file
+/// operation fails.
+pub fn install_snapshot(
+    dir: &Path,
+    partition: PartitionId,
+    lsn: Lsn,
+    image: &[u8],
+) -> Result<LoadedCheckpoint, WalError> {
+    let loaded = check_image(image, partition, Some(lsn), &mut |_, _, _| {})
+        .map_err(|(offset, reason)| WalError::corrupt(dir.join("snapshot"), offset, reason))?;
+    fs::create_dir_all(dir).map_err(|source| WalError::io("create directory", dir, source))?;
+    remove_log_files(dir)?;
+    sync_directory(dir)?;
+    let path = dir.join(checkpoint_file_name(loaded.lsn));
+    let temporary = dir.join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(loaded.lsn)));
+    let write = || -> std::io::Result<()> {
+        let mut file = fs::File::create(&temporary)?;
+        file.write_all(image)?;
+        file.sync_all()
+    };
+    write().map_err(|source| WalError::io("write snapshot", &temporary, source))?;
+    fs::rename(&temporary, &path).map_err(|source| WalError::io("rename", &temporary, source))?;
+    sync_directory(dir)?;
+    Ok(loaded)
+}
+
+/// Deletes every file of the log in `dir`: segments, checkpoints, spares, temporaries.
+fn remove_log_files(dir: &Path) -> Result<(), WalError> {
+    let entries =
+        fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
+    for entry in entries {
+        let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let ours = name.ends_with(TEMPORARY_SUFFIX)
+            || crate::parse_checkpoint_file_name(&name).is_some()
+            || crate::parse_segment_file_name(&name).is_some();
+        if ours {
+            let path = entry.path();
+            fs::remove_file(&path).map_err(|source| WalError::io("remove", &path, source))?;
+        }
+    }
+    Ok(())
+}

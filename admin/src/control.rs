@@ -227,6 +227,10 @@ impl Control {
         leader_address: String,
     ) -> Result<(), AdminError> {
         let from = self.role();
+        if from == Role::Leader && leader_address == self.config.advertised_address {
+            let (ip, port) = leader_address.rsplit_once(':').unwrap_or((&leader_address, ""));
+            return Err(AdminError::same_address_as_leader(ip, port));
+        }
         if from == Role::Leader {
             // The reference lets a leader join another leader; it stops leading first.
             self.enter(Role::Admin, String::new(), ServingMode::Admin);
@@ -237,6 +241,7 @@ impl Control {
             role: role.name().to_string(),
             address: self.config.advertised_address.clone(),
             version: self.config.version.clone(),
+            partitions: self.handle.partition_count,
         };
         let response = match wire::call(&leader_address, &request).await {
             Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
@@ -380,8 +385,8 @@ impl Control {
     /// Answers a control request from another node.
     pub(crate) async fn answer(&self, request: Request) -> Response {
         match request {
-            Request::Register { name, role, address, version } => self
-                .register(&name, &role, &address, &version)
+            Request::Register { name, role, address, version, partitions } => self
+                .register(&name, &role, &address, &version, partitions)
                 .unwrap_or_else(|error| Response::error(&error)),
             Request::Heartbeat { name, address, .. } => self.heartbeat(&name, &address),
             Request::Unregister { name } => match self.unregister(&name) {
@@ -408,6 +413,7 @@ impl Control {
         role: &str,
         address: &str,
         version: &str,
+        partitions: u32,
     ) -> Result<Response, AdminError> {
         let mut state = self.state();
         let leader_name = state.name.clone();
@@ -423,6 +429,15 @@ impl Control {
                 message: format!(
                     "Incompatible version: {version}, leader runs {}",
                     self.config.version
+                ),
+            });
+        }
+        if partitions != self.handle.partition_count {
+            return Err(AdminError {
+                code: 7030,
+                message: format!(
+                    "Partition count differs: {partitions}, the leader has {}",
+                    self.handle.partition_count
                 ),
             });
         }

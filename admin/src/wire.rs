@@ -19,7 +19,14 @@ pub(crate) const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(3);
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum Request {
     /// Replica → leader: join the cluster.
-    Register { name: String, role: String, address: String, version: String },
+    Register {
+        name: String,
+        role: String,
+        address: String,
+        version: String,
+        /// The replica's `[cluster] partitions`: it must be the leader's.
+        partitions: u32,
+    },
     /// Replica → leader, every heartbeat interval.
     Heartbeat { name: String, role: String, address: String },
     /// Replica → leader: leave the cluster.

@@ -94,6 +94,10 @@ pub struct LoadOptions {
     /// Seed of the key and command choice; random when absent.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A command sent after every pipeline batch, e.g. "WAITAOF 1 2 0": each request's latency
+    /// then runs until its answer arrives; it is not counted as a request.
+    #[arg(long)]
+    pub after_batch: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -116,6 +120,7 @@ impl Default for LoadOptions {
             requests: None,
             threads: THREADS_DEFAULT,
             seed: None,
+            after_batch: None,
             json: false,
             quiet: false,
         }

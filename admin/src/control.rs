@@ -441,8 +441,14 @@ impl Control {
                 ),
             });
         }
+        let returning = membership.get(name).is_some();
         membership.register(name, role, address, now_ms())?;
-        tracing::info!(name, role = role.name(), address, "node registered");
+        tracing::info!(name, role = role.name(), address, returning, "node registered");
+        drop(state);
+        if returning {
+            // Streams of its earlier life end before the new ones attach.
+            self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.to_string()) });
+        }
         Ok(Response {
             leader_name,
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),

@@ -434,7 +434,8 @@ impl Membership {
     }
 
     /// Registers a follower or learner. A name already registered is refused while that member
-    /// is alive; a member that timed out or lost its connection is replaced (it came back).
+    /// is alive at another address; a member that timed out or lost its connection, or that
+    /// registers again from the same address (it restarted), is replaced.
     ///
     /// # Errors
     ///
@@ -457,7 +458,11 @@ impl Membership {
             let (ip, port) = address.rsplit_once(':').unwrap_or((address, ""));
             return Err(AdminError::same_address_as_leader(ip, port));
         }
-        if self.members.get(name).is_some_and(|member| member.status == NodeStatus::Alive) {
+        let taken = self
+            .members
+            .get(name)
+            .is_some_and(|member| member.status == NodeStatus::Alive && member.address != address);
+        if taken {
             return Err(AdminError::duplicate_node(name));
         }
         let others = self.members.values().filter(|member| member.name != name);

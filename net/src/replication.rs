@@ -111,15 +111,17 @@ impl Shard {
         let epoch = self.mesh.shared.epoch();
         let continues = subscribe.last_lsn == slot.framed_lsn
             && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
+        let missing = if continues { Some(Vec::new()) } else { recent_after(slot, &subscribe) };
         let _ = stream.set_nodelay(true);
         let link = Link::new(stream.as_raw_fd());
         let (reader, writer) = stream.into_split();
         monoio::spawn(Rc::clone(&link).run_writer(writer));
-        if continues {
-            link.push(
-                MessageKind::StreamStart,
-                &StreamStart::Tail { next_lsn: slot.framed_lsn.next(), epoch }.encode(),
-            );
+        if let Some(frames) = missing {
+            let next_lsn = subscribe.last_lsn.next();
+            link.push(MessageKind::StreamStart, &StreamStart::Tail { next_lsn, epoch }.encode());
+            for frame in &frames {
+                link.push(MessageKind::Frames, frame);
+            }
             let replica = self.new_replica(&subscribe, link, slot.framed_lsn, subscribe.last_lsn);
             self.add_replica(slot, partition, replica, reader);
         } else {
@@ -198,6 +200,16 @@ impl Shard {
             self.add_replica(slot, partition, replica, reader);
         }
         tracing::info!(partition = partition.0, lsn = lsn.0, bytes = image.len(), "snapshot sent");
+    }
+
+    /// Keeps a frame just cut among the recent ones, dropping the oldest beyond the limit.
+    pub(crate) fn remember_frame(slot: &mut PartitionSlot, frame: crate::shard::RecentFrame) {
+        slot.recent_bytes += frame.bytes.len();
+        slot.recent.push_back(frame);
+        while slot.recent_bytes > crate::shard::RECENT_FRAMES_BYTES_MAX {
+            let Some(oldest) = slot.recent.pop_front() else { break };
+            slot.recent_bytes -= oldest.bytes.len();
+        }
     }
 
     /// Queues a frame the flusher just cut for every replica that does not have it yet.
@@ -361,6 +373,9 @@ impl Shard {
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
             slot.leader_commit = Some(slot.state.commit_lsn());
+            // Frames cut as leader may not be a prefix of the log the new leader sends.
+            slot.recent.clear();
+            slot.recent_bytes = 0;
             drop(partitions);
             monoio::spawn(Rc::clone(self).follow_partition(partition, target.clone()));
         }
@@ -628,6 +643,8 @@ impl Shard {
         drop(slot.wal.take());
         slot.inbound.clear();
         slot.inbound_bytes = 0;
+        slot.recent.clear();
+        slot.recent_bytes = 0;
         let directory = self.partition_directory(partition);
         let opened = strata_wal::install_snapshot(&directory, partition, lsn, image)
             .and_then(|_| self.open_partition(partition, lsn));
@@ -680,6 +697,15 @@ impl Shard {
             upstream.push_lsn(MessageKind::Ack, slot.durable_lsn);
         }
     }
+}
+
+/// The recent frames a replica is missing, when its log ends exactly where one of them ends
+/// and with the same epoch (so its log is a prefix of this one); None otherwise.
+fn recent_after(slot: &PartitionSlot, subscribe: &Subscribe) -> Option<Vec<Rc<[u8]>>> {
+    let position = slot.recent.iter().position(|frame| {
+        frame.last_lsn == subscribe.last_lsn && frame.epoch == subscribe.last_epoch
+    })?;
+    Some(slot.recent.iter().skip(position + 1).map(|frame| Rc::clone(&frame.bytes)).collect())
 }
 
 /// What one replica stream has received so far.

@@ -161,6 +161,10 @@ pub(crate) struct PartitionSlot {
     /// The last LSN cut into a frame, and that frame's epoch.
     pub(crate) framed_lsn: Lsn,
     pub(crate) last_epoch: Epoch,
+    /// Leader: the newest frames cut, at most `RECENT_FRAMES_BYTES_MAX` of them, from which a
+    /// replica that was briefly away catches up without a snapshot.
+    pub(crate) recent: VecDeque<RecentFrame>,
+    pub(crate) recent_bytes: usize,
     /// Leader: the replicas streaming this partition, and those waiting for a snapshot.
     pub(crate) replicas: Vec<Rc<Replica>>,
     pub(crate) awaiting_snapshot: Vec<AwaitingSnapshot>,
@@ -171,6 +175,16 @@ pub(crate) struct PartitionSlot {
     pub(crate) inbound_bytes: usize,
     /// Replica: where acknowledgements go.
     pub(crate) upstream: Option<Rc<Link>>,
+}
+
+/// Bytes of recent frames a leader keeps per partition for replicas that catch up.
+pub(crate) const RECENT_FRAMES_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// A frame the leader cut, kept for replicas that catch up.
+pub(crate) struct RecentFrame {
+    pub(crate) last_lsn: Lsn,
+    pub(crate) epoch: Epoch,
+    pub(crate) bytes: Rc<[u8]>,
 }
 
 /// A replica whose stream starts with a snapshot, taken at the next clean point.
@@ -298,7 +312,9 @@ impl Shard {
             sync_requested: false,
             durable_lsn: last_lsn,
             framed_lsn: last_lsn,
-            last_epoch: Epoch(0),
+            last_epoch: summary.last_epoch,
+            recent: VecDeque::new(),
+            recent_bytes: 0,
             replicas: Vec::new(),
             awaiting_snapshot: Vec::new(),
             leader_commit: None,
@@ -490,6 +506,12 @@ impl Shard {
         let last_lsn = batch.last_lsn();
         let frame = encode_frame_of(partition, epoch, slot.state.commit_lsn(), batch);
         Shard::push_frame(slot, first_lsn, &frame);
+        if self.mesh.shared.mode() == crate::cluster::ServingMode::Leader {
+            Shard::remember_frame(
+                slot,
+                RecentFrame { last_lsn, epoch, bytes: Rc::from(&frame[..]) },
+            );
+        }
         slot.framed_lsn = last_lsn;
         slot.last_epoch = epoch;
         if !slot.state.has_open_records() {

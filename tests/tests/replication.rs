@@ -228,6 +228,37 @@ fn a_killed_follower_times_out_then_catches_up() {
 }
 
 #[test]
+fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
+    let leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let mut follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    for index in 0..200 {
+        let _: () = client.set(format!("before:{index}"), index).unwrap();
+        expected.insert(format!("before:{index}"), index.to_string());
+    }
+    follower.kill();
+    for index in 0..200 {
+        let _: () = client.set(format!("during:{index}"), index).unwrap();
+        expected.insert(format!("during:{index}"), index.to_string());
+    }
+    let snapshots_before = leader.log().matches("snapshot sent").count();
+    follower.restart();
+    set_role(&follower, "follower", "f1", Some(&leader));
+    assert_holds(&follower, &expected, "follower back");
+    let _: () = client.set("after", "return").unwrap();
+    let value: Option<String> = follower.client().get("after").unwrap();
+    assert_eq!(value.as_deref(), Some("return"));
+    assert_eq!(
+        leader.log().matches("snapshot sent").count(),
+        snapshots_before,
+        "the follower's log continued from the leader's recent frames"
+    );
+}
+
+#[test]
 fn a_promoted_follower_has_every_acknowledged_write() {
     let mut leader = TestNode::start(settings(2));
     set_role(&leader, "leader", "boss", None);

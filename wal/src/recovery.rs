@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use strata_core::frame::{decode_frame, decode_records, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES};
 use strata_core::record::Record;
-use strata_core::{Lsn, PartitionId};
+use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::checkpoint::{
     load_checkpoint, parse_checkpoint_file_name, EntrySink, LoadedCheckpoint, TEMPORARY_SUFFIX,
@@ -32,6 +32,8 @@ pub struct RecoverySummary {
     pub checkpoint_entries: u64,
     /// LSN of the last record in the log (at least `checkpoint_lsn`).
     pub last_lsn: Lsn,
+    /// Epoch of the log's last frame (0 when the log holds no frame after the checkpoint).
+    pub last_epoch: Epoch,
     /// Segment files read.
     pub segments: usize,
     /// Frames holding at least one record after the checkpoint, and their bytes.
@@ -343,6 +345,7 @@ impl<'a> Replay<'a> {
                 decode_records(rest, &header).map_err(|error| corrupt(error.to_string()))?;
             self.apply(header.first_lsn, records, header.frame_bytes() as u64, summary);
             self.next_lsn = header.last_lsn.next();
+            summary.last_epoch = header.epoch;
             offset += header.frame_bytes();
         }
     }

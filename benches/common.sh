@@ -1,0 +1,30 @@
+# Functions the comparison scripts share. Source it after defining `log` and `fail` and
+# setting ROOT (the repository root).
+
+# A port nothing listens on. Connecting through bash's /dev/tcp succeeds only if one does.
+# Below Linux's ephemeral range (32768 and up), so no outgoing connection holds it either.
+free_port() {
+    local port attempt
+    for attempt in $(seq 1 100); do
+        port=$((20000 + RANDOM % 12000))
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            echo "$port"
+            return 0
+        fi
+    done
+    fail "no free port found after $attempt tries"
+}
+
+# The Strata binary: STRATA_BIN, or a release build made now.
+strata_binary() {
+    if [ -n "${STRATA_BIN:-}" ]; then
+        [ -x "$STRATA_BIN" ] || fail "STRATA_BIN=$STRATA_BIN is not an executable"
+        echo "$STRATA_BIN"
+        return 0
+    fi
+    log "building strata (release)"
+    (cd "$ROOT" && cargo build --release --quiet -p strata) >&2 || fail "cargo build failed"
+    local binary="${CARGO_TARGET_DIR:-$ROOT/target}/release/strata"
+    [ -x "$binary" ] || fail "built, but $binary is missing"
+    echo "$binary"
+}

@@ -285,6 +285,37 @@ fn a_promoted_follower_has_every_acknowledged_write() {
 }
 
 #[test]
+fn leader_and_follower_swap_roles_by_hand() {
+    let first = TestNode::start(settings(2));
+    let second = TestNode::start(settings(1));
+    set_role(&first, "leader", "first", None);
+    set_role(&second, "follower", "second", Some(&first));
+    let mut expected = BTreeMap::new();
+    let mut client = first.client();
+    for index in 0..100 {
+        let _: () = client.set(format!("a:{index}"), index).unwrap();
+        expected.insert(format!("a:{index}"), index.to_string());
+    }
+    // Infinity's test_cluster_leader_follower_change: leader -> admin, follower -> leader,
+    // old leader -> follower of the new one.
+    first.admin("POST", "/admin/node/current", Some(&role_body("admin", None, None))).assert_ok();
+    set_role(&second, "leader", "second", None);
+    let mut client = second.client();
+    for index in 0..100 {
+        let _: () = client.set(format!("b:{index}"), index).unwrap();
+        expected.insert(format!("b:{index}"), index.to_string());
+    }
+    set_role(&first, "follower", "first", Some(&second));
+    assert_holds(&first, &expected, "old leader, now follower");
+    assert_holds(&second, &expected, "new leader");
+    let _: () = client.set("c", "after the swap").unwrap();
+    let value: Option<String> = first.client().get("c").unwrap();
+    assert_eq!(value.as_deref(), Some("after the swap"));
+    let refused: redis::RedisResult<()> = first.client().set("x", "y");
+    assert_eq!(refused.unwrap_err().code(), Some("READONLY"));
+}
+
+#[test]
 fn a_stopped_learner_never_holds_writes() {
     let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(2) });
     set_role(&leader, "leader", "boss", None);

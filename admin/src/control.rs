@@ -154,6 +154,15 @@ impl Control {
         state.session
     }
 
+    /// Before the process stops: a replica unregisters from its leader.
+    pub(crate) async fn leave_cluster(&self) {
+        let _serialized = self.role_change.lock().await;
+        if self.role().is_replica() {
+            tracing::info!("leaving the cluster before stopping");
+            self.become_admin(true).await;
+        }
+    }
+
     /// Leaves any cluster role. A replica tells its leader it leaves when `notify_leader`.
     pub(crate) async fn become_admin(&self, notify_leader: bool) {
         let (from, leader, name) = {

@@ -11,9 +11,28 @@ mod wire;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use control::ControlConfig;
 use strata_net::NodeHandle;
+
+/// The running control thread.
+pub struct ControlHandle {
+    pub thread: JoinHandle<()>,
+    leave: tokio::sync::mpsc::UnboundedSender<std::sync::mpsc::Sender<()>>,
+}
+
+impl ControlHandle {
+    /// Leaves the cluster before the process stops: a follower or learner tells its leader it
+    /// goes (as Infinity's nodes do on SIGTERM), so the leader lists it no more instead of
+    /// timing it out. Waits at most `timeout`.
+    pub fn leave(&self, timeout: Duration) {
+        let (done, finished) = std::sync::mpsc::channel();
+        if self.leave.send(done).is_ok() {
+            let _ = finished.recv_timeout(timeout);
+        }
+    }
+}
 
 /// Starts the control thread serving the admin API on `http` and peers on `peer` (both bound
 /// already, so that a taken port is reported before anything runs).
@@ -26,13 +45,22 @@ pub fn start(
     handle: NodeHandle,
     http: std::net::TcpListener,
     peer: std::net::TcpListener,
-) -> std::io::Result<JoinHandle<()>> {
+) -> std::io::Result<ControlHandle> {
     http.set_nonblocking(true)?;
     peer.set_nonblocking(true)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    std::thread::Builder::new().name("control".into()).spawn(move || {
+    let (leave, mut leave_orders) =
+        tokio::sync::mpsc::unbounded_channel::<std::sync::mpsc::Sender<()>>();
+    let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
         runtime.block_on(async move {
             let control = control::Control::new(config, handle);
+            let leaving = Arc::clone(&control);
+            tokio::spawn(async move {
+                while let Some(done) = leave_orders.recv().await {
+                    leaving.leave_cluster().await;
+                    let _ = done.send(());
+                }
+            });
             let (http, peer) = match (
                 tokio::net::TcpListener::from_std(http),
                 tokio::net::TcpListener::from_std(peer),
@@ -48,5 +76,6 @@ pub fn start(
                 tracing::error!(%error, "admin HTTP server stopped");
             }
         });
-    })
+    })?;
+    Ok(ControlHandle { thread, leave })
 }

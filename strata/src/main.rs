@@ -158,7 +158,6 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    install_stop_handler();
     serve(options, &config, listeners)
 }
 
@@ -217,11 +216,15 @@ fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> 
         data_dir: config.storage.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    if let Err(error) = strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
+    let control = match strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
     {
-        tracing::error!(%error, "cannot start the control thread");
-        return ExitCode::from(4);
-    }
+        Ok(control) => control,
+        Err(error) => {
+            tracing::error!(%error, "cannot start the control thread");
+            return ExitCode::from(4);
+        }
+    };
+    install_stop_handler(control);
     tracing::info!(%address, shards, partitions, wal_flush = mode, role = role.name(),
         http = config.network.http_port, peer = config.network.peer_port,
         recovery_ms = node.recovery_time.as_millis() as u64, "ready to serve");
@@ -229,10 +232,12 @@ fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> 
     ExitCode::SUCCESS
 }
 
-/// Ctrl-C and SIGTERM end the process at once: every acknowledged write is already durable.
-fn install_stop_handler() {
+/// Ctrl-C and SIGTERM end the process at once, after a follower or learner has told its
+/// leader it leaves (at most 2 s): every acknowledged write is already durable.
+fn install_stop_handler(control: strata_admin::ControlHandle) {
     let result = ctrlc::set_handler(move || {
         tracing::info!("stopping");
+        control.leave(Duration::from_secs(2));
         std::process::exit(0);
     });
     if let Err(error) = result {

@@ -316,6 +316,23 @@ fn leader_and_follower_swap_roles_by_hand() {
 }
 
 #[test]
+fn a_follower_stopped_with_sigterm_leaves_the_cluster() {
+    let leader = TestNode::start(settings(1));
+    set_role(&leader, "leader", "boss", None);
+    let mut follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let pid = follower.pid().expect("running") as libc::pid_t;
+    // SAFETY: a signal to a child process of this test.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let status = follower.wait_exit(Duration::from_secs(10)).expect("it stops");
+    assert!(status.success(), "{status}");
+    // It unregistered: gone from the leader's table at once, not timed out later.
+    leader.admin("GET", "/admin/node/f1", None).assert_error(7019);
+    let mut client = leader.client();
+    let _: () = client.set("k", "v").unwrap();
+}
+
+#[test]
 fn a_stopped_learner_never_holds_writes() {
     let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(2) });
     set_role(&leader, "leader", "boss", None);

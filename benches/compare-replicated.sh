@@ -241,10 +241,10 @@ median() {
 print_table() {
     printf '\n%d round(s) of %ss, %d connections, %d-byte SETs, WAITAOF 1 2 0 after each batch\n' \
         "$ROUNDS" "$SECONDS_PER_TEST" "$CLIENTS" "$VALUE_BYTES"
-    local format='%3s %11s %11s %11s %7s %9s %9s %9s %8s %8s\n'
+    local format='%3s %11s %11s %11s %7s %9s %9s %9s %8s %8s %8s\n'
     # shellcheck disable=SC2059
     printf "$format" P valkey_x3 strata_x3 standalone ratio ack_cost valkey_p99 strata_p99 \
-        valkey_cpu strata_cpu
+        valkey_cpu strata_cpu alone_cpu
     local pipeline valkey strata alone
     for pipeline in "${PIPELINES[@]}"; do
         valkey="$(median valkey "$pipeline" 4 %.0f)"
@@ -255,7 +255,8 @@ print_table() {
             "$(awk -v v="$valkey" -v s="$strata" 'BEGIN { printf "%.2f", s / v }')" \
             "$(awk -v a="$alone" -v s="$strata" 'BEGIN { printf "%.0f%%", 100 * (1 - s / a) }')" \
             "$(median valkey "$pipeline" 5 %.3f)" "$(median strata "$pipeline" 5 %.3f)" \
-            "$(median valkey "$pipeline" 6 %.2f)" "$(median strata "$pipeline" 6 %.2f)"
+            "$(median valkey "$pipeline" 6 %.2f)" "$(median strata "$pipeline" 6 %.2f)" \
+            "$(median standalone "$pipeline" 6 %.2f)"
     done
     printf '\nratio = strata_x3 / valkey_x3; ack_cost = 1 - strata_x3 / standalone.\n'
 }

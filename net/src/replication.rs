@@ -470,8 +470,12 @@ impl Shard {
             take_messages(&mut input, |kind, payload| {
                 self.on_stream_message(partition, &mut stream, link, kind, payload)
             })?;
-            if self.follow_generation.get() != target.generation || link.is_closed() {
+            if self.follow_generation.get() != target.generation {
                 return Err(StreamError::Stopped);
+            }
+            if link.is_closed() {
+                // The writer failed (the leader went away): connect again.
+                return Err(protocol("the connection to the leader closed"));
             }
             if let Some((lsn, image)) = stream.complete.take() {
                 let epoch = stream.epoch.unwrap_or_default();

@@ -113,6 +113,8 @@ pub(crate) enum Pending {
         partition: PartitionId,
         lsn: Lsn,
         answer: Answer,
+        /// The partition's resynchronization count when the answer was computed.
+        resyncs: u64,
     },
     /// From another shard, which sends it once committed.
     Remote(oneshot::Receiver<Answer>),
@@ -122,10 +124,10 @@ impl Pending {
     pub(crate) async fn resolve(self, shard: &Shard) -> Answer {
         match self {
             Pending::Ready(answer) => answer,
-            Pending::Local { partition, lsn, answer } => {
+            Pending::Local { partition, lsn, answer, resyncs } => {
                 let mut answer = Some(answer);
                 std::future::poll_fn(|context| {
-                    shard.poll_commit(partition, lsn, &mut answer, context)
+                    shard.poll_commit(partition, (lsn, resyncs), &mut answer, context)
                 })
                 .await
             }
@@ -175,6 +177,9 @@ pub(crate) struct PartitionSlot {
     pub(crate) inbound_bytes: usize,
     /// Replica: where acknowledgements go.
     pub(crate) upstream: Option<Rc<Link>>,
+    /// Times the state was replaced by a leader's snapshot: an answer computed before that
+    /// must not be sent.
+    pub(crate) resyncs: u64,
 }
 
 /// Bytes of recent frames a leader keeps per partition for replicas that catch up.
@@ -321,6 +326,7 @@ impl Shard {
             inbound: VecDeque::new(),
             inbound_bytes: 0,
             upstream: None,
+            resyncs: 0,
         };
         self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
         Ok(())
@@ -339,7 +345,12 @@ impl Shard {
         let (reply, receiver) = if owner == self.id {
             return match self.execute_owned(partition, command, now_ms) {
                 Ok(answer) => Pending::Ready(answer),
-                Err((lsn, answer)) => Pending::Local { partition, lsn, answer },
+                Err((lsn, answer)) => {
+                    let resyncs = self.partitions.borrow()[partition.0 as usize]
+                        .as_ref()
+                        .map_or(0, |slot| slot.resyncs);
+                    Pending::Local { partition, lsn, answer, resyncs }
+                }
             };
         } else {
             oneshot::channel()
@@ -353,12 +364,15 @@ impl Shard {
     fn poll_commit(
         &self,
         partition: PartitionId,
-        lsn: Lsn,
+        (lsn, resyncs): (Lsn, u64),
         answer: &mut Option<Answer>,
         context: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Answer> {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        if slot.resyncs != resyncs {
+            return std::task::Poll::Ready(Answer::Error(resynchronized()));
+        }
         if slot.state.commit_lsn() >= lsn {
             return std::task::Poll::Ready(answer.take().expect("polled after completion"));
         }
@@ -679,12 +693,16 @@ pub(crate) fn fail_waiters_resynchronized(slot: &mut PartitionSlot) {
     for waker in slot.commit_wakers.drain(..) {
         waker.wake();
     }
-    let error = strata_core::command::CommandError(
-        "ERR the replica resynchronized with its leader; retry".into(),
-    );
+    slot.resyncs += 1;
     for waiter in slot.waiters.drain(..) {
-        let _ = waiter.reply.send(Answer::Error(error.clone()));
+        let _ = waiter.reply.send(Answer::Error(resynchronized()));
     }
+}
+
+fn resynchronized() -> strata_core::command::CommandError {
+    strata_core::command::CommandError(
+        "ERR the replica resynchronized with its leader; retry".into(),
+    )
 }
 
 pub(crate) fn fail_waiters(slot: &mut PartitionSlot) {

@@ -171,7 +171,7 @@ struct ControlListeners {
 impl ControlListeners {
     fn bind(config: &Config) -> Result<ControlListeners, String> {
         let bind = |address: SocketAddr, what: &str| {
-            TcpListener::bind(address)
+            meta::bind_listener(address)
                 .map_err(|error| format!("cannot listen for {what} on {address}: {error}"))
         };
         let network = &config.network;

@@ -89,6 +89,24 @@ pub fn check_port_free(address: std::net::SocketAddr) -> Result<(), String> {
 /// How long a port may stay taken by a process that just died.
 const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
+/// Binds a listener on `address`. A process killed with io_uring work in flight keeps its whole
+/// descriptor table, listeners included, until the kernel has torn its ring down: a port still
+/// in use is tried again for a moment before it counts as taken.
+pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(address) {
+            Err(error)
+                if error.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 fn parse_partitions(text: &str) -> Option<u32> {
     text.lines()
         .filter_map(|line| line.split_once('='))

@@ -49,10 +49,25 @@ pub fn strata_binary() -> PathBuf {
         .clone()
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough for tests).
+/// A free TCP port on 127.0.0.1, bound then released. It is taken below Linux's ephemeral
+/// range (32768 and up), so that no outgoing connection of a node or client can take it before
+/// the node binds it, and from a stretch of ports chosen by this process's id, so that tests
+/// running in parallel processes rarely try the same ones.
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("address").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(389) % COUNT;
+    for _ in 0..COUNT {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + offset) % COUNT) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below 32768");
 }
 
 /// Settings of a test node's config file.
@@ -114,12 +129,7 @@ impl TestNode {
         let directory = tempfile::Builder::new().prefix("strata-test-").tempdir().expect("tempdir");
         let port = free_port();
         let http_port = free_port();
-        let peer_port = loop {
-            let candidate = free_port();
-            if candidate >= 1024 {
-                break candidate;
-            }
-        };
+        let peer_port = free_port();
         let log_path = directory.path().join("node.log");
         let node =
             TestNode { log_path, directory, port, http_port, peer_port, settings, child: None };

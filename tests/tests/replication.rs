@@ -488,12 +488,14 @@ fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
                 start.extend_from_slice(&(last_lsn + 1).to_le_bytes());
                 start.extend_from_slice(&1u64.to_le_bytes());
                 let _ = stream.write_all(&envelope_bytes(4, &start));
-                let index = {
+                let index = if partition == 0 {
                     let mut sent = sent.lock().unwrap();
-                    *sent += usize::from(partition == 0);
-                    *sent - 1
+                    *sent += 1;
+                    Some(*sent - 1)
+                } else {
+                    None
                 };
-                if partition == 0 && index < bad.len() {
+                if let Some(index) = index.filter(|index| *index < bad.len()) {
                     let _ = stream.write_all(&bad[index]);
                     // The follower must close the stream: read until it does (or time out).
                     let mut rest = Vec::new();
@@ -521,7 +523,9 @@ fn a_follower_refuses_bad_frames_from_its_leader() {
     let body = role_body("follower", Some("f1"), Some(&address));
     follower.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
     let expected = bad_stream_inputs().len();
-    assert!(wait_until(Duration::from_secs(30), || outcomes.lock().unwrap().len() == expected));
+    let complete =
+        wait_until(Duration::from_secs(30), || outcomes.lock().unwrap().len() == expected);
+    assert!(complete, "outcomes {:?}; follower log:\n{}", outcomes.lock().unwrap(), follower.log());
     assert_eq!(
         *outcomes.lock().unwrap(),
         vec![true; expected],

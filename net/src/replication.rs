@@ -189,6 +189,7 @@ impl Shard {
         assert!(!slot.state.has_open_records(), "a snapshot needs a clean point");
         let lsn = slot.framed_lsn;
         let mut image = strata_wal::encode_checkpoint(partition, slot.state.keyspace().iter());
+        strata_wal::stamp_checkpoint_epoch(&mut image, slot.last_epoch);
         strata_wal::seal_checkpoint(&mut image, partition, lsn);
         for (subscribe, link, reader) in std::mem::take(&mut slot.awaiting_snapshot) {
             link.allow_extra(image.len() + image.len() / SNAPSHOT_CHUNK_BYTES * 16 + 64);
@@ -652,7 +653,7 @@ impl Shard {
         let directory = self.partition_directory(partition);
         let opened = strata_wal::install_snapshot(&directory, partition, lsn, image)
             .and_then(|_| self.open_partition(partition, lsn));
-        let (mut state, wal, _) = match opened {
+        let (mut state, wal, summary) = match opened {
             Ok(opened) => opened,
             Err(error) => {
                 let reason = format!("cannot install the leader's snapshot: {error}");
@@ -669,7 +670,9 @@ impl Shard {
         slot.durable_lsn = lsn;
         slot.synced_lsn = lsn;
         slot.framed_lsn = lsn;
-        slot.last_epoch = epoch;
+        // The epoch of the leader's frame at the snapshot's LSN, stamped in the image; older
+        // leaders leave it 0, and the stream's epoch is the best guess then.
+        slot.last_epoch = if summary.last_epoch.0 > 0 { summary.last_epoch } else { epoch };
         crate::shard::fail_waiters_resynchronized(slot);
         slot.upstream = Some(Rc::clone(link));
         Self::acknowledge(slot);

@@ -550,7 +550,10 @@ impl Shard {
             return None;
         }
         slot.last_checkpoint = now;
-        Some(strata_wal::encode_checkpoint(slot.state.id(), slot.state.keyspace().iter()))
+        let mut image =
+            strata_wal::encode_checkpoint(slot.state.id(), slot.state.keyspace().iter());
+        strata_wal::stamp_checkpoint_epoch(&mut image, slot.last_epoch);
+        Some(image)
     }
 
     async fn flush(&self, job: FlushJob) -> FlushOutcome {

@@ -259,6 +259,31 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
 }
 
 #[test]
+fn a_follower_restarted_after_a_snapshot_continues_without_another() {
+    let leader = TestNode::start(settings(1));
+    set_role(&leader, "leader", "boss", None);
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    for index in 0..200 {
+        let _: () = client.set(format!("k:{index}"), index).unwrap();
+        expected.insert(format!("k:{index}"), index.to_string());
+    }
+    let mut follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let snapshots = leader.log().matches("snapshot sent").count();
+    assert!(snapshots > 0, "the follower joined late: it got snapshots");
+    follower.kill();
+    follower.restart();
+    set_role(&follower, "follower", "f1", Some(&leader));
+    assert_holds(&follower, &expected, "follower restarted");
+    assert_eq!(
+        leader.log().matches("snapshot sent").count(),
+        snapshots,
+        "the installed snapshot recorded its epoch, so the log continued"
+    );
+}
+
+#[test]
 fn a_promoted_follower_has_every_acknowledged_write() {
     let mut leader = TestNode::start(settings(2));
     set_role(&leader, "leader", "boss", None);

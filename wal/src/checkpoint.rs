@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use strata_core::{Lsn, PartitionId};
+use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::error::WalError;
 use crate::segment::{parse_lsn_name, read_u16, read_u32, read_u64};
@@ -17,6 +17,8 @@ pub const CHECKPOINT_HEADER_BYTES: usize = 64;
 pub const CHECKPOINT_MAGIC: u32 = u32::from_le_bytes(*b"STRC");
 pub const CHECKPOINT_VERSION: u16 = 1;
 const HEADER_CHECKSUM_OFFSET: usize = 60;
+/// Where the epoch of the checkpoint's last frame sits (0 in images older than the field).
+const EPOCH_OFFSET: usize = 44;
 const CHECKPOINT_PREFIX: &str = "checkpoint-";
 const CHECKPOINT_SUFFIX: &str = ".ckpt";
 /// Suffix of a checkpoint being written; recovery removes such files.
@@ -75,6 +77,19 @@ pub fn seal_checkpoint(bytes: &mut [u8], partition: PartitionId, lsn: Lsn) -> u6
     read_u64(bytes, 24)
 }
 
+/// Records in bytes made by [`encode_checkpoint`] the epoch of the frame that wrote the
+/// checkpoint's LSN, so that a log continuing from the checkpoint alone still knows its epoch.
+/// Call it before the image is sealed.
+///
+/// # Panics
+///
+/// If `bytes` is not an image from [`encode_checkpoint`].
+pub fn stamp_checkpoint_epoch(bytes: &mut [u8], epoch: Epoch) {
+    assert!(bytes.len() >= CHECKPOINT_HEADER_BYTES, "not an encoded checkpoint");
+    assert_eq!(read_u32(bytes, 0), CHECKPOINT_MAGIC, "not an encoded checkpoint");
+    bytes[EPOCH_OFFSET..EPOCH_OFFSET + 8].copy_from_slice(&epoch.0.to_le_bytes());
+}
+
 fn push_field(bytes: &mut Vec<u8>, field: &[u8]) {
     let length = u32::try_from(field.len()).expect("checkpoint keys and values are below 4 GiB");
     bytes.extend_from_slice(&length.to_le_bytes());
@@ -98,6 +113,7 @@ pub fn parse_checkpoint_file_name(name: &str) -> Option<Lsn> {
 struct CheckpointHeader {
     partition: PartitionId,
     lsn: Lsn,
+    epoch: Epoch,
     entry_count: u64,
     body_bytes: u64,
     body_checksum: u32,
@@ -127,6 +143,7 @@ impl CheckpointHeader {
         Ok(CheckpointHeader {
             partition: PartitionId(read_u32(bytes, 8)),
             lsn: Lsn(read_u64(bytes, 16)),
+            epoch: Epoch(read_u64(bytes, EPOCH_OFFSET)),
             entry_count: read_u64(bytes, 24),
             body_bytes: read_u64(bytes, 32),
             body_checksum: read_u32(bytes, 40),
@@ -141,6 +158,8 @@ pub(crate) type EntrySink<'a> = dyn FnMut(&[u8], &[u8], u64) + 'a;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct LoadedCheckpoint {
     pub lsn: Lsn,
+    /// Epoch of the frame that wrote `lsn` (0 when unknown).
+    pub epoch: Epoch,
     pub entry_count: u64,
 }
 
@@ -199,7 +218,7 @@ pub(crate) fn check_image(
             format!("{entry_count} entries, header says {}", header.entry_count),
         ));
     }
-    Ok(LoadedCheckpoint { lsn: header.lsn, entry_count })
+    Ok(LoadedCheckpoint { lsn: header.lsn, epoch: header.epoch, entry_count })
 }
 
 /// Walks the body; an error gives the file offset of the entry that does not parse.
@@ -251,7 +270,7 @@ mod tests {
         let mut seen = Vec::new();
         let mut collect = |k: &[u8], v: &[u8], e: u64| seen.push((k.to_vec(), v.to_vec(), e));
         let loaded = load_checkpoint(&path, PartitionId(2), Lsn(9), &mut collect).unwrap();
-        assert_eq!(loaded, LoadedCheckpoint { lsn: Lsn(9), entry_count: 2 });
+        assert_eq!(loaded, LoadedCheckpoint { lsn: Lsn(9), epoch: Epoch(0), entry_count: 2 });
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1], (b"bb".to_vec(), Vec::new(), 77));
         for index in 0..bytes.len() {

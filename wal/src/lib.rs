@@ -23,7 +23,8 @@ mod tests;
 
 pub use checkpoint::{
     checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, seal_checkpoint,
-    LoadedCheckpoint, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC, CHECKPOINT_VERSION,
+    stamp_checkpoint_epoch, LoadedCheckpoint, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC,
+    CHECKPOINT_VERSION,
 };
 pub use config::{
     frame_bytes_max, WalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,

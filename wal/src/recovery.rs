@@ -97,6 +97,7 @@ pub(crate) fn recover_log(
     if let Some((loaded, _)) = &checkpoint {
         summary.checkpoint_lsn = loaded.lsn;
         summary.checkpoint_entries = loaded.entry_count;
+        summary.last_epoch = loaded.epoch;
     }
     let mut segments = remove_covered_segments(listing.segments, summary.checkpoint_lsn)?;
     if segments.is_empty() {

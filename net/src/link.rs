@@ -13,11 +13,13 @@ use strata_core::Lsn;
 
 use crate::signal::Signal;
 
-/// Bytes queued for one replica at most, beyond a snapshot in flight.
-pub(crate) const LINK_QUEUE_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// Reusable write buffers are kept up to this size.
+const SPARE_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Link {
     queue: RefCell<Vec<u8>>,
+    /// Bytes queued at most, beyond a snapshot in flight (`[cluster] replica_window`).
+    window: usize,
     queue_limit: Cell<usize>,
     signal: Signal,
     closed: Cell<bool>,
@@ -25,10 +27,11 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub(crate) fn new(fd: RawFd) -> Rc<Link> {
+    pub(crate) fn new(fd: RawFd, window: usize) -> Rc<Link> {
         Rc::new(Link {
             queue: RefCell::new(Vec::new()),
-            queue_limit: Cell::new(LINK_QUEUE_BYTES_MAX),
+            window,
+            queue_limit: Cell::new(window),
             signal: Signal::default(),
             closed: Cell::new(false),
             fd,
@@ -41,7 +44,7 @@ impl Link {
 
     /// Lets the queue hold `extra` more bytes (a snapshot being sent).
     pub(crate) fn allow_extra(&self, extra: usize) {
-        self.queue_limit.set(LINK_QUEUE_BYTES_MAX + extra);
+        self.queue_limit.set(self.window + extra);
     }
 
     /// Queues one message. Returns false, and closes the link, when the queue is over its
@@ -103,7 +106,7 @@ impl Link {
                 break;
             }
             written.clear();
-            if written.capacity() <= LINK_QUEUE_BYTES_MAX / 16 {
+            if written.capacity() <= SPARE_BUFFER_BYTES_MAX {
                 spare = written;
             }
         }

@@ -41,6 +41,9 @@ pub struct NodeOptions {
     /// separate fdatasync).
     pub direct_io: bool,
     pub checkpoint_bytes: u64,
+    /// Bytes a leader queues for one replica stream at most (beyond a snapshot in flight);
+    /// a replica further behind is cut off and catches up when it reconnects.
+    pub replica_window: usize,
     pub checkpoint_interval: Duration,
     pub connections_max: u32,
     pub force_epoll: bool,

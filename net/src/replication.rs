@@ -113,7 +113,7 @@ impl Shard {
             && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
         let missing = if continues { Some(Vec::new()) } else { recent_after(slot, &subscribe) };
         let _ = stream.set_nodelay(true);
-        let link = Link::new(stream.as_raw_fd());
+        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
         let (reader, writer) = stream.into_split();
         monoio::spawn(Rc::clone(&link).run_writer(writer));
         if let Some(frames) = missing {
@@ -429,7 +429,7 @@ impl Shard {
         if self.follow_generation.get() != target.generation {
             return Err(StreamError::Stopped);
         }
-        let link = Link::new(stream.as_raw_fd());
+        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
         let subscribe = {
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");

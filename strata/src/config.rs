@@ -97,6 +97,9 @@ pub struct Cluster {
     pub partitions: u32,
     /// Milliseconds between a replica's heartbeats to its leader.
     pub heartbeat_interval: u64,
+    /// Bytes a leader queues for one replica stream at most; a replica further behind (a slow
+    /// or stopped learner) is cut off and catches up again when it reconnects.
+    pub replica_window: ByteSize,
     /// Milliseconds without a heartbeat after which the leader marks a member `timeout` and
     /// stops waiting for it.
     pub heartbeat_timeout: u64,
@@ -202,7 +205,12 @@ impl Default for Wal {
 
 impl Default for Cluster {
     fn default() -> Self {
-        Cluster { partitions: 8, heartbeat_interval: 1000, heartbeat_timeout: 4000 }
+        Cluster {
+            partitions: 8,
+            heartbeat_interval: 1000,
+            heartbeat_timeout: 4000,
+            replica_window: ByteSize(64 << 20),
+        }
     }
 }
 
@@ -277,6 +285,7 @@ impl Config {
             ("partitions".into(), text(&self.cluster.partitions)),
             ("heartbeat_interval".into(), text(&self.cluster.heartbeat_interval)),
             ("heartbeat_timeout".into(), text(&self.cluster.heartbeat_timeout)),
+            ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
         ]
     }
@@ -357,6 +366,10 @@ impl Config {
         let partitions = self.cluster.partitions;
         if partitions == 0 || partitions > 16384 {
             return Err(("cluster.partitions", format!("{partitions} is not in 1..=16384")));
+        }
+        let window = self.cluster.replica_window.0;
+        if !(64 << 10..=4 << 30).contains(&window) {
+            return Err(("cluster.replica_window", format!("{window} bytes is not in 64KB..=4GB")));
         }
         let interval = self.cluster.heartbeat_interval;
         if !(10..=60_000).contains(&interval) {

@@ -391,6 +391,48 @@ fn a_stopped_learner_never_holds_writes() {
 }
 
 #[test]
+fn a_learner_beyond_its_window_is_cut_off_and_catches_up() {
+    // One partition: one stream, whose socket buffers the writes below overflow.
+    let leader = TestNode::start(NodeSettings {
+        heartbeat_timeout: 60_000,
+        partitions: 1,
+        extra: "replica_window = \"64KB\"".into(),
+        ..settings(1)
+    });
+    set_role(&leader, "leader", "boss", None);
+    let learner = TestNode::start(NodeSettings { partitions: 1, ..settings(1) });
+    set_role(&learner, "learner", "l1", Some(&leader));
+    let pid = learner.pid().expect("running") as libc::pid_t;
+    // SAFETY: signals to a child process of this test.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Far more than the socket buffers and the 64 KB window hold.
+    let mut client = leader.client();
+    let value = "v".repeat(4096);
+    let mut expected = BTreeMap::new();
+    for round in 0..75 {
+        let mut pipe = redis::pipe();
+        for index in 0..100 {
+            let key = format!("k:{round}:{index}");
+            pipe.set(&key, &value).ignore();
+            expected.insert(key, value.clone());
+        }
+        let _: () = pipe.query(&mut client).unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(10), || leader.log().contains("cutting the link")),
+        "the leader cut the stopped learner off"
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let mut learner_client = learner.client();
+    assert!(wait_until(Duration::from_secs(60), || {
+        let value: Option<String> = learner_client.get("k:74:99").unwrap();
+        value.is_some()
+    }));
+    assert_holds(&learner, &expected, "learner caught up");
+}
+
+#[test]
 fn garbage_on_the_peer_port_is_refused_without_harm() {
     let leader = TestNode::start(settings(2));
     set_role(&leader, "leader", "boss", None);

@@ -278,13 +278,6 @@ pub fn check_transition(from: Role, to: Role) -> Result<Transition, AdminError> 
     }
 }
 
-/// Whether the reference moves a node whose switch to a cluster role failed back to admin:
-/// for every failure but a refused transition (7026).
-#[must_use]
-pub fn rolls_back_to_admin(error: &AdminError) -> bool {
-    error.code != 7026
-}
-
 /// Checks a node name: non-empty, shorter than 65536 bytes, `[A-Za-z_][A-Za-z0-9_]*`.
 ///
 /// # Errors

@@ -217,14 +217,46 @@ fn a_killed_follower_times_out_then_catches_up() {
     println!("{} writes acknowledged; slowest {slowest:?}", acknowledged.len());
     assert!(slowest < Duration::from_secs(15), "a write waited {slowest:?}");
     assert_eq!(status_on(&leader, "f1"), "alive");
-    assert_holds(&follower, &acknowledged, "returned follower");
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(Duration::from_secs(20), || {
             let listed = leader.admin("GET", "/admin/nodes", None);
             listed.json["nodes"][1]["lag"] == "0"
         }),
         "the returned follower's lag drops to zero"
     );
+    assert_holds(&follower, &acknowledged, "returned follower");
+}
+
+#[test]
+fn a_hung_follower_holds_writes_at_most_the_timeout_then_returns() {
+    let leader = TestNode::start(settings(2));
+    set_role(&leader, "leader", "boss", None);
+    let follower = TestNode::start(settings(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let writer = Writer::start(leader.port);
+    assert!(writer.wait_for(200, Duration::from_secs(30)));
+    // A hung node keeps its connections open: only the heartbeat timeout (2 s) frees writes.
+    let pid = follower.pid().expect("running") as libc::pid_t;
+    // SAFETY: signals to a child process of this test.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert!(wait_until(Duration::from_secs(20), || status_on(&leader, "f1") == "timeout"));
+    assert!(writer.wait_for(300, Duration::from_secs(30)), "writes go on without it");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(wait_until(Duration::from_secs(20), || status_on(&leader, "f1") == "alive"));
+    assert!(writer.wait_for(300, Duration::from_secs(30)), "writes flow after it returned");
+    let (acknowledged, slowest) = writer.finish();
+    println!("{} writes; slowest {slowest:?}", acknowledged.len());
+    assert!(slowest < Duration::from_secs(10), "a write waited {slowest:?}");
+    // Until it has caught up its reads may be stale (committed, but old); then they match.
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let listed = leader.admin("GET", "/admin/nodes", None);
+            listed.json["nodes"][1]["lag"] == "0"
+        }),
+        "it caught up"
+    );
+    assert_holds(&follower, &acknowledged, "follower back from SIGSTOP");
 }
 
 #[test]

@@ -12,6 +12,9 @@ use crate::wire::{self, Request, Response};
 
 /// Peer connections served at once, at most; more wait in the kernel's backlog.
 const PEER_CONNECTIONS_MAX: usize = 1024;
+/// A control connection silent this long is closed (replicas heartbeat every second or so),
+/// so idle or stuck peers cannot hold every connection slot.
+const IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub(crate) async fn serve(control: Arc<Control>, listener: TcpListener) {
     let permits = Arc::new(tokio::sync::Semaphore::new(PEER_CONNECTIONS_MAX));
@@ -43,7 +46,10 @@ async fn serve_connection(
 ) -> Result<(), wire::WireError> {
     let mut input = Vec::new();
     loop {
-        let Some((kind, payload)) = wire::receive(&mut stream, &mut input).await? else {
+        let received = tokio::time::timeout(IDLE_TIMEOUT, wire::receive(&mut stream, &mut input));
+        let Some((kind, payload)) =
+            received.await.map_err(|_| wire::WireError::Timeout(IDLE_TIMEOUT))??
+        else {
             return Ok(());
         };
         match kind {

@@ -381,12 +381,21 @@ fn replication_section(text: &mut String, shard: &Shard) {
         let link = if streaming == all { "up" } else { "down" };
         let _ = write!(text, "master_link_status:{link}\r\nstreaming_partitions:{streaming}\r\n");
     }
-    let mut replicas: Vec<String> =
-        shared.progress().keys().map(|(name, _)| name.clone()).collect();
-    replicas.dedup();
+    // Per replica, over its partitions: kind, whether all are in sync, records not acknowledged.
+    let mut replicas: std::collections::BTreeMap<String, (&str, bool, u64)> = Default::default();
+    for ((name, _), progress) in shared.progress() {
+        let kind = match progress.kind {
+            strata_core::peer::ReplicaKind::Follower => "follower",
+            strata_core::peer::ReplicaKind::Learner => "learner",
+        };
+        let entry = replicas.entry(name).or_insert((kind, true, 0));
+        entry.1 &= progress.in_sync;
+        entry.2 += progress.leader_lsn.0.saturating_sub(progress.acked_lsn.0);
+    }
     let _ = write!(text, "connected_slaves:{}\r\n", replicas.len());
-    for (index, name) in replicas.iter().enumerate() {
-        let _ = write!(text, "slave{index}:name={name}\r\n");
+    for (index, (name, (kind, in_sync, lag))) in replicas.iter().enumerate() {
+        let state = if *in_sync { "online" } else { "catching_up" };
+        let _ = write!(text, "slave{index}:name={name},kind={kind},state={state},lag={lag}\r\n");
     }
     text.push_str("\r\n");
 }

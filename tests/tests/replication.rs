@@ -165,6 +165,17 @@ fn writes_on_the_leader_are_read_on_every_replica() {
     assert_eq!(refused.unwrap_err().code(), Some("READONLY"));
     let info: String = redis::cmd("INFO").arg("replication").query(&mut learner_client).unwrap();
     assert!(info.contains("role:slave") && info.contains("master_link_status:up"), "{info}");
+    let leader_info: String = redis::cmd("INFO").arg("replication").query(&mut client).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let info: String =
+                redis::cmd("INFO").arg("replication").query(&mut client).unwrap_or_default();
+            info.contains("connected_slaves:3")
+                && info.contains("name=f1,kind=follower,state=online")
+                && info.contains("name=l1,kind=learner")
+        }),
+        "{leader_info}"
+    );
     // WAITAOF: every earlier write is already durable here and on both followers.
     assert!(wait_until(Duration::from_secs(5), || {
         let counts: Vec<i64> =

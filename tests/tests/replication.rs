@@ -44,6 +44,23 @@ fn assert_holds(node: &TestNode, expected: &BTreeMap<String, String>, what: &str
     }
 }
 
+/// Waits until the leader reports no lag for its only replica, then checks that the replica
+/// holds every write of `expected`. Until it has caught up, a replica's reads may be stale
+/// (committed, but old).
+fn assert_caught_up(
+    leader: &TestNode,
+    replica: &TestNode,
+    expected: &BTreeMap<String, String>,
+    what: &str,
+) {
+    let caught_up = wait_until(Duration::from_secs(20), || {
+        let listed = leader.admin("GET", "/admin/nodes", None);
+        listed.json["nodes"][1]["lag"] == "0"
+    });
+    assert!(caught_up, "{what}: the lag never dropped to zero");
+    assert_holds(replica, expected, what);
+}
+
 /// Writes `key:<n>` = `<n>` on the leader until stopped, remembering every acknowledged write.
 struct Writer {
     stop: Arc<AtomicBool>,
@@ -228,14 +245,7 @@ fn a_killed_follower_times_out_then_catches_up() {
     println!("{} writes acknowledged; slowest {slowest:?}", acknowledged.len());
     assert!(slowest < Duration::from_secs(15), "a write waited {slowest:?}");
     assert_eq!(status_on(&leader, "f1"), "alive");
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let listed = leader.admin("GET", "/admin/nodes", None);
-            listed.json["nodes"][1]["lag"] == "0"
-        }),
-        "the returned follower's lag drops to zero"
-    );
-    assert_holds(&follower, &acknowledged, "returned follower");
+    assert_caught_up(&leader, &follower, &acknowledged, "returned follower");
 }
 
 #[test]
@@ -259,15 +269,7 @@ fn a_hung_follower_holds_writes_at_most_the_timeout_then_returns() {
     let (acknowledged, slowest) = writer.finish();
     println!("{} writes; slowest {slowest:?}", acknowledged.len());
     assert!(slowest < Duration::from_secs(10), "a write waited {slowest:?}");
-    // Until it has caught up its reads may be stale (committed, but old); then they match.
-    assert!(
-        wait_until(Duration::from_secs(20), || {
-            let listed = leader.admin("GET", "/admin/nodes", None);
-            listed.json["nodes"][1]["lag"] == "0"
-        }),
-        "it caught up"
-    );
-    assert_holds(&follower, &acknowledged, "follower back from SIGSTOP");
+    assert_caught_up(&leader, &follower, &acknowledged, "follower back from SIGSTOP");
 }
 
 #[test]

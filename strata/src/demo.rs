@@ -215,7 +215,9 @@ pub fn run(options: &DemoOptions) -> ExitCode {
             node.name, node.role, node.client_port, node.http
         );
     }
-    println!("  list nodes: strata ctl --http {} nodes", nodes[0].http);
+    let executable =
+        std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
+    println!("  list nodes: {executable} ctl --http {} nodes", nodes[0].http);
     if options.bench {
         let outcome = run_bench(&nodes[0]);
         print_table(&nodes[0]);

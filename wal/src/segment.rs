@@ -26,6 +26,10 @@ const SEGMENT_HEADER_FIELDS_BYTES: usize = 32;
 const SEGMENT_HEADER_USED_BYTES: usize = SEGMENT_HEADER_FIELDS_BYTES + 4;
 /// Zeros are written in chunks of this size when a segment is pre-written.
 const PREWRITE_CHUNK_BYTES: usize = 1024 * 1024;
+/// Pre-written bytes written back at a time, and the pause after each, so that preparing a
+/// spare segment never floods the device the active segment's appends wait on.
+const PREWRITE_SYNC_BYTES: usize = 4 * 1024 * 1024;
+const PREWRITE_PAUSE: std::time::Duration = std::time::Duration::from_millis(40);
 const SEGMENT_FILE_SUFFIX: &str = ".wal";
 const LSN_DIGITS: usize = 20;
 
@@ -179,12 +183,21 @@ pub(crate) async fn prewrite_segment(
         .await?;
     let mut zeros = vec![0u8; PREWRITE_CHUNK_BYTES];
     let mut offset = 0;
+    let mut unsynced = 0;
     while offset < segment_bytes {
         let chunk = chunk_bytes(segment_bytes - offset);
         let (result, slice) = file.write_all_at(zeros.slice(..chunk), offset).await;
         zeros = slice.into_inner();
         result?;
         offset += chunk as u64;
+        unsynced += chunk;
+        if unsynced >= PREWRITE_SYNC_BYTES {
+            // Write back a little at a time, with a pause, instead of a whole segment at
+            // once: a burst of tens of megabytes stalls the WAL's own durable writes.
+            file.sync_data().await?;
+            unsynced = 0;
+            monoio::time::sleep(PREWRITE_PAUSE).await;
+        }
     }
     // A full sync: the file's size changed.
     file.sync_all().await?;

@@ -477,11 +477,15 @@ impl PartitionWal {
         Ok((file, path))
     }
 
-    /// Starts pre-writing the next segment once the active one is half full, in a task of its
+    /// Starts pre-writing the next segment once the active one is a quarter to about three
+    /// quarters full (by partition, so partitions do not all pre-write at once), in a task of its
     /// own on this shard, so the roll later finds it ready.
     fn prepare_spare_when_due(&mut self) {
-        let half_full = self.segment.write_offset * 2 >= self.segment.segment_bytes;
-        if half_full && matches!(self.spare, Spare::Absent) {
+        // Partitions filling at the same rate would all pre-write at once: each starts at its
+        // own point between a quarter and about three quarters full.
+        let sixteenths = 4 + u64::from(self.partition.0 % 8);
+        let due = self.segment.write_offset * 16 >= self.segment.segment_bytes * sixteenths;
+        if due && matches!(self.spare, Spare::Absent) {
             let path = self.spare_path();
             let task = monoio::spawn(prewrite_segment(path.clone(), self.config.segment_bytes));
             self.spare = Spare::Preparing { path, task };

@@ -38,7 +38,13 @@ pub struct ControlConfig {
     /// Where the data epoch is kept.
     pub data_dir: PathBuf,
     pub version: String,
+    /// The state of shared storage and the uploader, for `GET /admin/storage`; `None` when
+    /// nothing is archived.
+    pub storage_status: Option<StorageStatus>,
 }
+
+/// Reports the shared storage's state as JSON.
+pub type StorageStatus = std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// What a replica knows of its leader.
 #[derive(Clone, Debug)]

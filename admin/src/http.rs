@@ -23,6 +23,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/variables", get(variables))
         .route("/admin/variables/{name}", get(variable))
         .route("/admin/configs", get(configs))
+        .route("/admin/storage", get(storage))
         .with_state(control)
 }
 
@@ -165,6 +166,23 @@ async fn variable(State(control): State<Arc<Control>>, Path(name): Path<String>)
         Err(AdminError::no_such_variable(&lowered))
     };
     answer(outcome)
+}
+
+/// Beyond Infinity: shared storage and the uploader (backlog, failures, last error).
+async fn storage(State(control): State<Arc<Control>>) -> Response {
+    let mut fields = Map::new();
+    match &control.config.storage_status {
+        Some(status) => {
+            fields.insert("shared_storage".into(), json!(true));
+            if let Value::Object(status) = status() {
+                fields.extend(status);
+            }
+        }
+        None => {
+            fields.insert("shared_storage".into(), json!(false));
+        }
+    }
+    success(fields)
 }
 
 async fn configs(State(control): State<Arc<Control>>) -> Response {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use control::ControlConfig;
+pub use control::{ControlConfig, StorageStatus};
 use strata_net::NodeHandle;
 
 /// The running control thread.

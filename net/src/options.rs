@@ -50,4 +50,7 @@ pub struct NodeOptions {
     pub resp_limits: RespLimits,
     /// Path of the config file, for INFO.
     pub config_file: String,
+    /// Present when segments and snapshots go to object storage: each partition's committed
+    /// LSN is published here for the uploader, and sealed segments wait for its floor.
+    pub archive: Option<std::sync::Arc<strata_wal::ArchiveMarks>>,
 }

@@ -335,6 +335,9 @@ impl Shard {
             return;
         }
         slot.state.commit(candidate);
+        if let Some(marks) = &self.mesh.options.archive {
+            marks.set_committed(partition, candidate);
+        }
         crate::shard::release_waiters(slot);
         for replica in &slot.replicas {
             replica.link.push_lsn(MessageKind::Commit, candidate);

@@ -276,6 +276,7 @@ impl Shard {
         let config = strata_wal::WalConfig {
             segment_bytes: options.segment_bytes,
             direct_io: options.direct_io,
+            keep_until_archived: options.archive.is_some(),
         };
         let shared = RefCell::new(&mut state);
         let (wal, summary) = PartitionWal::recover(
@@ -288,6 +289,9 @@ impl Shard {
             |lsn, record| shared.borrow_mut().apply_committed(lsn, record),
         )?;
         state.recovered_through(wal.last_lsn());
+        if let Some(marks) = &options.archive {
+            marks.set_committed(partition, state.commit_lsn());
+        }
         Ok((state, wal, summary))
     }
 
@@ -569,6 +573,9 @@ impl Shard {
             counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
         if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {
+            if let Some(marks) = &self.mesh.options.archive {
+                wal.set_archive_floor(marks.floor(partition));
+            }
             match wal.write_checkpoint(durable_lsn, snapshot).await {
                 Ok(summary) => {
                     counters.checkpoints.fetch_add(1, Ordering::Relaxed);

@@ -72,6 +72,28 @@ pub struct Network {
 pub struct Storage {
     pub data_dir: PathBuf,
     pub storage_type: StorageType,
+    /// With `storage_type = "local"`: a directory that serves as the shared storage (the
+    /// archive of segments and snapshots), e.g. one directory for every node of one machine.
+    /// Unset: nothing is archived.
+    pub shared_dir: Option<PathBuf>,
+    /// Milliseconds between the uploader's passes over the partitions.
+    pub upload_interval: u64,
+    /// Upload backlog above which the node logs a warning.
+    pub upload_backlog_warning: ByteSize,
+    /// With `storage_type = "minio"`: the S3-compatible server.
+    pub object_storage: ObjectStorage,
+}
+
+/// Infinity's `[storage.object_storage]` section.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStorage {
+    /// `host:port`, or a whole `http(s)://host:port` URL.
+    pub url: String,
+    pub bucket_name: String,
+    pub access_key: String,
+    pub secret_key: String,
+    pub enable_https: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -93,6 +115,8 @@ pub struct Wal {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
+    /// Name of the cluster: the first part of its prefix in shared storage.
+    pub name: String,
     /// Partitions of the keyspace; fixed once the data directory holds data.
     pub partitions: u32,
     /// Milliseconds between a replica's heartbeats to its leader.
@@ -187,7 +211,14 @@ impl Default for Network {
 
 impl Default for Storage {
     fn default() -> Self {
-        Storage { data_dir: PathBuf::from("/var/lib/strata"), storage_type: StorageType::Local }
+        Storage {
+            data_dir: PathBuf::from("/var/lib/strata"),
+            storage_type: StorageType::Local,
+            shared_dir: None,
+            upload_interval: 1000,
+            upload_backlog_warning: ByteSize(4 << 30),
+            object_storage: ObjectStorage::default(),
+        }
     }
 }
 
@@ -206,6 +237,7 @@ impl Default for Wal {
 impl Default for Cluster {
     fn default() -> Self {
         Cluster {
+            name: "strata".into(),
             partitions: 8,
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
@@ -232,14 +264,6 @@ pub enum ConfigError {
 
 /// A bad value: the key it belongs to, and what is wrong with it.
 type Invalid = (&'static str, String);
-
-/// A value this build knows but cannot serve yet, with the one to use instead.
-fn not_built_yet(key: &'static str, value: &str, feature: &str, instead: &str) -> Invalid {
-    let message = format!(
-        "\"{value}\" needs {feature} support, which this build does not have yet; use \"{instead}\""
-    );
-    (key, message)
-}
 
 pub const SEGMENT_BYTES_MIN: u64 = 64 << 10;
 pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
@@ -277,6 +301,18 @@ impl Config {
             ("connections_max".into(), text(&self.network.connections_max)),
             ("data_dir".into(), self.storage.data_dir.display().to_string()),
             ("storage_type".into(), format!("{:?}", self.storage.storage_type).to_lowercase()),
+            (
+                "shared_dir".into(),
+                self.storage
+                    .shared_dir
+                    .as_ref()
+                    .map(|dir| dir.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("object_storage_url".into(), self.storage.object_storage.url.clone()),
+            ("object_storage_bucket".into(), self.storage.object_storage.bucket_name.clone()),
+            ("upload_interval".into(), text(&self.storage.upload_interval)),
+            ("cluster_name".into(), self.cluster.name.clone()),
             ("wal_flush".into(), format!("{:?}", self.wal.wal_flush)),
             ("segment_size".into(), text(&self.wal.segment_size.0)),
             ("checkpoint_size".into(), text(&self.wal.checkpoint_size.0)),
@@ -288,6 +324,29 @@ impl Config {
             ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
         ]
+    }
+
+    /// Where segments and snapshots are archived, if anywhere.
+    #[must_use]
+    pub fn archive_location(&self) -> Option<strata_objstore::StoreLocation> {
+        match self.storage.storage_type {
+            StorageType::Local => {
+                self.storage.shared_dir.clone().map(strata_objstore::StoreLocation::Directory)
+            }
+            StorageType::Minio => {
+                let object = &self.storage.object_storage;
+                let scheme = if object.enable_https { "https" } else { "http" };
+                let url = object.url.trim().trim_end_matches('/');
+                let endpoint =
+                    if url.contains("://") { url.to_string() } else { format!("{scheme}://{url}") };
+                Some(strata_objstore::StoreLocation::S3 {
+                    endpoint,
+                    bucket: object.bucket_name.clone(),
+                    access_key: object.access_key.clone(),
+                    secret_key: object.secret_key.clone(),
+                })
+            }
+        }
     }
 
     /// Shards to run: the configured count, or the number of cores.
@@ -340,7 +399,30 @@ impl Config {
             return Err(("storage.data_dir", "must not be empty".into()));
         }
         if self.storage.storage_type == StorageType::Minio {
-            return Err(not_built_yet("storage.storage_type", "minio", "object storage", "local"));
+            let object = &self.storage.object_storage;
+            for (key, value) in [
+                ("storage.object_storage.url", &object.url),
+                ("storage.object_storage.bucket_name", &object.bucket_name),
+                ("storage.object_storage.access_key", &object.access_key),
+                ("storage.object_storage.secret_key", &object.secret_key),
+            ] {
+                if value.trim().is_empty() {
+                    return Err((key, "must be set when storage_type is \"minio\"".into()));
+                }
+            }
+        }
+        if self.storage.shared_dir.as_ref().is_some_and(|dir| dir.as_os_str().is_empty()) {
+            return Err(("storage.shared_dir", "must not be empty".into()));
+        }
+        if !(10..=600_000).contains(&self.storage.upload_interval) {
+            let message = format!("{} ms is not in 10..=600000", self.storage.upload_interval);
+            return Err(("storage.upload_interval", message));
+        }
+        let name = &self.cluster.name;
+        let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if name.is_empty() || name.len() > 64 || !name.chars().all(allowed) {
+            let message = format!("{name:?} must be 1 to 64 letters, digits, - or _");
+            return Err(("cluster.name", message));
         }
         Ok(())
     }
@@ -411,6 +493,26 @@ mod tests {
     }
 
     #[test]
+    fn object_storage_reads_infinity_keys() {
+        let text = "[storage]\nstorage_type = \"minio\"\n[storage.object_storage]\n\
+            url = \"127.0.0.1:9000\"\nbucket_name = \"infinity\"\naccess_key = \"minioadmin\"\n\
+            secret_key = \"minioadmin\"\nenable_https = false\n";
+        let config = parse(text).unwrap();
+        let Some(strata_objstore::StoreLocation::S3 { endpoint, bucket, .. }) =
+            config.archive_location()
+        else {
+            panic!("expected S3")
+        };
+        assert_eq!((endpoint.as_str(), bucket.as_str()), ("http://127.0.0.1:9000", "infinity"));
+        assert!(parse("").unwrap().archive_location().is_none());
+        let shared = parse("[storage]\nshared_dir = \"/srv/shared\"\n").unwrap();
+        assert!(matches!(
+            shared.archive_location(),
+            Some(strata_objstore::StoreLocation::Directory(_))
+        ));
+    }
+
+    #[test]
     fn sizes_take_units() {
         let config = parse("[wal]\nsegment_size = \"1MB\"\ncheckpoint_size = 4194304\n").unwrap();
         assert_eq!(config.wal.segment_size, ByteSize(1 << 20));
@@ -430,6 +532,10 @@ mod tests {
         assert!(shards.contains("general.shards"), "{shards}");
         let segment = parse("[wal]\nsegment_size = 1000\n").unwrap_err().to_string();
         assert!(segment.contains("wal.segment_size"), "{segment}");
+        let minio = parse("[storage]\nstorage_type = \"minio\"\n").unwrap_err().to_string();
+        assert!(minio.contains("storage.object_storage.url"), "{minio}");
+        let name = parse("[cluster]\nname = \"a b\"\n").unwrap_err().to_string();
+        assert!(name.contains("cluster.name"), "{name}");
         let section = parse("[nonsense]\n").unwrap_err().to_string();
         assert!(section.contains("nonsense"), "{section}");
     }

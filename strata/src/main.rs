@@ -1,5 +1,6 @@
 //! The `strata` binary: `strata node`, `strata demo`, `strata bench`. Wiring only.
 
+mod archive;
 mod config;
 mod ctl;
 mod demo;
@@ -67,6 +68,8 @@ enum Commands {
     Ctl(ctl::CtlOptions),
     /// Drive a RESP server with load and report throughput and latency.
     Bench(strata_benches::load::LoadOptions),
+    /// Build a node's data directory from shared storage alone (segments and snapshots).
+    Restore(archive::RestoreOptions),
 }
 
 /// A panic is a bug: a shard that died would leave the node half alive, so the whole process
@@ -88,10 +91,11 @@ fn main() -> ExitCode {
         Commands::Demo(options) => demo::run(&options),
         Commands::Ctl(options) => ctl::run(&options),
         Commands::Bench(options) => run_bench(&options),
+        Commands::Restore(options) => archive::run_restore(&options),
     }
 }
 
-fn init_logging(level: &str) {
+pub(crate) fn init_logging(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ =
@@ -121,6 +125,7 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
         force_epoll: config.general.io_driver == config::IoDriver::Epoll,
         resp_limits: strata_core::resp::RespLimits::default(),
         config_file: config_file.display().to_string(),
+        archive: None,
     }
 }
 
@@ -135,11 +140,14 @@ fn run_node(config_file: &Path) -> ExitCode {
         }
     };
     init_logging(&config.log.log_level);
-    if let Err(error) = meta::prepare_data_dir(&config.storage.data_dir, config.cluster.partitions)
-    {
-        tracing::error!(%error, "cannot use the data directory");
-        return ExitCode::from(2);
-    }
+    let cluster_id =
+        match meta::prepare_data_dir(&config.storage.data_dir, config.cluster.partitions, None) {
+            Ok(cluster_id) => cluster_id,
+            Err(error) => {
+                tracing::error!(%error, "cannot use the data directory");
+                return ExitCode::from(2);
+            }
+        };
     let _lock = match meta::lock_data_dir(&config.storage.data_dir) {
         Ok(lock) => lock,
         Err(error) => {
@@ -147,7 +155,11 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let options = node_options(&config, config_file);
+    let mut options = node_options(&config, config_file);
+    let archive = config.archive_location();
+    if archive.is_some() {
+        options.archive = Some(Arc::new(strata_wal::ArchiveMarks::new(config.cluster.partitions)));
+    }
     if let Err(error) = meta::check_port_free(options.client_address) {
         tracing::error!(%error, "node failed to start");
         return ExitCode::from(3);
@@ -159,7 +171,7 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    serve(options, &config, listeners)
+    serve(options, &config, listeners, archive.map(|location| (location, cluster_id)))
 }
 
 /// The admin HTTP and peer listeners, bound before anything starts so that a taken port stops
@@ -192,7 +204,13 @@ fn stored_epoch(data_dir: &Path) -> Epoch {
     Epoch(stored.max(1))
 }
 
-fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> ExitCode {
+fn serve(
+    options: NodeOptions,
+    config: &Config,
+    listeners: ControlListeners,
+    archive: Option<(strata_objstore::StoreLocation, String)>,
+) -> ExitCode {
+    let marks = options.archive.clone();
     let address = options.client_address;
     let (shards, partitions, mode) =
         (options.shard_count, options.partition_count, options.durability.name());
@@ -208,6 +226,16 @@ fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> 
             return ExitCode::from(error.exit_code() as u8);
         }
     };
+    let mut storage_status = None;
+    if let (Some((location, cluster_id)), Some(marks)) = (&archive, marks) {
+        match archive::start_uploader(config, location, cluster_id, &node.handle().shared, marks) {
+            Ok(status) => storage_status = Some(status),
+            Err(error) => {
+                tracing::error!(%error, "cannot start the uploader");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let control = strata_admin::ControlConfig {
         advertised_address: format!("{}:{}", config.network.peer_ip, config.network.peer_port),
         initial_role: role,
@@ -216,6 +244,7 @@ fn serve(options: NodeOptions, config: &Config, listeners: ControlListeners) -> 
         configs: config.listing(),
         data_dir: config.storage.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
+        storage_status,
     };
     let control = match strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
     {

@@ -6,14 +6,21 @@ const META_FILE: &str = "strata.meta";
 const LOCK_FILE: &str = "strata.lock";
 
 /// Creates the data directory and its meta file, or checks that the partition count matches
-/// the one the directory was created with.
-pub fn prepare_data_dir(data_dir: &Path, partitions: u32) -> Result<(), String> {
+/// the one the directory was created with. Returns the cluster id: 16 hex digits made when
+/// the directory was created (or given, for a restored directory), the second half of the
+/// node's prefix in shared storage.
+pub fn prepare_data_dir(
+    data_dir: &Path,
+    partitions: u32,
+    cluster_id: Option<&str>,
+) -> Result<String, String> {
     std::fs::create_dir_all(data_dir)
         .map_err(|error| format!("cannot create {}: {error}", data_dir.display()))?;
     let path = data_dir.join(META_FILE);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let stored = parse_partitions(&text)
+            let stored = parse_field(&text, "partitions")
+                .and_then(|value| value.parse::<u32>().ok())
                 .ok_or_else(|| format!("{} is damaged: no partitions line", path.display()))?;
             if stored != partitions {
                 return Err(format!(
@@ -22,19 +29,46 @@ pub fn prepare_data_dir(data_dir: &Path, partitions: u32) -> Result<(), String> 
                     data_dir.display()
                 ));
             }
-            Ok(())
+            if let Some(id) = parse_field(&text, "cluster_id") {
+                return Ok(id);
+            }
+            // A directory from before cluster ids: give it one.
+            let id = cluster_id.map_or_else(new_cluster_id, str::to_string);
+            write_meta(data_dir, partitions, &id)?;
+            Ok(id)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            let text = format!("format = 1\npartitions = {partitions}\n");
-            let temporary = data_dir.join(format!("{META_FILE}.tmp"));
-            std::fs::write(&temporary, text)
-                .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
-                .and_then(|()| std::fs::rename(&temporary, &path))
-                .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
-                .map_err(|error| format!("cannot write {}: {error}", path.display()))
+            let id = cluster_id.map_or_else(new_cluster_id, str::to_string);
+            write_meta(data_dir, partitions, &id)?;
+            Ok(id)
         }
         Err(error) => Err(format!("cannot read {}: {error}", path.display())),
     }
+}
+
+fn write_meta(data_dir: &Path, partitions: u32, cluster_id: &str) -> Result<(), String> {
+    let path = data_dir.join(META_FILE);
+    let text = format!("format = 1\npartitions = {partitions}\ncluster_id = {cluster_id}\n");
+    let temporary = data_dir.join(format!("{META_FILE}.tmp"));
+    std::fs::write(&temporary, text)
+        .and_then(|()| std::fs::File::open(&temporary)?.sync_all())
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .and_then(|()| std::fs::File::open(data_dir)?.sync_all())
+        .map_err(|error| format!("cannot write {}: {error}", path.display()))
+}
+
+/// 64 random bits as 16 hex digits, from the kernel's random source.
+fn new_cluster_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 8];
+    if std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes)).is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        bytes = (nanos as u64 ^ u64::from(std::process::id()).rotate_left(32)).to_le_bytes();
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 /// Takes an exclusive lock on the data directory for the life of the returned file, so that
@@ -107,11 +141,12 @@ pub fn bind_listener(address: std::net::SocketAddr) -> std::io::Result<std::net:
     }
 }
 
-fn parse_partitions(text: &str) -> Option<u32> {
+fn parse_field(text: &str, field: &str) -> Option<String> {
     text.lines()
         .filter_map(|line| line.split_once('='))
-        .find(|(name, _)| name.trim() == "partitions")
-        .and_then(|(_, value)| value.trim().parse().ok())
+        .find(|(name, _)| name.trim() == field)
+        .map(|(_, value)| value.trim().to_string())
+        .filter(|value| !value.is_empty())
 }
 
 #[cfg(test)]
@@ -140,9 +175,10 @@ mod tests {
     #[test]
     fn partition_count_is_fixed_once_written() {
         let directory = tempfile::tempdir().unwrap();
-        prepare_data_dir(directory.path(), 8).unwrap();
-        prepare_data_dir(directory.path(), 8).unwrap();
-        let error = prepare_data_dir(directory.path(), 16).unwrap_err();
+        let id = prepare_data_dir(directory.path(), 8, None).unwrap();
+        assert_eq!(id.len(), 16);
+        assert_eq!(prepare_data_dir(directory.path(), 8, None).unwrap(), id, "the id stays");
+        let error = prepare_data_dir(directory.path(), 16, None).unwrap_err();
         assert!(error.contains("fixed"), "{error}");
     }
 }

@@ -30,11 +30,20 @@ pub struct WalConfig {
     /// it), so [`sync`](crate::PartitionWal::sync) has nothing left to do. Where the
     /// filesystem refuses `O_DIRECT`, the log warns and keeps buffered writes.
     pub direct_io: bool,
+    /// Sealed segments are kept until the archive holds them: one goes only when a
+    /// checkpoint covers it and its records are at or below the archive floor set with
+    /// [`set_archive_floor`](crate::PartitionWal::set_archive_floor) (0 until then).
+    /// Recovery keeps them too.
+    pub keep_until_archived: bool,
 }
 
 impl Default for WalConfig {
     fn default() -> Self {
-        WalConfig { segment_bytes: SEGMENT_BYTES_DEFAULT, direct_io: false }
+        WalConfig {
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+            direct_io: false,
+            keep_until_archived: false,
+        }
     }
 }
 

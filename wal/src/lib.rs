@@ -8,6 +8,7 @@
 #![warn(clippy::pedantic)]
 
 mod aligned;
+mod archive;
 mod checkpoint;
 mod config;
 mod direct;
@@ -21,6 +22,9 @@ mod wal;
 #[cfg(test)]
 mod tests;
 
+pub use archive::{
+    inspect_checkpoint, segment_extent, ArchiveMarks, PartitionWriter, SegmentExtent,
+};
 pub use checkpoint::{
     checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, seal_checkpoint,
     stamp_checkpoint_epoch, LoadedCheckpoint, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC,

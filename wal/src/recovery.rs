@@ -99,7 +99,8 @@ pub(crate) fn recover_log(
         summary.checkpoint_entries = loaded.entry_count;
         summary.last_epoch = loaded.epoch;
     }
-    let mut segments = remove_covered_segments(listing.segments, summary.checkpoint_lsn)?;
+    let (kept, mut segments) =
+        split_covered_segments(listing.segments, summary.checkpoint_lsn, config)?;
     if segments.is_empty() {
         let first_lsn = summary.checkpoint_lsn.next();
         segments.push(create_first_segment(dir, partition, config, first_lsn)?);
@@ -118,8 +119,9 @@ pub(crate) fn recover_log(
     summary.last_lsn = last_lsn;
     summary.segments = segments.len();
     summary.elapsed = started.elapsed();
-    let sealed = segments[..segments.len() - 1]
+    let sealed = kept
         .iter()
+        .chain(&segments[..segments.len() - 1])
         .map(|segment| SealedSegment { path: segment.path.clone(), first_lsn: segment.first_lsn })
         .collect();
     let log = RecoveredLog {
@@ -177,18 +179,24 @@ fn load_newest_checkpoint(
     Ok(Some((loaded, path.clone())))
 }
 
-/// Removes the segments whose every record is covered by the checkpoint: those followed by a
-/// segment that starts at or before `checkpoint_lsn + 1`. The newest segment always stays.
-fn remove_covered_segments(
-    segments: Vec<SegmentInfo>,
+/// Splits off the segments whose every record is covered by the checkpoint: those followed
+/// by a segment that starts at or before `checkpoint_lsn + 1`. They are removed, or kept
+/// unread (the first list) when they wait for the archive. The newest segment always stays
+/// in the second list, which replay reads.
+fn split_covered_segments(
+    mut segments: Vec<SegmentInfo>,
     checkpoint_lsn: Lsn,
-) -> Result<Vec<SegmentInfo>, WalError> {
+    config: &WalConfig,
+) -> Result<(Vec<SegmentInfo>, Vec<SegmentInfo>), WalError> {
     let covered =
         segments.windows(2).take_while(|pair| pair[1].first_lsn.0 <= checkpoint_lsn.0 + 1).count();
-    let paths: Vec<PathBuf> =
-        segments[..covered].iter().map(|segment| segment.path.clone()).collect();
+    let rest = segments.split_off(covered);
+    if config.keep_until_archived {
+        return Ok((segments, rest));
+    }
+    let paths: Vec<PathBuf> = segments.iter().map(|segment| segment.path.clone()).collect();
     remove_files(&paths)?;
-    Ok(segments.into_iter().skip(covered).collect())
+    Ok((Vec::new(), rest))
 }
 
 fn create_first_segment(

@@ -17,7 +17,7 @@ use crate::error::WalError;
 
 /// Bytes of the segment header block; frames start at this offset.
 pub const SEGMENT_HEADER_BYTES: u64 = 4096;
-const SEGMENT_HEADER_BLOCK_BYTES: usize = 4096;
+pub(crate) const SEGMENT_HEADER_BLOCK_BYTES: usize = 4096;
 /// "STRS", little-endian.
 pub const SEGMENT_MAGIC: u32 = u32::from_le_bytes(*b"STRS");
 pub const SEGMENT_VERSION: u16 = 1;

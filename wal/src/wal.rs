@@ -81,6 +81,8 @@ pub struct PartitionWal {
     checkpoint_lsn: Lsn,
     checkpoint_path: Option<PathBuf>,
     bytes_since_checkpoint: u64,
+    /// With [`WalConfig::keep_until_archived`]: sealed segments at or below it are archived.
+    archive_floor: Lsn,
     spare: Spare,
     /// Set while an operation awaits I/O; still set on entry means that operation was
     /// cancelled, and the file state is unknown.
@@ -166,6 +168,7 @@ impl PartitionWal {
             checkpoint_lsn: log.checkpoint_lsn,
             checkpoint_path: log.checkpoint_path,
             bytes_since_checkpoint: log.bytes_since_checkpoint,
+            archive_floor: Lsn::ZERO,
             spare: Spare::Absent,
             in_flight: false,
             poison: None,
@@ -195,6 +198,19 @@ impl PartitionWal {
     #[must_use]
     pub fn checkpoint_lsn(&self) -> Lsn {
         self.checkpoint_lsn
+    }
+
+    /// Lets the next checkpoint delete sealed segments whose records are all at or below
+    /// `floor` (with [`WalConfig::keep_until_archived`]; otherwise the checkpoint alone
+    /// decides).
+    pub fn set_archive_floor(&mut self, floor: Lsn) {
+        self.archive_floor = floor;
+    }
+
+    /// Sealed segment files still on disk.
+    #[must_use]
+    pub fn sealed_segments(&self) -> usize {
+        self.sealed.len()
     }
 
     /// Frame bytes appended since the newest checkpoint was written (replayed bytes after a
@@ -528,14 +544,19 @@ impl PartitionWal {
         Ok(CheckpointSummary { lsn, path, entries, bytes, segments_deleted, elapsed })
     }
 
-    /// Deletes the sealed segments whose records are all at or below the checkpoint's LSN,
-    /// oldest first, so that the remaining ones always reach back to the checkpoint.
+    /// Deletes the sealed segments whose records are all at or below the checkpoint's LSN
+    /// (and the archive floor, when segments wait for the archive), oldest first, so that the
+    /// remaining ones always reach back to the checkpoint.
     async fn remove_covered_segments(&mut self) -> Result<usize, WalError> {
+        let mut limit = self.checkpoint_lsn;
+        if self.config.keep_until_archived {
+            limit = limit.min(self.archive_floor);
+        }
         let mut removed = 0;
         while let Some(oldest) = self.sealed.first() {
             let next_first_lsn =
                 self.sealed.get(1).map_or(self.segment.first_lsn, |next| next.first_lsn);
-            if next_first_lsn.0 > self.checkpoint_lsn.0 + 1 {
+            if next_first_lsn.0 > limit.0 + 1 {
                 break;
             }
             remove_file(&oldest.path).await?;

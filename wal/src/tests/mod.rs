@@ -23,6 +23,7 @@ macro_rules! in_both_modes {
     };
 }
 
+mod archive;
 mod checkpoints;
 mod damage;
 mod direct;
@@ -68,7 +69,11 @@ pub(crate) fn with_direct_io(direct_io: bool, body: impl FnOnce()) {
 
 /// 16 KiB segments, in the mode the running test asked for.
 pub(crate) fn small_config() -> WalConfig {
-    WalConfig { segment_bytes: 16 * 1024, direct_io: DIRECT_IO.with(Cell::get) }
+    WalConfig {
+        segment_bytes: 16 * 1024,
+        direct_io: DIRECT_IO.with(Cell::get),
+        keep_until_archived: false,
+    }
 }
 
 pub(crate) fn encode(first_lsn: Lsn, records: &[Record]) -> Vec<u8> {

@@ -1,0 +1,47 @@
+//! Errors of the archive: each names the object (or file) it is about.
+
+use strata_wal::WalError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// The object store refused or failed a request (after its own bounded retries).
+    #[error("object storage: {operation} {object}: {source}")]
+    Store {
+        operation: &'static str,
+        object: String,
+        #[source]
+        source: object_store::Error,
+    },
+    /// An object the manifest lists is not in the store.
+    #[error("object {object} is missing from object storage")]
+    Missing { object: String },
+    /// An object does not match its manifest entry or does not validate.
+    #[error("object {object} is corrupt: {reason}")]
+    Corrupt { object: String, reason: String },
+    /// The archive cannot give what was asked: no data, or a gap in the segments.
+    #[error("archive incomplete: {reason}")]
+    Incomplete { reason: String },
+    /// A local file the uploader reads cannot be read.
+    #[error("cannot read {path}: {reason}")]
+    Local { path: String, reason: String },
+    /// Unusable settings.
+    #[error("object storage settings: {reason}")]
+    Config { reason: String },
+    #[error(transparent)]
+    Wal(#[from] WalError),
+}
+
+impl ArchiveError {
+    pub(crate) fn store(
+        operation: &'static str,
+        object: &impl ToString,
+        source: object_store::Error,
+    ) -> Self {
+        match source {
+            object_store::Error::NotFound { .. } => {
+                ArchiveError::Missing { object: object.to_string() }
+            }
+            source => ArchiveError::Store { operation, object: object.to_string(), source },
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! Strata's archive in object storage (S3, `MinIO`, Ceph RGW, or a local directory through the
+//! same `object_store` interface): the uploader thread that copies sealed WAL segments and
+//! checkpoints of every partition, the manifests that list them with their checksums, and
+//! restore, which builds a node's data directory from the archive alone.
+//!
+//! The object layout and the manifest format are in `docs/archive-format.md`.
+
+#![warn(clippy::pedantic)]
+
+mod error;
+mod layout;
+mod manifest;
+mod restore;
+mod store;
+mod uploader;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::ArchiveError;
+pub use layout::Layout;
+pub use manifest::{
+    ClusterManifest, PartitionManifest, RestorePlan, SegmentEntry, SnapshotEntry, MANIFEST_FORMAT,
+};
+pub use restore::{
+    fetch_checked, read_cluster_manifest, read_partition_manifest, restore, PartitionRestore,
+    RestoreReport,
+};
+pub use store::{connect, StoreLocation};
+pub use uploader::{start_uploader, UploaderConfig, UploaderHandle, UploaderMetrics};
+
+/// A connected object store.
+pub type Store = std::sync::Arc<dyn object_store::ObjectStore>;

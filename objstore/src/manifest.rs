@@ -1,0 +1,245 @@
+//! Manifests: JSON documents that list what the archive holds, each stored inside an envelope
+//! that carries the CRC32C of the document, so a damaged manifest is refused like any other
+//! damaged object.
+//!
+//! The cluster manifest records the partition count and segment size; each partition's
+//! manifest lists its segment and snapshot objects with their LSN ranges, sizes and
+//! checksums. Only the node that uploads (the leader, or a standalone node) writes them.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use strata_core::Lsn;
+
+use crate::error::ArchiveError;
+
+pub const MANIFEST_FORMAT: u32 = 1;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterManifest {
+    pub format: u32,
+    /// The prefix the cluster's objects live under (`<cluster name>-<cluster id>`).
+    pub cluster: String,
+    pub partitions: u32,
+    /// Segment size the uploading node writes; restore writes segments of this size.
+    pub segment_bytes: u64,
+}
+
+/// One archived segment: a local segment file without its trailing zeros.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentEntry {
+    /// Name relative to the partition (`seg/<epoch>-<first LSN>`).
+    pub object: String,
+    /// Epoch of the segment's last frame.
+    pub epoch: u64,
+    pub first_lsn: u64,
+    pub last_lsn: u64,
+    pub bytes: u64,
+    pub crc32c: u32,
+}
+
+/// One archived snapshot: a local checkpoint file as it is.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotEntry {
+    /// Name relative to the partition (`snap/<LSN>`).
+    pub object: String,
+    pub lsn: u64,
+    pub epoch: u64,
+    pub entries: u64,
+    pub bytes: u64,
+    pub crc32c: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionManifest {
+    pub format: u32,
+    pub partition: u32,
+    /// Sorted by first LSN.
+    pub segments: Vec<SegmentEntry>,
+    /// Sorted by LSN.
+    pub snapshots: Vec<SnapshotEntry>,
+}
+
+/// What restore loads for one partition: a snapshot (if any) and the segments after it, in
+/// order, each starting at or before the LSN the previous one leaves off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestorePlan {
+    pub snapshot: Option<SnapshotEntry>,
+    pub segments: Vec<SegmentEntry>,
+    /// The last LSN restore reaches.
+    pub last_lsn: u64,
+}
+
+impl PartitionManifest {
+    #[must_use]
+    pub fn empty(partition: u32) -> PartitionManifest {
+        PartitionManifest { format: MANIFEST_FORMAT, partition, ..Default::default() }
+    }
+
+    /// Whether a segment with exactly these LSNs is archived (by any epoch: committed records
+    /// are the same whoever archived them).
+    #[must_use]
+    pub fn has_segment(&self, first_lsn: Lsn, last_lsn: Lsn) -> bool {
+        self.segments
+            .iter()
+            .any(|segment| segment.first_lsn == first_lsn.0 && segment.last_lsn == last_lsn.0)
+    }
+
+    #[must_use]
+    pub fn newest_snapshot(&self) -> Option<&SnapshotEntry> {
+        self.snapshots.last()
+    }
+
+    pub fn add_segment(&mut self, entry: SegmentEntry) {
+        self.segments.retain(|segment| segment.object != entry.object);
+        self.segments.push(entry);
+        self.segments.sort_by_key(|segment| (segment.first_lsn, segment.last_lsn));
+    }
+
+    pub fn add_snapshot(&mut self, entry: SnapshotEntry) {
+        self.snapshots.retain(|snapshot| snapshot.lsn != entry.lsn);
+        self.snapshots.push(entry);
+        self.snapshots.sort_by_key(|snapshot| snapshot.lsn);
+    }
+
+    /// The newest snapshot and the chain of segments after it, as far as it reaches without a
+    /// gap. Where segments overlap (archived by two leaders), the one reaching furthest wins.
+    #[must_use]
+    pub fn restore_plan(&self) -> RestorePlan {
+        let snapshot = self.newest_snapshot().cloned();
+        let mut reached = snapshot.as_ref().map_or(0, |snapshot| snapshot.lsn);
+        let mut segments = Vec::new();
+        loop {
+            let next = reached + 1;
+            let best = self
+                .segments
+                .iter()
+                .filter(|segment| segment.first_lsn <= next && segment.last_lsn >= next)
+                .max_by_key(|segment| (segment.last_lsn, segment.epoch));
+            let Some(best) = best else { break };
+            reached = best.last_lsn;
+            segments.push(best.clone());
+        }
+        RestorePlan { snapshot, segments, last_lsn: reached }
+    }
+
+    /// Checks that the document is what it claims to be.
+    fn validate(&self, object: &str) -> Result<(), ArchiveError> {
+        let sorted = self.segments.windows(2).all(|pair| pair[0].first_lsn <= pair[1].first_lsn)
+            && self.snapshots.windows(2).all(|pair| pair[0].lsn < pair[1].lsn);
+        let ranges = self.segments.iter().all(|segment| segment.first_lsn <= segment.last_lsn + 1);
+        if self.format != MANIFEST_FORMAT || !sorted || !ranges {
+            return Err(ArchiveError::Corrupt {
+                object: object.to_string(),
+                reason: "manifest fields out of order or of an unknown format".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    crc32c: u32,
+    manifest: T,
+}
+
+/// The stored bytes of a manifest: the document and its checksum.
+#[must_use]
+pub(crate) fn encode<T: Serialize>(manifest: &T) -> Vec<u8> {
+    let document = serde_json::to_vec(manifest).expect("manifests serialize");
+    let envelope = Envelope { crc32c: crc32c::crc32c(&document), manifest };
+    serde_json::to_vec_pretty(&envelope).expect("manifests serialize")
+}
+
+/// Parses stored manifest bytes, checking the checksum.
+///
+/// # Errors
+///
+/// [`ArchiveError::Corrupt`] naming `object` when the bytes do not parse or the checksum does
+/// not match.
+pub(crate) fn decode<T: Serialize + DeserializeOwned>(
+    bytes: &[u8],
+    object: &str,
+) -> Result<T, ArchiveError> {
+    let corrupt = |reason: String| ArchiveError::Corrupt { object: object.to_string(), reason };
+    let envelope: Envelope<T> = serde_json::from_slice(bytes)
+        .map_err(|error| corrupt(format!("manifest does not parse: {error}")))?;
+    let document = serde_json::to_vec(&envelope.manifest).expect("manifests serialize");
+    let computed = crc32c::crc32c(&document);
+    if computed != envelope.crc32c {
+        return Err(corrupt(format!(
+            "manifest checksum mismatch: stored {:#010x}, computed {computed:#010x}",
+            envelope.crc32c
+        )));
+    }
+    Ok(envelope.manifest)
+}
+
+/// Parses and validates a partition manifest.
+pub(crate) fn decode_partition(
+    bytes: &[u8],
+    object: &str,
+) -> Result<PartitionManifest, ArchiveError> {
+    let manifest: PartitionManifest = decode(bytes, object)?;
+    manifest.validate(object)?;
+    Ok(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment(first: u64, last: u64, epoch: u64) -> SegmentEntry {
+        SegmentEntry {
+            object: format!("seg/{epoch}-{first}"),
+            epoch,
+            first_lsn: first,
+            last_lsn: last,
+            bytes: 1,
+            crc32c: 0,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_any_flip_in_the_document_is_caught() {
+        let mut manifest = PartitionManifest::empty(2);
+        manifest.add_segment(segment(1, 10, 1));
+        let bytes = encode(&manifest);
+        assert_eq!(decode_partition(&bytes, "m").unwrap(), manifest);
+        let text =
+            String::from_utf8(bytes).unwrap().replace("\"last_lsn\": 10", "\"last_lsn\": 11");
+        let error = decode_partition(text.as_bytes(), "p2/manifest.json").unwrap_err();
+        assert!(error.to_string().contains("p2/manifest.json"), "{error}");
+        assert!(decode_partition(b"{not json", "m").is_err());
+    }
+
+    #[test]
+    fn plan_starts_at_the_newest_snapshot_and_joins_overlapping_segments() {
+        let mut manifest = PartitionManifest::empty(0);
+        for entry in [
+            segment(1, 10, 1),
+            segment(11, 20, 1),
+            segment(15, 30, 2),
+            segment(31, 40, 2),
+            segment(50, 60, 2),
+        ] {
+            manifest.add_segment(entry);
+        }
+        let plan = manifest.restore_plan();
+        assert_eq!(plan.last_lsn, 40, "stops at the gap before 50");
+        let firsts: Vec<u64> = plan.segments.iter().map(|segment| segment.first_lsn).collect();
+        assert_eq!(firsts, [1, 11, 15, 31]);
+        manifest.add_snapshot(SnapshotEntry {
+            object: "snap/25".into(),
+            lsn: 25,
+            epoch: 2,
+            entries: 3,
+            bytes: 1,
+            crc32c: 0,
+        });
+        let plan = manifest.restore_plan();
+        let firsts: Vec<u64> = plan.segments.iter().map(|segment| segment.first_lsn).collect();
+        assert_eq!(firsts, [15, 31]);
+        assert_eq!(plan.snapshot.unwrap().lsn, 25);
+    }
+}

@@ -1,0 +1,189 @@
+//! Shared storage in the binary: starting the uploader for `strata node`, and
+//! `strata restore`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_net::{ClusterShared, ServingMode};
+use strata_objstore::{Layout, StoreLocation, UploaderConfig};
+use strata_wal::ArchiveMarks;
+
+use crate::config::Config;
+
+/// The node's prefix in shared storage: `<cluster name>-<cluster id>`.
+pub fn prefix(config: &Config, cluster_id: &str) -> String {
+    format!("{}-{cluster_id}", config.cluster.name)
+}
+
+/// Starts the uploader when the config names shared storage. Returns what the admin API
+/// reports of it.
+pub fn start_uploader(
+    config: &Config,
+    location: &StoreLocation,
+    cluster_id: &str,
+    shared: &Arc<ClusterShared>,
+    marks: Arc<ArchiveMarks>,
+) -> Result<strata_admin::StorageStatus, String> {
+    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
+    let mode = Arc::clone(shared);
+    let uploading =
+        Arc::new(move || matches!(mode.mode(), ServingMode::Leader | ServingMode::Standalone));
+    let uploader = UploaderConfig {
+        store,
+        layout: layout.clone(),
+        data_dir: config.storage.data_dir.clone(),
+        partition_count: config.cluster.partitions,
+        segment_bytes: config.wal.segment_size.0,
+        marks,
+        uploading,
+        scan_interval: Duration::from_millis(config.storage.upload_interval),
+        backlog_warning_bytes: config.storage.upload_backlog_warning.0,
+    };
+    let handle = strata_objstore::start_uploader(uploader).map_err(|error| error.to_string())?;
+    tracing::info!(location = %location, prefix = layout.prefix(), "archiving to shared storage");
+    let metrics = Arc::clone(&handle.metrics);
+    let location = location.to_string();
+    let prefix = layout.prefix().to_string();
+    Ok(Arc::new(move || {
+        let mut status = metrics.to_json();
+        status["location"] = serde_json::json!(location);
+        status["prefix"] = serde_json::json!(prefix);
+        status["uploaded_objects"] =
+            serde_json::json!(metrics.uploaded_objects.load(Ordering::Relaxed));
+        status
+    }))
+}
+
+#[derive(clap::Args)]
+pub struct RestoreOptions {
+    /// Config file naming the shared storage (`[storage]` storage_type, shared_dir or
+    /// `[storage.object_storage]`); its data_dir is not touched.
+    #[arg(long)]
+    config: PathBuf,
+    /// `<bucket>/<prefix>` in S3, or `<directory>/<prefix>` for local shared storage; the
+    /// prefix is `<cluster name>-<cluster id>` (see `GET /admin/storage`).
+    #[arg(long)]
+    from: String,
+    /// The data directory to build; it must not exist or be empty.
+    #[arg(long)]
+    data_dir: PathBuf,
+}
+
+/// `strata restore`: exit codes 2 bad arguments or config, 1 the restore failed.
+pub fn run_restore(options: &RestoreOptions) -> ExitCode {
+    let config = match Config::load(&options.config) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("strata restore: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    crate::init_logging("warn");
+    let (location, layout) = match source(&config, &options.from) {
+        Ok(source) => source,
+        Err(error) => {
+            eprintln!("strata restore: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = check_empty(&options.data_dir) {
+        eprintln!("strata restore: {error}");
+        return ExitCode::from(2);
+    }
+    match restore(&location, &layout, &options.data_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("strata restore: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Splits `--from` into the store (bucket or directory) and the cluster prefix.
+fn source(config: &Config, from: &str) -> Result<(StoreLocation, Layout), String> {
+    let from = from.trim_end_matches('/');
+    let (container, prefix) = from
+        .rsplit_once('/')
+        .ok_or_else(|| format!("--from {from:?} must be <bucket or directory>/<prefix>"))?;
+    let layout = Layout::new(prefix).map_err(|error| error.to_string())?;
+    let location = match config.archive_location() {
+        Some(StoreLocation::S3 { endpoint, access_key, secret_key, .. }) => {
+            StoreLocation::S3 { endpoint, bucket: container.to_string(), access_key, secret_key }
+        }
+        _ => StoreLocation::Directory(PathBuf::from(container)),
+    };
+    Ok((location, layout))
+}
+
+fn check_empty(data_dir: &Path) -> Result<(), String> {
+    match std::fs::read_dir(data_dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(format!(
+                    "{} is not empty; restore builds a new data directory",
+                    data_dir.display()
+                ));
+            }
+            Ok(())
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(error) => Err(format!("cannot read {}: {error}", data_dir.display())),
+    }
+}
+
+fn restore(location: &StoreLocation, layout: &Layout, data_dir: &Path) -> Result<(), String> {
+    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start a runtime: {error}"))?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+        )
+        .map_err(|error| error.to_string())?,
+    );
+    println!("restoring {} from {location} into {}", layout.prefix(), data_dir.display());
+    let mut progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let report = runtime
+        .block_on(strata_objstore::restore(&store, layout, data_dir, &mut progress))
+        .map_err(|error| error.to_string())?;
+    bar.finish_and_clear();
+    let cluster_id = layout.prefix().rsplit_once('-').map(|(_, id)| id.to_string());
+    crate::meta::prepare_data_dir(data_dir, report.cluster.partitions, cluster_id.as_deref())?;
+    print_report(&report);
+    Ok(())
+}
+
+fn print_report(report: &strata_objstore::RestoreReport) {
+    println!(
+        "{:>9} {:>14} {:>10} {:>9} {:>10} {:>12}",
+        "partition", "snapshot_lsn", "keys", "segments", "records", "last_lsn"
+    );
+    for partition in &report.partitions {
+        println!(
+            "{:>9} {:>14} {:>10} {:>9} {:>10} {:>12}",
+            partition.partition,
+            partition.snapshot_lsn,
+            partition.snapshot_entries,
+            partition.segments,
+            partition.records,
+            partition.last_lsn
+        );
+    }
+    let seconds = report.elapsed.as_secs_f64();
+    let megabytes = report.bytes() as f64 / (1024.0 * 1024.0);
+    println!(
+        "restored {} partitions, {megabytes:.1} MiB in {seconds:.2} s ({:.1} MiB/s)",
+        report.partitions.len(),
+        if seconds > 0.0 { megabytes / seconds } else { 0.0 }
+    );
+}

@@ -163,6 +163,7 @@ peer_ip = "127.0.0.1"
 peer_port = $(free_port)
 [storage]
 data_dir = "$directory/data"
+$( [ "$mode" = admin ] && printf 'shared_dir = "%s"\n' "$(dirname "$directory")/shared" )
 [wal]
 wal_flush = "FlushAtOnce"
 EOF

@@ -6,7 +6,8 @@
 #   status  exit 0 if the gateway answers HTTP
 #
 # State lives in $STRATA_S3_DIR (default /var/tmp/strata-s3); the gateway listens on
-# $STRATA_S3_PORT (default 7480), the monitor on $STRATA_S3_MON_PORT (default 6789).
+# $STRATA_S3_PORT (default 7480), the monitor on $STRATA_S3_MON_PORT (default 6789); the
+# memstore holds $STRATA_S3_MEMORY_BYTES (default 2 GiB).
 # The OSD uses memstore: objects live in memory and are not meant to outlive the daemons. So
 # whenever `start` finds the cluster not healthy (first run, after `stop`, after a reboot) it
 # wipes the state dir and bootstraps a fresh cluster (~3 s); when all is healthy it only verifies.
@@ -17,6 +18,7 @@ DIR="${STRATA_S3_DIR:-/var/tmp/strata-s3}"
 DIR="${DIR%/}"
 PORT="${STRATA_S3_PORT:-7480}"
 MON_PORT="${STRATA_S3_MON_PORT:-6789}"
+MEMORY_BYTES="${STRATA_S3_MEMORY_BYTES:-2147483648}"  # memstore capacity
 CONF="$DIR/ceph.conf"
 URL="http://127.0.0.1:$PORT"
 BUCKET=strata-test
@@ -155,7 +157,7 @@ mon_data = $DIR/\$name
 [osd]
 osd_data = $DIR/\$name
 osd_objectstore = memstore
-memstore_device_bytes = $((2 * 1024 * 1024 * 1024))
+memstore_device_bytes = $MEMORY_BYTES
 [$RGW]
 rgw_data = $DIR/$RGW
 rgw_frontends = beast endpoint=127.0.0.1:$PORT

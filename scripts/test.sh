@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The whole test suite: what .ci/run runs, and what a developer runs before pushing.
-# Installs what the tests need (scripts/setup.sh), then: format, lints, docs, a smoke run of
+# Installs what the tests need (scripts/setup.sh), starts a real S3 server on loopback
+# (scripts/s3-server.sh), then: format, lints, docs, a smoke run of
 # each micro-benchmark, and every unit and multi-process test (last, so its summary closes
 # the output).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
+
+echo "== S3 server for the shared-storage tests (Ceph RGW on 127.0.0.1)"
+./scripts/s3-server.sh start
+eval "$(./scripts/s3-server.sh env)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

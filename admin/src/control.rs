@@ -41,6 +41,9 @@ pub struct ControlConfig {
     /// The state of shared storage and the uploader, for `GET /admin/storage`; `None` when
     /// nothing is archived.
     pub storage_status: Option<StorageStatus>,
+    /// Shared storage, when the node has it: a leader tells registering nodes its prefix, a
+    /// new replica bootstraps from it.
+    pub archive: Option<crate::archive::ArchiveAccess>,
 }
 
 /// Reports the shared storage's state as JSON.
@@ -118,6 +121,10 @@ impl Control {
         let from = self.role();
         if check_transition(from, request.role)? == Transition::Unchanged {
             return Ok(());
+        }
+        let cluster_role = matches!(request.role, Role::Leader | Role::Follower | Role::Learner);
+        if cluster_role && self.config.archive.is_none() {
+            return Err(AdminError::needs_shared_storage());
         }
         match request.role {
             Role::Admin => {
@@ -285,12 +292,17 @@ impl Control {
         });
         let kind =
             if role == Role::Follower { ReplicaKind::Follower } else { ReplicaKind::Learner };
-        self.handle.broadcast(|| ControlMessage::Follow { leader, name: name.clone(), kind });
         let interval = response
             .heartbeat_interval_ms
             .filter(|milliseconds| *milliseconds > 0)
             .map_or(self.config.heartbeat_interval, Duration::from_millis);
         tokio::spawn(Arc::clone(self).send_heartbeats(session, interval));
+        if let Some(archive) = &self.config.archive {
+            if !response.archive_prefix.is_empty() {
+                crate::archive::bootstrap(archive, &self.handle, &response.archive_prefix).await;
+            }
+        }
+        self.handle.broadcast(|| ControlMessage::Follow { leader, name: name.clone(), kind });
         self.wait_for_catch_up().await;
         Ok(())
     }
@@ -467,6 +479,12 @@ impl Control {
         Ok(Response {
             leader_name,
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
+            archive_prefix: self
+                .config
+                .archive
+                .as_ref()
+                .map(|archive| archive.prefix())
+                .unwrap_or_default(),
             ..Response::default()
         })
     }

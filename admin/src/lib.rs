@@ -3,6 +3,7 @@
 //! thread with a single-threaded tokio runtime, and talks to the shards only through the
 //! node handle: a shared serving mode and messages over the shards' channels.
 
+pub mod archive;
 mod control;
 mod http;
 pub mod json;

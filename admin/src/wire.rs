@@ -59,6 +59,9 @@ pub(crate) struct Response {
     pub sender_status: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<PeerNode>,
+    /// Register: the leader's prefix in shared storage, which the replica adopts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub archive_prefix: String,
 }
 
 impl Response {

@@ -147,6 +147,11 @@ impl AdminError {
     pub fn invalid_address(address: &str) -> AdminError {
         error(7016, format!("Invalid server address: {address}"))
     }
+    /// 7024: a cluster role on a node without shared storage.
+    #[must_use]
+    pub fn needs_shared_storage() -> AdminError {
+        error(7024, "Expect storage type: shared storage, actual storage type: local".into())
+    }
     #[must_use]
     pub fn same_address_as_leader(ip: &str, port: &str) -> AdminError {
         error(

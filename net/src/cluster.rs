@@ -160,6 +160,14 @@ pub enum ControlMessage {
     /// Stop following. The partitions keep what they have; in leader mode everything durable
     /// commits.
     Unfollow,
+    /// Replica, before it follows: replace one partition's log and state with the log written
+    /// in `staged` from the archive. Answers the last LSN loaded, or why it failed (the
+    /// partition then refuses writes until restart, as after a failed snapshot install).
+    InstallArchived {
+        partition: PartitionId,
+        staged: std::path::PathBuf,
+        reply: flume::Sender<Result<Lsn, String>>,
+    },
 }
 
 /// The control thread's way to the shards.

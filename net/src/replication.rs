@@ -111,7 +111,12 @@ impl Shard {
         let epoch = self.mesh.shared.epoch();
         let continues = subscribe.last_lsn == slot.framed_lsn
             && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
-        let missing = if continues { Some(Vec::new()) } else { recent_after(slot, &subscribe) };
+        let missing = if continues {
+            Some(Vec::new())
+        } else {
+            recent_after(slot, subscribe.last_lsn, subscribe.last_epoch)
+                .or_else(|| self.missing_from_log(slot, &subscribe))
+        };
         let _ = stream.set_nodelay(true);
         let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
         let (reader, writer) = stream.into_split();
@@ -136,6 +141,62 @@ impl Shard {
         }
         drop(partitions);
         self.advance_commit(partition);
+    }
+
+    /// The frames a replica is missing read back from the local segment files, then the
+    /// recent frames after them; for a replica further behind than the recent frames reach
+    /// (one that loaded the archive, or was away a while). `None` when the log does not hold
+    /// them all, when the replica's last frame is not this log's (another epoch), or when
+    /// they exceed half the replica window: the replica then gets a snapshot.
+    fn missing_from_log(
+        &self,
+        slot: &PartitionSlot,
+        subscribe: &Subscribe,
+    ) -> Option<Vec<Rc<[u8]>>> {
+        if subscribe.last_lsn >= slot.framed_lsn {
+            return None;
+        }
+        let partition = subscribe.partition;
+        let directory = self.partition_directory(partition);
+        let bytes_max = self.mesh.options.replica_window / 2;
+        let tail = match strata_wal::read_log_after(
+            &directory,
+            partition,
+            subscribe.last_lsn,
+            bytes_max,
+        ) {
+            Ok(tail) => tail?,
+            Err(error) => {
+                let what = "cannot read the log for a replica";
+                tracing::warn!(partition = partition.0, %error, "{what}");
+                return None;
+            }
+        };
+        let prefix_matches = match tail.epoch_at_start {
+            Some(epoch) => epoch == subscribe.last_epoch || subscribe.last_lsn == Lsn::ZERO,
+            // The frame ending at the replica's last LSN is gone from the log: its next frame
+            // must not be older than the replica's last one.
+            None => tail
+                .frames
+                .first()
+                .and_then(|frame| decode_frame(frame).ok())
+                .is_some_and(|header| header.epoch >= subscribe.last_epoch),
+        };
+        if !prefix_matches {
+            return None;
+        }
+        let mut frames: Vec<Rc<[u8]>> = tail.frames.into_iter().map(Rc::from).collect();
+        if tail.last_lsn < slot.framed_lsn {
+            frames.extend(recent_after(slot, tail.last_lsn, tail.last_epoch)?);
+        }
+        tracing::info!(
+            partition = partition.0,
+            replica = subscribe.name,
+            from = subscribe.last_lsn.0,
+            frames = frames.len(),
+            "replica resumes from the local log"
+        );
+        Some(frames)
     }
 
     fn new_replica(
@@ -689,6 +750,63 @@ impl Shard {
         Ok(())
     }
 
+    /// Replaces a partition's log and state with a log loaded from the archive (see
+    /// [`ControlMessage::InstallArchived`](crate::ControlMessage::InstallArchived)).
+    pub(crate) async fn install_archived(
+        self: Rc<Self>,
+        partition: PartitionId,
+        staged: std::path::PathBuf,
+        reply: flume::Sender<Result<Lsn, String>>,
+    ) {
+        let owned = self.mesh.shard_of(partition) == self.id
+            && partition.0 < self.mesh.options.partition_count;
+        if !owned {
+            let _ = reply.send(Err(format!("partition {partition} is not on this shard")));
+            return;
+        }
+        while self.partitions.borrow()[partition.0 as usize]
+            .as_ref()
+            .is_some_and(|slot| slot.wal.is_none())
+        {
+            monoio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        drop(slot.wal.take());
+        slot.inbound.clear();
+        slot.inbound_bytes = 0;
+        slot.recent.clear();
+        slot.recent_bytes = 0;
+        let directory = self.partition_directory(partition);
+        let opened = strata_wal::install_log(&directory, &staged)
+            .and_then(|()| self.open_partition(partition, Lsn::ZERO));
+        let (state, wal, summary) = match opened {
+            Ok(opened) => opened,
+            Err(error) => {
+                let reason = format!("cannot install the archived log: {error}");
+                tracing::error!(partition = partition.0, %reason);
+                slot.state.fail(reason.clone());
+                crate::shard::fail_waiters(slot);
+                let _ = reply.send(Err(reason));
+                return;
+            }
+        };
+        let last_lsn = wal.last_lsn();
+        slot.state = state;
+        slot.wal = Some(wal);
+        slot.durable_lsn = last_lsn;
+        slot.synced_lsn = last_lsn;
+        slot.framed_lsn = last_lsn;
+        slot.last_epoch = summary.last_epoch;
+        tracing::info!(
+            partition = partition.0,
+            lsn = last_lsn.0,
+            keys = slot.state.keyspace().len(),
+            "archived log installed"
+        );
+        let _ = reply.send(Ok(last_lsn));
+    }
+
     fn on_leader_commit(&self, partition: PartitionId, lsn: Lsn) {
         {
             let mut partitions = self.partitions.borrow_mut();
@@ -711,10 +829,11 @@ impl Shard {
 
 /// The recent frames a replica is missing, when its log ends exactly where one of them ends
 /// and with the same epoch (so its log is a prefix of this one); None otherwise.
-fn recent_after(slot: &PartitionSlot, subscribe: &Subscribe) -> Option<Vec<Rc<[u8]>>> {
-    let position = slot.recent.iter().position(|frame| {
-        frame.last_lsn == subscribe.last_lsn && frame.epoch == subscribe.last_epoch
-    })?;
+fn recent_after(slot: &PartitionSlot, last_lsn: Lsn, last_epoch: Epoch) -> Option<Vec<Rc<[u8]>>> {
+    let position = slot
+        .recent
+        .iter()
+        .position(|frame| frame.last_lsn == last_lsn && frame.epoch == last_epoch)?;
     Some(slot.recent.iter().skip(position + 1).map(|frame| Rc::clone(&frame.bytes)).collect())
 }
 

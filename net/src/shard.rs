@@ -158,6 +158,8 @@ pub(crate) struct PartitionSlot {
     pub(crate) synced_lsn: Lsn,
     /// FlushPerSecond: housekeeping asks the flusher for a sync of writes left unsynced.
     sync_requested: bool,
+    /// Housekeeping asks for a checkpoint of a partition that had writes and went idle.
+    checkpoint_requested: bool,
     /// The last LSN written here as the durability mode asks (durable in FlushAtOnce).
     pub(crate) durable_lsn: Lsn,
     /// The last LSN cut into a frame, and that frame's epoch.
@@ -319,6 +321,7 @@ impl Shard {
             last_checkpoint: now,
             last_sync: now,
             sync_requested: false,
+            checkpoint_requested: false,
             durable_lsn: last_lsn,
             framed_lsn: last_lsn,
             last_epoch: summary.last_epoch,
@@ -460,6 +463,9 @@ impl Shard {
                 self.follow(leader, name, kind);
             }
             ControlMessage::Unfollow => self.unfollow(),
+            ControlMessage::InstallArchived { partition, staged, reply } => {
+                monoio::spawn(Rc::clone(self).install_archived(partition, staged, reply));
+            }
         }
     }
 
@@ -495,11 +501,19 @@ impl Shard {
             Some(frames) => Some(frames),
             None => self.cut_frame(slot, partition),
         };
-        if frames.is_none() && !slot.sync_requested {
+        if frames.is_none() && !slot.sync_requested && !slot.checkpoint_requested {
             return None;
         }
+        let checkpoint = if frames.is_some() || slot.checkpoint_requested {
+            self.checkpoint_if_due(slot, now)
+        } else {
+            None
+        };
         slot.sync_requested = false;
-        let checkpoint = if frames.is_some() { self.checkpoint_if_due(slot, now) } else { None };
+        slot.checkpoint_requested = false;
+        if frames.is_none() && checkpoint.is_none() && !sync_due {
+            return None;
+        }
         let wal = slot.wal.take().expect("the WAL is home between flushes");
         Some(FlushJob {
             partition,
@@ -620,6 +634,7 @@ impl Shard {
             monoio::time::sleep(Duration::from_secs(1)).await;
             self.remove_expired_keys(now_ms());
             self.request_idle_syncs();
+            self.request_idle_checkpoints();
             self.publish_progress();
         }
     }
@@ -627,6 +642,24 @@ impl Shard {
     fn remove_expired_keys(&self, now_ms: u64) {
         for slot in self.partitions.borrow_mut().iter_mut().flatten() {
             slot.state.remove_expired(now_ms, EXPIRED_SWEEP_KEYS_MAX);
+        }
+    }
+
+    /// A partition that had writes and then none for a checkpoint interval gets its
+    /// checkpoint anyway (checkpoints are otherwise cut with a batch): recovery stays short and
+    /// the archive receives its tail as a snapshot.
+    fn request_idle_checkpoints(&self) {
+        let now = Instant::now();
+        let interval = self.mesh.options.checkpoint_interval;
+        let mut partitions = self.partitions.borrow_mut();
+        for slot in partitions.iter_mut().flatten() {
+            let Some(wal) = slot.wal.as_ref() else { continue };
+            let idle = !slot.state.has_open_records() && slot.inbound.is_empty();
+            let due = now.duration_since(slot.last_checkpoint) >= interval;
+            if idle && due && wal.bytes_since_checkpoint() > 0 {
+                slot.checkpoint_requested = true;
+                self.flush_signals[slot.state.id().0 as usize].raise();
+            }
         }
     }
 

@@ -7,6 +7,7 @@
 
 #![warn(clippy::pedantic)]
 
+mod bootstrap;
 mod error;
 mod layout;
 mod manifest;
@@ -17,14 +18,18 @@ mod uploader;
 #[cfg(test)]
 mod tests;
 
+pub use bootstrap::{
+    finish_progress, installing, stage_partitions, BootstrapProgress, SharedProgress,
+    StagedPartition,
+};
 pub use error::ArchiveError;
 pub use layout::Layout;
 pub use manifest::{
     ClusterManifest, PartitionManifest, RestorePlan, SegmentEntry, SnapshotEntry, MANIFEST_FORMAT,
 };
 pub use restore::{
-    fetch_checked, read_cluster_manifest, read_partition_manifest, restore, PartitionRestore,
-    RestoreReport,
+    fetch_checked, read_cluster_manifest, read_partition_manifest, restore, restore_partition,
+    PartitionRestore, RestoreReport,
 };
 pub use store::{connect, StoreLocation};
 pub use uploader::{start_uploader, UploaderConfig, UploaderHandle, UploaderMetrics};

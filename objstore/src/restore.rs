@@ -9,7 +9,7 @@ use strata_wal::PartitionWriter;
 
 use crate::error::ArchiveError;
 use crate::layout::Layout;
-use crate::manifest::{self, ClusterManifest, PartitionManifest};
+use crate::manifest::{self, ClusterManifest, PartitionManifest, RestorePlan};
 use crate::Store;
 
 /// Reads an object whole.
@@ -47,7 +47,8 @@ pub async fn fetch_checked(
     let computed = crc32c::crc32c(&data);
     if computed != crc32c {
         return Err(corrupt(format!(
-            "checksum mismatch: the manifest records {crc32c:#010x}, the object has {computed:#010x}"
+            "checksum mismatch: the manifest records {crc32c:#010x}, \
+             the object has {computed:#010x}"
         )));
     }
     Ok(data)
@@ -137,7 +138,7 @@ pub async fn restore(
     store: &Store,
     layout: &Layout,
     data_dir: &Path,
-    progress: &mut dyn FnMut(u64, u64),
+    progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<RestoreReport, ArchiveError> {
     let started = Instant::now();
     let cluster = read_cluster_manifest(store, layout).await?;
@@ -158,51 +159,81 @@ pub async fn restore(
     let mut partitions = Vec::new();
     for (partition, plan) in plans {
         let directory: PathBuf = data_dir.join(format!("p{}", partition.0));
-        let mut writer = PartitionWriter::new(&directory, partition, cluster.segment_bytes)?;
-        let mut report = PartitionRestore {
-            partition: partition.0,
-            snapshot_lsn: 0,
-            snapshot_entries: 0,
-            segments: plan.segments.len(),
-            records: 0,
-            last_lsn: 0,
-            bytes: 0,
+        let mut on_bytes = |bytes: u64| {
+            done += bytes;
+            progress(done, total);
         };
-        if let Some(snapshot) = &plan.snapshot {
-            let path = layout.object(partition, &snapshot.object);
-            let image = fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c).await?;
-            let loaded = writer
-                .write_checkpoint(path.as_ref(), &image)
-                .map_err(|error| as_corrupt(error, &path))?;
-            report.snapshot_lsn = loaded.lsn.0;
-            report.snapshot_entries = loaded.entry_count;
-            report.bytes += snapshot.bytes;
-            done += snapshot.bytes;
-            progress(done, total);
-        }
-        for segment in &plan.segments {
-            let path = layout.object(partition, &segment.object);
-            let bytes = fetch_checked(store, &path, segment.bytes, segment.crc32c).await?;
-            report.records += writer
-                .append_segment(path.as_ref(), &bytes)
-                .map_err(|error| as_corrupt(error, &path))?;
-            report.bytes += segment.bytes;
-            done += segment.bytes;
-            progress(done, total);
-        }
-        let last = writer.finish()?;
-        if last != Lsn(plan.last_lsn) {
-            return Err(ArchiveError::Incomplete {
-                reason: format!(
-                    "partition {partition}: the manifest reaches LSN {}, its objects LSN {last}",
-                    plan.last_lsn
-                ),
-            });
-        }
-        report.last_lsn = last.0;
+        let report = restore_partition(
+            store,
+            layout,
+            partition,
+            &plan,
+            &directory,
+            cluster.segment_bytes,
+            &mut on_bytes,
+        )
+        .await?;
         partitions.push(report);
     }
     Ok(RestoreReport { cluster, partitions, elapsed: started.elapsed() })
+}
+
+/// Writes one partition's `plan` into `directory` (which must hold no log yet), calling
+/// `on_bytes` with the bytes of each object once it is checked and written.
+///
+/// # Errors
+///
+/// As [`restore`].
+pub async fn restore_partition(
+    store: &Store,
+    layout: &Layout,
+    partition: PartitionId,
+    plan: &RestorePlan,
+    directory: &Path,
+    segment_bytes: u64,
+    on_bytes: &mut (dyn FnMut(u64) + Send),
+) -> Result<PartitionRestore, ArchiveError> {
+    let mut writer = PartitionWriter::new(directory, partition, segment_bytes)?;
+    let mut report = PartitionRestore {
+        partition: partition.0,
+        snapshot_lsn: 0,
+        snapshot_entries: 0,
+        segments: plan.segments.len(),
+        records: 0,
+        last_lsn: 0,
+        bytes: 0,
+    };
+    if let Some(snapshot) = &plan.snapshot {
+        let path = layout.object(partition, &snapshot.object);
+        let image = fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c).await?;
+        let loaded = writer
+            .write_checkpoint(path.as_ref(), &image)
+            .map_err(|error| as_corrupt(error, &path))?;
+        report.snapshot_lsn = loaded.lsn.0;
+        report.snapshot_entries = loaded.entry_count;
+        report.bytes += snapshot.bytes;
+        on_bytes(snapshot.bytes);
+    }
+    for segment in &plan.segments {
+        let path = layout.object(partition, &segment.object);
+        let bytes = fetch_checked(store, &path, segment.bytes, segment.crc32c).await?;
+        report.records += writer
+            .append_segment(path.as_ref(), &bytes)
+            .map_err(|error| as_corrupt(error, &path))?;
+        report.bytes += segment.bytes;
+        on_bytes(segment.bytes);
+    }
+    let last = writer.finish()?;
+    if last != Lsn(plan.last_lsn) {
+        return Err(ArchiveError::Incomplete {
+            reason: format!(
+                "partition {partition}: the manifest reaches LSN {}, its objects LSN {last}",
+                plan.last_lsn
+            ),
+        });
+    }
+    report.last_lsn = last.0;
+    Ok(report)
 }
 
 /// A WAL error about an archived object is that object's corruption.

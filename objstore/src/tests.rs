@@ -59,7 +59,7 @@ fn write_checkpoint(data_dir: &Path, lsn: Lsn) {
 fn uploader(store: &Store, data_dir: &Path, marks: &Arc<ArchiveMarks>) -> Uploader {
     let config = UploaderConfig {
         store: Arc::clone(store),
-        layout: Layout::new("test-0001").unwrap(),
+        layout: Arc::new(std::sync::Mutex::new(Layout::new("test-0001").unwrap())),
         data_dir: data_dir.to_path_buf(),
         partition_count: 1,
         segment_bytes: SEGMENT_BYTES,

@@ -43,7 +43,8 @@ const _: () = assert!(MULTIPART_THRESHOLD_BYTES >= PART_BYTES);
 #[derive(Clone)]
 pub struct UploaderConfig {
     pub store: Store,
-    pub layout: Layout,
+    /// Where this node's objects go; read at every pass (a replica adopts its leader's).
+    pub layout: Arc<Mutex<Layout>>,
     pub data_dir: PathBuf,
     pub partition_count: u32,
     pub segment_bytes: u64,
@@ -136,6 +137,8 @@ struct Backlog {
 
 pub(crate) struct Uploader {
     config: UploaderConfig,
+    /// The layout of the current pass.
+    layout: Layout,
     pub(crate) metrics: Arc<UploaderMetrics>,
     partitions: Vec<PartitionState>,
     cluster_written: bool,
@@ -153,11 +156,20 @@ impl Uploader {
                 failing_since_warning: None,
             })
             .collect();
-        Uploader { config, metrics, partitions, cluster_written: false, last_backlog_warning: None }
+        let layout =
+            config.layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        Uploader {
+            config,
+            layout,
+            metrics,
+            partitions,
+            cluster_written: false,
+            last_backlog_warning: None,
+        }
     }
 
     async fn run(mut self) {
-        tracing::info!(prefix = self.config.layout.prefix(), "uploader started");
+        tracing::info!(prefix = self.layout.prefix(), "uploader started");
         loop {
             self.pass().await;
             tokio::time::sleep(self.config.scan_interval).await;
@@ -166,6 +178,16 @@ impl Uploader {
 
     /// One pass over every partition.
     pub(crate) async fn pass(&mut self) {
+        let layout =
+            self.config.layout.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if layout != self.layout {
+            tracing::info!(prefix = layout.prefix(), "uploads go to a new prefix");
+            self.layout = layout;
+            self.cluster_written = false;
+            for state in &mut self.partitions {
+                state.manifest = None;
+            }
+        }
         let uploading = (self.config.uploading)();
         let mut backlog = Backlog::default();
         let mut clean = true;
@@ -216,8 +238,10 @@ impl Uploader {
                     state.failing_since_warning.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
                 if warn {
                     state.failing_since_warning = Some(Instant::now());
-                    tracing::warn!(partition = partition.0, %error, retry_in_ms = u64::try_from(state.backoff.as_millis()).unwrap_or(u64::MAX),
-                        "upload failed; writes go on and segments stay on local disk until it succeeds");
+                    let retry_in_ms = u64::try_from(state.backoff.as_millis()).unwrap_or(u64::MAX);
+                    let what = "upload failed; writes go on and segments stay on local disk \
+                                until it succeeds";
+                    tracing::warn!(partition = partition.0, %error, retry_in_ms, "{what}");
                 }
                 if matches!(error, ArchiveError::Corrupt { .. }) {
                     // A damaged manifest in the store: start again from what is local.
@@ -234,9 +258,7 @@ impl Uploader {
         self.write_cluster_manifest().await?;
         let mut manifest = match self.partitions[partition.0 as usize].manifest.take() {
             Some(manifest) => manifest,
-            None => {
-                read_partition_manifest(&self.config.store, &self.config.layout, partition).await?
-            }
+            None => read_partition_manifest(&self.config.store, &self.layout, partition).await?,
         };
         let outcome = self.upload_new_objects(partition, &mut manifest).await;
         self.partitions[partition.0 as usize].manifest = Some(manifest);
@@ -298,7 +320,8 @@ impl Uploader {
             return Err(ArchiveError::Corrupt {
                 object: file.display().to_string(),
                 reason: format!(
-                    "sealed segment holds LSNs {}..={}, the next segment says it ends at {last_lsn}",
+                    "sealed segment holds LSNs {}..={}, \
+                     the next segment says it ends at {last_lsn}",
                     extent.first_lsn, extent.last_lsn
                 ),
             });
@@ -306,7 +329,7 @@ impl Uploader {
         let object = &bytes[..usize::try_from(extent.end_offset).expect("fits memory")];
         let name = Layout::segment_name(extent.last_epoch, extent.first_lsn);
         let crc32c = crc32c::crc32c(object);
-        self.put_object(&self.config.layout.object(partition, &name), object).await?;
+        self.put_object(&self.layout.object(partition, &name), object).await?;
         tracing::debug!(
             partition = partition.0,
             object = name,
@@ -345,7 +368,7 @@ impl Uploader {
         assert_eq!(loaded.lsn, lsn, "checkpoint named for another LSN passed inspection");
         let name = Layout::snapshot_name(lsn);
         let crc32c = crc32c::crc32c(&image);
-        self.put_object(&self.config.layout.object(partition, &name), &image).await?;
+        self.put_object(&self.layout.object(partition, &name), &image).await?;
         tracing::info!(
             partition = partition.0,
             lsn = lsn.0,
@@ -395,7 +418,7 @@ impl Uploader {
         partition: PartitionId,
         manifest: &PartitionManifest,
     ) -> Result<(), ArchiveError> {
-        let path = self.config.layout.partition_manifest(partition);
+        let path = self.layout.partition_manifest(partition);
         let payload = PutPayload::from(manifest::encode(manifest));
         self.config
             .store
@@ -411,11 +434,11 @@ impl Uploader {
         }
         let cluster = ClusterManifest {
             format: MANIFEST_FORMAT,
-            cluster: self.config.layout.prefix().to_string(),
+            cluster: self.layout.prefix().to_string(),
             partitions: self.config.partition_count,
             segment_bytes: self.config.segment_bytes,
         };
-        let path = self.config.layout.cluster_manifest();
+        let path = self.layout.cluster_manifest();
         let payload = PutPayload::from(manifest::encode(&cluster));
         self.config
             .store
@@ -455,7 +478,8 @@ impl Uploader {
             limit = self.config.backlog_warning_bytes,
             last_error = self.metrics.last_error().unwrap_or_default(),
             "UPLOAD BACKLOG: segments wait on local disk for object storage; if the disk fills, \
-             partitions refuse writes (nothing acknowledged is lost) until storage returns or space is freed"
+             partitions refuse writes (nothing acknowledged is lost) until storage returns or \
+             space is freed"
         );
     }
 

@@ -3,38 +3,48 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_admin::archive::ArchiveAccess;
 use strata_net::{ClusterShared, ServingMode};
 use strata_objstore::{Layout, StoreLocation, UploaderConfig};
 use strata_wal::ArchiveMarks;
 
 use crate::config::Config;
 
-/// The node's prefix in shared storage: `<cluster name>-<cluster id>`.
+/// The node's prefix in shared storage: the one it adopted from a leader, or
+/// `<cluster name>-<cluster id>`.
 pub fn prefix(config: &Config, cluster_id: &str) -> String {
-    format!("{}-{cluster_id}", config.cluster.name)
+    strata_admin::archive::stored_prefix(&config.storage.data_dir)
+        .unwrap_or_else(|| format!("{}-{cluster_id}", config.cluster.name))
 }
 
-/// Starts the uploader when the config names shared storage. Returns what the admin API
-/// reports of it.
+/// Starts the uploader when the config names shared storage. Returns what the control
+/// thread uses of shared storage, and what the admin API reports of it.
 pub fn start_uploader(
     config: &Config,
     location: &StoreLocation,
     cluster_id: &str,
     shared: &Arc<ClusterShared>,
     marks: Arc<ArchiveMarks>,
-) -> Result<strata_admin::StorageStatus, String> {
+) -> Result<(ArchiveAccess, strata_admin::StorageStatus), String> {
     let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
     let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
+    let access = ArchiveAccess {
+        store: Arc::clone(&store),
+        layout: Arc::new(Mutex::new(layout.clone())),
+        marks: Arc::clone(&marks),
+        segment_bytes: config.wal.segment_size.0,
+        progress: Arc::default(),
+        data_dir: config.storage.data_dir.clone(),
+    };
     let mode = Arc::clone(shared);
     let uploading =
         Arc::new(move || matches!(mode.mode(), ServingMode::Leader | ServingMode::Standalone));
     let uploader = UploaderConfig {
         store,
-        layout: layout.clone(),
+        layout: Arc::clone(&access.layout),
         data_dir: config.storage.data_dir.clone(),
         partition_count: config.cluster.partitions,
         segment_bytes: config.wal.segment_size.0,
@@ -47,15 +57,17 @@ pub fn start_uploader(
     tracing::info!(location = %location, prefix = layout.prefix(), "archiving to shared storage");
     let metrics = Arc::clone(&handle.metrics);
     let location = location.to_string();
-    let prefix = layout.prefix().to_string();
-    Ok(Arc::new(move || {
+    let reported = access.clone();
+    let status: strata_admin::StorageStatus = Arc::new(move || {
         let mut status = metrics.to_json();
         status["location"] = serde_json::json!(location);
-        status["prefix"] = serde_json::json!(prefix);
-        status["uploaded_objects"] =
-            serde_json::json!(metrics.uploaded_objects.load(Ordering::Relaxed));
+        status["prefix"] = serde_json::json!(reported.prefix());
+        let bootstrap =
+            reported.progress.lock().map(|progress| progress.clone()).unwrap_or_default();
+        status["bootstrap"] = serde_json::to_value(bootstrap).unwrap_or_default();
         status
-    }))
+    });
+    Ok((access, status))
 }
 
 #[derive(clap::Args)]
@@ -186,4 +198,112 @@ fn print_report(report: &strata_objstore::RestoreReport) {
         report.partitions.len(),
         if seconds > 0.0 { megabytes / seconds } else { 0.0 }
     );
+}
+
+/// Before recovery: a partition whose local log lost its head (no checkpoint, and the oldest
+/// segment starts after LSN 1) gets the archived snapshot that joins up with its oldest local
+/// segment, so the node recovers fully from the local tail plus shared storage.
+pub fn complete_local_logs(
+    config: &Config,
+    location: &StoreLocation,
+    cluster_id: &str,
+) -> Result<(), String> {
+    let mut incomplete = Vec::new();
+    for index in 0..config.cluster.partitions {
+        let directory = config.storage.data_dir.join(format!("p{index}"));
+        if let Some(gap) = missing_head(&directory, index)? {
+            incomplete.push(gap);
+        }
+    }
+    if incomplete.is_empty() {
+        return Ok(());
+    }
+    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start a runtime: {error}"))?;
+    for gap in incomplete {
+        runtime.block_on(fetch_head(&store, &layout, &gap))?;
+    }
+    Ok(())
+}
+
+/// A partition directory whose log starts after LSN 1 without a checkpoint.
+struct MissingHead {
+    partition: strata_core::PartitionId,
+    directory: PathBuf,
+    /// First LSN of the oldest local segment, and last LSN of the local log.
+    first_lsn: strata_core::Lsn,
+    last_lsn: strata_core::Lsn,
+}
+
+fn missing_head(directory: &Path, index: u32) -> Result<Option<MissingHead>, String> {
+    if !directory.exists() {
+        return Ok(None);
+    }
+    let names = std::fs::read_dir(directory)
+        .map_err(|error| format!("cannot read {}: {error}", directory.display()))?;
+    let has_checkpoint = names.flatten().any(|entry| {
+        entry.file_name().to_str().and_then(strata_wal::parse_checkpoint_file_name).is_some()
+    });
+    let segments = strata_wal::scan_segments(directory).map_err(|error| error.to_string())?;
+    let (Some(oldest), Some(newest)) = (segments.first(), segments.last()) else {
+        return Ok(None);
+    };
+    if has_checkpoint || oldest.first_lsn.0 <= 1 {
+        return Ok(None);
+    }
+    let partition = strata_core::PartitionId(index);
+    let bytes = std::fs::read(&newest.path)
+        .map_err(|error| format!("cannot read {}: {error}", newest.path.display()))?;
+    let last_lsn = strata_wal::segment_extent(&bytes, partition)
+        .map_or(strata_core::Lsn(newest.first_lsn.0 - 1), |extent| extent.last_lsn);
+    Ok(Some(MissingHead {
+        partition,
+        directory: directory.to_path_buf(),
+        first_lsn: oldest.first_lsn,
+        last_lsn,
+    }))
+}
+
+async fn fetch_head(
+    store: &strata_objstore::Store,
+    layout: &Layout,
+    gap: &MissingHead,
+) -> Result<(), String> {
+    let manifest = strata_objstore::read_partition_manifest(store, layout, gap.partition)
+        .await
+        .map_err(|error| error.to_string())?;
+    let snapshot = manifest
+        .snapshots
+        .iter()
+        .rev()
+        .find(|snapshot| snapshot.lsn + 1 >= gap.first_lsn.0 && snapshot.lsn <= gap.last_lsn.0)
+        .ok_or_else(|| {
+            format!(
+                "partition {}: the local log starts at LSN {} without a checkpoint, and shared \
+                 storage ({}) holds no snapshot between LSN {} and {} to complete it",
+                gap.partition,
+                gap.first_lsn,
+                layout.prefix(),
+                gap.first_lsn.0 - 1,
+                gap.last_lsn
+            )
+        })?;
+    let path = layout.object(gap.partition, &snapshot.object);
+    let image = strata_objstore::fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c)
+        .await
+        .map_err(|error| error.to_string())?;
+    strata_wal::add_checkpoint(&gap.directory, gap.partition, path.as_ref(), &image)
+        .map_err(|error| error.to_string())?;
+    tracing::warn!(
+        partition = gap.partition.0,
+        local_first_lsn = gap.first_lsn.0,
+        snapshot_lsn = snapshot.lsn,
+        object = %path,
+        "the local log lacked its head; completed it with a snapshot from shared storage"
+    );
+    Ok(())
 }

@@ -493,6 +493,16 @@ mod tests {
     }
 
     #[test]
+    fn every_example_config_loads() {
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for role in ["standalone", "leader", "follower", "learner"] {
+            let path = directory.join(format!("{role}.toml"));
+            let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(config.archive_location().is_some(), role != "standalone", "{role}");
+        }
+    }
+
+    #[test]
     fn object_storage_reads_infinity_keys() {
         let text = "[storage]\nstorage_type = \"minio\"\n[storage.object_storage]\n\
             url = \"127.0.0.1:9000\"\nbucket_name = \"infinity\"\naccess_key = \"minioadmin\"\n\

@@ -68,10 +68,12 @@ fn config_text(node: &DemoNode, data_dir: &Path) -> String {
         "[general]\nserver_mode = \"admin\"\nshards = 1\n\
          [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\nhttp_port = {http_port}\n\
          peer_ip = \"127.0.0.1\"\npeer_port = {peer_port}\n\
-         [storage]\ndata_dir = \"{}\"\n[wal]\nwal_flush = \"FlushAtOnce\"\n\
-         segment_size = \"16MB\"\ncheckpoint_size = \"64MB\"\n",
+         [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\
+         [wal]\nwal_flush = \"FlushAtOnce\"\n\
+         segment_size = \"16MB\"\ncheckpoint_size = \"64MB\"\n[cluster]\nname = \"demo\"\n",
         node.client_port,
-        data_dir.display()
+        data_dir.display(),
+        data_dir.parent().unwrap_or(data_dir).join("shared").display()
     )
 }
 
@@ -218,6 +220,11 @@ pub fn run(options: &DemoOptions) -> ExitCode {
     let executable =
         std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
     println!("  list nodes: {executable} ctl --http {} nodes", nodes[0].http);
+    println!(
+        "  shared storage (segments and snapshots): {}  status: curl http://{}/admin/storage",
+        directory.join("shared").display(),
+        nodes[0].http
+    );
     if options.bench {
         let outcome = run_bench(&nodes[0]);
         print_table(&nodes[0]);

@@ -157,6 +157,12 @@ fn run_node(config_file: &Path) -> ExitCode {
     };
     let mut options = node_options(&config, config_file);
     let archive = config.archive_location();
+    if let Some(location) = &archive {
+        if let Err(error) = archive::complete_local_logs(&config, location, &cluster_id) {
+            tracing::error!(%error, "cannot complete the local log from shared storage");
+            return ExitCode::from(5);
+        }
+    }
     if archive.is_some() {
         options.archive = Some(Arc::new(strata_wal::ArchiveMarks::new(config.cluster.partitions)));
     }
@@ -226,10 +232,13 @@ fn serve(
             return ExitCode::from(error.exit_code() as u8);
         }
     };
-    let mut storage_status = None;
+    let (mut storage_status, mut archive_access) = (None, None);
     if let (Some((location, cluster_id)), Some(marks)) = (&archive, marks) {
         match archive::start_uploader(config, location, cluster_id, &node.handle().shared, marks) {
-            Ok(status) => storage_status = Some(status),
+            Ok((access, status)) => {
+                storage_status = Some(status);
+                archive_access = Some(access);
+            }
             Err(error) => {
                 tracing::error!(%error, "cannot start the uploader");
                 return ExitCode::from(2);
@@ -245,6 +254,7 @@ fn serve(
         data_dir: config.storage.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         storage_status,
+        archive: archive_access,
     };
     let control = match strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
     {

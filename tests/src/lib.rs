@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod keys;
 pub mod raw;
+pub mod s3;
 pub mod wal_files;
 
 use std::io::{Read, Write};
@@ -70,6 +71,12 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
+/// A directory serving as shared storage for the nodes of this test process.
+#[must_use]
+pub fn shared_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("strata-test-shared-{}", std::process::id()))
+}
+
 /// Settings of a test node's config file.
 #[derive(Clone, Debug)]
 pub struct NodeSettings {
@@ -78,6 +85,8 @@ pub struct NodeSettings {
     pub wal_flush: &'static str,
     pub segment_size: &'static str,
     pub checkpoint_size: &'static str,
+    /// Seconds between checkpoints of a partition with writes.
+    pub checkpoint_interval: u64,
     /// `auto` or `epoll`.
     pub io_driver: &'static str,
     /// `standalone` or `admin`.
@@ -85,6 +94,10 @@ pub struct NodeSettings {
     /// Heartbeat interval and timeout in milliseconds.
     pub heartbeat_interval: u64,
     pub heartbeat_timeout: u64,
+    /// Lines added to the `[storage]` section. Empty: nodes in admin mode get a shared
+    /// directory common to every node of this test process (cluster roles need shared
+    /// storage), standalone nodes none.
+    pub storage: String,
     pub extra: String,
 }
 
@@ -96,10 +109,12 @@ impl Default for NodeSettings {
             wal_flush: "FlushAtOnce",
             segment_size: "4MB",
             checkpoint_size: "64MB",
+            checkpoint_interval: 300,
             io_driver: "auto",
             server_mode: "standalone",
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
+            storage: String::new(),
             extra: String::new(),
         }
     }
@@ -153,9 +168,10 @@ impl TestNode {
             "[general]\nshards = {}\nio_driver = \"{}\"\nserver_mode = \"{}\"\n\
              [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
              http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
-             [storage]\ndata_dir = \"{}\"\n\
+             [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
-             [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n{}\n",
+             checkpoint_interval = {}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
+             heartbeat_timeout = {}\n{}\n",
             settings.shards,
             settings.io_driver,
             settings.server_mode,
@@ -163,15 +179,24 @@ impl TestNode {
             self.http_port,
             self.peer_port,
             self.data_dir().display(),
+            self.storage_lines(),
             settings.wal_flush,
             settings.segment_size,
             settings.checkpoint_size,
+            settings.checkpoint_interval,
             settings.partitions,
             settings.heartbeat_interval,
             settings.heartbeat_timeout,
             settings.extra,
         );
         std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    fn storage_lines(&self) -> String {
+        if !self.settings.storage.is_empty() || self.settings.server_mode != "admin" {
+            return self.settings.storage.clone();
+        }
+        format!("shared_dir = \"{}\"\nupload_interval = 200", shared_dir().display())
     }
 
     /// Starts the process (again) without waiting for it to serve.

@@ -313,15 +313,19 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
 
 #[test]
 fn a_follower_restarted_after_a_snapshot_continues_without_another() {
-    let leader = TestNode::start(settings(1));
+    // A small window: the ~50 KB of log per partition the late follower misses is more than
+    // the leader replays from its log files (half the window), so it sends snapshots.
+    let small_window = NodeSettings { extra: "replica_window = \"64KB\"".into(), ..settings(1) };
+    let leader = TestNode::start(small_window.clone());
     set_role(&leader, "leader", "boss", None);
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
-    for index in 0..200 {
-        let _: () = client.set(format!("k:{index}"), index).unwrap();
-        expected.insert(format!("k:{index}"), index.to_string());
+    for index in 0..600 {
+        let value = format!("{index:0600}");
+        let _: () = client.set(format!("k:{index}"), &value).unwrap();
+        expected.insert(format!("k:{index}"), value);
     }
-    let mut follower = TestNode::start(settings(1));
+    let mut follower = TestNode::start(small_window);
     set_role(&follower, "follower", "f1", Some(&leader));
     let snapshots = leader.log().matches("snapshot sent").count();
     assert!(snapshots > 0, "the follower joined late: it got snapshots");

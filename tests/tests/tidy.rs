@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use strata_tests::workspace_root;
 
 const LINE_COLUMNS_MAX: usize = 100;
-const SOURCE_DIRECTORIES: &[&str] = &["core", "wal", "net", "admin", "benches", "tests", "strata"];
+const SOURCE_DIRECTORIES: &[&str] =
+    &["core", "wal", "net", "admin", "objstore", "benches", "tests", "strata"];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(directory).unwrap() {
@@ -81,10 +82,21 @@ fn allowed(package: &str) -> &'static [&'static str] {
         // The shard runtime drives the WAL (docs/ARCHITECTURE.md, deviations).
         "strata-net" => &["strata-core", "strata-wal"],
         "strata-benches" => &["strata-core"],
-        // The control thread orders the shards through the node handle.
-        "strata-admin" => &["strata-core", "strata-net"],
-        "strata-tests" => &[],
-        "strata" => &["strata-core", "strata-net", "strata-admin", "strata-benches"],
+        // The archive reads and writes the WAL's files and formats.
+        "strata-objstore" => &["strata-core", "strata-wal"],
+        // The control thread orders the shards through the node handle, and bootstraps a
+        // replica from the archive.
+        "strata-admin" => &["strata-core", "strata-net", "strata-wal", "strata-objstore"],
+        // Tests drive node processes; they read the archive in the bucket to check it.
+        "strata-tests" => &["strata-core", "strata-objstore"],
+        "strata" => &[
+            "strata-core",
+            "strata-net",
+            "strata-admin",
+            "strata-benches",
+            "strata-wal",
+            "strata-objstore",
+        ],
         other => panic!("unknown workspace package {other}: add it to tidy"),
     }
 }

@@ -340,3 +340,101 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WalError> {
     write().map_err(|source| WalError::io("write checkpoint", &temporary, source))?;
     fs::rename(&temporary, path).map_err(|source| WalError::io("rename", &temporary, source))
 }
+
+/// Frames read back from a live partition directory, for a replica that resumes from the
+/// local log instead of a snapshot.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogTail {
+    /// Whole frames, in LSN order, the first starting right after the requested LSN.
+    pub frames: Vec<Vec<u8>>,
+    /// LSN and epoch of the last frame read (the requested LSN and 0 without frames).
+    pub last_lsn: Lsn,
+    pub last_epoch: Epoch,
+    /// Epoch of the frame that ends at the requested LSN, when the log still holds it.
+    pub epoch_at_start: Option<Epoch>,
+}
+
+/// Reads the frames after `after` from the segment files in `dir`, stopping at the first
+/// bytes that are not a valid frame (the unwritten or still-being-written end of the active
+/// segment) or once `bytes_max` bytes of frames are gathered. `None` when the log no longer
+/// holds LSN `after + 1` at a frame boundary (deleted, or never written), or more than
+/// `bytes_max` bytes would be needed to reach the end of what is written. Blocking reads of
+/// whole segment files.
+///
+/// # Errors
+///
+/// [`WalError::Io`] when the directory or a segment cannot be read.
+pub fn read_log_after(
+    dir: &Path,
+    partition: PartitionId,
+    after: Lsn,
+    bytes_max: usize,
+) -> Result<Option<LogTail>, WalError> {
+    let segments = crate::scan_segments(dir)?;
+    let wanted = after.next();
+    let Some(start) = segments.iter().rposition(|segment| segment.first_lsn <= wanted) else {
+        return Ok(None);
+    };
+    let mut tail = LogTail { last_lsn: after, ..LogTail::default() };
+    let mut gathered = 0usize;
+    for segment in &segments[start..] {
+        let bytes = match fs::read(&segment.path) {
+            Ok(bytes) => bytes,
+            // Deleted under us by a checkpoint: the log moved on.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(WalError::io("read segment", &segment.path, source)),
+        };
+        if SegmentHeader::decode(&bytes).is_err() {
+            return Ok(None);
+        }
+        let mut offset = SEGMENT_HEADER_BLOCK_BYTES;
+        while offset < bytes.len() {
+            let Ok(frame) = decode_frame(&bytes[offset..]) else { break };
+            if frame.partition != partition {
+                return Ok(None);
+            }
+            let frame_bytes = frame.frame_bytes();
+            if frame.last_lsn == after {
+                tail.epoch_at_start = Some(frame.epoch);
+            }
+            if frame.first_lsn > after {
+                if frame.first_lsn != tail.last_lsn.next() {
+                    return Ok(None);
+                }
+                gathered += frame_bytes;
+                if gathered > bytes_max {
+                    return Ok(None);
+                }
+                tail.frames.push(bytes[offset..offset + frame_bytes].to_vec());
+                tail.last_lsn = frame.last_lsn;
+                tail.last_epoch = frame.epoch;
+            } else if frame.last_lsn > after {
+                // `after` falls inside a frame: not a boundary this log can resume from.
+                return Ok(None);
+            }
+            offset += frame_bytes;
+        }
+    }
+    Ok(Some(tail))
+}
+
+/// Adds a checkpoint image (checked first) to the partition directory `dir` without touching
+/// its segments: for a log whose head is gone from the local disk and comes back from the
+/// archive. Recovery then loads it and replays the local segments after it.
+///
+/// # Errors
+///
+/// [`WalError::Corrupt`] naming `name` when the image is damaged or of another partition;
+/// [`WalError::Io`] when a file operation fails.
+pub fn add_checkpoint(
+    dir: &Path,
+    partition: PartitionId,
+    name: &str,
+    image: &[u8],
+) -> Result<LoadedCheckpoint, WalError> {
+    let loaded = inspect_checkpoint(image, partition)
+        .map_err(|(offset, reason)| WalError::corrupt(name, offset, reason))?;
+    write_synced(&dir.join(checkpoint_file_name(loaded.lsn)), image)?;
+    sync_directory(dir)?;
+    Ok(loaded)
+}

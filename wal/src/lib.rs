@@ -23,7 +23,8 @@ mod wal;
 mod tests;
 
 pub use archive::{
-    inspect_checkpoint, segment_extent, ArchiveMarks, PartitionWriter, SegmentExtent,
+    add_checkpoint, inspect_checkpoint, read_log_after, segment_extent, ArchiveMarks, LogTail,
+    PartitionWriter, SegmentExtent,
 };
 pub use checkpoint::{
     checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, seal_checkpoint,
@@ -35,7 +36,7 @@ pub use config::{
     SEGMENT_BYTES_MULTIPLE,
 };
 pub use error::WalError;
-pub use install::install_snapshot;
+pub use install::{install_log, install_snapshot};
 pub use recovery::RecoverySummary;
 pub use segment::{
     parse_segment_file_name, scan_segments, segment_file_name, SegmentHeader, SegmentInfo,

@@ -12,6 +12,9 @@
 #   --smoke      64 MiB of data instead of 2 GiB.
 # Environment:
 #   DATA_MIB     MiB of values to load (default 2048)
+#   STORE        s3 (default) or dir: a shared directory instead of S3 (the raw download then
+#                reads the same files). Ceph's memstore needs several times the data in RAM,
+#                so on a 24 GiB machine 2 GiB of data fits only with STORE=dir.
 #   STRATA_BIN   Strata binary; default: cargo build --release -p strata
 #   KEEP_WORK=1  keep the temporary directory for inspection
 set -euo pipefail
@@ -25,6 +28,8 @@ log() { printf 'bootstrap-learner: %s\n' "$*" >&2; }
 fail() { printf 'bootstrap-learner: error: %s\n' "$*" >&2; exit 1; }
 
 DATA_MIB=${DATA_MIB:-2048}
+STORE=${STORE:-s3}
+[[ "$STORE" =~ ^(s3|dir)$ ]] || fail "STORE must be s3 or dir"
 for argument in "$@"; do
     case "$argument" in
         --smoke) DATA_MIB=64 ;;
@@ -65,6 +70,16 @@ wait_ping() {
 }
 
 # start_node NAME: a node in admin mode archiving to the benchmark's S3 server.
+storage_lines() {
+    if [ "$STORE" = dir ]; then
+        printf 'shared_dir = "%s"\n' "$WORK/shared"
+        return 0
+    fi
+    printf 'storage_type = "minio"\n[storage.object_storage]\nurl = "%s"\n' "$STRATA_S3_URL"
+    printf 'bucket_name = "%s"\naccess_key = "%s"\nsecret_key = "%s"\n' \
+        "$STRATA_S3_BUCKET" "$STRATA_S3_ACCESS_KEY" "$STRATA_S3_SECRET_KEY"
+}
+
 start_node() {
     local name="$1" directory="$WORK/$1"
     mkdir -p "$directory"
@@ -79,17 +94,13 @@ peer_ip = "127.0.0.1"
 peer_port = $(free_port)
 [storage]
 data_dir = "$directory/data"
-storage_type = "minio"
-[storage.object_storage]
-url = "$STRATA_S3_URL"
-bucket_name = "$STRATA_S3_BUCKET"
-access_key = "$STRATA_S3_ACCESS_KEY"
-secret_key = "$STRATA_S3_SECRET_KEY"
+$(storage_lines)
 [wal]
 wal_flush = "FlushAtOnce"
-checkpoint_interval = 5
 [cluster]
 name = "bench"
+# Room for the leader to send a whole unarchived segment from its files to the joining learner.
+replica_window = "256MB"
 EOF
     "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
     PIDS+=($!)
@@ -98,9 +109,14 @@ EOF
 
 setting() { sed -n "s/^$2 = //p" "$WORK/$1/strata.toml"; }
 admin() { echo "127.0.0.1:$(setting "$1" http_port)"; }
+# storage_field NODE KEY[.KEY]: a field of the node's GET /admin/storage.
 storage_field() {
-    curl -s "http://$(admin "$1")/admin/storage" \
-        | python3 -c "import json,sys; d=json.load(sys.stdin); print(eval('d$2'))"
+    curl -s "http://$(admin "$1")/admin/storage" | python3 -c '
+import json, sys
+value = json.load(sys.stdin)
+for key in sys.argv[1].split("."):
+    value = value.get(key, 0)
+print(value)' "$2"
 }
 
 load_leader() {
@@ -120,8 +136,8 @@ EOF
 wait_for_uploads() {
     local attempt
     for attempt in $(seq 1 1200); do
-        if [ "$(storage_field leader "['backlog_objects']")" = 0 ] \
-            && [ "$(storage_field leader "['uploaded_objects']")" != 0 ]; then
+        if [ "$(storage_field leader backlog_objects)" = 0 ] \
+            && [ "$(storage_field leader uploaded_objects)" != 0 ]; then
             return 0
         fi
         sleep 0.5
@@ -134,10 +150,13 @@ wait_for_uploads() {
 raw_download() {
     local prefix="$1"
     python3 - "$STRATA_S3_URL" "$STRATA_S3_BUCKET" "$prefix" \
-        "$STRATA_S3_ACCESS_KEY:$STRATA_S3_SECRET_KEY" <<'EOF'
-import json, subprocess, sys, time
-url, bucket, prefix, user = sys.argv[1:]
+        "$STRATA_S3_ACCESS_KEY:$STRATA_S3_SECRET_KEY" "$STORE" "$WORK/shared" <<'EOF'
+import json, pathlib, subprocess, sys, time
+url, bucket, prefix, user, store, shared = sys.argv[1:]
 def get(path, output="-"):
+    if store == "dir":
+        data = (pathlib.Path(shared) / path).read_bytes()
+        return data if output == "-" else b""
     command = ["curl", "-sf", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", user,
                "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-o", output,
                f"{url}/{bucket}/{path}"]
@@ -167,9 +186,11 @@ EOF
 
 main() {
     STRATA="$(strata_binary)"
-    "$ROOT/scripts/s3-server.sh" stop >/dev/null 2>&1 || true
-    "$ROOT/scripts/s3-server.sh" start >&2 || fail "cannot start the S3 server"
     eval "$("$ROOT/scripts/s3-server.sh" env)"
+    if [ "$STORE" = s3 ]; then
+        "$ROOT/scripts/s3-server.sh" stop >/dev/null 2>&1 || true
+        "$ROOT/scripts/s3-server.sh" start >&2 || fail "cannot start the S3 server"
+    fi
     start_node leader
     "$STRATA" ctl --http "$(admin leader)" set-role leader --name harry >/dev/null
     local started loaded_at
@@ -188,9 +209,9 @@ main() {
     join_done=$(date +%s.%N)
     local seconds loaded state prefix raw raw_seconds raw_bytes
     seconds=$(awk -v a="$join_started" -v b="$join_done" 'BEGIN { printf "%.1f", b - a }')
-    loaded="$(storage_field learner "['bootstrap']['bytes_loaded']")"
-    state="$(storage_field learner "['bootstrap']['state']")"
-    prefix="$(storage_field learner "['prefix']")"
+    loaded="$(storage_field learner bootstrap.bytes_loaded)"
+    state="$(storage_field learner bootstrap.state)"
+    prefix="$(storage_field learner prefix)"
     raw="$(raw_download "$prefix")"
     raw_seconds="${raw% *}"
     raw_bytes="${raw#* }"
@@ -200,12 +221,13 @@ main() {
     learner_keys="$(redis-cli -p "$(setting learner client_port)" dbsize)"
     printf '\ndata: %s MiB of values (%s keys of %s bytes)\n' "$DATA_MIB" "$KEYS" "$VALUE_BYTES"
     printf 'learner serving after   %s s (role change incl. bootstrap and catch-up)\n' "$seconds"
-    printf 'bootstrap               %s, %.0f MiB loaded from S3, %.1f MiB/s over the join\n' \
+    printf 'bootstrap               %s, %.0f MiB loaded from shared storage, %.1f MiB/s over the join\n' \
         "$state" "$(awk -v b="$loaded" 'BEGIN { print b / 2^20 }')" \
         "$(awk -v b="$loaded" -v s="$seconds" 'BEGIN { print b / 2^20 / s }')"
-    printf 'raw download            %.0f MiB in %s s, %.1f MiB/s (curl, same objects)\n' \
+    printf 'raw download            %.0f MiB in %s s, %.1f MiB/s (%s, same objects)\n' \
         "$(awk -v b="$raw_bytes" 'BEGIN { print b / 2^20 }')" "$raw_seconds" \
-        "$(awk -v b="$raw_bytes" -v s="$raw_seconds" 'BEGIN { print b / 2^20 / s }')"
+        "$(awk -v b="$raw_bytes" -v s="$raw_seconds" 'BEGIN { print b / 2^20 / s }')" \
+        "$([ "$STORE" = dir ] && echo "file reads" || echo curl)"
     printf 'keys                    leader %s, learner %s\n' "$leader_keys" "$learner_keys"
 }
 

@@ -36,6 +36,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often a persisting failure or an oversized backlog is logged again.
 const WARNING_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Scheduling priority of the uploader thread (0 is the shards' own).
+const UPLOADER_NICE: i32 = 10;
+
 const _: () = assert!(PART_BYTES >= 5 * 1024 * 1024);
 const _: () = assert!(MULTIPART_THRESHOLD_BYTES >= PART_BYTES);
 
@@ -114,10 +117,26 @@ pub fn start_uploader(config: UploaderConfig) -> std::io::Result<UploaderHandle>
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let metrics = Arc::new(UploaderMetrics::default());
     let shared = Arc::clone(&metrics);
-    let thread = std::thread::Builder::new()
-        .name("uploader".into())
-        .spawn(move || runtime.block_on(Uploader::new(config, shared).run()))?;
+    let thread = std::thread::Builder::new().name("uploader".into()).spawn(move || {
+        lower_priority();
+        runtime.block_on(Uploader::new(config, shared).run());
+    })?;
     Ok(UploaderHandle { metrics, thread })
+}
+
+/// Uploads yield to the shards: the uploader thread runs at nice 10, so that on a busy machine
+/// it takes the CPU the shards leave (its backlog waits on disk meanwhile).
+fn lower_priority() {
+    // SAFETY: gettid and setpriority take no pointers; setpriority on this thread's id only
+    // changes its own scheduling priority.
+    let outcome = unsafe {
+        let thread = libc::syscall(libc::SYS_gettid);
+        libc::setpriority(libc::PRIO_PROCESS, u32::try_from(thread).unwrap_or(0), UPLOADER_NICE)
+    };
+    if outcome != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot lower the uploader thread's priority");
+    }
 }
 
 /// Per partition: the manifest as the store has it, and when to try again after a failure.

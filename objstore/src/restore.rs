@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use object_store::ObjectStoreExt;
 use strata_core::{Lsn, PartitionId};
 use strata_wal::PartitionWriter;
@@ -214,14 +215,38 @@ pub async fn restore_partition(
         report.bytes += snapshot.bytes;
         on_bytes(snapshot.bytes);
     }
-    for segment in &plan.segments {
-        let path = layout.object(partition, &segment.object);
-        let bytes = fetch_checked(store, &path, segment.bytes, segment.crc32c).await?;
-        report.records += writer
-            .append_segment(path.as_ref(), &bytes)
-            .map_err(|error| as_corrupt(error, &path))?;
-        report.bytes += segment.bytes;
-        on_bytes(segment.bytes);
+    // Downloads run ahead of the writes (which sync each segment) on the blocking pool.
+    let downloads: Vec<_> = plan
+        .segments
+        .iter()
+        .map(|segment| {
+            let store = std::sync::Arc::clone(store);
+            let path = layout.object(partition, &segment.object);
+            let (size, crc32c) = (segment.bytes, segment.crc32c);
+            async move {
+                let bytes = fetch_checked(&store, &path, size, crc32c).await;
+                (path, size, bytes)
+            }
+        })
+        .collect();
+    let mut fetched = futures::stream::iter(downloads).buffered(OBJECTS_AHEAD);
+    while let Some((path, size, bytes)) = fetched.next().await {
+        let bytes = bytes?;
+        let (returned, appended) = tokio::task::spawn_blocking(move || {
+            let appended = writer
+                .append_segment(path.as_ref(), &bytes)
+                .map_err(|error| as_corrupt(error, &path));
+            (writer, appended)
+        })
+        .await
+        .map_err(|error| ArchiveError::Local {
+            path: directory.display().to_string(),
+            reason: error.to_string(),
+        })?;
+        writer = returned;
+        report.records += appended?;
+        report.bytes += size;
+        on_bytes(size);
     }
     let last = writer.finish()?;
     if last != Lsn(plan.last_lsn) {
@@ -235,6 +260,9 @@ pub async fn restore_partition(
     report.last_lsn = last.0;
     Ok(report)
 }
+
+/// Segment downloads in flight ahead of the one being written.
+const OBJECTS_AHEAD: usize = 3;
 
 /// A WAL error about an archived object is that object's corruption.
 fn as_corrupt(error: strata_wal::WalError, path: &object_store::path::Path) -> ArchiveError {

@@ -177,7 +177,8 @@ fn a_new_learner_bootstraps_from_s3_while_the_leader_takes_writes() {
         .admin("POST", "/admin/node/current", Some(&role_body("leader", Some("harry"), None)))
         .assert_ok();
     let mut expected = write_keys(&leader, "before", 15_000);
-    wait_for_uploads(&leader);
+    let store = s3.store();
+    wait_until_archived(&store, &layout_of(&leader), expected.len() as u64);
     // Writes go on while the learner joins.
     let writer_node_port = leader.port;
     let writer = std::thread::spawn(move || {
@@ -283,9 +284,9 @@ fn a_corrupt_object_in_the_bucket_is_refused_by_name() {
     let s3 = S3::from_env();
     let node = TestNode::start(settings(&s3, None, "corrupt", "standalone"));
     write_keys(&node, "corrupt", 8_000);
-    wait_for_uploads(&node);
     let store = s3.store();
     let layout = layout_of(&node);
+    wait_until_archived(&store, &layout, 8_000);
     let victim = block_on(async {
         let partition = strata_core_partition(1);
         let manifest =

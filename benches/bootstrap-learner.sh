@@ -20,7 +20,6 @@
 set -euo pipefail
 
 readonly VALUE_BYTES=1024
-readonly READY_TIMEOUT_SECONDS=30
 export STRATA_S3_DIR=/var/tmp/strata-s3-bench STRATA_S3_PORT=7490 STRATA_S3_MON_PORT=6790
 export STRATA_S3_MEMORY_BYTES=$((10 * 1024 * 1024 * 1024))
 
@@ -59,15 +58,6 @@ trap 'exit 130' INT TERM
 for tool in redis-cli python3 curl; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool not found (run scripts/setup.sh)"
 done
-
-wait_ping() {
-    local port="$1" attempt
-    for attempt in $(seq 1 $((READY_TIMEOUT_SECONDS * 10))); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-        sleep 0.1
-    done
-    fail "nothing answers PING on port $port"
-}
 
 # start_node NAME: a node in admin mode archiving to the benchmark's S3 server.
 storage_lines() {

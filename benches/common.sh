@@ -28,3 +28,13 @@ strata_binary() {
     [ -x "$binary" ] || fail "built, but $binary is missing"
     echo "$binary"
 }
+
+# Waits until a RESP server answers PING on 127.0.0.1:PORT (READY_TIMEOUT_SECONDS, default 30).
+wait_ping() {
+    local port="$1" attempt
+    for attempt in $(seq 1 $((${READY_TIMEOUT_SECONDS:-30} * 10))); do
+        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
+        sleep 0.1
+    done
+    fail "nothing answers PING on port $port"
+}

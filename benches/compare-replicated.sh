@@ -30,7 +30,6 @@ readonly VALUE_BYTES=128
 readonly KEYSPACE=100000
 readonly PIPELINES=(1 16)
 readonly VALKEY_VERSION=9.1.2.post2
-readonly READY_TIMEOUT_SECONDS=30
 SHARDS=${SHARDS:-1}
 
 log() { printf 'compare-replicated: %s\n' "$*" >&2; }
@@ -113,15 +112,6 @@ cpu_ticks() {
         total=$((total + fields[11] + fields[12]))
     done
     echo "$total"
-}
-
-wait_ping() {
-    local port="$1" attempt
-    for attempt in $(seq 1 $((READY_TIMEOUT_SECONDS * 10))); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-        sleep 0.1
-    done
-    fail "nothing answers PING on port $port"
 }
 
 start_valkey() {

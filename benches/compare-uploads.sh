@@ -21,7 +21,6 @@ readonly CLIENTS=50
 readonly VALUE_BYTES=128
 readonly KEYSPACE=1000000
 readonly PIPELINE=16
-readonly READY_TIMEOUT_SECONDS=30
 # The benchmark's own S3 server, beside the tests' one.
 export STRATA_S3_DIR=/var/tmp/strata-s3-bench STRATA_S3_PORT=7490 STRATA_S3_MON_PORT=6790
 export STRATA_S3_MEMORY_BYTES=$((6 * 1024 * 1024 * 1024))
@@ -85,15 +84,6 @@ ticks_of() {
 }
 
 s3_pids() { pgrep -f -- "-c $STRATA_S3_DIR/ceph.conf" || true; }
-
-wait_ping() {
-    local port="$1" attempt
-    for attempt in $(seq 1 $((READY_TIMEOUT_SECONDS * 10))); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-        sleep 0.1
-    done
-    fail "nothing answers PING on port $port"
-}
 
 storage_lines() {
     case "$1" in

@@ -691,16 +691,10 @@ impl Shard {
         Ok(())
     }
 
-    /// Replaces the partition's log and state with a snapshot from the leader, once the
-    /// flusher has returned the WAL; then acknowledges the snapshot's LSN.
-    async fn install(
-        &self,
-        partition: PartitionId,
-        epoch: Epoch,
-        lsn: Lsn,
-        image: &[u8],
-        link: &Rc<Link>,
-    ) -> Result<(), StreamError> {
+    /// Waits until the flusher has returned the partition's WAL, then closes it and drops the
+    /// frames queued for it or remembered from it: the partition's files are about to be
+    /// replaced.
+    async fn close_log_for_replacement(&self, partition: PartitionId) {
         while self.partitions.borrow()[partition.0 as usize]
             .as_ref()
             .is_some_and(|slot| slot.wal.is_none())
@@ -714,6 +708,21 @@ impl Shard {
         slot.inbound_bytes = 0;
         slot.recent.clear();
         slot.recent_bytes = 0;
+    }
+
+    /// Replaces the partition's log and state with a snapshot from the leader, once the
+    /// flusher has returned the WAL; then acknowledges the snapshot's LSN.
+    async fn install(
+        &self,
+        partition: PartitionId,
+        epoch: Epoch,
+        lsn: Lsn,
+        image: &[u8],
+        link: &Rc<Link>,
+    ) -> Result<(), StreamError> {
+        self.close_log_for_replacement(partition).await;
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         let directory = self.partition_directory(partition);
         let opened = strata_wal::install_snapshot(&directory, partition, lsn, image)
             .and_then(|_| self.open_partition(partition, lsn));
@@ -764,19 +773,9 @@ impl Shard {
             let _ = reply.send(Err(format!("partition {partition} is not on this shard")));
             return;
         }
-        while self.partitions.borrow()[partition.0 as usize]
-            .as_ref()
-            .is_some_and(|slot| slot.wal.is_none())
-        {
-            monoio::time::sleep(Duration::from_millis(1)).await;
-        }
+        self.close_log_for_replacement(partition).await;
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-        drop(slot.wal.take());
-        slot.inbound.clear();
-        slot.inbound_bytes = 0;
-        slot.recent.clear();
-        slot.recent_bytes = 0;
         let directory = self.partition_directory(partition);
         let opened = strata_wal::install_log(&directory, &staged)
             .and_then(|()| self.open_partition(partition, Lsn::ZERO));

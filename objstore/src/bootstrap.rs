@@ -87,13 +87,7 @@ async fn stage(
             plans.push((partition, plan));
         }
     }
-    let total: u64 = plans
-        .iter()
-        .map(|(_, plan)| {
-            plan.snapshot.as_ref().map_or(0, |snapshot| snapshot.bytes)
-                + plan.segments.iter().map(|segment| segment.bytes).sum::<u64>()
-        })
-        .sum();
+    let total: u64 = plans.iter().map(|(_, plan)| plan.bytes()).sum();
     update(progress, |progress| {
         progress.state = "loading".into();
         progress.prefix = layout.prefix().to_string();

@@ -69,6 +69,15 @@ pub struct RestorePlan {
     pub last_lsn: u64,
 }
 
+impl RestorePlan {
+    /// Bytes of every object the plan loads.
+    #[must_use]
+    pub fn bytes(&self) -> u64 {
+        self.snapshot.as_ref().map_or(0, |snapshot| snapshot.bytes)
+            + self.segments.iter().map(|segment| segment.bytes).sum::<u64>()
+    }
+}
+
 impl PartitionManifest {
     #[must_use]
     pub fn empty(partition: u32) -> PartitionManifest {

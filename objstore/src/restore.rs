@@ -148,13 +148,7 @@ pub async fn restore(
         let manifest = read_partition_manifest(store, layout, partition).await?;
         plans.push((partition, manifest.restore_plan()));
     }
-    let total: u64 = plans
-        .iter()
-        .map(|(_, plan)| {
-            plan.snapshot.as_ref().map_or(0, |snapshot| snapshot.bytes)
-                + plan.segments.iter().map(|segment| segment.bytes).sum::<u64>()
-        })
-        .sum();
+    let total: u64 = plans.iter().map(|(_, plan)| plan.bytes()).sum();
     let mut done = 0;
     progress(done, total);
     let mut partitions = Vec::new();

@@ -169,18 +169,9 @@ impl PartitionWriter {
         let config = crate::WalConfig { segment_bytes, ..Default::default() };
         config.validate()?;
         fs::create_dir_all(dir).map_err(|source| WalError::io("create directory", dir, source))?;
-        let entries =
-            fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
-        for entry in entries {
-            let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if crate::parse_checkpoint_file_name(&name).is_some()
-                || crate::parse_segment_file_name(&name).is_some()
-            {
-                let reason = format!("{} already holds log files", dir.display());
-                return Err(WalError::Config { reason });
-            }
+        if crate::install::file_names(dir)?.iter().any(|name| crate::install::is_log_file(name)) {
+            let reason = format!("{} already holds log files", dir.display());
+            return Err(WalError::Config { reason });
         }
         Ok(PartitionWriter {
             dir: dir.to_path_buf(),

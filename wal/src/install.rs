@@ -49,21 +49,31 @@ pub fn install_snapshot(
 
 /// Deletes every file of the log in `dir`: segments, checkpoints, spares, temporaries.
 fn remove_log_files(dir: &Path) -> Result<(), WalError> {
-    let entries =
-        fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
-    for entry in entries {
-        let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let ours = name.ends_with(TEMPORARY_SUFFIX)
-            || crate::parse_checkpoint_file_name(&name).is_some()
-            || crate::parse_segment_file_name(&name).is_some();
-        if ours {
-            let path = entry.path();
+    for name in file_names(dir)? {
+        if name.ends_with(TEMPORARY_SUFFIX) || is_log_file(&name) {
+            let path = dir.join(&name);
             fs::remove_file(&path).map_err(|source| WalError::io("remove", &path, source))?;
         }
     }
     Ok(())
+}
+
+/// Whether `name` is a segment or checkpoint file's.
+pub(crate) fn is_log_file(name: &str) -> bool {
+    crate::parse_checkpoint_file_name(name).is_some()
+        || crate::parse_segment_file_name(name).is_some()
+}
+
+/// The names of the files in `dir` (lossily as UTF-8).
+pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, WalError> {
+    let entries =
+        fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
+        names.push(entry.file_name().to_string_lossy().into_owned());
+    }
+    Ok(names)
 }
 
 /// Replaces the log in the partition directory `dir` with the one written in `staged` (by a
@@ -80,20 +90,12 @@ pub fn install_log(dir: &Path, staged: &Path) -> Result<(), WalError> {
     fs::create_dir_all(dir).map_err(|source| WalError::io("create directory", dir, source))?;
     remove_log_files(dir)?;
     sync_directory(dir)?;
-    let entries =
-        fs::read_dir(staged).map_err(|source| WalError::io("read directory", staged, source))?;
-    let mut names = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|source| WalError::io("read directory", staged, source))?;
-        names.push(entry.file_name().to_string_lossy().into_owned());
-    }
+    let mut names = file_names(staged)?;
     // Checkpoints ("checkpoint-…") sort before segments (digits) would not: order explicitly.
     names.sort_by_key(|name| (crate::parse_checkpoint_file_name(name).is_none(), name.clone()));
     for name in names {
-        let ours = crate::parse_checkpoint_file_name(&name).is_some()
-            || crate::parse_segment_file_name(&name).is_some();
         let from = staged.join(&name);
-        if ours {
+        if is_log_file(&name) {
             let to = dir.join(&name);
             fs::rename(&from, &to).map_err(|source| WalError::io("rename", &from, source))?;
         }

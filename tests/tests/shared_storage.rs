@@ -367,3 +367,31 @@ fn a_node_whose_disk_kept_only_the_tail_recovers_from_s3() {
     );
     assert_holds(&node, &expected, "after recovering from the tail and the archive");
 }
+
+#[test]
+fn a_snapshot_larger_than_a_part_goes_up_in_parts_and_comes_back() {
+    let s3 = S3::from_env();
+    let one_partition = NodeSettings {
+        partitions: 1,
+        segment_size: "32MB",
+        checkpoint_size: "64MB",
+        ..settings(&s3, None, "multipart", "standalone")
+    };
+    let mut node = TestNode::start(one_partition);
+    let expected = write_keys(&node, "large", 100_000);
+    let store = s3.store();
+    let layout = layout_of(&node);
+    wait_until_archived(&store, &layout, expected.len() as u64);
+    let partition = strata_core_partition(0);
+    let manifest =
+        block_on(strata_objstore::read_partition_manifest(&store, &layout, partition)).unwrap();
+    let snapshot = manifest.newest_snapshot().expect("a snapshot");
+    assert!(snapshot.bytes > 16 * 1024 * 1024, "snapshot of {} bytes", snapshot.bytes);
+    node.kill();
+    let target = tempfile::tempdir().unwrap();
+    let data_dir = target.path().join("data");
+    let (ok, stdout, stderr) =
+        restore(&node, &format!("{}/{}", s3.bucket, layout.prefix()), &data_dir);
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("{:>14}", snapshot.lsn)), "{stdout}");
+}

@@ -93,6 +93,36 @@ impl PartitionManifest {
             .any(|segment| segment.first_lsn == first_lsn.0 && segment.last_lsn == last_lsn.0)
     }
 
+    /// Whether a segment with these LSNs needs no upload: it is archived, or every record of
+    /// it is covered by the oldest archived snapshot (restore starts at a snapshot).
+    #[must_use]
+    pub fn covers_segment(&self, first_lsn: Lsn, last_lsn: Lsn) -> bool {
+        self.has_segment(first_lsn, last_lsn)
+            || self.snapshots.first().is_some_and(|oldest| last_lsn.0 <= oldest.lsn)
+    }
+
+    /// Keeps the newest `snapshots_kept` snapshots (at least one) and the segments after the
+    /// oldest of them; returns the names of the objects dropped from the manifest, to delete
+    /// once the manifest without them is stored.
+    pub fn prune(&mut self, snapshots_kept: usize) -> Vec<String> {
+        let kept = snapshots_kept.max(1);
+        if self.snapshots.len() <= kept {
+            return Vec::new();
+        }
+        let dropped: Vec<SnapshotEntry> =
+            self.snapshots.drain(..self.snapshots.len() - kept).collect();
+        let oldest_kept = self.snapshots[0].lsn;
+        let mut names: Vec<String> = dropped.into_iter().map(|snapshot| snapshot.object).collect();
+        self.segments.retain(|segment| {
+            let covered = segment.last_lsn <= oldest_kept;
+            if covered {
+                names.push(segment.object.clone());
+            }
+            !covered
+        });
+        names
+    }
+
     #[must_use]
     pub fn newest_snapshot(&self) -> Option<&SnapshotEntry> {
         self.snapshots.last()
@@ -220,6 +250,32 @@ mod tests {
         let error = decode_partition(text.as_bytes(), "p2/manifest.json").unwrap_err();
         assert!(error.to_string().contains("p2/manifest.json"), "{error}");
         assert!(decode_partition(b"{not json", "m").is_err());
+    }
+
+    #[test]
+    fn pruning_keeps_the_newest_snapshots_and_the_segments_after_the_oldest_kept() {
+        let mut manifest = PartitionManifest::empty(0);
+        for entry in [segment(1, 10, 1), segment(11, 20, 1), segment(21, 30, 1)] {
+            manifest.add_segment(entry);
+        }
+        for lsn in [5, 15, 25] {
+            let object = format!("snap/{lsn}");
+            manifest.add_snapshot(SnapshotEntry {
+                object,
+                lsn,
+                epoch: 1,
+                entries: 1,
+                bytes: 1,
+                crc32c: 0,
+            });
+        }
+        assert!(manifest.prune(3).is_empty());
+        let dropped = manifest.prune(2);
+        assert_eq!(dropped, ["snap/5", "seg/1-1"], "segment 11..=20 reaches past snapshot 15");
+        assert_eq!(manifest.snapshots.len(), 2);
+        assert!(manifest.covers_segment(Lsn(1), Lsn(10)), "covered by snapshot 15");
+        assert!(!manifest.covers_segment(Lsn(31), Lsn(40)));
+        assert_eq!(manifest.restore_plan().last_lsn, 30);
     }
 
     #[test]

@@ -67,6 +67,7 @@ fn uploader(store: &Store, data_dir: &Path, marks: &Arc<ArchiveMarks>) -> Upload
         uploading: Arc::new(|| true),
         scan_interval: Duration::from_millis(10),
         backlog_warning_bytes: u64::MAX,
+        snapshots_kept: 2,
     };
     Uploader::new(config, Arc::default())
 }
@@ -106,6 +107,21 @@ fn sealed_segments_and_checkpoints_go_up_and_restore_brings_them_back() {
         assert_eq!(manifest.newest_snapshot().unwrap().lsn, snapshot_lsn.0);
         assert_eq!(marks.floor(PARTITION), snapshot_lsn);
         let last_archived = manifest.segments.last().unwrap().last_lsn;
+        // Two more snapshots: the first one and the segments it alone covered go.
+        let first_snapshot = layout.object(PARTITION, &manifest.snapshots[0].object);
+        write_checkpoint(data_dir.path(), Lsn(manifest.segments[2].last_lsn));
+        uploader.pass().await;
+        assert!(store.head(&first_snapshot).await.is_ok(), "two snapshots are kept");
+        write_checkpoint(data_dir.path(), Lsn(last_archived));
+        uploader.pass().await;
+        let pruned = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
+        assert_eq!(pruned.snapshots.len(), 2);
+        assert!(matches!(
+            store.head(&first_snapshot).await,
+            Err(object_store::Error::NotFound { .. })
+        ));
+        assert!(pruned.segments.iter().all(|segment| segment.last_lsn > pruned.snapshots[0].lsn));
+        let snapshot_lsn = Lsn(pruned.newest_snapshot().unwrap().lsn);
 
         let target = tempfile::tempdir().unwrap();
         let report = restore(&store, &layout, target.path(), &mut |_, _| {}).await.unwrap();

@@ -58,6 +58,8 @@ pub struct UploaderConfig {
     pub scan_interval: Duration,
     /// A backlog above this many bytes is logged as a warning.
     pub backlog_warning_bytes: u64,
+    /// Snapshots kept per partition; older ones, and the segments they cover, are deleted.
+    pub snapshots_kept: usize,
 }
 
 /// Counters of the uploader, read by the admin API and logs.
@@ -294,7 +296,7 @@ impl Uploader {
         let committed = self.config.marks.committed(partition);
         let mut backlog = Backlog::default();
         for (segment, last_lsn) in &sealed {
-            if manifest.has_segment(segment.first_lsn, *last_lsn) {
+            if manifest.covers_segment(segment.first_lsn, *last_lsn) {
                 continue;
             }
             if *last_lsn > committed {
@@ -313,11 +315,35 @@ impl Uploader {
                 if let Some(entry) = self.upload_snapshot(partition, lsn, &path).await? {
                     manifest.add_snapshot(entry);
                     self.put_manifest(partition, manifest).await?;
+                    self.prune(partition, manifest).await?;
                 }
             }
         }
         self.config.marks.set_floor(partition, archive_floor(manifest, &sealed));
         Ok(backlog)
+    }
+
+    /// Drops the snapshots beyond the number kept and the segments they cover: first from the
+    /// manifest, then from the store.
+    async fn prune(
+        &self,
+        partition: PartitionId,
+        manifest: &mut PartitionManifest,
+    ) -> Result<(), ArchiveError> {
+        let dropped = manifest.prune(self.config.snapshots_kept);
+        if dropped.is_empty() {
+            return Ok(());
+        }
+        self.put_manifest(partition, manifest).await?;
+        for name in &dropped {
+            let path = self.layout.object(partition, name);
+            match self.config.store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(ArchiveError::store("delete", &path, error)),
+            }
+        }
+        tracing::debug!(partition = partition.0, objects = dropped.len(), "old objects deleted");
+        Ok(())
     }
 
     async fn upload_segment(
@@ -475,7 +501,9 @@ impl Uploader {
         let manifest = self.partitions[partition.0 as usize].manifest.as_ref();
         let mut backlog = Backlog::default();
         for (segment, last_lsn) in sealed_segments(&directory).unwrap_or_default() {
-            if !manifest.is_some_and(|manifest| manifest.has_segment(segment.first_lsn, last_lsn)) {
+            if !manifest
+                .is_some_and(|manifest| manifest.covers_segment(segment.first_lsn, last_lsn))
+            {
                 backlog.objects += 1;
                 backlog.bytes += segment.file_bytes;
             }
@@ -544,7 +572,7 @@ fn archive_floor(manifest: &PartitionManifest, sealed: &[(SegmentInfo, Lsn)]) ->
     let snapshot = manifest.newest_snapshot().map_or(Lsn::ZERO, |snapshot| Lsn(snapshot.lsn));
     let mut archived = Lsn(u64::MAX);
     for (segment, last_lsn) in sealed {
-        if !manifest.has_segment(segment.first_lsn, *last_lsn) {
+        if !manifest.covers_segment(segment.first_lsn, *last_lsn) {
             archived = Lsn(segment.first_lsn.0.saturating_sub(1));
             break;
         }

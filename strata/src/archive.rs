@@ -52,6 +52,7 @@ pub fn start_uploader(
         uploading,
         scan_interval: Duration::from_millis(config.storage.upload_interval),
         backlog_warning_bytes: config.storage.upload_backlog_warning.0,
+        snapshots_kept: config.storage.archive_snapshots_kept as usize,
     };
     let handle = strata_objstore::start_uploader(uploader).map_err(|error| error.to_string())?;
     tracing::info!(location = %location, prefix = layout.prefix(), "archiving to shared storage");

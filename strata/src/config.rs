@@ -80,6 +80,9 @@ pub struct Storage {
     pub upload_interval: u64,
     /// Upload backlog above which the node logs a warning.
     pub upload_backlog_warning: ByteSize,
+    /// Snapshots kept per partition in shared storage; older ones and the segments only they
+    /// need are deleted.
+    pub archive_snapshots_kept: u32,
     /// With `storage_type = "minio"`: the S3-compatible server.
     pub object_storage: ObjectStorage,
 }
@@ -217,6 +220,7 @@ impl Default for Storage {
             shared_dir: None,
             upload_interval: 1000,
             upload_backlog_warning: ByteSize(4 << 30),
+            archive_snapshots_kept: 3,
             object_storage: ObjectStorage::default(),
         }
     }
@@ -312,6 +316,7 @@ impl Config {
             ("object_storage_url".into(), self.storage.object_storage.url.clone()),
             ("object_storage_bucket".into(), self.storage.object_storage.bucket_name.clone()),
             ("upload_interval".into(), text(&self.storage.upload_interval)),
+            ("archive_snapshots_kept".into(), text(&self.storage.archive_snapshots_kept)),
             ("cluster_name".into(), self.cluster.name.clone()),
             ("wal_flush".into(), format!("{:?}", self.wal.wal_flush)),
             ("segment_size".into(), text(&self.wal.segment_size.0)),
@@ -417,6 +422,10 @@ impl Config {
         if !(10..=600_000).contains(&self.storage.upload_interval) {
             let message = format!("{} ms is not in 10..=600000", self.storage.upload_interval);
             return Err(("storage.upload_interval", message));
+        }
+        if !(1..=1000).contains(&self.storage.archive_snapshots_kept) {
+            let message = format!("{} is not in 1..=1000", self.storage.archive_snapshots_kept);
+            return Err(("storage.archive_snapshots_kept", message));
         }
         let name = &self.cluster.name;
         let allowed = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';

@@ -89,8 +89,6 @@ $(storage_lines)
 wal_flush = "FlushAtOnce"
 [cluster]
 name = "bench"
-# Room for the leader to send a whole unarchived segment from its files to the joining learner.
-replica_window = "256MB"
 EOF
     "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
     PIDS+=($!)

@@ -123,6 +123,8 @@ impl Shard {
         monoio::spawn(Rc::clone(&link).run_writer(writer));
         if let Some(frames) = missing {
             let next_lsn = subscribe.last_lsn.next();
+            // Catch-up frames, like a snapshot, do not count against the live window.
+            link.allow_extra(frames.iter().map(|frame| frame.len() + 16).sum());
             link.push(MessageKind::StreamStart, &StreamStart::Tail { next_lsn, epoch }.encode());
             for frame in &frames {
                 link.push(MessageKind::Frames, frame);
@@ -147,7 +149,8 @@ impl Shard {
     /// recent frames after them; for a replica further behind than the recent frames reach
     /// (one that loaded the archive, or was away a while). `None` when the log does not hold
     /// them all, when the replica's last frame is not this log's (another epoch), or when
-    /// they exceed half the replica window: the replica then gets a snapshot.
+    /// they exceed half the replica window or two segments, whichever is more: the replica
+    /// then gets a snapshot.
     fn missing_from_log(
         &self,
         slot: &PartitionSlot,
@@ -158,7 +161,10 @@ impl Shard {
         }
         let partition = subscribe.partition;
         let directory = self.partition_directory(partition);
-        let bytes_max = self.mesh.options.replica_window / 2;
+        let options = &self.mesh.options;
+        let two_segments =
+            usize::try_from(options.segment_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
+        let bytes_max = (options.replica_window / 2).max(two_segments);
         let tail = match strata_wal::read_log_after(
             &directory,
             partition,

@@ -313,14 +313,25 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
 
 #[test]
 fn a_follower_restarted_after_a_snapshot_continues_without_another() {
-    // A small window: the ~50 KB of log per partition the late follower misses is more than
-    // the leader replays from its log files (half the window), so it sends snapshots.
-    let small_window = NodeSettings { extra: "replica_window = \"64KB\"".into(), ..settings(1) };
+    // A small window and small segments: the ~150 KB of log per partition the late follower
+    // misses is more than the leader replays from its log files (half the window or two
+    // segments), so it sends snapshots. The leader uploads once at start only, so the
+    // follower finds nothing to bootstrap from in shared storage.
+    let storage = format!(
+        "shared_dir = \"{}\"\nupload_interval = 600000",
+        strata_tests::shared_dir().display()
+    );
+    let small_window = NodeSettings {
+        segment_size: "64KB",
+        storage,
+        extra: "replica_window = \"64KB\"".into(),
+        ..settings(1)
+    };
     let leader = TestNode::start(small_window.clone());
     set_role(&leader, "leader", "boss", None);
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
-    for index in 0..600 {
+    for index in 0..2000 {
         let value = format!("{index:0600}");
         let _: () = client.set(format!("k:{index}"), &value).unwrap();
         expected.insert(format!("k:{index}"), value);

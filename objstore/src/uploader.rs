@@ -353,7 +353,7 @@ impl Uploader {
         last_lsn: Lsn,
     ) -> Result<SegmentEntry, ArchiveError> {
         let file = &segment.path;
-        let bytes = std::fs::read(file).map_err(|error| local_error(file, &error))?;
+        let mut bytes = std::fs::read(file).map_err(|error| local_error(file, &error))?;
         let extent =
             strata_wal::segment_extent(&bytes, partition).map_err(|(offset, reason)| {
                 ArchiveError::Corrupt {
@@ -371,22 +371,18 @@ impl Uploader {
                 ),
             });
         }
-        let object = &bytes[..usize::try_from(extent.end_offset).expect("fits memory")];
+        bytes.truncate(usize::try_from(extent.end_offset).expect("fits memory"));
+        let object_bytes = bytes.len() as u64;
         let name = Layout::segment_name(extent.last_epoch, extent.first_lsn);
-        let crc32c = crc32c::crc32c(object);
-        self.put_object(&self.layout.object(partition, &name), object).await?;
-        tracing::debug!(
-            partition = partition.0,
-            object = name,
-            bytes = object.len(),
-            "segment archived"
-        );
+        let crc32c = crc32c::crc32c(&bytes);
+        self.put_object(&self.layout.object(partition, &name), bytes).await?;
+        tracing::debug!(partition = partition.0, object = name, object_bytes, "segment archived");
         Ok(SegmentEntry {
             object: name,
             epoch: extent.last_epoch.0,
             first_lsn: extent.first_lsn.0,
             last_lsn: extent.last_lsn.0,
-            bytes: object.len() as u64,
+            bytes: object_bytes,
             crc32c,
         })
     }
@@ -413,19 +409,15 @@ impl Uploader {
         assert_eq!(loaded.lsn, lsn, "checkpoint named for another LSN passed inspection");
         let name = Layout::snapshot_name(lsn);
         let crc32c = crc32c::crc32c(&image);
-        self.put_object(&self.layout.object(partition, &name), &image).await?;
-        tracing::info!(
-            partition = partition.0,
-            lsn = lsn.0,
-            bytes = image.len(),
-            "snapshot archived"
-        );
+        let image_bytes = image.len() as u64;
+        self.put_object(&self.layout.object(partition, &name), image).await?;
+        tracing::info!(partition = partition.0, lsn = lsn.0, image_bytes, "snapshot archived");
         Ok(Some(SnapshotEntry {
             object: name,
             lsn: lsn.0,
             epoch: loaded.epoch.0,
             entries: loaded.entry_count,
-            bytes: image.len() as u64,
+            bytes: image_bytes,
             crc32c,
         }))
     }
@@ -433,11 +425,14 @@ impl Uploader {
     async fn put_object(
         &self,
         path: &object_store::path::Path,
-        bytes: &[u8],
+        data: Vec<u8>,
     ) -> Result<(), ArchiveError> {
         let store = &self.config.store;
+        let length = data.len() as u64;
+        // Handed over without a copy: parts are slices of the one buffer.
+        let bytes = bytes::Bytes::from(data);
         if bytes.len() <= MULTIPART_THRESHOLD_BYTES {
-            let payload = PutPayload::from(bytes.to_vec());
+            let payload = PutPayload::from(bytes);
             store
                 .put(path, payload)
                 .await
@@ -448,13 +443,13 @@ impl Uploader {
                 .await
                 .map_err(|error| ArchiveError::store("start multipart", path, error))?;
             let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
-            writer.write(bytes);
+            writer.put(bytes);
             if let Err(error) = writer.finish().await {
                 return Err(ArchiveError::store("multipart upload", path, error));
             }
         }
         self.metrics.uploaded_objects.fetch_add(1, Ordering::Relaxed);
-        self.metrics.uploaded_bytes.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        self.metrics.uploaded_bytes.fetch_add(length, Ordering::Relaxed);
         Ok(())
     }
 

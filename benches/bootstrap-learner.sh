@@ -13,8 +13,7 @@
 # Environment:
 #   DATA_MIB     MiB of values to load (default 2048)
 #   STORE        s3 (default) or dir: a shared directory instead of S3 (the raw download then
-#                reads the same files). Ceph's memstore needs several times the data in RAM,
-#                so on a 24 GiB machine 2 GiB of data fits only with STORE=dir.
+#                reads the same files). Ceph's memstore keeps every object in RAM.
 #   STRATA_BIN   Strata binary; default: cargo build --release -p strata
 #   KEEP_WORK=1  keep the temporary directory for inspection
 set -euo pipefail
@@ -84,6 +83,8 @@ peer_ip = "127.0.0.1"
 peer_port = $(free_port)
 [storage]
 data_dir = "$directory/data"
+# One snapshot per partition in the store: Ceph's memstore keeps every object in RAM.
+archive_snapshots_kept = 1
 $(storage_lines)
 [wal]
 wal_flush = "FlushAtOnce"

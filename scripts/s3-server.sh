@@ -32,32 +32,8 @@ TIMEOUT=120                # seconds any single wait may take
 log() { printf 's3-server: %s\n' "$*" >&2; }
 fail() { printf 's3-server: error: %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        fail "need root (or sudo) to run: $*"
-    fi
-}
-
-package_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-install_packages() {
-    local missing=() package
-    for package in "$@"; do
-        package_installed "$package" || missing+=("$package")
-    done
-    [ "${#missing[@]}" -eq 0 ] && return 0
-    command -v apt-get >/dev/null 2>&1 || fail "apt-get not found; install by hand: ${missing[*]}"
-    log "installing: ${missing[*]} (under a minute)"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
 
 ceph_() { ceph -c "$CONF" --connect-timeout 15 "$@"; }
 rgw_admin() { radosgw-admin -c "$CONF" "$@"; }

@@ -10,38 +10,8 @@ set -euo pipefail
 log() { printf 'setup: %s\n' "$*"; }
 fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
-as_root() {
-    if [ "$(id -u)" -eq 0 ]; then
-        "$@"
-    elif command -v sudo >/dev/null 2>&1; then
-        sudo "$@"
-    else
-        fail "need root (or sudo) to run: $*"
-    fi
-}
-
-package_installed() {
-    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'
-}
-
-install_packages() {
-    local missing=()
-    local package
-    for package in "$@"; do
-        if ! package_installed "$package"; then
-            missing+=("$package")
-        fi
-    done
-    if [ "${#missing[@]}" -eq 0 ]; then
-        log "system packages present: $*"
-        return 0
-    fi
-    command -v apt-get >/dev/null 2>&1 || fail "apt-get not found; install by hand: ${missing[*]}"
-    log "installing: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+# shellcheck source=scripts/packages.sh
+. "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
 
 # The Debian package enables and starts redis-server on 6379. Stop it and keep it from coming
 # back at boot. systemctl may be missing, or present without systemd running (containers).

@@ -501,17 +501,14 @@ impl Shard {
             Some(frames) => Some(frames),
             None => self.cut_frame(slot, partition),
         };
-        if frames.is_none() && !slot.sync_requested && !slot.checkpoint_requested {
-            return None;
-        }
-        let checkpoint = if frames.is_some() || slot.checkpoint_requested {
+        let sync_requested = std::mem::take(&mut slot.sync_requested);
+        let checkpoint_requested = std::mem::take(&mut slot.checkpoint_requested);
+        let checkpoint = if frames.is_some() || checkpoint_requested {
             self.checkpoint_if_due(slot, now)
         } else {
             None
         };
-        slot.sync_requested = false;
-        slot.checkpoint_requested = false;
-        if frames.is_none() && checkpoint.is_none() && !sync_due {
+        if frames.is_none() && checkpoint.is_none() && !sync_requested {
             return None;
         }
         let wal = slot.wal.take().expect("the WAL is home between flushes");

@@ -5,11 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
-use strata_core::{Lsn, PartitionId};
+use strata_core::PartitionId;
 
 use crate::error::ArchiveError;
 use crate::layout::Layout;
-use crate::restore::{read_partition_manifest, restore_partition};
+use crate::restore::{read_partition_manifest, restore_partitions, PartitionRestore};
 use crate::Store;
 
 /// Where a bootstrap stands, for the admin API.
@@ -37,7 +37,6 @@ fn update(progress: &SharedProgress, change: impl FnOnce(&mut BootstrapProgress)
 pub struct StagedPartition {
     pub partition: PartitionId,
     pub staged: PathBuf,
-    pub last_lsn: Lsn,
 }
 
 /// Loads the newest snapshot and following segments of each of `partitions` into
@@ -94,34 +93,21 @@ async fn stage(
         progress.partitions = u32::try_from(plans.len()).unwrap_or(u32::MAX);
         progress.bytes_total = total;
     });
-    let mut loaded = 0;
-    on_bytes(loaded, total);
-    let mut staged = Vec::new();
-    for (partition, plan) in plans {
-        let directory = staging.join(format!("p{}", partition.0));
-        let mut count = |bytes: u64| {
-            loaded += bytes;
-            update(progress, |progress| progress.bytes_loaded = loaded);
-            on_bytes(loaded, total);
-        };
-        let report = restore_partition(
-            store,
-            layout,
-            partition,
-            &plan,
-            &directory,
-            segment_bytes,
-            &mut count,
-        )
-        .await?;
-        update(progress, |progress| progress.partitions_loaded += 1);
-        staged.push(StagedPartition {
-            partition,
-            staged: directory,
-            last_lsn: Lsn(report.last_lsn),
-        });
-    }
-    Ok(staged)
+    let mut count = |loaded: u64, total: u64| {
+        update(progress, |progress| progress.bytes_loaded = loaded);
+        on_bytes(loaded, total);
+    };
+    let mut written = |_: &PartitionRestore| update(progress, |p| p.partitions_loaded += 1);
+    let reports =
+        restore_partitions(store, layout, plans, staging, segment_bytes, &mut count, &mut written)
+            .await?;
+    Ok(reports
+        .into_iter()
+        .map(|report| {
+            let partition = PartitionId(report.partition);
+            StagedPartition { partition, staged: staging.join(format!("p{}", partition.0)) }
+        })
+        .collect())
 }
 
 /// Records the end of a bootstrap.

@@ -1,6 +1,6 @@
 //! Reading the archive back: manifests, checked objects, and a whole data directory.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -148,15 +148,39 @@ pub async fn restore(
         let manifest = read_partition_manifest(store, layout, partition).await?;
         plans.push((partition, manifest.restore_plan()));
     }
+    let partitions = restore_partitions(
+        store,
+        layout,
+        plans,
+        data_dir,
+        cluster.segment_bytes,
+        progress,
+        &mut |_| {},
+    )
+    .await?;
+    Ok(RestoreReport { cluster, partitions, elapsed: started.elapsed() })
+}
+
+/// Writes each `(partition, plan)` into `<root>/p<N>`, one after another. `on_bytes(loaded,
+/// total)` follows the download; `on_partition` is told of each partition written.
+pub(crate) async fn restore_partitions(
+    store: &Store,
+    layout: &Layout,
+    plans: Vec<(PartitionId, RestorePlan)>,
+    root: &Path,
+    segment_bytes: u64,
+    on_bytes: &mut (dyn FnMut(u64, u64) + Send),
+    on_partition: &mut (dyn FnMut(&PartitionRestore) + Send),
+) -> Result<Vec<PartitionRestore>, ArchiveError> {
     let total: u64 = plans.iter().map(|(_, plan)| plan.bytes()).sum();
-    let mut done = 0;
-    progress(done, total);
+    let mut loaded = 0;
+    on_bytes(loaded, total);
     let mut partitions = Vec::new();
     for (partition, plan) in plans {
-        let directory: PathBuf = data_dir.join(format!("p{}", partition.0));
-        let mut on_bytes = |bytes: u64| {
-            done += bytes;
-            progress(done, total);
+        let directory = root.join(format!("p{}", partition.0));
+        let mut count = |bytes: u64| {
+            loaded += bytes;
+            on_bytes(loaded, total);
         };
         let report = restore_partition(
             store,
@@ -164,13 +188,14 @@ pub async fn restore(
             partition,
             &plan,
             &directory,
-            cluster.segment_bytes,
-            &mut on_bytes,
+            segment_bytes,
+            &mut count,
         )
         .await?;
+        on_partition(&report);
         partitions.push(report);
     }
-    Ok(RestoreReport { cluster, partitions, elapsed: started.elapsed() })
+    Ok(partitions)
 }
 
 /// Writes one partition's `plan` into `directory` (which must hold no log yet), calling

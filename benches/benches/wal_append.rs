@@ -21,7 +21,7 @@ fn batch() -> Vec<Record> {
 /// Appends `iterations` batches to a fresh log, syncing each when `sync`; returns the time.
 fn append_batches(iterations: u64, sync: bool, direct_io: bool) -> Duration {
     let directory = tempfile::tempdir().expect("temporary directory");
-    let config = WalConfig { segment_bytes: SEGMENT_BYTES, direct_io, keep_until_archived: false };
+    let config = WalConfig { segment_bytes: SEGMENT_BYTES, direct_io, ..WalConfig::default() };
     let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
         .enable_timer()
         .build()

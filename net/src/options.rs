@@ -40,6 +40,9 @@ pub struct NodeOptions {
     /// FlushAtOnce only: append with O_DIRECT|O_DSYNC (durable when the write completes, no
     /// separate fdatasync).
     pub direct_io: bool,
+    /// With `direct_io`, on ext4 and XFS: the partitions of a shard share one fdatasync per
+    /// round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).
+    pub shared_sync: bool,
     pub checkpoint_bytes: u64,
     /// Bytes a leader queues for one replica stream at most (beyond a snapshot in flight);
     /// a replica further behind is cut off and catches up when it reconnects.

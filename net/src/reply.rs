@@ -152,10 +152,11 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
             text,
             "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\n\
              wal_frames_written:{}\r\n\
-             wal_syncs:{}\r\ncheckpoints:{}\r\n\r\n",
+             wal_syncs:{}\r\nwal_fdatasyncs:{}\r\ncheckpoints:{}\r\n\r\n",
             options.durability.name(),
             counters.frames_written.load(Ordering::Relaxed),
             counters.syncs.load(Ordering::Relaxed),
+            counters.fdatasyncs.load(Ordering::Relaxed),
             counters.checkpoints.load(Ordering::Relaxed),
         );
     }

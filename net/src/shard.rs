@@ -83,6 +83,8 @@ pub(crate) struct Counters {
     pub(crate) client_ids: AtomicU64,
     pub(crate) frames_written: AtomicU64,
     pub(crate) syncs: AtomicU64,
+    /// fdatasync calls the flushers ran (one may cover several partitions' syncs).
+    pub(crate) fdatasyncs: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
 }
 
@@ -207,6 +209,8 @@ pub(crate) struct Shard {
     /// Raised each time the shard starts or stops following a leader; streams of an older
     /// generation end.
     pub(crate) follow_generation: Cell<u64>,
+    /// The one fdatasync per round that the partitions' flushers share.
+    pub(crate) device_sync: Rc<strata_wal::DeviceSync>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -250,6 +254,7 @@ impl Shard {
             partitions: RefCell::new((0..count).map(|_| None).collect()),
             flush_signals: (0..count).map(|_| Signal::default()).collect(),
             follow_generation: Cell::new(0),
+            device_sync: Rc::default(),
         }
     }
 
@@ -278,10 +283,11 @@ impl Shard {
         let config = strata_wal::WalConfig {
             segment_bytes: options.segment_bytes,
             direct_io: options.direct_io,
+            shared_sync: options.shared_sync,
             keep_until_archived: options.archive.is_some(),
         };
         let shared = RefCell::new(&mut state);
-        let (wal, summary) = PartitionWal::recover(
+        let (mut wal, summary) = PartitionWal::recover(
             &directory,
             partition,
             &config,
@@ -291,6 +297,7 @@ impl Shard {
             |lsn, record| shared.borrow_mut().apply_committed(lsn, record),
         )?;
         state.recovered_through(wal.last_lsn());
+        wal.attach_device_sync(Rc::clone(&self.device_sync));
         if let Some(marks) = &options.archive {
             marks.set_committed(partition, state.commit_lsn());
         }
@@ -580,7 +587,12 @@ impl Shard {
             counters.frames_written.fetch_add(1, Ordering::Relaxed);
         }
         if result.is_ok() && sync {
-            result = wal.sync().await.map_err(|error| error.to_string());
+            match wal.sync().await {
+                Ok(ran) => {
+                    counters.fdatasyncs.fetch_add(u64::from(ran), Ordering::Relaxed);
+                }
+                Err(error) => result = Err(error.to_string()),
+            }
             counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
         if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {

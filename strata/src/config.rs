@@ -113,6 +113,9 @@ pub struct Wal {
     /// completes and needs no fdatasync. Falls back to buffered I/O (logged) where the file
     /// system refuses O_DIRECT.
     pub direct_io: bool,
+    /// With direct_io on ext4 or XFS: appends are O_DIRECT alone and the partitions of a shard
+    /// share one fdatasync per round (one device flush instead of one per partition).
+    pub shared_sync: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -234,6 +237,7 @@ impl Default for Wal {
             checkpoint_size: ByteSize(256 << 20),
             checkpoint_interval: 300,
             direct_io: true,
+            shared_sync: true,
         }
     }
 }
@@ -323,6 +327,7 @@ impl Config {
             ("checkpoint_size".into(), text(&self.wal.checkpoint_size.0)),
             ("checkpoint_interval".into(), text(&self.wal.checkpoint_interval)),
             ("direct_io".into(), text(&self.wal.direct_io)),
+            ("shared_sync".into(), text(&self.wal.shared_sync)),
             ("partitions".into(), text(&self.cluster.partitions)),
             ("heartbeat_interval".into(), text(&self.cluster.heartbeat_interval)),
             ("heartbeat_timeout".into(), text(&self.cluster.heartbeat_timeout)),

@@ -118,6 +118,7 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
         },
         segment_bytes: config.wal.segment_size.0,
         direct_io: config.wal.direct_io && config.wal.wal_flush == WalFlush::FlushAtOnce,
+        shared_sync: config.wal.shared_sync,
         checkpoint_bytes: config.wal.checkpoint_size.0,
         replica_window: usize::try_from(config.cluster.replica_window.0).unwrap_or(usize::MAX),
         checkpoint_interval: Duration::from_secs(config.wal.checkpoint_interval),

@@ -30,6 +30,12 @@ pub struct WalConfig {
     /// it), so [`sync`](crate::PartitionWal::sync) has nothing left to do. Where the
     /// filesystem refuses `O_DIRECT`, the log warns and keeps buffered writes.
     pub direct_io: bool,
+    /// With `direct_io`, on ext4 and XFS: appends are written with `O_DIRECT` alone and become
+    /// durable at the next [`sync`](crate::PartitionWal::sync), which a log shares with every
+    /// other log of the shard once it is attached to their
+    /// [`DeviceSync`](crate::DeviceSync): one device flush per round instead of one per
+    /// partition. Elsewhere direct appends stay `O_DSYNC`.
+    pub shared_sync: bool,
     /// Sealed segments are kept until the archive holds them: one goes only when a
     /// checkpoint covers it and its records are at or below the archive floor set with
     /// [`set_archive_floor`](crate::PartitionWal::set_archive_floor) (0 until then).
@@ -42,6 +48,7 @@ impl Default for WalConfig {
         WalConfig {
             segment_bytes: SEGMENT_BYTES_DEFAULT,
             direct_io: false,
+            shared_sync: false,
             keep_until_archived: false,
         }
     }

@@ -11,6 +11,7 @@ mod aligned;
 mod archive;
 mod checkpoint;
 mod config;
+mod device_sync;
 mod direct;
 mod error;
 mod install;
@@ -35,6 +36,7 @@ pub use config::{
     frame_bytes_max, WalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
     SEGMENT_BYTES_MULTIPLE,
 };
+pub use device_sync::DeviceSync;
 pub use error::WalError;
 pub use install::{install_log, install_snapshot};
 pub use recovery::RecoverySummary;

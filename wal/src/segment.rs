@@ -219,18 +219,19 @@ pub(crate) fn prewrite_segment_blocking(path: &Path, header: &SegmentHeader) -> 
     file.sync_all()
 }
 
-/// Opens the segment at `path` for durable appends: `O_DIRECT | O_DSYNC`, so that each write
-/// bypasses the page cache and is on stable storage when it completes. `None` when the
+/// Opens the segment at `path` for direct appends: `O_DIRECT`, so that each write bypasses the
+/// page cache, and with `dsync` also `O_DSYNC`, so that it is on stable storage when it
+/// completes (without, it is once a later sync ends). `None` when the
 /// filesystem refuses `O_DIRECT` (`EINVAL`, as tmpfs before Linux 6.6 does), with a warning:
 /// the caller then keeps buffered writes and `fdatasync`.
-pub(crate) async fn open_direct(path: &Path) -> io::Result<Option<monoio::fs::File>> {
+pub(crate) async fn open_direct(path: &Path, dsync: bool) -> io::Result<Option<monoio::fs::File>> {
     let opened = if direct_io_refused() {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
     } else {
         monoio::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(DIRECT_FLAGS)
+            .custom_flags(direct_flags(dsync))
             .open(path)
             .await
     };
@@ -238,16 +239,46 @@ pub(crate) async fn open_direct(path: &Path) -> io::Result<Option<monoio::fs::Fi
 }
 
 /// Blocking form of [`open_direct`], for the end of recovery.
-pub(crate) fn open_direct_blocking(path: &Path) -> io::Result<Option<fs::File>> {
+pub(crate) fn open_direct_blocking(path: &Path, dsync: bool) -> io::Result<Option<fs::File>> {
     let opened = if direct_io_refused() {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
     } else {
-        fs::OpenOptions::new().read(true).write(true).custom_flags(DIRECT_FLAGS).open(path)
+        fs::OpenOptions::new().read(true).write(true).custom_flags(direct_flags(dsync)).open(path)
     };
     direct_or_fallback(path, opened)
 }
 
-const DIRECT_FLAGS: i32 = libc::O_DIRECT | libc::O_DSYNC;
+fn direct_flags(dsync: bool) -> i32 {
+    if dsync {
+        libc::O_DIRECT | libc::O_DSYNC
+    } else {
+        libc::O_DIRECT
+    }
+}
+
+/// The device holding `dir` (`st_dev`), when one `fdatasync` on that filesystem flushes the
+/// whole device's write cache, as on ext4 and XFS: then the appends of every log on the
+/// device may share one sync. `None` elsewhere (btrfs, for one, commits per file).
+pub(crate) fn flushing_device(dir: &Path) -> io::Result<Option<u64>> {
+    const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+    const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+    let path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut statistics = std::mem::MaybeUninit::<libc::statfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `statistics` is written in full on success.
+    let status = unsafe { libc::statfs(path.as_ptr(), statistics.as_mut_ptr()) };
+    if status != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statfs returned 0, so it filled `statistics`.
+    let filesystem = unsafe { statistics.assume_init() }.f_type;
+    #[allow(clippy::useless_conversion)]
+    let filesystem = i64::from(filesystem);
+    if filesystem != EXT4_SUPER_MAGIC && filesystem != XFS_SUPER_MAGIC {
+        return Ok(None);
+    }
+    Ok(Some(std::os::unix::fs::MetadataExt::dev(&fs::metadata(dir)?)))
+}
 
 fn direct_or_fallback<F>(path: &Path, opened: io::Result<F>) -> io::Result<Option<F>> {
     match opened {

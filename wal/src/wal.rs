@@ -5,6 +5,7 @@ use std::io;
 use std::mem;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -16,12 +17,13 @@ use strata_core::{Lsn, PartitionId};
 
 use crate::checkpoint::{checkpoint_file_name, seal_checkpoint, TEMPORARY_SUFFIX};
 use crate::config::WalConfig;
+use crate::device_sync::DeviceSync;
 use crate::direct::DirectAppender;
 use crate::error::WalError;
 use crate::recovery::{recover_log, RecoveredLog, RecoveredTail, RecoverySummary, SealedSegment};
 use crate::segment::{
-    open_direct, open_direct_blocking, prewrite_segment, segment_file_name, SegmentHeader,
-    SEGMENT_HEADER_BYTES,
+    flushing_device, open_direct, open_direct_blocking, prewrite_segment, segment_file_name,
+    SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 
 /// Distinguishes the spare files of every WAL in this process.
@@ -63,7 +65,8 @@ enum Spare {
 /// monoio runtime, which also drops it. One operation runs at a time (`&mut self`): while a
 /// batch's [`append`](Self::append) and [`sync`](Self::sync) are awaited, the caller gathers the
 /// next batch. Appended frames are durable once a later `sync` returns `Ok`; in direct I/O
-/// mode ([`WalConfig::direct_io`]) they are durable as soon as `append` returns `Ok`.
+/// mode ([`WalConfig::direct_io`]) they are durable as soon as `append` returns `Ok`, unless
+/// the sync is shared ([`WalConfig::shared_sync`]).
 ///
 /// A failed write or sync poisons the log: every later append, sync or checkpoint returns
 /// [`WalError::Poisoned`] until the process restarts and recovers the directory.
@@ -73,8 +76,16 @@ pub struct PartitionWal {
     config: WalConfig,
     dir_file: File,
     segment: ActiveSegment,
-    /// Present in direct I/O mode: the active segment is open with `O_DIRECT | O_DSYNC`.
+    /// Present in direct I/O mode: the active segment is open with `O_DIRECT`, and with
+    /// `O_DSYNC` unless `sync_device` is set.
     direct: Option<DirectAppender>,
+    /// In direct I/O mode with a shared sync: the device whose cache flush makes appends
+    /// durable; they wait for a [`sync`](Self::sync).
+    sync_device: Option<u64>,
+    /// The shard's shared sync, once attached ([`attach_device_sync`](Self::attach_device_sync)).
+    device_sync: Option<Rc<DeviceSync>>,
+    /// The tag of the newest write the shared sync must cover.
+    sync_tag: Option<u64>,
     sealed: Vec<SealedSegment>,
     last_lsn: Lsn,
     durable_lsn: Lsn,
@@ -146,7 +157,13 @@ impl PartitionWal {
             .and_then(File::from_std)
             .map_err(|source| WalError::io("open directory", dir, source))?;
         let tail = log.tail;
-        let (file, direct) = open_tail(&tail, config)?;
+        let sync_device = if config.direct_io && config.shared_sync {
+            flushing_device(dir).map_err(|source| WalError::io("statfs", dir, source))?
+        } else {
+            None
+        };
+        let (file, direct) = open_tail(&tail, config, sync_device.is_none())?;
+        let sync_device = sync_device.filter(|_| direct.is_some());
         let segment = ActiveSegment {
             file,
             path: tail.path,
@@ -162,6 +179,9 @@ impl PartitionWal {
             dir_file,
             segment,
             direct,
+            sync_device,
+            device_sync: None,
+            sync_tag: None,
             sealed: log.sealed,
             last_lsn: log.last_lsn,
             durable_lsn: log.last_lsn,
@@ -226,11 +246,17 @@ impl PartitionWal {
         self.config.max_frame_bytes()
     }
 
-    /// Whether appends go straight to the disk with `O_DIRECT | O_DSYNC`: configured, and the
+    /// Whether appends go straight to the disk with `O_DIRECT`: configured, and the
     /// filesystem accepted it.
     #[must_use]
     pub fn direct_io(&self) -> bool {
         self.direct.is_some()
+    }
+
+    /// Whether direct appends wait for a shared sync (rather than being `O_DSYNC`).
+    #[must_use]
+    pub fn shares_sync(&self) -> bool {
+        self.sync_device.is_some()
     }
 
     /// The original failure, once the log is poisoned.
@@ -259,16 +285,35 @@ impl PartitionWal {
 
     /// Makes every appended frame durable: one `fdatasync` of the active segment, if it has
     /// unsynced frames. (Earlier segments were synced when the log rolled past them.) In
-    /// direct I/O mode every append was durable when it returned, so there is nothing to do.
+    /// direct I/O mode with `O_DSYNC` every append was durable when it returned, so there is
+    /// nothing to do. With a shared sync attached, the `fdatasync` is the shard's: one covers
+    /// the completed appends of every log sharing it. `Ok(true)` when this call ran an
+    /// `fdatasync`; `Ok(false)` when there was nothing to sync or another log's covered it.
     ///
     /// # Errors
     ///
     /// [`WalError::Io`] when the sync fails, which poisons the log; [`WalError::Poisoned`]
-    /// once it is.
-    pub async fn sync(&mut self) -> Result<(), WalError> {
+    /// once it is. A shared sync that failed fails every later one of the shard.
+    pub async fn sync(&mut self) -> Result<bool, WalError> {
         self.enter()?;
-        let outcome = self.sync_active().await;
+        let outcome = match self.device_sync.clone() {
+            Some(device) => self.sync_through(&device).await,
+            None => self.sync_active().await,
+        };
         self.leave(outcome)
+    }
+
+    /// Lets this log's syncs be shared through `device`, the shard's: possible when its
+    /// appends wait for a sync ([`shares_sync`](Self::shares_sync)) on the device `device`
+    /// serves. Returns whether it now shares.
+    pub fn attach_device_sync(&mut self, device: Rc<DeviceSync>) -> bool {
+        match self.sync_device {
+            Some(id) if device.serves(id) => {
+                self.device_sync = Some(device);
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Writes `encoded` (from [`encode_checkpoint`](crate::encode_checkpoint) for this
@@ -368,7 +413,7 @@ impl PartitionWal {
         }
         self.segment.write_offset += frame_bytes;
         self.last_lsn = last.last_lsn;
-        if self.direct.is_some() {
+        if self.direct.is_some() && self.sync_device.is_none() {
             // An O_DSYNC write is on stable storage when it completes.
             self.segment.synced_offset = self.segment.write_offset;
             self.durable_lsn = self.last_lsn;
@@ -391,25 +436,29 @@ impl PartitionWal {
     /// Writes `frames` at `offset` with one `O_DIRECT | O_DSYNC` write of whole blocks: the
     /// partial block before `offset` again (the same bytes), the frames, zeros to the block end.
     async fn write_direct(&mut self, frames: &[u8], offset: u64) -> Result<(), WalError> {
-        // This write is also the sync, so a test's sync failure lands here too.
+        // An O_DSYNC write is also the sync, so a test's sync failure lands here too.
+        let dsync = self.sync_device.is_none();
         self.injected(FaultSite::Write)
-            .and_then(|()| self.injected(FaultSite::Sync))
+            .and_then(|()| if dsync { self.injected(FaultSite::Sync) } else { Ok(()) })
             .map_err(|source| WalError::io("write", &self.segment.path, source))?;
         let appender = self.direct.as_mut().expect("direct I/O mode");
         let staged = appender.stage(offset, frames);
         let end = staged.file_offset + staged.buffer.len() as u64;
         assert!(end <= self.segment.segment_bytes, "write past the segment end");
         let write = self.segment.file.write_all_at(staged.buffer, staged.file_offset);
+        let tagged = self.device_sync.as_ref().map(TaggedWrite::begin);
         let (result, buffer) = write.await;
+        self.sync_tag = tagged.map(|tagged| tagged.tag).or(self.sync_tag);
         result.map_err(|source| WalError::io("write", &self.segment.path, source))?;
         let appender = self.direct.as_mut().expect("direct I/O mode");
         appender.written(buffer, staged.data_bytes);
         Ok(())
     }
 
-    async fn sync_active(&mut self) -> Result<(), WalError> {
+    /// `fdatasync` of the active segment if it has unsynced appends; `Ok(true)` if it ran.
+    async fn sync_active(&mut self) -> Result<bool, WalError> {
         if self.segment.synced_offset == self.segment.write_offset {
-            return Ok(());
+            return Ok(false);
         }
         self.injected(FaultSite::Sync)
             .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
@@ -417,7 +466,25 @@ impl PartitionWal {
         self.segment.file.sync_data().await.map_err(|source| WalError::io("sync", path, source))?;
         self.segment.synced_offset = self.segment.write_offset;
         self.durable_lsn = self.last_lsn;
-        Ok(())
+        Ok(true)
+    }
+
+    async fn sync_through(&mut self, device: &DeviceSync) -> Result<bool, WalError> {
+        if self.segment.synced_offset == self.segment.write_offset {
+            return Ok(false);
+        }
+        self.injected(FaultSite::Sync)
+            .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
+        // Every append has completed (`&mut self`); the sync of the newest one's tag covers
+        // them all.
+        let tag = self.sync_tag.take();
+        let ran = device.sync(tag, &self.segment.file).await.map_err(|reason| {
+            let source = io::Error::other(reason);
+            WalError::io("shared sync", &self.segment.path, source)
+        })?;
+        self.segment.synced_offset = self.segment.write_offset;
+        self.durable_lsn = self.last_lsn;
+        Ok(ran)
     }
 
     /// Seals the active segment and makes a new one starting at `first_lsn` active. Order:
@@ -460,19 +527,24 @@ impl PartitionWal {
         Ok(())
     }
 
-    /// In direct I/O mode, the new segment `file` at `path` opened again with `O_DIRECT |
-    /// O_DSYNC` for its appends (its zeros and header went through the page cache and are
-    /// synced). A filesystem that refuses it turns direct I/O off for this log.
+    /// In direct I/O mode, the new segment `file` at `path` opened again with `O_DIRECT` (and
+    /// `O_DSYNC` unless the sync is shared) for its appends (its zeros and header went through
+    /// the page cache and are synced). A filesystem that refuses it turns direct I/O off for
+    /// this log.
     async fn reopen_for_appends(&mut self, file: File, path: &Path) -> Result<File, WalError> {
         if self.direct.is_none() {
             return Ok(file);
         }
-        let reopened =
-            open_direct(path).await.map_err(|source| WalError::io("open segment", path, source))?;
+        let dsync = self.sync_device.is_none();
+        let reopened = open_direct(path, dsync)
+            .await
+            .map_err(|source| WalError::io("open segment", path, source))?;
         if let Some(direct) = reopened {
             return Ok(direct);
         }
         self.direct = None;
+        self.sync_device = None;
+        self.device_sync = None;
         Ok(file)
     }
 
@@ -579,15 +651,36 @@ impl PartitionWal {
     }
 }
 
-/// Opens the newest segment, where appends continue: with `O_DIRECT | O_DSYNC` and a copy of
-/// its partial last block when `config` asks for direct I/O and the filesystem allows it.
+/// A direct write in flight, tagged for the shared sync that must cover it; ends in the
+/// shared sync's count when dropped, whether the write completed, failed or was cancelled.
+struct TaggedWrite {
+    device: Rc<DeviceSync>,
+    tag: u64,
+}
+
+impl TaggedWrite {
+    fn begin(device: &Rc<DeviceSync>) -> TaggedWrite {
+        TaggedWrite { device: Rc::clone(device), tag: device.begin_write() }
+    }
+}
+
+impl Drop for TaggedWrite {
+    fn drop(&mut self) {
+        self.device.end_write(self.tag);
+    }
+}
+
+/// Opens the newest segment, where appends continue: with `O_DIRECT` (and `O_DSYNC` if
+/// `dsync`) and a copy of its partial last block when `config` asks for direct I/O and the
+/// filesystem allows it.
 fn open_tail(
     tail: &RecoveredTail,
     config: &WalConfig,
+    dsync: bool,
 ) -> Result<(File, Option<DirectAppender>), WalError> {
     let io_error = |source| WalError::io("open segment", &tail.path, source);
     if config.direct_io {
-        if let Some(file) = open_direct_blocking(&tail.path).map_err(io_error)? {
+        if let Some(file) = open_direct_blocking(&tail.path, dsync).map_err(io_error)? {
             let tail_block = read_tail_block(&tail.path, tail.write_offset).map_err(io_error)?;
             let appender =
                 DirectAppender::new(tail.write_offset, tail_block, config.max_frame_bytes());

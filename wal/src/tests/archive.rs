@@ -87,7 +87,7 @@ fn a_damaged_segment_image_is_refused_with_its_offset() {
     assert!(error.contains("p3/seg/x"), "{error}");
 }
 
-in_both_modes!(
+in_every_mode!(
     sealed_segments_wait_for_the_archive_floor,
     a_partition_written_from_segment_images_recovers_the_same_records,
     a_damaged_segment_image_is_refused_with_its_offset,

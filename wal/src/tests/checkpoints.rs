@@ -142,7 +142,7 @@ fn a_checkpoint_of_unsynced_records_is_a_bug() {
     });
 }
 
-in_both_modes!(
+in_every_mode!(
     recovery_loads_the_checkpoint_and_replays_only_later_records,
     a_checkpoint_in_the_middle_of_a_frame_replays_the_rest_of_it,
     a_newer_checkpoint_replaces_the_older_one,

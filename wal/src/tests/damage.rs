@@ -156,7 +156,7 @@ fn a_shortened_segment_file_is_corruption() {
     expect_corrupt(dir.path(), &newest, 0);
 }
 
-in_both_modes!(
+in_every_mode!(
     a_garbled_last_frame_is_a_torn_tail,
     a_half_written_last_frame_is_a_torn_tail,
     a_last_frame_whose_header_never_reached_the_disk_is_a_torn_tail,

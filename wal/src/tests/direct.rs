@@ -1,31 +1,17 @@
 //! Direct I/O mode: durable appends, the tail-block rewrite, and the fallback to buffered
 //! writes where the filesystem refuses `O_DIRECT`.
 
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
-
 use strata_core::Lsn;
 
 use super::{
-    all_records, append, empty_checkpoint, fill, read_bytes, recover, run, set, small_config,
-    with_direct_io,
+    all_records, append, empty_checkpoint, filesystem_allows_direct_io, fill, read_bytes, recover,
+    run, set, small_config, with_mode, Mode,
 };
 use crate::segment::REFUSE_DIRECT_IO;
 use crate::{scan_segments, WalConfig};
 
 fn direct_config() -> WalConfig {
     WalConfig { direct_io: true, ..small_config() }
-}
-
-/// Whether files in `dir` can be opened with `O_DIRECT`.
-fn filesystem_allows_direct_io(dir: &Path) -> bool {
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(dir.join("probe"))
-        .is_ok()
 }
 
 fn refuse_direct_io(refuse: bool) {
@@ -125,14 +111,16 @@ fn a_roll_onto_a_file_that_refuses_o_direct_falls_back() {
     });
 }
 
-/// Restarts alternate between the modes, so that direct I/O resumes at unaligned tails
-/// written by buffered writes, and the other way round.
+/// Restarts cycle through the modes, so that direct I/O resumes at unaligned tails written by
+/// buffered writes, and the other way round.
 #[test]
 fn restarts_may_switch_modes_at_an_unaligned_tail() {
     let dir = tempfile::tempdir().unwrap();
     let mut placed = Vec::new();
     for round in 0..8 {
-        with_direct_io(round % 2 == 1, || {
+        let mode =
+            [Mode::Buffered, Mode::Direct, Mode::Shared][usize::try_from(round % 3).unwrap()];
+        with_mode(mode, || {
             placed.extend(run(async {
                 let mut recovered = recover(dir.path(), &small_config()).unwrap();
                 assert_eq!(recovered.records, all_records(&placed));

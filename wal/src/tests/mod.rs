@@ -1,22 +1,31 @@
 //! Tests of the WAL on real files in temporary directories, on a real monoio runtime.
 //!
-//! Most tests run twice, with buffered writes and with direct I/O: `in_both_modes!` makes a
-//! `buffered` and a `direct` test of each function named, and `small_config` follows the mode.
+//! Most tests run three times: with buffered writes, with direct I/O, and with direct I/O
+//! whose syncs are shared. `in_every_mode!` makes a `buffered`, a `direct` and a `shared` test
+//! of each function named, and `small_config` follows the mode.
 
-/// For each function named, a module of that name with two tests that run it: `buffered` and
-/// `direct` (where [`small_config`] asks for `O_DIRECT | O_DSYNC` appends).
-macro_rules! in_both_modes {
+/// For each function named, a module of that name with three tests that run it: `buffered`,
+/// `direct` (where [`small_config`] asks for `O_DIRECT | O_DSYNC` appends) and `shared`
+/// (`O_DIRECT` appends made durable by a sync that may be shared).
+macro_rules! in_every_mode {
     ($($name:ident),* $(,)?) => {
         $(
             mod $name {
+                use $crate::tests::Mode;
+
                 #[test]
                 fn buffered() {
-                    $crate::tests::with_direct_io(false, super::$name);
+                    $crate::tests::with_mode(Mode::Buffered, super::$name);
                 }
 
                 #[test]
                 fn direct() {
-                    $crate::tests::with_direct_io(true, super::$name);
+                    $crate::tests::with_mode(Mode::Direct, super::$name);
+                }
+
+                #[test]
+                fn shared() {
+                    $crate::tests::with_mode(Mode::Shared, super::$name);
                 }
             }
         )*
@@ -30,11 +39,12 @@ mod direct;
 mod model;
 mod poison;
 mod round_trip;
+mod shared_sync;
 
 use std::cell::Cell;
 use std::fs;
 use std::future::Future;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use strata_core::frame::encode_frame;
@@ -56,24 +66,52 @@ pub(crate) fn run<F: Future>(future: F) -> F::Output {
         .block_on(future)
 }
 
-thread_local! {
-    /// Whether [`small_config`] asks for direct I/O on this test's thread.
-    static DIRECT_IO: Cell<bool> = const { Cell::new(false) };
+/// How a test's log writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Buffered,
+    /// `O_DIRECT | O_DSYNC` appends.
+    Direct,
+    /// `O_DIRECT` appends and shared syncs.
+    Shared,
 }
 
-/// Runs `body` with [`small_config`] in buffered (`false`) or direct I/O (`true`) mode.
-pub(crate) fn with_direct_io(direct_io: bool, body: impl FnOnce()) {
-    DIRECT_IO.with(|mode| mode.set(direct_io));
+thread_local! {
+    /// The mode [`small_config`] asks for on this test's thread.
+    static MODE: Cell<Mode> = const { Cell::new(Mode::Buffered) };
+}
+
+/// Runs `body` with [`small_config`] in `mode`.
+pub(crate) fn with_mode(mode: Mode, body: impl FnOnce()) {
+    MODE.with(|current| current.set(mode));
     body();
 }
 
 /// 16 KiB segments, in the mode the running test asked for.
 pub(crate) fn small_config() -> WalConfig {
+    let mode = MODE.with(Cell::get);
     WalConfig {
         segment_bytes: 16 * 1024,
-        direct_io: DIRECT_IO.with(Cell::get),
+        direct_io: mode != Mode::Buffered,
+        shared_sync: mode == Mode::Shared,
         keep_until_archived: false,
     }
+}
+
+/// Whether files in `dir` can be opened with `O_DIRECT`.
+pub(crate) fn filesystem_allows_direct_io(dir: &Path) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dir.join("probe"))
+        .is_ok()
+}
+
+/// Whether `wal`'s appends are durable when they return (`O_DSYNC`), with no sync.
+pub(crate) fn appends_are_durable(wal: &PartitionWal) -> bool {
+    wal.direct_io() && !wal.shares_sync()
 }
 
 pub(crate) fn encode(first_lsn: Lsn, records: &[Record]) -> Vec<u8> {

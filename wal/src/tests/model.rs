@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,8 +15,11 @@ use strata_core::record::Record;
 use strata_core::Lsn;
 
 use super::PARTITION;
-use super::{apply, encode, recover, run, small_config, state_from_entries, write_bytes, State};
-use crate::{encode_checkpoint, PartitionWal, WalConfig};
+use super::{
+    appends_are_durable, apply, encode, recover, run, small_config, state_from_entries,
+    write_bytes, State,
+};
+use crate::{encode_checkpoint, DeviceSync, PartitionWal, WalConfig};
 
 const SEEDS: u64 = 48;
 const CRASHES_PER_SEED: usize = 4;
@@ -66,6 +70,7 @@ async fn run_operations(
     rng: &mut StdRng,
 ) -> Option<LastAppend> {
     let mut last_append = None;
+    wal.attach_device_sync(Rc::new(DeviceSync::default()));
     for _ in 0..rng.gen_range(1..OPERATIONS_PER_RUN_MAX) {
         last_append = None;
         match rng.gen_range(0..20) {
@@ -91,7 +96,7 @@ async fn run_operations(
                 wal.append(frame).await.unwrap();
                 model.history.extend(records);
                 model.frame_ends.insert(model.history.len() as u64);
-                if wal.direct_io() {
+                if appends_are_durable(wal) {
                     assert_eq!(wal.durable_lsn(), wal.last_lsn());
                     model.durable_lsn = model.history.len() as u64;
                 }
@@ -104,16 +109,17 @@ async fn run_operations(
     last_append
 }
 
-/// The range of the active segment a crash may damage: from the synced offset (buffered), or
-/// the last append's write if it was the last operation (direct I/O, where that write is
-/// then taken to be in flight, so not durable yet).
+/// The range of the active segment a crash may damage: from the synced offset (buffered, or
+/// direct appends waiting for a sync), or the last append's write if it was the last
+/// operation (`O_DSYNC` direct I/O, where that write is then taken to be in flight, so not
+/// durable yet).
 fn crash_range(
     wal: &PartitionWal,
     last_append: Option<LastAppend>,
     model: &mut Model,
 ) -> (PathBuf, u64, u64) {
     let (path, write_offset, synced_offset) = wal.active_segment();
-    if !wal.direct_io() {
+    if !appends_are_durable(wal) {
         return (path, synced_offset, write_offset);
     }
     assert_eq!(synced_offset, write_offset);
@@ -214,4 +220,4 @@ fn recovery_keeps_every_synced_record_through_random_crashes() {
     assert!(coverage.checkpoints_loaded > 10, "{} checkpoints", coverage.checkpoints_loaded);
 }
 
-in_both_modes!(recovery_keeps_every_synced_record_through_random_crashes,);
+in_every_mode!(recovery_keeps_every_synced_record_through_random_crashes,);

@@ -5,7 +5,9 @@ use std::future::Future;
 use strata_core::Lsn;
 
 use super::empty_checkpoint;
-use super::{append_synced, encode, fill, recover, run, set, small_config, FaultSite};
+use super::{
+    append_synced, appends_are_durable, encode, fill, recover, run, set, small_config, FaultSite,
+};
 use crate::WalError;
 
 fn expect_poisoned<T: std::fmt::Debug>(outcome: Result<T, WalError>) {
@@ -42,7 +44,7 @@ fn a_failed_sync_poisons_every_later_operation() {
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
         fill(&mut wal, 3, 1).await;
-        if wal.direct_io() {
+        if appends_are_durable(&wal) {
             // The O_DSYNC write is the sync: its failure is the append's.
             wal.fault = Some(FaultSite::Sync);
             let failed = wal.append(encode(Lsn(4), &[set(4, 10)])).await;
@@ -104,7 +106,7 @@ fn a_cancelled_append_poisons_the_log() {
     });
 }
 
-in_both_modes!(
+in_every_mode!(
     a_failed_write_poisons_every_later_operation,
     a_failed_sync_poisons_every_later_operation,
     a_failed_sync_during_a_roll_poisons_the_log,

@@ -3,7 +3,10 @@
 use strata_core::record::Record;
 use strata_core::Lsn;
 
-use super::{all_records, append, append_synced, encode, fill, recover, run, set, small_config};
+use super::{
+    all_records, append, append_synced, appends_are_durable, encode, fill, recover, run, set,
+    small_config,
+};
 use crate::{scan_segments, SegmentHeader, WalConfig, WalError, SEGMENT_HEADER_BYTES};
 
 fn an_empty_directory_starts_a_log_at_lsn_one() {
@@ -93,7 +96,7 @@ fn several_frames_in_one_buffer_and_unsynced_frames_after_a_clean_stop() {
         assert!(returned.is_empty());
         assert_eq!(wal.last_lsn(), Lsn(3));
         // Direct I/O appends are durable when they return; buffered ones wait for a sync.
-        let durable_lsn = if wal.direct_io() { Lsn(3) } else { Lsn::ZERO };
+        let durable_lsn = if appends_are_durable(&wal) { Lsn(3) } else { Lsn::ZERO };
         assert_eq!(wal.durable_lsn(), durable_lsn);
         append(&mut wal, vec![set(4, 10)]).await;
     });
@@ -195,7 +198,7 @@ fn the_log_also_works_on_the_legacy_driver() {
     });
 }
 
-in_both_modes!(
+in_every_mode!(
     an_empty_directory_starts_a_log_at_lsn_one,
     frames_survive_restarts_across_many_rolls,
     a_roll_uses_the_spare_prepared_in_the_background,

@@ -71,10 +71,31 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
-/// A directory serving as shared storage for the nodes of this test process.
+const SHARED_DIR_PREFIX: &str = "strata-test-shared-";
+
+/// A directory serving as shared storage for the nodes of this test process. The first call
+/// in a process removes the directories of test processes that are gone, so that they do not
+/// pile up in the temporary directory.
 #[must_use]
 pub fn shared_dir() -> PathBuf {
-    std::env::temp_dir().join(format!("strata-test-shared-{}", std::process::id()))
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    let temporary = std::env::temp_dir();
+    SWEPT.get_or_init(|| remove_shared_dirs_of_gone_processes(&temporary));
+    temporary.join(format!("{SHARED_DIR_PREFIX}{}", std::process::id()))
+}
+
+fn remove_shared_dirs_of_gone_processes(temporary: &Path) {
+    let Ok(entries) = std::fs::read_dir(temporary) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|name| name.strip_prefix(SHARED_DIR_PREFIX)) else {
+            continue;
+        };
+        let gone = pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists();
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Settings of a test node's config file.

@@ -119,6 +119,8 @@ pub struct NodeSettings {
     /// directory common to every node of this test process (cluster roles need shared
     /// storage), standalone nodes none.
     pub storage: String,
+    /// Lines added to the `[wal]` section.
+    pub wal: String,
     pub extra: String,
 }
 
@@ -136,6 +138,7 @@ impl Default for NodeSettings {
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
             storage: String::new(),
+            wal: String::new(),
             extra: String::new(),
         }
     }
@@ -191,7 +194,7 @@ impl TestNode {
              http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
-             checkpoint_interval = {}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
+             checkpoint_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
              heartbeat_timeout = {}\n{}\n",
             settings.shards,
             settings.io_driver,
@@ -205,6 +208,7 @@ impl TestNode {
             settings.segment_size,
             settings.checkpoint_size,
             settings.checkpoint_interval,
+            settings.wal,
             settings.partitions,
             settings.heartbeat_interval,
             settings.heartbeat_timeout,

@@ -56,6 +56,12 @@ impl Layout {
         format!("snap/{:020}", lsn.0)
     }
 
+    /// The folder of one partition's objects (its manifest, `seg/` and `snap/`).
+    #[must_use]
+    pub fn partition_folder(&self, partition: PartitionId) -> Path {
+        Path::from(format!("{}/p{}", self.prefix, partition.0))
+    }
+
     /// The full path of an object named relative to its partition.
     #[must_use]
     pub fn object(&self, partition: PartitionId, name: &str) -> Path {

@@ -123,6 +123,13 @@ impl PartitionManifest {
         names
     }
 
+    /// Whether the manifest lists the object `name` (relative to its partition).
+    #[must_use]
+    pub fn lists(&self, name: &str) -> bool {
+        self.segments.iter().any(|segment| segment.object == name)
+            || self.snapshots.iter().any(|snapshot| snapshot.object == name)
+    }
+
     #[must_use]
     pub fn newest_snapshot(&self) -> Option<&SnapshotEntry> {
         self.snapshots.last()

@@ -162,3 +162,54 @@ fn a_corrupt_or_missing_object_is_named_and_nothing_of_it_is_applied() {
         );
     });
 }
+
+#[test]
+fn objects_no_manifest_lists_are_deleted_when_the_manifest_is_read_again() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_partition(data_dir.path(), 300);
+    let store: Store = Arc::new(InMemory::new());
+    let marks = Arc::new(ArchiveMarks::new(1));
+    let layout = Layout::new("test-0001").unwrap();
+    runtime().block_on(async {
+        marks.set_committed(PARTITION, Lsn(300));
+        let mut uploader = uploader(&store, data_dir.path(), &marks);
+        uploader.pass().await;
+        let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
+        assert!(!manifest.segments.is_empty());
+        // Left by a crash between an upload and its manifest, and by one during pruning.
+        let orphans = [
+            layout.object(PARTITION, &Layout::segment_name(Epoch(1), Lsn(999_999))),
+            layout.object(PARTITION, &Layout::snapshot_name(Lsn(77))),
+        ];
+        // Not this partition's data objects: left alone.
+        let others = [
+            object_store::path::Path::from("test-0001/p1/seg/00000000000000000001"),
+            object_store::path::Path::from("test-0001/p0/notes.txt"),
+        ];
+        for path in orphans.iter().chain(&others) {
+            store.put(path, PutPayload::from_static(b"left over")).await.unwrap();
+        }
+        // The running uploader keeps its manifest: its passes do not list the store.
+        uploader.pass().await;
+        for orphan in &orphans {
+            assert!(store.head(orphan).await.is_ok());
+        }
+        // A restarted uploader reads the manifest again, and with it removes the orphans.
+        uploader = self::uploader(&store, data_dir.path(), &marks);
+        uploader.pass().await;
+        for orphan in &orphans {
+            let gone = store.head(orphan).await;
+            assert!(matches!(gone, Err(object_store::Error::NotFound { .. })), "{orphan}");
+        }
+        for path in &others {
+            assert!(store.head(path).await.is_ok(), "{path}");
+        }
+        assert!(store.head(&layout.partition_manifest(PARTITION)).await.is_ok());
+        for segment in &manifest.segments {
+            assert!(store.head(&layout.object(PARTITION, &segment.object)).await.is_ok());
+        }
+        let target = tempfile::tempdir().unwrap();
+        let report = restore(&store, &layout, target.path(), &mut |_, _| {}).await.unwrap();
+        assert_eq!(report.partitions[0].last_lsn, manifest.segments.last().unwrap().last_lsn);
+    });
+}

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
 use strata_core::{Lsn, PartitionId};
 use strata_wal::{ArchiveMarks, SegmentInfo};
@@ -277,10 +278,15 @@ impl Uploader {
 
     async fn upload_partition(&mut self, partition: PartitionId) -> Result<Backlog, ArchiveError> {
         self.write_cluster_manifest().await?;
-        let mut manifest = match self.partitions[partition.0 as usize].manifest.take() {
-            Some(manifest) => manifest,
-            None => read_partition_manifest(&self.config.store, &self.layout, partition).await?,
-        };
+        let mut manifest =
+            if let Some(manifest) = self.partitions[partition.0 as usize].manifest.take() {
+                manifest
+            } else {
+                let manifest =
+                    read_partition_manifest(&self.config.store, &self.layout, partition).await?;
+                self.remove_orphans(partition, &manifest).await?;
+                manifest
+            };
         let outcome = self.upload_new_objects(partition, &mut manifest).await;
         self.partitions[partition.0 as usize].manifest = Some(manifest);
         outcome
@@ -343,6 +349,49 @@ impl Uploader {
             }
         }
         tracing::debug!(partition = partition.0, objects = dropped.len(), "old objects deleted");
+        Ok(())
+    }
+
+    /// Deletes the partition's segments and snapshots that its manifest does not list: left
+    /// by a crash between an upload and the manifest that records it, or during pruning
+    /// between the manifest and the deletions. Only the manifest's objects are ever read, and
+    /// this uploader is the prefix's one writer, so nothing else can be using them. Runs when
+    /// the uploader (re)reads the manifest: at start, after a new prefix, after damage. A
+    /// manifest that lists nothing (or is missing) is no evidence: nothing is deleted then.
+    async fn remove_orphans(
+        &self,
+        partition: PartitionId,
+        manifest: &PartitionManifest,
+    ) -> Result<(), ArchiveError> {
+        if manifest.segments.is_empty() && manifest.snapshots.is_empty() {
+            return Ok(());
+        }
+        let folder = self.layout.partition_folder(partition);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .config
+            .store
+            .list(Some(&folder))
+            .try_collect()
+            .await
+            .map_err(|error| ArchiveError::store("list", &folder, error))?;
+        let mut removed = 0;
+        for object in listed {
+            let Some(name) = object.location.as_ref().strip_prefix(&format!("{folder}/")) else {
+                continue;
+            };
+            let data = name.starts_with("seg/") || name.starts_with("snap/");
+            if !data || manifest.lists(name) {
+                continue;
+            }
+            match self.config.store.delete(&object.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => removed += 1,
+                Err(error) => return Err(ArchiveError::store("delete", &object.location, error)),
+            }
+        }
+        if removed > 0 {
+            let what = "objects no manifest lists were deleted";
+            tracing::info!(partition = partition.0, objects = removed, "{what}");
+        }
         Ok(())
     }
 

@@ -106,21 +106,43 @@ impl Shard {
             return;
         }
         self.detach_partition(partition, Some(&subscribe.name));
+        let _ = stream.set_nodelay(true);
+        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
+        let (reader, writer) = stream.into_split();
+        monoio::spawn(Rc::clone(&link).run_writer(writer));
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-        let epoch = self.mesh.shared.epoch();
         let continues = subscribe.last_lsn == slot.framed_lsn
             && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
         let missing = if continues {
             Some(Vec::new())
         } else {
             recent_after(slot, subscribe.last_lsn, subscribe.last_epoch)
-                .or_else(|| self.missing_from_log(slot, &subscribe))
         };
-        let _ = stream.set_nodelay(true);
-        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
-        let (reader, writer) = stream.into_split();
-        monoio::spawn(Rc::clone(&link).run_writer(writer));
+        if missing.is_none() && subscribe.last_lsn < slot.framed_lsn {
+            // Further behind than the recent frames reach: what it misses may still be in the
+            // log files, which a thread of its own reads so that this shard does not stall.
+            slot.reading_log.push((subscribe.name.clone(), Rc::clone(&link)));
+            drop(partitions);
+            self.read_log_for(subscribe, link, reader);
+            return;
+        }
+        self.start_stream(slot, subscribe, link, reader, missing);
+        drop(partitions);
+        self.advance_commit(partition);
+    }
+
+    /// Starts a replica's stream: with the frames it misses, or with a snapshot when `None`.
+    fn start_stream(
+        self: &Rc<Self>,
+        slot: &mut PartitionSlot,
+        subscribe: Subscribe,
+        link: Rc<Link>,
+        reader: OwnedReadHalf<TcpStream>,
+        missing: Option<Vec<Rc<[u8]>>>,
+    ) {
+        let partition = subscribe.partition;
+        let epoch = self.mesh.shared.epoch();
         if let Some(frames) = missing {
             let next_lsn = subscribe.last_lsn.next();
             // Catch-up frames, like a snapshot, do not count against the live window.
@@ -141,68 +163,74 @@ impl Shard {
                 self.send_snapshots(slot, partition);
             }
         }
-        drop(partitions);
-        self.advance_commit(partition);
     }
 
-    /// The frames a replica is missing read back from the local segment files, then the
-    /// recent frames after them; for a replica further behind than the recent frames reach
-    /// (one that loaded the archive, or was away a while). `None` when the log does not hold
-    /// them all, when the replica's last frame is not this log's (another epoch), or when
-    /// they exceed half the replica window or two segments, whichever is more: the replica
-    /// then gets a snapshot.
-    fn missing_from_log(
-        &self,
-        slot: &PartitionSlot,
-        subscribe: &Subscribe,
-    ) -> Option<Vec<Rc<[u8]>>> {
-        if subscribe.last_lsn >= slot.framed_lsn {
-            return None;
-        }
+    /// Reads the frames after the replica's last LSN from the partition's segment files on a
+    /// thread of its own (at most half the replica window or two segments, whichever is
+    /// more), then starts the stream with them, or with a snapshot.
+    fn read_log_for(
+        self: &Rc<Self>,
+        subscribe: Subscribe,
+        link: Rc<Link>,
+        reader: OwnedReadHalf<TcpStream>,
+    ) {
         let partition = subscribe.partition;
         let directory = self.partition_directory(partition);
         let options = &self.mesh.options;
         let two_segments =
             usize::try_from(options.segment_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
         let bytes_max = (options.replica_window / 2).max(two_segments);
-        let tail = match strata_wal::read_log_after(
-            &directory,
-            partition,
-            subscribe.last_lsn,
-            bytes_max,
-        ) {
-            Ok(tail) => tail?,
+        let after = subscribe.last_lsn;
+        let (sender, receiver) = flume::bounded(1);
+        let spawned = std::thread::Builder::new().name("log-reader".into()).spawn(move || {
+            let _ =
+                sender.send(strata_wal::read_log_after(&directory, partition, after, bytes_max));
+        });
+        if let Err(error) = spawned {
+            // The receiver then reports the sender gone: the replica gets a snapshot.
+            tracing::warn!(partition = partition.0, %error, "cannot start a log reader");
+        }
+        monoio::spawn(Rc::clone(self).resume_from_log(subscribe, link, reader, receiver));
+    }
+
+    /// Starts a stream whose missing frames were read from the log files, unless the replica
+    /// was detached meanwhile or this node stopped leading.
+    async fn resume_from_log(
+        self: Rc<Self>,
+        subscribe: Subscribe,
+        link: Rc<Link>,
+        reader: OwnedReadHalf<TcpStream>,
+        receiver: flume::Receiver<Result<Option<strata_wal::LogTail>, strata_wal::WalError>>,
+    ) {
+        let read = receiver.recv_async().await.unwrap_or(Ok(None));
+        let partition = subscribe.partition;
+        let mut partitions = self.partitions.borrow_mut();
+        let Some(slot) = partitions[partition.0 as usize].as_mut() else {
+            link.close();
+            return;
+        };
+        let pending = slot.reading_log.iter().position(|(_, pending)| Rc::ptr_eq(pending, &link));
+        let Some(pending) = pending else {
+            // Detached while the log was read, or the partition's files were replaced.
+            link.close();
+            return;
+        };
+        slot.reading_log.swap_remove(pending);
+        if link.is_closed() || self.mesh.shared.mode() != ServingMode::Leader {
+            link.close();
+            return;
+        }
+        let missing = match read {
+            Ok(tail) => tail.and_then(|tail| frames_after_log(slot, &subscribe, tail)),
             Err(error) => {
                 let what = "cannot read the log for a replica";
                 tracing::warn!(partition = partition.0, %error, "{what}");
-                return None;
+                None
             }
         };
-        let prefix_matches = match tail.epoch_at_start {
-            Some(epoch) => epoch == subscribe.last_epoch || subscribe.last_lsn == Lsn::ZERO,
-            // The frame ending at the replica's last LSN is gone from the log: its next frame
-            // must not be older than the replica's last one.
-            None => tail
-                .frames
-                .first()
-                .and_then(|frame| decode_frame(frame).ok())
-                .is_some_and(|header| header.epoch >= subscribe.last_epoch),
-        };
-        if !prefix_matches {
-            return None;
-        }
-        let mut frames: Vec<Rc<[u8]>> = tail.frames.into_iter().map(Rc::from).collect();
-        if tail.last_lsn < slot.framed_lsn {
-            frames.extend(recent_after(slot, tail.last_lsn, tail.last_epoch)?);
-        }
-        tracing::info!(
-            partition = partition.0,
-            replica = subscribe.name,
-            from = subscribe.last_lsn.0,
-            frames = frames.len(),
-            "replica resumes from the local log"
-        );
-        Some(frames)
+        self.start_stream(slot, subscribe, link, reader, missing);
+        drop(partitions);
+        self.advance_commit(partition);
     }
 
     fn new_replica(
@@ -369,6 +397,11 @@ impl Shard {
                     link.close();
                 }
             }
+            for (replica, link) in &slot.reading_log {
+                if name.is_none_or(|name| name == replica) {
+                    link.close();
+                }
+            }
         }
         self.forget_closed(partition);
     }
@@ -379,6 +412,7 @@ impl Shard {
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
             slot.replicas.retain(|replica| !replica.link.is_closed());
             slot.awaiting_snapshot.retain(|(_, link, _)| !link.is_closed());
+            slot.reading_log.retain(|(_, link)| !link.is_closed());
         }
         self.advance_commit(partition);
     }
@@ -830,6 +864,44 @@ impl Shard {
             upstream.push_lsn(MessageKind::Ack, slot.durable_lsn);
         }
     }
+}
+
+/// The frames a replica is missing, from `tail` (read back from the local segment files) and
+/// then the recent frames after it; for a replica further behind than the recent frames reach
+/// (one that loaded the archive, or was away a while). `None` when the log did not hold them
+/// all, or when the replica's last frame is not this log's (another epoch): the replica then
+/// gets a snapshot.
+fn frames_after_log(
+    slot: &PartitionSlot,
+    subscribe: &Subscribe,
+    tail: strata_wal::LogTail,
+) -> Option<Vec<Rc<[u8]>>> {
+    let partition = subscribe.partition;
+    let prefix_matches = match tail.epoch_at_start {
+        Some(epoch) => epoch == subscribe.last_epoch || subscribe.last_lsn == Lsn::ZERO,
+        // The frame ending at the replica's last LSN is gone from the log: its next frame
+        // must not be older than the replica's last one.
+        None => tail
+            .frames
+            .first()
+            .and_then(|frame| decode_frame(frame).ok())
+            .is_some_and(|header| header.epoch >= subscribe.last_epoch),
+    };
+    if !prefix_matches {
+        return None;
+    }
+    let mut frames: Vec<Rc<[u8]>> = tail.frames.into_iter().map(Rc::from).collect();
+    if tail.last_lsn < slot.framed_lsn {
+        frames.extend(recent_after(slot, tail.last_lsn, tail.last_epoch)?);
+    }
+    tracing::info!(
+        partition = partition.0,
+        replica = subscribe.name,
+        from = subscribe.last_lsn.0,
+        frames = frames.len(),
+        "replica resumes from the local log"
+    );
+    Some(frames)
 }
 
 /// The recent frames a replica is missing, when its log ends exactly where one of them ends

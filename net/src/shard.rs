@@ -174,6 +174,8 @@ pub(crate) struct PartitionSlot {
     /// Leader: the replicas streaming this partition, and those waiting for a snapshot.
     pub(crate) replicas: Vec<Rc<Replica>>,
     pub(crate) awaiting_snapshot: Vec<AwaitingSnapshot>,
+    /// Leader: replicas (by name) whose missing frames a log reader thread is reading.
+    pub(crate) reading_log: Vec<(String, Rc<crate::link::Link>)>,
     /// Replica: the leader's commit LSN (None while this node takes writes itself).
     pub(crate) leader_commit: Option<Lsn>,
     /// Replica: frames received and applied, not yet written to the WAL.
@@ -336,6 +338,7 @@ impl Shard {
             recent_bytes: 0,
             replicas: Vec::new(),
             awaiting_snapshot: Vec::new(),
+            reading_log: Vec::new(),
             leader_commit: None,
             inbound: VecDeque::new(),
             inbound_bytes: 0,

@@ -311,6 +311,38 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
     );
 }
 
+/// A follower away for longer than the leader's recent frames reach (8 MiB per partition)
+/// catches up from the leader's segment files, read off the shard, with no snapshot.
+#[test]
+fn a_follower_far_behind_catches_up_from_the_leaders_log_files() {
+    let one_partition = |shards| NodeSettings { partitions: 1, ..settings(shards) };
+    let leader = TestNode::start(one_partition(1));
+    set_role(&leader, "leader", "boss", None);
+    let mut follower = TestNode::start(one_partition(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    let _: () = client.set("before", "away").unwrap();
+    expected.insert("before".to_string(), "away".to_string());
+    follower.kill();
+    // 12 MiB: beyond the recent frames, within what the log files may serve.
+    let value = "v".repeat(4096);
+    for index in 0..3_000 {
+        let key = format!("during:{index}");
+        let _: () = client.set(&key, &value).unwrap();
+        expected.insert(key, value.clone());
+    }
+    let snapshots_before = leader.log().matches("snapshot sent").count();
+    follower.restart();
+    set_role(&follower, "follower", "f1", Some(&leader));
+    assert_caught_up(&leader, &follower, &expected, "follower far behind");
+    assert!(leader.log().contains("replica resumes from the local log"), "{}", leader.log());
+    assert_eq!(leader.log().matches("snapshot sent").count(), snapshots_before);
+    let _: () = client.set("after", "return").unwrap();
+    let found: Option<String> = follower.client().get("after").unwrap();
+    assert_eq!(found.as_deref(), Some("return"));
+}
+
 #[test]
 fn a_follower_restarted_after_a_snapshot_continues_without_another() {
     // A small window and small segments: the ~150 KB of log per partition the late follower

@@ -433,8 +433,9 @@ impl PartitionWal {
         Ok(frames)
     }
 
-    /// Writes `frames` at `offset` with one `O_DIRECT | O_DSYNC` write of whole blocks: the
-    /// partial block before `offset` again (the same bytes), the frames, zeros to the block end.
+    /// Writes `frames` at `offset` with one `O_DIRECT` write of whole blocks: the partial block
+    /// before `offset` again (the same bytes), the frames, zeros to the block end. With a shared
+    /// sync attached, the write is tagged for the sync that must cover it.
     async fn write_direct(&mut self, frames: &[u8], offset: u64) -> Result<(), WalError> {
         // An O_DSYNC write is also the sync, so a test's sync failure lands here too.
         let dsync = self.sync_device.is_none();

@@ -37,8 +37,8 @@ pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub segment_bytes: u64,
-    /// FlushAtOnce only: append with O_DIRECT|O_DSYNC (durable when the write completes, no
-    /// separate fdatasync).
+    /// FlushAtOnce only: append with O_DIRECT; with O_DSYNC too (durable when the write
+    /// completes, no separate fdatasync) unless `shared_sync` applies.
     pub direct_io: bool,
     /// With `direct_io`, on ext4 and XFS: the partitions of a shard share one fdatasync per
     /// round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).

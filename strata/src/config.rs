@@ -109,9 +109,9 @@ pub struct Wal {
     pub checkpoint_size: ByteSize,
     /// ... or once this many seconds passed with any write.
     pub checkpoint_interval: u64,
-    /// With FlushAtOnce: append with O_DIRECT|O_DSYNC, so each write is durable when it
-    /// completes and needs no fdatasync. Falls back to buffered I/O (logged) where the file
-    /// system refuses O_DIRECT.
+    /// With FlushAtOnce: append with O_DIRECT, past the page cache; durable on completion
+    /// (O_DSYNC) unless `shared_sync` applies. Falls back to buffered I/O (logged) where the
+    /// file system refuses O_DIRECT.
     pub direct_io: bool,
     /// With direct_io on ext4 or XFS: appends are O_DIRECT alone and the partitions of a shard
     /// share one fdatasync per round (one device flush instead of one per partition).

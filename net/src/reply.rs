@@ -67,6 +67,17 @@ pub(crate) fn encode_merged(
     answers: Vec<Answer>,
     shard: &Shard,
 ) {
+    if let Merge::Info { sections } = merge {
+        // INFO answers even when partitions do not: after a WAL failure is when it is needed.
+        let keys = answers.iter().map(|answer| match answer {
+            Answer::Integer(value) => *value,
+            _ => 0,
+        });
+        let failed = answers.iter().filter(|answer| matches!(answer, Answer::Error(_))).count();
+        let text = info_text(shard, sections, keys.sum(), failed);
+        resp::encode_bulk(output, text.as_bytes());
+        return;
+    }
     if let Some(error) = first_error(&answers) {
         encode_answer(output, error);
         return;
@@ -96,14 +107,7 @@ pub(crate) fn encode_merged(
                 }
             }
         }
-        Merge::Info { sections } => {
-            let keys = answers.iter().map(|answer| match answer {
-                Answer::Integer(value) => *value,
-                _ => 0,
-            });
-            let text = info_text(shard, sections, keys.sum());
-            resp::encode_bulk(output, text.as_bytes());
-        }
+        Merge::Info { .. } => unreachable!("answered above"),
     }
 }
 
@@ -114,7 +118,9 @@ fn wants(sections: &[String], name: &str) -> bool {
         })
 }
 
-fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
+/// `keys` counts the partitions that answered; `failed_partitions` refused after a WAL
+/// failure.
+fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: usize) -> String {
     let mesh = &shard.mesh;
     let options = &mesh.options;
     let counters = &mesh.counters;
@@ -152,11 +158,14 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64) -> String {
             text,
             "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\n\
              wal_frames_written:{}\r\n\
-             wal_syncs:{}\r\nwal_fdatasyncs:{}\r\ncheckpoints:{}\r\n\r\n",
+             wal_syncs:{}\r\nwal_fdatasyncs:{}\r\nwal_failed_partitions:{}\r\n\
+             aof_last_write_status:{}\r\ncheckpoints:{}\r\n\r\n",
             options.durability.name(),
             counters.frames_written.load(Ordering::Relaxed),
             counters.syncs.load(Ordering::Relaxed),
             counters.fdatasyncs.load(Ordering::Relaxed),
+            failed_partitions,
+            if failed_partitions == 0 { "ok" } else { "err" },
             counters.checkpoints.load(Ordering::Relaxed),
         );
     }

@@ -1,13 +1,15 @@
 //! A WAL write that fails is sticky: once a partition's disk is full, the partition refuses
 //! writes with a clear error, the node keeps serving committed data, and nothing acknowledged
-//! is lost. The data directory is a small tmpfs mounted for the test (CI runs as root).
+//! is lost. The data directory is a small filesystem mounted for the test (CI runs as root):
+//! a tmpfs, where appends are O_DSYNC, and an ext4 image on a loop device, where the
+//! partitions share their fdatasyncs.
 
 use std::process::Command;
 
 use redis::Commands;
 use strata_tests::{NodeSettings, TestNode};
 
-/// A tmpfs mounted on a directory, unmounted when dropped.
+/// A small filesystem mounted on a directory, unmounted when dropped.
 struct SmallDisk {
     path: std::path::PathBuf,
 }
@@ -23,6 +25,19 @@ impl SmallDisk {
         assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
         SmallDisk { path: path.to_path_buf() }
     }
+
+    /// An ext4 filesystem of `size` in the image file `image`, mounted through a loop device.
+    fn mount_ext4(path: &std::path::Path, image: &std::path::Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).unwrap();
+        let run = |command: &mut Command| {
+            let status = command.status().expect("command runs");
+            assert!(status.success(), "{command:?} failed (a loop mount needs root)");
+        };
+        run(Command::new("truncate").args(["-s", size]).arg(image));
+        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image));
+        run(Command::new("mount").args(["-o", "loop"]).arg(image).arg(path));
+        SmallDisk { path: path.to_path_buf() }
+    }
 }
 
 impl Drop for SmallDisk {
@@ -31,8 +46,7 @@ impl Drop for SmallDisk {
     }
 }
 
-#[test]
-fn a_full_disk_makes_the_partition_refuse_writes_and_keeps_committed_data() {
+fn small_node() -> TestNode {
     let settings = NodeSettings {
         segment_size: "64KB",
         checkpoint_size: "64MB",
@@ -40,9 +54,40 @@ fn a_full_disk_makes_the_partition_refuse_writes_and_keeps_committed_data() {
         shards: 1,
         ..NodeSettings::default()
     };
-    let mut node = TestNode::create(settings);
+    TestNode::create(settings)
+}
+
+#[test]
+fn a_full_disk_makes_the_partition_refuse_writes_and_keeps_committed_data() {
+    let mut node = small_node();
     let _disk = SmallDisk::mount(&node.data_dir(), "1m");
     node.restart();
+    fill_until_refused(&node);
+}
+
+#[test]
+fn a_full_ext4_disk_with_shared_syncs_refuses_writes_and_keeps_committed_data() {
+    let mut node = small_node();
+    let image = node.directory.path().join("disk.img");
+    let _disk = SmallDisk::mount_ext4(&node.data_dir(), &image, "4M");
+    node.restart();
+    fill_until_refused(&node);
+    let info = persistence_info(&node);
+    let fdatasyncs = info
+        .lines()
+        .find_map(|line| line.strip_prefix("wal_fdatasyncs:"))
+        .map(|count| count.trim().parse::<u64>().unwrap());
+    assert!(fdatasyncs.is_some_and(|count| count > 0), "syncs were shared fdatasyncs: {info}");
+}
+
+fn persistence_info(node: &TestNode) -> String {
+    let mut client = node.client();
+    redis::cmd("INFO").arg("persistence").query(&mut client).expect("INFO answers")
+}
+
+/// Writes 1000-byte values until the disk is full, then checks the refusal is sticky and
+/// every acknowledged write is still served.
+fn fill_until_refused(node: &TestNode) {
     let mut client = node.client();
     let value = vec![b'v'; 1000];
     let mut acknowledged = Vec::new();
@@ -70,5 +115,9 @@ fn a_full_disk_makes_the_partition_refuse_writes_and_keeps_committed_data() {
     }
     let pong: String = redis::cmd("PING").query(&mut client).unwrap();
     assert_eq!(pong, "PONG");
+    // INFO still answers, and tells which partitions failed, as Redis's AOF status does.
+    let info = persistence_info(node);
+    assert!(info.contains("wal_failed_partitions:1\r\n"), "{info}");
+    assert!(info.contains("aof_last_write_status:err\r\n"), "{info}");
     assert!(node.log().contains("WAL write failed"), "{}", node.log());
 }

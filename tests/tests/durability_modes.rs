@@ -97,6 +97,8 @@ fn the_partitions_of_a_shard_share_their_fdatasyncs() {
         let syncs = info_counter(&info, "wal_syncs");
         let fdatasyncs = info_counter(&info, "wal_fdatasyncs");
         assert!(syncs >= 8, "{info}");
+        assert_eq!(info_counter(&info, "wal_failed_partitions"), 0, "{info}");
+        assert!(info.contains("aof_last_write_status:ok\r\n"), "{info}");
         if shared && filesystem_flushes_the_device(&node.data_dir()) {
             assert!(fdatasyncs > 0 && fdatasyncs < syncs, "shared: {info}");
         } else {

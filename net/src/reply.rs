@@ -67,29 +67,14 @@ pub(crate) fn encode_merged(
     answers: Vec<Answer>,
     shard: &Shard,
 ) {
-    if let Merge::Info { sections } = merge {
-        // INFO answers even when partitions do not: after a WAL failure is when it is needed.
-        let keys = answers.iter().map(|answer| match answer {
-            Answer::Integer(value) => *value,
-            _ => 0,
-        });
-        let failed = answers.iter().filter(|answer| matches!(answer, Answer::Error(_))).count();
-        let text = info_text(shard, sections, keys.sum(), failed);
-        resp::encode_bulk(output, text.as_bytes());
-        return;
-    }
-    if let Some(error) = first_error(&answers) {
+    // INFO answers even when partitions do not: after a WAL failure is when it is needed.
+    let answered_by_all = !matches!(merge, Merge::Info { .. });
+    if let Some(error) = first_error(&answers).filter(|_| answered_by_all) {
         encode_answer(output, error);
         return;
     }
     match merge {
-        Merge::Sum => {
-            let total = answers.iter().map(|answer| match answer {
-                Answer::Integer(value) => *value,
-                _ => 0,
-            });
-            resp::encode_integer(output, total.sum());
-        }
+        Merge::Sum => resp::encode_integer(output, integer_sum(&answers)),
         Merge::AllOk => resp::encode_simple(output, "OK"),
         Merge::MultiGet { positions } => {
             let groups: Vec<&Vec<Option<Vec<u8>>>> = answers
@@ -107,8 +92,23 @@ pub(crate) fn encode_merged(
                 }
             }
         }
-        Merge::Info { .. } => unreachable!("answered above"),
+        Merge::Info { sections } => {
+            let failed = answers.iter().filter(|answer| matches!(answer, Answer::Error(_))).count();
+            let text = info_text(shard, sections, integer_sum(&answers), failed);
+            resp::encode_bulk(output, text.as_bytes());
+        }
     }
+}
+
+/// The sum of the integer answers (others count 0).
+fn integer_sum(answers: &[Answer]) -> i64 {
+    answers
+        .iter()
+        .map(|answer| match answer {
+            Answer::Integer(value) => *value,
+            _ => 0,
+        })
+        .sum()
 }
 
 fn wants(sections: &[String], name: &str) -> bool {

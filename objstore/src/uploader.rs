@@ -374,9 +374,10 @@ impl Uploader {
             .try_collect()
             .await
             .map_err(|error| ArchiveError::store("list", &folder, error))?;
+        let folder_prefix = format!("{folder}/");
         let mut removed = 0;
         for object in listed {
-            let Some(name) = object.location.as_ref().strip_prefix(&format!("{folder}/")) else {
+            let Some(name) = object.location.as_ref().strip_prefix(&folder_prefix) else {
                 continue;
             };
             let data = name.starts_with("seg/") || name.starts_with("snap/");

@@ -35,9 +35,8 @@ struct SyncState {
     /// Syncs started so far; while one runs (or waits for its writes), it is number
     /// `started`.
     started: u64,
-    /// Syncs ended so far (successfully or not).
+    /// Syncs ended so far (successfully or not): `started`, or one less while a sync runs.
     completed: u64,
-    running: bool,
     /// Writes in flight by tag parity.
     writes_in_flight: [u32; 2],
     /// The first failure: every later sync fails with it, as a failed `fdatasync` leaves the
@@ -117,13 +116,11 @@ impl DeviceSync {
         if state.completed >= target {
             return Poll::Ready(Turn::Done(Ok(())));
         }
-        if !state.running {
+        if state.completed == state.started {
             // Nothing runs, so every started sync has ended: the next one is the target.
-            assert_eq!(state.completed, state.started);
             assert_eq!(state.started + 1, target);
             assert_eq!(state.writes_in_flight[parity(target + 1)], 0);
             state.started = target;
-            state.running = true;
             return Poll::Ready(Turn::Start(target));
         }
         state.waiters.push(context.waker().clone());
@@ -163,10 +160,9 @@ impl Running<'_> {
 
     fn finish(&self, failure: Option<String>) {
         let mut state = self.sync.state.borrow_mut();
-        assert!(state.running);
         assert_eq!(state.started, self.number);
+        assert_eq!(state.completed + 1, self.number, "a sync ended twice");
         state.completed = self.number;
-        state.running = false;
         state.starter = None;
         if state.failure.is_none() {
             state.failure = failure;

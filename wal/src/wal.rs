@@ -296,10 +296,7 @@ impl PartitionWal {
     /// once it is. A shared sync that failed fails every later one of the shard.
     pub async fn sync(&mut self) -> Result<bool, WalError> {
         self.enter()?;
-        let outcome = match self.device_sync.clone() {
-            Some(device) => self.sync_through(&device).await,
-            None => self.sync_active().await,
-        };
+        let outcome = self.sync_active().await;
         self.leave(outcome)
     }
 
@@ -456,7 +453,8 @@ impl PartitionWal {
         Ok(())
     }
 
-    /// `fdatasync` of the active segment if it has unsynced appends; `Ok(true)` if it ran.
+    /// Makes the active segment's unsynced appends durable: its own `fdatasync`, or the
+    /// shard's shared one when attached. `Ok(true)` if this call ran an `fdatasync`.
     async fn sync_active(&mut self) -> Result<bool, WalError> {
         if self.segment.synced_offset == self.segment.write_offset {
             return Ok(false);
@@ -464,25 +462,16 @@ impl PartitionWal {
         self.injected(FaultSite::Sync)
             .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
         let path = &self.segment.path;
-        self.segment.file.sync_data().await.map_err(|source| WalError::io("sync", path, source))?;
-        self.segment.synced_offset = self.segment.write_offset;
-        self.durable_lsn = self.last_lsn;
-        Ok(true)
-    }
-
-    async fn sync_through(&mut self, device: &DeviceSync) -> Result<bool, WalError> {
-        if self.segment.synced_offset == self.segment.write_offset {
-            return Ok(false);
-        }
-        self.injected(FaultSite::Sync)
-            .map_err(|source| WalError::io("sync", &self.segment.path, source))?;
-        // Every append has completed (`&mut self`); the sync of the newest one's tag covers
-        // them all.
-        let tag = self.sync_tag.take();
-        let ran = device.sync(tag, &self.segment.file).await.map_err(|reason| {
-            let source = io::Error::other(reason);
-            WalError::io("shared sync", &self.segment.path, source)
-        })?;
+        let ran = if let Some(device) = self.device_sync.clone() {
+            // Every append has completed (`&mut self`); the sync of the newest one's tag
+            // covers them all.
+            let synced = device.sync(self.sync_tag.take(), &self.segment.file).await;
+            synced.map_err(|reason| WalError::io("shared sync", path, io::Error::other(reason)))?
+        } else {
+            let synced = self.segment.file.sync_data().await;
+            synced.map_err(|source| WalError::io("sync", path, source))?;
+            true
+        };
         self.segment.synced_offset = self.segment.write_offset;
         self.durable_lsn = self.last_lsn;
         Ok(ran)

@@ -24,8 +24,11 @@ fn sharing_possible(dir: &Path) -> bool {
     filesystem_allows_direct_io(dir) && flushing_device(dir).unwrap().is_some()
 }
 
-fn directories() -> Vec<TempDir> {
-    (0..LOGS).map(|_| tempfile::tempdir().unwrap()).collect()
+/// Directories for the logs of a test, or `None` where the filesystem cannot share syncs
+/// (the test then has nothing to check).
+fn sharing_directories() -> Option<Vec<TempDir>> {
+    let dirs: Vec<TempDir> = (0..LOGS).map(|_| tempfile::tempdir().unwrap()).collect();
+    sharing_possible(dirs[0].path()).then_some(dirs)
 }
 
 /// Polls `future` once.
@@ -68,10 +71,7 @@ async fn append_and_sync_all(
 
 #[test]
 fn logs_whose_appends_completed_together_share_one_fdatasync() {
-    let dirs = directories();
-    if !sharing_possible(dirs[0].path()) {
-        return;
-    }
+    let Some(dirs) = sharing_directories() else { return };
     let placed = run(async {
         let device = Rc::new(DeviceSync::default());
         let mut wals: Vec<PartitionWal> =
@@ -100,10 +100,7 @@ fn logs_whose_appends_completed_together_share_one_fdatasync() {
 
 #[test]
 fn a_log_with_nothing_to_sync_neither_syncs_nor_waits() {
-    let dirs = directories();
-    if !sharing_possible(dirs[0].path()) {
-        return;
-    }
+    let Some(dirs) = sharing_directories() else { return };
     run(async {
         let device = Rc::new(DeviceSync::default());
         let mut wal = open_sharing(dirs[0].path(), &device);
@@ -119,10 +116,7 @@ fn a_log_with_nothing_to_sync_neither_syncs_nor_waits() {
 /// unknown: the log that ran it and every log sharing it refuse to go on.
 #[test]
 fn a_cancelled_shared_sync_fails_every_log_sharing_it() {
-    let dirs = directories();
-    if !sharing_possible(dirs[0].path()) {
-        return;
-    }
+    let Some(dirs) = sharing_directories() else { return };
     run(async {
         let device = Rc::new(DeviceSync::default());
         let mut first = open_sharing(dirs[0].path(), &device);
@@ -147,10 +141,7 @@ fn a_cancelled_shared_sync_fails_every_log_sharing_it() {
 /// Two logs on different devices cannot share a sync: the second to attach keeps its own.
 #[test]
 fn a_log_on_another_device_keeps_its_own_sync() {
-    let dirs = directories();
-    if !sharing_possible(dirs[0].path()) {
-        return;
-    }
+    let Some(dirs) = sharing_directories() else { return };
     run(async {
         let device = Rc::new(DeviceSync::default());
         assert!(device.serves(u64::MAX), "claimed for a device no file is on");

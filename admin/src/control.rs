@@ -302,7 +302,13 @@ impl Control {
                 crate::archive::bootstrap(archive, &self.handle, &response.archive_prefix).await;
             }
         }
-        self.handle.broadcast(|| ControlMessage::Follow { leader, name: name.clone(), kind });
+        let leader_shards = response.shards;
+        self.handle.broadcast(|| ControlMessage::Follow {
+            leader,
+            name: name.clone(),
+            kind,
+            leader_shards,
+        });
         self.wait_for_catch_up().await;
         Ok(())
     }
@@ -485,6 +491,7 @@ impl Control {
                 .as_ref()
                 .map(|archive| archive.prefix())
                 .unwrap_or_default(),
+            shards: Some(self.handle.shard_count()),
             ..Response::default()
         })
     }

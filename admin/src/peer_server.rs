@@ -1,5 +1,5 @@
 //! The peer port: control requests from other nodes, and replication subscriptions, which are
-//! handed to the shard owning the partition.
+//! handed to the shard owning their partitions.
 
 use std::sync::Arc;
 
@@ -79,10 +79,17 @@ async fn subscribe(
     payload: &[u8],
 ) -> Result<(), wire::WireError> {
     let subscribe = Subscribe::decode(payload)?;
+    let partitions = || subscribe.streams.iter().map(|from| from.partition);
+    let first = partitions().next().expect("a subscription names a partition");
+    let shards = control.handle.shard_count();
     let refusal = if control.role() != strata_core::cluster::Role::Leader {
         Some("this node is not the leader".to_string())
-    } else if subscribe.partition.0 >= control.handle.partition_count {
-        Some(format!("no partition {}", subscribe.partition))
+    } else if let Some(missing) =
+        partitions().find(|partition| partition.0 >= control.handle.partition_count)
+    {
+        Some(format!("no partition {missing}"))
+    } else if partitions().any(|partition| partition.shard(shards) != first.shard(shards)) {
+        Some(format!("partitions {:?} are not all on one shard of the leader", subscribe.streams))
     } else if !control.may_stream(&subscribe.name) {
         Some(format!("{} is not an alive member of this cluster", subscribe.name))
     } else {
@@ -94,9 +101,8 @@ async fn subscribe(
     }
     let stream = stream.into_std()?;
     stream.set_nonblocking(false)?;
-    let partition = subscribe.partition;
-    if !control.handle.send_to_owner(partition, ControlMessage::Attach { stream, subscribe }) {
-        tracing::warn!(partition = partition.0, "the shard owning the partition is gone");
+    if !control.handle.send_to_owner(first, ControlMessage::Attach { stream, subscribe }) {
+        tracing::warn!(partition = first.0, "the shard owning the partitions is gone");
     }
     Ok(())
 }

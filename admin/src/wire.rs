@@ -62,6 +62,10 @@ pub(crate) struct Response {
     /// Register: the leader's prefix in shared storage, which the replica adopts.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub archive_prefix: String,
+    /// Register: the leader's shard count; a replica streams the partitions one leader shard
+    /// owns over one connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<u32>,
 }
 
 impl Response {

@@ -6,7 +6,8 @@
 //! offset size field
 //!      0    4 magic     "STRP" = 0x50525453
 //!      4    1 kind      what the payload is (MessageKind)
-//!      5    3 reserved  0
+//!      5    1 reserved  0
+//!      6    2 partition the stream a replication message belongs to; 0 for the others
 //!      8    4 length    payload bytes that follow the header
 //!     12    4 checksum  CRC32C of the payload
 //!     16    … payload
@@ -27,6 +28,8 @@ pub const ENVELOPE_PAYLOAD_BYTES_MAX: usize = 20 * 1024 * 1024;
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 /// Longest node name carried in a subscription.
 pub const NAME_BYTES_MAX: usize = 1024;
+/// Most partitions one subscription carries (a node has at most one per slot).
+pub const SUBSCRIBE_PARTITIONS_MAX: usize = 16384;
 
 /// What an envelope carries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +39,8 @@ pub enum MessageKind {
     ControlRequest = 1,
     /// Server → client, JSON: the answer to a control request.
     ControlResponse = 2,
-    /// Replica → leader, binary [`Subscribe`]: open the replication stream of one partition.
+    /// Replica → leader, binary [`Subscribe`]: open the replication streams of some partitions
+    /// (all owned by one shard of the leader) on this connection.
     Subscribe = 3,
     /// Leader → replica, binary [`StreamStart`]: how the stream begins.
     StreamStart = 4,
@@ -70,6 +74,20 @@ impl MessageKind {
             _ => return None,
         })
     }
+
+    /// Whether the message belongs to one partition's stream (the envelope names it).
+    #[must_use]
+    pub fn is_stream(self) -> bool {
+        matches!(
+            self,
+            MessageKind::StreamStart
+                | MessageKind::Frames
+                | MessageKind::Commit
+                | MessageKind::SnapshotChunk
+                | MessageKind::SnapshotEnd
+                | MessageKind::Ack
+        )
+    }
 }
 
 /// Why bytes from a peer are not a valid message. The connection is closed; nothing is applied.
@@ -93,26 +111,58 @@ pub enum PeerError {
 #[derive(Debug, PartialEq, Eq)]
 pub struct Message<'a> {
     pub kind: MessageKind,
+    /// The stream a replication message belongs to; 0 for the other kinds.
+    pub partition: PartitionId,
     pub payload: &'a [u8],
 }
 
-/// Appends one envelope holding `payload` to `output`.
+/// Appends one envelope holding `payload` to `output`, for a message of no stream.
 ///
 /// # Panics
 ///
-/// If `payload` exceeds [`ENVELOPE_PAYLOAD_BYTES_MAX`]: the sender never builds one.
+/// If `payload` exceeds [`ENVELOPE_PAYLOAD_BYTES_MAX`], or `kind` belongs to a stream: the
+/// sender never builds one.
 pub fn encode_message(output: &mut Vec<u8>, kind: MessageKind, payload: &[u8]) {
+    assert!(!kind.is_stream(), "a stream message needs its partition");
+    encode_envelope(output, kind, 0, payload);
+}
+
+/// Appends one envelope of `partition`'s stream holding `payload` to `output`.
+///
+/// # Panics
+///
+/// If `payload` exceeds [`ENVELOPE_PAYLOAD_BYTES_MAX`], `kind` is not a stream message, or the
+/// partition does not fit the envelope's 16 bits (a node has at most 16384 partitions).
+pub fn encode_stream_message(
+    output: &mut Vec<u8>,
+    kind: MessageKind,
+    partition: PartitionId,
+    payload: &[u8],
+) {
+    assert!(kind.is_stream(), "only stream messages name a partition");
+    let partition = u16::try_from(partition.0).expect("partition fits the envelope");
+    encode_envelope(output, kind, partition, payload);
+}
+
+fn encode_envelope(output: &mut Vec<u8>, kind: MessageKind, partition: u16, payload: &[u8]) {
     assert!(payload.len() <= ENVELOPE_PAYLOAD_BYTES_MAX, "envelope payload too large");
     output.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
-    output.extend_from_slice(&[kind as u8, 0, 0, 0]);
+    output.extend_from_slice(&[kind as u8, 0]);
+    output.extend_from_slice(&partition.to_le_bytes());
     output.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     output.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
     output.extend_from_slice(payload);
 }
 
-/// Appends a message whose payload is one little-endian u64 (Commit, Ack, `SnapshotEnd`).
-pub fn encode_lsn_message(output: &mut Vec<u8>, kind: MessageKind, lsn: Lsn) {
-    encode_message(output, kind, &lsn.0.to_le_bytes());
+/// Appends a stream message whose payload is one little-endian u64 (Commit, Ack,
+/// `SnapshotEnd`).
+pub fn encode_lsn_message(
+    output: &mut Vec<u8>,
+    kind: MessageKind,
+    partition: PartitionId,
+    lsn: Lsn,
+) {
+    encode_stream_message(output, kind, partition, &lsn.0.to_le_bytes());
 }
 
 /// The first whole message in `input` and the bytes it takes, `Ok(None)` when more bytes are
@@ -120,8 +170,8 @@ pub fn encode_lsn_message(output: &mut Vec<u8>, kind: MessageKind, lsn: Lsn) {
 ///
 /// # Errors
 ///
-/// Any [`PeerError`] but `Payload`: bad magic, unknown kind, non-zero reserved bytes, an
-/// oversized length, a checksum mismatch.
+/// Any [`PeerError`] but `Payload`: bad magic, unknown kind, a non-zero reserved byte (or a
+/// partition on a message of no stream), an oversized length, a checksum mismatch.
 pub fn decode_message(input: &[u8]) -> Result<Option<(Message<'_>, usize)>, PeerError> {
     if input.len() < ENVELOPE_HEADER_BYTES {
         return Ok(None);
@@ -131,7 +181,8 @@ pub fn decode_message(input: &[u8]) -> Result<Option<(Message<'_>, usize)>, Peer
         return Err(PeerError::Magic(magic));
     }
     let kind = MessageKind::from_u8(input[4]).ok_or(PeerError::Kind(input[4]))?;
-    if input[5..8] != [0, 0, 0] {
+    let partition = u16::from_le_bytes([input[6], input[7]]);
+    if input[5] != 0 || (partition != 0 && !kind.is_stream()) {
         return Err(PeerError::Reserved);
     }
     let length = read_u32(input, 8) as usize;
@@ -148,7 +199,8 @@ pub fn decode_message(input: &[u8]) -> Result<Option<(Message<'_>, usize)>, Peer
     if stored != computed {
         return Err(PeerError::Checksum { stored, computed });
     }
-    Ok(Some((Message { kind, payload }, total)))
+    let partition = PartitionId(u32::from(partition));
+    Ok(Some((Message { kind, partition, payload }, total)))
 }
 
 /// The LSN carried by a Commit, Ack or `SnapshotEnd` message.
@@ -173,29 +225,44 @@ pub enum ReplicaKind {
     Learner,
 }
 
-/// A replica asks for one partition's stream, saying what it already has durably.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Subscribe {
+/// Where a replica's log of one partition ends: the stream continues from there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamFrom {
     pub partition: PartitionId,
-    pub kind: ReplicaKind,
     /// The last LSN durable on the replica, and the epoch of the frame that wrote it.
     pub last_lsn: Lsn,
     pub last_epoch: Epoch,
+}
+
+/// Bytes of one [`StreamFrom`] in a Subscribe payload.
+const STREAM_FROM_BYTES: usize = 20;
+
+/// A replica asks for the streams of some partitions on one connection, saying what it
+/// already has durably of each.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subscribe {
+    pub kind: ReplicaKind,
     pub name: String,
+    /// In ascending partition order, each partition once.
+    pub streams: Vec<StreamFrom>,
 }
 
 impl Subscribe {
     /// The payload of a Subscribe message.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(32 + self.name.len());
-        payload.extend_from_slice(&self.partition.0.to_le_bytes());
+        let count = self.streams.len();
+        let mut payload = Vec::with_capacity(3 + count * STREAM_FROM_BYTES + self.name.len());
         payload.push(match self.kind {
             ReplicaKind::Follower => 1,
             ReplicaKind::Learner => 2,
         });
-        payload.extend_from_slice(&self.last_lsn.0.to_le_bytes());
-        payload.extend_from_slice(&self.last_epoch.0.to_le_bytes());
+        payload.extend_from_slice(&u16::try_from(count).expect("partition count").to_le_bytes());
+        for stream in &self.streams {
+            payload.extend_from_slice(&stream.partition.0.to_le_bytes());
+            payload.extend_from_slice(&stream.last_lsn.0.to_le_bytes());
+            payload.extend_from_slice(&stream.last_epoch.0.to_le_bytes());
+        }
         payload.extend_from_slice(self.name.as_bytes());
         payload
     }
@@ -204,33 +271,47 @@ impl Subscribe {
     ///
     /// # Errors
     ///
-    /// `PeerError::Payload` for a short payload, an unknown replica kind, or a name that is
-    /// empty, too long or not UTF-8.
+    /// `PeerError::Payload` for a short payload, an unknown replica kind, no partition or more
+    /// than [`SUBSCRIBE_PARTITIONS_MAX`], partitions out of order or repeated, or a name that
+    /// is empty, too long or not UTF-8.
     pub fn decode(payload: &[u8]) -> Result<Subscribe, PeerError> {
         let invalid = |reason: &str| PeerError::Payload {
             kind: MessageKind::Subscribe,
             reason: reason.to_string(),
         };
-        if payload.len() < 21 {
-            return Err(invalid("shorter than 21 bytes"));
+        if payload.len() < 3 {
+            return Err(invalid("shorter than 3 bytes"));
         }
-        let kind = match payload[4] {
+        let kind = match payload[0] {
             1 => ReplicaKind::Follower,
             2 => ReplicaKind::Learner,
             _ => return Err(invalid("unknown replica kind")),
         };
-        let name = &payload[21..];
+        let count = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+        if count == 0 || count > SUBSCRIBE_PARTITIONS_MAX {
+            return Err(invalid("no partitions, or too many"));
+        }
+        let name_offset = 3 + count * STREAM_FROM_BYTES;
+        if payload.len() < name_offset {
+            return Err(invalid("shorter than its partitions"));
+        }
+        let streams: Vec<StreamFrom> = payload[3..name_offset]
+            .chunks_exact(STREAM_FROM_BYTES)
+            .map(|entry| StreamFrom {
+                partition: PartitionId(read_u32(entry, 0)),
+                last_lsn: Lsn(read_u64(entry, 4)),
+                last_epoch: Epoch(read_u64(entry, 12)),
+            })
+            .collect();
+        if streams.windows(2).any(|pair| pair[0].partition >= pair[1].partition) {
+            return Err(invalid("partitions out of order or repeated"));
+        }
+        let name = &payload[name_offset..];
         if name.is_empty() || name.len() > NAME_BYTES_MAX {
             return Err(invalid("name empty or too long"));
         }
         let name = std::str::from_utf8(name).map_err(|_| invalid("name is not UTF-8"))?;
-        Ok(Subscribe {
-            partition: PartitionId(read_u32(payload, 0)),
-            kind,
-            last_lsn: Lsn(read_u64(payload, 5)),
-            last_epoch: Epoch(read_u64(payload, 13)),
-            name: name.to_string(),
-        })
+        Ok(Subscribe { kind, name: name.to_string(), streams })
     }
 }
 
@@ -295,14 +376,20 @@ mod tests {
     #[test]
     fn message_round_trips_and_waits_for_whole_messages() {
         let mut bytes = Vec::new();
-        encode_message(&mut bytes, MessageKind::Frames, b"frame bytes");
-        encode_lsn_message(&mut bytes, MessageKind::Commit, Lsn(42));
+        encode_message(&mut bytes, MessageKind::ControlRequest, b"frame bytes");
+        encode_lsn_message(&mut bytes, MessageKind::Commit, PartitionId(16383), Lsn(42));
         for cut in 0..ENVELOPE_HEADER_BYTES + 11 {
             assert_eq!(decode_message(&bytes[..cut]), Ok(None), "cut at {cut}");
         }
         let (first, used) = decode_message(&bytes).unwrap().unwrap();
-        assert_eq!(first, Message { kind: MessageKind::Frames, payload: b"frame bytes" });
+        let control = Message {
+            kind: MessageKind::ControlRequest,
+            partition: PartitionId(0),
+            payload: b"frame bytes",
+        };
+        assert_eq!(first, control);
         let (second, rest) = decode_message(&bytes[used..]).unwrap().unwrap();
+        assert_eq!((second.kind, second.partition), (MessageKind::Commit, PartitionId(16383)));
         assert_eq!(decode_lsn(&second), Ok(Lsn(42)));
         assert_eq!(used + rest, bytes.len());
     }
@@ -310,7 +397,7 @@ mod tests {
     #[test]
     fn damage_is_refused() {
         let mut bytes = Vec::new();
-        encode_message(&mut bytes, MessageKind::Ack, &7u64.to_le_bytes());
+        encode_lsn_message(&mut bytes, MessageKind::Ack, PartitionId(2), Lsn(7));
         let mut flipped = bytes.clone();
         flipped[ENVELOPE_HEADER_BYTES] ^= 1;
         assert!(matches!(decode_message(&flipped), Err(PeerError::Checksum { .. })));
@@ -323,21 +410,39 @@ mod tests {
         let mut huge = bytes.clone();
         huge[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode_message(&huge), Err(PeerError::TooLarge(_))));
-        let mut reserved = bytes;
-        reserved[6] = 1;
+        let mut reserved = bytes.clone();
+        reserved[5] = 1;
         assert_eq!(decode_message(&reserved), Err(PeerError::Reserved));
+        // A partition on a message that belongs to no stream.
+        let mut control = Vec::new();
+        encode_message(&mut control, MessageKind::ControlResponse, b"{}");
+        control[6] = 1;
+        assert_eq!(decode_message(&control), Err(PeerError::Reserved));
     }
 
     #[test]
     fn subscribe_and_start_round_trip() {
-        let subscribe = Subscribe {
-            partition: PartitionId(3),
-            kind: ReplicaKind::Learner,
-            last_lsn: Lsn(99),
+        let stream = |partition, lsn| StreamFrom {
+            partition: PartitionId(partition),
+            last_lsn: Lsn(lsn),
             last_epoch: Epoch(2),
-            name: "ron".into(),
         };
-        assert_eq!(Subscribe::decode(&subscribe.encode()), Ok(subscribe));
+        let subscribe = Subscribe {
+            kind: ReplicaKind::Learner,
+            name: "ron".into(),
+            streams: vec![stream(1, 99), stream(3, 0), stream(16383, u64::MAX)],
+        };
+        assert_eq!(Subscribe::decode(&subscribe.encode()), Ok(subscribe.clone()));
+        for streams in [vec![], vec![stream(3, 1), stream(1, 1)], vec![stream(2, 1), stream(2, 5)]]
+        {
+            let refused = Subscribe { streams, ..subscribe.clone() };
+            assert!(Subscribe::decode(&refused.encode()).is_err(), "{refused:?}");
+        }
+        let no_name = Subscribe { name: String::new(), ..subscribe.clone() };
+        assert!(Subscribe::decode(&no_name.encode()).is_err());
+        let encoded = subscribe.encode();
+        assert!(Subscribe::decode(&encoded[..3 + 3 * 20]).is_err(), "cut before the name");
+        assert!(Subscribe::decode(&encoded[..30]).is_err(), "cut inside the partitions");
         for start in [
             StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3) },
             StreamStart::Snapshot { epoch: Epoch(4) },

@@ -151,12 +151,14 @@ impl ClusterShared {
 /// Orders from the control thread to a shard.
 #[derive(Debug)]
 pub enum ControlMessage {
-    /// Leader: a replica's connection for one partition, after its Subscribe message.
+    /// Leader: a replica's connection for some partitions of the receiving shard, after its
+    /// Subscribe message.
     Attach { stream: std::net::TcpStream, subscribe: Subscribe },
     /// Leader: close the replica streams of the node `name`, or of every node.
     Detach { name: Option<String> },
-    /// Replica: stream every owned partition from the leader at `leader` (its peer address).
-    Follow { leader: SocketAddr, name: String, kind: ReplicaKind },
+    /// Replica: stream every owned partition from the leader at `leader` (its peer address),
+    /// over one connection per leader shard (`leader_shards`; unknown: one per partition).
+    Follow { leader: SocketAddr, name: String, kind: ReplicaKind, leader_shards: Option<u32> },
     /// Stop following. The partitions keep what they have; in leader mode everything durable
     /// commits.
     Unfollow,
@@ -184,6 +186,12 @@ impl NodeHandle {
     pub fn send_to_owner(&self, partition: PartitionId, message: ControlMessage) -> bool {
         let shard = partition.shard(self.senders.len() as u32);
         self.senders[shard.0 as usize].send(ShardMessage::Control(message)).is_ok()
+    }
+
+    /// Shards of this node.
+    #[must_use]
+    pub fn shard_count(&self) -> u32 {
+        self.senders.len() as u32
     }
 
     /// Sends a copy of a message to every shard.

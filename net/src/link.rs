@@ -1,6 +1,8 @@
 //! One direction of a peer connection on a shard: a bounded queue of encoded messages and the
-//! task that writes them. Producers never wait: a queue past its limit closes the link (a
-//! replica too far behind is cut off and catches up again when it reconnects).
+//! task that writes them. One connection carries the streams of several partitions, so what
+//! they queue in one turn of the shard goes out in one write. Producers never wait: a queue
+//! past its limit closes the link (a replica too far behind is cut off, on every partition of
+//! the connection, and catches up again when it reconnects).
 
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
@@ -8,8 +10,8 @@ use std::rc::Rc;
 
 use monoio::io::{AsyncWriteRentExt, OwnedWriteHalf};
 use monoio::net::TcpStream;
-use strata_core::peer::{encode_lsn_message, encode_message, MessageKind};
-use strata_core::Lsn;
+use strata_core::peer::{encode_lsn_message, encode_stream_message, MessageKind};
+use strata_core::{Lsn, PartitionId};
 
 use crate::signal::Signal;
 
@@ -18,8 +20,8 @@ const SPARE_BUFFER_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 pub(crate) struct Link {
     queue: RefCell<Vec<u8>>,
-    /// Bytes queued at most, beyond a snapshot in flight (`[cluster] replica_window`).
-    window: usize,
+    /// Bytes queued at most, beyond snapshots and catch-up frames in flight
+    /// (`[cluster] replica_window`, plus their allowances).
     queue_limit: Cell<usize>,
     signal: Signal,
     closed: Cell<bool>,
@@ -30,7 +32,6 @@ impl Link {
     pub(crate) fn new(fd: RawFd, window: usize) -> Rc<Link> {
         Rc::new(Link {
             queue: RefCell::new(Vec::new()),
-            window,
             queue_limit: Cell::new(window),
             signal: Signal::default(),
             closed: Cell::new(false),
@@ -42,14 +43,15 @@ impl Link {
         self.closed.get()
     }
 
-    /// Lets the queue hold `extra` more bytes (a snapshot being sent).
+    /// Lets the queue hold `extra` more bytes (a snapshot or catch-up frames being sent for
+    /// one of the connection's partitions).
     pub(crate) fn allow_extra(&self, extra: usize) {
-        self.queue_limit.set(self.window + extra);
+        self.queue_limit.set(self.queue_limit.get().saturating_add(extra));
     }
 
-    /// Queues one message. Returns false, and closes the link, when the queue is over its
-    /// limit; false too when already closed.
-    pub(crate) fn push(&self, kind: MessageKind, payload: &[u8]) -> bool {
+    /// Queues one message of `partition`'s stream. Returns false, and closes the link, when
+    /// the queue is over its limit; false too when already closed.
+    pub(crate) fn push(&self, kind: MessageKind, partition: PartitionId, payload: &[u8]) -> bool {
         if self.closed.get() {
             return false;
         }
@@ -60,17 +62,17 @@ impl Link {
             self.close();
             return false;
         }
-        encode_message(&mut queue, kind, payload);
+        encode_stream_message(&mut queue, kind, partition, payload);
         drop(queue);
         self.signal.raise();
         true
     }
 
-    pub(crate) fn push_lsn(&self, kind: MessageKind, lsn: Lsn) -> bool {
+    pub(crate) fn push_lsn(&self, kind: MessageKind, partition: PartitionId, lsn: Lsn) -> bool {
         if self.closed.get() {
             return false;
         }
-        encode_lsn_message(&mut self.queue.borrow_mut(), kind, lsn);
+        encode_lsn_message(&mut self.queue.borrow_mut(), kind, partition, lsn);
         self.signal.raise();
         true
     }

@@ -44,8 +44,9 @@ pub struct NodeOptions {
     /// round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).
     pub shared_sync: bool,
     pub checkpoint_bytes: u64,
-    /// Bytes a leader queues for one replica stream at most (beyond a snapshot in flight);
-    /// a replica further behind is cut off and catches up when it reconnects.
+    /// Bytes a leader queues for one replica connection at most (beyond the snapshots and
+    /// catch-up frames in flight); a replica further behind is cut off and catches up when it
+    /// reconnects.
     pub replica_window: usize,
     pub checkpoint_interval: Duration,
     pub connections_max: u32,

@@ -1,14 +1,19 @@
 //! Replication on the shard that owns a partition.
 //!
-//! Leader side: each replica of a partition has a [`Replica`] with its own outbound queue. The
-//! flusher pushes every frame it cuts to every replica at the moment it starts writing it
-//! locally; a reader task takes the replica's acknowledgements. A write commits once it is
-//! durable here and acknowledged by every in-sync follower; learners are never waited for.
+//! A replica shard opens one connection per leader shard that owns some of its partitions, and
+//! subscribes to all of those partitions on it; every stream message names its partition.
+//! What the partitions of a shard send in one turn (frames, commits, acknowledgements) thus
+//! goes out in one write, not one per partition.
 //!
-//! Replica side: one stream per owned partition, from the leader. Frames are checked, applied
-//! to the keyspace (reads of them wait for the leader's commit), and handed to the partition's
-//! flusher, which appends them to the local WAL exactly as received and acknowledges the
-//! durable LSN upstream.
+//! Leader side: each replica of a partition has a [`Replica`], sharing the outbound queue of
+//! its connection with the replica's other partitions. The flusher pushes every frame it cuts
+//! to every replica at the moment it starts writing it locally; one reader task per connection
+//! takes the acknowledgements. A write commits once it is durable here and acknowledged by
+//! every in-sync follower; learners are never waited for.
+//!
+//! Replica side: frames are checked, applied to the keyspace (reads of them wait for the
+//! leader's commit), and handed to the partition's flusher, which appends them to the local
+//! WAL exactly as received and acknowledges the durable LSN upstream.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -20,10 +25,10 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 use strata_core::frame::{decode_frame, decode_records};
 use strata_core::peer::{
-    decode_lsn, decode_message, encode_message, MessageKind, PeerError, ReplicaKind, StreamStart,
-    Subscribe, SNAPSHOT_CHUNK_BYTES,
+    decode_lsn, decode_message, encode_message, Message, MessageKind, PeerError, ReplicaKind,
+    StreamFrom, StreamStart, Subscribe, SNAPSHOT_CHUNK_BYTES,
 };
-use strata_core::{Epoch, Lsn, PartitionId};
+use strata_core::{Epoch, Lsn, PartitionId, ShardId};
 
 use crate::cluster::{ReplicaProgress, ServingMode};
 use crate::link::Link;
@@ -41,6 +46,8 @@ const SNAPSHOT_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 pub(crate) struct Replica {
     pub(crate) name: String,
     pub(crate) kind: ReplicaKind,
+    partition: PartitionId,
+    /// The replica's connection, shared with its other partitions on this shard.
     pub(crate) link: Rc<Link>,
     /// Frames whose records are all at or below this LSN are in the snapshot it was sent.
     snapshot_lsn: Lsn,
@@ -55,6 +62,14 @@ impl Replica {
     fn holds_commits(&self) -> bool {
         self.kind == ReplicaKind::Follower && self.in_sync.get() && !self.link.is_closed()
     }
+}
+
+/// One partition's part of a replica's subscription.
+#[derive(Clone, Debug)]
+pub(crate) struct StreamRequest {
+    pub(crate) name: String,
+    pub(crate) kind: ReplicaKind,
+    pub(crate) from: StreamFrom,
 }
 
 /// Where a replica shard streams from, and which attempt at following this is.
@@ -84,16 +99,18 @@ enum StreamError {
 impl Shard {
     // ----- leader side -----
 
-    /// Takes a replica's connection for `partition`: starts it from the replica's own log when
-    /// that continues ours exactly, otherwise from a snapshot taken at a clean point.
+    /// Takes a replica's connection for the partitions it subscribes to (all on this shard):
+    /// starts each from the replica's own log when that continues ours, otherwise from a
+    /// snapshot taken at a clean point.
     pub(crate) fn attach_replica(
         self: &Rc<Self>,
         subscribe: Subscribe,
         stream: std::net::TcpStream,
     ) {
-        let partition = subscribe.partition;
-        let owned = self.mesh.shard_of(partition) == self.id
-            && partition.0 < self.mesh.options.partition_count;
+        let owned = subscribe.streams.iter().all(|from| {
+            self.mesh.shard_of(from.partition) == self.id
+                && from.partition.0 < self.mesh.options.partition_count
+        });
         let stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
             Ok(stream) => stream,
             Err(error) => {
@@ -102,60 +119,78 @@ impl Shard {
             }
         };
         if !owned || self.mesh.shared.mode() != ServingMode::Leader {
-            monoio::spawn(refuse(stream, "this node is not the leader of that partition"));
+            monoio::spawn(refuse(stream, "this node is not the leader of those partitions"));
             return;
         }
-        self.detach_partition(partition, Some(&subscribe.name));
+        for from in &subscribe.streams {
+            self.detach_partition(from.partition, Some(&subscribe.name));
+        }
         let _ = stream.set_nodelay(true);
         let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
         let (reader, writer) = stream.into_split();
         monoio::spawn(Rc::clone(&link).run_writer(writer));
+        let partitions = subscribe.streams.iter().map(|from| from.partition).collect();
+        let name = subscribe.name.clone();
+        monoio::spawn(Rc::clone(self).read_acks(name, partitions, Rc::clone(&link), reader));
+        for from in subscribe.streams {
+            let request =
+                StreamRequest { name: subscribe.name.clone(), kind: subscribe.kind, from };
+            self.attach_stream(request, &link);
+        }
+    }
+
+    /// Starts one partition's stream on a replica's connection.
+    fn attach_stream(self: &Rc<Self>, request: StreamRequest, link: &Rc<Link>) {
+        let partition = request.from.partition;
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-        let continues = subscribe.last_lsn == slot.framed_lsn
-            && (subscribe.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
+        let from = request.from;
+        let continues = from.last_lsn == slot.framed_lsn
+            && (from.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
         let missing = if continues {
             Some(Vec::new())
         } else {
-            recent_after(slot, subscribe.last_lsn, subscribe.last_epoch)
+            recent_after(slot, from.last_lsn, from.last_epoch)
         };
-        if missing.is_none() && subscribe.last_lsn < slot.framed_lsn {
+        if missing.is_none() && from.last_lsn < slot.framed_lsn {
             // Further behind than the recent frames reach: what it misses may still be in the
             // log files, which a thread of its own reads so that this shard does not stall.
-            slot.reading_log.push((subscribe.name.clone(), Rc::clone(&link)));
+            slot.reading_log.push((request.name.clone(), Rc::clone(link)));
             drop(partitions);
-            self.read_log_for(subscribe, link, reader);
+            self.read_log_for(request, Rc::clone(link));
             return;
         }
-        self.start_stream(slot, subscribe, link, reader, missing);
+        self.start_stream(slot, request, Rc::clone(link), missing);
         drop(partitions);
         self.advance_commit(partition);
     }
 
     /// Starts a replica's stream: with the frames it misses, or with a snapshot when `None`.
     fn start_stream(
-        self: &Rc<Self>,
+        &self,
         slot: &mut PartitionSlot,
-        subscribe: Subscribe,
+        request: StreamRequest,
         link: Rc<Link>,
-        reader: OwnedReadHalf<TcpStream>,
         missing: Option<Vec<Rc<[u8]>>>,
     ) {
-        let partition = subscribe.partition;
+        let partition = request.from.partition;
         let epoch = self.mesh.shared.epoch();
         if let Some(frames) = missing {
-            let next_lsn = subscribe.last_lsn.next();
+            let next_lsn = request.from.last_lsn.next();
             // Catch-up frames, like a snapshot, do not count against the live window.
             link.allow_extra(frames.iter().map(|frame| frame.len() + 16).sum());
-            link.push(MessageKind::StreamStart, &StreamStart::Tail { next_lsn, epoch }.encode());
+            let start = StreamStart::Tail { next_lsn, epoch }.encode();
+            link.push(MessageKind::StreamStart, partition, &start);
             for frame in &frames {
-                link.push(MessageKind::Frames, frame);
+                link.push(MessageKind::Frames, partition, frame);
             }
-            let replica = self.new_replica(&subscribe, link, slot.framed_lsn, subscribe.last_lsn);
-            self.add_replica(slot, partition, replica, reader);
+            let acked = request.from.last_lsn;
+            let replica = self.new_replica(&request, link, slot.framed_lsn, acked);
+            Self::add_replica(slot, replica);
         } else {
-            link.push(MessageKind::StreamStart, &StreamStart::Snapshot { epoch }.encode());
-            slot.awaiting_snapshot.push((subscribe, link, reader));
+            let start = StreamStart::Snapshot { epoch }.encode();
+            link.push(MessageKind::StreamStart, partition, &start);
+            slot.awaiting_snapshot.push((request, link));
             if slot.state.has_open_records() {
                 // Sent by the flusher once it has framed the open records.
                 self.flush_signals[partition.0 as usize].raise();
@@ -168,19 +203,14 @@ impl Shard {
     /// Reads the frames after the replica's last LSN from the partition's segment files on a
     /// thread of its own (at most half the replica window or two segments, whichever is
     /// more), then starts the stream with them, or with a snapshot.
-    fn read_log_for(
-        self: &Rc<Self>,
-        subscribe: Subscribe,
-        link: Rc<Link>,
-        reader: OwnedReadHalf<TcpStream>,
-    ) {
-        let partition = subscribe.partition;
+    fn read_log_for(self: &Rc<Self>, request: StreamRequest, link: Rc<Link>) {
+        let partition = request.from.partition;
         let directory = self.partition_directory(partition);
         let options = &self.mesh.options;
         let two_segments =
             usize::try_from(options.segment_bytes.saturating_mul(2)).unwrap_or(usize::MAX);
         let bytes_max = (options.replica_window / 2).max(two_segments);
-        let after = subscribe.last_lsn;
+        let after = request.from.last_lsn;
         let (sender, receiver) = flume::bounded(1);
         let spawned = std::thread::Builder::new().name("log-reader".into()).spawn(move || {
             let _ =
@@ -190,20 +220,19 @@ impl Shard {
             // The receiver then reports the sender gone: the replica gets a snapshot.
             tracing::warn!(partition = partition.0, %error, "cannot start a log reader");
         }
-        monoio::spawn(Rc::clone(self).resume_from_log(subscribe, link, reader, receiver));
+        monoio::spawn(Rc::clone(self).resume_from_log(request, link, receiver));
     }
 
     /// Starts a stream whose missing frames were read from the log files, unless the replica
     /// was detached meanwhile or this node stopped leading.
     async fn resume_from_log(
         self: Rc<Self>,
-        subscribe: Subscribe,
+        request: StreamRequest,
         link: Rc<Link>,
-        reader: OwnedReadHalf<TcpStream>,
         receiver: flume::Receiver<Result<Option<strata_wal::LogTail>, strata_wal::WalError>>,
     ) {
         let read = receiver.recv_async().await.unwrap_or(Ok(None));
-        let partition = subscribe.partition;
+        let partition = request.from.partition;
         let mut partitions = self.partitions.borrow_mut();
         let Some(slot) = partitions[partition.0 as usize].as_mut() else {
             link.close();
@@ -221,35 +250,36 @@ impl Shard {
             return;
         }
         let missing = match read {
-            Ok(tail) => tail.and_then(|tail| frames_after_log(slot, &subscribe, tail)),
+            Ok(tail) => tail.and_then(|tail| frames_after_log(slot, &request, tail)),
             Err(error) => {
                 let what = "cannot read the log for a replica";
                 tracing::warn!(partition = partition.0, %error, "{what}");
                 None
             }
         };
-        self.start_stream(slot, subscribe, link, reader, missing);
+        self.start_stream(slot, request, link, missing);
         drop(partitions);
         self.advance_commit(partition);
     }
 
     fn new_replica(
         &self,
-        subscribe: &Subscribe,
+        request: &StreamRequest,
         link: Rc<Link>,
         from: Lsn,
         acked: Lsn,
     ) -> Rc<Replica> {
         tracing::info!(
-            name = subscribe.name,
-            partition = subscribe.partition.0,
-            kind = ?subscribe.kind,
+            name = request.name,
+            partition = request.from.partition.0,
+            kind = ?request.kind,
             from = from.0,
             "replica attached"
         );
         Rc::new(Replica {
-            name: subscribe.name.clone(),
-            kind: subscribe.kind,
+            name: request.name.clone(),
+            kind: request.kind,
+            partition: request.from.partition,
             link,
             snapshot_lsn: from,
             join_lsn: from,
@@ -258,26 +288,15 @@ impl Shard {
         })
     }
 
-    fn add_replica(
-        self: &Rc<Self>,
-        slot: &mut PartitionSlot,
-        partition: PartitionId,
-        replica: Rc<Replica>,
-        reader: OwnedReadHalf<TcpStream>,
-    ) {
-        replica.link.push_lsn(MessageKind::Commit, slot.state.commit_lsn());
-        slot.replicas.push(Rc::clone(&replica));
-        monoio::spawn(Rc::clone(self).read_acks(partition, replica, reader));
+    fn add_replica(slot: &mut PartitionSlot, replica: Rc<Replica>) {
+        replica.link.push_lsn(MessageKind::Commit, replica.partition, slot.state.commit_lsn());
+        slot.replicas.push(replica);
     }
 
     /// Sends a snapshot to every replica waiting for one. The caller guarantees a clean
     /// point: no open records, so the keyspace is exactly the state at the last framed LSN and
     /// every later frame starts after it.
-    pub(crate) fn send_snapshots(
-        self: &Rc<Self>,
-        slot: &mut PartitionSlot,
-        partition: PartitionId,
-    ) {
+    pub(crate) fn send_snapshots(&self, slot: &mut PartitionSlot, partition: PartitionId) {
         if slot.awaiting_snapshot.is_empty() {
             return;
         }
@@ -286,14 +305,14 @@ impl Shard {
         let mut image = strata_wal::encode_checkpoint(partition, slot.state.keyspace().iter());
         strata_wal::stamp_checkpoint_epoch(&mut image, slot.last_epoch);
         strata_wal::seal_checkpoint(&mut image, partition, lsn);
-        for (subscribe, link, reader) in std::mem::take(&mut slot.awaiting_snapshot) {
+        for (request, link) in std::mem::take(&mut slot.awaiting_snapshot) {
             link.allow_extra(image.len() + image.len() / SNAPSHOT_CHUNK_BYTES * 16 + 64);
             for chunk in image.chunks(SNAPSHOT_CHUNK_BYTES) {
-                link.push(MessageKind::SnapshotChunk, chunk);
+                link.push(MessageKind::SnapshotChunk, partition, chunk);
             }
-            link.push_lsn(MessageKind::SnapshotEnd, lsn);
-            let replica = self.new_replica(&subscribe, link, lsn, Lsn::ZERO);
-            self.add_replica(slot, partition, replica, reader);
+            link.push_lsn(MessageKind::SnapshotEnd, partition, lsn);
+            let replica = self.new_replica(&request, link, lsn, Lsn::ZERO);
+            Self::add_replica(slot, replica);
         }
         tracing::info!(partition = partition.0, lsn = lsn.0, bytes = image.len(), "snapshot sent");
     }
@@ -312,27 +331,28 @@ impl Shard {
     pub(crate) fn push_frame(slot: &mut PartitionSlot, first_lsn: Lsn, frame: &[u8]) {
         for replica in &slot.replicas {
             if first_lsn > replica.snapshot_lsn {
-                replica.link.push(MessageKind::Frames, frame);
+                replica.link.push(MessageKind::Frames, replica.partition, frame);
             }
         }
     }
 
-    /// Reads a replica's acknowledgements until its connection ends, then forgets it.
+    /// Reads the acknowledgements on a replica's connection until it ends, then forgets the
+    /// replica on every partition the connection streamed.
     async fn read_acks(
         self: Rc<Self>,
-        partition: PartitionId,
-        replica: Rc<Replica>,
+        name: String,
+        partitions: Vec<PartitionId>,
+        link: Rc<Link>,
         mut reader: OwnedReadHalf<TcpStream>,
     ) {
         let mut input = Vec::with_capacity(4096);
         let outcome = loop {
-            let handle = |kind, payload: &[u8]| {
-                self.on_ack(partition, &replica, kind, payload).map(|()| true)
-            };
-            if let Err(error) = take_messages(&mut input, handle) {
+            if let Err(error) =
+                take_messages(&mut input, |message| self.on_ack(&link, message).map(|()| true))
+            {
                 break error;
             }
-            if replica.link.is_closed() {
+            if link.is_closed() {
                 break StreamError::Stopped;
             }
             match read_more(&mut reader, &mut input).await {
@@ -340,33 +360,42 @@ impl Shard {
                 Err(error) => break error,
             }
         };
-        replica.link.close();
-        let name = &replica.name;
-        tracing::info!(name, partition = partition.0, reason = %outcome, "replica detached");
-        self.forget_closed(partition);
+        link.close();
+        let streams = partitions.len();
+        tracing::info!(name, streams, reason = %outcome, "replica detached");
+        for partition in partitions {
+            self.forget_closed(partition);
+        }
     }
 
-    fn on_ack(
-        &self,
-        partition: PartitionId,
-        replica: &Replica,
-        kind: MessageKind,
-        payload: &[u8],
-    ) -> Result<(), StreamError> {
-        if kind != MessageKind::Ack {
+    /// Takes one acknowledgement from the replica at the other end of `link`.
+    fn on_ack(&self, link: &Rc<Link>, message: &Message<'_>) -> Result<(), StreamError> {
+        if message.kind != MessageKind::Ack {
+            let kind = message.kind;
             return Err(StreamError::Protocol(format!("unexpected {kind:?} from a replica")));
         }
-        let lsn = decode_lsn(&strata_core::peer::Message { kind, payload })?;
-        {
+        let lsn = decode_lsn(message)?;
+        let partition = message.partition;
+        let replica = {
             let partitions = self.partitions.borrow();
-            let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
-            if lsn > slot.framed_lsn {
+            let slot = partitions.get(partition.0 as usize).and_then(Option::as_ref);
+            let replica = slot.and_then(|slot| {
+                let replica = slot.replicas.iter().find(|replica| Rc::ptr_eq(&replica.link, link));
+                replica.map(|replica| (Rc::clone(replica), slot.framed_lsn))
+            });
+            let Some((replica, framed_lsn)) = replica else {
+                return Err(protocol(&format!(
+                    "an acknowledgement for partition {partition}, which this connection does \
+                     not stream"
+                )));
+            };
+            if lsn > framed_lsn {
                 return Err(StreamError::Protocol(format!(
-                    "acknowledged LSN {lsn} beyond the last sent {}",
-                    slot.framed_lsn
+                    "acknowledged LSN {lsn} beyond the last sent {framed_lsn}"
                 )));
             }
-        }
+            replica
+        };
         replica.acked.set(replica.acked.get().max(lsn));
         if !replica.in_sync.get() && lsn >= replica.join_lsn {
             replica.in_sync.set(true);
@@ -392,8 +421,8 @@ impl Shard {
                     replica.link.close();
                 }
             }
-            for (subscribe, link, _) in &slot.awaiting_snapshot {
-                if name.is_none_or(|name| name == subscribe.name) {
+            for (request, link) in &slot.awaiting_snapshot {
+                if name.is_none_or(|name| name == request.name) {
                     link.close();
                 }
             }
@@ -411,7 +440,7 @@ impl Shard {
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
             slot.replicas.retain(|replica| !replica.link.is_closed());
-            slot.awaiting_snapshot.retain(|(_, link, _)| !link.is_closed());
+            slot.awaiting_snapshot.retain(|(_, link)| !link.is_closed());
             slot.reading_log.retain(|(_, link)| !link.is_closed());
         }
         self.advance_commit(partition);
@@ -441,7 +470,7 @@ impl Shard {
         }
         crate::shard::release_waiters(slot);
         for replica in &slot.replicas {
-            replica.link.push_lsn(MessageKind::Commit, candidate);
+            replica.link.push_lsn(MessageKind::Commit, partition, candidate);
         }
     }
 
@@ -469,20 +498,30 @@ impl Shard {
 
     // ----- replica side -----
 
-    /// Starts streaming every owned partition from `target.leader`.
-    pub(crate) fn follow(self: &Rc<Self>, leader: SocketAddr, name: String, kind: ReplicaKind) {
+    /// Starts streaming every owned partition from `leader`: one connection per leader shard
+    /// owning some of them (`leader_shards`, from the leader's answer to registration; unknown:
+    /// one connection per partition).
+    pub(crate) fn follow(
+        self: &Rc<Self>,
+        leader: SocketAddr,
+        name: String,
+        kind: ReplicaKind,
+        leader_shards: Option<u32>,
+    ) {
         let generation = self.follow_generation.get() + 1;
         self.follow_generation.set(generation);
         let target = FollowTarget { leader, name, kind, generation };
-        for partition in self.owned_partitions() {
+        let owned = self.owned_partitions();
+        for partition in &owned {
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
             slot.leader_commit = Some(slot.state.commit_lsn());
             // Frames cut as leader may not be a prefix of the log the new leader sends.
             slot.recent.clear();
             slot.recent_bytes = 0;
-            drop(partitions);
-            monoio::spawn(Rc::clone(self).follow_partition(partition, target.clone()));
+        }
+        for group in stream_groups(&owned, leader_shards) {
+            monoio::spawn(Rc::clone(self).follow_group(group, target.clone()));
         }
     }
 
@@ -505,16 +544,18 @@ impl Shard {
         }
     }
 
-    async fn follow_partition(self: Rc<Self>, partition: PartitionId, target: FollowTarget) {
+    /// Streams `group` (partitions one leader shard owns) over one connection, connecting
+    /// again after it ends, until this attempt at following is over.
+    async fn follow_group(self: Rc<Self>, group: Vec<PartitionId>, target: FollowTarget) {
         let mut failures = 0u32;
         while self.follow_generation.get() == target.generation {
-            match self.stream_partition(partition, &target).await {
+            match self.stream_group(&group, &target).await {
                 Err(StreamError::Stopped) => break,
                 Err(error) => {
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(20) {
-                        let partition = partition.0;
-                        tracing::warn!(partition, %error, failures, "replication stream ended");
+                        let partitions = format!("{group:?}");
+                        tracing::warn!(partitions, %error, failures, "replication stream ended");
                     }
                 }
                 Ok(()) => {}
@@ -523,9 +564,9 @@ impl Shard {
         }
     }
 
-    async fn stream_partition(
+    async fn stream_group(
         &self,
-        partition: PartitionId,
+        group: &[PartitionId],
         target: &FollowTarget,
     ) -> Result<(), StreamError> {
         let stream = TcpStream::connect(target.leader).await?;
@@ -534,46 +575,59 @@ impl Shard {
             return Err(StreamError::Stopped);
         }
         let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
-        let subscribe = {
-            let mut partitions = self.partitions.borrow_mut();
-            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-            if let Some(old) = slot.upstream.take() {
-                old.close();
-            }
-            Subscribe {
-                partition,
-                kind: target.kind,
-                last_lsn: slot.state.last_lsn(),
-                last_epoch: slot.last_epoch,
-                name: target.name.clone(),
-            }
-        };
+        let streams = group.iter().map(|partition| self.stream_from(*partition)).collect();
+        let subscribe = Subscribe { kind: target.kind, name: target.name.clone(), streams };
         let (mut reader, mut writer) = stream.into_split();
         let mut hello = Vec::new();
         encode_message(&mut hello, MessageKind::Subscribe, &subscribe.encode());
         let (result, _) = writer.write_all(hello).await;
         result?;
         monoio::spawn(Rc::clone(&link).run_writer(writer));
-        let outcome = self.receive_stream(partition, target, &link, &mut reader).await;
+        let outcome = self.receive_stream(group, target, &link, &mut reader).await;
         link.close();
         if self.follow_generation.get() == target.generation {
-            self.mesh.shared.set_streaming(partition, false);
+            for partition in group {
+                self.mesh.shared.set_streaming(*partition, false);
+            }
         }
         outcome
     }
 
+    /// Where the partition's log ends, for a subscription; closes its earlier stream.
+    fn stream_from(&self, partition: PartitionId) -> StreamFrom {
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        if let Some(old) = slot.upstream.take() {
+            old.close();
+        }
+        StreamFrom { partition, last_lsn: slot.state.last_lsn(), last_epoch: slot.last_epoch }
+    }
+
     async fn receive_stream(
         &self,
-        partition: PartitionId,
+        group: &[PartitionId],
         target: &FollowTarget,
         link: &Rc<Link>,
         reader: &mut OwnedReadHalf<TcpStream>,
     ) -> Result<(), StreamError> {
         let mut input = Vec::with_capacity(READ_CHUNK_BYTES);
-        let mut stream = ReceiveState { epoch: None, snapshot: None, complete: None };
+        let mut streams: Vec<ReceiveState> =
+            group.iter().map(|partition| ReceiveState::new(*partition)).collect();
         loop {
-            take_messages(&mut input, |kind, payload| {
-                self.on_stream_message(partition, &mut stream, link, kind, payload)
+            take_messages(&mut input, |message| {
+                if message.kind == MessageKind::Refused {
+                    let reason = String::from_utf8_lossy(message.payload).into_owned();
+                    return Err(StreamError::Refused(reason));
+                }
+                let partition = message.partition;
+                let stream = streams
+                    .iter_mut()
+                    .find(|stream| stream.partition == partition && message.kind.is_stream())
+                    .ok_or_else(|| {
+                        let kind = message.kind;
+                        protocol(&format!("unexpected {kind:?} for partition {partition}"))
+                    })?;
+                self.on_stream_message(stream, link, message)
             })?;
             if self.follow_generation.get() != target.generation {
                 return Err(StreamError::Stopped);
@@ -582,24 +636,30 @@ impl Shard {
                 // The writer failed (the leader went away): connect again.
                 return Err(protocol("the connection to the leader closed"));
             }
-            if let Some((lsn, image)) = stream.complete.take() {
-                let epoch = stream.epoch.unwrap_or_default();
+            let complete = streams.iter_mut().find_map(|stream| {
+                let (lsn, image) = stream.complete.take()?;
+                Some((stream.partition, stream.epoch.unwrap_or_default(), lsn, image))
+            });
+            if let Some((partition, epoch, lsn, image)) = complete {
                 self.install(partition, epoch, lsn, &image, link).await?;
                 // Messages after the snapshot's end may already be in `input`.
                 continue;
             }
-            self.wait_for_room(partition).await;
+            self.wait_for_room(group).await;
             read_more(reader, &mut input).await?;
         }
     }
 
-    /// Waits while the partition holds more received frames than it may before writing them.
-    async fn wait_for_room(&self, partition: PartitionId) {
+    /// Waits while a partition of `group` holds more received frames than it may before
+    /// writing them.
+    async fn wait_for_room(&self, group: &[PartitionId]) {
         loop {
             let full = {
                 let partitions = self.partitions.borrow();
-                let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
-                slot.inbound_bytes > INBOUND_BYTES_MAX
+                group.iter().any(|partition| {
+                    let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
+                    slot.inbound_bytes > INBOUND_BYTES_MAX
+                })
             };
             if !full {
                 return;
@@ -612,20 +672,15 @@ impl Shard {
     /// and must be installed before anything after it.
     fn on_stream_message(
         &self,
-        partition: PartitionId,
         stream: &mut ReceiveState,
         link: &Rc<Link>,
-        kind: MessageKind,
-        payload: &[u8],
+        message: &Message<'_>,
     ) -> Result<bool, StreamError> {
-        let message = strata_core::peer::Message { kind, payload };
-        match kind {
+        let (partition, payload) = (stream.partition, message.payload);
+        match message.kind {
             MessageKind::StreamStart => {
                 let start = StreamStart::decode(payload)?;
-                self.on_stream_start(partition, stream, start, link)?;
-            }
-            MessageKind::Refused => {
-                return Err(StreamError::Refused(String::from_utf8_lossy(payload).into_owned()));
+                self.on_stream_start(stream, start, link)?;
             }
             MessageKind::Frames => {
                 let epoch = stream.epoch.ok_or_else(|| protocol("frames before the start"))?;
@@ -635,7 +690,7 @@ impl Shard {
                 self.receive_frames(partition, epoch, payload)?;
             }
             MessageKind::Commit => {
-                let lsn = decode_lsn(&message)?;
+                let lsn = decode_lsn(message)?;
                 self.on_leader_commit(partition, lsn);
             }
             MessageKind::SnapshotChunk => {
@@ -649,7 +704,7 @@ impl Shard {
                 image.extend_from_slice(payload);
             }
             MessageKind::SnapshotEnd => {
-                let lsn = decode_lsn(&message)?;
+                let lsn = decode_lsn(message)?;
                 let image =
                     stream.snapshot.take().ok_or_else(|| protocol("snapshot end out of place"))?;
                 stream.complete = Some((lsn, image));
@@ -662,11 +717,11 @@ impl Shard {
 
     fn on_stream_start(
         &self,
-        partition: PartitionId,
         stream: &mut ReceiveState,
         start: StreamStart,
         link: &Rc<Link>,
     ) -> Result<(), StreamError> {
+        let partition = stream.partition;
         if stream.epoch.is_some() {
             return Err(protocol("a second stream start"));
         }
@@ -861,7 +916,7 @@ impl Shard {
     /// Tells the leader what is durable here.
     pub(crate) fn acknowledge(slot: &PartitionSlot) {
         if let Some(upstream) = &slot.upstream {
-            upstream.push_lsn(MessageKind::Ack, slot.durable_lsn);
+            upstream.push_lsn(MessageKind::Ack, slot.state.id(), slot.durable_lsn);
         }
     }
 }
@@ -873,19 +928,19 @@ impl Shard {
 /// gets a snapshot.
 fn frames_after_log(
     slot: &PartitionSlot,
-    subscribe: &Subscribe,
+    request: &StreamRequest,
     tail: strata_wal::LogTail,
 ) -> Option<Vec<Rc<[u8]>>> {
-    let partition = subscribe.partition;
+    let from = request.from;
     let prefix_matches = match tail.epoch_at_start {
-        Some(epoch) => epoch == subscribe.last_epoch || subscribe.last_lsn == Lsn::ZERO,
+        Some(epoch) => epoch == from.last_epoch || from.last_lsn == Lsn::ZERO,
         // The frame ending at the replica's last LSN is gone from the log: its next frame
         // must not be older than the replica's last one.
         None => tail
             .frames
             .first()
             .and_then(|frame| decode_frame(frame).ok())
-            .is_some_and(|header| header.epoch >= subscribe.last_epoch),
+            .is_some_and(|header| header.epoch >= from.last_epoch),
     };
     if !prefix_matches {
         return None;
@@ -895,9 +950,9 @@ fn frames_after_log(
         frames.extend(recent_after(slot, tail.last_lsn, tail.last_epoch)?);
     }
     tracing::info!(
-        partition = partition.0,
-        replica = subscribe.name,
-        from = subscribe.last_lsn.0,
+        partition = from.partition.0,
+        replica = request.name,
+        from = from.last_lsn.0,
         frames = frames.len(),
         "replica resumes from the local log"
     );
@@ -914,13 +969,39 @@ fn recent_after(slot: &PartitionSlot, last_lsn: Lsn, last_epoch: Epoch) -> Optio
     Some(slot.recent.iter().skip(position + 1).map(|frame| Rc::clone(&frame.bytes)).collect())
 }
 
-/// What one replica stream has received so far.
+/// What one partition's stream has received so far, on a replica.
 struct ReceiveState {
+    partition: PartitionId,
     epoch: Option<Epoch>,
     /// A snapshot being received.
     snapshot: Option<Vec<u8>>,
     /// A snapshot received whole, with its LSN, to install before anything else.
     complete: Option<(Lsn, Vec<u8>)>,
+}
+
+impl ReceiveState {
+    fn new(partition: PartitionId) -> ReceiveState {
+        ReceiveState { partition, epoch: None, snapshot: None, complete: None }
+    }
+}
+
+/// The partitions a replica shard streams over one connection each: those one shard of the
+/// leader owns together, or each alone when the leader's shard count is unknown.
+fn stream_groups(owned: &[PartitionId], leader_shards: Option<u32>) -> Vec<Vec<PartitionId>> {
+    let Some(leader_shards) = leader_shards.filter(|shards| *shards > 0) else {
+        return owned.iter().map(|partition| vec![*partition]).collect();
+    };
+    let mut groups: std::collections::BTreeMap<ShardId, Vec<PartitionId>> = Default::default();
+    for partition in owned {
+        groups.entry(partition.shard(leader_shards)).or_default().push(*partition);
+    }
+    groups
+        .into_values()
+        .map(|mut group| {
+            group.sort_unstable();
+            group
+        })
+        .collect()
 }
 
 fn protocol(reason: &str) -> StreamError {
@@ -931,12 +1012,12 @@ fn protocol(reason: &str) -> StreamError {
 /// A handler returning `Ok(false)` stops the walk after its message (the rest stays).
 fn take_messages(
     input: &mut Vec<u8>,
-    mut handle: impl FnMut(MessageKind, &[u8]) -> Result<bool, StreamError>,
+    mut handle: impl FnMut(&Message<'_>) -> Result<bool, StreamError>,
 ) -> Result<(), StreamError> {
     let mut consumed = 0;
     let outcome = loop {
         match decode_message(&input[consumed..]) {
-            Ok(Some((message, length))) => match handle(message.kind, message.payload) {
+            Ok(Some((message, length))) => match handle(&message) {
                 Ok(go_on) => {
                     consumed += length;
                     if !go_on {

@@ -17,7 +17,6 @@ use futures_channel::oneshot;
 use strata_core::command::KeyCommand;
 use strata_core::frame::encode_batch_frame;
 use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
-use strata_core::peer::Subscribe;
 use strata_core::record::{Batch, Record};
 use strata_core::{Epoch, Lsn, PartitionId, ShardId};
 use strata_wal::PartitionWal;
@@ -199,8 +198,7 @@ pub(crate) struct RecentFrame {
 }
 
 /// A replica whose stream starts with a snapshot, taken at the next clean point.
-pub(crate) type AwaitingSnapshot =
-    (Subscribe, Rc<Link>, monoio::io::OwnedReadHalf<monoio::net::TcpStream>);
+pub(crate) type AwaitingSnapshot = (crate::replication::StreamRequest, Rc<Link>);
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
@@ -468,9 +466,9 @@ impl Shard {
         match message {
             ControlMessage::Attach { stream, subscribe } => self.attach_replica(subscribe, stream),
             ControlMessage::Detach { name } => self.detach(name.as_deref()),
-            ControlMessage::Follow { leader, name, kind } => {
+            ControlMessage::Follow { leader, name, kind, leader_shards } => {
                 self.unfollow();
-                self.follow(leader, name, kind);
+                self.follow(leader, name, kind, leader_shards);
             }
             ControlMessage::Unfollow => self.unfollow(),
             ControlMessage::InstallArchived { partition, staged, reply } => {

@@ -127,8 +127,9 @@ pub struct Cluster {
     pub partitions: u32,
     /// Milliseconds between a replica's heartbeats to its leader.
     pub heartbeat_interval: u64,
-    /// Bytes a leader queues for one replica stream at most; a replica further behind (a slow
-    /// or stopped learner) is cut off and catches up again when it reconnects.
+    /// Bytes a leader queues for one replica connection (the partitions of one leader shard) at
+    /// most; a replica further behind (a slow or stopped learner) is cut off and catches up
+    /// again when it reconnects.
     pub replica_window: ByteSize,
     /// Milliseconds without a heartbeat after which the leader marks a member `timeout` and
     /// stops waiting for it.

@@ -201,6 +201,11 @@ fn writes_on_the_leader_are_read_on_every_replica() {
         }),
         "{leader_info}"
     );
+    // Each replica shard streams the partitions of one leader shard over one connection: two
+    // leader shards make two connections per replica, whatever its own shard count, plus its
+    // heartbeat connection (one per partition would be 8 each).
+    let connected = wait_until(Duration::from_secs(10), || connections_to(leader.peer_port) == 9);
+    assert!(connected, "{} connections to the peer port", connections_to(leader.peer_port));
     // WAITAOF: every earlier write is already durable here and on both followers.
     assert!(wait_until(Duration::from_secs(5), || {
         let counts: Vec<i64> =
@@ -551,8 +556,13 @@ fn garbage_on_the_peer_port_is_refused_without_harm() {
         envelope(1, br#"{"type":"register","name":"x"}"#, None),
         envelope(1, IMPOSTOR.as_bytes(), None),
         envelope(3, b"short", None),
-        envelope(3, &subscribe_payload(0, "nobody"), None),
-        envelope(3, &subscribe_payload(99, "f1"), None),
+        envelope(3, &subscribe_payload(&[0], "nobody"), None),
+        envelope(3, &subscribe_payload(&[99], "f1"), None),
+        // Partitions of two different leader shards on one connection.
+        envelope(3, &subscribe_payload(&[0, 1], "f1"), None),
+        // Partitions out of order, and none at all.
+        envelope(3, &subscribe_payload(&[2, 0], "f1"), None),
+        envelope(3, &subscribe_payload(&[], "f1"), None),
         envelope(10, &[0u8; 100], None),
         envelope(14, &[1, 2, 3], Some(7)),
         envelope(1, &[], None)[..10].to_vec(),
@@ -570,6 +580,16 @@ fn garbage_on_the_peer_port_is_refused_without_harm() {
         let mut answer = Vec::new();
         let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
     }
+    // An acknowledgement for a partition the connection does not stream closes it.
+    let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    stream.write_all(&envelope(3, &subscribe_payload(&[0], "f1"), None)).unwrap();
+    let start = read_envelope(&mut stream).map(|(kind, _)| kind);
+    assert_eq!(start, Some(4), "the leader started the stream");
+    stream.write_all(&stream_envelope(14, 1, &0u64.to_le_bytes())).unwrap();
+    let mut answer = Vec::new();
+    let closed = std::io::Read::read_to_end(&mut stream, &mut answer);
+    assert!(closed.is_ok(), "the leader closed the connection: {closed:?}");
     // The impostor did not replace the real follower, and replication still works.
     assert_eq!(status_on(&leader, "f1"), "alive");
     let mut client = leader.client();
@@ -592,19 +612,26 @@ fn bad_stream_inputs() -> Vec<Vec<u8>> {
     covered.extend_from_slice(&wrong_partition[60..]);
     let checksum = crc32c(&covered);
     wrong_partition[56..60].copy_from_slice(&checksum.to_le_bytes());
-    let mut bad_checksum = envelope_bytes(10, &[7u8; 80]);
+    let mut bad_checksum = stream_envelope(10, 0, &[7u8; 80]);
     bad_checksum[12] ^= 0xff;
+    let mut control_with_partition = stream_envelope(2, 0, b"{}");
+    control_with_partition[6] = 1;
     vec![
-        envelope_bytes(10, b"not a frame at all, just bytes of garbage ...."),
-        envelope_bytes(10, &wrong_partition),
+        stream_envelope(10, 0, b"not a frame at all, just bytes of garbage ...."),
+        stream_envelope(10, 0, &wrong_partition),
         bad_checksum,
-        envelope_bytes(11, &[1, 2, 3]),
+        stream_envelope(11, 0, &[1, 2, 3]),
+        // A commit for a partition this connection does not stream.
+        stream_envelope(11, 5, &1u64.to_le_bytes()),
+        control_with_partition,
     ]
 }
 
-fn envelope_bytes(kind: u8, payload: &[u8]) -> Vec<u8> {
+/// A message of `partition`'s stream (or of none, with 0).
+fn stream_envelope(kind: u8, partition: u16, payload: &[u8]) -> Vec<u8> {
     let mut bytes = b"STRP".to_vec();
-    bytes.extend_from_slice(&[kind, 0, 0, 0]);
+    bytes.extend_from_slice(&[kind, 0]);
+    bytes.extend_from_slice(&partition.to_le_bytes());
     bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     bytes.extend_from_slice(&crc32c(payload).to_le_bytes());
     bytes.extend_from_slice(payload);
@@ -621,9 +648,9 @@ fn read_envelope(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     Some((header[4], payload))
 }
 
-/// A leader impostor: answers control requests with success, starts every stream as a tail,
-/// and on partition 0 sends one bad input per connection. Returns, per bad input, whether the
-/// follower closed that connection.
+/// A leader impostor with one shard: answers control requests with success, starts every
+/// stream of a subscription as a tail, and when partition 0 is among them sends one bad input
+/// per connection. Records, per bad input, whether the follower closed that connection.
 fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
     let bad = Arc::new(bad_stream_inputs());
     let sent = Arc::new(Mutex::new(0usize));
@@ -634,18 +661,26 @@ fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
             while let Some((kind, payload)) = read_envelope(&mut stream) {
                 if kind == 1 {
-                    let answer =
-                        br#"{"error_code":0,"leader_name":"fake","heartbeat_interval_ms":200}"#;
-                    let _ = stream.write_all(&envelope_bytes(2, answer));
+                    let answer = concat!(
+                        r#"{"error_code":0,"leader_name":"fake","heartbeat_interval_ms":200,"#,
+                        r#""shards":1}"#
+                    );
+                    let _ = stream.write_all(&stream_envelope(2, 0, answer.as_bytes()));
                     continue;
                 }
-                let partition = u32::from_le_bytes(payload[0..4].try_into().unwrap());
-                let last_lsn = u64::from_le_bytes(payload[5..13].try_into().unwrap());
-                let mut start = vec![1u8];
-                start.extend_from_slice(&(last_lsn + 1).to_le_bytes());
-                start.extend_from_slice(&1u64.to_le_bytes());
-                let _ = stream.write_all(&envelope_bytes(4, &start));
-                let index = if partition == 0 {
+                let count = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+                let mut partitions = Vec::new();
+                for entry in payload[3..3 + 20 * count].chunks_exact(20) {
+                    let partition = u32::from_le_bytes(entry[0..4].try_into().unwrap());
+                    let last_lsn = u64::from_le_bytes(entry[4..12].try_into().unwrap());
+                    let mut start = vec![1u8];
+                    start.extend_from_slice(&(last_lsn + 1).to_le_bytes());
+                    start.extend_from_slice(&1u64.to_le_bytes());
+                    let envelope = stream_envelope(4, partition as u16, &start);
+                    let _ = stream.write_all(&envelope);
+                    partitions.push(partition);
+                }
+                let index = if partitions.contains(&0) {
                     let mut sent = sent.lock().unwrap();
                     *sent += 1;
                     Some(*sent - 1)
@@ -700,11 +735,31 @@ const IMPOSTOR: &str = concat!(
     r#""version":"0.1.0","partitions":8}"#
 );
 
-fn subscribe_payload(partition: u32, name: &str) -> Vec<u8> {
-    let mut payload = partition.to_le_bytes().to_vec();
-    payload.push(1);
-    payload.extend_from_slice(&0u64.to_le_bytes());
-    payload.extend_from_slice(&0u64.to_le_bytes());
+/// Established TCP connections to `port` on this machine, from /proc/net/tcp and tcp6.
+fn connections_to(port: u16) -> usize {
+    let remote_port = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|path| std::fs::read_to_string(path).ok())
+        .map(|table| {
+            let established = |line: &&str| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                fields.len() > 3 && fields[2].ends_with(&remote_port) && fields[3] == "01"
+            };
+            table.lines().skip(1).filter(established).count()
+        })
+        .sum()
+}
+
+/// A follower's subscription to `partitions`, each with an empty log.
+fn subscribe_payload(partitions: &[u32], name: &str) -> Vec<u8> {
+    let mut payload = vec![1u8];
+    payload.extend_from_slice(&(partitions.len() as u16).to_le_bytes());
+    for partition in partitions {
+        payload.extend_from_slice(&partition.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+        payload.extend_from_slice(&0u64.to_le_bytes());
+    }
     payload.extend_from_slice(name.as_bytes());
     payload
 }

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_core::peer::{ReplicaKind, Subscribe};
@@ -62,6 +62,9 @@ pub struct ClusterShared {
     epoch: AtomicU64,
     /// (replica name, partition) → progress, written by the leader's shards.
     progress: Mutex<BTreeMap<(String, PartitionId), ReplicaProgress>>,
+    /// Followers in sync on every partition they stream, counted from `progress` whenever it
+    /// changes: WAITAOF reads it for every batch.
+    in_sync_followers: AtomicUsize,
     /// Replica: the partitions whose stream from the leader is established.
     streaming: Mutex<BTreeSet<PartitionId>>,
 }
@@ -73,6 +76,7 @@ impl ClusterShared {
             mode: AtomicU8::new(mode.as_u8()),
             epoch: AtomicU64::new(epoch.0),
             progress: Mutex::new(BTreeMap::new()),
+            in_sync_followers: AtomicUsize::new(0),
             streaming: Mutex::new(BTreeSet::new()),
         }
     }
@@ -107,15 +111,7 @@ impl ClusterShared {
     /// Leader: followers in sync on every partition they stream (as last published).
     #[must_use]
     pub fn in_sync_followers(&self) -> usize {
-        let Ok(map) = self.progress.lock() else { return 0 };
-        let mut names: BTreeMap<&str, bool> = BTreeMap::new();
-        for ((name, _), progress) in map.iter() {
-            if progress.kind == ReplicaKind::Follower {
-                let entry = names.entry(name.as_str()).or_insert(true);
-                *entry &= progress.in_sync;
-            }
-        }
-        names.values().filter(|in_sync| **in_sync).count()
+        self.in_sync_followers.load(Ordering::Acquire)
     }
 
     /// Replica: how many partitions stream from the leader (caught up or catching up live).
@@ -144,8 +140,21 @@ impl ClusterShared {
             for (name, progress) in entries {
                 map.insert((name, partition), progress);
             }
+            self.in_sync_followers.store(count_in_sync_followers(&map), Ordering::Release);
         }
     }
+}
+
+/// Followers in sync on every partition they stream.
+fn count_in_sync_followers(map: &BTreeMap<(String, PartitionId), ReplicaProgress>) -> usize {
+    let mut names: BTreeMap<&str, bool> = BTreeMap::new();
+    for ((name, _), progress) in map {
+        if progress.kind == ReplicaKind::Follower {
+            let entry = names.entry(name.as_str()).or_insert(true);
+            *entry &= progress.in_sync;
+        }
+    }
+    names.values().filter(|in_sync| **in_sync).count()
 }
 
 /// Orders from the control thread to a shard.

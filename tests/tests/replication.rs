@@ -407,6 +407,13 @@ fn a_promoted_follower_has_every_acknowledged_write() {
     assert_holds(&first, &acknowledged, "new leader");
     assert_holds(&second, &acknowledged, "remaining follower");
     let mut client = first.client();
+    // Writes wait for a follower once it is in sync: until then it may still be catching up.
+    let in_sync = wait_until(Duration::from_secs(20), || {
+        let counts: Vec<i64> =
+            redis::cmd("WAITAOF").arg(1).arg(1).arg(0).query(&mut client).unwrap_or_default();
+        counts == [1, 1]
+    });
+    assert!(in_sync, "the remaining follower came in sync with the new leader");
     let _: () = client.set("after", "promotion").unwrap();
     let value: Option<String> = second.client().get("after").unwrap();
     assert_eq!(value.as_deref(), Some("promotion"));

@@ -46,7 +46,6 @@ const SNAPSHOT_BYTES_MAX: usize = 16 * 1024 * 1024 * 1024;
 pub(crate) struct Replica {
     pub(crate) name: String,
     pub(crate) kind: ReplicaKind,
-    partition: PartitionId,
     /// The replica's connection, shared with its other partitions on this shard.
     pub(crate) link: Rc<Link>,
     /// Frames whose records are all at or below this LSN are in the snapshot it was sent.
@@ -279,7 +278,6 @@ impl Shard {
         Rc::new(Replica {
             name: request.name.clone(),
             kind: request.kind,
-            partition: request.from.partition,
             link,
             snapshot_lsn: from,
             join_lsn: from,
@@ -289,7 +287,7 @@ impl Shard {
     }
 
     fn add_replica(slot: &mut PartitionSlot, replica: Rc<Replica>) {
-        replica.link.push_lsn(MessageKind::Commit, replica.partition, slot.state.commit_lsn());
+        replica.link.push_lsn(MessageKind::Commit, slot.state.id(), slot.state.commit_lsn());
         slot.replicas.push(replica);
     }
 
@@ -329,9 +327,10 @@ impl Shard {
 
     /// Queues a frame the flusher just cut for every replica that does not have it yet.
     pub(crate) fn push_frame(slot: &mut PartitionSlot, first_lsn: Lsn, frame: &[u8]) {
+        let partition = slot.state.id();
         for replica in &slot.replicas {
             if first_lsn > replica.snapshot_lsn {
-                replica.link.push(MessageKind::Frames, replica.partition, frame);
+                replica.link.push(MessageKind::Frames, partition, frame);
             }
         }
     }
@@ -995,13 +994,8 @@ fn stream_groups(owned: &[PartitionId], leader_shards: Option<u32>) -> Vec<Vec<P
     for partition in owned {
         groups.entry(partition.shard(leader_shards)).or_default().push(*partition);
     }
-    groups
-        .into_values()
-        .map(|mut group| {
-            group.sort_unstable();
-            group
-        })
-        .collect()
+    // `owned` ascends, so each group does too, as a subscription requires.
+    groups.into_values().collect()
 }
 
 fn protocol(reason: &str) -> StreamError {

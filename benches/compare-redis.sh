@@ -17,12 +17,17 @@
 #   STRATA_BIN      Strata binary to use; default: build it with `cargo build --release -p strata`
 #   SHARDS          Strata's shard threads (default 2, the cores here); redis-benchmark runs on
 #                   the same machine, so SHARDS=1 leaves it a core, as Redis's one thread does
+#   PARTITIONS      Strata's partitions (default 8, the node's default); a round of writes costs
+#                   one device write per partition it touches
 #   SKIP_STRATA=1   run the Redis half only (SKIP_REDIS=1: the Strata half only)
+#   CEILING=1       also run Redis without persistence (`appendonly no`) each round: what this
+#                   client can drive on this machine, which bounds any server's figure
 #   KEEP_WORK=1     keep the temporary directory (configs, logs, raw CSV) for inspection
 set -euo pipefail
 
 readonly CLIENTS=50
 SHARDS=${SHARDS:-2}
+PARTITIONS=${PARTITIONS:-8}
 readonly VALUE_BYTES=128
 readonly KEYSPACE=100000
 readonly TESTS=(set get)
@@ -56,8 +61,9 @@ REQUESTS_P1=${REQUESTS_P1:-50000}
 REQUESTS_P16=${REQUESTS_P16:-200000}
 SKIP_STRATA=${SKIP_STRATA:-0}
 SKIP_REDIS=${SKIP_REDIS:-0}
-for number in "$ROUNDS" "$REQUESTS_P1" "$REQUESTS_P16"; do
-    [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS and REQUESTS_* must be positive integers"
+CEILING=${CEILING:-0}
+for number in "$ROUNDS" "$REQUESTS_P1" "$REQUESTS_P16" "$SHARDS" "$PARTITIONS"; do
+    [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS, REQUESTS_*, SHARDS and PARTITIONS must be positive integers"
 done
 [ "$SKIP_STRATA" = 1 ] && [ "$SKIP_REDIS" = 1 ] && fail "SKIP_STRATA and SKIP_REDIS both set"
 
@@ -124,6 +130,28 @@ start_redis() {
     wait_until_ready "$port" "$directory/redis.log"
 }
 
+# Redis keeping nothing on disk: the ceiling this client reaches here.
+start_memory() {
+    local directory="$1" port="$2"
+    redis-server --port "$port" --bind 127.0.0.1 --appendonly no --save '' \
+        --dir "$directory" --daemonize no --logfile "$directory/redis.log" &
+    SERVER_PID=$!
+    wait_until_ready "$port" "$directory/redis.log"
+}
+
+# CPU seconds (user + system) of this shell's reaped children so far, from `times` (run in
+# this shell, not a subshell, whose children are its own).
+children_cpu_seconds() {
+    times >"$WORK/times"
+    awk 'NR == 2 {
+        total = 0
+        for (i = 1; i <= 2; i++) {
+            split($i, part, "m"); sub("s", "", part[2]); total += part[1] * 60 + part[2]
+        }
+        printf "%.3f", total
+    }' "$WORK/times"
+}
+
 write_strata_config() {
     local directory="$1" port="$2" http_port peer_port attempt
     for attempt in $(seq 1 20); do
@@ -150,6 +178,9 @@ data_dir = "$directory/data"
 
 [wal]
 wal_flush = "FlushAtOnce"
+
+[cluster]
+partitions = $PARTITIONS
 EOF
 }
 
@@ -190,6 +221,9 @@ run_test() {
     local server="$1" round="$2" port="$3" test="$4" pipeline="$5" requests="$6"
     local output="$WORK/$server-$round-$test-P$pipeline.csv" before after
     before="$(cpu_seconds "$SERVER_PID")"
+    local client_before
+    children_cpu_seconds >"$WORK/client_before"
+    client_before="$(cat "$WORK/client_before")"
     # In the background so that a signal to this script runs its trap at once (a foreground
     # command would be waited for first); the trap ends the benchmark.
     timeout "$RUN_TIMEOUT_SECONDS" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" \
@@ -204,15 +238,20 @@ run_test() {
         fail "redis-benchmark failed against $server ($test, -P $pipeline): status $status"
     fi
     after="$(cpu_seconds "$SERVER_PID")"
+    local client_cpu
+    children_cpu_seconds >"$WORK/client_after"
+    client_cpu="$(awk -v a="$(cat "$WORK/client_after")" -v b="$client_before" \
+        'BEGIN { printf "%.2f", a - b }')"
     local measured
     measured="$(parse_csv "$output")"
     [ -n "$measured" ] || fail "no CSV row from redis-benchmark in $output"
     local cpu
     cpu="$(awk -v ticks=$((after - before)) -v hz="$CLOCK_TICKS" \
         'BEGIN { printf "%.2f", ticks / hz }')"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$test" "$pipeline" "$round" "$measured" "$cpu" \
-        >>"$RESULTS"
-    log "round $round $server $test -P $pipeline: $(cut -f1 <<<"$measured") ops/s, cpu ${cpu}s"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$server" "$test" "$pipeline" "$round" "$measured" \
+        "$cpu" "$client_cpu" >>"$RESULTS"
+    log "round $round $server $test -P $pipeline: $(cut -f1 <<<"$measured") ops/s," \
+        "cpu ${cpu}s, client cpu ${client_cpu}s"
 }
 
 # Runs every test against one freshly started server, then stops it. SET before GET, so GETs
@@ -251,8 +290,8 @@ median() {
 print_table() {
     printf '\n%d round(s), %d clients, %d-byte values, %d keys; ' \
         "$ROUNDS" "$CLIENTS" "$VALUE_BYTES" "$KEYSPACE"
-    printf 'Strata shards: %d; medians over rounds; p99 in ms; server CPU seconds per test\n' \
-        "$SHARDS"
+    printf 'Strata shards: %d, partitions: %d; medians over rounds; p99 in ms; server CPU seconds per test\n' \
+        "$SHARDS" "$PARTITIONS"
     local format='%-5s %3s %12s %12s %7s %9s %9s %8s %8s\n'
     # shellcheck disable=SC2059
     printf "$format" test P redis_ops/s strata_ops/s ratio redis_p99 strata_p99 redis_cpu strata_cpu
@@ -273,12 +312,46 @@ print_table() {
         done
     done
     printf '\nratio = strata / redis ops/s. redis: appendfsync always; strata: FlushAtOnce.\n'
+    print_client_table
+}
+
+# The client's share of one core during a test: its CPU seconds over the test's duration.
+client_share() {
+    local server="$1" test="$2" pipeline="$3" requests="$4" rps cpu
+    rps="$(median "$server" "$test" "$pipeline" 5 %.0f)"
+    cpu="$(median "$server" "$test" "$pipeline" 8 %.3f)"
+    awk -v r="$rps" -v c="$cpu" -v n="$requests" \
+        'BEGIN { if (r + 0 > 0 && c != "-") printf "%.2f", c * r / n; else print "-" }'
+}
+
+print_client_table() {
+    printf '\nredis-benchmark CPU as a share of one core during each test'
+    [ "$CEILING" = 1 ] && printf '; ceiling: Redis without persistence'
+    printf '\n'
+    local format='%-5s %3s %12s %12s %13s %13s\n'
+    # shellcheck disable=SC2059
+    printf "$format" test P client_redis client_strata ceiling_ops/s ceiling/redis
+    local test pipeline requests ceiling ratio
+    for pipeline in "${PIPELINES[@]}"; do
+        requests=$REQUESTS_P1
+        [ "$pipeline" -eq 1 ] || requests=$REQUESTS_P16
+        for test in "${TESTS[@]}"; do
+            ceiling="$(median memory "$test" "$pipeline" 5 %.0f)"
+            ratio="$(awk -v c="$ceiling" -v r="$(median redis "$test" "$pipeline" 5 %.0f)" \
+                'BEGIN { if (r + 0 > 0 && c != "-") printf "%.2f", c / r; else print "-" }')"
+            # shellcheck disable=SC2059
+            printf "$format" "$test" "$pipeline" \
+                "$(client_share redis "$test" "$pipeline" "$requests")" \
+                "$(client_share strata "$test" "$pipeline" "$requests")" "$ceiling" "$ratio"
+        done
+    done
 }
 
 main() {
     local servers=()
     [ "$SKIP_REDIS" = 1 ] || servers+=(redis)
     [ "$SKIP_STRATA" = 1 ] || servers+=(strata)
+    [ "$CEILING" != 1 ] || servers+=(memory)
     if [ "$SKIP_STRATA" != 1 ]; then
         STRATA="$(strata_binary)"
     fi
@@ -289,12 +362,13 @@ main() {
         log "warning: $WORK is on tmpfs, where fsync costs nothing; set TMPDIR to a disk"
     fi
     log "$ROUNDS round(s), ${servers[*]}, -P 1: $REQUESTS_P1 requests, -P 16: $REQUESTS_P16"
-    local round server order
+    local round server order index count=${#servers[@]}
     for round in $(seq 1 "$ROUNDS"); do
-        order=("${servers[@]}")
-        if [ $((round % 2)) -eq 0 ] && [ "${#servers[@]}" -eq 2 ]; then
-            order=("${servers[1]}" "${servers[0]}")
-        fi
+        # A different server goes first each round.
+        order=()
+        for index in $(seq 0 $((count - 1))); do
+            order+=("${servers[$(((index + round - 1) % count))]}")
+        done
         for server in "${order[@]}"; do
             run_server "$server" "$round"
         done

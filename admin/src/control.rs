@@ -313,12 +313,13 @@ impl Control {
         Ok(())
     }
 
-    /// Waits (bounded) until every partition streams from the leader, so that the role change
-    /// returns with the replica's data in place, as the reference's synchronous log sync does.
+    /// Waits (bounded) until every partition streams from the leader and holds durably what
+    /// the leader had when its stream started, so that the role change returns with the
+    /// replica's data in place, as the reference's synchronous log sync does.
     async fn wait_for_catch_up(&self) {
         let started = tokio::time::Instant::now();
         let all = self.handle.partition_count as usize;
-        while self.handle.shared.streaming_partitions() < all {
+        while self.handle.shared.caught_up_partitions() < all {
             if started.elapsed() > CATCH_UP_WAIT {
                 tracing::warn!("partitions still catching up; the role change returns anyway");
                 return;

@@ -316,28 +316,42 @@ impl Subscribe {
 }
 
 /// How the leader starts a stream.
+///
+/// `caught_up_at` is the leader's last framed LSN when the stream started: once the replica
+/// holds it durably, it has everything the leader had then, and the leader counts a follower
+/// in sync from that point. A leader of an earlier version does not send it; it decodes as
+/// `Lsn::ZERO`, which the replica reaches at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamStart {
     /// Frames follow from `next_lsn`: the replica's log continues where it stopped.
-    Tail { next_lsn: Lsn, epoch: Epoch },
+    Tail { next_lsn: Lsn, epoch: Epoch, caught_up_at: Lsn },
     /// A snapshot follows (chunks, then its end), then frames after the snapshot's LSN.
-    Snapshot { epoch: Epoch },
+    Snapshot { epoch: Epoch, caught_up_at: Lsn },
 }
+
+/// `StreamStart` payload sizes: without `caught_up_at` (earlier versions), and with it.
+const STREAM_START_BYTES_SHORT: usize = 17;
+const STREAM_START_BYTES: usize = 25;
 
 impl StreamStart {
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let (mode, lsn, epoch) = match *self {
-            StreamStart::Tail { next_lsn, epoch } => (1u8, next_lsn, epoch),
-            StreamStart::Snapshot { epoch } => (2u8, Lsn::ZERO, epoch),
+        let (mode, lsn, epoch, caught_up_at) = match *self {
+            StreamStart::Tail { next_lsn, epoch, caught_up_at } => {
+                (1u8, next_lsn, epoch, caught_up_at)
+            }
+            StreamStart::Snapshot { epoch, caught_up_at } => (2u8, Lsn::ZERO, epoch, caught_up_at),
         };
-        let mut payload = vec![mode];
+        let mut payload = Vec::with_capacity(STREAM_START_BYTES);
+        payload.push(mode);
         payload.extend_from_slice(&lsn.0.to_le_bytes());
         payload.extend_from_slice(&epoch.0.to_le_bytes());
+        payload.extend_from_slice(&caught_up_at.0.to_le_bytes());
         payload
     }
 
-    /// Parses a `StreamStart` payload.
+    /// Parses a `StreamStart` payload: 25 bytes, or 17 from a leader that does not send
+    /// `caught_up_at`.
     ///
     /// # Errors
     ///
@@ -347,14 +361,16 @@ impl StreamStart {
             kind: MessageKind::StreamStart,
             reason: reason.to_string(),
         };
-        if payload.len() != 17 {
-            return Err(invalid("expected 17 bytes"));
-        }
+        let caught_up_at = match payload.len() {
+            STREAM_START_BYTES => Lsn(read_u64(payload, STREAM_START_BYTES_SHORT)),
+            STREAM_START_BYTES_SHORT => Lsn::ZERO,
+            _ => return Err(invalid("expected 25 bytes (or 17)")),
+        };
         let lsn = Lsn(read_u64(payload, 1));
         let epoch = Epoch(read_u64(payload, 9));
         match payload[0] {
-            1 => Ok(StreamStart::Tail { next_lsn: lsn, epoch }),
-            2 => Ok(StreamStart::Snapshot { epoch }),
+            1 => Ok(StreamStart::Tail { next_lsn: lsn, epoch, caught_up_at }),
+            2 => Ok(StreamStart::Snapshot { epoch, caught_up_at }),
             _ => Err(invalid("unknown mode")),
         }
     }
@@ -444,13 +460,26 @@ mod tests {
         assert!(Subscribe::decode(&encoded[..3 + 3 * 20]).is_err(), "cut before the name");
         assert!(Subscribe::decode(&encoded[..30]).is_err(), "cut inside the partitions");
         for start in [
-            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3) },
-            StreamStart::Snapshot { epoch: Epoch(4) },
+            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn(9) },
+            StreamStart::Snapshot { epoch: Epoch(4), caught_up_at: Lsn(70) },
         ] {
             assert_eq!(StreamStart::decode(&start.encode()), Ok(start));
         }
         assert!(Subscribe::decode(&[0; 21]).is_err());
         assert!(StreamStart::decode(&[9; 17]).is_err());
+        assert!(StreamStart::decode(&[9; 25]).is_err());
+        for length in [0, 1, 16, 18, 24, 26] {
+            assert!(StreamStart::decode(&vec![1; length]).is_err(), "{length} bytes");
+        }
+    }
+
+    #[test]
+    fn a_stream_start_without_its_catch_up_point_is_caught_up_at_once() {
+        let start = StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn(9) };
+        let short = &start.encode()[..17];
+        let expected =
+            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn::ZERO };
+        assert_eq!(StreamStart::decode(short), Ok(expected));
     }
 
     proptest! {

@@ -1,7 +1,7 @@
 //! What the control thread and the shards share about the cluster: the node's serving mode, the
 //! data epoch, replication progress, and the messages the control thread sends to shards.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -65,8 +65,9 @@ pub struct ClusterShared {
     /// Followers in sync on every partition they stream, counted from `progress` whenever it
     /// changes: WAITAOF reads it for every batch.
     in_sync_followers: AtomicUsize,
-    /// Replica: the partitions whose stream from the leader is established.
-    streaming: Mutex<BTreeSet<PartitionId>>,
+    /// Replica: the partitions whose stream from the leader is established, each with whether
+    /// it has caught up (holds durably what the leader had framed when the stream started).
+    streaming: Mutex<BTreeMap<PartitionId, bool>>,
 }
 
 impl ClusterShared {
@@ -77,7 +78,7 @@ impl ClusterShared {
             epoch: AtomicU64::new(epoch.0),
             progress: Mutex::new(BTreeMap::new()),
             in_sync_followers: AtomicUsize::new(0),
-            streaming: Mutex::new(BTreeSet::new()),
+            streaming: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -120,12 +121,28 @@ impl ClusterShared {
         self.streaming.lock().map_or(0, |set| set.len())
     }
 
+    /// Replica: how many streaming partitions have caught up with the leader.
+    #[must_use]
+    pub fn caught_up_partitions(&self) -> usize {
+        self.streaming.lock().map_or(0, |map| map.values().filter(|caught_up| **caught_up).count())
+    }
+
+    /// Records that `partition`'s stream started (not caught up yet) or ended.
     pub(crate) fn set_streaming(&self, partition: PartitionId, streaming: bool) {
-        if let Ok(mut set) = self.streaming.lock() {
+        if let Ok(mut map) = self.streaming.lock() {
             if streaming {
-                set.insert(partition);
+                map.insert(partition, false);
             } else {
-                set.remove(&partition);
+                map.remove(&partition);
+            }
+        }
+    }
+
+    /// Records that `partition`'s stream caught up with the leader.
+    pub(crate) fn set_caught_up(&self, partition: PartitionId) {
+        if let Ok(mut map) = self.streaming.lock() {
+            if let Some(caught_up) = map.get_mut(&partition) {
+                *caught_up = true;
             }
         }
     }

@@ -178,7 +178,8 @@ impl Shard {
             let next_lsn = request.from.last_lsn.next();
             // Catch-up frames, like a snapshot, do not count against the live window.
             link.allow_extra(frames.iter().map(|frame| frame.len() + 16).sum());
-            let start = StreamStart::Tail { next_lsn, epoch }.encode();
+            let caught_up_at = slot.framed_lsn;
+            let start = StreamStart::Tail { next_lsn, epoch, caught_up_at }.encode();
             link.push(MessageKind::StreamStart, partition, &start);
             for frame in &frames {
                 link.push(MessageKind::Frames, partition, frame);
@@ -187,7 +188,7 @@ impl Shard {
             let replica = self.new_replica(&request, link, slot.framed_lsn, acked);
             Self::add_replica(slot, replica);
         } else {
-            let start = StreamStart::Snapshot { epoch }.encode();
+            let start = StreamStart::Snapshot { epoch, caught_up_at: slot.framed_lsn }.encode();
             link.push(MessageKind::StreamStart, partition, &start);
             slot.awaiting_snapshot.push((request, link));
             if slot.state.has_open_records() {
@@ -637,10 +638,11 @@ impl Shard {
             }
             let complete = streams.iter_mut().find_map(|stream| {
                 let (lsn, image) = stream.complete.take()?;
-                Some((stream.partition, stream.epoch.unwrap_or_default(), lsn, image))
+                let epoch = stream.epoch.unwrap_or_default();
+                Some((stream.partition, epoch, (lsn, stream.caught_up_at), image))
             });
-            if let Some((partition, epoch, lsn, image)) = complete {
-                self.install(partition, epoch, lsn, &image, link).await?;
+            if let Some((partition, epoch, lsns, image)) = complete {
+                self.install(partition, epoch, lsns, &image, link).await?;
                 // Messages after the snapshot's end may already be in `input`.
                 continue;
             }
@@ -725,7 +727,7 @@ impl Shard {
             return Err(protocol("a second stream start"));
         }
         match start {
-            StreamStart::Tail { next_lsn, epoch } => {
+            StreamStart::Tail { next_lsn, epoch, caught_up_at } => {
                 let mut partitions = self.partitions.borrow_mut();
                 let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
                 if next_lsn != slot.state.last_lsn().next() {
@@ -734,12 +736,14 @@ impl Shard {
                 stream.epoch = Some(epoch);
                 // Acknowledgements flow from now on: this log continues the leader's.
                 slot.upstream = Some(Rc::clone(link));
-                Self::acknowledge(slot);
+                slot.catch_up_lsn = Some(caught_up_at);
                 self.mesh.shared.set_streaming(partition, true);
+                self.acknowledge(slot);
             }
-            StreamStart::Snapshot { epoch } => {
+            StreamStart::Snapshot { epoch, caught_up_at } => {
                 stream.epoch = Some(epoch);
                 stream.snapshot = Some(Vec::new());
+                stream.caught_up_at = caught_up_at;
             }
         }
         self.mesh.shared.observe_epoch(stream.epoch.unwrap_or_default());
@@ -805,12 +809,13 @@ impl Shard {
     }
 
     /// Replaces the partition's log and state with a snapshot from the leader, once the
-    /// flusher has returned the WAL; then acknowledges the snapshot's LSN.
+    /// flusher has returned the WAL; then acknowledges the snapshot's LSN. `lsns`: the
+    /// snapshot's, and the leader's framed LSN when the stream started.
     async fn install(
         &self,
         partition: PartitionId,
         epoch: Epoch,
-        lsn: Lsn,
+        (lsn, caught_up_at): (Lsn, Lsn),
         image: &[u8],
         link: &Rc<Link>,
     ) -> Result<(), StreamError> {
@@ -842,8 +847,9 @@ impl Shard {
         slot.last_epoch = if summary.last_epoch.0 > 0 { summary.last_epoch } else { epoch };
         crate::shard::fail_waiters_resynchronized(slot);
         slot.upstream = Some(Rc::clone(link));
-        Self::acknowledge(slot);
+        slot.catch_up_lsn = Some(caught_up_at);
         self.mesh.shared.set_streaming(partition, true);
+        self.acknowledge(slot);
         tracing::info!(
             partition = partition.0,
             lsn = lsn.0,
@@ -913,9 +919,15 @@ impl Shard {
     }
 
     /// Tells the leader what is durable here.
-    pub(crate) fn acknowledge(slot: &PartitionSlot) {
-        if let Some(upstream) = &slot.upstream {
-            upstream.push_lsn(MessageKind::Ack, slot.state.id(), slot.durable_lsn);
+    /// Replica: acknowledges the partition's durable LSN to the leader, and records the
+    /// partition as caught up once that LSN reaches what the leader had framed when the
+    /// stream started.
+    pub(crate) fn acknowledge(&self, slot: &mut PartitionSlot) {
+        let Some(upstream) = &slot.upstream else { return };
+        upstream.push_lsn(MessageKind::Ack, slot.state.id(), slot.durable_lsn);
+        if slot.catch_up_lsn.is_some_and(|lsn| slot.durable_lsn >= lsn) {
+            slot.catch_up_lsn = None;
+            self.mesh.shared.set_caught_up(slot.state.id());
         }
     }
 }
@@ -976,11 +988,19 @@ struct ReceiveState {
     snapshot: Option<Vec<u8>>,
     /// A snapshot received whole, with its LSN, to install before anything else.
     complete: Option<(Lsn, Vec<u8>)>,
+    /// From a snapshot's stream start: the leader's framed LSN when the stream started.
+    caught_up_at: Lsn,
 }
 
 impl ReceiveState {
     fn new(partition: PartitionId) -> ReceiveState {
-        ReceiveState { partition, epoch: None, snapshot: None, complete: None }
+        ReceiveState {
+            partition,
+            epoch: None,
+            snapshot: None,
+            complete: None,
+            caught_up_at: Lsn::ZERO,
+        }
     }
 }
 

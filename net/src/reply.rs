@@ -388,8 +388,14 @@ fn replication_section(text: &mut String, shard: &Shard) {
     if mode == ServingMode::Replica {
         let streaming = shared.streaming_partitions();
         let all = shard.mesh.options.partition_count as usize;
+        let caught_up = shared.caught_up_partitions();
         let link = if streaming == all { "up" } else { "down" };
-        let _ = write!(text, "master_link_status:{link}\r\nstreaming_partitions:{streaming}\r\n");
+        let syncing = u8::from(caught_up < all);
+        let _ = write!(text, "master_link_status:{link}\r\nmaster_sync_in_progress:{syncing}\r\n");
+        let _ = write!(
+            text,
+            "streaming_partitions:{streaming}\r\ncaught_up_partitions:{caught_up}\r\n"
+        );
     }
     // Per replica, over its partitions: kind, whether all are in sync, records not acknowledged.
     let mut replicas: std::collections::BTreeMap<String, (&str, bool, u64)> = Default::default();

@@ -182,6 +182,9 @@ pub(crate) struct PartitionSlot {
     pub(crate) inbound_bytes: usize,
     /// Replica: where acknowledgements go.
     pub(crate) upstream: Option<Rc<Link>>,
+    /// Replica: the leader's framed LSN when the stream started, until it is durable here
+    /// (the partition has then caught up).
+    pub(crate) catch_up_lsn: Option<Lsn>,
     /// Times the state was replaced by a leader's snapshot: an answer computed before that
     /// must not be sent.
     pub(crate) resyncs: u64,
@@ -341,6 +344,7 @@ impl Shard {
             inbound: VecDeque::new(),
             inbound_bytes: 0,
             upstream: None,
+            catch_up_lsn: None,
             resyncs: 0,
         };
         self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
@@ -622,7 +626,7 @@ impl Shard {
                     slot.last_sync = Instant::now();
                 }
                 slot.durable_lsn = slot.durable_lsn.max(outcome.durable_lsn);
-                Shard::acknowledge(slot);
+                self.acknowledge(slot);
                 drop(partitions);
                 self.advance_commit(outcome.partition);
             }

@@ -317,7 +317,8 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
 }
 
 /// A follower away for longer than the leader's recent frames reach (8 MiB per partition)
-/// catches up from the leader's segment files, read off the shard, with no snapshot.
+/// catches up from the leader's segment files, read off the shard, with no snapshot; its role
+/// change returns only once it has caught up, so reads right after it see every write.
 #[test]
 fn a_follower_far_behind_catches_up_from_the_leaders_log_files() {
     let one_partition = |shards| NodeSettings { partitions: 1, ..settings(shards) };
@@ -340,6 +341,10 @@ fn a_follower_far_behind_catches_up_from_the_leaders_log_files() {
     let snapshots_before = leader.log().matches("snapshot sent").count();
     follower.restart();
     set_role(&follower, "follower", "f1", Some(&leader));
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut follower.client()).unwrap();
+    assert!(info.contains("master_sync_in_progress:0\r\n"), "{info}");
+    assert!(info.contains("caught_up_partitions:1\r\n"), "{info}");
+    assert_holds(&follower, &expected, "follower far behind, as its role change returns");
     assert_caught_up(&leader, &follower, &expected, "follower far behind");
     assert!(leader.log().contains("replica resumes from the local log"), "{}", leader.log());
     assert_eq!(leader.log().matches("snapshot sent").count(), snapshots_before);

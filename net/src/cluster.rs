@@ -227,3 +227,25 @@ impl NodeHandle {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{ClusterShared, ServingMode};
+    use strata_core::{Epoch, PartitionId};
+
+    #[test]
+    fn a_partition_catches_up_only_while_it_streams() {
+        let shared = ClusterShared::new(ServingMode::Replica, Epoch(1));
+        shared.set_caught_up(PartitionId(0));
+        assert_eq!(shared.caught_up_partitions(), 0, "not streaming: nothing to catch up");
+        shared.set_streaming(PartitionId(0), true);
+        shared.set_streaming(PartitionId(1), true);
+        assert_eq!((shared.streaming_partitions(), shared.caught_up_partitions()), (2, 0));
+        shared.set_caught_up(PartitionId(1));
+        assert_eq!((shared.streaming_partitions(), shared.caught_up_partitions()), (2, 1));
+        shared.set_streaming(PartitionId(1), false);
+        assert_eq!((shared.streaming_partitions(), shared.caught_up_partitions()), (1, 0));
+        shared.set_streaming(PartitionId(1), true);
+        assert_eq!(shared.caught_up_partitions(), 0, "a new stream catches up again");
+    }
+}

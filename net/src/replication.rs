@@ -684,11 +684,13 @@ impl Shard {
                 self.on_stream_start(stream, start, link)?;
             }
             MessageKind::Frames => {
-                let epoch = stream.epoch.ok_or_else(|| protocol("frames before the start"))?;
+                if stream.epoch.is_none() {
+                    return Err(protocol("frames before the start"));
+                }
                 if stream.snapshot.is_some() {
                     return Err(protocol("frames inside a snapshot"));
                 }
-                self.receive_frames(partition, epoch, payload)?;
+                self.receive_frames(partition, payload)?;
             }
             MessageKind::Commit => {
                 let lsn = decode_lsn(message)?;
@@ -751,12 +753,7 @@ impl Shard {
     }
 
     /// Checks and applies frames from the leader, and queues them for the local WAL.
-    fn receive_frames(
-        &self,
-        partition: PartitionId,
-        epoch: Epoch,
-        bytes: &[u8],
-    ) -> Result<(), StreamError> {
+    fn receive_frames(&self, partition: PartitionId, bytes: &[u8]) -> Result<(), StreamError> {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         let mut offset = 0;
@@ -764,8 +761,16 @@ impl Shard {
             let header = decode_frame(&bytes[offset..])
                 .map_err(|error| protocol(&format!("frame: {error}")))?;
             let frame = &bytes[offset..offset + header.frame_bytes()];
-            if header.partition != partition || header.epoch < epoch {
-                return Err(protocol("a frame of another partition or an older epoch"));
+            if header.partition != partition {
+                return Err(protocol("a frame of another partition"));
+            }
+            // Catch-up frames may be older than the stream: an earlier leader cut them. A
+            // log's epochs never go back.
+            if header.epoch < slot.last_epoch {
+                return Err(protocol(&format!(
+                    "a frame of epoch {} after one of epoch {}",
+                    header.epoch, slot.last_epoch
+                )));
             }
             if header.first_lsn != slot.state.last_lsn().next() {
                 return Err(protocol(&format!(

@@ -426,6 +426,39 @@ fn a_promoted_follower_has_every_acknowledged_write() {
     assert_eq!(listed.json["nodes"][1]["name"], "second", "{}", listed.text);
 }
 
+/// A replica behind the promoted leader by frames the old leader cut catches up from them:
+/// they are older than the new leader's epoch, but continue the replica's log.
+#[test]
+fn a_replica_behind_a_promoted_leader_catches_up_on_the_old_leaders_frames() {
+    let mut leader = TestNode::start(settings(1));
+    set_role(&leader, "leader", "boss", None);
+    let first = TestNode::start(settings(1));
+    let mut learner = TestNode::start(settings(1));
+    set_role(&first, "follower", "first", Some(&leader));
+    set_role(&learner, "learner", "late", Some(&leader));
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    for index in 0..100 {
+        let _: () = client.set(format!("before:{index}"), index).unwrap();
+        expected.insert(format!("before:{index}"), index.to_string());
+    }
+    assert!(converges(&learner, &expected), "the learner has the first writes");
+    learner.kill();
+    for index in 0..100 {
+        let _: () = client.set(format!("missed:{index}"), index).unwrap();
+        expected.insert(format!("missed:{index}"), index.to_string());
+    }
+    leader.kill();
+    set_role(&first, "leader", "first", None);
+    learner.restart();
+    set_role(&learner, "learner", "late", Some(&first));
+    let info: String = redis::cmd("INFO").arg("replication").query(&mut learner.client()).unwrap();
+    assert!(info.contains("caught_up_partitions:8\r\n"), "{info}\n{}", learner.log());
+    assert_holds(&learner, &expected, "learner behind the promoted leader");
+    assert!(!learner.log().contains("after one of epoch"), "{}", learner.log());
+    assert!(first.log().contains("replica resumes from the local log"), "{}", first.log());
+}
+
 #[test]
 fn leader_and_follower_swap_roles_by_hand() {
     let first = TestNode::start(settings(2));

@@ -321,7 +321,13 @@ impl Control {
         let all = self.handle.partition_count as usize;
         while self.handle.shared.caught_up_partitions() < all {
             if started.elapsed() > CATCH_UP_WAIT {
-                tracing::warn!("partitions still catching up; the role change returns anyway");
+                let shared = &self.handle.shared;
+                tracing::warn!(
+                    partitions = all,
+                    streaming = shared.streaming_partitions(),
+                    caught_up = shared.caught_up_partitions(),
+                    "partitions still catching up; the role change returns anyway"
+                );
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -16,10 +16,11 @@
 //! WAL exactly as received and acknowledges the durable LSN upstream.
 
 use std::cell::Cell;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
@@ -70,6 +71,23 @@ pub(crate) struct StreamRequest {
     pub(crate) kind: ReplicaKind,
     pub(crate) from: StreamFrom,
 }
+
+/// A replica's subscriptions to one partition from one position, counted while they repeat.
+pub(crate) struct RecentSubscription {
+    name: String,
+    last_lsn: Lsn,
+    last_epoch: Epoch,
+    count: u32,
+    since: Instant,
+}
+
+/// Subscriptions from the same position within `SUBSCRIPTION_REPEAT_WINDOW` after which the
+/// replica gets a snapshot: its streams keep ending where they started, so something in the
+/// tail it is sent fails every time, and a snapshot starts it afresh.
+const SUBSCRIPTION_REPEAT_LIMIT: u32 = 4;
+const SUBSCRIPTION_REPEAT_WINDOW: Duration = Duration::from_secs(10);
+/// Replicas whose subscriptions a partition remembers.
+const SUBSCRIPTIONS_REMEMBERED: usize = 32;
 
 /// Where a replica shard streams from, and which attempt at following this is.
 #[derive(Clone, Debug)]
@@ -144,6 +162,18 @@ impl Shard {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         let from = request.from;
+        if keeps_subscribing(&mut slot.subscriptions, &request, Instant::now()) {
+            tracing::warn!(
+                partition = partition.0,
+                replica = request.name,
+                from = from.last_lsn.0,
+                "replica keeps subscribing from the same place; it gets a snapshot"
+            );
+            self.start_stream(slot, request, Rc::clone(link), None);
+            drop(partitions);
+            self.advance_commit(partition);
+            return;
+        }
         let continues = from.last_lsn == slot.framed_lsn
             && (from.last_epoch == slot.last_epoch || slot.framed_lsn == Lsn::ZERO);
         let missing = if continues {
@@ -977,6 +1007,37 @@ fn frames_after_log(
 
 /// The recent frames a replica is missing, when its log ends exactly where one of them ends
 /// and with the same epoch (so its log is a prefix of this one); None otherwise.
+/// Counts a subscription in `seen` (a partition's recent ones); true when the replica
+/// subscribed from the same position `SUBSCRIPTION_REPEAT_LIMIT` times within
+/// `SUBSCRIPTION_REPEAT_WINDOW` (its count then starts again).
+fn keeps_subscribing(
+    seen: &mut VecDeque<RecentSubscription>,
+    request: &StreamRequest,
+    now: Instant,
+) -> bool {
+    let (last_lsn, last_epoch) = (request.from.last_lsn, request.from.last_epoch);
+    let fresh =
+        |name: String| RecentSubscription { name, last_lsn, last_epoch, count: 0, since: now };
+    let known = seen.iter().position(|subscription| subscription.name == request.name);
+    let mut subscription = match known {
+        Some(index) => seen.remove(index).expect("index in range"),
+        None => fresh(request.name.clone()),
+    };
+    let same_place = subscription.last_lsn == last_lsn && subscription.last_epoch == last_epoch;
+    if !same_place || now.duration_since(subscription.since) > SUBSCRIPTION_REPEAT_WINDOW {
+        subscription = fresh(subscription.name);
+    }
+    subscription.count += 1;
+    if subscription.count >= SUBSCRIPTION_REPEAT_LIMIT {
+        return true;
+    }
+    if seen.len() == SUBSCRIPTIONS_REMEMBERED {
+        seen.pop_front();
+    }
+    seen.push_back(subscription);
+    false
+}
+
 fn recent_after(slot: &PartitionSlot, last_lsn: Lsn, last_epoch: Epoch) -> Option<Vec<Rc<[u8]>>> {
     let position = slot
         .recent
@@ -1076,4 +1137,68 @@ async fn refuse(mut stream: TcpStream, reason: &str) {
     let mut bytes = Vec::new();
     encode_message(&mut bytes, MessageKind::Refused, reason.as_bytes());
     let _ = stream.write_all(bytes).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::time::{Duration, Instant};
+
+    use strata_core::peer::{ReplicaKind, StreamFrom};
+    use strata_core::{Epoch, Lsn, PartitionId};
+
+    use super::{keeps_subscribing, StreamRequest, SUBSCRIPTIONS_REMEMBERED};
+
+    fn request(name: &str, last_lsn: u64) -> StreamRequest {
+        let from =
+            StreamFrom { partition: PartitionId(0), last_lsn: Lsn(last_lsn), last_epoch: Epoch(1) };
+        StreamRequest { name: name.to_string(), kind: ReplicaKind::Follower, from }
+    }
+
+    #[test]
+    fn the_fourth_subscription_from_the_same_place_gets_a_snapshot() {
+        let mut seen = VecDeque::new();
+        let start = Instant::now();
+        let answers: Vec<bool> = (0..5)
+            .map(|step| {
+                keeps_subscribing(
+                    &mut seen,
+                    &request("f1", 7),
+                    start + Duration::from_millis(300 * step),
+                )
+            })
+            .collect();
+        assert_eq!(
+            answers,
+            [false, false, false, true, false],
+            "the count starts again after a snapshot"
+        );
+    }
+
+    #[test]
+    fn progress_time_or_another_replica_starts_the_count_again() {
+        let mut seen = VecDeque::new();
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert!(!keeps_subscribing(&mut seen, &request("f1", 7), start));
+            assert!(!keeps_subscribing(&mut seen, &request("f2", 7), start), "counted per replica");
+        }
+        assert!(!keeps_subscribing(&mut seen, &request("f1", 8), start), "it made progress");
+        let later = start + Duration::from_secs(11);
+        for _ in 0..3 {
+            assert!(!keeps_subscribing(&mut seen, &request("f1", 8), later));
+        }
+        assert!(!keeps_subscribing(&mut seen, &request("f2", 7), later), "beyond the window");
+        assert!(keeps_subscribing(&mut seen, &request("f1", 8), later));
+    }
+
+    #[test]
+    fn a_partition_remembers_a_bounded_number_of_replicas() {
+        let mut seen = VecDeque::new();
+        let now = Instant::now();
+        for index in 0..SUBSCRIPTIONS_REMEMBERED * 3 {
+            assert!(!keeps_subscribing(&mut seen, &request(&format!("r{index}"), 1), now));
+        }
+        assert_eq!(seen.len(), SUBSCRIPTIONS_REMEMBERED);
+    }
 }

@@ -175,6 +175,9 @@ pub(crate) struct PartitionSlot {
     pub(crate) awaiting_snapshot: Vec<AwaitingSnapshot>,
     /// Leader: replicas (by name) whose missing frames a log reader thread is reading.
     pub(crate) reading_log: Vec<(String, Rc<crate::link::Link>)>,
+    /// Leader: the latest subscriptions, by replica and position, to notice a replica whose
+    /// stream keeps ending where it started (at most `SUBSCRIPTIONS_REMEMBERED`).
+    pub(crate) subscriptions: VecDeque<crate::replication::RecentSubscription>,
     /// Replica: the leader's commit LSN (None while this node takes writes itself).
     pub(crate) leader_commit: Option<Lsn>,
     /// Replica: frames received and applied, not yet written to the WAL.
@@ -340,6 +343,7 @@ impl Shard {
             replicas: Vec::new(),
             awaiting_snapshot: Vec::new(),
             reading_log: Vec::new(),
+            subscriptions: VecDeque::new(),
             leader_commit: None,
             inbound: VecDeque::new(),
             inbound_bytes: 0,

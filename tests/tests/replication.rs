@@ -535,6 +535,44 @@ fn a_stopped_learner_never_holds_writes() {
     assert!(converges(&learner, &expected), "the learner caught up after SIGCONT");
 }
 
+/// A replica whose streams keep ending where they started gets a snapshot on its fourth
+/// subscription from the same place within 10 s: whatever in its tail failed, it starts
+/// afresh.
+#[test]
+fn a_replica_that_keeps_subscribing_from_the_same_place_gets_a_snapshot() {
+    let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(1) });
+    set_role(&leader, "leader", "boss", None);
+    let learner = TestNode::start(settings(1));
+    set_role(&learner, "learner", "l1", Some(&leader));
+    let mut client = leader.client();
+    let mut expected = BTreeMap::new();
+    for index in 0..50 {
+        let _: () = client.set(format!("k{index}"), index).unwrap();
+        expected.insert(format!("k{index}"), index.to_string());
+    }
+    let pid = learner.pid().expect("running") as libc::pid_t;
+    // SAFETY: signals to a child process of this test.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // Subscriptions in the stopped learner's name, each from an empty log, each closed as
+    // soon as its stream starts.
+    let mut modes = Vec::new();
+    for _ in 0..4 {
+        let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        stream.write_all(&stream_envelope(3, 0, &subscribe_payload(&[0], "l1"))).unwrap();
+        let start = read_envelope(&mut stream).expect("a stream start");
+        assert_eq!(start.0, 4, "a StreamStart");
+        modes.push(start.1[0]);
+    }
+    // The learner's own subscription when it joined, from its empty log, counts as the first;
+    // after the snapshot the count starts again.
+    assert_eq!(modes, [1, 1, 2, 1], "tails, a snapshot (mode 2) on the fourth, a tail");
+    assert!(leader.log().contains("replica keeps subscribing from the same place"));
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert!(converges(&learner, &expected), "the learner follows again");
+}
+
 #[test]
 fn a_learner_beyond_its_window_is_cut_off_and_catches_up() {
     // One partition: one stream, whose socket buffers the writes below overflow.

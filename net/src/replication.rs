@@ -668,11 +668,10 @@ impl Shard {
             }
             let complete = streams.iter_mut().find_map(|stream| {
                 let (lsn, image) = stream.complete.take()?;
-                let epoch = stream.epoch.unwrap_or_default();
-                Some((stream.partition, epoch, (lsn, stream.caught_up_at), image))
+                Some((stream.partition, stream.epoch.unwrap_or_default(), lsn, image))
             });
-            if let Some((partition, epoch, lsns, image)) = complete {
-                self.install(partition, epoch, lsns, &image, link).await?;
+            if let Some((partition, epoch, lsn, image)) = complete {
+                self.install(partition, epoch, lsn, &image, link).await?;
                 // Messages after the snapshot's end may already be in `input`.
                 continue;
             }
@@ -766,16 +765,17 @@ impl Shard {
                     return Err(protocol("the leader's tail does not continue this log"));
                 }
                 stream.epoch = Some(epoch);
-                // Acknowledgements flow from now on: this log continues the leader's.
-                slot.upstream = Some(Rc::clone(link));
                 slot.catch_up_lsn = Some(caught_up_at);
-                self.mesh.shared.set_streaming(partition, true);
-                self.acknowledge(slot);
+                // Acknowledgements flow from now on: this log continues the leader's.
+                self.start_acknowledging(slot, link);
             }
             StreamStart::Snapshot { epoch, caught_up_at } => {
                 stream.epoch = Some(epoch);
                 stream.snapshot = Some(Vec::new());
-                stream.caught_up_at = caught_up_at;
+                // Acknowledgements wait for the installed snapshot (`install`).
+                let mut partitions = self.partitions.borrow_mut();
+                let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+                slot.catch_up_lsn = Some(caught_up_at);
             }
         }
         self.mesh.shared.observe_epoch(stream.epoch.unwrap_or_default());
@@ -844,13 +844,12 @@ impl Shard {
     }
 
     /// Replaces the partition's log and state with a snapshot from the leader, once the
-    /// flusher has returned the WAL; then acknowledges the snapshot's LSN. `lsns`: the
-    /// snapshot's, and the leader's framed LSN when the stream started.
+    /// flusher has returned the WAL; then acknowledges the snapshot's LSN.
     async fn install(
         &self,
         partition: PartitionId,
         epoch: Epoch,
-        (lsn, caught_up_at): (Lsn, Lsn),
+        lsn: Lsn,
         image: &[u8],
         link: &Rc<Link>,
     ) -> Result<(), StreamError> {
@@ -881,10 +880,7 @@ impl Shard {
         // leaders leave it 0, and the stream's epoch is the best guess then.
         slot.last_epoch = if summary.last_epoch.0 > 0 { summary.last_epoch } else { epoch };
         crate::shard::fail_waiters_resynchronized(slot);
-        slot.upstream = Some(Rc::clone(link));
-        slot.catch_up_lsn = Some(caught_up_at);
-        self.mesh.shared.set_streaming(partition, true);
-        self.acknowledge(slot);
+        self.start_acknowledging(slot, link);
         tracing::info!(
             partition = partition.0,
             lsn = lsn.0,
@@ -953,7 +949,14 @@ impl Shard {
         self.advance_commit(partition);
     }
 
-    /// Tells the leader what is durable here.
+    /// Replica: the partition's stream is established and its log continues the leader's:
+    /// acknowledgements go to `link` from now on, starting with one now.
+    fn start_acknowledging(&self, slot: &mut PartitionSlot, link: &Rc<Link>) {
+        slot.upstream = Some(Rc::clone(link));
+        self.mesh.shared.set_streaming(slot.state.id(), true);
+        self.acknowledge(slot);
+    }
+
     /// Replica: acknowledges the partition's durable LSN to the leader, and records the
     /// partition as caught up once that LSN reaches what the leader had framed when the
     /// stream started.
@@ -1005,8 +1008,6 @@ fn frames_after_log(
     Some(frames)
 }
 
-/// The recent frames a replica is missing, when its log ends exactly where one of them ends
-/// and with the same epoch (so its log is a prefix of this one); None otherwise.
 /// Counts a subscription in `seen` (a partition's recent ones); true when the replica
 /// subscribed from the same position `SUBSCRIPTION_REPEAT_LIMIT` times within
 /// `SUBSCRIPTION_REPEAT_WINDOW` (its count then starts again).
@@ -1038,6 +1039,8 @@ fn keeps_subscribing(
     false
 }
 
+/// The recent frames a replica is missing, when its log ends exactly where one of them ends
+/// and with the same epoch (so its log is a prefix of this one); None otherwise.
 fn recent_after(slot: &PartitionSlot, last_lsn: Lsn, last_epoch: Epoch) -> Option<Vec<Rc<[u8]>>> {
     let position = slot
         .recent
@@ -1054,19 +1057,11 @@ struct ReceiveState {
     snapshot: Option<Vec<u8>>,
     /// A snapshot received whole, with its LSN, to install before anything else.
     complete: Option<(Lsn, Vec<u8>)>,
-    /// From a snapshot's stream start: the leader's framed LSN when the stream started.
-    caught_up_at: Lsn,
 }
 
 impl ReceiveState {
     fn new(partition: PartitionId) -> ReceiveState {
-        ReceiveState {
-            partition,
-            epoch: None,
-            snapshot: None,
-            complete: None,
-            caught_up_at: Lsn::ZERO,
-        }
+        ReceiveState { partition, epoch: None, snapshot: None, complete: None }
     }
 }
 

@@ -56,6 +56,21 @@ fn converges(replica: &TestNode, expected: &BTreeMap<String, String>) -> bool {
     })
 }
 
+/// Writes `<prefix>:<n>` = `<n>` for n in 0..count through `client`, remembering each in
+/// `expected`.
+fn write_numbered(
+    client: &mut redis::Connection,
+    prefix: &str,
+    count: usize,
+    expected: &mut BTreeMap<String, String>,
+) {
+    for index in 0..count {
+        let key = format!("{prefix}:{index}");
+        let _: () = client.set(&key, index).unwrap();
+        expected.insert(key, index.to_string());
+    }
+}
+
 /// Waits until the leader reports no lag for its only replica, then checks that the replica
 /// holds every write of `expected`. Until it has caught up, a replica's reads may be stale
 /// (committed, but old).
@@ -138,10 +153,7 @@ fn writes_on_the_leader_are_read_on_every_replica() {
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
     // Before any replica joins: they get these through a snapshot.
-    for index in 0..300 {
-        let _: () = client.set(format!("early:{index}"), index).unwrap();
-        expected.insert(format!("early:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "early", 300, &mut expected);
     let follower_one = TestNode::start(settings(1));
     let follower_two = TestNode::start(settings(2));
     let learner = TestNode::start(settings(1));
@@ -293,15 +305,9 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
     set_role(&follower, "follower", "f1", Some(&leader));
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
-    for index in 0..200 {
-        let _: () = client.set(format!("before:{index}"), index).unwrap();
-        expected.insert(format!("before:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "before", 200, &mut expected);
     follower.kill();
-    for index in 0..200 {
-        let _: () = client.set(format!("during:{index}"), index).unwrap();
-        expected.insert(format!("during:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "during", 200, &mut expected);
     let snapshots_before = leader.log().matches("snapshot sent").count();
     follower.restart();
     set_role(&follower, "follower", "f1", Some(&leader));
@@ -438,16 +444,10 @@ fn a_replica_behind_a_promoted_leader_catches_up_on_the_old_leaders_frames() {
     set_role(&learner, "learner", "late", Some(&leader));
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
-    for index in 0..100 {
-        let _: () = client.set(format!("before:{index}"), index).unwrap();
-        expected.insert(format!("before:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "before", 100, &mut expected);
     assert!(converges(&learner, &expected), "the learner has the first writes");
     learner.kill();
-    for index in 0..100 {
-        let _: () = client.set(format!("missed:{index}"), index).unwrap();
-        expected.insert(format!("missed:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "missed", 100, &mut expected);
     leader.kill();
     set_role(&first, "leader", "first", None);
     learner.restart();
@@ -467,19 +467,13 @@ fn leader_and_follower_swap_roles_by_hand() {
     set_role(&second, "follower", "second", Some(&first));
     let mut expected = BTreeMap::new();
     let mut client = first.client();
-    for index in 0..100 {
-        let _: () = client.set(format!("a:{index}"), index).unwrap();
-        expected.insert(format!("a:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "a", 100, &mut expected);
     // Infinity's test_cluster_leader_follower_change: leader -> admin, follower -> leader,
     // old leader -> follower of the new one.
     first.admin("POST", "/admin/node/current", Some(&role_body("admin", None, None))).assert_ok();
     set_role(&second, "leader", "second", None);
     let mut client = second.client();
-    for index in 0..100 {
-        let _: () = client.set(format!("b:{index}"), index).unwrap();
-        expected.insert(format!("b:{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "b", 100, &mut expected);
     set_role(&first, "follower", "first", Some(&second));
     assert_holds(&first, &expected, "old leader, now follower");
     assert_holds(&second, &expected, "new leader");
@@ -546,10 +540,7 @@ fn a_replica_that_keeps_subscribing_from_the_same_place_gets_a_snapshot() {
     set_role(&learner, "learner", "l1", Some(&leader));
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
-    for index in 0..50 {
-        let _: () = client.set(format!("k{index}"), index).unwrap();
-        expected.insert(format!("k{index}"), index.to_string());
-    }
+    write_numbered(&mut client, "k", 50, &mut expected);
     let pid = learner.pid().expect("running") as libc::pid_t;
     // SAFETY: signals to a child process of this test.
     unsafe { libc::kill(pid, libc::SIGSTOP) };

@@ -38,3 +38,17 @@ wait_ping() {
     done
     fail "nothing answers PING on port $port"
 }
+
+# CPU seconds (user + system) of this shell's reaped children so far, from `times`. Call it in
+# the script's own shell, with its output redirected to a file, not inside `$(...)`: a
+# subshell's children are its own. Uses $WORK for a scratch file.
+children_cpu_seconds() {
+    times >"$WORK/times"
+    awk 'NR == 2 {
+        total = 0
+        for (i = 1; i <= 2; i++) {
+            split($i, part, "m"); sub("s", "", part[2]); total += part[1] * 60 + part[2]
+        }
+        printf "%.3f", total
+    }' "$WORK/times"
+}

@@ -122,35 +122,20 @@ wait_until_ready() {
     fail "server on port $port not ready after ${READY_TIMEOUT_SECONDS}s (after $attempt polls)"
 }
 
-start_redis() {
+# Starts redis-server in DIRECTORY on PORT with the persistence options that follow.
+run_redis() {
     local directory="$1" port="$2"
-    redis-server --port "$port" --bind 127.0.0.1 --appendonly yes --appendfsync always \
-        --save '' --dir "$directory" --daemonize no --logfile "$directory/redis.log" &
+    shift 2
+    redis-server --port "$port" --bind 127.0.0.1 "$@" --save '' --dir "$directory" \
+        --daemonize no --logfile "$directory/redis.log" &
     SERVER_PID=$!
     wait_until_ready "$port" "$directory/redis.log"
 }
+
+start_redis() { run_redis "$1" "$2" --appendonly yes --appendfsync always; }
 
 # Redis keeping nothing on disk: the ceiling this client reaches here.
-start_memory() {
-    local directory="$1" port="$2"
-    redis-server --port "$port" --bind 127.0.0.1 --appendonly no --save '' \
-        --dir "$directory" --daemonize no --logfile "$directory/redis.log" &
-    SERVER_PID=$!
-    wait_until_ready "$port" "$directory/redis.log"
-}
-
-# CPU seconds (user + system) of this shell's reaped children so far, from `times` (run in
-# this shell, not a subshell, whose children are its own).
-children_cpu_seconds() {
-    times >"$WORK/times"
-    awk 'NR == 2 {
-        total = 0
-        for (i = 1; i <= 2; i++) {
-            split($i, part, "m"); sub("s", "", part[2]); total += part[1] * 60 + part[2]
-        }
-        printf "%.3f", total
-    }' "$WORK/times"
-}
+start_memory() { run_redis "$1" "$2" --appendonly no; }
 
 write_strata_config() {
     local directory="$1" port="$2" http_port peer_port attempt

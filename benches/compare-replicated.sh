@@ -118,23 +118,12 @@ cpu_ticks() {
     echo "$total"
 }
 
-# CPU ticks (user + system) of this shell's reaped children so far, from `times` (run in this
-# shell, not a subshell, whose children are its own).
-children_ticks() {
-    times >"$WORK/times"
-    awk -v hz="$CLOCK_TICKS" 'NR == 2 {
-        total = 0
-        for (i = 1; i <= 2; i++) {
-            split($i, part, "m"); sub("s", "", part[2]); total += part[1] * 60 + part[2]
-        }
-        printf "%d", total * hz + 0.5
-    }' "$WORK/times"
-}
-
 # Ticks of: every server process, the first one, the client (reaped children).
 snapshot_ticks() {
-    children_ticks >"$WORK/client_ticks"
-    echo "$(cpu_ticks "${PIDS[@]}") $(cpu_ticks "${PIDS[0]}") $(cat "$WORK/client_ticks")"
+    children_cpu_seconds >"$WORK/client_seconds"
+    local client_ticks
+    client_ticks="$(awk -v hz="$CLOCK_TICKS" '{ printf "%d", $1 * hz + 0.5 }' "$WORK/client_seconds")"
+    echo "$(cpu_ticks "${PIDS[@]}") $(cpu_ticks "${PIDS[0]}") $client_ticks"
 }
 
 start_valkey() {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_admin::archive::ArchiveAccess;
-use strata_net::{ClusterShared, ServingMode};
+use strata_control::archive::ArchiveAccess;
 use strata_objstore::{Layout, StoreLocation, UploaderConfig};
+use strata_shard::{ClusterShared, ServingMode};
 use strata_wal::ArchiveMarks;
 
 use crate::config::Config;
@@ -16,7 +16,7 @@ use crate::config::Config;
 /// The node's prefix in shared storage: the one it adopted from a leader, or
 /// `<cluster name>-<cluster id>`.
 pub fn prefix(config: &Config, cluster_id: &str) -> String {
-    strata_admin::archive::stored_prefix(&config.storage.data_dir)
+    strata_control::archive::stored_prefix(&config.storage.data_dir)
         .unwrap_or_else(|| format!("{}-{cluster_id}", config.cluster.name))
 }
 
@@ -28,7 +28,7 @@ pub fn start_uploader(
     cluster_id: &str,
     shared: &Arc<ClusterShared>,
     marks: Arc<ArchiveMarks>,
-) -> Result<(ArchiveAccess, strata_admin::StorageStatus), String> {
+) -> Result<(ArchiveAccess, strata_control::StorageStatus), String> {
     let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
     let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
     let access = ArchiveAccess {
@@ -59,7 +59,7 @@ pub fn start_uploader(
     let metrics = Arc::clone(&handle.metrics);
     let location = location.to_string();
     let reported = access.clone();
-    let status: strata_admin::StorageStatus = Arc::new(move || {
+    let status: strata_control::StorageStatus = Arc::new(move || {
         let mut status = metrics.to_json();
         status["location"] = serde_json::json!(location);
         status["prefix"] = serde_json::json!(reported.prefix());

@@ -44,7 +44,7 @@ use clap::{Parser, Subcommand};
 use config::{Config, ServerMode, WalFlush};
 use strata_core::cluster::Role;
 use strata_core::Epoch;
-use strata_net::{ClusterShared, Durability, NodeOptions, ServingMode};
+use strata_shard::{ClusterShared, Durability, NodeOptions, ServingMode};
 
 #[derive(Parser)]
 #[command(name = "strata", version, about = "A replicated storage node that speaks RESP")]
@@ -226,7 +226,7 @@ fn serve(
         ServerMode::Standalone => (Role::Standalone, ServingMode::Standalone),
     };
     let shared = Arc::new(ClusterShared::new(serving, stored_epoch(&config.storage.data_dir)));
-    let node = match strata_net::start(options, shared) {
+    let node = match strata_shard::start(options, shared) {
         Ok(node) => node,
         Err(error) => {
             tracing::error!(%error, "node failed to start");
@@ -246,7 +246,7 @@ fn serve(
             }
         }
     }
-    let control = strata_admin::ControlConfig {
+    let control = strata_control::ControlConfig {
         advertised_address: format!("{}:{}", config.network.peer_ip, config.network.peer_port),
         initial_role: role,
         heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval),
@@ -257,14 +257,14 @@ fn serve(
         storage_status,
         archive: archive_access,
     };
-    let control = match strata_admin::start(control, node.handle(), listeners.http, listeners.peer)
-    {
-        Ok(control) => control,
-        Err(error) => {
-            tracing::error!(%error, "cannot start the control thread");
-            return ExitCode::from(4);
-        }
-    };
+    let control =
+        match strata_control::start(control, node.handle(), listeners.http, listeners.peer) {
+            Ok(control) => control,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the control thread");
+                return ExitCode::from(4);
+            }
+        };
     install_stop_handler(control);
     tracing::info!(%address, shards, partitions, wal_flush = mode, role = role.name(),
         http = config.network.http_port, peer = config.network.peer_port,
@@ -275,7 +275,7 @@ fn serve(
 
 /// Ctrl-C and SIGTERM end the process at once, after a follower or learner has told its
 /// leader it leaves (at most 2 s): every acknowledged write is already durable.
-fn install_stop_handler(control: strata_admin::ControlHandle) {
+fn install_stop_handler(control: strata_control::ControlHandle) {
     let result = ctrlc::set_handler(move || {
         tracing::info!("stopping");
         control.leave(Duration::from_secs(2));

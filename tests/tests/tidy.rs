@@ -8,7 +8,7 @@ use strata_tests::workspace_root;
 
 const LINE_COLUMNS_MAX: usize = 100;
 const SOURCE_DIRECTORIES: &[&str] =
-    &["core", "wal", "net", "admin", "objstore", "benches", "tests", "strata"];
+    &["core", "wal", "shard", "control", "objstore", "benches", "tests", "strata"];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(directory).unwrap() {
@@ -80,19 +80,19 @@ fn allowed(package: &str) -> &'static [&'static str] {
         "strata-core" => &[],
         "strata-wal" => &["strata-core"],
         // The shard runtime drives the WAL (docs/ARCHITECTURE.md, deviations).
-        "strata-net" => &["strata-core", "strata-wal"],
+        "strata-shard" => &["strata-core", "strata-wal"],
         "strata-benches" => &["strata-core"],
         // The archive reads and writes the WAL's files and formats.
         "strata-objstore" => &["strata-core", "strata-wal"],
         // The control thread orders the shards through the node handle, and bootstraps a
         // replica from the archive.
-        "strata-admin" => &["strata-core", "strata-net", "strata-wal", "strata-objstore"],
+        "strata-control" => &["strata-core", "strata-shard", "strata-wal", "strata-objstore"],
         // Tests drive node processes; they read the archive in the bucket to check it.
         "strata-tests" => &["strata-core", "strata-objstore"],
         "strata" => &[
             "strata-core",
-            "strata-net",
-            "strata-admin",
+            "strata-shard",
+            "strata-control",
             "strata-benches",
             "strata-wal",
             "strata-objstore",

@@ -4,18 +4,18 @@
 //! node handle: a shared serving mode and messages over the shards' channels.
 
 pub mod archive;
-mod control;
 mod http;
 pub mod json;
 mod peer_server;
+mod roles;
 mod wire;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use control::{ControlConfig, StorageStatus};
-use strata_net::NodeHandle;
+pub use roles::{ControlConfig, StorageStatus};
+use strata_shard::NodeHandle;
 
 /// The running control thread.
 pub struct ControlHandle {
@@ -54,7 +54,7 @@ pub fn start(
         tokio::sync::mpsc::unbounded_channel::<std::sync::mpsc::Sender<()>>();
     let thread = std::thread::Builder::new().name("control".into()).spawn(move || {
         runtime.block_on(async move {
-            let control = control::Control::new(config, handle);
+            let control = roles::Control::new(config, handle);
             let leaving = Arc::clone(&control);
             tokio::spawn(async move {
                 while let Some(done) = leave_orders.recv().await {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_core::{Lsn, PartitionId};
-use strata_net::{ControlMessage, NodeHandle};
 use strata_objstore::{Layout, SharedProgress, Store};
+use strata_shard::{ControlMessage, NodeHandle};
 use strata_wal::ArchiveMarks;
 
 /// The file in the data directory that keeps the archive prefix a replica adopted.

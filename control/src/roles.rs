@@ -15,7 +15,7 @@ use strata_core::cluster::{
 };
 use strata_core::peer::ReplicaKind;
 use strata_core::Epoch;
-use strata_net::{ControlMessage, NodeHandle, ServingMode};
+use strata_shard::{ControlMessage, NodeHandle, ServingMode};
 
 use crate::json::SetRole;
 use crate::wire::{self, PeerNode, Request, Response, WireError};

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use strata_core::peer::{MessageKind, Subscribe};
-use strata_net::ControlMessage;
+use strata_shard::ControlMessage;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::control::Control;
+use crate::roles::Control;
 use crate::wire::{self, Request, Response};
 
 /// Peer connections served at once, at most; more wait in the kernel's backlog.

@@ -13,7 +13,7 @@ use axum::Router;
 use serde_json::{json, Map, Value};
 use strata_core::cluster::{AdminError, NodeRow, Role};
 
-use crate::control::{now_ms, Control};
+use crate::roles::{now_ms, Control};
 
 pub(crate) fn router(control: Arc<Control>) -> Router {
     Router::new()

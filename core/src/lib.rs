@@ -9,6 +9,7 @@ pub mod keyspace;
 pub mod partition;
 pub mod peer;
 pub mod record;
+pub mod replication;
 pub mod resp;
 pub mod slot;
 

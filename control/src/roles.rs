@@ -11,9 +11,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use strata_core::cluster::{
     check_transition, normalize_name, parse_address, validate_name, AdminError, Membership,
-    NodeRow, NodeStatus, Role, Transition, FOLLOWERS_MAX, LEARNERS_MAX,
+    NodeRow, NodeStatus, Now, Role, Transition, FOLLOWERS_MAX, LEARNERS_MAX,
 };
 use strata_core::peer::ReplicaKind;
+use strata_core::replication::mutations::Mutations;
+use strata_core::replication::Moment;
 use strata_core::Epoch;
 use strata_shard::{ControlMessage, NodeHandle, ServingMode};
 
@@ -80,6 +82,15 @@ pub struct Control {
 
 pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// Both clocks: the wall clock for what is shown, the monotonic one (from the process's first
+/// reading) for what expires.
+pub(crate) fn now() -> Now {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    let moment = Moment(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
+    Now { wall_ms: now_ms(), moment }
 }
 
 impl Control {
@@ -360,7 +371,7 @@ impl Control {
                     let lag = if lags.is_empty() { None } else { Some(lags.iter().sum()) };
                     membership.set_lag(&name, lag);
                 }
-                membership.expire(now_ms(), timeout_ms)
+                membership.expire(now(), timeout_ms, Mutations::NONE)
             };
             for name in expired {
                 tracing::warn!(name, "no heartbeat within the timeout: member marked timeout");
@@ -482,7 +493,7 @@ impl Control {
             });
         }
         let returning = membership.get(name).is_some();
-        membership.register(name, role, address, now_ms())?;
+        membership.register(name, role, address, now())?;
         tracing::info!(name, role = role.name(), address, returning, "node registered");
         drop(state);
         if returning {
@@ -510,7 +521,7 @@ impl Control {
             response.sender_status = NodeStatus::Removed.name().to_string();
             return response;
         };
-        match membership.heartbeat(name, address, now_ms()) {
+        match membership.heartbeat(name, address, now()) {
             Ok(outcome) => {
                 if outcome.returned {
                     tracing::info!(name, "member heartbeats again: alive");

@@ -1,9 +1,22 @@
 //! Cluster roles, their transitions, the admin API's error codes, and the leader's membership
 //! table: the sans-IO part of the control plane, following Infinity's cluster API (tag
-//! v0.6.0-dev3). Times are passed in as milliseconds; nothing here reads a clock.
+//! v0.6.0-dev3). Times are passed in ([`Now`]); nothing here reads a clock. Timeouts run on the
+//! monotonic clock only: a wall clock stepped forward or back must neither expire every member
+//! at once nor stop expiring them.
 
 use std::collections::BTreeMap;
 use std::fmt;
+
+use crate::replication::mutations::{Mutation, Mutations};
+use crate::replication::Moment;
+
+/// The two clocks the control thread reads: the wall clock (Unix milliseconds) for what is
+/// shown, and a monotonic one for what expires.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Now {
+    pub wall_ms: u64,
+    pub moment: Moment,
+}
 
 /// Followers a leader accepts: the documented four (the reference admitted only three).
 pub const FOLLOWERS_MAX: usize = 4;
@@ -367,7 +380,10 @@ pub struct Member {
     pub role: Role,
     pub address: String,
     pub heartbeats: u64,
+    /// Wall-clock time of the last registration or heartbeat (shown in listings).
     pub last_update_ms: u64,
+    /// Monotonic time of the same (what expiry reads).
+    pub last_seen: Moment,
     pub status: NodeStatus,
     pub lag: Option<u64>,
 }
@@ -444,7 +460,7 @@ impl Membership {
         name: &str,
         role: Role,
         address: &str,
-        now_ms: u64,
+        now: Now,
     ) -> Result<(), AdminError> {
         if !role.is_replica() {
             return Err(AdminError::invalid_role(role.name()));
@@ -479,7 +495,8 @@ impl Membership {
             role,
             address: address.to_string(),
             heartbeats: 0,
-            last_update_ms: now_ms,
+            last_update_ms: now.wall_ms,
+            last_seen: now.moment,
             status: NodeStatus::Alive,
             lag: None,
         };
@@ -496,7 +513,7 @@ impl Membership {
         &mut self,
         name: &str,
         address: &str,
-        now_ms: u64,
+        now: Now,
     ) -> Result<HeartbeatOutcome, AdminError> {
         let member = self.members.get_mut(name).ok_or_else(|| AdminError::not_registered(name))?;
         if member.status == NodeStatus::Removed {
@@ -506,19 +523,25 @@ impl Membership {
             return Err(AdminError::node_info_updated(name));
         }
         member.heartbeats += 1;
-        member.last_update_ms = now_ms;
+        member.last_update_ms = now.wall_ms;
+        member.last_seen = now.moment;
         let returned = member.status != NodeStatus::Alive;
         member.status = NodeStatus::Alive;
         Ok(HeartbeatOutcome { returned })
     }
 
-    /// Marks every alive member silent for more than `timeout_ms` as `timeout`; returns them.
-    pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) -> Vec<String> {
+    /// Marks every alive member silent for more than `timeout_ms` on the monotonic clock as
+    /// `timeout`; returns them.
+    pub fn expire(&mut self, now: Now, timeout_ms: u64, mutations: Mutations) -> Vec<String> {
+        let wall = mutations.has(Mutation::WallClockTimeouts);
         let mut expired = Vec::new();
         for member in self.members.values_mut() {
-            if member.status == NodeStatus::Alive
-                && now_ms.saturating_sub(member.last_update_ms) > timeout_ms
-            {
+            let silent_ms = if wall {
+                now.wall_ms.saturating_sub(member.last_update_ms)
+            } else {
+                now.moment.since(member.last_seen)
+            };
+            if member.status == NodeStatus::Alive && silent_ms > timeout_ms {
                 member.status = NodeStatus::Timeout;
                 expired.push(member.name.clone());
             }

@@ -1,5 +1,10 @@
 use super::*;
 
+/// Both clocks at `milliseconds`.
+fn at(milliseconds: u64) -> Now {
+    Now { wall_ms: milliseconds, moment: Moment(milliseconds) }
+}
+
 const ROLES: [Role; 5] =
     [Role::Admin, Role::Standalone, Role::Leader, Role::Follower, Role::Learner];
 
@@ -81,16 +86,19 @@ fn leader() -> Membership {
 #[test]
 fn registration_checks_in_the_reference_order() {
     let mut table = leader();
-    assert_eq!(table.register("boss", Role::Follower, "127.0.0.1:100", 0).unwrap_err().code, 7020);
-    let same = table.register("x", Role::Follower, "127.0.0.1:100", 0).unwrap_err();
+    assert_eq!(
+        table.register("boss", Role::Follower, "127.0.0.1:100", at(0)).unwrap_err().code,
+        7020
+    );
+    let same = table.register("x", Role::Follower, "127.0.0.1:100", at(0)).unwrap_err();
     assert_eq!(
         same.message,
         "Invalid server address: Follower or learner peer server address 127.0.0.1: 100 \
          are same as leader"
     );
-    assert_eq!(table.register("x", Role::Leader, "127.0.0.1:1", 0).unwrap_err().code, 8007);
-    table.register("f1", Role::Follower, "127.0.0.1:1", 0).unwrap();
-    let duplicate = table.register("f1", Role::Follower, "127.0.0.1:9", 0).unwrap_err();
+    assert_eq!(table.register("x", Role::Leader, "127.0.0.1:1", at(0)).unwrap_err().code, 8007);
+    table.register("f1", Role::Follower, "127.0.0.1:1", at(0)).unwrap();
+    let duplicate = table.register("f1", Role::Follower, "127.0.0.1:9", at(0)).unwrap_err();
     assert_eq!((duplicate.code, duplicate.message.as_str()), (7020, "Duplicate node: f1"));
 }
 
@@ -99,53 +107,78 @@ fn four_followers_fit_and_the_fifth_is_refused() {
     let mut table = leader();
     for index in 0..4 {
         table
-            .register(&format!("f{index}"), Role::Follower, &format!("127.0.0.1:{}", index + 1), 0)
+            .register(
+                &format!("f{index}"),
+                Role::Follower,
+                &format!("127.0.0.1:{}", index + 1),
+                at(0),
+            )
             .unwrap();
     }
-    let fifth = table.register("f4", Role::Follower, "127.0.0.1:5", 0).unwrap_err();
+    let fifth = table.register("f4", Role::Follower, "127.0.0.1:5", at(0)).unwrap_err();
     assert_eq!((fifth.code, fifth.message.as_str()), (7027, "Too many followers, limit: 4"));
-    table.register("l0", Role::Learner, "127.0.0.1:6", 0).unwrap();
-    table.register("l1", Role::Learner, "127.0.0.1:7", 0).unwrap();
-    assert_eq!(table.register("l2", Role::Learner, "127.0.0.1:8", 0).unwrap_err().code, 7028);
+    table.register("l0", Role::Learner, "127.0.0.1:6", at(0)).unwrap();
+    table.register("l1", Role::Learner, "127.0.0.1:7", at(0)).unwrap();
+    assert_eq!(table.register("l2", Role::Learner, "127.0.0.1:8", at(0)).unwrap_err().code, 7028);
     assert_eq!(table.followers().len(), 4);
 }
 
 #[test]
 fn heartbeats_count_time_out_and_bring_members_back() {
     let mut table = leader();
-    table.register("f", Role::Follower, "127.0.0.1:1", 1_000).unwrap();
-    table.register("l", Role::Learner, "127.0.0.1:2", 1_000).unwrap();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(1_000)).unwrap();
+    table.register("l", Role::Learner, "127.0.0.1:2", at(1_000)).unwrap();
     assert_eq!(
-        table.heartbeat("f", "127.0.0.1:1", 2_000),
+        table.heartbeat("f", "127.0.0.1:1", at(2_000)),
         Ok(HeartbeatOutcome { returned: false })
     );
     assert_eq!(table.get("f").unwrap().heartbeats, 1);
-    assert_eq!(table.heartbeat("nobody", "127.0.0.1:1", 2_000).unwrap_err().code, 7025);
-    assert_eq!(table.heartbeat("f", "127.0.0.1:9", 2_000).unwrap_err().code, 8009);
+    assert_eq!(table.heartbeat("nobody", "127.0.0.1:1", at(2_000)).unwrap_err().code, 7025);
+    assert_eq!(table.heartbeat("f", "127.0.0.1:9", at(2_000)).unwrap_err().code, 8009);
     // At 5 500 ms: "l" was silent 4 500 ms, "f" 3 500 ms; the timeout is 4 000 ms.
-    assert_eq!(table.expire(5_500, 4_000), vec!["l".to_string()]);
+    assert_eq!(table.expire(at(5_500), 4_000, Mutations::NONE), vec!["l".to_string()]);
     assert_eq!(table.get("l").unwrap().status, NodeStatus::Timeout);
     assert_eq!(table.get("f").unwrap().status, NodeStatus::Alive);
-    assert!(table.expire(5_500, 4_000).is_empty(), "a timed-out member is reported once");
-    assert_eq!(table.heartbeat("l", "127.0.0.1:2", 6_000), Ok(HeartbeatOutcome { returned: true }));
+    assert!(
+        table.expire(at(5_500), 4_000, Mutations::NONE).is_empty(),
+        "a timed-out member is reported once"
+    );
+    assert_eq!(
+        table.heartbeat("l", "127.0.0.1:2", at(6_000)),
+        Ok(HeartbeatOutcome { returned: true })
+    );
     assert_eq!(table.get("l").unwrap().status, NodeStatus::Alive);
 }
 
 #[test]
 fn a_member_that_came_back_registers_again() {
     let mut table = leader();
-    table.register("f", Role::Follower, "127.0.0.1:1", 0).unwrap();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(0)).unwrap();
     table.mark("f", NodeStatus::Timeout);
-    table.register("f", Role::Follower, "127.0.0.1:1", 10).unwrap();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(10)).unwrap();
     let member = table.get("f").unwrap();
     assert_eq!(
         (member.status, member.heartbeats, member.last_update_ms),
         (NodeStatus::Alive, 0, 10)
     );
     // Alive and from the same address: the node restarted before it timed out.
-    table.register("f", Role::Follower, "127.0.0.1:1", 20).unwrap();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(20)).unwrap();
     assert_eq!(table.get("f").unwrap().last_update_ms, 20);
     assert_eq!(table.members().count(), 1);
     assert_eq!(table.remove("f").unwrap().name, "f");
     assert_eq!(table.remove("f").unwrap_err().code, 7019);
+}
+
+#[test]
+fn expiry_follows_the_monotonic_clock_whatever_the_wall_clock_does() {
+    let mut table = leader();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(1_000)).unwrap();
+    // The wall clock jumps an hour ahead: nothing expires.
+    let jumped = Now { wall_ms: 3_601_000, moment: Moment(1_500) };
+    assert!(table.expire(jumped, 4_000, Mutations::NONE).is_empty());
+    // The wall clock goes back an hour: silence still expires on time.
+    let back = Now { wall_ms: 0, moment: Moment(5_000) };
+    assert!(table.expire(back, 4_000, Mutations::NONE).is_empty());
+    let late = Now { wall_ms: 0, moment: Moment(5_001) };
+    assert_eq!(table.expire(late, 4_000, Mutations::NONE), vec!["f".to_string()]);
 }

@@ -8,7 +8,7 @@
 //! checksums.
 
 use std::fs;
-use std::io::Write;
+use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -352,6 +352,10 @@ pub struct LogTail {
 /// `bytes_max` bytes would be needed to reach the end of what is written. Blocking reads of
 /// whole segment files.
 ///
+/// The read starts at the segment holding the frame that ends at `after`, even when the next
+/// segment starts at `after + 1`, so that [`LogTail::epoch_at_start`] tells that frame's
+/// epoch whenever the log still holds it.
+///
 /// # Errors
 ///
 /// [`WalError::Io`] when the directory or a segment cannot be read.
@@ -363,50 +367,82 @@ pub fn read_log_after(
 ) -> Result<Option<LogTail>, WalError> {
     let segments = crate::scan_segments(dir)?;
     let wanted = after.next();
-    let Some(start) = segments.iter().rposition(|segment| segment.first_lsn <= wanted) else {
+    let start = segments
+        .iter()
+        .rposition(|segment| segment.first_lsn <= after)
+        .or_else(|| segments.iter().rposition(|segment| segment.first_lsn <= wanted));
+    let Some(start) = start else {
         return Ok(None);
     };
+    // The first segment is read for the epoch alone when the next one starts at `after + 1`.
+    let only_for_epoch = segments.get(start + 1).is_some_and(|next| next.first_lsn == wanted);
     let mut tail = LogTail { last_lsn: after, ..LogTail::default() };
     let mut gathered = 0usize;
-    for segment in &segments[start..] {
+    for (index, segment) in segments.iter().enumerate().skip(start) {
         let bytes = match fs::read(&segment.path) {
             Ok(bytes) => bytes,
+            // Deleted under us by a checkpoint: the epoch is unknown, the frames are not.
+            Err(error)
+                if error.kind() == ErrorKind::NotFound && index == start && only_for_epoch =>
+            {
+                continue;
+            }
             // Deleted under us by a checkpoint: the log moved on.
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(WalError::io("read segment", &segment.path, source)),
         };
         if SegmentHeader::decode(&bytes).is_err() {
             return Ok(None);
         }
+        if !tail.take_frames(&bytes, partition, after, &mut gathered, bytes_max) {
+            return Ok(None);
+        }
+    }
+    Ok(Some(tail))
+}
+
+impl LogTail {
+    /// Adds the frames of one segment image that come after `after`, up to the first bytes
+    /// that are not a valid frame, and notes the epoch of the frame ending at `after`.
+    /// `false` when the log cannot be resumed from there: a frame of another partition, a
+    /// gap, `after` inside a frame, or more than `bytes_max` bytes gathered.
+    fn take_frames(
+        &mut self,
+        bytes: &[u8],
+        partition: PartitionId,
+        after: Lsn,
+        gathered: &mut usize,
+        bytes_max: usize,
+    ) -> bool {
         let mut offset = SEGMENT_HEADER_BLOCK_BYTES;
         while offset < bytes.len() {
             let Ok(frame) = decode_frame(&bytes[offset..]) else { break };
             if frame.partition != partition {
-                return Ok(None);
+                return false;
             }
             let frame_bytes = frame.frame_bytes();
             if frame.last_lsn == after {
-                tail.epoch_at_start = Some(frame.epoch);
+                self.epoch_at_start = Some(frame.epoch);
             }
             if frame.first_lsn > after {
-                if frame.first_lsn != tail.last_lsn.next() {
-                    return Ok(None);
+                if frame.first_lsn != self.last_lsn.next() {
+                    return false;
                 }
-                gathered += frame_bytes;
-                if gathered > bytes_max {
-                    return Ok(None);
+                *gathered += frame_bytes;
+                if *gathered > bytes_max {
+                    return false;
                 }
-                tail.frames.push(bytes[offset..offset + frame_bytes].to_vec());
-                tail.last_lsn = frame.last_lsn;
-                tail.last_epoch = frame.epoch;
+                self.frames.push(bytes[offset..offset + frame_bytes].to_vec());
+                self.last_lsn = frame.last_lsn;
+                self.last_epoch = frame.epoch;
             } else if frame.last_lsn > after {
                 // `after` falls inside a frame: not a boundary this log can resume from.
-                return Ok(None);
+                return false;
             }
             offset += frame_bytes;
         }
+        true
     }
-    Ok(Some(tail))
 }
 
 /// Adds a checkpoint image (checked first) to the partition directory `dir` without touching

@@ -4,6 +4,8 @@
 //! synced; only then are the segments it covers deleted. Recovery loads the newest checkpoint
 //! and replays the records after its LSN.
 
+use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use strata_core::{Epoch, Lsn, PartitionId};
@@ -176,6 +178,49 @@ pub(crate) fn load_checkpoint(
         .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))
 }
 
+/// Reads and checks only the header of the checkpoint at `path` (named for `name_lsn`): for
+/// operations that need its LSN and epoch but not its entries, without reading a body as
+/// large as the keyspace. The body is checked when recovery loads it.
+pub(crate) fn read_checkpoint_header(
+    path: &Path,
+    partition: PartitionId,
+    name_lsn: Lsn,
+) -> Result<LoadedCheckpoint, WalError> {
+    let mut bytes = [0u8; CHECKPOINT_HEADER_BYTES];
+    let read = std::fs::File::open(path).and_then(|file| file.read_exact_at(&mut bytes, 0));
+    match read {
+        Ok(()) => {}
+        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => {
+            let reason = "checkpoint shorter than its header";
+            return Err(WalError::corrupt(path, 0, reason));
+        }
+        Err(source) => return Err(WalError::io("read checkpoint", path, source)),
+    }
+    let header =
+        CheckpointHeader::decode(&bytes).map_err(|reason| WalError::corrupt(path, 0, reason))?;
+    check_header(&header, partition, Some(name_lsn))
+        .map_err(|(offset, reason)| WalError::corrupt(path, offset, reason))?;
+    Ok(LoadedCheckpoint { lsn: header.lsn, epoch: header.epoch, entry_count: header.entry_count })
+}
+
+/// Whether a decoded header is of `partition` and (when given) at `expected_lsn`; an error
+/// gives the offset of the field that disagrees and what it is.
+fn check_header(
+    header: &CheckpointHeader,
+    partition: PartitionId,
+    expected_lsn: Option<Lsn>,
+) -> Result<(), (u64, String)> {
+    if header.partition != partition {
+        let reason = format!("checkpoint of partition {}, expected {partition}", header.partition);
+        return Err((8, reason));
+    }
+    if let Some(expected) = expected_lsn.filter(|expected| *expected != header.lsn) {
+        let reason = format!("checkpoint header says LSN {}, expected {expected}", header.lsn);
+        return Err((16, reason));
+    }
+    Ok(())
+}
+
 /// Checks a whole checkpoint image of `partition` (at `expected_lsn`, when given), calling
 /// `on_entry` for each entry. An error gives the offset of the damage and what it is.
 pub(crate) fn check_image(
@@ -185,18 +230,7 @@ pub(crate) fn check_image(
     on_entry: &mut EntrySink<'_>,
 ) -> Result<LoadedCheckpoint, (u64, String)> {
     let header = CheckpointHeader::decode(bytes).map_err(|reason| (0, reason))?;
-    if header.partition != partition {
-        return Err((
-            8,
-            format!("checkpoint of partition {}, expected {partition}", header.partition),
-        ));
-    }
-    if let Some(expected) = expected_lsn.filter(|expected| *expected != header.lsn) {
-        return Err((
-            16,
-            format!("checkpoint header says LSN {}, expected {expected}", header.lsn),
-        ));
-    }
+    check_header(&header, partition, expected_lsn)?;
     let body = &bytes[CHECKPOINT_HEADER_BYTES..];
     let body_offset = CHECKPOINT_HEADER_BYTES as u64;
     if body.len() as u64 != header.body_bytes {

@@ -48,6 +48,21 @@ pub enum WalError {
     /// The configuration cannot work.
     #[error("invalid WAL configuration: {reason}")]
     Config { reason: String },
+    /// A truncation point falls inside a frame, or before the log's first frame: the log can
+    /// only be cut where a frame ends.
+    #[error("LSN {lsn} is not where a frame of the log ends")]
+    NotAFrameBoundary { lsn: Lsn },
+    /// A truncation point lies before the newest checkpoint, whose state already holds the
+    /// records that would be cut.
+    #[error("LSN {lsn} lies before the newest checkpoint at LSN {checkpoint}")]
+    BelowCheckpoint { lsn: Lsn, checkpoint: Lsn },
+    /// A state file name that is not a plain file name of its own: empty, with a path
+    /// separator, `.` or `..`, or a name the log uses (a segment, a checkpoint, `*.tmp`).
+    #[error("invalid state file name {name:?}")]
+    StateFileName { name: String },
+    /// State file contents over the limit ([`STATE_FILE_BYTES_MAX`](crate::STATE_FILE_BYTES_MAX)).
+    #[error("state file of {bytes} bytes exceeds the limit of {bytes_max} bytes")]
+    StateFileTooLarge { bytes: u64, bytes_max: u64 },
 }
 
 impl WalError {

@@ -3,7 +3,9 @@
 //! periodic checkpoints that bound replay and let old segments go.
 //!
 //! The byte layout, the recovery rules and the crash argument are in `docs/wal-format.md`.
-//! A [`PartitionWal`] is owned by the shard thread that owns its partition.
+//! A [`PartitionWal`] is owned by the shard thread that owns its partition. Beside the log, a
+//! replica cuts a diverged tail back with [`truncate_log`] and keeps its replication state in
+//! a file replaced atomically with [`write_state_file`].
 
 #![warn(clippy::pedantic)]
 
@@ -18,6 +20,8 @@ mod install;
 mod mapped;
 mod recovery;
 mod segment;
+mod state_file;
+mod truncate;
 mod wal;
 
 #[cfg(test)]
@@ -44,4 +48,6 @@ pub use segment::{
     parse_segment_file_name, scan_segments, segment_file_name, SegmentHeader, SegmentInfo,
     SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
+pub use state_file::{read_state_file, write_state_file, STATE_FILE_BYTES_MAX};
+pub use truncate::{truncate_log, TruncateSummary};
 pub use wal::{CheckpointSummary, PartitionWal};

@@ -10,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_core::frame::{decode_frame, decode_records, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES};
+use strata_core::frame::{
+    decode_frame, decode_records, FrameHeader, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES,
+};
 use strata_core::record::Record;
 use strata_core::{Epoch, Lsn, PartitionId};
 
@@ -44,6 +46,25 @@ pub struct RecoverySummary {
     /// Bytes of a torn tail zeroed in the newest segment (0 if it ended cleanly).
     pub torn_bytes: u64,
     pub elapsed: Duration,
+    /// The log's epoch history, ascending in both: `(epoch, first LSN)` for each epoch among
+    /// the frames after the checkpoint, at the first LSN of its first frame, so that a replica
+    /// can find where its log and a leader's agree. A checkpoint stamped with an epoch starts
+    /// it with `(checkpoint epoch, checkpoint LSN)`, which is all that is known of the part of
+    /// the log the checkpoint covers. Empty for an empty log.
+    pub epochs: Vec<(Epoch, Lsn)>,
+}
+
+impl RecoverySummary {
+    /// What the loaded checkpoint says before any frame is read: its LSN, and its epoch as
+    /// the start of the epoch history when it carries one (0 means it does not).
+    fn start_from_checkpoint(&mut self, loaded: &LoadedCheckpoint) {
+        self.checkpoint_lsn = loaded.lsn;
+        self.checkpoint_entries = loaded.entry_count;
+        self.last_epoch = loaded.epoch;
+        if loaded.epoch.0 > 0 && loaded.lsn.0 > 0 {
+            self.epochs.push((loaded.epoch, loaded.lsn));
+        }
+    }
 }
 
 /// A segment before the active one.
@@ -74,10 +95,12 @@ pub(crate) struct RecoveredLog {
 }
 
 /// The files of a partition directory, by kind.
-struct Listing {
-    checkpoints: Vec<(Lsn, PathBuf)>,
-    segments: Vec<SegmentInfo>,
-    temporaries: Vec<PathBuf>,
+pub(crate) struct Listing {
+    /// In LSN order.
+    pub checkpoints: Vec<(Lsn, PathBuf)>,
+    /// In LSN order.
+    pub segments: Vec<SegmentInfo>,
+    pub temporaries: Vec<PathBuf>,
 }
 
 pub(crate) fn recover_log(
@@ -95,9 +118,7 @@ pub(crate) fn recover_log(
     let mut summary = RecoverySummary::default();
     let checkpoint = load_newest_checkpoint(partition, &listing.checkpoints, on_entry)?;
     if let Some((loaded, _)) = &checkpoint {
-        summary.checkpoint_lsn = loaded.lsn;
-        summary.checkpoint_entries = loaded.entry_count;
-        summary.last_epoch = loaded.epoch;
+        summary.start_from_checkpoint(loaded);
     }
     let (kept, mut segments) =
         split_covered_segments(listing.segments, summary.checkpoint_lsn, config)?;
@@ -135,7 +156,7 @@ pub(crate) fn recover_log(
     Ok((log, summary))
 }
 
-fn list_directory(dir: &Path) -> Result<Listing, WalError> {
+pub(crate) fn list_directory(dir: &Path) -> Result<Listing, WalError> {
     let entries =
         fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
     let mut listing =
@@ -234,6 +255,8 @@ struct Replay<'a> {
     checkpoint_lsn: Lsn,
     /// The LSN the next frame must start at.
     next_lsn: Lsn,
+    /// Epoch of the last frame read, which the next may not be lower than.
+    previous_epoch: Option<Epoch>,
     on_record: &'a mut dyn FnMut(Lsn, Record),
 }
 
@@ -243,7 +266,7 @@ impl<'a> Replay<'a> {
         checkpoint_lsn: Lsn,
         on_record: &'a mut dyn FnMut(Lsn, Record),
     ) -> Self {
-        Replay { partition, checkpoint_lsn, next_lsn: Lsn::ZERO, on_record }
+        Replay { partition, checkpoint_lsn, next_lsn: Lsn::ZERO, previous_epoch: None, on_record }
     }
 
     /// Replays every segment; returns where appends continue.
@@ -352,11 +375,45 @@ impl<'a> Replay<'a> {
             }
             let records =
                 decode_records(rest, &header).map_err(|error| corrupt(error.to_string()))?;
+            self.follow_epoch(&header, summary).map_err(corrupt)?;
             self.apply(header.first_lsn, records, header.frame_bytes() as u64, summary);
             self.next_lsn = header.last_lsn.next();
             summary.last_epoch = header.epoch;
             offset += header.frame_bytes();
         }
+    }
+
+    /// Checks that `frame` does not go back in epoch, and adds an entry to the epoch history
+    /// when a frame after the checkpoint starts a new epoch. A lower epoch is damage, not a
+    /// torn write: the frame is whole, checksummed and continues the log, so the log was
+    /// written wrongly or altered.
+    fn follow_epoch(
+        &mut self,
+        frame: &FrameHeader,
+        summary: &mut RecoverySummary,
+    ) -> Result<(), String> {
+        let covered = frame.last_lsn <= self.checkpoint_lsn;
+        let history_epoch = summary.epochs.last().map(|(epoch, _)| *epoch);
+        // The checkpoint's epoch, when stamped, also precedes the frames after it.
+        let previous =
+            if covered { self.previous_epoch } else { self.previous_epoch.max(history_epoch) };
+        if let Some(previous) = previous.filter(|previous| frame.epoch < *previous) {
+            return Err(format!(
+                "frame of epoch {} follows epoch {previous}: epochs never go back",
+                frame.epoch
+            ));
+        }
+        self.previous_epoch = Some(frame.epoch);
+        if covered || history_epoch == Some(frame.epoch) {
+            return Ok(());
+        }
+        // A frame that also holds the checkpoint's LSN starts its epoch after that entry.
+        let first_lsn = summary
+            .epochs
+            .last()
+            .map_or(frame.first_lsn, |(_, lsn)| frame.first_lsn.max(lsn.next()));
+        summary.epochs.push((frame.epoch, first_lsn));
+        Ok(())
     }
 
     fn apply(
@@ -381,7 +438,7 @@ impl<'a> Replay<'a> {
     }
 }
 
-fn segment_header_problem(
+pub(crate) fn segment_header_problem(
     header: &SegmentHeader,
     segment: &SegmentInfo,
     file_bytes: u64,
@@ -470,7 +527,7 @@ fn cut_and_sync(path: &Path, offset: u64, torn_bytes: u64) -> Result<(), WalErro
     file.sync_data().map_err(|source| WalError::io("sync segment", path, source))
 }
 
-fn write_zeros(file: &fs::File, offset: u64, length: u64) -> io::Result<()> {
+pub(crate) fn write_zeros(file: &fs::File, offset: u64, length: u64) -> io::Result<()> {
     const CHUNK_BYTES: u64 = 1024 * 1024;
     let zeros = vec![0u8; usize::try_from(length.min(CHUNK_BYTES)).expect("bounded")];
     let mut written = 0;

@@ -589,7 +589,7 @@ impl PartitionWal {
         let started = Instant::now();
         let path = self.dir.join(checkpoint_file_name(lsn));
         let temporary = self.dir.join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(lsn)));
-        let bytes = write_new_file(&temporary, encoded).await?;
+        let bytes = write_new_file(&temporary, encoded, "write checkpoint").await?;
         monoio::fs::rename(&temporary, &path)
             .await
             .map_err(|source| WalError::io("rename", &temporary, source))?;
@@ -695,9 +695,14 @@ fn read_tail_block(path: &Path, write_offset: u64) -> io::Result<Vec<u8>> {
     Ok(block)
 }
 
-/// Writes `bytes` as the whole of a new file at `path` and syncs it.
-async fn write_new_file(path: &Path, bytes: Vec<u8>) -> Result<u64, WalError> {
-    let io_error = |source| WalError::io("write checkpoint", path, source);
+/// Writes `bytes` as the whole of a new file at `path` and syncs it (`fsync`: the file is new),
+/// on the shard's `io_uring`. `op` names the operation in errors.
+pub(crate) async fn write_new_file(
+    path: &Path,
+    bytes: Vec<u8>,
+    op: &'static str,
+) -> Result<u64, WalError> {
+    let io_error = |source| WalError::io(op, path, source);
     let file = monoio::fs::OpenOptions::new()
         .write(true)
         .create(true)

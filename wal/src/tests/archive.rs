@@ -4,10 +4,15 @@
 
 use std::fs;
 
-use strata_core::Lsn;
+use strata_core::{Epoch, Lsn};
 
-use super::{all_records, fill, recover, run, small_config, PARTITION};
-use crate::{encode_checkpoint, scan_segments, segment_extent, PartitionWriter, WalConfig};
+use super::{
+    all_records, append_synced_in_epoch, fill, recover, run, set, small_config, Placed, PARTITION,
+};
+use crate::{
+    encode_checkpoint, read_log_after, scan_segments, segment_extent, stamp_checkpoint_epoch,
+    PartitionWriter, WalConfig,
+};
 
 fn archived_config() -> WalConfig {
     WalConfig { keep_until_archived: true, ..small_config() }
@@ -87,7 +92,54 @@ fn a_damaged_segment_image_is_refused_with_its_offset() {
     assert!(error.contains("p3/seg/x"), "{error}");
 }
 
+/// A log of 40 frames of two records, frame `index` in epoch `index / 4 + 1`, and where the
+/// first segment's last frame is.
+fn log_of_rising_epochs(dir: &std::path::Path) -> (Vec<Placed>, usize) {
+    let placed = run(async {
+        let mut wal = recover(dir, &small_config()).unwrap().wal;
+        let mut placed = Vec::new();
+        for index in 0..40u64 {
+            let records = vec![set(index * 2, 300), set(index * 2 + 1, 300)];
+            let epoch = Epoch(index / 4 + 1);
+            placed.push(append_synced_in_epoch(&mut wal, epoch, records).await);
+        }
+        placed
+    });
+    let first = &scan_segments(dir).unwrap()[0];
+    let last_of_first = placed.iter().rposition(|frame| frame.path == first.path).unwrap();
+    (placed, last_of_first)
+}
+
+fn reading_after_the_last_frame_of_a_segment_knows_that_frames_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (placed, last_of_first) = log_of_rising_epochs(dir.path());
+    let after = Lsn(2 * (last_of_first as u64 + 1));
+    assert_eq!(scan_segments(dir.path()).unwrap()[1].first_lsn, after.next());
+    let tail = read_log_after(dir.path(), PARTITION, after, usize::MAX).unwrap().unwrap();
+    let epoch = Epoch(last_of_first as u64 / 4 + 1);
+    assert_eq!(tail.epoch_at_start, Some(epoch));
+    assert_eq!(tail.frames.len(), placed.len() - last_of_first - 1);
+    let first = strata_core::frame::decode_frame(&tail.frames[0]).unwrap();
+    assert_eq!(first.first_lsn, after.next());
+    assert_eq!((tail.last_lsn, tail.last_epoch), (Lsn(80), Epoch(10)));
+    // From the start of the log there is no frame before.
+    let tail = read_log_after(dir.path(), PARTITION, Lsn::ZERO, usize::MAX).unwrap().unwrap();
+    assert_eq!((tail.epoch_at_start, tail.frames.len()), (None, placed.len()));
+    // Once a checkpoint removed that segment, the frames are there and the epoch is not.
+    run(async {
+        let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
+        let mut image = encode_checkpoint(PARTITION, []);
+        stamp_checkpoint_epoch(&mut image, epoch);
+        wal.write_checkpoint(after, image).await.unwrap();
+    });
+    assert_eq!(scan_segments(dir.path()).unwrap()[0].first_lsn, after.next());
+    let tail = read_log_after(dir.path(), PARTITION, after, usize::MAX).unwrap().unwrap();
+    assert_eq!(tail.epoch_at_start, None);
+    assert_eq!(tail.frames.len(), placed.len() - last_of_first - 1);
+}
+
 in_every_mode!(
+    reading_after_the_last_frame_of_a_segment_knows_that_frames_epoch,
     sealed_segments_wait_for_the_archive_floor,
     a_partition_written_from_segment_images_recovers_the_same_records,
     a_damaged_segment_image_is_refused_with_its_offset,

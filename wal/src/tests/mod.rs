@@ -36,10 +36,13 @@ mod archive;
 mod checkpoints;
 mod damage;
 mod direct;
+mod epochs;
 mod model;
 mod poison;
 mod round_trip;
 mod shared_sync;
+mod state_file;
+mod truncate;
 
 use std::cell::Cell;
 use std::fs;
@@ -115,8 +118,12 @@ pub(crate) fn appends_are_durable(wal: &PartitionWal) -> bool {
 }
 
 pub(crate) fn encode(first_lsn: Lsn, records: &[Record]) -> Vec<u8> {
+    encode_in_epoch(Epoch(1), first_lsn, records)
+}
+
+pub(crate) fn encode_in_epoch(epoch: Epoch, first_lsn: Lsn, records: &[Record]) -> Vec<u8> {
     let mut frame = Vec::new();
-    encode_frame(&mut frame, PARTITION, Epoch(1), first_lsn, Lsn(first_lsn.0 - 1), records);
+    encode_frame(&mut frame, PARTITION, epoch, first_lsn, Lsn(first_lsn.0 - 1), records);
     frame
 }
 
@@ -172,7 +179,26 @@ pub(crate) async fn append_synced(wal: &mut PartitionWal, records: Vec<Record>) 
 }
 
 pub(crate) async fn append(wal: &mut PartitionWal, records: Vec<Record>) -> Placed {
-    let frame = encode(wal.last_lsn().next(), &records);
+    append_in_epoch(wal, Epoch(1), records).await
+}
+
+/// Appends `records` as one frame of `epoch` at the tail and syncs it.
+pub(crate) async fn append_synced_in_epoch(
+    wal: &mut PartitionWal,
+    epoch: Epoch,
+    records: Vec<Record>,
+) -> Placed {
+    let placed = append_in_epoch(wal, epoch, records).await;
+    wal.sync().await.unwrap();
+    placed
+}
+
+pub(crate) async fn append_in_epoch(
+    wal: &mut PartitionWal,
+    epoch: Epoch,
+    records: Vec<Record>,
+) -> Placed {
+    let frame = encode_in_epoch(epoch, wal.last_lsn().next(), &records);
     let bytes = frame.len() as u64;
     wal.append(frame).await.unwrap();
     let (path, write_offset, _) = wal.active_segment();

@@ -24,6 +24,19 @@ pub enum ArchiveError {
     /// A local file the uploader reads cannot be read.
     #[error("cannot read {path}: {reason}")]
     Local { path: String, reason: String },
+    /// A manifest in the store was written by a leader of a newer epoch than this node's: a
+    /// newer leader archives now, and this node must not put back its older view.
+    #[error(
+        "{object} was written at epoch {stored_epoch}, newer than this node's epoch \
+         {own_epoch}: another leader archives now, so this node stops writing it until restarted"
+    )]
+    Fenced {
+        object: String,
+        /// The partition whose manifest it is; `None` for the cluster manifest.
+        partition: Option<u32>,
+        stored_epoch: u64,
+        own_epoch: u64,
+    },
     /// Unusable settings.
     #[error("object storage settings: {reason}")]
     Config { reason: String },

@@ -5,13 +5,21 @@
 //! The cluster manifest records the partition count and segment size; each partition's
 //! manifest lists its segment and snapshot objects with their LSN ranges, sizes and
 //! checksums. Only the node that uploads (the leader, or a standalone node) writes them.
+//!
+//! Every manifest and entry records the leader epoch it was written under (`writer_epoch`):
+//! a writer whose epoch is older than the stored manifest's refuses to overwrite it, so an old
+//! leader that has not yet noticed its replacement cannot put back an older view. Documents
+//! written before the field existed read as epoch 0. A zero epoch is left out when writing, so
+//! those documents re-serialize to the same bytes and keep matching their checksums.
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use strata_core::Lsn;
+use strata_core::{Epoch, Lsn};
 
 use crate::error::ArchiveError;
 
+/// Format 1 still: `writer_epoch` was added as an optional field, and every document written
+/// before it reads unchanged (see `docs/archive-format.md`).
 pub const MANIFEST_FORMAT: u32 = 1;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -22,6 +30,9 @@ pub struct ClusterManifest {
     pub partitions: u32,
     /// Segment size the uploading node writes; restore writes segments of this size.
     pub segment_bytes: u64,
+    /// Leader epoch of the node that wrote this manifest (0: written before epochs were kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writer_epoch: u64,
 }
 
 /// One archived segment: a local segment file without its trailing zeros.
@@ -35,6 +46,9 @@ pub struct SegmentEntry {
     pub last_lsn: u64,
     pub bytes: u64,
     pub crc32c: u32,
+    /// Leader epoch of the node that uploaded the object (0: before epochs were kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writer_epoch: u64,
 }
 
 /// One archived snapshot: a local checkpoint file as it is.
@@ -47,12 +61,19 @@ pub struct SnapshotEntry {
     pub entries: u64,
     pub bytes: u64,
     pub crc32c: u32,
+    /// Leader epoch of the node that uploaded the object (0: before epochs were kept).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writer_epoch: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionManifest {
     pub format: u32,
     pub partition: u32,
+    /// Leader epoch of the node that wrote this manifest (0: written before epochs were kept).
+    /// A writer with an older epoch leaves the manifest alone.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub writer_epoch: u64,
     /// Sorted by first LSN.
     pub segments: Vec<SegmentEntry>,
     /// Sorted by LSN.
@@ -183,6 +204,41 @@ impl PartitionManifest {
     }
 }
 
+/// The fencing rule: a manifest stored by a writer of a newer epoch than `own_epoch` is not
+/// overwritten; an equal or older one is. `partition` is `None` for the cluster manifest.
+///
+/// The caller reads the stored manifest and then writes: this is not an atomic compare-and-set.
+/// It stops a stale leader at its first manifest write after the newer leader's manifest is
+/// stored; a write racing that one can still land (conditional PUTs would close that window,
+/// but Ceph RGW and Garage do not honour them).
+///
+/// # Errors
+///
+/// [`ArchiveError::Fenced`] naming the object and both epochs.
+pub(crate) fn check_writer(
+    object: &str,
+    partition: Option<u32>,
+    stored_epoch: u64,
+    own_epoch: Epoch,
+) -> Result<(), ArchiveError> {
+    if stored_epoch <= own_epoch.0 {
+        return Ok(());
+    }
+    Err(ArchiveError::Fenced {
+        object: object.to_string(),
+        partition,
+        stored_epoch,
+        own_epoch: own_epoch.0,
+    })
+}
+
+/// Whether an epoch field is left out of the document: documents from before the field existed
+/// must re-serialize to the bytes their checksum was computed over.
+#[allow(clippy::trivially_copy_pass_by_ref)] // `skip_serializing_if` passes a reference.
+fn is_zero(epoch: &u64) -> bool {
+    *epoch == 0
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope<T> {
     crc32c: u32,
@@ -243,6 +299,7 @@ mod tests {
             last_lsn: last,
             bytes: 1,
             crc32c: 0,
+            writer_epoch: epoch,
         }
     }
 
@@ -257,6 +314,50 @@ mod tests {
         let error = decode_partition(text.as_bytes(), "p2/manifest.json").unwrap_err();
         assert!(error.to_string().contains("p2/manifest.json"), "{error}");
         assert!(decode_partition(b"{not json", "m").is_err());
+    }
+
+    /// A stored document as a node without `writer_epoch` wrote it: the compact document, its
+    /// checksum, and the pretty envelope around it.
+    fn stored_without_epochs(document: &str) -> Vec<u8> {
+        let checksum = crc32c::crc32c(document.as_bytes());
+        format!("{{\n  \"crc32c\": {checksum},\n  \"manifest\": {document}\n}}").into_bytes()
+    }
+
+    #[test]
+    fn manifests_written_before_writer_epochs_read_as_epoch_zero() {
+        let document = concat!(
+            r#"{"format":1,"partition":3,"segments":[{"object":"seg/1-1","epoch":1,"#,
+            r#""first_lsn":1,"last_lsn":10,"bytes":100,"crc32c":7}],"snapshots":[{"#,
+            r#""object":"snap/10","lsn":10,"epoch":1,"entries":4,"bytes":50,"crc32c":9}]}"#,
+        );
+        let manifest = decode_partition(&stored_without_epochs(document), "p3").unwrap();
+        assert_eq!(manifest.writer_epoch, 0);
+        assert_eq!(manifest.segments[0].writer_epoch, 0);
+        assert_eq!(manifest.snapshots[0].writer_epoch, 0);
+        assert_eq!(manifest.restore_plan().last_lsn, 10);
+        let document = r#"{"format":1,"cluster":"demo-01","partitions":4,"segment_bytes":8192}"#;
+        let cluster: ClusterManifest = decode(&stored_without_epochs(document), "c").unwrap();
+        assert_eq!(cluster.writer_epoch, 0);
+        assert_eq!(cluster.partitions, 4);
+    }
+
+    #[test]
+    fn writer_epochs_round_trip_and_a_newer_stored_epoch_fences() {
+        let mut manifest = PartitionManifest::empty(1);
+        manifest.writer_epoch = 7;
+        manifest.add_segment(segment(1, 10, 6));
+        let bytes = encode(&manifest);
+        assert!(String::from_utf8_lossy(&bytes).contains("\"writer_epoch\": 7"));
+        assert_eq!(decode_partition(&bytes, "m").unwrap(), manifest);
+        for own in [7, 8] {
+            assert!(check_writer("p1/manifest.json", Some(1), 7, Epoch(own)).is_ok(), "{own}");
+        }
+        let error = check_writer("p1/manifest.json", Some(1), 7, Epoch(6)).unwrap_err();
+        let text = error.to_string();
+        assert!(matches!(error, ArchiveError::Fenced { partition: Some(1), .. }), "{text}");
+        assert!(text.contains("p1/manifest.json"), "{text}");
+        assert!(text.contains("epoch 7"), "{text}");
+        assert!(text.contains("epoch 6"), "{text}");
     }
 
     #[test]
@@ -274,6 +375,7 @@ mod tests {
                 entries: 1,
                 bytes: 1,
                 crc32c: 0,
+                writer_epoch: 1,
             });
         }
         assert!(manifest.prune(3).is_empty());
@@ -308,6 +410,7 @@ mod tests {
             entries: 3,
             bytes: 1,
             crc32c: 0,
+            writer_epoch: 2,
         });
         let plan = manifest.restore_plan();
         let firsts: Vec<u64> = plan.segments.iter().map(|segment| segment.first_lsn).collect();

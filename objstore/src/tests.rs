@@ -1,8 +1,9 @@
-//! The uploader and restore against an in-memory object store, on partition directories
-//! written with the WAL's own formats. (Integration tests run the same against a real S3
-//! server.)
+//! The uploader and restore against an in-memory object store or a local directory store, on
+//! partition directories written with the WAL's own formats. (Integration tests run the same
+//! against a real S3 server.)
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use strata_core::{Epoch, Lsn, PartitionId};
 use strata_wal::{ArchiveMarks, PartitionWriter, SegmentHeader};
 
 use crate::uploader::Uploader;
-use crate::{read_partition_manifest, restore, ArchiveError, Layout, Store, UploaderConfig};
+use crate::{
+    read_cluster_manifest, read_partition_manifest, restore, ArchiveError, Layout, Store,
+    StoreLocation, UploaderConfig,
+};
 
 const PARTITION: PartitionId = PartitionId(0);
 const SEGMENT_BYTES: u64 = 8192;
@@ -57,6 +61,16 @@ fn write_checkpoint(data_dir: &Path, lsn: Lsn) {
 }
 
 fn uploader(store: &Store, data_dir: &Path, marks: &Arc<ArchiveMarks>) -> Uploader {
+    uploader_at(store, data_dir, marks, Epoch(1))
+}
+
+/// An uploader on a node whose leader epoch is `epoch`.
+fn uploader_at(
+    store: &Store,
+    data_dir: &Path,
+    marks: &Arc<ArchiveMarks>,
+    epoch: Epoch,
+) -> Uploader {
     let config = UploaderConfig {
         store: Arc::clone(store),
         layout: Arc::new(std::sync::Mutex::new(Layout::new("test-0001").unwrap())),
@@ -65,11 +79,29 @@ fn uploader(store: &Store, data_dir: &Path, marks: &Arc<ArchiveMarks>) -> Upload
         segment_bytes: SEGMENT_BYTES,
         marks: Arc::clone(marks),
         uploading: Arc::new(|| true),
+        epoch: Arc::new(move || epoch),
         scan_interval: Duration::from_millis(10),
         backlog_warning_bytes: u64::MAX,
         snapshots_kept: 2,
     };
     Uploader::new(config, Arc::default())
+}
+
+/// A store in a fresh directory, as `storage_type = "local"` has it.
+fn directory_store() -> (tempfile::TempDir, Store) {
+    let directory = tempfile::tempdir().unwrap();
+    let store = crate::connect(&StoreLocation::Directory(directory.path().to_path_buf())).unwrap();
+    (directory, store)
+}
+
+/// The first LSN of every local segment of the partition, oldest first.
+fn segment_starts(data_dir: &Path) -> Vec<u64> {
+    let segments = strata_wal::scan_segments(&data_dir.join("p0")).unwrap();
+    segments.iter().map(|segment| segment.first_lsn.0).collect()
+}
+
+async fn stored_bytes(store: &Store, path: &object_store::path::Path) -> Vec<u8> {
+    store.get(path).await.unwrap().bytes().await.unwrap().to_vec()
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -211,5 +243,96 @@ fn objects_no_manifest_lists_are_deleted_when_the_manifest_is_read_again() {
         let target = tempfile::tempdir().unwrap();
         let report = restore(&store, &layout, target.path(), &mut |_, _| {}).await.unwrap();
         assert_eq!(report.partitions[0].last_lsn, manifest.segments.last().unwrap().last_lsn);
+    });
+}
+
+/// Failover: a new leader (epoch 3) takes over the archive while the old one (epoch 2) has not
+/// noticed yet. The old leader must not put back its older manifest, and says why.
+#[test]
+fn a_manifest_written_under_a_newer_epoch_is_not_overwritten_by_an_older_one() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_partition(data_dir.path(), 300);
+    let starts = segment_starts(data_dir.path());
+    assert!(starts.len() >= 4, "{starts:?}");
+    let (_directory, store) = directory_store();
+    let marks = Arc::new(ArchiveMarks::new(1));
+    let layout = Layout::new("test-0001").unwrap();
+    let manifest_path = layout.partition_manifest(PARTITION);
+    runtime().block_on(async {
+        marks.set_committed(PARTITION, Lsn(starts[1] - 1));
+        let mut old_leader = uploader_at(&store, data_dir.path(), &marks, Epoch(2));
+        old_leader.pass().await;
+        // The stored epoch 2 is older than the new leader's: it writes.
+        marks.set_committed(PARTITION, Lsn(starts[2] - 1));
+        let mut new_leader = uploader_at(&store, data_dir.path(), &marks, Epoch(3));
+        new_leader.pass().await;
+        let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
+        assert_eq!(manifest.writer_epoch, 3);
+        let writers: Vec<u64> = manifest.segments.iter().map(|entry| entry.writer_epoch).collect();
+        assert_eq!(writers, [2, 3]);
+        assert_eq!(read_cluster_manifest(&store, &layout).await.unwrap().writer_epoch, 3);
+
+        // The old leader still holds its epoch-2 view and has a new segment to add to it.
+        marks.set_committed(PARTITION, Lsn(starts[3] - 1));
+        let before = stored_bytes(&store, &manifest_path).await;
+        old_leader.pass().await;
+        old_leader.pass().await;
+        assert_eq!(stored_bytes(&store, &manifest_path).await, before, "epoch 3's manifest stays");
+        let metrics = &old_leader.metrics;
+        assert_eq!(metrics.failures.load(Ordering::Relaxed), 1, "fenced once, then left alone");
+        assert_eq!(metrics.fenced_epoch.load(Ordering::Relaxed), 3);
+        assert_eq!(metrics.fenced_manifests(), [manifest_path.to_string()]);
+        let error = metrics.last_error().unwrap();
+        for part in ["p0/manifest.json", "epoch 3", "epoch 2"] {
+            assert!(error.contains(part), "{part}: {error}");
+        }
+        let status = metrics.to_json();
+        assert_eq!(status["fenced_epoch"], 3);
+        assert_eq!(status["last_error"], error.as_str());
+        assert_eq!(marks.floor(PARTITION), Lsn::ZERO, "its segments stay on local disk");
+    });
+}
+
+/// A stale node that restarts reads the newer manifests before it sweeps or writes anything;
+/// the current leader, and a newer one, go on writing.
+#[test]
+fn a_stale_uploader_deletes_nothing_and_equal_or_newer_epochs_write() {
+    let data_dir = tempfile::tempdir().unwrap();
+    write_partition(data_dir.path(), 300);
+    let starts = segment_starts(data_dir.path());
+    let (_directory, store) = directory_store();
+    let marks = Arc::new(ArchiveMarks::new(1));
+    let layout = Layout::new("test-0001").unwrap();
+    runtime().block_on(async {
+        marks.set_committed(PARTITION, Lsn(starts[1] - 1));
+        let mut leader = uploader_at(&store, data_dir.path(), &marks, Epoch(3));
+        leader.pass().await;
+        // Put by the leader, not listed yet: the stale node must not sweep it.
+        let unlisted = layout.object(PARTITION, &Layout::segment_name(Epoch(3), Lsn(999_999)));
+        store.put(&unlisted, PutPayload::from_static(b"in flight")).await.unwrap();
+        let before = stored_bytes(&store, &layout.partition_manifest(PARTITION)).await;
+        let mut stale = uploader_at(&store, data_dir.path(), &marks, Epoch(2));
+        stale.pass().await;
+        assert!(store.head(&unlisted).await.is_ok());
+        let stored = stored_bytes(&store, &layout.partition_manifest(PARTITION)).await;
+        assert_eq!(stored, before);
+        assert_eq!(stale.metrics.fenced_manifests(), [layout.cluster_manifest().to_string()]);
+        assert_eq!(read_cluster_manifest(&store, &layout).await.unwrap().writer_epoch, 3);
+
+        marks.set_committed(PARTITION, Lsn(starts[2] - 1));
+        leader.pass().await;
+        let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
+        assert_eq!((manifest.writer_epoch, manifest.segments.len()), (3, 2), "equal epoch");
+
+        write_checkpoint(data_dir.path(), Lsn(starts[2] - 1));
+        let mut newer = uploader_at(&store, data_dir.path(), &marks, Epoch(4));
+        newer.pass().await;
+        let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
+        assert_eq!(manifest.writer_epoch, 4);
+        assert_eq!(manifest.newest_snapshot().unwrap().writer_epoch, 4);
+        assert_eq!(read_cluster_manifest(&store, &layout).await.unwrap().writer_epoch, 4);
+        let swept = store.head(&unlisted).await;
+        assert!(matches!(swept, Err(object_store::Error::NotFound { .. })), "{swept:?}");
+        assert!(newer.metrics.fenced_manifests().is_empty());
     });
 }

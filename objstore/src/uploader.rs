@@ -8,6 +8,12 @@
 //! shards publish, and it publishes floors. An unreachable store only delays it: each failing
 //! partition backs off (1 s doubling to 30 s) and tries again, while writes go on and local
 //! segments wait on disk.
+//!
+//! Fencing: every manifest records the epoch of the leader that wrote it. Before it writes a
+//! manifest the uploader reads the stored one; if a leader of a newer epoch wrote it, this node
+//! has been replaced without noticing yet, and it stops writing that manifest (and uploading
+//! its partition) until the process restarts, so it cannot put back an older view. The check
+//! is read-then-write, not a compare-and-set: see [`manifest::check_writer`].
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload, WriteMultipart};
-use strata_core::{Lsn, PartitionId};
+use strata_core::{Epoch, Lsn, PartitionId};
 use strata_wal::{ArchiveMarks, SegmentInfo};
 
 use crate::error::ArchiveError;
@@ -25,7 +31,7 @@ use crate::layout::Layout;
 use crate::manifest::{
     self, ClusterManifest, PartitionManifest, SegmentEntry, SnapshotEntry, MANIFEST_FORMAT,
 };
-use crate::restore::read_partition_manifest;
+use crate::restore::{read_cluster_manifest, read_partition_manifest};
 use crate::Store;
 
 /// Objects larger than this go up in parts.
@@ -55,6 +61,9 @@ pub struct UploaderConfig {
     pub marks: Arc<ArchiveMarks>,
     /// Whether this node uploads now (it leads, or runs standalone). Asked at every pass.
     pub uploading: Arc<dyn Fn() -> bool + Send + Sync>,
+    /// The node's current leader epoch, asked before every manifest write and recorded in what
+    /// it writes: a manifest a newer epoch wrote is not overwritten.
+    pub epoch: Arc<dyn Fn() -> Epoch + Send + Sync>,
     /// Pause between passes over the partitions.
     pub scan_interval: Duration,
     /// A backlog above this many bytes is logged as a warning.
@@ -75,7 +84,11 @@ pub struct UploaderMetrics {
     /// Unix milliseconds of the last pass that uploaded everything it could (0: none yet).
     pub last_clean_pass_ms: AtomicU64,
     pub passes: AtomicU64,
+    /// The newest writer epoch of a manifest this uploader refused to overwrite (0: none).
+    pub fenced_epoch: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// The manifests this uploader stopped writing, newer leaders having written them.
+    fenced_manifests: Mutex<Vec<String>>,
 }
 
 impl UploaderMetrics {
@@ -86,6 +99,20 @@ impl UploaderMetrics {
 
     fn set_last_error(&self, error: Option<String>) {
         *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = error;
+    }
+
+    /// The manifests (object paths) this uploader stopped writing until restarted.
+    #[must_use]
+    pub fn fenced_manifests(&self) -> Vec<String> {
+        self.fenced_manifests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn record_fence(&self, object: &str, stored_epoch: u64) {
+        self.fenced_epoch.fetch_max(stored_epoch, Ordering::Relaxed);
+        self.fenced_manifests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(object.to_string());
     }
 
     /// The counters as JSON, for the admin API.
@@ -101,6 +128,8 @@ impl UploaderMetrics {
             "passes": load(&self.passes),
             "last_clean_pass_ms": load(&self.last_clean_pass_ms),
             "last_error": self.last_error(),
+            "fenced_epoch": load(&self.fenced_epoch),
+            "fenced_manifests": self.fenced_manifests(),
         })
     }
 }
@@ -148,6 +177,8 @@ struct PartitionState {
     retry_at: Instant,
     backoff: Duration,
     failing_since_warning: Option<Instant>,
+    /// A newer leader wrote the manifest: nothing more is written until restart.
+    fenced: bool,
 }
 
 /// What one pass over a partition left waiting.
@@ -163,7 +194,10 @@ pub(crate) struct Uploader {
     layout: Layout,
     pub(crate) metrics: Arc<UploaderMetrics>,
     partitions: Vec<PartitionState>,
-    cluster_written: bool,
+    /// The epoch the cluster manifest was last written under, in this layout.
+    cluster_written: Option<Epoch>,
+    /// A newer leader wrote the cluster manifest: no partition is uploaded until restart.
+    cluster_fenced: bool,
     last_backlog_warning: Option<Instant>,
 }
 
@@ -176,6 +210,7 @@ impl Uploader {
                 retry_at: now,
                 backoff: BACKOFF_FIRST,
                 failing_since_warning: None,
+                fenced: false,
             })
             .collect();
         let layout =
@@ -185,7 +220,8 @@ impl Uploader {
             layout,
             metrics,
             partitions,
-            cluster_written: false,
+            cluster_written: None,
+            cluster_fenced: false,
             last_backlog_warning: None,
         }
     }
@@ -205,7 +241,7 @@ impl Uploader {
         if layout != self.layout {
             tracing::info!(prefix = layout.prefix(), "uploads go to a new prefix");
             self.layout = layout;
-            self.cluster_written = false;
+            self.cluster_written = None;
             for state in &mut self.partitions {
                 state.manifest = None;
             }
@@ -237,10 +273,10 @@ impl Uploader {
         self.warn_on_backlog(backlog);
     }
 
-    /// One partition's pass; `None` when it failed or waits for its backoff.
+    /// One partition's pass; `None` when it failed, waits for its backoff, or is fenced.
     async fn partition_pass(&mut self, partition: PartitionId) -> Option<Backlog> {
         let state = &self.partitions[partition.0 as usize];
-        if Instant::now() < state.retry_at {
+        if self.cluster_fenced || state.fenced || Instant::now() < state.retry_at {
             return None;
         }
         let outcome = self.upload_partition(partition).await;
@@ -256,24 +292,57 @@ impl Uploader {
             Err(error) => {
                 self.metrics.failures.fetch_add(1, Ordering::Relaxed);
                 self.metrics.set_last_error(Some(error.to_string()));
-                let warn =
-                    state.failing_since_warning.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
-                if warn {
-                    state.failing_since_warning = Some(Instant::now());
-                    let retry_in_ms = u64::try_from(state.backoff.as_millis()).unwrap_or(u64::MAX);
-                    let what = "upload failed; writes go on and segments stay on local disk \
-                                until it succeeds";
-                    tracing::warn!(partition = partition.0, %error, retry_in_ms, "{what}");
+                match &error {
+                    ArchiveError::Fenced { object, partition: fenced, stored_epoch, own_epoch } => {
+                        self.fence(object, *fenced, *stored_epoch, *own_epoch);
+                    }
+                    _ => self.back_off(partition, &error),
                 }
-                if matches!(error, ArchiveError::Corrupt { .. }) {
-                    // A damaged manifest in the store: start again from what is local.
-                    state.manifest = None;
-                }
-                state.retry_at = Instant::now() + state.backoff;
-                state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
                 None
             }
         }
+    }
+
+    /// A failed partition tries again after its backoff, which doubles up to `BACKOFF_MAX`.
+    fn back_off(&mut self, partition: PartitionId, error: &ArchiveError) {
+        let state = &mut self.partitions[partition.0 as usize];
+        let warn = state.failing_since_warning.is_none_or(|at| at.elapsed() >= WARNING_INTERVAL);
+        if warn {
+            state.failing_since_warning = Some(Instant::now());
+            let retry_in_ms = u64::try_from(state.backoff.as_millis()).unwrap_or(u64::MAX);
+            let what = "upload failed; writes go on and segments stay on local disk \
+                        until it succeeds";
+            tracing::warn!(partition = partition.0, %error, retry_in_ms, "{what}");
+        }
+        if matches!(error, ArchiveError::Corrupt { .. }) {
+            // A damaged manifest in the store: start again from what is local.
+            state.manifest = None;
+        }
+        state.retry_at = Instant::now() + state.backoff;
+        state.backoff = (state.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// A leader of a newer epoch wrote the manifest: this node was replaced and has not noticed
+    /// yet. Retrying cannot help and writing would put back an older view, so the partition
+    /// (every partition, for the cluster manifest) stays stopped until the process restarts.
+    /// Its local segments wait on disk meanwhile, as for any failing upload.
+    fn fence(&mut self, object: &str, partition: Option<u32>, stored_epoch: u64, own_epoch: u64) {
+        self.metrics.record_fence(object, stored_epoch);
+        let stopped = if let Some(index) = partition {
+            self.partitions[index as usize].fenced = true;
+            format!("partition {index}")
+        } else {
+            self.cluster_fenced = true;
+            "every partition".to_string()
+        };
+        tracing::error!(
+            manifest = object,
+            stored_epoch,
+            own_epoch,
+            "{object} was written at epoch {stored_epoch}, newer than this node's epoch \
+             {own_epoch}: a newer leader archives now, so {stopped} is no longer uploaded until \
+             this node restarts"
+        );
     }
 
     async fn upload_partition(&mut self, partition: PartitionId) -> Result<Backlog, ArchiveError> {
@@ -284,6 +353,9 @@ impl Uploader {
             } else {
                 let manifest =
                     read_partition_manifest(&self.config.store, &self.layout, partition).await?;
+                // Before the sweep: objects a newer leader has put but not listed yet are not
+                // this node's to delete.
+                self.check_partition_writer(partition, &manifest)?;
                 self.remove_orphans(partition, &manifest).await?;
                 manifest
             };
@@ -434,6 +506,7 @@ impl Uploader {
             last_lsn: extent.last_lsn.0,
             bytes: object_bytes,
             crc32c,
+            writer_epoch: (self.config.epoch)().0,
         })
     }
 
@@ -469,6 +542,7 @@ impl Uploader {
             entries: loaded.entry_count,
             bytes: image_bytes,
             crc32c,
+            writer_epoch: (self.config.epoch)().0,
         }))
     }
 
@@ -503,11 +577,16 @@ impl Uploader {
         Ok(())
     }
 
+    /// Stores the partition's manifest under this node's epoch, unless the stored one was
+    /// written by a newer epoch. Read-then-write: a newer leader's manifest stored between the
+    /// read and the put is overwritten once (see [`manifest::check_writer`]).
     async fn put_manifest(
         &self,
         partition: PartitionId,
-        manifest: &PartitionManifest,
+        manifest: &mut PartitionManifest,
     ) -> Result<(), ArchiveError> {
+        let stored = read_partition_manifest(&self.config.store, &self.layout, partition).await?;
+        manifest.writer_epoch = self.check_partition_writer(partition, &stored)?.0;
         let path = self.layout.partition_manifest(partition);
         let payload = PutPayload::from(manifest::encode(manifest));
         self.config
@@ -518,15 +597,32 @@ impl Uploader {
         Ok(())
     }
 
+    /// This node's epoch, when it may write over `stored`.
+    fn check_partition_writer(
+        &self,
+        partition: PartitionId,
+        stored: &PartitionManifest,
+    ) -> Result<Epoch, ArchiveError> {
+        let epoch = (self.config.epoch)();
+        let object = self.layout.partition_manifest(partition);
+        manifest::check_writer(object.as_ref(), Some(partition.0), stored.writer_epoch, epoch)?;
+        Ok(epoch)
+    }
+
+    /// Writes the cluster manifest once per layout and epoch (a node promoted again records
+    /// its new epoch), unless the stored one was written by a newer epoch.
     async fn write_cluster_manifest(&mut self) -> Result<(), ArchiveError> {
-        if self.cluster_written {
+        let epoch = (self.config.epoch)();
+        if self.cluster_written == Some(epoch) {
             return Ok(());
         }
+        self.check_cluster_writer(epoch).await?;
         let cluster = ClusterManifest {
             format: MANIFEST_FORMAT,
             cluster: self.layout.prefix().to_string(),
             partitions: self.config.partition_count,
             segment_bytes: self.config.segment_bytes,
+            writer_epoch: epoch.0,
         };
         let path = self.layout.cluster_manifest();
         let payload = PutPayload::from(manifest::encode(&cluster));
@@ -535,8 +631,24 @@ impl Uploader {
             .put(&path, payload)
             .await
             .map_err(|error| ArchiveError::store("put", &path, error))?;
-        self.cluster_written = true;
+        self.cluster_written = Some(epoch);
         Ok(())
+    }
+
+    /// Reads the stored cluster manifest and applies the fencing rule to it. A missing one
+    /// fences nothing; a damaged one carries no epoch to trust and is replaced, as before
+    /// epochs were recorded.
+    async fn check_cluster_writer(&self, epoch: Epoch) -> Result<(), ArchiveError> {
+        let object = self.layout.cluster_manifest();
+        match read_cluster_manifest(&self.config.store, &self.layout).await {
+            Ok(stored) => manifest::check_writer(object.as_ref(), None, stored.writer_epoch, epoch),
+            Err(ArchiveError::Missing { .. }) => Ok(()),
+            Err(error @ ArchiveError::Corrupt { .. }) => {
+                tracing::warn!(%error, "the stored cluster manifest is damaged; rewriting it");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// The backlog of a partition that could not be checked this pass: its sealed segments

@@ -42,6 +42,8 @@ pub fn start_uploader(
     let mode = Arc::clone(shared);
     let uploading =
         Arc::new(move || matches!(mode.mode(), ServingMode::Leader | ServingMode::Standalone));
+    let epoch_source = Arc::clone(shared);
+    let epoch = Arc::new(move || epoch_source.epoch());
     let uploader = UploaderConfig {
         store,
         layout: Arc::clone(&access.layout),
@@ -50,6 +52,7 @@ pub fn start_uploader(
         segment_bytes: config.wal.segment_size.0,
         marks,
         uploading,
+        epoch,
         scan_interval: Duration::from_millis(config.storage.upload_interval),
         backlog_warning_bytes: config.storage.upload_backlog_warning.0,
         snapshots_kept: config.storage.archive_snapshots_kept as usize,

@@ -11,6 +11,8 @@ pub struct SetRole {
     pub role: Role,
     pub name: Option<String>,
     pub address: Option<String>,
+    /// `leader` only: lead even when the promotion guard refuses (records may be lost).
+    pub force: bool,
 }
 
 /// `text` with every comma that directly precedes (after whitespace) a `}` or `]` removed,
@@ -68,7 +70,12 @@ pub fn parse_set_role(body: &[u8]) -> Result<SetRole, AdminError> {
     };
     let name = text_field("name")?;
     let address = text_field("address")?;
-    Ok(SetRole { role, name, address })
+    let force = match value.get("force") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(force)) => *force,
+        Some(_) => return Err(AdminError::invalid_json("'force' must be true or false")),
+    };
+    Ok(SetRole { role, name, address, force })
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod archive;
 mod http;
 pub mod json;
 mod peer_server;
+mod promotion;
 mod roles;
 mod wire;
 
@@ -31,6 +32,26 @@ impl ControlHandle {
         let (done, finished) = std::sync::mpsc::channel();
         if self.leave.send(done).is_ok() {
             let _ = finished.recv_timeout(timeout);
+        }
+    }
+}
+
+/// Acts on what the shards report: a partition that learned of a newer epoch makes the node
+/// step down.
+async fn watch_node_events(
+    control: Arc<roles::Control>,
+    events: flume::Receiver<strata_shard::NodeEvent>,
+) {
+    while let Ok(event) = events.recv_async().await {
+        match event {
+            strata_shard::NodeEvent::NewerEpoch { partition, epoch } => {
+                tracing::warn!(
+                    partition = partition.0,
+                    epoch = epoch.0,
+                    "a member has seen a newer epoch"
+                );
+                control.step_down_for(epoch).await;
+            }
         }
     }
 }
@@ -73,6 +94,9 @@ pub fn start(
                 }
             };
             tokio::spawn(peer_server::serve(Arc::clone(&control), peer));
+            if let Some(events) = control.handle.shared.take_events() {
+                tokio::spawn(watch_node_events(Arc::clone(&control), events));
+            }
             if let Err(error) = axum::serve(http, http::router(control)).await {
                 tracing::error!(%error, "admin HTTP server stopped");
             }

@@ -15,15 +15,19 @@ use strata_core::cluster::{
 };
 use strata_core::peer::ReplicaKind;
 use strata_core::replication::mutations::Mutations;
-use strata_core::replication::Moment;
+use strata_core::replication::{Member, Moment};
 use strata_core::Epoch;
-use strata_shard::{ControlMessage, NodeHandle, ServingMode};
+use strata_shard::{ControlMessage, LeaderSettings, NodeHandle, ServingMode};
 
 use crate::json::SetRole;
 use crate::wire::{self, PeerNode, Request, Response, WireError};
 
 /// How often the leader checks for members whose heartbeats stopped.
 const TIMEOUT_CHECK_INTERVAL: Duration = Duration::from_millis(200);
+/// A leader asks its silent members for their epoch every this many rounds of its watch.
+const PROBE_EVERY_ROUNDS: u64 = 5;
+/// Silent members asked per round, at most.
+const PROBED_MEMBERS_MAX: usize = 8;
 /// How long a new replica's role change waits for its partitions to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
 
@@ -35,6 +39,9 @@ pub struct ControlConfig {
     pub initial_role: Role,
     pub heartbeat_interval: Duration,
     pub heartbeat_timeout: Duration,
+    /// `[cluster] min_insync_replicas`: members (the leader included) an in-sync set keeps;
+    /// with fewer in sync, a leader refuses writes.
+    pub min_insync_replicas: usize,
     /// Every config option as name → text, for `GET /admin/configs`.
     pub configs: Vec<(String, String)>,
     /// Where the data epoch is kept.
@@ -71,6 +78,8 @@ struct State {
     heartbeats_sent: u64,
     others: Vec<PeerNode>,
     others_update_ms: u64,
+    /// The epoch this node leads at.
+    leader_epoch: Option<Epoch>,
 }
 
 pub struct Control {
@@ -105,6 +114,7 @@ impl Control {
             heartbeats_sent: 0,
             others: Vec::new(),
             others_update_ms: 0,
+            leader_epoch: None,
         };
         Arc::new(Control {
             config,
@@ -144,11 +154,12 @@ impl Control {
             }
             Role::Standalone => {
                 self.enter(Role::Standalone, String::new(), ServingMode::Standalone);
+                self.handle.broadcast(|| ControlMessage::Standalone);
                 Ok(())
             }
             Role::Leader => {
                 let name = required_name(request.name.as_deref())?;
-                self.become_leader(name)
+                self.become_leader(name, request.force).await
             }
             Role::Follower | Role::Learner => {
                 let name = required_name(request.name.as_deref())?;
@@ -173,6 +184,7 @@ impl Control {
         state.own_status = NodeStatus::Alive;
         state.heartbeats_sent = 0;
         state.others.clear();
+        state.leader_epoch = None;
         self.handle.shared.set_mode(mode);
         tracing::info!(role = role.name(), "role changed");
         state.session
@@ -195,9 +207,9 @@ impl Control {
         };
         self.enter(Role::Admin, String::new(), ServingMode::Admin);
         match from {
-            Role::Leader => self.handle.broadcast(|| ControlMessage::Detach { name: None }),
+            Role::Leader => self.handle.broadcast(|| ControlMessage::Idle),
             Role::Follower | Role::Learner => {
-                self.handle.broadcast(|| ControlMessage::Unfollow);
+                self.handle.broadcast(|| ControlMessage::Idle);
                 let alive = leader.as_ref().is_some_and(|view| view.status == NodeStatus::Alive);
                 if let (true, true, Some(view)) = (notify_leader, alive, leader) {
                     let request = Request::Unregister { name };
@@ -210,15 +222,21 @@ impl Control {
         }
     }
 
-    fn become_leader(self: &Arc<Self>, name: String) -> Result<(), AdminError> {
-        let epoch = self.next_epoch().map_err(|error| AdminError {
-            code: 3044,
-            message: format!("cannot persist the data epoch: {error}"),
-        })?;
-        let was_replica = self.role().is_replica();
+    /// Promotes this node (the guard and both phases, `promote`), then leads every
+    /// partition at the new epoch.
+    async fn become_leader(self: &Arc<Self>, name: String, force: bool) -> Result<(), AdminError> {
+        let plan = self.promote(&name, force).await?;
         let session = self.enter(Role::Leader, name.clone(), ServingMode::Leader);
-        if was_replica {
-            self.handle.broadcast(|| ControlMessage::Unfollow);
+        let settings = LeaderSettings {
+            me: Member { name: name.clone(), address: self.config.advertised_address.clone() },
+            min_insync: self.config.min_insync_replicas,
+            progress_timeout_ms: u64::try_from(self.config.heartbeat_timeout.as_millis())
+                .unwrap_or(u64::MAX),
+        };
+        if let Err(reason) = self.handle.lead(plan.epoch, &plan.sets, &settings).await {
+            self.enter(Role::Admin, String::new(), ServingMode::Admin);
+            self.handle.broadcast(|| ControlMessage::Idle);
+            return Err(AdminError::promotion_failed(&name, &reason));
         }
         let membership = Membership::new(
             name,
@@ -226,31 +244,46 @@ impl Control {
             FOLLOWERS_MAX,
             LEARNERS_MAX,
         );
-        self.state().membership = Some(membership);
-        tracing::info!(epoch = epoch.0, "this node leads the cluster");
+        {
+            let mut state = self.state();
+            state.membership = Some(membership);
+            state.leader_epoch = Some(plan.epoch);
+        }
+        tracing::info!(epoch = plan.epoch.0, "this node leads the cluster");
         tokio::spawn(Arc::clone(self).watch_members(session));
         Ok(())
     }
 
-    /// Raises the data epoch above every one seen and stores it before any frame carries it.
-    fn next_epoch(&self) -> std::io::Result<Epoch> {
-        let path = self.config.data_dir.join("strata.epoch");
-        let stored = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .unwrap_or(0);
-        let epoch = Epoch(stored.max(self.handle.shared.epoch().0) + 1);
-        let temporary = path.with_extension("epoch.tmp");
-        {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            writeln!(file, "{}", epoch.0)?;
-            file.sync_all()?;
+    /// A newer epoch exists: a node that leads an older one stops leading at once.
+    pub(crate) async fn step_down_for(&self, epoch: Epoch) {
+        let _serialized = self.role_change.lock().await;
+        let older = self.state().leader_epoch.is_some_and(|own| own < epoch);
+        if !older {
+            return;
         }
-        std::fs::rename(&temporary, &path)?;
-        std::fs::File::open(&self.config.data_dir)?.sync_all()?;
-        self.handle.shared.observe_epoch(epoch);
-        Ok(epoch)
+        tracing::warn!(epoch = epoch.0, "a member has seen a newer epoch: this node stops leading");
+        self.handle.broadcast(|| ControlMessage::StepDown { epoch });
+        self.enter(Role::Admin, String::new(), ServingMode::Admin);
+        self.handle.broadcast(|| ControlMessage::Idle);
+    }
+
+    /// The name this node goes by and whether it is a learner (for promotions' reports).
+    pub(crate) fn identity(&self) -> (String, bool) {
+        let state = self.state();
+        (state.name.clone(), state.role == Role::Learner)
+    }
+
+    /// Peer addresses of the members this node heard of: its leader, the others its leader
+    /// listed, its own members when it leads.
+    pub(crate) fn peer_addresses(&self) -> Vec<String> {
+        let state = self.state();
+        let mut addresses: Vec<String> =
+            state.others.iter().map(|node| node.address.clone()).collect();
+        addresses.extend(state.leader.as_ref().map(|leader| leader.address.clone()));
+        if let Some(membership) = &state.membership {
+            addresses.extend(membership.members().map(|member| member.address.clone()));
+        }
+        addresses
     }
 
     async fn become_replica(
@@ -267,14 +300,16 @@ impl Control {
         if from == Role::Leader {
             // The reference lets a leader join another leader; it stops leading first.
             self.enter(Role::Admin, String::new(), ServingMode::Admin);
-            self.handle.broadcast(|| ControlMessage::Detach { name: None });
+            self.handle.broadcast(|| ControlMessage::Idle);
         }
+        let seen = self.handle.shared.epoch();
         let request = Request::Register {
             name: name.clone(),
             role: role.name().to_string(),
             address: self.config.advertised_address.clone(),
             version: self.config.version.clone(),
             partitions: self.handle.partition_count,
+            epoch: seen.0,
         };
         let response = match wire::call(&leader_address, &request).await {
             Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
@@ -283,6 +318,10 @@ impl Control {
             }
             Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
         };
+        let response = response.and_then(|response| match response.epoch {
+            Some(epoch) if epoch < seen.0 => Err(AdminError::stale_leader(epoch, seen.0)),
+            _ => Ok(response),
+        });
         let response = match response {
             Ok(response) => response,
             Err(error) => {
@@ -314,9 +353,10 @@ impl Control {
             }
         }
         let leader_shards = response.shards;
+        let member = Member { name: name.clone(), address: self.config.advertised_address.clone() };
         self.handle.broadcast(|| ControlMessage::Follow {
             leader,
-            name: name.clone(),
+            member: member.clone(),
             kind,
             leader_shards,
         });
@@ -351,6 +391,7 @@ impl Control {
     /// refreshes each member's replication lag.
     async fn watch_members(self: Arc<Self>, session: u64) {
         let timeout_ms = self.config.heartbeat_timeout.as_millis() as u64;
+        let mut rounds = 0u64;
         loop {
             tokio::time::sleep(TIMEOUT_CHECK_INTERVAL).await;
             let progress = self.handle.shared.progress();
@@ -375,8 +416,42 @@ impl Control {
             };
             for name in expired {
                 tracing::warn!(name, "no heartbeat within the timeout: member marked timeout");
-                self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.clone()) });
+                self.handle.broadcast(|| ControlMessage::MemberGone { name: name.clone() });
             }
+            rounds += 1;
+            if rounds.is_multiple_of(PROBE_EVERY_ROUNDS) {
+                self.probe_silent_members(session);
+            }
+        }
+    }
+
+    /// A leader asks the members that stopped heartbeating what epoch they have seen: one
+    /// that accepted a newer epoch means another node was promoted, and this one steps down.
+    fn probe_silent_members(self: &Arc<Self>, session: u64) {
+        let (silent, own_epoch) = {
+            let state = self.state();
+            let Some(membership) = &state.membership else { return };
+            let silent: Vec<String> = membership
+                .members()
+                .filter(|member| member.status != NodeStatus::Alive)
+                .take(PROBED_MEMBERS_MAX)
+                .map(|member| member.address.clone())
+                .collect();
+            (silent, state.leader_epoch)
+        };
+        let Some(own_epoch) = own_epoch else { return };
+        for address in silent {
+            let control = Arc::clone(self);
+            tokio::spawn(async move {
+                let Ok(response) = wire::call(&address, &Request::ReplicationState {}).await else {
+                    return;
+                };
+                let newest =
+                    response.partitions.iter().map(|partition| partition.fence).max().unwrap_or(0);
+                if newest > own_epoch.0 && control.state().session == session {
+                    control.step_down_for(Epoch(newest)).await;
+                }
+            });
         }
     }
 
@@ -395,6 +470,7 @@ impl Control {
                     name: state.name.clone(),
                     role: state.role.name().to_string(),
                     address: self.config.advertised_address.clone(),
+                    epoch: self.handle.shared.epoch().0,
                 };
                 (request, leader.address.clone())
             };
@@ -433,13 +509,74 @@ impl Control {
 
     // ----- peer requests -----
 
+    /// A leader that hears of an epoch newer than its own steps down and refuses the request.
+    async fn newer_than_own(&self, epoch: u64) -> Option<Response> {
+        let own = self.state().leader_epoch?;
+        if epoch <= own.0 {
+            return None;
+        }
+        self.step_down_for(Epoch(epoch)).await;
+        Some(Response::error(&AdminError::stale_leader(own.0, epoch)))
+    }
+
+    /// Promotion, phase one, on this member: every partition fences itself at `epoch`. A
+    /// leader of an older epoch stops leading.
+    async fn answer_accept_epoch(
+        &self,
+        epoch: Epoch,
+        basis: Vec<crate::wire::WireBasis>,
+        candidate: &str,
+    ) -> Response {
+        let _serialized = self.role_change.lock().await;
+        let basis = crate::promotion::basis_from_wire(basis);
+        match self.handle.accept_epoch(epoch, &basis).await {
+            Ok(()) => {
+                if self.role() == Role::Leader {
+                    tracing::warn!(
+                        candidate,
+                        epoch = epoch.0,
+                        "another member is promoted: this node stops leading"
+                    );
+                    self.enter(Role::Admin, String::new(), ServingMode::Admin);
+                    self.handle.broadcast(|| ControlMessage::Idle);
+                }
+                Response::default()
+            }
+            Err(reason) => {
+                Response::error(&AdminError::promotion_failed(&self.identity().0, &reason))
+            }
+        }
+    }
+
     /// Answers a control request from another node.
     pub(crate) async fn answer(&self, request: Request) -> Response {
         match request {
-            Request::Register { name, role, address, version, partitions } => self
-                .register(&name, &role, &address, &version, partitions)
-                .unwrap_or_else(|error| Response::error(&error)),
-            Request::Heartbeat { name, address, .. } => self.heartbeat(&name, &address),
+            Request::Register { name, role, address, version, partitions, epoch } => {
+                if let Some(refusal) = self.newer_than_own(epoch).await {
+                    return refusal;
+                }
+                self.register(&name, &role, &address, &version, partitions)
+                    .unwrap_or_else(|error| Response::error(&error))
+            }
+            Request::Heartbeat { name, address, epoch, .. } => {
+                if let Some(refusal) = self.newer_than_own(epoch).await {
+                    return refusal;
+                }
+                self.heartbeat(&name, &address)
+            }
+            Request::ReplicationState {} => self.answer_replication_state().await,
+            Request::AcceptEpoch { epoch, basis, candidate } => {
+                self.answer_accept_epoch(Epoch(epoch), basis, &candidate).await
+            }
+            Request::InstallSets { sets, .. } => match crate::promotion::sets_from_wire(sets) {
+                Ok(sets) => match self.handle.install_sets(&sets).await {
+                    Ok(()) => Response::default(),
+                    Err(reason) => {
+                        Response::error(&AdminError::promotion_failed(&self.identity().0, &reason))
+                    }
+                },
+                Err(reason) => Response::error(&AdminError::invalid_json(&reason)),
+            },
             Request::Unregister { name } => match self.unregister(&name) {
                 Ok(()) => Response::default(),
                 Err(error) => Response::error(&error),
@@ -495,12 +632,10 @@ impl Control {
         let returning = membership.get(name).is_some();
         membership.register(name, role, address, now())?;
         tracing::info!(name, role = role.name(), address, returning, "node registered");
+        let epoch = state.leader_epoch.map(|epoch| epoch.0);
         drop(state);
-        if returning {
-            // Streams of its earlier life end before the new ones attach.
-            self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.to_string()) });
-        }
         Ok(Response {
+            epoch,
             leader_name,
             heartbeat_interval_ms: Some(self.config.heartbeat_interval.as_millis() as u64),
             archive_prefix: self
@@ -562,7 +697,7 @@ impl Control {
         })?;
         drop(state);
         tracing::info!(name, "node unregistered");
-        self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.to_string()) });
+        self.handle.broadcast(|| ControlMessage::MemberGone { name: name.to_string() });
         Ok(())
     }
 
@@ -592,7 +727,7 @@ impl Control {
             let membership = state.membership.as_mut().expect("a leader has a membership");
             membership.remove(&name)?
         };
-        self.handle.broadcast(|| ControlMessage::Detach { name: Some(name.clone()) });
+        self.handle.broadcast(|| ControlMessage::MemberGone { name: name.clone() });
         if member.status == NodeStatus::Alive {
             let request = Request::ChangeRole { role: Role::Admin.name().to_string() };
             if let Err(error) = wire::call(&member.address, &request).await {

@@ -26,13 +26,75 @@ pub(crate) enum Request {
         version: String,
         /// The replica's `[cluster] partitions`: it must be the leader's.
         partitions: u32,
+        /// The highest epoch the replica has seen: a leader older than it steps down.
+        #[serde(default)]
+        epoch: u64,
     },
     /// Replica → leader, every heartbeat interval.
-    Heartbeat { name: String, role: String, address: String },
+    Heartbeat {
+        name: String,
+        role: String,
+        address: String,
+        #[serde(default)]
+        epoch: u64,
+    },
     /// Replica → leader: leave the cluster.
     Unregister { name: String },
     /// Leader → replica: go back to admin mode (the node was removed).
     ChangeRole { role: String },
+    /// A member promoting itself → any member: what it knows of each partition (fence, newest
+    /// in-sync set, durable LSN).
+    ReplicationState {},
+    /// Promotion, phase one: refuse anything older than `epoch` from now on, unless a
+    /// partition recorded a newer in-sync set than its basis.
+    AcceptEpoch { epoch: u64, basis: Vec<WireBasis>, candidate: String },
+    /// Promotion, phase two: record the new leader's first sets.
+    InstallSets { epoch: u64, sets: Vec<WirePartitionSet> },
+}
+
+/// A member of an in-sync set, on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireMember {
+    pub name: String,
+    pub address: String,
+}
+
+/// An in-sync set, on the wire.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireSet {
+    pub leader_epoch: u64,
+    pub isr_epoch: u64,
+    pub leader: String,
+    pub members: Vec<WireMember>,
+}
+
+/// What a member reports of one partition.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WirePartition {
+    pub partition: u32,
+    pub fence: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_sync: Option<WireSet>,
+    pub durable_lsn: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
+}
+
+/// The set version a promotion planned a partition on (absent: forced, or none known).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WireBasis {
+    pub partition: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epoch: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub isr_epoch: Option<u64>,
+}
+
+/// A partition's first set under a new leader.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct WirePartitionSet {
+    pub partition: u32,
+    pub set: WireSet,
 }
 
 /// One node as the leader describes it in a heartbeat response.
@@ -66,6 +128,18 @@ pub(crate) struct Response {
     /// owns over one connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards: Option<u32>,
+    /// Register and heartbeat: the leader's epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<u64>,
+    /// Replication state: the member answering, and what it knows of each partition.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learner: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<WirePartition>,
 }
 
 impl Response {

@@ -203,6 +203,35 @@ impl AdminError {
     pub fn too_many_learners(limit: usize) -> AdminError {
         error(7028, format!("Too many learner, limit: {limit}"))
     }
+    /// 7031: the promotion guard refused to make this node leader; `"force": true` overrides
+    /// it, at the price the message tells.
+    #[must_use]
+    pub fn promotion_refused(reason: &str) -> AdminError {
+        error(
+            7031,
+            format!(
+                "Promotion refused: {reason}. Promote a member of that set, or set \"force\": true \
+                 to lead anyway and lose what this node lacks"
+            ),
+        )
+    }
+    /// 7032: a member refused or did not answer a phase of the promotion; nothing leads at the
+    /// new epoch.
+    #[must_use]
+    pub fn promotion_failed(member: &str, reason: &str) -> AdminError {
+        error(7032, format!("Promotion failed: {member}: {reason}"))
+    }
+    /// 7033: a leader whose epoch is older than one this node has seen.
+    #[must_use]
+    pub fn stale_leader(leader_epoch: u64, seen: u64) -> AdminError {
+        error(
+            7033,
+            format!(
+                "Stale leader: its epoch {leader_epoch} is older than epoch {seen}, which this \
+                 node has seen"
+            ),
+        )
+    }
     /// A leader's refusal, passed on by the node that asked it.
     #[must_use]
     pub fn from_leader(refusal: &AdminError) -> AdminError {

@@ -14,10 +14,13 @@
 //! ```
 //!
 //! A replication stream carries WAL frames exactly as the leader wrote them (their own header
-//! and checksum inside the envelope's payload); control requests carry JSON. Nothing here does
-//! I/O: the caller feeds bytes in and gets whole messages or a typed error back.
+//! and checksum inside the envelope's payload); control requests carry JSON. Every message of a
+//! stream names the epoch of the leader it belongs to, and the receiver refuses one whose epoch
+//! is not its stream's. Nothing here does I/O: the caller feeds bytes in and gets whole
+//! messages or a typed error back.
 
 use crate::ids::{Epoch, Lsn, PartitionId};
+use crate::replication::{EpochHistory, InSyncSet, EPOCH_HISTORY_ENTRIES_MAX};
 
 pub const ENVELOPE_MAGIC: u32 = u32::from_le_bytes(*b"STRP");
 pub const ENVELOPE_HEADER_BYTES: usize = 16;
@@ -46,16 +49,27 @@ pub enum MessageKind {
     StreamStart = 4,
     /// Leader → replica, text: the subscription is refused; the connection closes.
     Refused = 5,
-    /// Leader → replica: one or more WAL frames, back to back, exactly as written.
+    /// Leader → replica: the leader's epoch (u64), then one or more WAL frames, back to back,
+    /// exactly as written.
     Frames = 10,
-    /// Leader → replica, u64: the partition's commit LSN.
+    /// Leader → replica, [`Position`]: the partition's commit LSN.
     Commit = 11,
     /// Leader → replica: the next piece of a snapshot (a sealed checkpoint image).
     SnapshotChunk = 12,
-    /// Leader → replica, u64: the snapshot is complete; it holds the state at this LSN.
+    /// Leader → replica, [`Position`]: the snapshot is complete; it holds the state at this
+    /// LSN.
     SnapshotEnd = 13,
-    /// Replica → leader, u64: every frame up to this LSN is durable on the replica.
+    /// Replica → leader, [`Position`]: every frame up to this LSN is durable on the replica.
     Ack = 14,
+    /// Leader → replica, an encoded [`InSyncSet`]: record this version of the set.
+    InSyncSet = 15,
+    /// Replica → leader, [`Recorded`]: this version of the set is durable here.
+    Recorded = 16,
+    /// Replica → leader, u64: this replica has seen a newer epoch than the stream's; the
+    /// connection closes and the leader steps down.
+    Fenced = 17,
+    /// Replica → leader, text: the partition's log failed here; the stream ends.
+    Failed = 18,
 }
 
 impl MessageKind {
@@ -71,6 +85,10 @@ impl MessageKind {
             12 => MessageKind::SnapshotChunk,
             13 => MessageKind::SnapshotEnd,
             14 => MessageKind::Ack,
+            15 => MessageKind::InSyncSet,
+            16 => MessageKind::Recorded,
+            17 => MessageKind::Fenced,
+            18 => MessageKind::Failed,
             _ => return None,
         })
     }
@@ -78,14 +96,12 @@ impl MessageKind {
     /// Whether the message belongs to one partition's stream (the envelope names it).
     #[must_use]
     pub fn is_stream(self) -> bool {
-        matches!(
+        !matches!(
             self,
-            MessageKind::StreamStart
-                | MessageKind::Frames
-                | MessageKind::Commit
-                | MessageKind::SnapshotChunk
-                | MessageKind::SnapshotEnd
-                | MessageKind::Ack
+            MessageKind::ControlRequest
+                | MessageKind::ControlResponse
+                | MessageKind::Subscribe
+                | MessageKind::Refused
         )
     }
 }
@@ -145,24 +161,49 @@ pub fn encode_stream_message(
 }
 
 fn encode_envelope(output: &mut Vec<u8>, kind: MessageKind, partition: u16, payload: &[u8]) {
-    assert!(payload.len() <= ENVELOPE_PAYLOAD_BYTES_MAX, "envelope payload too large");
-    output.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
-    output.extend_from_slice(&[kind as u8, 0]);
-    output.extend_from_slice(&partition.to_le_bytes());
-    output.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    output.extend_from_slice(&crc32c::crc32c(payload).to_le_bytes());
-    output.extend_from_slice(payload);
+    encode_envelope_parts(output, kind, partition, &[payload]);
 }
 
-/// Appends a stream message whose payload is one little-endian u64 (Commit, Ack,
-/// `SnapshotEnd`).
-pub fn encode_lsn_message(
+/// Appends one envelope of `partition`'s stream whose payload is `parts` back to back, without
+/// gathering them first (a frame goes out behind its epoch without a copy).
+///
+/// # Panics
+///
+/// As [`encode_stream_message`].
+pub fn encode_stream_parts(
     output: &mut Vec<u8>,
     kind: MessageKind,
     partition: PartitionId,
-    lsn: Lsn,
+    parts: &[&[u8]],
 ) {
-    encode_stream_message(output, kind, partition, &lsn.0.to_le_bytes());
+    assert!(kind.is_stream(), "only stream messages name a partition");
+    let partition = u16::try_from(partition.0).expect("partition fits the envelope");
+    encode_envelope_parts(output, kind, partition, parts);
+}
+
+fn encode_envelope_parts(output: &mut Vec<u8>, kind: MessageKind, partition: u16, parts: &[&[u8]]) {
+    let length: usize = parts.iter().map(|part| part.len()).sum();
+    assert!(length <= ENVELOPE_PAYLOAD_BYTES_MAX, "envelope payload too large");
+    let checksum = parts.iter().fold(0, |checksum, part| crc32c::crc32c_append(checksum, part));
+    output.extend_from_slice(&ENVELOPE_MAGIC.to_le_bytes());
+    output.extend_from_slice(&[kind as u8, 0]);
+    output.extend_from_slice(&partition.to_le_bytes());
+    output.extend_from_slice(&(length as u32).to_le_bytes());
+    output.extend_from_slice(&checksum.to_le_bytes());
+    for part in parts {
+        output.extend_from_slice(part);
+    }
+}
+
+/// Appends a stream message carrying an LSN and the epoch of the leader whose stream it
+/// belongs to (Commit, Ack, `SnapshotEnd`).
+pub fn encode_position_message(
+    output: &mut Vec<u8>,
+    kind: MessageKind,
+    partition: PartitionId,
+    position: Position,
+) {
+    encode_stream_message(output, kind, partition, &position.encode());
 }
 
 /// The first whole message in `input` and the bytes it takes, `Ok(None)` when more bytes are
@@ -203,17 +244,105 @@ pub fn decode_message(input: &[u8]) -> Result<Option<(Message<'_>, usize)>, Peer
     Ok(Some((Message { kind, partition, payload }, total)))
 }
 
-/// The LSN carried by a Commit, Ack or `SnapshotEnd` message.
+/// An LSN with the epoch of the stream it belongs to: the payload of Commit, Ack and
+/// `SnapshotEnd` (16 bytes: u64 LSN, u64 epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    pub lsn: Lsn,
+    pub epoch: Epoch,
+}
+
+impl Position {
+    #[must_use]
+    pub fn encode(self) -> [u8; 16] {
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.lsn.0.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.epoch.0.to_le_bytes());
+        bytes
+    }
+
+    /// The position a Commit, Ack or `SnapshotEnd` message carries.
+    ///
+    /// # Errors
+    ///
+    /// `PeerError::Payload` when the payload is not exactly 16 bytes.
+    pub fn decode(message: &Message<'_>) -> Result<Position, PeerError> {
+        if message.payload.len() != 16 {
+            return Err(payload_error(
+                message.kind,
+                &format!("{} bytes, expected 16", message.payload.len()),
+            ));
+        }
+        Ok(Position {
+            lsn: Lsn(read_u64(message.payload, 0)),
+            epoch: Epoch(read_u64(message.payload, 8)),
+        })
+    }
+}
+
+fn payload_error(kind: MessageKind, reason: &str) -> PeerError {
+    PeerError::Payload { kind, reason: reason.to_string() }
+}
+
+/// The epoch a Frames message names and the frames after it.
+///
+/// # Errors
+///
+/// `PeerError::Payload` when the payload is shorter than the epoch.
+pub fn split_frames<'a>(message: &Message<'a>) -> Result<(Epoch, &'a [u8]), PeerError> {
+    if message.payload.len() < 8 {
+        return Err(payload_error(message.kind, "shorter than its epoch"));
+    }
+    Ok((Epoch(read_u64(message.payload, 0)), &message.payload[8..]))
+}
+
+/// The epoch a Fenced message names.
 ///
 /// # Errors
 ///
 /// `PeerError::Payload` when the payload is not exactly eight bytes.
-pub fn decode_lsn(message: &Message<'_>) -> Result<Lsn, PeerError> {
-    let bytes: [u8; 8] = message.payload.try_into().map_err(|_| PeerError::Payload {
-        kind: message.kind,
-        reason: format!("{} bytes, expected 8", message.payload.len()),
+pub fn decode_epoch(message: &Message<'_>) -> Result<Epoch, PeerError> {
+    let bytes: [u8; 8] = message.payload.try_into().map_err(|_| {
+        payload_error(message.kind, &format!("{} bytes, expected 8", message.payload.len()))
     })?;
-    Ok(Lsn(u64::from_le_bytes(bytes)))
+    Ok(Epoch(u64::from_le_bytes(bytes)))
+}
+
+/// A replica's answer to an in-sync set: that version is durable here (16 bytes: u64 leader
+/// epoch, u64 isr epoch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Recorded {
+    pub leader_epoch: Epoch,
+    pub isr_epoch: u64,
+}
+
+impl Recorded {
+    #[must_use]
+    pub fn encode(self) -> [u8; 16] {
+        Position { lsn: Lsn(self.isr_epoch), epoch: self.leader_epoch }.encode()
+    }
+
+    /// # Errors
+    ///
+    /// `PeerError::Payload` when the payload is not exactly 16 bytes.
+    pub fn decode(message: &Message<'_>) -> Result<Recorded, PeerError> {
+        let position = Position::decode(message)?;
+        Ok(Recorded { leader_epoch: position.epoch, isr_epoch: position.lsn.0 })
+    }
+}
+
+/// An in-sync set carried by a message.
+///
+/// # Errors
+///
+/// `PeerError::Payload` when the payload is not exactly one encoded set.
+pub fn decode_in_sync_set(message: &Message<'_>) -> Result<InSyncSet, PeerError> {
+    let (set, used) = InSyncSet::decode(message.payload)
+        .map_err(|error| payload_error(message.kind, &error.to_string()))?;
+    if used != message.payload.len() {
+        return Err(payload_error(message.kind, "bytes after the set"));
+    }
+    Ok(set)
 }
 
 /// Which replica role a subscription is for.
@@ -225,45 +354,68 @@ pub enum ReplicaKind {
     Learner,
 }
 
-/// Where a replica's log of one partition ends: the stream continues from there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a replica's log of one partition stands: the stream continues from where it agrees
+/// with the leader's.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StreamFrom {
     pub partition: PartitionId,
     /// The last LSN durable on the replica, and the epoch of the frame that wrote it.
     pub last_lsn: Lsn,
     pub last_epoch: Epoch,
+    /// The lowest LSN its log can be cut back to (its newest checkpoint's).
+    pub floor: Lsn,
+    /// The highest epoch the replica has seen for this partition.
+    pub fence: Epoch,
+    /// Its log's epoch history.
+    pub history: EpochHistory,
 }
 
-/// Bytes of one [`StreamFrom`] in a Subscribe payload.
-const STREAM_FROM_BYTES: usize = 20;
+/// The subscription format this code writes and reads (the byte after the replica kind).
+pub const SUBSCRIBE_FORMAT: u8 = 2;
 
 /// A replica asks for the streams of some partitions on one connection, saying what it
-/// already has durably of each.
+/// already has durably of each and where it can be reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subscribe {
     pub kind: ReplicaKind,
     pub name: String,
+    /// Its peer address, recorded in in-sync sets.
+    pub address: String,
     /// In ascending partition order, each partition once.
     pub streams: Vec<StreamFrom>,
 }
 
 impl Subscribe {
-    /// The payload of a Subscribe message.
+    /// The payload of a Subscribe message: u8 kind, u8 format, u16 count, per partition
+    /// (u32 partition, u64 last LSN, u64 last epoch, u64 floor, u64 fence, u16 history
+    /// entries, each u64 epoch and u64 first LSN), then u16 name length, name, address.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let count = self.streams.len();
-        let mut payload = Vec::with_capacity(3 + count * STREAM_FROM_BYTES + self.name.len());
+        let mut payload = Vec::with_capacity(64 + self.streams.len() * 64 + self.name.len());
         payload.push(match self.kind {
             ReplicaKind::Follower => 1,
             ReplicaKind::Learner => 2,
         });
-        payload.extend_from_slice(&u16::try_from(count).expect("partition count").to_le_bytes());
+        payload.push(SUBSCRIBE_FORMAT);
+        let count = u16::try_from(self.streams.len()).expect("partition count");
+        payload.extend_from_slice(&count.to_le_bytes());
         for stream in &self.streams {
             payload.extend_from_slice(&stream.partition.0.to_le_bytes());
-            payload.extend_from_slice(&stream.last_lsn.0.to_le_bytes());
-            payload.extend_from_slice(&stream.last_epoch.0.to_le_bytes());
+            for value in [stream.last_lsn.0, stream.last_epoch.0, stream.floor.0, stream.fence.0] {
+                payload.extend_from_slice(&value.to_le_bytes());
+            }
+            let entries = stream.history.entries();
+            payload
+                .extend_from_slice(&u16::try_from(entries.len()).expect("bounded").to_le_bytes());
+            for (epoch, first) in entries {
+                payload.extend_from_slice(&epoch.0.to_le_bytes());
+                payload.extend_from_slice(&first.0.to_le_bytes());
+            }
         }
+        let name = u16::try_from(self.name.len()).expect("name length checked");
+        payload.extend_from_slice(&name.to_le_bytes());
         payload.extend_from_slice(self.name.as_bytes());
+        payload.extend_from_slice(self.address.as_bytes());
         payload
     }
 
@@ -271,108 +423,182 @@ impl Subscribe {
     ///
     /// # Errors
     ///
-    /// `PeerError::Payload` for a short payload, an unknown replica kind, no partition or more
-    /// than [`SUBSCRIBE_PARTITIONS_MAX`], partitions out of order or repeated, or a name that
-    /// is empty, too long or not UTF-8.
+    /// `PeerError::Payload` for a short payload, an unknown replica kind or format (an earlier
+    /// release's subscription), no partition or more than [`SUBSCRIBE_PARTITIONS_MAX`],
+    /// partitions out of order or repeated, an invalid epoch history, or a name or address
+    /// that is empty, too long or not UTF-8.
     pub fn decode(payload: &[u8]) -> Result<Subscribe, PeerError> {
-        let invalid = |reason: &str| PeerError::Payload {
-            kind: MessageKind::Subscribe,
-            reason: reason.to_string(),
-        };
-        if payload.len() < 3 {
-            return Err(invalid("shorter than 3 bytes"));
-        }
-        let kind = match payload[0] {
+        let invalid = |reason: &str| payload_error(MessageKind::Subscribe, reason);
+        let mut reader = Reader { bytes: payload, offset: 0 };
+        let kind = match reader.u8().map_err(|()| invalid("empty"))? {
             1 => ReplicaKind::Follower,
             2 => ReplicaKind::Learner,
             _ => return Err(invalid("unknown replica kind")),
         };
-        let count = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
+        let format = reader.u8().map_err(|()| invalid("no format"))?;
+        if format != SUBSCRIBE_FORMAT {
+            return Err(invalid(&format!(
+                "subscription format {format}, this node reads {SUBSCRIBE_FORMAT}: every node of a \
+                 cluster must run the same release"
+            )));
+        }
+        let count = usize::from(reader.u16().map_err(|()| invalid("no count"))?);
         if count == 0 || count > SUBSCRIBE_PARTITIONS_MAX {
             return Err(invalid("no partitions, or too many"));
         }
-        let name_offset = 3 + count * STREAM_FROM_BYTES;
-        if payload.len() < name_offset {
-            return Err(invalid("shorter than its partitions"));
+        let mut streams = Vec::with_capacity(count.min(64));
+        for _ in 0..count {
+            streams.push(read_stream_from(&mut reader).map_err(|reason| invalid(&reason))?);
         }
-        let streams: Vec<StreamFrom> = payload[3..name_offset]
-            .chunks_exact(STREAM_FROM_BYTES)
-            .map(|entry| StreamFrom {
-                partition: PartitionId(read_u32(entry, 0)),
-                last_lsn: Lsn(read_u64(entry, 4)),
-                last_epoch: Epoch(read_u64(entry, 12)),
-            })
-            .collect();
         if streams.windows(2).any(|pair| pair[0].partition >= pair[1].partition) {
             return Err(invalid("partitions out of order or repeated"));
         }
-        let name = &payload[name_offset..];
-        if name.is_empty() || name.len() > NAME_BYTES_MAX {
-            return Err(invalid("name empty or too long"));
-        }
-        let name = std::str::from_utf8(name).map_err(|_| invalid("name is not UTF-8"))?;
-        Ok(Subscribe { kind, name: name.to_string(), streams })
+        let name_length = usize::from(reader.u16().map_err(|()| invalid("no name"))?);
+        let name = reader.take(name_length).map_err(|()| invalid("shorter than its name"))?;
+        let address = &payload[reader.offset..];
+        let text = |bytes: &[u8], what: &str| {
+            if bytes.is_empty() || bytes.len() > NAME_BYTES_MAX {
+                return Err(invalid(&format!("{what} empty or too long")));
+            }
+            std::str::from_utf8(bytes)
+                .map(str::to_string)
+                .map_err(|_| invalid(&format!("{what} is not UTF-8")))
+        };
+        Ok(Subscribe {
+            kind,
+            name: text(name, "name")?,
+            address: text(address, "address")?,
+            streams,
+        })
     }
+}
+
+fn read_stream_from(reader: &mut Reader<'_>) -> Result<StreamFrom, String> {
+    let short = |()| "shorter than its partitions".to_string();
+    let partition = PartitionId(reader.u32().map_err(short)?);
+    let last_lsn = Lsn(reader.u64().map_err(short)?);
+    let last_epoch = Epoch(reader.u64().map_err(short)?);
+    let floor = Lsn(reader.u64().map_err(short)?);
+    let fence = Epoch(reader.u64().map_err(short)?);
+    let entries = usize::from(reader.u16().map_err(short)?);
+    if entries > EPOCH_HISTORY_ENTRIES_MAX {
+        return Err(format!("an epoch history of {entries} entries"));
+    }
+    let mut history = Vec::with_capacity(entries);
+    for _ in 0..entries {
+        history.push((Epoch(reader.u64().map_err(short)?), Lsn(reader.u64().map_err(short)?)));
+    }
+    let history = EpochHistory::from_entries(history)
+        .ok_or_else(|| format!("partition {partition}: an epoch history out of order"))?;
+    if floor > last_lsn {
+        return Err(format!("partition {partition}: a checkpoint beyond the log's end"));
+    }
+    Ok(StreamFrom { partition, last_lsn, last_epoch, floor, fence, history })
 }
 
 /// How the leader starts a stream.
-///
-/// `caught_up_at` is the leader's last framed LSN when the stream started: once the replica
-/// holds it durably, it has everything the leader had then, and the leader counts a follower
-/// in sync from that point. A leader of an earlier version does not send it; it decodes as
-/// `Lsn::ZERO`, which the replica reaches at once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StreamStart {
-    /// Frames follow from `next_lsn`: the replica's log continues where it stopped.
-    Tail { next_lsn: Lsn, epoch: Epoch, caught_up_at: Lsn },
+pub enum StartMode {
+    /// Frames from `next_lsn` follow: the replica cuts its log back to `next_lsn - 1` if it
+    /// holds more.
+    Tail { next_lsn: Lsn },
     /// A snapshot follows (chunks, then its end), then frames after the snapshot's LSN.
-    Snapshot { epoch: Epoch, caught_up_at: Lsn },
+    Snapshot,
 }
 
-/// `StreamStart` payload sizes: without `caught_up_at` (earlier versions), and with it.
-const STREAM_START_BYTES_SHORT: usize = 17;
-const STREAM_START_BYTES: usize = 25;
+/// The leader's answer to a subscription of one partition: how the stream starts, under which
+/// epoch, up to where the replica must get to have caught up (the leader's last framed LSN
+/// when the stream started), and the newest version of the in-sync set, which the replica
+/// records.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamStart {
+    pub mode: StartMode,
+    pub epoch: Epoch,
+    pub caught_up_at: Lsn,
+    pub in_sync: InSyncSet,
+}
+
+/// `StreamStart` bytes before the set.
+const STREAM_START_FIXED_BYTES: usize = 25;
 
 impl StreamStart {
+    /// u8 mode (1 tail, 2 snapshot), u64 next LSN (0 for a snapshot), u64 epoch, u64 caught-up
+    /// LSN, then the set ([`InSyncSet::encode`]).
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
-        let (mode, lsn, epoch, caught_up_at) = match *self {
-            StreamStart::Tail { next_lsn, epoch, caught_up_at } => {
-                (1u8, next_lsn, epoch, caught_up_at)
-            }
-            StreamStart::Snapshot { epoch, caught_up_at } => (2u8, Lsn::ZERO, epoch, caught_up_at),
+        let (mode, next_lsn) = match self.mode {
+            StartMode::Tail { next_lsn } => (1u8, next_lsn),
+            StartMode::Snapshot => (2u8, Lsn::ZERO),
         };
-        let mut payload = Vec::with_capacity(STREAM_START_BYTES);
+        let mut payload = Vec::with_capacity(STREAM_START_FIXED_BYTES + 64);
         payload.push(mode);
-        payload.extend_from_slice(&lsn.0.to_le_bytes());
-        payload.extend_from_slice(&epoch.0.to_le_bytes());
-        payload.extend_from_slice(&caught_up_at.0.to_le_bytes());
+        payload.extend_from_slice(&next_lsn.0.to_le_bytes());
+        payload.extend_from_slice(&self.epoch.0.to_le_bytes());
+        payload.extend_from_slice(&self.caught_up_at.0.to_le_bytes());
+        payload.extend_from_slice(&self.in_sync.encode());
         payload
     }
 
-    /// Parses a `StreamStart` payload: 25 bytes, or 17 from a leader that does not send
-    /// `caught_up_at`.
+    /// Parses a `StreamStart` payload.
     ///
     /// # Errors
     ///
-    /// `PeerError::Payload` for a wrong length or an unknown mode.
+    /// `PeerError::Payload` for a short payload, an unknown mode, a tail from LSN 0, or a set
+    /// that is malformed or of another epoch.
     pub fn decode(payload: &[u8]) -> Result<StreamStart, PeerError> {
-        let invalid = |reason: &str| PeerError::Payload {
-            kind: MessageKind::StreamStart,
-            reason: reason.to_string(),
-        };
-        let caught_up_at = match payload.len() {
-            STREAM_START_BYTES => Lsn(read_u64(payload, STREAM_START_BYTES_SHORT)),
-            STREAM_START_BYTES_SHORT => Lsn::ZERO,
-            _ => return Err(invalid("expected 25 bytes (or 17)")),
-        };
-        let lsn = Lsn(read_u64(payload, 1));
-        let epoch = Epoch(read_u64(payload, 9));
-        match payload[0] {
-            1 => Ok(StreamStart::Tail { next_lsn: lsn, epoch, caught_up_at }),
-            2 => Ok(StreamStart::Snapshot { epoch, caught_up_at }),
-            _ => Err(invalid("unknown mode")),
+        let invalid = |reason: &str| payload_error(MessageKind::StreamStart, reason);
+        if payload.len() < STREAM_START_FIXED_BYTES {
+            return Err(invalid("shorter than 25 bytes"));
         }
+        let next_lsn = Lsn(read_u64(payload, 1));
+        let epoch = Epoch(read_u64(payload, 9));
+        let caught_up_at = Lsn(read_u64(payload, 17));
+        let mode = match payload[0] {
+            1 if next_lsn.0 > 0 => StartMode::Tail { next_lsn },
+            2 => StartMode::Snapshot,
+            1 => return Err(invalid("a tail from LSN 0")),
+            _ => return Err(invalid("unknown mode")),
+        };
+        let (in_sync, used) = InSyncSet::decode(&payload[STREAM_START_FIXED_BYTES..])
+            .map_err(|error| invalid(&error.to_string()))?;
+        if STREAM_START_FIXED_BYTES + used != payload.len() {
+            return Err(invalid("bytes after the set"));
+        }
+        if in_sync.leader_epoch != epoch {
+            return Err(invalid("an in-sync set of another epoch"));
+        }
+        Ok(StreamStart { mode, epoch, caught_up_at, in_sync })
+    }
+}
+
+/// Reads little-endian integers off a payload.
+struct Reader<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, count: usize) -> Result<&'a [u8], ()> {
+        let end = self.offset.checked_add(count).filter(|end| *end <= self.bytes.len()).ok_or(())?;
+        let taken = &self.bytes[self.offset..end];
+        self.offset = end;
+        Ok(taken)
+    }
+
+    fn u8(&mut self) -> Result<u8, ()> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, ()> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("two bytes")))
+    }
+
+    fn u32(&mut self) -> Result<u32, ()> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("four bytes")))
+    }
+
+    fn u64(&mut self) -> Result<u64, ()> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("eight bytes")))
     }
 }
 
@@ -387,13 +613,23 @@ fn read_u64(bytes: &[u8], offset: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replication::Member;
     use proptest::prelude::*;
+
+    fn position(lsn: u64, epoch: u64) -> Position {
+        Position { lsn: Lsn(lsn), epoch: Epoch(epoch) }
+    }
 
     #[test]
     fn message_round_trips_and_waits_for_whole_messages() {
         let mut bytes = Vec::new();
         encode_message(&mut bytes, MessageKind::ControlRequest, b"frame bytes");
-        encode_lsn_message(&mut bytes, MessageKind::Commit, PartitionId(16383), Lsn(42));
+        encode_position_message(
+            &mut bytes,
+            MessageKind::Commit,
+            PartitionId(16383),
+            position(42, 3),
+        );
         for cut in 0..ENVELOPE_HEADER_BYTES + 11 {
             assert_eq!(decode_message(&bytes[..cut]), Ok(None), "cut at {cut}");
         }
@@ -406,14 +642,32 @@ mod tests {
         assert_eq!(first, control);
         let (second, rest) = decode_message(&bytes[used..]).unwrap().unwrap();
         assert_eq!((second.kind, second.partition), (MessageKind::Commit, PartitionId(16383)));
-        assert_eq!(decode_lsn(&second), Ok(Lsn(42)));
+        assert_eq!(Position::decode(&second), Ok(position(42, 3)));
         assert_eq!(used + rest, bytes.len());
+    }
+
+    #[test]
+    fn a_payload_in_parts_is_one_payload() {
+        let mut parts = Vec::new();
+        encode_stream_parts(
+            &mut parts,
+            MessageKind::Frames,
+            PartitionId(2),
+            &[&7u64.to_le_bytes(), b"frames"],
+        );
+        let mut whole = Vec::new();
+        let mut payload = 7u64.to_le_bytes().to_vec();
+        payload.extend_from_slice(b"frames");
+        encode_stream_message(&mut whole, MessageKind::Frames, PartitionId(2), &payload);
+        assert_eq!(parts, whole);
+        let (message, _) = decode_message(&parts).unwrap().unwrap();
+        assert_eq!(split_frames(&message), Ok((Epoch(7), &b"frames"[..])));
     }
 
     #[test]
     fn damage_is_refused() {
         let mut bytes = Vec::new();
-        encode_lsn_message(&mut bytes, MessageKind::Ack, PartitionId(2), Lsn(7));
+        encode_position_message(&mut bytes, MessageKind::Ack, PartitionId(2), position(7, 1));
         let mut flipped = bytes.clone();
         flipped[ENVELOPE_HEADER_BYTES] ^= 1;
         assert!(matches!(decode_message(&flipped), Err(PeerError::Checksum { .. })));
@@ -436,16 +690,32 @@ mod tests {
         assert_eq!(decode_message(&control), Err(PeerError::Reserved));
     }
 
-    #[test]
-    fn subscribe_and_start_round_trip() {
-        let stream = |partition, lsn| StreamFrom {
+    fn history(entries: &[(u64, u64)]) -> EpochHistory {
+        let entries = entries.iter().map(|(epoch, lsn)| (Epoch(*epoch), Lsn(*lsn))).collect();
+        EpochHistory::from_entries(entries).unwrap()
+    }
+
+    fn stream(partition: u32, lsn: u64) -> StreamFrom {
+        StreamFrom {
             partition: PartitionId(partition),
             last_lsn: Lsn(lsn),
             last_epoch: Epoch(2),
-        };
+            floor: Lsn(0),
+            fence: Epoch(3),
+            history: match lsn {
+                0 => history(&[]),
+                1 => history(&[(2, 1)]),
+                _ => history(&[(1, 1), (2, lsn)]),
+            },
+        }
+    }
+
+    #[test]
+    fn subscriptions_round_trip_and_bad_ones_are_refused() {
         let subscribe = Subscribe {
             kind: ReplicaKind::Learner,
             name: "ron".into(),
+            address: "127.0.0.1:23851".into(),
             streams: vec![stream(1, 99), stream(3, 0), stream(16383, u64::MAX)],
         };
         assert_eq!(Subscribe::decode(&subscribe.encode()), Ok(subscribe.clone()));
@@ -454,41 +724,77 @@ mod tests {
             let refused = Subscribe { streams, ..subscribe.clone() };
             assert!(Subscribe::decode(&refused.encode()).is_err(), "{refused:?}");
         }
-        let no_name = Subscribe { name: String::new(), ..subscribe.clone() };
-        assert!(Subscribe::decode(&no_name.encode()).is_err());
+        for (name, address) in [("", "a:1"), ("ron", "")] {
+            let bad = Subscribe { name: name.into(), address: address.into(), ..subscribe.clone() };
+            assert!(Subscribe::decode(&bad.encode()).is_err());
+        }
+        let mut beyond = stream(1, 5);
+        beyond.floor = Lsn(6);
+        let bad = Subscribe { streams: vec![beyond], ..subscribe.clone() };
+        assert!(Subscribe::decode(&bad.encode()).is_err(), "a checkpoint beyond the log");
         let encoded = subscribe.encode();
-        assert!(Subscribe::decode(&encoded[..3 + 3 * 20]).is_err(), "cut before the name");
-        assert!(Subscribe::decode(&encoded[..30]).is_err(), "cut inside the partitions");
-        for start in [
-            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn(9) },
-            StreamStart::Snapshot { epoch: Epoch(4), caught_up_at: Lsn(70) },
-        ] {
-            assert_eq!(StreamStart::decode(&start.encode()), Ok(start));
+        for cut in 0..encoded.len() - subscribe.address.len() {
+            assert!(Subscribe::decode(&encoded[..cut]).is_err(), "cut at {cut}");
         }
-        assert!(Subscribe::decode(&[0; 21]).is_err());
-        assert!(StreamStart::decode(&[9; 17]).is_err());
-        assert!(StreamStart::decode(&[9; 25]).is_err());
-        for length in [0, 1, 16, 18, 24, 26] {
-            assert!(StreamStart::decode(&vec![1; length]).is_err(), "{length} bytes");
-        }
+        let mut earlier = encoded.clone();
+        earlier[1] = 1;
+        let refusal = Subscribe::decode(&earlier).unwrap_err().to_string();
+        assert!(refusal.contains("same release"), "{refusal}");
     }
 
     #[test]
-    fn a_stream_start_without_its_catch_up_point_is_caught_up_at_once() {
-        let start = StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn(9) };
-        let short = &start.encode()[..17];
-        let expected =
-            StreamStart::Tail { next_lsn: Lsn(5), epoch: Epoch(3), caught_up_at: Lsn::ZERO };
-        assert_eq!(StreamStart::decode(short), Ok(expected));
+    fn stream_starts_carry_the_set_of_their_epoch() {
+        let member = Member { name: "harry".into(), address: "127.0.0.1:1".into() };
+        let in_sync = InSyncSet::new(Epoch(4), 2, "harry", vec![member]);
+        for mode in [StartMode::Tail { next_lsn: Lsn(5) }, StartMode::Snapshot] {
+            let start = StreamStart {
+                mode,
+                epoch: Epoch(4),
+                caught_up_at: Lsn(9),
+                in_sync: in_sync.clone(),
+            };
+            assert_eq!(StreamStart::decode(&start.encode()), Ok(start.clone()));
+            let encoded = start.encode();
+            for cut in 0..encoded.len() {
+                assert!(StreamStart::decode(&encoded[..cut]).is_err(), "cut at {cut}");
+            }
+        }
+        let other = StreamStart {
+            mode: StartMode::Snapshot,
+            epoch: Epoch(5),
+            caught_up_at: Lsn(0),
+            in_sync: in_sync.clone(),
+        };
+        assert!(StreamStart::decode(&other.encode()).is_err(), "a set of another epoch");
+        let zero = StreamStart {
+            mode: StartMode::Tail { next_lsn: Lsn(0) },
+            epoch: Epoch(4),
+            caught_up_at: Lsn(0),
+            in_sync,
+        };
+        assert!(StreamStart::decode(&zero.encode()).is_err(), "a tail from LSN 0");
+        let recorded = Recorded { leader_epoch: Epoch(4), isr_epoch: 2 };
+        let mut bytes = Vec::new();
+        encode_stream_message(
+            &mut bytes,
+            MessageKind::Recorded,
+            PartitionId(1),
+            &recorded.encode(),
+        );
+        let (message, _) = decode_message(&bytes).unwrap().unwrap();
+        assert_eq!(Recorded::decode(&message), Ok(recorded));
     }
 
     proptest! {
         #[test]
         fn any_bytes_decode_or_fail_without_panic(
-            bytes in proptest::collection::vec(any::<u8>(), 0..64)
+            bytes in proptest::collection::vec(any::<u8>(), 0..96)
         ) {
             if let Ok(Some((message, _))) = decode_message(&bytes) {
-                let _ = decode_lsn(&message);
+                let _ = Position::decode(&message);
+                let _ = split_frames(&message);
+                let _ = decode_epoch(&message);
+                let _ = decode_in_sync_set(&message);
                 let _ = Subscribe::decode(message.payload);
                 let _ = StreamStart::decode(message.payload);
             }

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_core::peer::{ReplicaKind, Subscribe};
+use strata_core::replication::promotion::PartitionReport;
+use strata_core::replication::{InSyncSet, Member};
 use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::shard::ShardMessage;
@@ -68,12 +70,32 @@ pub struct ClusterShared {
     /// Replica: the partitions whose stream from the leader is established, each with whether
     /// it has caught up (holds durably what the leader had framed when the stream started).
     streaming: Mutex<BTreeMap<PartitionId, bool>>,
+    /// Shards tell the control thread what it must act on (a newer epoch seen).
+    events: flume::Sender<NodeEvent>,
+    events_receiver: Mutex<Option<flume::Receiver<NodeEvent>>>,
+    /// Partitions refusing writes because too few members are in sync.
+    refusing: Mutex<BTreeMap<PartitionId, bool>>,
 }
+
+/// Events a shard hands to the control thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A partition leading here learned that a member has seen `epoch`, newer than its own:
+    /// another leader exists. The node steps down.
+    NewerEpoch { partition: PartitionId, epoch: Epoch },
+}
+
+/// Node events queued at most; a full queue drops the newest (the first one is enough to act).
+const NODE_EVENTS_MAX: usize = 1024;
 
 impl ClusterShared {
     #[must_use]
     pub fn new(mode: ServingMode, epoch: Epoch) -> ClusterShared {
+        let (events, receiver) = flume::bounded(NODE_EVENTS_MAX);
         ClusterShared {
+            events,
+            events_receiver: Mutex::new(Some(receiver)),
+            refusing: Mutex::new(BTreeMap::new()),
             mode: AtomicU8::new(mode.as_u8()),
             epoch: AtomicU64::new(epoch.0),
             progress: Mutex::new(BTreeMap::new()),
@@ -101,6 +123,27 @@ impl ClusterShared {
     /// Raises the epoch to `epoch` if it is higher.
     pub fn observe_epoch(&self, epoch: Epoch) {
         self.epoch.fetch_max(epoch.0, Ordering::AcqRel);
+    }
+
+    /// The receiving end of the shards' events; the control thread takes it once.
+    pub fn take_events(&self) -> Option<flume::Receiver<NodeEvent>> {
+        self.events_receiver.lock().ok().and_then(|mut receiver| receiver.take())
+    }
+
+    pub(crate) fn notify(&self, event: NodeEvent) {
+        let _ = self.events.try_send(event);
+    }
+
+    /// Leader: how many partitions refuse writes for lack of in-sync members (INFO).
+    #[must_use]
+    pub fn refusing_partitions(&self) -> usize {
+        self.refusing.lock().map_or(0, |map| map.values().filter(|refusing| **refusing).count())
+    }
+
+    pub(crate) fn set_refusing(&self, partition: PartitionId, refusing: bool) {
+        if let Ok(mut map) = self.refusing.lock() {
+            map.insert(partition, refusing);
+        }
     }
 
     /// Replication progress per (replica, partition), as last published by the shards.
@@ -174,19 +217,41 @@ fn count_in_sync_followers(map: &BTreeMap<(String, PartitionId), ReplicaProgress
     names.values().filter(|in_sync| **in_sync).count()
 }
 
+/// How a partition leads, as the control thread configures it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaderSettings {
+    /// This node in in-sync sets.
+    pub me: Member,
+    /// `[cluster] min_insync_replicas`: members (this one included) a set must keep.
+    pub min_insync: usize,
+    /// A follower the leader waits for that acknowledges nothing this long leaves the set
+    /// (`[cluster] heartbeat_timeout`).
+    pub progress_timeout_ms: u64,
+}
+
+/// A shard's answer to a promotion phase: `Err` with the refusal of its first partition
+/// that refused.
+pub type PhaseReply = flume::Sender<Result<(), String>>;
+
 /// Orders from the control thread to a shard.
 #[derive(Debug)]
 pub enum ControlMessage {
     /// Leader: a replica's connection for some partitions of the receiving shard, after its
     /// Subscribe message.
     Attach { stream: std::net::TcpStream, subscribe: Subscribe },
-    /// Leader: close the replica streams of the node `name`, or of every node.
-    Detach { name: Option<String> },
+    /// Leader: the member `name` left, was removed or timed out: its streams close, and the
+    /// in-sync sets drop it when they may.
+    MemberGone { name: String },
+    /// The node leaves its cluster role (admin mode): leading partitions stop leading and
+    /// close their streams, replicas stop following.
+    Idle,
+    /// The node stands alone: every partition commits what is durable.
+    Standalone,
     /// Replica: stream every owned partition from the leader at `leader` (its peer address),
     /// over one connection per leader shard (`leader_shards`; unknown: one per partition).
-    Follow { leader: SocketAddr, name: String, kind: ReplicaKind, leader_shards: Option<u32> },
-    /// Stop following. The partitions keep what they have; in leader mode everything durable
-    /// commits.
+    /// `member` is this node as the leader records it in in-sync sets.
+    Follow { leader: SocketAddr, member: Member, kind: ReplicaKind, leader_shards: Option<u32> },
+    /// Stop following. The partitions keep what they have.
     Unfollow,
     /// Replica, before it follows: replace one partition's log and state with the log written
     /// in `staged` from the archive. Answers the last LSN loaded, or why it failed (the
@@ -196,6 +261,30 @@ pub enum ControlMessage {
         staged: std::path::PathBuf,
         reply: flume::Sender<Result<Lsn, String>>,
     },
+    /// What each owned partition reports to a promotion (its fence, newest recorded set,
+    /// durable LSN, failure).
+    Report { reply: flume::Sender<Vec<PartitionReport>> },
+    /// Promotion, phase one: every owned partition refuses anything older than `epoch` from
+    /// now on (a partition that leads steps down), unless it recorded a newer in-sync set than
+    /// its `basis` (what the promotion planned on; `None`: forced). Answers once the epoch is
+    /// durable on every owned partition, or the first refusal.
+    AcceptEpoch {
+        epoch: Epoch,
+        basis: BTreeMap<PartitionId, Option<(Epoch, u64)>>,
+        reply: PhaseReply,
+    },
+    /// Promotion, phase two: record the new leader's first set of each owned partition.
+    InstallSets { sets: BTreeMap<PartitionId, InSyncSet>, reply: PhaseReply },
+    /// Lead every owned partition at `epoch` with these first sets (already installed here).
+    Lead {
+        epoch: Epoch,
+        sets: BTreeMap<PartitionId, InSyncSet>,
+        settings: LeaderSettings,
+        reply: PhaseReply,
+    },
+    /// A member has seen `epoch`, newer than this leader's: stop leading; writes waiting for
+    /// a commit fail with `-TRYAGAIN`.
+    StepDown { epoch: Epoch },
 }
 
 /// The control thread's way to the shards.
@@ -225,6 +314,104 @@ impl NodeHandle {
         for sender in &self.senders {
             let _ = sender.send(ShardMessage::Control(message()));
         }
+    }
+
+    /// Sends a message with a reply channel to every shard and gathers the replies; a shard
+    /// that is gone answers nothing.
+    async fn ask_every_shard<T: Send + 'static>(
+        &self,
+        message: impl Fn(flume::Sender<T>) -> ControlMessage,
+    ) -> Vec<T> {
+        let mut receivers = Vec::with_capacity(self.senders.len());
+        for sender in &self.senders {
+            let (reply, receiver) = flume::bounded(1);
+            if sender.send_async(ShardMessage::Control(message(reply))).await.is_ok() {
+                receivers.push(receiver);
+            }
+        }
+        let mut replies = Vec::with_capacity(receivers.len());
+        for receiver in receivers {
+            if let Ok(reply) = receiver.recv_async().await {
+                replies.push(reply);
+            }
+        }
+        replies
+    }
+
+    /// Every partition's report to a promotion, in partition order.
+    pub async fn report(&self) -> Vec<PartitionReport> {
+        let mut reports: Vec<PartitionReport> = self
+            .ask_every_shard(|reply| ControlMessage::Report { reply })
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        reports.sort_by_key(|report| report.partition);
+        reports
+    }
+
+    /// Promotion phase one on this node (see [`ControlMessage::AcceptEpoch`]).
+    ///
+    /// # Errors
+    ///
+    /// The first partition's refusal, or a shard that is gone.
+    pub async fn accept_epoch(
+        &self,
+        epoch: Epoch,
+        basis: &BTreeMap<PartitionId, Option<(Epoch, u64)>>,
+    ) -> Result<(), String> {
+        let replies = self
+            .ask_every_shard(|reply| ControlMessage::AcceptEpoch {
+                epoch,
+                basis: basis.clone(),
+                reply,
+            })
+            .await;
+        self.all_answered(replies)
+    }
+
+    /// Promotion phase two on this node (see [`ControlMessage::InstallSets`]).
+    ///
+    /// # Errors
+    ///
+    /// The first partition's refusal, or a shard that is gone.
+    pub async fn install_sets(
+        &self,
+        sets: &BTreeMap<PartitionId, InSyncSet>,
+    ) -> Result<(), String> {
+        let replies = self
+            .ask_every_shard(|reply| ControlMessage::InstallSets { sets: sets.clone(), reply })
+            .await;
+        self.all_answered(replies)
+    }
+
+    /// Makes every partition lead at `epoch` (see [`ControlMessage::Lead`]).
+    ///
+    /// # Errors
+    ///
+    /// The first partition's refusal, or a shard that is gone.
+    pub async fn lead(
+        &self,
+        epoch: Epoch,
+        sets: &BTreeMap<PartitionId, InSyncSet>,
+        settings: &LeaderSettings,
+    ) -> Result<(), String> {
+        let replies = self
+            .ask_every_shard(|reply| ControlMessage::Lead {
+                epoch,
+                sets: sets.clone(),
+                settings: settings.clone(),
+                reply,
+            })
+            .await;
+        self.all_answered(replies)
+    }
+
+    fn all_answered(&self, replies: Vec<Result<(), String>>) -> Result<(), String> {
+        if replies.len() < self.senders.len() {
+            return Err("a shard of this node stopped".into());
+        }
+        replies.into_iter().collect()
     }
 }
 

@@ -14,6 +14,9 @@ mod reply;
 mod shard;
 mod signal;
 
-pub use cluster::{ClusterShared, ControlMessage, NodeHandle, ReplicaProgress, ServingMode};
+pub use cluster::{
+    ClusterShared, ControlMessage, LeaderSettings, NodeEvent, NodeHandle, ReplicaProgress,
+    ServingMode,
+};
 pub use node::{start, NodeError, RunningNode};
 pub use options::{Durability, NodeOptions};

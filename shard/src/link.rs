@@ -10,8 +10,10 @@ use std::rc::Rc;
 
 use monoio::io::{AsyncWriteRentExt, OwnedWriteHalf};
 use monoio::net::TcpStream;
-use strata_core::peer::{encode_lsn_message, encode_stream_message, MessageKind};
-use strata_core::{Lsn, PartitionId};
+use strata_core::peer::{
+    encode_position_message, encode_stream_message, encode_stream_parts, MessageKind, Position,
+};
+use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::signal::Signal;
 
@@ -25,6 +27,8 @@ pub(crate) struct Link {
     queue_limit: Cell<usize>,
     signal: Signal,
     closed: Cell<bool>,
+    /// Set by [`finish`](Self::finish): the writer sends what is queued, then closes.
+    finishing: Cell<bool>,
     fd: RawFd,
 }
 
@@ -35,6 +39,7 @@ impl Link {
             queue_limit: Cell::new(window),
             signal: Signal::default(),
             closed: Cell::new(false),
+            finishing: Cell::new(false),
             fd,
         })
     }
@@ -68,13 +73,61 @@ impl Link {
         true
     }
 
-    pub(crate) fn push_lsn(&self, kind: MessageKind, partition: PartitionId, lsn: Lsn) -> bool {
+    /// Queues frames of `partition`'s stream behind the epoch of the leader sending them,
+    /// without copying them first. Limits as [`push`](Self::push).
+    pub(crate) fn push_frames(&self, partition: PartitionId, epoch: Epoch, frames: &[u8]) -> bool {
         if self.closed.get() {
             return false;
         }
-        encode_lsn_message(&mut self.queue.borrow_mut(), kind, partition, lsn);
+        let mut queue = self.queue.borrow_mut();
+        if queue.len() + frames.len() > self.queue_limit.get() {
+            drop(queue);
+            tracing::warn!(bytes = self.queue_limit.get(), "peer queue full; cutting the link");
+            self.close();
+            return false;
+        }
+        let epoch = epoch.0.to_le_bytes();
+        encode_stream_parts(&mut queue, MessageKind::Frames, partition, &[&epoch, frames]);
+        drop(queue);
         self.signal.raise();
         true
+    }
+
+    /// Queues a message carrying an LSN and its stream's epoch (Commit, Ack, `SnapshotEnd`).
+    pub(crate) fn push_position(
+        &self,
+        kind: MessageKind,
+        partition: PartitionId,
+        lsn: Lsn,
+        epoch: Epoch,
+    ) -> bool {
+        if self.closed.get() {
+            return false;
+        }
+        let position = Position { lsn, epoch };
+        encode_position_message(&mut self.queue.borrow_mut(), kind, partition, position);
+        self.signal.raise();
+        true
+    }
+
+    /// Queues a refusal of the whole connection (it closes after).
+    pub(crate) fn push_refusal(&self, reason: &str) {
+        if self.closed.get() {
+            return;
+        }
+        strata_core::peer::encode_message(
+            &mut self.queue.borrow_mut(),
+            MessageKind::Refused,
+            reason.as_bytes(),
+        );
+        self.finish();
+    }
+
+    /// Closes the link once what is queued is written (a refusal, a fence, a failure report
+    /// must reach the other end before the connection goes).
+    pub(crate) fn finish(&self) {
+        self.finishing.set(true);
+        self.signal.raise();
     }
 
     /// Closes the link: the socket is shut down in both directions, so that a read or write
@@ -100,6 +153,10 @@ impl Link {
             let batch =
                 std::mem::replace(&mut *self.queue.borrow_mut(), std::mem::take(&mut spare));
             if batch.is_empty() {
+                if self.finishing.get() {
+                    self.close();
+                    break;
+                }
                 continue;
             }
             let (result, mut written) = writer.write_all(batch).await;
@@ -110,6 +167,10 @@ impl Link {
             written.clear();
             if written.capacity() <= SPARE_BUFFER_BYTES_MAX {
                 spare = written;
+            }
+            if self.finishing.get() && self.queue.borrow().is_empty() {
+                self.close();
+                break;
             }
         }
     }

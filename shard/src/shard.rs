@@ -21,10 +21,13 @@ use strata_core::record::{Batch, Record};
 use strata_core::{Epoch, Lsn, PartitionId, ShardId};
 use strata_wal::PartitionWal;
 
-use crate::cluster::{ClusterShared, ControlMessage};
-use crate::link::Link;
+use strata_core::replication::{
+    EpochHistory, LeaderEvent, PartitionFacts, Replica, ReplicaEvent, STATE_FILE_NAME,
+};
+
+use crate::cluster::{ClusterShared, ControlMessage, ServingMode};
 use crate::options::{Durability, NodeOptions};
-use crate::replication::Replica;
+use crate::replication::{ReplicaSide, Role};
 use crate::signal::Signal;
 
 /// Messages queued for one shard at most; senders wait when it is full. A message holds the
@@ -85,6 +88,10 @@ pub(crate) struct Counters {
     /// fdatasync calls the flushers ran (one may cover several partitions' syncs).
     pub(crate) fdatasyncs: AtomicU64,
     pub(crate) checkpoints: AtomicU64,
+    /// Records a replica cut from its log where it diverged from its leader's.
+    pub(crate) records_discarded: AtomicU64,
+    /// Logs a replica replaced whole with its leader's snapshot.
+    pub(crate) snapshots_installed: AtomicU64,
 }
 
 /// What every shard shares: the channels to each other, the options, the counters.
@@ -163,34 +170,25 @@ pub(crate) struct PartitionSlot {
     checkpoint_requested: bool,
     /// The last LSN written here as the durability mode asks (durable in FlushAtOnce).
     pub(crate) durable_lsn: Lsn,
-    /// The last LSN cut into a frame, and that frame's epoch.
+    /// The last LSN cut into a frame (or received and queued for the WAL), and that frame's
+    /// epoch.
     pub(crate) framed_lsn: Lsn,
     pub(crate) last_epoch: Epoch,
-    /// Leader: the newest frames cut, at most `RECENT_FRAMES_BYTES_MAX` of them, from which a
-    /// replica that was briefly away catches up without a snapshot.
-    pub(crate) recent: VecDeque<RecentFrame>,
-    pub(crate) recent_bytes: usize,
-    /// Leader: the replicas streaming this partition, and those waiting for a snapshot.
-    pub(crate) replicas: Vec<Rc<Replica>>,
-    pub(crate) awaiting_snapshot: Vec<AwaitingSnapshot>,
-    /// Leader: replicas (by name) whose missing frames a log reader thread is reading.
-    pub(crate) reading_log: Vec<(String, Rc<crate::link::Link>)>,
-    /// Leader: the latest subscriptions, by replica and position, to notice a replica whose
-    /// stream keeps ending where it started (at most `SUBSCRIPTIONS_REMEMBERED`).
-    pub(crate) subscriptions: VecDeque<crate::replication::RecentSubscription>,
-    /// Replica: the leader's commit LSN (None while this node takes writes itself).
-    pub(crate) leader_commit: Option<Lsn>,
+    /// What the partition does in replication, with the state machine that decides it.
+    pub(crate) role: Role,
+    /// The replication facts on disk (`p<N>/replication`), and writes of them in progress.
+    pub(crate) facts: PartitionFacts,
+    pub(crate) facts_writing: bool,
+    pub(crate) facts_queued: Option<PartitionFacts>,
+    /// The newest checkpoint's LSN: the log cannot be cut back below it.
+    pub(crate) floor: Lsn,
     /// Replica: frames received and applied, not yet written to the WAL.
     pub(crate) inbound: VecDeque<Vec<u8>>,
     pub(crate) inbound_bytes: usize,
-    /// Replica: where acknowledgements go.
-    pub(crate) upstream: Option<Rc<Link>>,
-    /// Replica: the leader's framed LSN when the stream started, until it is durable here
-    /// (the partition has then caught up).
-    pub(crate) catch_up_lsn: Option<Lsn>,
-    /// Times the state was replaced by a leader's snapshot: an answer computed before that
-    /// must not be sent.
+    /// Times the state was replaced (a leader's snapshot, a truncation) or a leader stepped
+    /// down: an answer computed before that must not be sent; `interrupted` says why.
     pub(crate) resyncs: u64,
+    pub(crate) interrupted: strata_core::command::CommandError,
 }
 
 /// Bytes of recent frames a leader keeps per partition for replicas that catch up.
@@ -199,12 +197,8 @@ pub(crate) const RECENT_FRAMES_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// A frame the leader cut, kept for replicas that catch up.
 pub(crate) struct RecentFrame {
     pub(crate) last_lsn: Lsn,
-    pub(crate) epoch: Epoch,
     pub(crate) bytes: Rc<[u8]>,
 }
-
-/// A replica whose stream starts with a snapshot, taken at the next clean point.
-pub(crate) type AwaitingSnapshot = (crate::replication::StreamRequest, Rc<Link>);
 
 pub(crate) struct Shard {
     pub(crate) id: ShardId,
@@ -217,6 +211,8 @@ pub(crate) struct Shard {
     pub(crate) follow_generation: Cell<u64>,
     /// The one fdatasync per round that the partitions' flushers share.
     pub(crate) device_sync: Rc<strata_wal::DeviceSync>,
+    /// Numbers given to replication streams (see `next_stream_number`).
+    pub(crate) stream_numbers: Cell<u64>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -249,6 +245,8 @@ struct FlushOutcome {
     durable_lsn: Lsn,
     synced: bool,
     result: Result<(), String>,
+    /// The LSN of a checkpoint written in this round.
+    checkpointed: Option<Lsn>,
 }
 
 impl Shard {
@@ -261,6 +259,7 @@ impl Shard {
             flush_signals: (0..count).map(|_| Signal::default()).collect(),
             follow_generation: Cell::new(0),
             device_sync: Rc::default(),
+            stream_numbers: Cell::new(0),
         }
     }
 
@@ -315,17 +314,31 @@ impl Shard {
         &self,
         partition: PartitionId,
     ) -> Result<(), strata_wal::WalError> {
-        let (state, wal, summary) = self.open_partition(partition, Lsn::ZERO)?;
+        let (mut state, wal, summary) = self.open_partition(partition, Lsn::ZERO)?;
+        let facts = self.read_facts(partition, summary.last_epoch)?;
         tracing::info!(
             partition = partition.0,
             keys = state.keyspace().len(),
             direct_io = wal.direct_io(),
+            fence = facts.fence.0,
             ?summary,
             "partition recovered"
         );
         let now = Instant::now();
         let last_lsn = wal.last_lsn();
-        let slot = PartitionSlot {
+        let floor = summary.checkpoint_lsn;
+        let mut entries = summary.epochs.clone();
+        entries.drain(
+            ..entries.len().saturating_sub(strata_core::replication::EPOCH_HISTORY_ENTRIES_MAX),
+        );
+        let history = EpochHistory::from_entries(entries).unwrap_or_default();
+        let standalone = self.mesh.shared.mode() == ServingMode::Standalone;
+        if !standalone {
+            // A replica may serve only what a leader said was committed: the commit point the
+            // frames carry, not the whole log.
+            state.recovered_as_replica(last_lsn, summary.commit_lsn.min(last_lsn));
+        }
+        let mut slot = PartitionSlot {
             synced_lsn: last_lsn,
             state,
             wal: Some(wal),
@@ -338,21 +351,46 @@ impl Shard {
             durable_lsn: last_lsn,
             framed_lsn: last_lsn,
             last_epoch: summary.last_epoch,
-            recent: VecDeque::new(),
-            recent_bytes: 0,
-            replicas: Vec::new(),
-            awaiting_snapshot: Vec::new(),
-            reading_log: Vec::new(),
-            subscriptions: VecDeque::new(),
-            leader_commit: None,
+            role: Role::Standalone { history: history.clone() },
+            facts,
+            facts_writing: false,
+            facts_queued: None,
+            floor,
             inbound: VecDeque::new(),
             inbound_bytes: 0,
-            upstream: None,
-            catch_up_lsn: None,
             resyncs: 0,
+            interrupted: resynchronized(),
         };
+        if !standalone {
+            let start = crate::replication::replica_start(&slot, slot.state.commit_lsn(), history);
+            let machine = Replica::new(
+                partition,
+                start,
+                strata_core::replication::mutations::Mutations::NONE,
+            );
+            slot.role = Role::Replica(Box::new(ReplicaSide::new(machine)));
+        }
+        self.mesh.shared.observe_epoch(slot.facts.fence);
         self.partitions.borrow_mut()[partition.0 as usize] = Some(slot);
         Ok(())
+    }
+
+    /// The partition's replication facts; a log without them (written before they existed)
+    /// has seen at least the epoch of its last frame.
+    fn read_facts(
+        &self,
+        partition: PartitionId,
+        last_epoch: Epoch,
+    ) -> Result<PartitionFacts, strata_wal::WalError> {
+        let directory = self.partition_directory(partition);
+        let Some(bytes) = strata_wal::read_state_file(&directory, STATE_FILE_NAME)? else {
+            return Ok(PartitionFacts { fence: last_epoch, in_sync: None });
+        };
+        PartitionFacts::decode(&bytes).map_err(|error| strata_wal::WalError::Corrupt {
+            path: directory.join(STATE_FILE_NAME),
+            offset: 0,
+            reason: error.to_string(),
+        })
     }
 
     /// Runs `command` on its partition if this shard owns it; otherwise queues it in `outbox`
@@ -394,7 +432,7 @@ impl Shard {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         if slot.resyncs != resyncs {
-            return std::task::Poll::Ready(Answer::Error(resynchronized()));
+            return std::task::Poll::Ready(Answer::Error(slot.interrupted.clone()));
         }
         if slot.state.commit_lsn() >= lsn {
             return std::task::Poll::Ready(answer.take().expect("polled after completion"));
@@ -428,6 +466,11 @@ impl Shard {
         let mut partitions = self.partitions.borrow_mut();
         let slot =
             partitions[partition.0 as usize].as_mut().expect("partition owned by this shard");
+        if command.is_write() {
+            if let Some(refusal) = write_refusal(&slot.role) {
+                return Ok(Answer::Error(refusal));
+            }
+        }
         let execution = slot.state.execute(command, now_ms);
         if slot.state.has_open_records() {
             self.flush_signals[partition.0 as usize].raise();
@@ -473,15 +516,27 @@ impl Shard {
     fn control(self: &Rc<Self>, message: ControlMessage) {
         match message {
             ControlMessage::Attach { stream, subscribe } => self.attach_replica(subscribe, stream),
-            ControlMessage::Detach { name } => self.detach(name.as_deref()),
-            ControlMessage::Follow { leader, name, kind, leader_shards } => {
-                self.unfollow();
-                self.follow(leader, name, kind, leader_shards);
+            ControlMessage::MemberGone { name } => self.member_gone(&name),
+            ControlMessage::Idle => self.go_idle(),
+            ControlMessage::Standalone => self.become_standalone(),
+            ControlMessage::Follow { leader, member, kind, leader_shards } => {
+                self.follow(leader, member, kind, leader_shards);
             }
             ControlMessage::Unfollow => self.unfollow(),
             ControlMessage::InstallArchived { partition, staged, reply } => {
                 monoio::spawn(Rc::clone(self).install_archived(partition, staged, reply));
             }
+            ControlMessage::Report { reply } => {
+                let _ = reply.send(self.report());
+            }
+            ControlMessage::AcceptEpoch { epoch, basis, reply } => {
+                self.accept_epoch(epoch, &basis, reply);
+            }
+            ControlMessage::InstallSets { sets, reply } => self.install_sets(&sets, reply),
+            ControlMessage::Lead { epoch, sets, settings, reply } => {
+                self.lead(epoch, &sets, &settings, reply);
+            }
+            ControlMessage::StepDown { epoch } => self.step_down(epoch),
         }
     }
 
@@ -491,7 +546,10 @@ impl Shard {
     pub(crate) async fn run_flusher(self: Rc<Self>, partition: PartitionId) {
         loop {
             self.flush_signals[partition.0 as usize].wait().await;
-            while let Some(job) = self.take_job(partition) {
+            loop {
+                let (job, commands) = self.take_job(partition);
+                self.run_leader_commands(commands);
+                let Some(job) = job else { break };
                 let outcome = self.flush(job).await;
                 self.finish(outcome);
             }
@@ -501,7 +559,10 @@ impl Shard {
     /// The partition's next frames (received from the leader, or cut from the open batch and
     /// pushed to the replicas) and a checkpoint when due, or a lone sync FlushPerSecond asked
     /// for.
-    fn take_job(self: &Rc<Self>, partition: PartitionId) -> Option<FlushJob> {
+    fn take_job(
+        self: &Rc<Self>,
+        partition: PartitionId,
+    ) -> (Option<FlushJob>, crate::replication::LeaderCommands) {
         let durability = self.mesh.options.durability;
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
@@ -513,8 +574,8 @@ impl Shard {
                 slot.sync_requested || now.duration_since(slot.last_sync) >= Duration::from_secs(1)
             }
         };
-        let frames = match take_inbound(slot) {
-            Some(frames) => Some(frames),
+        let (frames, commands) = match take_inbound(slot) {
+            Some(frames) => (Some(frames), Vec::new()),
             None => self.cut_frame(slot, partition),
         };
         let sync_requested = std::mem::take(&mut slot.sync_requested);
@@ -525,44 +586,50 @@ impl Shard {
             None
         };
         if frames.is_none() && checkpoint.is_none() && !sync_requested {
-            return None;
+            return (None, commands);
         }
         let wal = slot.wal.take().expect("the WAL is home between flushes");
-        Some(FlushJob {
+        let job = FlushJob {
             partition,
             durable_lsn: slot.framed_lsn,
             frames,
             wal,
             sync: sync_due || checkpoint.is_some(),
             checkpoint,
-        })
+        };
+        (Some(job), commands)
     }
 
-    /// Cuts the open batch into a frame, pushes it to the replicas, and sends the snapshots
-    /// that waited for this clean point.
+    /// Cuts the open batch into a frame; when leading, hands it to the machine and the live
+    /// streams, and sends the snapshots that waited for this clean point. Returns the frame
+    /// and the leader's commands, to carry out once the partition is no longer borrowed.
     fn cut_frame(
-        self: &Rc<Self>,
+        &self,
         slot: &mut PartitionSlot,
         partition: PartitionId,
-    ) -> Option<Vec<u8>> {
-        let batch = slot.state.take_batch()?;
-        let epoch = self.mesh.shared.epoch();
+    ) -> (Option<Vec<u8>>, crate::replication::LeaderCommands) {
+        let Some(batch) = slot.state.take_batch() else { return (None, Vec::new()) };
+        let epoch = match &slot.role {
+            Role::Leader(side) => side.machine.epoch(),
+            _ => self.mesh.shared.epoch(),
+        };
         let first_lsn = batch.first_lsn;
         let last_lsn = batch.last_lsn();
         let frame = encode_frame_of(partition, epoch, slot.state.commit_lsn(), batch);
-        Shard::push_frame(slot, first_lsn, &frame);
-        if self.mesh.shared.mode() == crate::cluster::ServingMode::Leader {
-            Shard::remember_frame(
-                slot,
-                RecentFrame { last_lsn, epoch, bytes: Rc::from(&frame[..]) },
-            );
-        }
         slot.framed_lsn = last_lsn;
         slot.last_epoch = epoch;
-        if !slot.state.has_open_records() {
-            self.send_snapshots(slot, partition);
+        let mut commands = Vec::new();
+        match &mut slot.role {
+            Role::Leader(_) => {
+                commands = self.leader_frame_cut(slot, first_lsn, last_lsn, &frame);
+                if !slot.state.has_open_records() && slot.inbound.is_empty() {
+                    commands.extend(self.send_snapshots(slot));
+                }
+            }
+            Role::Standalone { history } => history.append(epoch, first_lsn),
+            Role::Replica(_) => {}
         }
-        Some(frame)
+        (Some(frame), commands)
     }
 
     /// When a checkpoint is due and the batch just taken emptied the open records, the
@@ -604,6 +671,7 @@ impl Shard {
             }
             counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
+        let mut checkpointed = None;
         if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {
             if let Some(marks) = &self.mesh.options.archive {
                 wal.set_archive_floor(marks.floor(partition));
@@ -612,36 +680,59 @@ impl Shard {
                 Ok(summary) => {
                     counters.checkpoints.fetch_add(1, Ordering::Relaxed);
                     tracing::info!(partition = partition.0, ?summary, "checkpoint written");
+                    checkpointed = Some(durable_lsn);
                 }
                 Err(error) => tracing::warn!(partition = partition.0, %error, "checkpoint failed"),
             }
         }
-        FlushOutcome { partition, wal, durable_lsn, synced: sync, result }
+        FlushOutcome { partition, wal, durable_lsn, synced: sync, result, checkpointed }
     }
 
-    fn finish(&self, outcome: FlushOutcome) {
+    /// A flush round ended: what is durable now moves the partition's machine (or, alone,
+    /// commits); a failure makes the partition refuse writes until restart.
+    fn finish(self: &Rc<Self>, outcome: FlushOutcome) {
+        let partition = outcome.partition;
         let mut partitions = self.partitions.borrow_mut();
-        let slot = partitions[outcome.partition.0 as usize].as_mut().expect("owned partition");
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         slot.wal = Some(outcome.wal);
-        match outcome.result {
-            Ok(()) => {
-                if outcome.synced {
-                    slot.synced_lsn = outcome.durable_lsn;
-                    slot.last_sync = Instant::now();
-                }
-                slot.durable_lsn = slot.durable_lsn.max(outcome.durable_lsn);
-                self.acknowledge(slot);
-                drop(partitions);
-                self.advance_commit(outcome.partition);
+        if let Err(reason) = outcome.result {
+            let what = "WAL write failed; partition refuses writes until restart";
+            tracing::error!(partition = partition.0, %reason, "{what}");
+            slot.state.fail(reason.clone());
+            fail_waiters(slot);
+            let commands =
+                crate::replication::replica_step_in(slot, ReplicaEvent::WalFailed { reason });
+            drop(partitions);
+            let _ = self.run_replica_commands(commands);
+            return;
+        }
+        if outcome.synced {
+            slot.synced_lsn = outcome.durable_lsn;
+            slot.last_sync = Instant::now();
+        }
+        slot.durable_lsn = slot.durable_lsn.max(outcome.durable_lsn);
+        if let Some(lsn) = outcome.checkpointed {
+            slot.floor = slot.floor.max(lsn);
+        }
+        let durable = slot.durable_lsn;
+        match &slot.role {
+            Role::Standalone { .. } => {
+                commit_alone(slot, &self.mesh);
             }
-            Err(reason) => {
-                tracing::error!(
-                    partition = outcome.partition.0,
-                    %reason,
-                    "WAL write failed; partition refuses writes until restart"
-                );
-                slot.state.fail(reason);
-                fail_waiters(slot);
+            Role::Leader(_) => {
+                let commands =
+                    self.leader_step_in(slot, LeaderEvent::LocalDurable { lsn: durable });
+                drop(partitions);
+                self.run_leader_commands(commands);
+            }
+            Role::Replica(_) => {
+                let event = ReplicaEvent::LocalDurable { lsn: durable };
+                let commands = crate::replication::replica_step_in(slot, event);
+                if let (Some(lsn), Some(side)) = (outcome.checkpointed, slot.role.replica()) {
+                    side.machine.checkpointed(lsn);
+                }
+                drop(partitions);
+                let _ = self.run_replica_commands(commands);
             }
         }
     }
@@ -717,6 +808,18 @@ fn take_inbound(slot: &mut PartitionSlot) -> Option<Vec<u8>> {
     Some(frames)
 }
 
+/// Why a partition in `role` takes no write now: a leader without enough members in sync
+/// (Redis's text for it), or a partition that does not lead.
+fn write_refusal(role: &Role) -> Option<strata_core::command::CommandError> {
+    let text = match role {
+        Role::Standalone { .. } => return None,
+        Role::Leader(side) if side.machine.accepts_writes() => return None,
+        Role::Leader(_) => "NOREPLICAS Not enough good replicas to write.",
+        Role::Replica(_) => "READONLY You can't write against a read only replica.",
+    };
+    Some(strata_core::command::CommandError(text.into()))
+}
+
 /// One frame holding the batch's records, moved, not copied.
 fn encode_frame_of(
     partition: PartitionId,
@@ -730,6 +833,19 @@ fn encode_frame_of(
     let records = Batch { records: batch.records };
     encode_batch_frame(&mut frame, partition, epoch, first_lsn, commit_lsn, &records);
     frame
+}
+
+/// Alone, what is durable is committed.
+fn commit_alone(slot: &mut PartitionSlot, mesh: &Mesh) {
+    let candidate = slot.durable_lsn.min(slot.state.last_lsn());
+    if candidate <= slot.state.commit_lsn() {
+        return;
+    }
+    slot.state.commit(candidate);
+    if let Some(marks) = &mesh.options.archive {
+        marks.set_committed(slot.state.id(), candidate);
+    }
+    release_waiters(slot);
 }
 
 pub(crate) fn release_waiters(slot: &mut PartitionSlot) {
@@ -751,13 +867,17 @@ pub(crate) fn release_waiters(slot: &mut PartitionSlot) {
 /// Answers every waiting reply: the partition replaced its state with a leader's snapshot,
 /// so what they read may belong to a log that is gone.
 pub(crate) fn fail_waiters_resynchronized(slot: &mut PartitionSlot) {
-    for waker in slot.commit_wakers.drain(..) {
-        waker.wake();
-    }
+    interrupt_waiters(slot, resynchronized());
+}
+
+/// Answers every waiting reply, on this shard and others, with `error`.
+pub(crate) fn interrupt_waiters(
+    slot: &mut PartitionSlot,
+    error: strata_core::command::CommandError,
+) {
     slot.resyncs += 1;
-    for waiter in slot.waiters.drain(..) {
-        let _ = waiter.reply.send(Answer::Error(resynchronized()));
-    }
+    slot.interrupted = error.clone();
+    fail_waiters_with(slot, error);
 }
 
 fn resynchronized() -> strata_core::command::CommandError {
@@ -767,11 +887,31 @@ fn resynchronized() -> strata_core::command::CommandError {
 }
 
 pub(crate) fn fail_waiters(slot: &mut PartitionSlot) {
+    let error = slot.state.failure_error().expect("partition failed");
+    fail_waiters_with(slot, error);
+}
+
+/// Answers every waiting reply with `error`. Local waiters see the partition's new state when
+/// woken: a resynchronization count or failure tells them, and a leader that stepped down
+/// bumps the count too.
+pub(crate) fn fail_waiters_with(
+    slot: &mut PartitionSlot,
+    error: strata_core::command::CommandError,
+) {
     for waker in slot.commit_wakers.drain(..) {
         waker.wake();
     }
-    let error = slot.state.failure_error().expect("partition failed");
     for waiter in slot.waiters.drain(..) {
         let _ = waiter.reply.send(Answer::Error(error.clone()));
     }
+}
+
+/// What writes waiting on a leader that stepped down are answered: they may or may not be
+/// committed by the new leader.
+pub(crate) fn stepped_down() -> strata_core::command::CommandError {
+    strata_core::command::CommandError(
+        "TRYAGAIN this node stopped leading (a newer leader exists); the write may or may not \
+         have been applied"
+            .into(),
+    )
 }

@@ -882,7 +882,7 @@ impl World {
                 self.leader_step(node, part, LeaderEvent::TailQueued { stream });
                 self.send_commit(node, part, stream);
             }
-            StreamPlan::Snapshot => {
+            StreamPlan::Snapshot { .. } => {
                 let entries = disk.log.clone();
                 self.send(stream.0, false, start(StartMode::Snapshot));
                 self.send(stream.0, false, Message::Snapshot { lsn: framed, entries });
@@ -1218,7 +1218,7 @@ impl World {
             .filter(|other| *other != candidate && self.reachable(candidate, *other))
             .map(|other| self.nodes[other].report())
             .collect();
-        plan_promotion(&own, &others, guard, self.config.mutations)
+        plan_promotion(&own, &others, guard, self.config.min_insync, self.config.mutations)
             .map_err(|refusal| refusal.to_string())
     }
 

@@ -62,7 +62,7 @@ fn assert_caught(mutation: Mutation, properties: &[&str]) {
 
 #[test]
 fn an_out_of_sync_promotion_loses_acknowledged_writes() {
-    assert_caught(Mutation::PromoteOutOfSync, &["I2"]);
+    assert_caught(Mutation::PromoteOutOfSync, &["I2", "I5"]);
 }
 
 #[test]

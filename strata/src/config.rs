@@ -134,6 +134,10 @@ pub struct Cluster {
     /// Milliseconds without a heartbeat after which the leader marks a member `timeout` and
     /// stops waiting for it.
     pub heartbeat_timeout: u64,
+    /// Members of an in-sync set (the leader included) a leader keeps: with fewer in sync it
+    /// refuses writes (`-NOREPLICAS`) rather than acknowledge with fewer copies; 1 lets a
+    /// leader left alone acknowledge alone.
+    pub min_insync_replicas: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -251,6 +255,7 @@ impl Default for Cluster {
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
             replica_window: ByteSize(64 << 20),
+            min_insync_replicas: 1,
         }
     }
 }
@@ -332,6 +337,7 @@ impl Config {
             ("partitions".into(), text(&self.cluster.partitions)),
             ("heartbeat_interval".into(), text(&self.cluster.heartbeat_interval)),
             ("heartbeat_timeout".into(), text(&self.cluster.heartbeat_timeout)),
+            ("min_insync_replicas".into(), text(&self.cluster.min_insync_replicas)),
             ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
         ]
@@ -480,6 +486,13 @@ impl Config {
             let message =
                 format!("{timeout} ms must exceed heartbeat_interval and be at most 600000");
             return Err(("cluster.heartbeat_timeout", message));
+        }
+        let min_insync = self.cluster.min_insync_replicas;
+        let members_max = strata_core::cluster::FOLLOWERS_MAX as u32 + 1;
+        if !(1..=members_max).contains(&min_insync) {
+            let message =
+                format!("{min_insync} is not in 1..={members_max} (a leader and its followers)");
+            return Err(("cluster.min_insync_replicas", message));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
             return Err(("log.log_level", format!("{:?} is not a log level", self.log.log_level)));

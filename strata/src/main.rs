@@ -251,6 +251,7 @@ fn serve(
         initial_role: role,
         heartbeat_interval: Duration::from_millis(config.cluster.heartbeat_interval),
         heartbeat_timeout: Duration::from_millis(config.cluster.heartbeat_timeout),
+        min_insync_replicas: config.cluster.min_insync_replicas as usize,
         configs: config.listing(),
         data_dir: config.storage.data_dir.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),

@@ -115,6 +115,8 @@ pub struct NodeSettings {
     /// Heartbeat interval and timeout in milliseconds.
     pub heartbeat_interval: u64,
     pub heartbeat_timeout: u64,
+    /// `[cluster] min_insync_replicas`.
+    pub min_insync_replicas: u32,
     /// Lines added to the `[storage]` section. Empty: nodes in admin mode get a shared
     /// directory common to every node of this test process (cluster roles need shared
     /// storage), standalone nodes none.
@@ -137,6 +139,7 @@ impl Default for NodeSettings {
             server_mode: "standalone",
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
+            min_insync_replicas: 1,
             storage: String::new(),
             wal: String::new(),
             extra: String::new(),
@@ -195,7 +198,7 @@ impl TestNode {
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
              checkpoint_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
-             heartbeat_timeout = {}\n{}\n",
+             heartbeat_timeout = {}\nmin_insync_replicas = {}\n{}\n",
             settings.shards,
             settings.io_driver,
             settings.server_mode,
@@ -212,6 +215,7 @@ impl TestNode {
             settings.partitions,
             settings.heartbeat_interval,
             settings.heartbeat_timeout,
+            settings.min_insync_replicas,
             settings.extra,
         );
         std::fs::write(self.config_path(), text).expect("write config");

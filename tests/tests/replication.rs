@@ -436,10 +436,12 @@ fn a_promoted_follower_has_every_acknowledged_write() {
 /// they are older than the new leader's epoch, but continue the replica's log.
 #[test]
 fn a_replica_behind_a_promoted_leader_catches_up_on_the_old_leaders_frames() {
-    let mut leader = TestNode::start(settings(1));
+    // With two members kept in sync, the follower may be promoted with nobody else to ask.
+    let paired = || NodeSettings { min_insync_replicas: 2, ..settings(1) };
+    let mut leader = TestNode::start(paired());
     set_role(&leader, "leader", "boss", None);
-    let first = TestNode::start(settings(1));
-    let mut learner = TestNode::start(settings(1));
+    let first = TestNode::start(paired());
+    let mut learner = TestNode::start(paired());
     set_role(&first, "follower", "first", Some(&leader));
     set_role(&learner, "learner", "late", Some(&leader));
     let mut client = leader.client();
@@ -660,7 +662,7 @@ fn garbage_on_the_peer_port_is_refused_without_harm() {
     stream.write_all(&envelope(3, &subscribe_payload(&[0], "f1"), None)).unwrap();
     let start = read_envelope(&mut stream).map(|(kind, _)| kind);
     assert_eq!(start, Some(4), "the leader started the stream");
-    stream.write_all(&stream_envelope(14, 1, &0u64.to_le_bytes())).unwrap();
+    stream.write_all(&stream_envelope(14, 1, &[0u8; 16])).unwrap();
     let mut answer = Vec::new();
     let closed = std::io::Read::read_to_end(&mut stream, &mut answer);
     assert!(closed.is_ok(), "the leader closed the connection: {closed:?}");
@@ -686,18 +688,28 @@ fn bad_stream_inputs() -> Vec<Vec<u8>> {
     covered.extend_from_slice(&wrong_partition[60..]);
     let checksum = crc32c(&covered);
     wrong_partition[56..60].copy_from_slice(&checksum.to_le_bytes());
-    let mut bad_checksum = stream_envelope(10, 0, &[7u8; 80]);
+    let mut bad_checksum = stream_envelope(10, 0, &frames_of(1, &[7u8; 80]));
     bad_checksum[12] ^= 0xff;
     let mut control_with_partition = stream_envelope(2, 0, b"{}");
     control_with_partition[6] = 1;
+    let commit = |lsn: u64, epoch: u64| {
+        let mut payload = lsn.to_le_bytes().to_vec();
+        payload.extend_from_slice(&epoch.to_le_bytes());
+        payload
+    };
     vec![
-        stream_envelope(10, 0, b"not a frame at all, just bytes of garbage ...."),
-        stream_envelope(10, 0, &wrong_partition),
+        stream_envelope(10, 0, &frames_of(1, b"not a frame at all, just bytes of garbage ....")),
+        stream_envelope(10, 0, &frames_of(1, &wrong_partition)),
         bad_checksum,
         stream_envelope(11, 0, &[1, 2, 3]),
         // A commit for a partition this connection does not stream.
-        stream_envelope(11, 5, &1u64.to_le_bytes()),
+        stream_envelope(11, 5, &commit(1, 1)),
         control_with_partition,
+        // Frames and a commit of another epoch than the stream's.
+        stream_envelope(10, 0, &frames_of(2, &[0u8; 72])),
+        stream_envelope(11, 0, &commit(0, 9)),
+        // Frames shorter than the epoch they must name.
+        stream_envelope(10, 0, &[1, 2, 3]),
     ]
 }
 
@@ -742,17 +754,10 @@ fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
                     let _ = stream.write_all(&stream_envelope(2, 0, answer.as_bytes()));
                     continue;
                 }
-                let count = usize::from(u16::from_le_bytes([payload[1], payload[2]]));
-                let mut partitions = Vec::new();
-                for entry in payload[3..3 + 20 * count].chunks_exact(20) {
-                    let partition = u32::from_le_bytes(entry[0..4].try_into().unwrap());
-                    let last_lsn = u64::from_le_bytes(entry[4..12].try_into().unwrap());
-                    let mut start = vec![1u8];
-                    start.extend_from_slice(&(last_lsn + 1).to_le_bytes());
-                    start.extend_from_slice(&1u64.to_le_bytes());
-                    let envelope = stream_envelope(4, partition as u16, &start);
+                let partitions = subscribed_partitions(&payload);
+                for partition in &partitions {
+                    let envelope = stream_envelope(4, *partition as u16, &tail_start());
                     let _ = stream.write_all(&envelope);
-                    partitions.push(partition);
                 }
                 let index = if partitions.contains(&0) {
                     let mut sent = sent.lock().unwrap();
@@ -825,16 +830,58 @@ fn connections_to(port: u16) -> usize {
         .sum()
 }
 
-/// A follower's subscription to `partitions`, each with an empty log.
+/// A follower's subscription to `partitions`, each with an empty log (format 2, as
+/// `docs/peer-protocol.md` writes it: kind, format, count, per partition its last LSN and
+/// epoch, checkpoint floor, fence and an empty epoch history, then the name and address).
 fn subscribe_payload(partitions: &[u32], name: &str) -> Vec<u8> {
-    let mut payload = vec![1u8];
+    let mut payload = vec![1u8, 2];
     payload.extend_from_slice(&(partitions.len() as u16).to_le_bytes());
     for partition in partitions {
         payload.extend_from_slice(&partition.to_le_bytes());
-        payload.extend_from_slice(&0u64.to_le_bytes());
-        payload.extend_from_slice(&0u64.to_le_bytes());
+        for _ in 0..4 {
+            payload.extend_from_slice(&0u64.to_le_bytes());
+        }
+        payload.extend_from_slice(&0u16.to_le_bytes());
     }
+    payload.extend_from_slice(&(name.len() as u16).to_le_bytes());
     payload.extend_from_slice(name.as_bytes());
+    payload.extend_from_slice(b"127.0.0.1:1");
+    payload
+}
+
+/// The partitions of a format-2 subscription, in order.
+fn subscribed_partitions(payload: &[u8]) -> Vec<u32> {
+    let count = usize::from(u16::from_le_bytes([payload[2], payload[3]]));
+    let mut offset = 4;
+    let mut partitions = Vec::new();
+    for _ in 0..count {
+        partitions.push(u32::from_le_bytes(payload[offset..offset + 4].try_into().unwrap()));
+        let entries = usize::from(u16::from_le_bytes([payload[offset + 36], payload[offset + 37]]));
+        offset += 38 + 16 * entries;
+    }
+    partitions
+}
+
+/// A stream start of a tail from LSN 1 at epoch 1, with an in-sync set of the fake leader
+/// alone.
+fn tail_start() -> Vec<u8> {
+    let mut start = vec![1u8];
+    for value in [1u64, 1, 0, 1, 0] {
+        start.extend_from_slice(&value.to_le_bytes());
+    }
+    start.extend_from_slice(&0u16.to_le_bytes());
+    start.extend_from_slice(&1u16.to_le_bytes());
+    for text in ["fake", "127.0.0.1:2"] {
+        start.extend_from_slice(&(text.len() as u16).to_le_bytes());
+        start.extend_from_slice(text.as_bytes());
+    }
+    start
+}
+
+/// A Frames payload: the stream's epoch (1), then `frames`.
+fn frames_of(epoch: u64, frames: &[u8]) -> Vec<u8> {
+    let mut payload = epoch.to_le_bytes().to_vec();
+    payload.extend_from_slice(frames);
     payload
 }
 

@@ -52,6 +52,10 @@ pub struct RecoverySummary {
     /// it with `(checkpoint epoch, checkpoint LSN)`, which is all that is known of the part of
     /// the log the checkpoint covers. Empty for an empty log.
     pub epochs: Vec<(Epoch, Lsn)>,
+    /// The highest commit LSN a frame of the log carries (each frame carries its leader's
+    /// commit point when it was cut): what a replica may take as committed after a restart,
+    /// before its leader tells it more.
+    pub commit_lsn: Lsn,
 }
 
 impl RecoverySummary {
@@ -379,6 +383,7 @@ impl<'a> Replay<'a> {
             self.apply(header.first_lsn, records, header.frame_bytes() as u64, summary);
             self.next_lsn = header.last_lsn.next();
             summary.last_epoch = header.epoch;
+            summary.commit_lsn = summary.commit_lsn.max(header.commit_lsn.min(header.last_lsn));
             offset += header.frame_bytes();
         }
     }

@@ -65,7 +65,31 @@ pub enum StreamPlan {
     /// log back to `after`.
     Tail { after: Lsn },
     /// A snapshot taken at the next clean point follows, then the frames after it.
-    Snapshot,
+    Snapshot { reason: SnapshotReason },
+}
+
+/// Why a stream starts with a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotReason {
+    /// The two logs share no epoch the histories know of.
+    NoAgreement,
+    /// The replica's log agrees only below its checkpoint, which it cannot cut back past.
+    BelowCheckpoint,
+    /// The replica subscribed from the same place again and again: what its tail gets fails.
+    Repeated,
+    /// The frames after the point of agreement are no longer in this leader's log.
+    TailUnavailable,
+}
+
+impl std::fmt::Display for SnapshotReason {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(match self {
+            SnapshotReason::NoAgreement => "its log shares no epoch with this leader's",
+            SnapshotReason::BelowCheckpoint => "its log agrees only below its checkpoint",
+            SnapshotReason::Repeated => "replica keeps subscribing from the same place",
+            SnapshotReason::TailUnavailable => "the frames it lacks are gone from this log",
+        })
+    }
 }
 
 /// What happened, as the runtime reports it.
@@ -482,13 +506,13 @@ impl Leader {
         }
         self.replace_streams_of(&subscription.member.name, out);
         let plan = if self.keeps_subscribing(now, &subscription) {
-            StreamPlan::Snapshot
+            StreamPlan::Snapshot { reason: SnapshotReason::Repeated }
         } else {
             self.plan_for(&subscription)
         };
         let acked = match plan {
             StreamPlan::Tail { after } => after,
-            StreamPlan::Snapshot => Lsn::ZERO,
+            StreamPlan::Snapshot { .. } => Lsn::ZERO,
         };
         let name = subscription.member.name.clone();
         let entry = Stream {
@@ -517,7 +541,8 @@ impl Leader {
             self.history.agreement(self.framed, &subscription.history, subscription.last_lsn);
         match agreement {
             Some(after) if after >= subscription.floor => StreamPlan::Tail { after },
-            _ => StreamPlan::Snapshot,
+            Some(_) => StreamPlan::Snapshot { reason: SnapshotReason::BelowCheckpoint },
+            None => StreamPlan::Snapshot { reason: SnapshotReason::NoAgreement },
         }
     }
 
@@ -533,14 +558,15 @@ impl Leader {
 
     fn restart_with_snapshot(&mut self, stream: StreamId, out: &mut Vec<LeaderCommand>) {
         let Some(entry) = self.streams.get_mut(&stream) else { return };
-        if entry.phase != Phase::Starting || entry.plan == StreamPlan::Snapshot {
+        if entry.phase != Phase::Starting || matches!(entry.plan, StreamPlan::Snapshot { .. }) {
             return;
         }
-        entry.plan = StreamPlan::Snapshot;
+        let plan = StreamPlan::Snapshot { reason: SnapshotReason::TailUnavailable };
+        entry.plan = plan;
         entry.acked = Lsn::ZERO;
         out.push(LeaderCommand::StartStream {
             stream,
-            plan: StreamPlan::Snapshot,
+            plan,
             epoch: self.epoch,
             caught_up_at: self.framed,
             in_sync: self.newest_in_sync().clone(),
@@ -554,7 +580,7 @@ impl Leader {
             return;
         }
         let from = match (snapshot, entry.plan) {
-            (Some(lsn), StreamPlan::Snapshot) => {
+            (Some(lsn), StreamPlan::Snapshot { .. }) => {
                 assert!(lsn <= framed, "a snapshot of what was framed");
                 entry.join_at = entry.join_at.max(lsn);
                 lsn

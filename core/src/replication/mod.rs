@@ -29,8 +29,8 @@ pub use facts::{PartitionFacts, StateFileError, STATE_FILE_NAME};
 pub use history::{EpochHistory, EPOCH_HISTORY_ENTRIES_MAX};
 pub use in_sync::{InSyncSet, InSyncSetError, Member, IN_SYNC_MEMBERS_MAX};
 pub use leader::{
-    Leader, LeaderCommand, LeaderConfig, LeaderEvent, LeaderStart, StreamPlan, Subscription,
-    SUBSCRIPTION_REPEAT_LIMIT,
+    Leader, LeaderCommand, LeaderConfig, LeaderEvent, LeaderStart, SnapshotReason, StreamPlan,
+    Subscription, SUBSCRIPTION_REPEAT_LIMIT,
 };
 pub use replica::{
     Replica, ReplicaCommand, ReplicaError, ReplicaEvent, ReplicaStart, StartMode, SubscribeFrom,

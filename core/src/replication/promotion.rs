@@ -156,7 +156,7 @@ impl fmt::Display for PromotionRefusal {
 }
 
 /// Decides whether `candidate` may lead, given the reports of the members that answered
-/// (`others`, the candidate excluded).
+/// (`others`, the candidate excluded) and the cluster's `min_insync_replicas`.
 ///
 /// # Errors
 ///
@@ -167,6 +167,7 @@ pub fn plan_promotion(
     candidate: &MemberReport,
     others: &[MemberReport],
     guard: Guard,
+    min_insync: usize,
     mutations: Mutations,
 ) -> Result<PromotionPlan, PromotionRefusal> {
     let force = matches!(guard, Guard::Forced { .. });
@@ -185,7 +186,10 @@ pub fn plan_promotion(
         .partitions
         .iter()
         .all(|report| report.in_sync.is_none() && report.fence == Epoch(0));
-    if others.is_empty() && !force && !fresh {
+    // With `min_insync_replicas` = 1 a leader left alone may have recorded a set of itself
+    // and acknowledged alone, which only it knows: someone else must answer. With more, every
+    // newer set is known to a follower of the newest one, whom the checks below require.
+    if others.is_empty() && !force && !fresh && min_insync <= 1 {
         return Err(PromotionRefusal::NobodyReached);
     }
     let considered: &[MemberReport] = if no_fencing { &[] } else { others };
@@ -329,7 +333,7 @@ mod tests {
         let old = set(5, 3, "harry", &["harry", "hermione", "ginny"]);
         let candidate = report("hermione", 5, Some(old.clone()), 100);
         let others = [report("ginny", 5, Some(old), 101)];
-        let plan = plan_promotion(&candidate, &others, Guard::Checked, Mutations::NONE).unwrap();
+        let plan = plan_promotion(&candidate, &others, Guard::Checked, 1, Mutations::NONE).unwrap();
         assert_eq!(plan.epoch, Epoch(6));
         assert_eq!(plan.sets[&PartitionId(0)], set(6, 0, "hermione", &["hermione", "ginny"]));
         assert_eq!(plan.required, BTreeSet::from(["ginny".to_string()]));
@@ -343,11 +347,11 @@ mod tests {
         let candidate = report("hermione", 5, Some(before), 80);
         let others = [report("ginny", 5, Some(after.clone()), 120)];
         let refusal =
-            plan_promotion(&candidate, &others, Guard::Checked, Mutations::NONE).unwrap_err();
+            plan_promotion(&candidate, &others, Guard::Checked, 1, Mutations::NONE).unwrap_err();
         assert_eq!(refusal, PromotionRefusal::NotInSync { partition: PartitionId(0), set: after });
         assert!(refusal.to_string().contains("isr_epoch 4"), "{refusal}");
         let forced =
-            plan_promotion(&candidate, &others, Guard::Forced { salt: 0 }, Mutations::NONE)
+            plan_promotion(&candidate, &others, Guard::Forced { salt: 0 }, 1, Mutations::NONE)
                 .unwrap();
         assert_eq!(forced.records_behind, 40);
         assert_eq!(forced.sets[&PartitionId(0)], set(6, 0, "hermione", &["hermione"]));
@@ -359,14 +363,17 @@ mod tests {
         let candidate = report("hermione", 2, Some(current.clone()), 10);
         let others = [report("ginny", 2, Some(current), 10)];
         let refusal =
-            plan_promotion(&candidate, &others, Guard::Checked, Mutations::NONE).unwrap_err();
-        assert!(
-            matches!(&refusal, PromotionRefusal::Unreached { missing, .. } if missing == &["neville"])
-        );
+            plan_promotion(&candidate, &others, Guard::Checked, 1, Mutations::NONE).unwrap_err();
+        assert!(matches!(&refusal, PromotionRefusal::Unreached { missing, .. }
+                if missing == &["neville"]));
         assert_eq!(
-            plan_promotion(&candidate, &[], Guard::Checked, Mutations::NONE),
+            plan_promotion(&candidate, &[], Guard::Checked, 1, Mutations::NONE),
             Err(PromotionRefusal::NobodyReached)
         );
+        // With a minimum of two, a set of two is known to both: the candidate may lead alone.
+        let pair = set(2, 1, "harry", &["harry", "hermione"]);
+        let lone = report("hermione", 2, Some(pair), 10);
+        assert!(plan_promotion(&lone, &[], Guard::Checked, 2, Mutations::NONE).is_ok());
     }
 
     #[test]
@@ -375,7 +382,7 @@ mod tests {
         let candidate = report("hermione", 2, Some(current.clone()), 10);
         // Ginny accepted epoch 9 of a promotion that failed.
         let others = [report("ginny", 9, None, 10)];
-        let plan = plan_promotion(&candidate, &others, Guard::Checked, Mutations::NONE).unwrap();
+        let plan = plan_promotion(&candidate, &others, Guard::Checked, 1, Mutations::NONE).unwrap();
         assert_eq!(plan.epoch, Epoch(10));
         assert_eq!(plan.sets[&PartitionId(0)], set(10, 0, "hermione", &["hermione"]));
     }
@@ -385,11 +392,11 @@ mod tests {
         let mut learner = report("ron", 0, None, 0);
         learner.learner = true;
         assert_eq!(
-            plan_promotion(&learner, &[], Guard::Forced { salt: 0 }, Mutations::NONE),
+            plan_promotion(&learner, &[], Guard::Forced { salt: 0 }, 1, Mutations::NONE),
             Err(PromotionRefusal::Learner)
         );
         let fresh = report("harry", 0, None, 0);
-        let plan = plan_promotion(&fresh, &[], Guard::Checked, Mutations::NONE).unwrap();
+        let plan = plan_promotion(&fresh, &[], Guard::Checked, 1, Mutations::NONE).unwrap();
         assert_eq!(plan.epoch, Epoch(1));
         assert_eq!(plan.sets[&PartitionId(0)], set(1, 0, "harry", &["harry"]));
     }

@@ -17,14 +17,7 @@ use crate::replication::history::EpochHistory;
 use crate::replication::in_sync::InSyncSet;
 use crate::replication::mutations::{Mutation, Mutations};
 
-/// How the leader starts a stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StartMode {
-    /// Frames from `next_lsn` follow; a log holding more is cut back to `next_lsn - 1`.
-    Tail { next_lsn: Lsn },
-    /// A snapshot follows, then frames after it.
-    Snapshot,
-}
+pub use crate::peer::StartMode;
 
 /// What happened, as the runtime reports it. `stream` numbers the replica's connections to a
 /// leader; events of a stream that is no longer current are ignored.

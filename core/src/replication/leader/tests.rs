@@ -178,14 +178,15 @@ fn a_replica_is_cut_back_to_where_logs_agree_or_sent_a_snapshot() {
     stuck.floor = Lsn(12);
     let commands =
         step(&mut leader, 0, LeaderEvent::Subscribed { stream: StreamId(3), subscription: stuck });
-    assert_eq!(start(&commands).0, StreamPlan::Snapshot);
+    let below = StreamPlan::Snapshot { reason: SnapshotReason::BelowCheckpoint };
+    assert_eq!(start(&commands).0, below);
     let stranger = subscription("d", ReplicaKind::Follower, 9, &[(7, 1)]);
     let commands = step(
         &mut leader,
         0,
         LeaderEvent::Subscribed { stream: StreamId(4), subscription: stranger },
     );
-    assert_eq!(start(&commands).0, StreamPlan::Snapshot);
+    assert_eq!(start(&commands).0, StreamPlan::Snapshot { reason: SnapshotReason::NoAgreement });
 }
 
 #[test]
@@ -199,9 +200,8 @@ fn a_replica_that_saw_a_newer_epoch_fences_this_leader() {
     let commands =
         step(&mut leader, 0, LeaderEvent::Subscribed { stream: StreamId(2), subscription: newer });
     assert_eq!(commands[0], LeaderCommand::StepDown { epoch: Epoch(3) });
-    assert!(
-        matches!(&commands[1], LeaderCommand::Refuse { stream: StreamId(2), reason } if reason.contains("epoch 3"))
-    );
+    assert!(matches!(&commands[1], LeaderCommand::Refuse { stream: StreamId(2), reason }
+            if reason.contains("epoch 3")));
     assert!(!leader.accepts_writes());
     let acked = step(&mut leader, 1, LeaderEvent::Acked { stream: StreamId(1), lsn: Lsn(2) });
     assert!(commits(&acked).is_empty(), "a fenced leader commits nothing");
@@ -250,5 +250,6 @@ fn the_fourth_subscription_from_one_place_gets_a_snapshot() {
         })
         .collect();
     let tail = StreamPlan::Tail { after: Lsn(3) };
-    assert_eq!(plans, [tail, tail, tail, StreamPlan::Snapshot, tail]);
+    let repeated = StreamPlan::Snapshot { reason: SnapshotReason::Repeated };
+    assert_eq!(plans, [tail, tail, tail, repeated, tail]);
 }

@@ -156,9 +156,8 @@ fn a_promotion_is_accepted_once_only_and_not_over_a_newer_set() {
     replica.durable_facts.in_sync = Some(recorded);
     let stale = ReplicaEvent::AcceptEpoch { epoch: Epoch(3), basis: Some((Epoch(2), 4)) };
     let refused = step(&mut replica, stale);
-    assert!(
-        matches!(&refused[..], [ReplicaCommand::AcceptRefused { reason, .. }] if reason.contains("isr_epoch 5"))
-    );
+    assert!(matches!(&refused[..], [ReplicaCommand::AcceptRefused { reason, .. }]
+            if reason.contains("isr_epoch 5")));
     let fresh = ReplicaEvent::AcceptEpoch { epoch: Epoch(3), basis: Some((Epoch(2), 5)) };
     assert!(matches!(&step(&mut replica, fresh)[..], [ReplicaCommand::PersistFacts { .. }]));
     assert_eq!(persisted(&mut replica, 3), [ReplicaCommand::Accepted { epoch: Epoch(3) }]);

@@ -385,6 +385,14 @@ fn replication_section(text: &mut String, shard: &Shard) {
     let role = if mode == ServingMode::Replica { "slave" } else { "master" };
     let _ = write!(text, "# Replication\r\nrole:{role}\r\nstrata_mode:{mode:?}\r\n");
     let _ = write!(text, "data_epoch:{}\r\n", shared.epoch());
+    let counters = &shard.mesh.counters;
+    let _ = write!(
+        text,
+        "refusing_partitions:{}\r\nrecords_discarded:{}\r\nsnapshots_installed:{}\r\n",
+        shared.refusing_partitions(),
+        counters.records_discarded.load(std::sync::atomic::Ordering::Relaxed),
+        counters.snapshots_installed.load(std::sync::atomic::Ordering::Relaxed),
+    );
     if mode == ServingMode::Replica {
         let streaming = shared.streaming_partitions();
         let all = shard.mesh.options.partition_count as usize;

@@ -70,7 +70,8 @@ fn config_text(node: &DemoNode, data_dir: &Path) -> String {
          peer_ip = \"127.0.0.1\"\npeer_port = {peer_port}\n\
          [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\
          [wal]\nwal_flush = \"FlushAtOnce\"\n\
-         segment_size = \"16MB\"\ncheckpoint_size = \"64MB\"\n[cluster]\nname = \"demo\"\n",
+         segment_size = \"16MB\"\ncheckpoint_size = \"64MB\"\n\
+         [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\n",
         node.client_port,
         data_dir.display(),
         data_dir.parent().unwrap_or(data_dir).join("shared").display()
@@ -174,7 +175,35 @@ fn start_cluster(options: &DemoOptions, directory: &Path) -> Result<Vec<DemoNode
     for node in &nodes {
         set_role(node, &leader_peer)?;
     }
+    wait_writable(&nodes[0])?;
     Ok(nodes)
+}
+
+/// Waits until the leader takes writes: with `min_insync_replicas = 2` it refuses them until a
+/// follower has joined every partition's in-sync set.
+fn wait_writable(leader: &DemoNode) -> Result<(), String> {
+    use std::io::{Read, Write};
+    let started = Instant::now();
+    let request = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
+    loop {
+        let mut answer = vec![0u8; 4096];
+        let read = std::net::TcpStream::connect(("127.0.0.1", leader.client_port)).and_then(
+            |mut stream| {
+                stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+                stream.write_all(request)?;
+                stream.read(&mut answer)
+            },
+        );
+        if let Ok(length) = read {
+            if String::from_utf8_lossy(&answer[..length]).contains("refusing_partitions:0\r\n") {
+                return Ok(());
+            }
+        }
+        if started.elapsed() > START_TIMEOUT {
+            return Err(format!("{} does not take writes within {START_TIMEOUT:?}", leader.name));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 pub fn run(options: &DemoOptions) -> ExitCode {

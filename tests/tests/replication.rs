@@ -811,7 +811,7 @@ fn a_follower_refuses_bad_frames_from_its_leader() {
 /// A registration under the name of an alive follower.
 const IMPOSTOR: &str = concat!(
     r#"{"type":"register","name":"f1","role":"follower","address":"1.2.3.4:5","#,
-    r#""version":"0.1.0","partitions":8}"#
+    r#""version":"0.2.0","partitions":8}"#
 );
 
 /// Established TCP connections to `port` on this machine, from /proc/net/tcp and tcp6.

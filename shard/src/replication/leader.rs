@@ -33,6 +33,8 @@ pub(crate) struct LeaderSide {
     recent_bytes: usize,
     /// Streams that start with a snapshot, taken at the next clean point.
     awaiting_snapshot: Vec<StreamId>,
+    /// Whether writes are refused, as last published for INFO.
+    refusing: Option<bool>,
 }
 
 impl LeaderSide {
@@ -43,6 +45,7 @@ impl LeaderSide {
             recent: VecDeque::new(),
             recent_bytes: 0,
             awaiting_snapshot: Vec::new(),
+            refusing: None,
         }
     }
 
@@ -102,7 +105,10 @@ impl Shard {
         let mut out = Vec::new();
         side.machine.step(now, event, &mut out);
         let refusing = !side.machine.accepts_writes();
-        self.mesh.shared.set_refusing(partition, refusing);
+        if side.refusing != Some(refusing) {
+            side.refusing = Some(refusing);
+            self.mesh.shared.set_refusing(partition, refusing);
+        }
         out.into_iter().map(|command| (partition, command)).collect()
     }
 

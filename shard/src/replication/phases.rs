@@ -259,6 +259,9 @@ impl Shard {
             let machine = Leader::new(partition, epoch, config, start, now);
             self.mesh.shared.set_refusing(partition, !machine.accepts_writes());
             slot.role = Role::Leader(Box::new(LeaderSide::new(machine)));
+            drop(partitions);
+            // The first step publishes whether writes are refused, and ticks nothing early.
+            self.leader_step(partition, LeaderEvent::Tick);
         }
         self.mesh.shared.observe_epoch(epoch);
         let _ = reply.send(outcome);

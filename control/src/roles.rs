@@ -212,7 +212,7 @@ impl Control {
                 self.handle.broadcast(|| ControlMessage::Idle);
                 let alive = leader.as_ref().is_some_and(|view| view.status == NodeStatus::Alive);
                 if let (true, true, Some(view)) = (notify_leader, alive, leader) {
-                    let request = Request::Unregister { name };
+                    let request = Request::Unregister { name, epoch: self.handle.shared.epoch().0 };
                     if let Err(error) = wire::call(&view.address, &request).await {
                         tracing::warn!(%error, "could not tell the leader this node leaves");
                     }
@@ -577,13 +577,22 @@ impl Control {
                 },
                 Err(reason) => Response::error(&AdminError::invalid_json(&reason)),
             },
-            Request::Unregister { name } => match self.unregister(&name) {
-                Ok(()) => Response::default(),
-                Err(error) => Response::error(&error),
-            },
-            Request::ChangeRole { role } => {
+            Request::Unregister { name, epoch } => {
+                if let Some(refusal) = self.newer_than_own(epoch).await {
+                    return refusal;
+                }
+                match self.unregister(&name) {
+                    Ok(()) => Response::default(),
+                    Err(error) => Response::error(&error),
+                }
+            }
+            Request::ChangeRole { role, epoch } => {
                 if Role::parse(&role).ok() != Some(Role::Admin) {
                     return Response::error(&AdminError::invalid_role(&role));
+                }
+                let seen = self.handle.shared.epoch().0;
+                if epoch < seen {
+                    return Response::error(&AdminError::stale_leader(epoch, seen));
                 }
                 let _serialized = self.role_change.lock().await;
                 if self.role().is_replica() {
@@ -729,7 +738,8 @@ impl Control {
         };
         self.handle.broadcast(|| ControlMessage::MemberGone { name: name.clone() });
         if member.status == NodeStatus::Alive {
-            let request = Request::ChangeRole { role: Role::Admin.name().to_string() };
+            let epoch = self.state().leader_epoch.map_or(0, |epoch| epoch.0);
+            let request = Request::ChangeRole { role: Role::Admin.name().to_string(), epoch };
             if let Err(error) = wire::call(&member.address, &request).await {
                 tracing::warn!(name, %error, "the removed node did not confirm it left");
             }

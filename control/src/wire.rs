@@ -39,9 +39,18 @@ pub(crate) enum Request {
         epoch: u64,
     },
     /// Replica → leader: leave the cluster.
-    Unregister { name: String },
+    Unregister {
+        name: String,
+        #[serde(default)]
+        epoch: u64,
+    },
     /// Leader → replica: go back to admin mode (the node was removed).
-    ChangeRole { role: String },
+    ChangeRole {
+        role: String,
+        /// The leader's epoch: a replica that has seen a newer one refuses.
+        #[serde(default)]
+        epoch: u64,
+    },
     /// A member promoting itself → any member: what it knows of each partition (fence, newest
     /// in-sync set, durable LSN).
     ReplicationState {},

@@ -178,6 +178,62 @@ mod tests {
         assert_eq!(log, EpochHistory::default());
     }
 
+    /// Logs built by leaders of rising epochs, each a copy of a prefix of the previous
+    /// leader's log plus frames of its own: the agreement of any two is where they really
+    /// stop holding the same (epoch, LSN) records, never beyond.
+    mod agreement_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A log as the epoch of each LSN's record (index 0 is LSN 1).
+        fn history_of(log: &[u64]) -> EpochHistory {
+            let mut history = EpochHistory::default();
+            for (index, epoch) in log.iter().enumerate() {
+                history.append(Epoch(*epoch), Lsn(index as u64 + 1));
+            }
+            history
+        }
+
+        /// Every leader's log: leader `e` keeps a prefix of leader `e - 1`'s (of length
+        /// `kept[e]`) and appends `added[e]` records of epoch `e`.
+        fn leaders(kept: &[usize], added: &[usize]) -> Vec<Vec<u64>> {
+            let mut logs: Vec<Vec<u64>> = Vec::new();
+            for (index, (keep, add)) in kept.iter().zip(added).enumerate() {
+                let epoch = index as u64 + 1;
+                let mut log = logs.last().cloned().unwrap_or_default();
+                log.truncate(*keep % (log.len() + 1));
+                log.extend(std::iter::repeat_n(epoch, *add));
+                logs.push(log);
+            }
+            logs
+        }
+
+        proptest! {
+            #[test]
+            fn agreement_is_the_true_common_prefix(
+                kept in proptest::collection::vec(0usize..20, 1..6),
+                added in proptest::collection::vec(0usize..6, 6),
+                pick in (0usize..6, 0usize..6, 0usize..30, 0usize..30),
+            ) {
+                let logs = leaders(&kept, &added[..kept.len()]);
+                let (first, second) = (&logs[pick.0 % logs.len()], &logs[pick.1 % logs.len()]);
+                // Replicas hold any prefix of a leader's log.
+                let first = &first[..pick.2 % (first.len() + 1)];
+                let second = &second[..pick.3 % (second.len() + 1)];
+                let common = first.iter().zip(second).take_while(|(a, b)| a == b).count() as u64;
+                let agreement = history_of(first).agreement(
+                    Lsn(first.len() as u64), &history_of(second), Lsn(second.len() as u64));
+                let symmetric = history_of(second).agreement(
+                    Lsn(second.len() as u64), &history_of(first), Lsn(first.len() as u64));
+                prop_assert_eq!(agreement, symmetric);
+                match agreement {
+                    Some(lsn) => prop_assert_eq!(lsn.0, common),
+                    None => prop_assert!(common == 0 || first.is_empty() || second.is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn invalid_entries_are_refused_and_the_history_is_bounded() {
         assert!(EpochHistory::from_entries(vec![(Epoch(2), Lsn(1)), (Epoch(1), Lsn(5))]).is_none());

@@ -34,7 +34,9 @@ impl Control {
         let guard = if force { Guard::Forced { salt: random() } } else { Guard::Checked };
         let plan =
             plan_promotion(&own, &others, guard, self.config.min_insync_replicas, Mutations::NONE)
-                .map_err(|refusal| AdminError::promotion_refused(&refusal.to_string()))?;
+                .map_err(|refusal| {
+                    AdminError::promotion_refused(&refusal.to_string(), refusal.forceable())
+                })?;
         if plan.forced {
             tracing::warn!(
                 epoch = plan.epoch.0,
@@ -92,12 +94,24 @@ impl Control {
                 (address, answer)
             }));
         }
-        let mut reports = Vec::new();
+        let names = known_names(own);
+        let mut reports: Vec<MemberReport> = Vec::new();
         for task in tasks {
             let Ok((address, answer)) = task.await else { continue };
             match answer.map_err(|error| error.to_string()).and_then(report_from_wire) {
-                Ok(report) if report.member.name != own.member.name => reports.push(report),
-                Ok(_) => {}
+                Ok(mut report) => {
+                    // A member in admin mode (restarted, not given its role again) answers
+                    // without a name: it is the member the sets name at that address.
+                    if report.member.name.is_empty() {
+                        report.member.name =
+                            names.get(&address).cloned().unwrap_or_else(|| address.clone());
+                    }
+                    report.member.address = address;
+                    let known = reports.iter().any(|other| other.member.name == report.member.name);
+                    if report.member.name != own.member.name && !known {
+                        reports.push(report);
+                    }
+                }
                 Err(error) => tracing::info!(address, %error, "promotion: a member did not answer"),
             }
         }
@@ -128,6 +142,17 @@ impl Control {
             ..Response::default()
         }
     }
+}
+
+/// The name each address has in the sets this node recorded.
+fn known_names(own: &MemberReport) -> BTreeMap<String, String> {
+    own.partitions
+        .iter()
+        .filter_map(|report| report.in_sync.as_ref())
+        .flat_map(|set| {
+            set.members.iter().map(|member| (member.address.clone(), member.name.clone()))
+        })
+        .collect()
 }
 
 /// Sends `request` to every `(name, address)` at once; any refusal or silence fails the whole.

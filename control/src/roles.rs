@@ -485,7 +485,10 @@ impl Control {
             return;
         }
         let now = now_ms();
+        let seen = self.handle.shared.epoch().0;
         let status = match outcome {
+            // A leader older than an epoch this node has fenced is not this node's leader.
+            Ok(response) if response.epoch.is_some_and(|epoch| epoch < seen) => NodeStatus::Timeout,
             Ok(response) if response.error_code == 0 => {
                 state.heartbeats_sent += 1;
                 state.own_status = NodeStatus::from_name(&response.sender_status);
@@ -542,9 +545,7 @@ impl Control {
                 }
                 Response::default()
             }
-            Err(reason) => {
-                Response::error(&AdminError::promotion_failed(&self.identity().0, &reason))
-            }
+            Err(reason) => Response::error(&AdminError::phase_refused(&reason)),
         }
     }
 
@@ -571,9 +572,7 @@ impl Control {
             Request::InstallSets { sets, .. } => match crate::promotion::sets_from_wire(sets) {
                 Ok(sets) => match self.handle.install_sets(&sets).await {
                     Ok(()) => Response::default(),
-                    Err(reason) => {
-                        Response::error(&AdminError::promotion_failed(&self.identity().0, &reason))
-                    }
+                    Err(reason) => Response::error(&AdminError::phase_refused(&reason)),
                 },
                 Err(reason) => Response::error(&AdminError::invalid_json(&reason)),
             },
@@ -684,6 +683,7 @@ impl Control {
                 Response {
                     sender_status: NodeStatus::Alive.name().to_string(),
                     nodes,
+                    epoch: state.leader_epoch.map(|epoch| epoch.0),
                     ..Response::default()
                 }
             }

@@ -203,23 +203,29 @@ impl AdminError {
     pub fn too_many_learners(limit: usize) -> AdminError {
         error(7028, format!("Too many learner, limit: {limit}"))
     }
-    /// 7031: the promotion guard refused to make this node leader; `"force": true` overrides
-    /// it, at the price the message tells.
+    /// 7031: the promotion guard refused to make this node leader. When `forceable`, the
+    /// message says that `"force": true` overrides it, at the price it tells.
     #[must_use]
-    pub fn promotion_refused(reason: &str) -> AdminError {
-        error(
-            7031,
-            format!(
-                "Promotion refused: {reason}. Promote a member of that set, or set \"force\": true \
-                 to lead anyway and lose what this node lacks"
-            ),
-        )
+    pub fn promotion_refused(reason: &str, forceable: bool) -> AdminError {
+        let advice = if forceable {
+            ". Promote a member of that set, or set \"force\": true to lead anyway and lose what \
+             this node lacks"
+        } else {
+            ""
+        };
+        error(7031, format!("Promotion refused: {reason}{advice}"))
     }
     /// 7032: a member refused or did not answer a phase of the promotion; nothing leads at the
     /// new epoch.
     #[must_use]
     pub fn promotion_failed(member: &str, reason: &str) -> AdminError {
         error(7032, format!("Promotion failed: {member}: {reason}"))
+    }
+    /// 7032 as a member answers it: why this member refused a promotion's phase (the
+    /// promoting node names the member).
+    #[must_use]
+    pub fn phase_refused(reason: &str) -> AdminError {
+        error(7032, reason.to_string())
     }
     /// 7033: a leader whose epoch is older than one this node has seen.
     #[must_use]

@@ -319,15 +319,24 @@ pub struct Recorded {
 impl Recorded {
     #[must_use]
     pub fn encode(self) -> [u8; 16] {
-        Position { lsn: Lsn(self.isr_epoch), epoch: self.leader_epoch }.encode()
+        let mut bytes = [0; 16];
+        bytes[..8].copy_from_slice(&self.leader_epoch.0.to_le_bytes());
+        bytes[8..].copy_from_slice(&self.isr_epoch.to_le_bytes());
+        bytes
     }
 
     /// # Errors
     ///
     /// `PeerError::Payload` when the payload is not exactly 16 bytes.
     pub fn decode(message: &Message<'_>) -> Result<Recorded, PeerError> {
-        let position = Position::decode(message)?;
-        Ok(Recorded { leader_epoch: position.epoch, isr_epoch: position.lsn.0 })
+        if message.payload.len() != 16 {
+            let reason = format!("{} bytes, expected 16", message.payload.len());
+            return Err(payload_error(message.kind, &reason));
+        }
+        Ok(Recorded {
+            leader_epoch: Epoch(read_u64(message.payload, 0)),
+            isr_epoch: read_u64(message.payload, 8),
+        })
     }
 }
 

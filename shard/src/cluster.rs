@@ -271,6 +271,10 @@ pub enum ControlMessage {
     AcceptEpoch {
         epoch: Epoch,
         basis: BTreeMap<PartitionId, Option<(Epoch, u64)>>,
+        /// Only check that every owned partition would accept, changing nothing: a node
+        /// checks all its shards before any of them acts, so that a refusal leaves a leader
+        /// leading.
+        check_only: bool,
         reply: PhaseReply,
     },
     /// Promotion, phase two: record the new leader's first set of each owned partition.
@@ -360,14 +364,18 @@ impl NodeHandle {
         epoch: Epoch,
         basis: &BTreeMap<PartitionId, Option<(Epoch, u64)>>,
     ) -> Result<(), String> {
-        let replies = self
-            .ask_every_shard(|reply| ControlMessage::AcceptEpoch {
-                epoch,
-                basis: basis.clone(),
-                reply,
-            })
-            .await;
-        self.all_answered(replies)
+        for check_only in [true, false] {
+            let replies = self
+                .ask_every_shard(|reply| ControlMessage::AcceptEpoch {
+                    epoch,
+                    basis: basis.clone(),
+                    check_only,
+                    reply,
+                })
+                .await;
+            self.all_answered(replies)?;
+        }
+        Ok(())
     }
 
     /// Promotion phase two on this node (see [`ControlMessage::InstallSets`]).

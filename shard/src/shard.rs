@@ -180,6 +180,9 @@ pub(crate) struct PartitionSlot {
     pub(crate) facts: PartitionFacts,
     pub(crate) facts_writing: bool,
     pub(crate) facts_queued: Option<PartitionFacts>,
+    /// The newest facts asked to be written: `facts` unless a write is on its way. A machine
+    /// that takes over the partition starts from these, so that no write goes back.
+    pub(crate) facts_requested: PartitionFacts,
     /// The newest checkpoint's LSN: the log cannot be cut back below it.
     pub(crate) floor: Lsn,
     /// Replica: frames received and applied, not yet written to the WAL.
@@ -352,6 +355,7 @@ impl Shard {
             framed_lsn: last_lsn,
             last_epoch: summary.last_epoch,
             role: Role::Standalone { history: history.clone() },
+            facts_requested: facts.clone(),
             facts,
             facts_writing: false,
             facts_queued: None,
@@ -529,7 +533,10 @@ impl Shard {
             ControlMessage::Report { reply } => {
                 let _ = reply.send(self.report());
             }
-            ControlMessage::AcceptEpoch { epoch, basis, reply } => {
+            ControlMessage::AcceptEpoch { epoch, basis, check_only: true, reply } => {
+                let _ = reply.send(self.would_accept(epoch, &basis));
+            }
+            ControlMessage::AcceptEpoch { epoch, basis, check_only: false, reply } => {
                 self.accept_epoch(epoch, &basis, reply);
             }
             ControlMessage::InstallSets { sets, reply } => self.install_sets(&sets, reply),

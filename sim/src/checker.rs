@@ -13,7 +13,7 @@
 //!
 //! I1 (acknowledged means durable on every in-sync member) is what I2 checks from the outside.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use strata_core::replication::InSyncSet;
 use strata_core::Epoch;
@@ -27,6 +27,8 @@ struct Truth {
     committed: Vec<Entry>,
     /// The highest acknowledged LSN.
     acked: u64,
+    /// Every (LSN, value) ever committed, across forced promotions that cut the committed log.
+    ever: BTreeSet<(usize, u64)>,
 }
 
 /// The checker's view: what was committed and acknowledged, and what it already verified.
@@ -75,6 +77,7 @@ impl Checker {
         while (truth.committed.len() as u64) < lsn {
             let next = truth.committed.len();
             truth.committed.push(disk.log[next]);
+            truth.ever.insert((next, disk.log[next].value));
         }
     }
 
@@ -210,8 +213,10 @@ impl Checker {
     /// An operator forced a promotion: acknowledged writes the candidate's log lacks are lost,
     /// as the operator accepted. The committed log becomes the candidate's view of it: the
     /// prefix its log (which it frames and sends as a leader) shares with the committed log,
-    /// then its own records up to the commit point it knows or its frames carry. What it
-    /// commits from now on extends that.
+    /// then its own records up to the commit point it knows or its frames carry, or as far as
+    /// they were committed once (before an earlier forced promotion cut them from the
+    /// committed log: replicas that hold them may know them as committed). What it commits
+    /// from now on extends that.
     pub fn forced(&mut self, part: usize, disk: &Disk, commit: u64) {
         let truth = &mut self.truth[part];
         let agree = truth
@@ -226,9 +231,15 @@ impl Checker {
         // Frames carry the commit point of the leader that cut them, and recovery trusts it:
         // what they say committed in this log stays committed.
         let carried = disk.log.iter().map(|entry| entry.commit_at_cut).max().unwrap_or(0);
-        let known = usize::try_from(commit.max(carried)).expect("fits").min(disk.log.len());
+        let mut known = usize::try_from(commit.max(carried)).expect("fits").min(disk.log.len());
+        let once = (agree..disk.log.len())
+            .take_while(|&index| truth.ever.contains(&(index, disk.log[index].value)))
+            .last()
+            .map_or(agree, |index| index + 1);
+        known = known.max(once);
         if known > agree {
             truth.committed.extend_from_slice(&disk.log[agree..known]);
+            truth.ever.extend((agree..known).map(|index| (index, disk.log[index].value)));
         }
         self.served.clear();
         self.held.clear();

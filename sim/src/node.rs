@@ -106,6 +106,8 @@ pub struct Part {
     pub syncing: bool,
     pub facts_writing: bool,
     pub facts_queued: Option<PartitionFacts>,
+    /// The newest facts asked to be written: `disk.facts` unless a write is on its way.
+    pub facts_requested: PartitionFacts,
     pub pending: VecDeque<PendingWrite>,
     /// Replica: the stream it follows on, and when it may connect again.
     pub link: Option<u64>,
@@ -162,7 +164,7 @@ impl Node {
         let parts = (0..partitions)
             .map(|index| {
                 let disk = Disk::default();
-                let machine = replica_machine(index, &disk, 0, mutations);
+                let machine = replica_machine(index, &disk, &disk.facts, 0, mutations);
                 Part::new(disk, machine)
             })
             .collect();
@@ -214,6 +216,7 @@ impl Node {
 
 impl Part {
     pub fn new(disk: Disk, machine: Machine) -> Part {
+        let facts_requested = disk.facts.clone();
         Part {
             disk,
             machine,
@@ -222,6 +225,7 @@ impl Part {
             syncing: false,
             facts_writing: false,
             facts_queued: None,
+            facts_requested,
             pending: VecDeque::new(),
             link: None,
             reconnect_at_us: 0,
@@ -266,14 +270,22 @@ pub fn partition_id(index: usize) -> PartitionId {
 }
 
 /// A replica machine over what the disk holds, committed up to `commit`.
-pub fn replica_machine(index: usize, disk: &Disk, commit: u64, mutations: Mutations) -> Machine {
+/// A replica machine over `disk`; `requested` is the newest facts asked to be written.
+pub fn replica_machine(
+    index: usize,
+    disk: &Disk,
+    requested: &PartitionFacts,
+    commit: u64,
+    mutations: Mutations,
+) -> Machine {
     let start = ReplicaStart {
         last: Lsn(disk.last()),
         durable: Lsn(disk.durable),
         commit: Lsn(commit.min(disk.durable)),
         floor: Lsn(disk.floor),
         history: disk.history(),
-        facts: disk.facts.clone(),
+        facts: requested.clone(),
+        durable_facts: disk.facts.clone(),
     };
     Machine::Replica(Box::new(Replica::new(partition_id(index), start, mutations)))
 }

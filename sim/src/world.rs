@@ -17,7 +17,7 @@ use strata_core::replication::{
     InSyncSet, LeaderCommand, LeaderConfig, LeaderEvent, Moment, PartitionFacts, ReplicaCommand,
     ReplicaEvent, ReplicaKind, StartMode, StreamId, StreamPlan, Subscription,
 };
-use strata_core::{Epoch, Lsn};
+use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::checker::Checker;
 use crate::node::{
@@ -522,6 +522,8 @@ impl World {
         let latency = self.disk_latency(node);
         let incarnation = self.nodes[node].incarnation;
         let target = &mut self.nodes[node].parts[part];
+        assert!(facts.fence >= target.facts_requested.fence, "a write never lowers the fence");
+        target.facts_requested = facts.clone();
         if target.facts_writing {
             target.facts_queued = Some(facts);
             return;
@@ -531,9 +533,11 @@ impl World {
         self.schedule(latency, Event::FactsDone { node, incarnation, part, facts });
     }
 
+    /// A write of facts is on disk. As in the runtime, the machine hears of it while the
+    /// partition still counts as writing (what it asks to write now waits in the queue), then
+    /// the newest queued facts are written.
     fn facts_done(&mut self, node: usize, part: usize, facts: PartitionFacts) {
         let target = &mut self.nodes[node].parts[part];
-        target.facts_writing = false;
         assert!(facts.fence >= target.disk.facts.fence, "the fence on disk never goes back");
         target.disk.facts = facts.clone();
         match &target.machine {
@@ -548,8 +552,14 @@ impl World {
                 self.replica_step(node, part, ReplicaEvent::FactsPersisted { facts });
             }
         }
-        if let Some(queued) = self.nodes[node].parts[part].facts_queued.take() {
-            self.write_facts(node, part, queued);
+        let target = &mut self.nodes[node].parts[part];
+        if let Some(queued) = target.facts_queued.take() {
+            let latency = self.disk_latency(node);
+            let incarnation = self.nodes[node].incarnation;
+            let facts = Box::new(queued);
+            self.schedule(latency, Event::FactsDone { node, incarnation, part, facts });
+        } else {
+            target.facts_writing = false;
         }
         self.drain_backlog_of(node, part);
     }
@@ -842,8 +852,8 @@ impl World {
             }
             LeaderCommand::PersistInSyncSet { set } => {
                 self.note(format!("n{node} p{part}: proposes {set}"));
-                let disk = &self.nodes[node].parts[part].disk;
-                let fence = disk.facts.fence.max(set.leader_epoch);
+                let requested = &self.nodes[node].parts[part].facts_requested;
+                let fence = requested.fence.max(set.leader_epoch);
                 self.write_facts(node, part, PartitionFacts { fence, in_sync: Some(set) });
             }
             LeaderCommand::StepDown { epoch } => {
@@ -1126,7 +1136,8 @@ impl World {
             let target = &mut self.nodes[node].parts[part];
             if let Machine::Leader(leader) = &target.machine {
                 let commit = leader.commit().0;
-                target.machine = replica_machine(part, &target.disk, commit, mutations);
+                let requested = &target.facts_requested;
+                target.machine = replica_machine(part, &target.disk, requested, commit, mutations);
                 target.open.clear();
                 target.pending.clear();
             }
@@ -1282,6 +1293,10 @@ impl World {
             return;
         }
         let epoch = current.plan.epoch;
+        if let Err(reason) = self.leader_yields(node, epoch, &current.plan.basis) {
+            self.answer(node, promotion, current.candidate, Some(reason));
+            return;
+        }
         if self.nodes[node].role == Role::Leader {
             for part in 0..self.config.partitions {
                 self.leader_step(node, part, LeaderEvent::NewerEpoch { epoch });
@@ -1300,6 +1315,23 @@ impl World {
             let event = ReplicaEvent::AcceptEpoch { epoch, basis };
             self.replica_step(node, part, event);
         }
+    }
+
+    /// Whether every partition `node` leads yields to a promotion at `epoch` (as the runtime
+    /// checks before any partition steps down).
+    fn leader_yields(
+        &self,
+        node: usize,
+        epoch: Epoch,
+        basis: &BTreeMap<PartitionId, Option<(Epoch, u64)>>,
+    ) -> Result<(), String> {
+        for (part, slot) in self.nodes[node].parts.iter().enumerate() {
+            if let Machine::Leader(leader) = &slot.machine {
+                let partition_basis = basis.get(&partition_id(part)).copied().flatten();
+                leader.yields_to(epoch, partition_basis)?;
+            }
+        }
+        Ok(())
     }
 
     /// Phase two: every member asked is fenced; `node` records the new leader's first sets.
@@ -1523,6 +1555,7 @@ impl World {
             part.syncing = false;
             part.facts_writing = false;
             part.facts_queued = None;
+            part.facts_requested = part.disk.facts.clone();
             part.link = None;
             part.failed_at_us = None;
         }
@@ -1552,7 +1585,7 @@ impl World {
         target.resumed_at_us = self.now;
         for (index, part) in target.parts.iter_mut().enumerate() {
             let commit = part.disk.recovered_commit();
-            part.machine = replica_machine(index, &part.disk, commit, mutations);
+            part.machine = replica_machine(index, &part.disk, &part.disk.facts, commit, mutations);
         }
         let incarnation = target.incarnation;
         self.schedule(0, Event::Tick { node, incarnation });

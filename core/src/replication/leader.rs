@@ -410,6 +410,29 @@ impl Leader {
         self.waiting.contains_key(name)
     }
 
+    /// Whether this leader gives way to a promotion to `epoch` planned on `basis` (the
+    /// newest set version the promotion saw; `None`: forced): not if the epoch is not newer,
+    /// nor if this leader recorded or proposed a newer set since (the promotion would lead
+    /// without what that set committed, and fails instead).
+    ///
+    /// # Errors
+    ///
+    /// Why it does not, for the promotion's answer.
+    pub fn yields_to(&self, epoch: Epoch, basis: Option<(Epoch, u64)>) -> Result<(), String> {
+        if epoch <= self.epoch {
+            return Err(format!("epoch {epoch} is not newer than this leader's {}", self.epoch));
+        }
+        let newest = self.newest_in_sync();
+        if basis.is_some_and(|basis| newest.version() > basis) {
+            return Err(format!(
+                "partition {} changed its in-sync set to {newest} after the promotion asked: \
+                 retry it",
+                self.partition
+            ));
+        }
+        Ok(())
+    }
+
     /// Takes one event; appends what to do to `out`.
     pub fn step(&mut self, now: Moment, event: LeaderEvent, out: &mut Vec<LeaderCommand>) {
         match event {

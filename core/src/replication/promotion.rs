@@ -121,6 +121,14 @@ pub enum PromotionRefusal {
     },
 }
 
+impl PromotionRefusal {
+    /// Whether `force` would override this refusal.
+    #[must_use]
+    pub fn forceable(&self) -> bool {
+        !matches!(self, PromotionRefusal::Learner | PromotionRefusal::LogFailed { .. })
+    }
+}
+
 impl fmt::Display for PromotionRefusal {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

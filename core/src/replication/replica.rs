@@ -213,7 +213,10 @@ pub struct ReplicaStart {
     pub commit: Lsn,
     pub floor: Lsn,
     pub history: EpochHistory,
+    /// The newest facts the partition asked to be written (a leader stepping down may have a
+    /// write on its way), and the facts on disk now: the same unless a write is pending.
     pub facts: PartitionFacts,
+    pub durable_facts: PartitionFacts,
 }
 
 /// One partition's replication on a follower or learner. Owned by the shard that owns it.
@@ -247,12 +250,18 @@ impl Replica {
     pub fn new(partition: PartitionId, start: ReplicaStart, mutations: Mutations) -> Replica {
         assert!(start.durable <= start.last, "durable beyond the log's end");
         assert!(start.commit <= start.durable, "committed beyond durable");
+        assert!(start.facts.fence >= start.durable_facts.fence, "a pending write lowers no fence");
+        let version = |facts: &PartitionFacts| facts.in_sync.as_ref().map(InSyncSet::version);
+        assert!(version(&start.facts) >= version(&start.durable_facts), "nor a set version");
+        // A write still on its way brings the disk to `facts`: this replica waits for it
+        // rather than write them again.
+        let persisting = start.facts != start.durable_facts;
         Replica {
             partition,
             mutations,
-            facts: start.facts.clone(),
-            durable_facts: start.facts,
-            persisting: false,
+            facts: start.facts,
+            durable_facts: start.durable_facts,
+            persisting,
             last: start.last,
             history: start.history,
             durable: start.durable,
@@ -351,6 +360,31 @@ impl Replica {
     pub fn checkpointed(&mut self, lsn: Lsn) {
         assert!(lsn <= self.durable, "a checkpoint of what is durable");
         self.floor = self.floor.max(lsn);
+    }
+
+    /// Whether this partition would accept a promotion's `epoch` planned on `basis` (see
+    /// [`ReplicaEvent::AcceptEpoch`]), changing nothing.
+    ///
+    /// # Errors
+    ///
+    /// Why it would refuse.
+    pub fn would_accept(&self, epoch: Epoch, basis: Option<(Epoch, u64)>) -> Result<(), String> {
+        if epoch <= self.facts.fence && self.fencing() {
+            return Err(format!(
+                "epoch {epoch} is not newer than epoch {}, which partition {} has seen",
+                self.facts.fence, self.partition
+            ));
+        }
+        let recorded = self.facts.in_sync.as_ref();
+        if let (Some(basis), Some(set)) = (basis, recorded) {
+            if set.version() > basis && self.fencing() {
+                return Err(format!(
+                    "partition {} recorded {set} after the promotion asked: retry it",
+                    self.partition
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Where a subscription starts: the durable end of the log. `None` while frames it applied
@@ -772,25 +806,9 @@ impl Replica {
         basis: Option<(Epoch, u64)>,
         out: &mut Vec<ReplicaCommand>,
     ) {
-        if epoch <= self.facts.fence && self.fencing() {
-            let reason = format!(
-                "epoch {epoch} is not newer than epoch {}, which partition {} has seen",
-                self.facts.fence, self.partition
-            );
+        if let Err(reason) = self.would_accept(epoch, basis) {
             out.push(ReplicaCommand::AcceptRefused { epoch, reason });
             return;
-        }
-        let recorded = self.facts.in_sync.as_ref().map(InSyncSet::version);
-        if let (Some(basis), Some(recorded)) = (basis, recorded) {
-            if recorded > basis && self.fencing() {
-                let set = self.facts.in_sync.as_ref().map(ToString::to_string).unwrap_or_default();
-                let reason = format!(
-                    "partition {} recorded {set} after the promotion asked: retry it",
-                    self.partition
-                );
-                out.push(ReplicaCommand::AcceptRefused { epoch, reason });
-                return;
-            }
         }
         self.accepting = Some(self.accepting.map_or(epoch, |waiting| waiting.max(epoch)));
         self.want(epoch, None, out);

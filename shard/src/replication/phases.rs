@@ -65,6 +65,8 @@ impl Shard {
     pub(crate) fn persist_facts(self: &Rc<Self>, partition: PartitionId, facts: PartitionFacts) {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        assert!(facts.fence >= slot.facts_requested.fence, "a write never lowers the fence");
+        slot.facts_requested = facts.clone();
         if slot.facts_writing {
             slot.facts_queued = Some(facts);
             return;
@@ -79,7 +81,7 @@ impl Shard {
         let fence = {
             let partitions = self.partitions.borrow();
             let slot = partitions[partition.0 as usize].as_ref().expect("owned partition");
-            slot.facts_queued.as_ref().unwrap_or(&slot.facts).fence.max(set.leader_epoch)
+            slot.facts_requested.fence.max(set.leader_epoch)
         };
         self.persist_facts(partition, PartitionFacts { fence, in_sync: Some(set) });
     }
@@ -96,6 +98,7 @@ impl Shard {
                 let mut partitions = self.partitions.borrow_mut();
                 let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
                 slot.facts_writing = false;
+                slot.facts_queued = None;
                 slot.state.fail(reason);
                 crate::shard::fail_waiters(slot);
                 return;
@@ -164,6 +167,25 @@ impl Shard {
                 }
             })
             .collect()
+    }
+
+    /// Whether every owned partition would accept a promotion's epoch: leading ones give way
+    /// to it, following ones fence themselves at it. Changes nothing.
+    pub(crate) fn would_accept(
+        &self,
+        epoch: Epoch,
+        basis: &BTreeMap<PartitionId, Option<(Epoch, u64)>>,
+    ) -> Result<(), String> {
+        let mut partitions = self.partitions.borrow_mut();
+        for slot in partitions.iter_mut().flatten() {
+            let partition_basis = basis.get(&slot.state.id()).copied().flatten();
+            match &slot.role {
+                Role::Leader(side) => side.machine.yields_to(epoch, partition_basis)?,
+                Role::Replica(side) => side.machine.would_accept(epoch, partition_basis)?,
+                Role::Standalone { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// Promotion, phase one: every owned partition refuses anything older than `epoch` (one
@@ -371,6 +393,7 @@ pub(crate) fn replica_start(
         commit: commit.min(durable),
         floor: slot.floor.min(durable),
         history,
-        facts: slot.facts.clone(),
+        facts: slot.facts_requested.clone(),
+        durable_facts: slot.facts.clone(),
     }
 }

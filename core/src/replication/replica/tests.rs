@@ -15,7 +15,8 @@ fn replica(last: u64, durable: u64, fence: u64) -> Replica {
         commit: Lsn(0),
         floor: Lsn(0),
         history,
-        facts,
+        facts: facts.clone(),
+        durable_facts: facts,
     };
     Replica::new(PartitionId(0), start, Mutations::NONE)
 }
@@ -172,4 +173,35 @@ fn a_promotion_is_accepted_once_only_and_not_over_a_newer_set() {
         }]
     );
     assert_eq!(persisted(&mut replica, 3), [ReplicaCommand::Installed { epoch: Epoch(3) }]);
+}
+
+#[test]
+fn a_replica_taking_over_a_pending_write_waits_for_its_own_facts_before_it_answers() {
+    // A leader stepped down with its set at isr_epoch 6 on its way to disk (fence 2); the
+    // replica that takes over starts from those facts, not from the older ones on disk.
+    let member = Member { name: "a".into(), address: "127.0.0.1:1".into() };
+    let on_disk = InSyncSet::new(Epoch(2), 5, "a", vec![member.clone()]);
+    let on_the_way = InSyncSet::new(Epoch(2), 6, "a", vec![member]);
+    let start = ReplicaStart {
+        last: Lsn(3),
+        durable: Lsn(3),
+        commit: Lsn(0),
+        floor: Lsn(0),
+        history: EpochHistory::default(),
+        facts: PartitionFacts { fence: Epoch(2), in_sync: Some(on_the_way.clone()) },
+        durable_facts: PartitionFacts { fence: Epoch(2), in_sync: Some(on_disk) },
+    };
+    let mut replica = Replica::new(PartitionId(0), start, Mutations::NONE);
+    let accept = ReplicaEvent::AcceptEpoch { epoch: Epoch(4), basis: Some((Epoch(2), 6)) };
+    assert_eq!(step(&mut replica, accept), [], "one write at a time: the pending one first");
+    let pending = PartitionFacts { fence: Epoch(2), in_sync: Some(on_the_way.clone()) };
+    let after = step(&mut replica, ReplicaEvent::FactsPersisted { facts: pending });
+    let fenced = PartitionFacts { fence: Epoch(4), in_sync: Some(on_the_way) };
+    assert_eq!(
+        after,
+        [ReplicaCommand::PersistFacts { facts: fenced.clone() }],
+        "the old write is not the new fence: no answer yet, and no older facts written"
+    );
+    let done = step(&mut replica, ReplicaEvent::FactsPersisted { facts: fenced });
+    assert_eq!(done, [ReplicaCommand::Accepted { epoch: Epoch(4) }]);
 }

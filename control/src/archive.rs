@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use strata_core::{Lsn, PartitionId};
 use strata_objstore::{Layout, SharedProgress, Store};
 use strata_shard::{ControlMessage, NodeHandle};
-use strata_wal::ArchiveMarks;
 
 /// The file in the data directory that keeps the archive prefix a replica adopted.
 pub const PREFIX_FILE: &str = "strata.archive";
@@ -19,7 +18,6 @@ pub struct ArchiveAccess {
     pub store: Store,
     /// This node's archive layout; the uploader reads it at every pass.
     pub layout: Arc<Mutex<Layout>>,
-    pub marks: Arc<ArchiveMarks>,
     pub segment_bytes: u64,
     pub progress: SharedProgress,
     pub data_dir: PathBuf,
@@ -88,9 +86,15 @@ async fn load_and_install(
     leader_prefix: &str,
 ) -> Result<usize, String> {
     let layout = archive.adopt(leader_prefix)?;
-    let empty: Vec<PartitionId> = (0..handle.partition_count)
-        .map(PartitionId)
-        .filter(|partition| archive.marks.committed(*partition) == Lsn::ZERO)
+    // Only partitions that hold no record: a replica's log may run past its commit mark and
+    // past the archive (a member of the in-sync set holds every acknowledged record), and
+    // replacing it with the archive's older image would lose what it acknowledged.
+    let empty: Vec<PartitionId> = handle
+        .report()
+        .await
+        .into_iter()
+        .filter(|report| report.durable_lsn == Lsn::ZERO && report.failed.is_none())
+        .map(|report| report.partition)
         .collect();
     if empty.is_empty() {
         return Ok(0);

@@ -253,9 +253,10 @@ pub enum ControlMessage {
     Follow { leader: SocketAddr, member: Member, kind: ReplicaKind, leader_shards: Option<u32> },
     /// Stop following. The partitions keep what they have.
     Unfollow,
-    /// Replica, before it follows: replace one partition's log and state with the log written
-    /// in `staged` from the archive. Answers the last LSN loaded, or why it failed (the
-    /// partition then refuses writes until restart, as after a failed snapshot install).
+    /// Replica, before it follows: replace the log and state of a partition that holds no
+    /// record with the log written in `staged` from the archive. Answers the last LSN loaded,
+    /// or why it failed (a partition that holds records is left as it was; one whose install
+    /// failed refuses writes until restart, as after a failed snapshot install).
     InstallArchived {
         partition: PartitionId,
         staged: std::path::PathBuf,

@@ -34,7 +34,6 @@ pub fn start_uploader(
     let access = ArchiveAccess {
         store: Arc::clone(&store),
         layout: Arc::new(Mutex::new(layout.clone())),
-        marks: Arc::clone(&marks),
         segment_bytes: config.wal.segment_size.0,
         progress: Arc::default(),
         data_dir: config.storage.data_dir.clone(),

@@ -124,6 +124,9 @@ pub struct NodeSettings {
     /// Lines added to the `[wal]` section.
     pub wal: String,
     pub extra: String,
+    /// Variables set in the node process's environment, besides `STRATA_LOG` (e.g. to run it
+    /// under an `LD_PRELOAD` library).
+    pub environment: Vec<(String, String)>,
 }
 
 impl Default for NodeSettings {
@@ -143,6 +146,7 @@ impl Default for NodeSettings {
             storage: String::new(),
             wal: String::new(),
             extra: String::new(),
+            environment: Vec::new(),
         }
     }
 }
@@ -240,6 +244,7 @@ impl TestNode {
             .args(["node", "--config"])
             .arg(self.config_path())
             .env("STRATA_LOG", "info")
+            .envs(self.settings.environment.iter().map(|(name, value)| (name, value)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
             .stderr(log)

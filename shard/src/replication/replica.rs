@@ -781,6 +781,14 @@ impl Shard {
             let _ = reply.send(Err(format!("partition {partition} is not on this shard")));
             return;
         }
+        let holds = self.partitions.borrow()[partition.0 as usize]
+            .as_ref()
+            .map_or(Lsn::ZERO, |slot| slot.state.last_lsn());
+        if holds > Lsn::ZERO {
+            let reason = format!("partition {partition} holds records through {holds}; kept");
+            let _ = reply.send(Err(reason));
+            return;
+        }
         self.become_replica(partition);
         self.close_log_for_replacement(partition).await;
         let directory = self.partition_directory(partition);

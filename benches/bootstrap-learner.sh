@@ -210,7 +210,7 @@ main() {
     learner_keys="$(redis-cli -p "$(setting learner client_port)" dbsize)"
     printf '\ndata: %s MiB of values (%s keys of %s bytes)\n' "$DATA_MIB" "$KEYS" "$VALUE_BYTES"
     printf 'learner serving after   %s s (role change incl. bootstrap and catch-up)\n' "$seconds"
-    printf 'bootstrap               %s, %.0f MiB loaded from shared storage, %.1f MiB/s over the join\n' \
+    printf 'bootstrap               %s, %.0f MiB loaded from the archive, %.1f MiB/s over the join\n' \
         "$state" "$(awk -v b="$loaded" 'BEGIN { print b / 2^20 }')" \
         "$(awk -v b="$loaded" -v s="$seconds" 'BEGIN { print b / 2^20 / s }')"
     printf 'raw download            %.0f MiB in %s s, %.1f MiB/s (%s, same objects)\n' \

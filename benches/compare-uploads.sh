@@ -4,7 +4,7 @@
 # uploads to a real S3 server (a Ceph RGW instance of its own, started here) and to a local
 # directory. The client is `strata bench` (50 connections, 128-byte SETs, pipeline 16).
 # Rounds alternate the setups; every round starts on empty data directories and an empty
-# store. The table shows medians of ops/s and p99, the node's CPU seconds, the S3 server's
+# archive. The table shows medians of ops/s and p99, the node's CPU seconds, the S3 server's
 # CPU seconds, the bytes uploaded during the test and the backlog left at its end.
 #
 # Usage: benches/compare-uploads.sh [--smoke]
@@ -113,7 +113,7 @@ peer_port = $(free_port)
 [wal]
 wal_flush = "FlushAtOnce"
 segment_size = "16MB"
-checkpoint_size = "64MB"
+snapshot_size = "64MB"
 [storage]
 data_dir = "$directory/data"
 $(storage_lines "$setup" "$directory")

@@ -7,8 +7,8 @@
 #
 # Usage: benches/memory-and-restart.sh
 # Environment: KEYS (default 1000000), RESTART_KEYS (default 7000000: about 1 GiB of WAL and
-# checkpoints), VALUE_BYTES (128), SHARDS (2), CHECKPOINT_SIZE (256MB; smaller makes the
-# restart load checkpoints as well as WAL), KEEP_WORK=1 to keep the data directory.
+# snapshots), VALUE_BYTES (128), SHARDS (2), SNAPSHOT_SIZE (256MB; smaller makes the
+# restart load snapshots as well as WAL), KEEP_WORK=1 to keep the data directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,7 +16,7 @@ KEYS=${KEYS:-1000000}
 RESTART_KEYS=${RESTART_KEYS:-7000000}
 VALUE_BYTES=${VALUE_BYTES:-128}
 SHARDS=${SHARDS:-2}
-CHECKPOINT_SIZE=${CHECKPOINT_SIZE:-256MB}
+SNAPSHOT_SIZE=${SNAPSHOT_SIZE:-256MB}
 PORT=${PORT:-17817}
 
 if [ -z "${STRATA_BIN:-}" ]; then
@@ -41,7 +41,7 @@ client_port = $PORT
 data_dir = "$work/data"
 [wal]
 wal_flush = "FlushAtOnce"
-checkpoint_size = "$CHECKPOINT_SIZE"
+snapshot_size = "$SNAPSHOT_SIZE"
 TOML
 
 # Starts the node in the background (sets node_pid) and waits until it serves; the seconds
@@ -91,8 +91,8 @@ on_disk=$(du -sb "$work/data" | cut -f1)
 start_node
 seconds=$(cat "$work/start-seconds")
 keys=$(redis-cli -p "$PORT" dbsize)
-# What recovery read: WAL bytes replayed and checkpoint entries loaded, from the node's log.
+# What recovery read: WAL bytes replayed and snapshot entries loaded, from the node's log.
 replayed=$(tail -n 200 "$work/node.log" | grep -o 'bytes_replayed: [0-9]*' | awk '{s+=$2} END {print s+0}')
-checkpoint_entries=$(tail -n 200 "$work/node.log" | grep -o 'checkpoint_entries: [0-9]*' | awk '{s+=$2} END {print s+0}')
-echo "restart: data_dir_bytes=$on_disk wal_bytes_replayed=$replayed checkpoint_entries=$checkpoint_entries"
+snapshot_entries=$(tail -n 200 "$work/node.log" | grep -o 'snapshot_entries: [0-9]*' | awk '{s+=$2} END {print s+0}')
+echo "restart: data_dir_bytes=$on_disk wal_bytes_replayed=$replayed snapshot_entries=$snapshot_entries"
 echo "restart: keys=$keys seconds_to_serve=$seconds"

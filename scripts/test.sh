@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 ./scripts/setup.sh
 
-echo "== S3 server for the shared-storage tests (Ceph RGW on 127.0.0.1)"
+echo "== S3 server for the archive tests (Ceph RGW on 127.0.0.1)"
 ./scripts/s3-server.sh start
 eval "$(./scripts/s3-server.sh env)"
 

@@ -1,18 +1,18 @@
-//! Shared storage as the control thread uses it: the prefix a replica adopts from its leader,
+//! The archive as the control thread uses it: the prefix a replica adopts from its leader,
 //! and bootstrap, which loads a new replica's empty partitions from the archive before it
 //! follows.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use strata_archive::{Layout, SharedProgress, Store};
 use strata_core::{Lsn, PartitionId};
-use strata_objstore::{Layout, SharedProgress, Store};
 use strata_shard::{ControlMessage, NodeHandle};
 
 /// The file in the data directory that keeps the archive prefix a replica adopted.
 pub const PREFIX_FILE: &str = "strata.archive";
 
-/// Shared storage as the control thread uses it.
+/// The archive as the control thread uses it.
 #[derive(Clone)]
 pub struct ArchiveAccess {
     pub store: Store,
@@ -71,13 +71,13 @@ pub async fn bootstrap(archive: &ArchiveAccess, handle: &NodeHandle, leader_pref
     let outcome = load_and_install(archive, handle, leader_prefix).await;
     match &outcome {
         Ok(0) => {}
-        Ok(partitions) => tracing::info!(partitions, "bootstrap from shared storage done"),
+        Ok(partitions) => tracing::info!(partitions, "bootstrap from the archive done"),
         Err(error) => {
-            let what = "bootstrap from shared storage failed; catching up from the leader";
+            let what = "bootstrap from the archive failed; catching up from the leader";
             tracing::warn!(%error, "{what}");
         }
     }
-    strata_objstore::finish_progress(&archive.progress, outcome.err());
+    strata_archive::finish_progress(&archive.progress, outcome.err());
 }
 
 async fn load_and_install(
@@ -109,7 +109,7 @@ async fn load_and_install(
         bar.set_length(total);
         bar.set_position(loaded);
     };
-    let staged = strata_objstore::stage_partitions(
+    let staged = strata_archive::stage_partitions(
         &archive.store,
         &layout,
         &archive.data_dir,
@@ -122,7 +122,7 @@ async fn load_and_install(
     .map_err(|error| error.to_string());
     bar.finish_and_clear();
     let staged = staged?;
-    strata_objstore::installing(&archive.progress);
+    strata_archive::installing(&archive.progress);
     for partition in &staged {
         let (reply, answer) = flume::bounded(1);
         let message = ControlMessage::InstallArchived {
@@ -137,7 +137,7 @@ async fn load_and_install(
         tracing::info!(
             partition = partition.partition.0,
             lsn = installed.0,
-            "partition loaded from shared storage"
+            "partition loaded from the archive"
         );
     }
     let _ = std::fs::remove_dir_all(archive.data_dir.join("bootstrap"));

@@ -168,7 +168,8 @@ async fn variable(State(control): State<Arc<Control>>, Path(name): Path<String>)
     answer(outcome)
 }
 
-/// Beyond Infinity: shared storage and the uploader (backlog, failures, last error).
+/// Beyond Infinity: the archive (whether shared storage is configured, and where) and the
+/// uploader (backlog, failures, last error).
 async fn storage(State(control): State<Arc<Control>>) -> Response {
     let mut fields = Map::new();
     match &control.config.storage_status {

@@ -47,15 +47,15 @@ pub struct ControlConfig {
     /// Where the data epoch is kept.
     pub data_dir: PathBuf,
     pub version: String,
-    /// The state of shared storage and the uploader, for `GET /admin/storage`; `None` when
+    /// The state of the archive and the uploader, for `GET /admin/storage`; `None` when
     /// nothing is archived.
     pub storage_status: Option<StorageStatus>,
-    /// Shared storage, when the node has it: a leader tells registering nodes its prefix, a
+    /// The archive, when the node has one: a leader tells registering nodes its prefix, a
     /// new replica bootstraps from it.
     pub archive: Option<crate::archive::ArchiveAccess>,
 }
 
-/// Reports the shared storage's state as JSON.
+/// Reports the archive's state as JSON.
 pub type StorageStatus = std::sync::Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
 /// What a replica knows of its leader.

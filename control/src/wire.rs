@@ -130,7 +130,7 @@ pub(crate) struct Response {
     pub sender_status: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<PeerNode>,
-    /// Register: the leader's prefix in shared storage, which the replica adopts.
+    /// Register: the leader's prefix in the archive, which the replica adopts.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub archive_prefix: String,
     /// Register: the leader's shard count; a replica streams the partitions one leader shard

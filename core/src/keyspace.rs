@@ -224,7 +224,7 @@ impl Keyspace {
         self.expiring
     }
 
-    /// Every entry, for checkpoints: (key, value, expire_at_ms).
+    /// Every entry, for snapshots: (key, value, expire_at_ms).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
         self.slots.iter().map(|slot| (slot.key(), slot.entry().value, slot.expire_at_ms))
     }

@@ -125,7 +125,7 @@ impl Partition {
         self.failure.as_deref()
     }
 
-    /// Loads one checkpoint entry during recovery.
+    /// Loads one snapshot entry during recovery.
     pub fn load_entry(&mut self, key: &[u8], value: &[u8], expire_at_ms: u64, lsn: Lsn) {
         assert!(self.open.is_empty());
         self.keyspace.insert(key, value, expire_at_ms, lsn);

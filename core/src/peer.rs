@@ -54,7 +54,7 @@ pub enum MessageKind {
     Frames = 10,
     /// Leader → replica, [`Position`]: the partition's commit LSN.
     Commit = 11,
-    /// Leader → replica: the next piece of a snapshot (a sealed checkpoint image).
+    /// Leader → replica: the next piece of a snapshot (its sealed image, as in a snapshot file).
     SnapshotChunk = 12,
     /// Leader → replica, [`Position`]: the snapshot is complete; it holds the state at this
     /// LSN.
@@ -371,7 +371,7 @@ pub struct StreamFrom {
     /// The last LSN durable on the replica, and the epoch of the frame that wrote it.
     pub last_lsn: Lsn,
     pub last_epoch: Epoch,
-    /// The lowest LSN its log can be cut back to (its newest checkpoint's).
+    /// The lowest LSN its log can be cut back to (its newest snapshot's).
     pub floor: Lsn,
     /// The highest epoch the replica has seen for this partition.
     pub fence: Epoch,
@@ -500,7 +500,7 @@ fn read_stream_from(reader: &mut Reader<'_>) -> Result<StreamFrom, String> {
     let history = EpochHistory::from_entries(history)
         .ok_or_else(|| format!("partition {partition}: an epoch history out of order"))?;
     if floor > last_lsn {
-        return Err(format!("partition {partition}: a checkpoint beyond the log's end"));
+        return Err(format!("partition {partition}: a snapshot beyond the log's end"));
     }
     Ok(StreamFrom { partition, last_lsn, last_epoch, floor, fence, history })
 }
@@ -740,7 +740,7 @@ mod tests {
         let mut beyond = stream(1, 5);
         beyond.floor = Lsn(6);
         let bad = Subscribe { streams: vec![beyond], ..subscribe.clone() };
-        assert!(Subscribe::decode(&bad.encode()).is_err(), "a checkpoint beyond the log");
+        assert!(Subscribe::decode(&bad.encode()).is_err(), "a snapshot beyond the log");
         let encoded = subscribe.encode();
         for cut in 0..encoded.len() - subscribe.address.len() {
             assert!(Subscribe::decode(&encoded[..cut]).is_err(), "cut at {cut}");

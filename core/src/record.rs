@@ -1,7 +1,7 @@
 //! Log records: the *effects* of write commands, so that replay is deterministic.
 //!
 //! `INCR` logs the resulting value as a `Set`; relative expiry logs an absolute time. Applying
-//! the same record twice gives the same state, which is what lets a fuzzy checkpoint be followed
+//! the same record twice gives the same state, which is what lets a fuzzy snapshot be followed
 //! by a replay that overlaps it.
 
 use rkyv::{Archive, Deserialize, Serialize};

@@ -43,18 +43,18 @@ pub struct NodeOptions {
     /// With `direct_io`, on ext4 and XFS: the partitions of a shard share one fdatasync per
     /// round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).
     pub shared_sync: bool,
-    pub checkpoint_bytes: u64,
+    pub snapshot_bytes: u64,
     /// Bytes a leader queues for one replica connection at most (beyond the snapshots and
     /// catch-up frames in flight); a replica further behind is cut off and catches up when it
     /// reconnects.
     pub replica_window: usize,
-    pub checkpoint_interval: Duration,
+    pub snapshot_interval: Duration,
     pub connections_max: u32,
     pub force_epoll: bool,
     pub resp_limits: RespLimits,
     /// Path of the config file, for INFO.
     pub config_file: String,
-    /// Present when segments and snapshots go to object storage: each partition's committed
+    /// Present when segments and snapshots go to the archive: each partition's committed
     /// LSN is published here for the uploader, and sealed segments wait for its floor.
     pub archive: Option<std::sync::Arc<strata_wal::ArchiveMarks>>,
 }

@@ -159,14 +159,14 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
             "# Persistence\r\nloading:0\r\naof_enabled:1\r\nwal_flush:{}\r\n\
              wal_frames_written:{}\r\n\
              wal_syncs:{}\r\nwal_fdatasyncs:{}\r\nwal_failed_partitions:{}\r\n\
-             aof_last_write_status:{}\r\ncheckpoints:{}\r\n\r\n",
+             aof_last_write_status:{}\r\nsnapshots_written:{}\r\n\r\n",
             options.durability.name(),
             counters.frames_written.load(Ordering::Relaxed),
             counters.syncs.load(Ordering::Relaxed),
             counters.fdatasyncs.load(Ordering::Relaxed),
             failed_partitions,
             if failed_partitions == 0 { "ok" } else { "err" },
-            counters.checkpoints.load(Ordering::Relaxed),
+            counters.snapshots_written.load(Ordering::Relaxed),
         );
     }
     if wants(sections, "stats") {

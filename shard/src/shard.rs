@@ -87,7 +87,8 @@ pub(crate) struct Counters {
     pub(crate) syncs: AtomicU64,
     /// fdatasync calls the flushers ran (one may cover several partitions' syncs).
     pub(crate) fdatasyncs: AtomicU64,
-    pub(crate) checkpoints: AtomicU64,
+    /// Snapshots this node's partitions wrote to their logs.
+    pub(crate) snapshots_written: AtomicU64,
     /// Records a replica cut from its log where it diverged from its leader's.
     pub(crate) records_discarded: AtomicU64,
     /// Logs a replica replaced whole with its leader's snapshot.
@@ -161,13 +162,13 @@ pub(crate) struct PartitionSlot {
     waiters: Vec<Waiter>,
     /// Connections of this shard waiting for a commit of this partition.
     commit_wakers: Vec<std::task::Waker>,
-    last_checkpoint: Instant,
+    last_snapshot: Instant,
     last_sync: Instant,
     pub(crate) synced_lsn: Lsn,
     /// FlushPerSecond: housekeeping asks the flusher for a sync of writes left unsynced.
     sync_requested: bool,
-    /// Housekeeping asks for a checkpoint of a partition that had writes and went idle.
-    checkpoint_requested: bool,
+    /// Housekeeping asks for a snapshot of a partition that had writes and went idle.
+    snapshot_requested: bool,
     /// The last LSN written here as the durability mode asks (durable in FlushAtOnce).
     pub(crate) durable_lsn: Lsn,
     /// The last LSN cut into a frame (or received and queued for the WAL), and that frame's
@@ -183,7 +184,7 @@ pub(crate) struct PartitionSlot {
     /// The newest facts asked to be written: `facts` unless a write is on its way. A machine
     /// that takes over the partition starts from these, so that no write goes back.
     pub(crate) facts_requested: PartitionFacts,
-    /// The newest checkpoint's LSN: the log cannot be cut back below it.
+    /// The newest snapshot's LSN: the log cannot be cut back below it.
     pub(crate) floor: Lsn,
     /// Replica: frames received and applied, not yet written to the WAL.
     pub(crate) inbound: VecDeque<Vec<u8>>,
@@ -239,7 +240,7 @@ struct FlushJob {
     durable_lsn: Lsn,
     wal: PartitionWal,
     sync: bool,
-    checkpoint: Option<Vec<u8>>,
+    snapshot: Option<Vec<u8>>,
 }
 
 struct FlushOutcome {
@@ -248,8 +249,8 @@ struct FlushOutcome {
     durable_lsn: Lsn,
     synced: bool,
     result: Result<(), String>,
-    /// The LSN of a checkpoint written in this round.
-    checkpointed: Option<Lsn>,
+    /// The LSN of a snapshot written in this round.
+    snapshot_written: Option<Lsn>,
 }
 
 impl Shard {
@@ -278,7 +279,7 @@ impl Shard {
         self.mesh.options.data_dir.join(format!("p{}", partition.0))
     }
 
-    /// Recovers one partition's state and WAL from its directory. Checkpoint entries are
+    /// Recovers one partition's state and WAL from its directory. Snapshot entries are
     /// marked as written at `entry_lsn`.
     pub(crate) fn open_partition(
         &self,
@@ -329,7 +330,7 @@ impl Shard {
         );
         let now = Instant::now();
         let last_lsn = wal.last_lsn();
-        let floor = summary.checkpoint_lsn;
+        let floor = summary.snapshot_lsn;
         let mut entries = summary.epochs.clone();
         entries.drain(
             ..entries.len().saturating_sub(strata_core::replication::EPOCH_HISTORY_ENTRIES_MAX),
@@ -347,10 +348,10 @@ impl Shard {
             wal: Some(wal),
             waiters: Vec::new(),
             commit_wakers: Vec::new(),
-            last_checkpoint: now,
+            last_snapshot: now,
             last_sync: now,
             sync_requested: false,
-            checkpoint_requested: false,
+            snapshot_requested: false,
             durable_lsn: last_lsn,
             framed_lsn: last_lsn,
             last_epoch: summary.last_epoch,
@@ -564,7 +565,7 @@ impl Shard {
     }
 
     /// The partition's next frames (received from the leader, or cut from the open batch and
-    /// pushed to the replicas) and a checkpoint when due, or a lone sync FlushPerSecond asked
+    /// pushed to the replicas) and a snapshot when due, or a lone sync FlushPerSecond asked
     /// for.
     fn take_job(
         self: &Rc<Self>,
@@ -586,13 +587,13 @@ impl Shard {
             None => self.cut_frame(slot, partition),
         };
         let sync_requested = std::mem::take(&mut slot.sync_requested);
-        let checkpoint_requested = std::mem::take(&mut slot.checkpoint_requested);
-        let checkpoint = if frames.is_some() || checkpoint_requested {
-            self.checkpoint_if_due(slot, now)
+        let snapshot_requested = std::mem::take(&mut slot.snapshot_requested);
+        let snapshot = if frames.is_some() || snapshot_requested {
+            self.snapshot_if_due(slot, now)
         } else {
             None
         };
-        if frames.is_none() && checkpoint.is_none() && !sync_requested {
+        if frames.is_none() && snapshot.is_none() && !sync_requested {
             return (None, commands);
         }
         let wal = slot.wal.take().expect("the WAL is home between flushes");
@@ -601,8 +602,8 @@ impl Shard {
             durable_lsn: slot.framed_lsn,
             frames,
             wal,
-            sync: sync_due || checkpoint.is_some(),
-            checkpoint,
+            sync: sync_due || snapshot.is_some(),
+            snapshot,
         };
         (Some(job), commands)
     }
@@ -639,30 +640,29 @@ impl Shard {
         (Some(frame), commands)
     }
 
-    /// When a checkpoint is due and the batch just taken emptied the open records, the
+    /// When a snapshot is due and the batch just taken emptied the open records, the
     /// keyspace is exactly the state at the batch's last LSN: serialize it now, write it once
     /// the batch is durable.
-    fn checkpoint_if_due(&self, slot: &mut PartitionSlot, now: Instant) -> Option<Vec<u8>> {
+    fn snapshot_if_due(&self, slot: &mut PartitionSlot, now: Instant) -> Option<Vec<u8>> {
         if slot.state.has_open_records() || !slot.inbound.is_empty() {
             return None;
         }
         let options = &self.mesh.options;
         let wal = slot.wal.as_ref().expect("WAL is home between rounds");
-        let by_bytes = wal.bytes_since_checkpoint() >= options.checkpoint_bytes;
-        let by_time = now.duration_since(slot.last_checkpoint) >= options.checkpoint_interval
-            && wal.bytes_since_checkpoint() > 0;
+        let by_bytes = wal.bytes_since_snapshot() >= options.snapshot_bytes;
+        let by_time = now.duration_since(slot.last_snapshot) >= options.snapshot_interval
+            && wal.bytes_since_snapshot() > 0;
         if !by_bytes && !by_time {
             return None;
         }
-        slot.last_checkpoint = now;
-        let mut image =
-            strata_wal::encode_checkpoint(slot.state.id(), slot.state.keyspace().iter());
-        strata_wal::stamp_checkpoint_epoch(&mut image, slot.last_epoch);
+        slot.last_snapshot = now;
+        let mut image = strata_wal::encode_snapshot(slot.state.id(), slot.state.keyspace().iter());
+        strata_wal::stamp_snapshot_epoch(&mut image, slot.last_epoch);
         Some(image)
     }
 
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
-        let FlushJob { partition, frames, durable_lsn, mut wal, sync, checkpoint } = job;
+        let FlushJob { partition, frames, durable_lsn, mut wal, sync, snapshot } = job;
         let counters = &self.mesh.counters;
         let mut result = Ok(());
         if let Some(frames) = frames {
@@ -678,21 +678,21 @@ impl Shard {
             }
             counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        let mut checkpointed = None;
-        if let (Ok(()), Some(snapshot)) = (&result, checkpoint) {
+        let mut snapshot_written = None;
+        if let (Ok(()), Some(image)) = (&result, snapshot) {
             if let Some(marks) = &self.mesh.options.archive {
                 wal.set_archive_floor(marks.floor(partition));
             }
-            match wal.write_checkpoint(durable_lsn, snapshot).await {
+            match wal.write_snapshot(durable_lsn, image).await {
                 Ok(summary) => {
-                    counters.checkpoints.fetch_add(1, Ordering::Relaxed);
-                    tracing::info!(partition = partition.0, ?summary, "checkpoint written");
-                    checkpointed = Some(durable_lsn);
+                    counters.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(partition = partition.0, ?summary, "snapshot written");
+                    snapshot_written = Some(durable_lsn);
                 }
-                Err(error) => tracing::warn!(partition = partition.0, %error, "checkpoint failed"),
+                Err(error) => tracing::warn!(partition = partition.0, %error, "snapshot failed"),
             }
         }
-        FlushOutcome { partition, wal, durable_lsn, synced: sync, result, checkpointed }
+        FlushOutcome { partition, wal, durable_lsn, synced: sync, result, snapshot_written }
     }
 
     /// A flush round ended: what is durable now moves the partition's machine (or, alone,
@@ -718,7 +718,7 @@ impl Shard {
             slot.last_sync = Instant::now();
         }
         slot.durable_lsn = slot.durable_lsn.max(outcome.durable_lsn);
-        if let Some(lsn) = outcome.checkpointed {
+        if let Some(lsn) = outcome.snapshot_written {
             slot.floor = slot.floor.max(lsn);
         }
         let durable = slot.durable_lsn;
@@ -735,8 +735,8 @@ impl Shard {
             Role::Replica(_) => {
                 let event = ReplicaEvent::LocalDurable { lsn: durable };
                 let commands = crate::replication::replica_step_in(slot, event);
-                if let (Some(lsn), Some(side)) = (outcome.checkpointed, slot.role.replica()) {
-                    side.machine.checkpointed(lsn);
+                if let (Some(lsn), Some(side)) = (outcome.snapshot_written, slot.role.replica()) {
+                    side.machine.snapshot_written(lsn);
                 }
                 drop(partitions);
                 let _ = self.run_replica_commands(commands);
@@ -744,13 +744,13 @@ impl Shard {
         }
     }
 
-    /// Once a second: sync in FlushPerSecond mode, sweep expired keys, start due checkpoints.
+    /// Once a second: sync in FlushPerSecond mode, sweep expired keys, start due snapshots.
     pub(crate) async fn run_housekeeping(self: Rc<Self>) {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
             self.remove_expired_keys(now_ms());
             self.request_idle_syncs();
-            self.request_idle_checkpoints();
+            self.request_idle_snapshots();
             self.publish_progress();
         }
     }
@@ -761,19 +761,19 @@ impl Shard {
         }
     }
 
-    /// A partition that had writes and then none for a checkpoint interval gets its
-    /// checkpoint anyway (checkpoints are otherwise cut with a batch): recovery stays short and
+    /// A partition that had writes and then none for a snapshot interval gets its
+    /// snapshot anyway (snapshots are otherwise cut with a batch): recovery stays short and
     /// the archive receives its tail as a snapshot.
-    fn request_idle_checkpoints(&self) {
+    fn request_idle_snapshots(&self) {
         let now = Instant::now();
-        let interval = self.mesh.options.checkpoint_interval;
+        let interval = self.mesh.options.snapshot_interval;
         let mut partitions = self.partitions.borrow_mut();
         for slot in partitions.iter_mut().flatten() {
             let Some(wal) = slot.wal.as_ref() else { continue };
             let idle = !slot.state.has_open_records() && slot.inbound.is_empty();
-            let due = now.duration_since(slot.last_checkpoint) >= interval;
-            if idle && due && wal.bytes_since_checkpoint() > 0 {
-                slot.checkpoint_requested = true;
+            let due = now.duration_since(slot.last_snapshot) >= interval;
+            if idle && due && wal.bytes_since_snapshot() > 0 {
+                slot.snapshot_requested = true;
                 self.flush_signals[slot.state.id().0 as usize].raise();
             }
         }

@@ -1,5 +1,5 @@
 //! A simulated node: its disk (a log with a durable prefix, the replication facts, a
-//! checkpoint), the replication state machine of each partition, and its place in the control
+//! snapshot), the replication state machine of each partition, and its place in the control
 //! plane. Nothing here schedules anything; the world does.
 
 use std::collections::VecDeque;
@@ -23,8 +23,8 @@ pub struct Entry {
 }
 
 /// A partition's disk. `log[i]` holds LSN `i + 1`; the first `durable` records survive a
-/// crash, the rest do not. Frames up to `start` are gone from the log files (a checkpoint
-/// covers them), and the log cannot be cut back below `floor`, its newest checkpoint.
+/// crash, the rest do not. Frames up to `start` are gone from the log files (a snapshot
+/// covers them), and the log cannot be cut back below `floor`, its newest snapshot.
 #[derive(Clone, Debug, Default)]
 pub struct Disk {
     pub log: Vec<Entry>,
@@ -49,7 +49,7 @@ impl Disk {
         self.log[usize::try_from(lsn - 1).expect("fits")].epoch
     }
 
-    /// The epoch history recovery would rebuild: the checkpoint's epoch at its LSN, then each
+    /// The epoch history recovery would rebuild: the snapshot's epoch at its LSN, then each
     /// change of epoch among the records after it.
     pub fn history(&self) -> EpochHistory {
         let mut history = EpochHistory::default();

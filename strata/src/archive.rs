@@ -1,4 +1,4 @@
-//! Shared storage in the binary: starting the uploader for `strata node`, and
+//! The archive in the binary: starting the uploader for `strata node`, and
 //! `strata restore`.
 
 use std::path::{Path, PathBuf};
@@ -6,14 +6,14 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use strata_archive::{Layout, StoreLocation, UploaderConfig};
 use strata_control::archive::ArchiveAccess;
-use strata_objstore::{Layout, StoreLocation, UploaderConfig};
 use strata_shard::{ClusterShared, ServingMode};
 use strata_wal::ArchiveMarks;
 
 use crate::config::Config;
 
-/// The node's prefix in shared storage: the one it adopted from a leader, or
+/// The node's prefix in the archive: the one it adopted from a leader, or
 /// `<cluster name>-<cluster id>`.
 pub fn prefix(config: &Config, cluster_id: &str) -> String {
     strata_control::archive::stored_prefix(&config.storage.data_dir)
@@ -21,7 +21,7 @@ pub fn prefix(config: &Config, cluster_id: &str) -> String {
 }
 
 /// Starts the uploader when the config names shared storage. Returns what the control
-/// thread uses of shared storage, and what the admin API reports of it.
+/// thread uses of the archive, and what the admin API reports of it.
 pub fn start_uploader(
     config: &Config,
     location: &StoreLocation,
@@ -29,7 +29,7 @@ pub fn start_uploader(
     shared: &Arc<ClusterShared>,
     marks: Arc<ArchiveMarks>,
 ) -> Result<(ArchiveAccess, strata_control::StorageStatus), String> {
-    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let store = strata_archive::connect(location).map_err(|error| error.to_string())?;
     let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
     let access = ArchiveAccess {
         store: Arc::clone(&store),
@@ -56,7 +56,7 @@ pub fn start_uploader(
         backlog_warning_bytes: config.storage.upload_backlog_warning.0,
         snapshots_kept: config.storage.archive_snapshots_kept as usize,
     };
-    let handle = strata_objstore::start_uploader(uploader).map_err(|error| error.to_string())?;
+    let handle = strata_archive::start_uploader(uploader).map_err(|error| error.to_string())?;
     tracing::info!(location = %location, prefix = layout.prefix(), "archiving to shared storage");
     let metrics = Arc::clone(&handle.metrics);
     let location = location.to_string();
@@ -151,7 +151,7 @@ fn check_empty(data_dir: &Path) -> Result<(), String> {
 }
 
 fn restore(location: &StoreLocation, layout: &Layout, data_dir: &Path) -> Result<(), String> {
-    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let store = strata_archive::connect(location).map_err(|error| error.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -169,7 +169,7 @@ fn restore(location: &StoreLocation, layout: &Layout, data_dir: &Path) -> Result
         bar.set_position(done);
     };
     let report = runtime
-        .block_on(strata_objstore::restore(&store, layout, data_dir, &mut progress))
+        .block_on(strata_archive::restore(&store, layout, data_dir, &mut progress))
         .map_err(|error| error.to_string())?;
     bar.finish_and_clear();
     let cluster_id = layout.prefix().rsplit_once('-').map(|(_, id)| id.to_string());
@@ -178,7 +178,7 @@ fn restore(location: &StoreLocation, layout: &Layout, data_dir: &Path) -> Result
     Ok(())
 }
 
-fn print_report(report: &strata_objstore::RestoreReport) {
+fn print_report(report: &strata_archive::RestoreReport) {
     println!(
         "{:>9} {:>14} {:>10} {:>9} {:>10} {:>12}",
         "partition", "snapshot_lsn", "keys", "segments", "records", "last_lsn"
@@ -203,9 +203,9 @@ fn print_report(report: &strata_objstore::RestoreReport) {
     );
 }
 
-/// Before recovery: a partition whose local log lost its head (no checkpoint, and the oldest
+/// Before recovery: a partition whose local log lost its head (no snapshot, and the oldest
 /// segment starts after LSN 1) gets the archived snapshot that joins up with its oldest local
-/// segment, so the node recovers fully from the local tail plus shared storage.
+/// segment, so the node recovers fully from the local tail plus the archive.
 pub fn complete_local_logs(
     config: &Config,
     location: &StoreLocation,
@@ -221,7 +221,7 @@ pub fn complete_local_logs(
     if incomplete.is_empty() {
         return Ok(());
     }
-    let store = strata_objstore::connect(location).map_err(|error| error.to_string())?;
+    let store = strata_archive::connect(location).map_err(|error| error.to_string())?;
     let layout = Layout::new(&prefix(config, cluster_id)).map_err(|error| error.to_string())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -233,7 +233,7 @@ pub fn complete_local_logs(
     Ok(())
 }
 
-/// A partition directory whose log starts after LSN 1 without a checkpoint.
+/// A partition directory whose log starts after LSN 1 without a snapshot.
 struct MissingHead {
     partition: strata_core::PartitionId,
     directory: PathBuf,
@@ -248,14 +248,14 @@ fn missing_head(directory: &Path, index: u32) -> Result<Option<MissingHead>, Str
     }
     let names = std::fs::read_dir(directory)
         .map_err(|error| format!("cannot read {}: {error}", directory.display()))?;
-    let has_checkpoint = names.flatten().any(|entry| {
-        entry.file_name().to_str().and_then(strata_wal::parse_checkpoint_file_name).is_some()
+    let has_snapshot = names.flatten().any(|entry| {
+        entry.file_name().to_str().and_then(strata_wal::parse_snapshot_file_name).is_some()
     });
     let segments = strata_wal::scan_segments(directory).map_err(|error| error.to_string())?;
     let (Some(oldest), Some(newest)) = (segments.first(), segments.last()) else {
         return Ok(None);
     };
-    if has_checkpoint || oldest.first_lsn.0 <= 1 {
+    if has_snapshot || oldest.first_lsn.0 <= 1 {
         return Ok(None);
     }
     let partition = strata_core::PartitionId(index);
@@ -272,11 +272,11 @@ fn missing_head(directory: &Path, index: u32) -> Result<Option<MissingHead>, Str
 }
 
 async fn fetch_head(
-    store: &strata_objstore::Store,
+    store: &strata_archive::Store,
     layout: &Layout,
     gap: &MissingHead,
 ) -> Result<(), String> {
-    let manifest = strata_objstore::read_partition_manifest(store, layout, gap.partition)
+    let manifest = strata_archive::read_partition_manifest(store, layout, gap.partition)
         .await
         .map_err(|error| error.to_string())?;
     let snapshot = manifest
@@ -286,8 +286,8 @@ async fn fetch_head(
         .find(|snapshot| snapshot.lsn + 1 >= gap.first_lsn.0 && snapshot.lsn <= gap.last_lsn.0)
         .ok_or_else(|| {
             format!(
-                "partition {}: the local log starts at LSN {} without a checkpoint, and shared \
-                 storage ({}) holds no snapshot between LSN {} and {} to complete it",
+                "partition {}: the local log starts at LSN {} without a snapshot, and the \
+                 archive ({}) holds no snapshot between LSN {} and {} to complete it",
                 gap.partition,
                 gap.first_lsn,
                 layout.prefix(),
@@ -296,17 +296,17 @@ async fn fetch_head(
             )
         })?;
     let path = layout.object(gap.partition, &snapshot.object);
-    let image = strata_objstore::fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c)
+    let image = strata_archive::fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c)
         .await
         .map_err(|error| error.to_string())?;
-    strata_wal::add_checkpoint(&gap.directory, gap.partition, path.as_ref(), &image)
+    strata_wal::add_snapshot(&gap.directory, gap.partition, path.as_ref(), &image)
         .map_err(|error| error.to_string())?;
     tracing::warn!(
         partition = gap.partition.0,
         local_first_lsn = gap.first_lsn.0,
         snapshot_lsn = snapshot.lsn,
         object = %path,
-        "the local log lacked its head; completed it with a snapshot from shared storage"
+        "the local log lacked its head; completed it with a snapshot from the archive"
     );
     Ok(())
 }

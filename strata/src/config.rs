@@ -72,15 +72,16 @@ pub struct Network {
 pub struct Storage {
     pub data_dir: PathBuf,
     pub storage_type: StorageType,
-    /// With `storage_type = "local"`: a directory that serves as the shared storage (the
-    /// archive of segments and snapshots), e.g. one directory for every node of one machine.
+    /// With `storage_type = "local"`: a directory that serves as shared storage (where the
+    /// archive of segments and snapshots lives), e.g. one directory for every node of one
+    /// machine.
     /// Unset: nothing is archived.
     pub shared_dir: Option<PathBuf>,
     /// Milliseconds between the uploader's passes over the partitions.
     pub upload_interval: u64,
     /// Upload backlog above which the node logs a warning.
     pub upload_backlog_warning: ByteSize,
-    /// Snapshots kept per partition in shared storage; older ones and the segments only they
+    /// Snapshots kept per partition in the archive; older ones and the segments only they
     /// need are deleted.
     pub archive_snapshots_kept: u32,
     /// With `storage_type = "minio"`: the S3-compatible server.
@@ -105,10 +106,14 @@ pub struct Wal {
     pub wal_flush: WalFlush,
     /// Bytes of one WAL segment file ("64MB", "1GB" or a number of bytes).
     pub segment_size: ByteSize,
-    /// A partition takes a checkpoint once this many WAL bytes were written since the last.
-    pub checkpoint_size: ByteSize,
-    /// ... or once this many seconds passed with any write.
-    pub checkpoint_interval: u64,
+    /// A partition takes a snapshot once this many WAL bytes were written since the last.
+    /// Formerly `checkpoint_size`, which is still accepted.
+    #[serde(alias = "checkpoint_size")]
+    pub snapshot_size: ByteSize,
+    /// ... or once this many seconds passed with any write. Formerly `checkpoint_interval`,
+    /// which is still accepted.
+    #[serde(alias = "checkpoint_interval")]
+    pub snapshot_interval: u64,
     /// With FlushAtOnce: append with O_DIRECT, past the page cache; durable on completion
     /// (O_DSYNC) unless `shared_sync` applies. Falls back to buffered I/O (logged) where the
     /// file system refuses O_DIRECT.
@@ -121,7 +126,7 @@ pub struct Wal {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Cluster {
-    /// Name of the cluster: the first part of its prefix in shared storage.
+    /// Name of the cluster: the first part of its prefix in the archive.
     pub name: String,
     /// Partitions of the keyspace; fixed once the data directory holds data.
     pub partitions: u32,
@@ -239,8 +244,8 @@ impl Default for Wal {
         Wal {
             wal_flush: WalFlush::FlushAtOnce,
             segment_size: ByteSize(64 << 20),
-            checkpoint_size: ByteSize(256 << 20),
-            checkpoint_interval: 300,
+            snapshot_size: ByteSize(256 << 20),
+            snapshot_interval: 300,
             direct_io: true,
             shared_sync: true,
         }
@@ -330,8 +335,8 @@ impl Config {
             ("cluster_name".into(), self.cluster.name.clone()),
             ("wal_flush".into(), format!("{:?}", self.wal.wal_flush)),
             ("segment_size".into(), text(&self.wal.segment_size.0)),
-            ("checkpoint_size".into(), text(&self.wal.checkpoint_size.0)),
-            ("checkpoint_interval".into(), text(&self.wal.checkpoint_interval)),
+            ("snapshot_size".into(), text(&self.wal.snapshot_size.0)),
+            ("snapshot_interval".into(), text(&self.wal.snapshot_interval)),
             ("direct_io".into(), text(&self.wal.direct_io)),
             ("shared_sync".into(), text(&self.wal.shared_sync)),
             ("partitions".into(), text(&self.cluster.partitions)),
@@ -345,10 +350,10 @@ impl Config {
 
     /// Where segments and snapshots are archived, if anywhere.
     #[must_use]
-    pub fn archive_location(&self) -> Option<strata_objstore::StoreLocation> {
+    pub fn archive_location(&self) -> Option<strata_archive::StoreLocation> {
         match self.storage.storage_type {
             StorageType::Local => {
-                self.storage.shared_dir.clone().map(strata_objstore::StoreLocation::Directory)
+                self.storage.shared_dir.clone().map(strata_archive::StoreLocation::Directory)
             }
             StorageType::Minio => {
                 let object = &self.storage.object_storage;
@@ -356,7 +361,7 @@ impl Config {
                 let url = object.url.trim().trim_end_matches('/');
                 let endpoint =
                     if url.contains("://") { url.to_string() } else { format!("{scheme}://{url}") };
-                Some(strata_objstore::StoreLocation::S3 {
+                Some(strata_archive::StoreLocation::S3 {
                     endpoint,
                     bucket: object.bucket_name.clone(),
                     access_key: object.access_key.clone(),
@@ -456,11 +461,11 @@ impl Config {
             let message = format!("{segment} bytes is not a multiple of 4096 in 64KB..=1GB");
             return Err(("wal.segment_size", message));
         }
-        if self.wal.checkpoint_size.0 < segment {
-            return Err(("wal.checkpoint_size", "must be at least wal.segment_size".into()));
+        if self.wal.snapshot_size.0 < segment {
+            return Err(("wal.snapshot_size", "must be at least wal.segment_size".into()));
         }
-        if self.wal.checkpoint_interval == 0 {
-            return Err(("wal.checkpoint_interval", "must be at least 1 second".into()));
+        if self.wal.snapshot_interval == 0 {
+            return Err(("wal.snapshot_interval", "must be at least 1 second".into()));
         }
         Ok(())
     }
@@ -536,7 +541,7 @@ mod tests {
             url = \"127.0.0.1:9000\"\nbucket_name = \"infinity\"\naccess_key = \"minioadmin\"\n\
             secret_key = \"minioadmin\"\nenable_https = false\n";
         let config = parse(text).unwrap();
-        let Some(strata_objstore::StoreLocation::S3 { endpoint, bucket, .. }) =
+        let Some(strata_archive::StoreLocation::S3 { endpoint, bucket, .. }) =
             config.archive_location()
         else {
             panic!("expected S3")
@@ -546,16 +551,27 @@ mod tests {
         let shared = parse("[storage]\nshared_dir = \"/srv/shared\"\n").unwrap();
         assert!(matches!(
             shared.archive_location(),
-            Some(strata_objstore::StoreLocation::Directory(_))
+            Some(strata_archive::StoreLocation::Directory(_))
         ));
     }
 
     #[test]
     fn sizes_take_units() {
-        let config = parse("[wal]\nsegment_size = \"1MB\"\ncheckpoint_size = 4194304\n").unwrap();
+        let config = parse("[wal]\nsegment_size = \"1MB\"\nsnapshot_size = 4194304\n").unwrap();
         assert_eq!(config.wal.segment_size, ByteSize(1 << 20));
-        assert_eq!(config.wal.checkpoint_size, ByteSize(4 << 20));
+        assert_eq!(config.wal.snapshot_size, ByteSize(4 << 20));
         assert!(parse("[wal]\nsegment_size = \"1XB\"\n").is_err());
+    }
+
+    #[test]
+    fn the_keys_from_before_snapshots_had_their_name_are_still_accepted() {
+        let old = "[wal]\nsegment_size = \"1MB\"\n\
+                   checkpoint_size = \"8MB\"\ncheckpoint_interval = 7\n";
+        let config = parse(old).unwrap();
+        assert_eq!(config.wal.snapshot_size, ByteSize(8 << 20));
+        assert_eq!(config.wal.snapshot_interval, 7);
+        let both = "[wal]\nsnapshot_size = \"8MB\"\ncheckpoint_size = \"8MB\"\n";
+        assert!(parse(both).is_err(), "one key, under one of its names");
     }
 
     #[test]

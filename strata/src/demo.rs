@@ -70,7 +70,7 @@ fn config_text(node: &DemoNode, data_dir: &Path) -> String {
          peer_ip = \"127.0.0.1\"\npeer_port = {peer_port}\n\
          [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\
          [wal]\nwal_flush = \"FlushAtOnce\"\n\
-         segment_size = \"16MB\"\ncheckpoint_size = \"64MB\"\n\
+         segment_size = \"16MB\"\nsnapshot_size = \"64MB\"\n\
          [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\n",
         node.client_port,
         data_dir.display(),
@@ -250,7 +250,7 @@ pub fn run(options: &DemoOptions) -> ExitCode {
         std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
     println!("  list nodes: {executable} ctl --http {} nodes", nodes[0].http);
     println!(
-        "  shared storage (segments and snapshots): {}  status: curl http://{}/admin/storage",
+        "  archive in shared storage: {}  status: curl http://{}/admin/storage",
         directory.join("shared").display(),
         nodes[0].http
     );

@@ -68,7 +68,7 @@ enum Commands {
     Ctl(ctl::CtlOptions),
     /// Drive a RESP server with load and report throughput and latency.
     Bench(strata_benches::load::LoadOptions),
-    /// Build a node's data directory from shared storage alone (segments and snapshots).
+    /// Build a node's data directory from the archive alone (segments and snapshots).
     Restore(archive::RestoreOptions),
 }
 
@@ -119,9 +119,9 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
         segment_bytes: config.wal.segment_size.0,
         direct_io: config.wal.direct_io && config.wal.wal_flush == WalFlush::FlushAtOnce,
         shared_sync: config.wal.shared_sync,
-        checkpoint_bytes: config.wal.checkpoint_size.0,
+        snapshot_bytes: config.wal.snapshot_size.0,
         replica_window: usize::try_from(config.cluster.replica_window.0).unwrap_or(usize::MAX),
-        checkpoint_interval: Duration::from_secs(config.wal.checkpoint_interval),
+        snapshot_interval: Duration::from_secs(config.wal.snapshot_interval),
         connections_max: config.network.connections_max,
         force_epoll: config.general.io_driver == config::IoDriver::Epoll,
         resp_limits: strata_core::resp::RespLimits::default(),
@@ -160,7 +160,7 @@ fn run_node(config_file: &Path) -> ExitCode {
     let archive = config.archive_location();
     if let Some(location) = &archive {
         if let Err(error) = archive::complete_local_logs(&config, location, &cluster_id) {
-            tracing::error!(%error, "cannot complete the local log from shared storage");
+            tracing::error!(%error, "cannot complete the local log from the archive");
             return ExitCode::from(5);
         }
     }
@@ -215,7 +215,7 @@ fn serve(
     options: NodeOptions,
     config: &Config,
     listeners: ControlListeners,
-    archive: Option<(strata_objstore::StoreLocation, String)>,
+    archive: Option<(strata_archive::StoreLocation, String)>,
 ) -> ExitCode {
     let marks = options.archive.clone();
     let address = options.client_address;

@@ -8,7 +8,7 @@ const LOCK_FILE: &str = "strata.lock";
 /// Creates the data directory and its meta file, or checks that the partition count matches
 /// the one the directory was created with. Returns the cluster id: 16 hex digits made when
 /// the directory was created (or given, for a restored directory), the second half of the
-/// node's prefix in shared storage.
+/// node's prefix in the archive.
 pub fn prepare_data_dir(
     data_dir: &Path,
     partitions: u32,

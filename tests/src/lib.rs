@@ -105,9 +105,9 @@ pub struct NodeSettings {
     pub partitions: u32,
     pub wal_flush: &'static str,
     pub segment_size: &'static str,
-    pub checkpoint_size: &'static str,
-    /// Seconds between checkpoints of a partition with writes.
-    pub checkpoint_interval: u64,
+    pub snapshot_size: &'static str,
+    /// Seconds between snapshots of a partition with writes.
+    pub snapshot_interval: u64,
     /// `auto` or `epoll`.
     pub io_driver: &'static str,
     /// `standalone` or `admin`.
@@ -136,8 +136,8 @@ impl Default for NodeSettings {
             partitions: 8,
             wal_flush: "FlushAtOnce",
             segment_size: "4MB",
-            checkpoint_size: "64MB",
-            checkpoint_interval: 300,
+            snapshot_size: "64MB",
+            snapshot_interval: 300,
             io_driver: "auto",
             server_mode: "standalone",
             heartbeat_interval: 1000,
@@ -200,8 +200,8 @@ impl TestNode {
              [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
              http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
              [storage]\ndata_dir = \"{}\"\n{}\n\
-             [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\ncheckpoint_size = \"{}\"\n\
-             checkpoint_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
+             [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\nsnapshot_size = \"{}\"\n\
+             snapshot_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
              heartbeat_timeout = {}\nmin_insync_replicas = {}\n{}\n",
             settings.shards,
             settings.io_driver,
@@ -213,8 +213,8 @@ impl TestNode {
             self.storage_lines(),
             settings.wal_flush,
             settings.segment_size,
-            settings.checkpoint_size,
-            settings.checkpoint_interval,
+            settings.snapshot_size,
+            settings.snapshot_interval,
             settings.wal,
             settings.partitions,
             settings.heartbeat_interval,

@@ -56,8 +56,8 @@ impl S3 {
     /// # Panics
     /// When the settings are unusable.
     #[must_use]
-    pub fn store(&self) -> strata_objstore::Store {
-        strata_objstore::connect(&strata_objstore::StoreLocation::S3 {
+    pub fn store(&self) -> strata_archive::Store {
+        strata_archive::connect(&strata_archive::StoreLocation::S3 {
             endpoint: self.url.clone(),
             bucket: self.bucket.clone(),
             access_key: self.access_key.clone(),

@@ -1,5 +1,5 @@
 //! Reading a node's data directory from the outside, as `docs/wal-format.md` describes it:
-//! partition directories, segment and checkpoint file names, and frame headers. Only headers
+//! partition directories, segment and snapshot file names, and frame headers. Only headers
 //! are parsed (payloads are rkyv archives); this is enough to find frames and damage them.
 
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ pub const FRAME_HEADER_BYTES: u64 = 64;
 pub const SEGMENT_MAGIC: [u8; 4] = *b"STRS";
 /// "STRF": the first four bytes of a frame.
 pub const FRAME_MAGIC: [u8; 4] = *b"STRF";
-/// "STRC": the first four bytes of a checkpoint.
-pub const CHECKPOINT_MAGIC: [u8; 4] = *b"STRC";
+/// "STRC": the first four bytes of a snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"STRC";
 
 /// `<data_dir>/p<partition>`.
 #[must_use]
@@ -44,13 +44,13 @@ pub fn segment_files(directory: &Path) -> Vec<PathBuf> {
     files_matching(directory, |name| is_numbered(name, "", ".wal"))
 }
 
-/// The checkpoints of a partition directory (`checkpoint-<lsn, 20 digits>.ckpt`), oldest first.
+/// The snapshots of a partition directory (`snapshot-<lsn, 20 digits>.snap`), oldest first.
 #[must_use]
-pub fn checkpoint_files(directory: &Path) -> Vec<PathBuf> {
-    files_matching(directory, |name| is_numbered(name, "checkpoint-", ".ckpt"))
+pub fn snapshot_files(directory: &Path) -> Vec<PathBuf> {
+    files_matching(directory, |name| is_numbered(name, "snapshot-", ".snap"))
 }
 
-/// The LSN in a segment's or checkpoint's file name.
+/// The LSN in a segment's or snapshot's file name.
 ///
 /// # Panics
 /// If the name holds no 20-digit number.

@@ -522,7 +522,7 @@ fn binary_values_and_a_1_mib_value_round_trip() {
         shards: 2,
         partitions: PARTITIONS,
         segment_size: "4MB",
-        checkpoint_size: "64MB",
+        snapshot_size: "64MB",
         ..NodeSettings::default()
     });
     let mut c = node.client();

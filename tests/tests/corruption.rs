@@ -16,7 +16,7 @@ use strata_tests::{NodeSettings, TestNode};
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn small_segments() -> NodeSettings {
-    NodeSettings { segment_size: "64KB", checkpoint_size: "64MB", ..NodeSettings::default() }
+    NodeSettings { segment_size: "64KB", snapshot_size: "64MB", ..NodeSettings::default() }
 }
 
 /// The partition that owns every key with this hash tag, after checking that no other
@@ -176,7 +176,7 @@ fn a_bad_config_stops_the_node_with_exit_code_2() {
         "segment_size",
     );
     assert_config_refused(
-        NodeSettings { segment_size: "1MB", checkpoint_size: "64KB", ..NodeSettings::default() },
-        "checkpoint_size",
+        NodeSettings { segment_size: "1MB", snapshot_size: "64KB", ..NodeSettings::default() },
+        "snapshot_size",
     );
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use strata_tests::wal_files::{checkpoint_files, file_lsn, segment_files};
+use strata_tests::wal_files::{file_lsn, segment_files, snapshot_files};
 use strata_tests::{info_field, try_connect, NodeSettings, TestNode};
 
 const WRITERS: usize = 8;
@@ -249,16 +249,16 @@ fn verify_load(connection: &mut redis::Connection) {
     }
 }
 
-/// For each partition: (newest checkpoint LSN, first LSN of the oldest segment, checkpoints).
+/// For each partition: (newest snapshot LSN, first LSN of the oldest segment, snapshots).
 fn partition_files(node: &TestNode, partitions: u32) -> Vec<(Option<u64>, u64, usize)> {
     (0..partitions)
         .map(|partition| {
             let directory = node.partition_dir(partition);
-            let checkpoints = checkpoint_files(&directory);
+            let snapshots = snapshot_files(&directory);
             let segments = segment_files(&directory);
             assert!(!segments.is_empty(), "{} holds no segment", directory.display());
-            let newest = checkpoints.last().map(|path| file_lsn(path));
-            (newest, file_lsn(&segments[0]), checkpoints.len())
+            let newest = snapshots.last().map(|path| file_lsn(path));
+            (newest, file_lsn(&segments[0]), snapshots.len())
         })
         .collect()
 }
@@ -272,37 +272,37 @@ fn temporary_files(directory: &Path) -> Vec<String> {
 }
 
 #[test]
-fn acknowledged_writes_survive_a_kill_after_checkpoints() {
-    let seed = strata_tests::test_seed("acknowledged_writes_survive_a_kill_after_checkpoints");
+fn acknowledged_writes_survive_a_kill_after_snapshots() {
+    let seed = strata_tests::test_seed("acknowledged_writes_survive_a_kill_after_snapshots");
     let mut rng = StdRng::seed_from_u64(seed);
     let settings =
-        NodeSettings { segment_size: "64KB", checkpoint_size: "256KB", ..NodeSettings::default() };
+        NodeSettings { segment_size: "64KB", snapshot_size: "256KB", ..NodeSettings::default() };
     let partitions = settings.partitions;
     let mut node = TestNode::start(settings);
     load(&node);
     let info: String = redis::cmd("INFO").arg("persistence").query(&mut node.client()).unwrap();
-    let checkpoints: u64 =
-        info_field(&info, "checkpoints").expect("checkpoints in INFO").parse().unwrap();
-    assert!(checkpoints > 0, "no checkpoint after 30k writes:\n{info}");
+    let snapshots: u64 =
+        info_field(&info, "snapshots_written").expect("snapshots_written in INFO").parse().unwrap();
+    assert!(snapshots > 0, "no snapshot after 30k writes:\n{info}");
 
-    // Kill while writers run, possibly in the middle of a checkpoint or a roll.
+    // Kill while writers run, possibly in the middle of a snapshot or a roll.
     let writers: Vec<Writer> = (0..4).map(Writer::new).collect();
     let delay = Duration::from_millis(rng.gen_range(200..=1500));
     let mut writers = write_and_kill(&mut node, writers, delay);
 
     let files = partition_files(&node, partitions);
-    println!("per partition (newest checkpoint, oldest segment, checkpoints): {files:?}");
+    println!("per partition (newest snapshot, oldest segment, snapshots): {files:?}");
     assert!(
-        files.iter().any(|(checkpoint, _, _)| checkpoint.is_some()),
-        "no checkpoint file in any partition"
+        files.iter().any(|(snapshot, _, _)| snapshot.is_some()),
+        "no snapshot file in any partition"
     );
     assert!(
         files.iter().any(|&(_, oldest, _)| oldest > 1),
         "no segment was ever deleted: {files:?}"
     );
-    for (partition, &(checkpoint, oldest, _)) in files.iter().enumerate() {
-        if let Some(lsn) = checkpoint {
-            assert!(oldest <= lsn + 1, "p{partition}: the segment after checkpoint {lsn} is gone");
+    for (partition, &(snapshot, oldest, _)) in files.iter().enumerate() {
+        if let Some(lsn) = snapshot {
+            assert!(oldest <= lsn + 1, "p{partition}: the segment after snapshot {lsn} is gone");
         }
     }
 
@@ -313,12 +313,12 @@ fn acknowledged_writes_survive_a_kill_after_checkpoints() {
     let loaded = LOAD_THREADS as u64 * LOAD_PER_THREAD;
     assert_eq!(dbsize(&mut connection), loaded + writer_keys);
     assert!(
-        node.log().contains("checkpoint"),
-        "the node log never mentions a checkpoint:\n{}",
+        node.log().contains("snapshot"),
+        "the node log never mentions a snapshot:\n{}",
         node.log()
     );
     for (partition, &(_, _, count)) in partition_files(&node, partitions).iter().enumerate() {
-        assert!(count <= 1, "p{partition} keeps {count} checkpoints after recovery");
+        assert!(count <= 1, "p{partition} keeps {count} snapshots after recovery");
         let leftovers = temporary_files(&node.partition_dir(partition as u32));
         assert!(leftovers.is_empty(), "p{partition} keeps {leftovers:?} after recovery");
     }

@@ -49,7 +49,7 @@ impl Drop for SmallDisk {
 fn small_node() -> TestNode {
     let settings = NodeSettings {
         segment_size: "64KB",
-        checkpoint_size: "64MB",
+        snapshot_size: "64MB",
         partitions: 1,
         shards: 1,
         ..NodeSettings::default()

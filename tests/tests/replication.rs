@@ -364,7 +364,7 @@ fn a_follower_restarted_after_a_snapshot_continues_without_another() {
     // A small window and small segments: the ~150 KB of log per partition the late follower
     // misses is more than the leader replays from its log files (half the window or two
     // segments), so it sends snapshots. The leader uploads once at start only, so the
-    // follower finds nothing to bootstrap from in shared storage.
+    // follower finds nothing to bootstrap from in the archive.
     let storage = format!(
         "shared_dir = \"{}\"\nupload_interval = 600000",
         strata_tests::shared_dir().display()
@@ -832,7 +832,7 @@ fn connections_to(port: u16) -> usize {
 
 /// A follower's subscription to `partitions`, each with an empty log (format 2, as
 /// `docs/peer-protocol.md` writes it: kind, format, count, per partition its last LSN and
-/// epoch, checkpoint floor, fence and an empty epoch history, then the name and address).
+/// epoch, snapshot floor, fence and an empty epoch history, then the name and address).
 fn subscribe_payload(partitions: &[u32], name: &str) -> Vec<u8> {
     let mut payload = vec![1u8, 2];
     payload.extend_from_slice(&(partitions.len() as u16).to_le_bytes());

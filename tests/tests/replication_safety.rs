@@ -393,7 +393,7 @@ fn segment_sized_pair(prefix: &str, index: usize) -> Vec<(String, String)> {
 /// toward the paused f1 hold: f1 cannot have them all when it wakes up.
 #[test]
 fn segment_boundaries_do_not_hide_a_divergent_tail() {
-    // Shared storage that gets nothing but the first upload: a replica that joins a leader
+    // An archive that gets nothing but the first upload: a replica that joins a leader
     // loads the partitions it counts as empty from the archive, and this test is about the
     // log it keeps.
     let storage = format!(
@@ -589,7 +589,7 @@ fn a_follower_whose_disk_fills_leaves_the_set() {
 }
 
 /// A follower that joins a leader adopts its archive prefix and loads its *empty* partitions
-/// from shared storage before it streams. A follower pointed at a newly promoted leader is not
+/// from the archive before it streams. A follower pointed at a newly promoted leader is not
 /// empty: it holds every record it acknowledged (it is in the in-sync set for that), more
 /// than the archive, which lags the log. Replacing its log with the archive's older image
 /// would leave a member of the newest in-sync set without acknowledged writes until it caught

@@ -8,7 +8,7 @@ use strata_tests::workspace_root;
 
 const LINE_COLUMNS_MAX: usize = 100;
 const SOURCE_DIRECTORIES: &[&str] =
-    &["core", "wal", "shard", "control", "objstore", "benches", "tests", "strata"];
+    &["core", "wal", "shard", "control", "archive", "benches", "tests", "strata"];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(directory).unwrap() {
@@ -83,19 +83,19 @@ fn allowed(package: &str) -> &'static [&'static str] {
         "strata-shard" => &["strata-core", "strata-wal"],
         "strata-benches" => &["strata-core"],
         // The archive reads and writes the WAL's files and formats.
-        "strata-objstore" => &["strata-core", "strata-wal"],
+        "strata-archive" => &["strata-core", "strata-wal"],
         // The control thread orders the shards through the node handle, and bootstraps a
         // replica from the archive.
-        "strata-control" => &["strata-core", "strata-shard", "strata-wal", "strata-objstore"],
+        "strata-control" => &["strata-core", "strata-shard", "strata-wal", "strata-archive"],
         // Tests drive node processes; they read the archive in the bucket to check it.
-        "strata-tests" => &["strata-core", "strata-objstore"],
+        "strata-tests" => &["strata-core", "strata-archive"],
         "strata" => &[
             "strata-core",
             "strata-shard",
             "strata-control",
             "strata-benches",
             "strata-wal",
-            "strata-objstore",
+            "strata-archive",
         ],
         other => panic!("unknown workspace package {other}: add it to tidy"),
     }

@@ -1,10 +1,10 @@
-//! What the WAL offers the archive (object storage): the committed and archived marks shared
-//! between the shards and the uploader, reading a sealed segment's frames, checking a
-//! checkpoint image, and writing a partition directory from archived objects.
+//! What the WAL offers the archive (segments and snapshots in shared storage): the committed
+//! and archived marks shared between the shards and the uploader, reading a sealed segment's
+//! frames, checking a snapshot image, and writing a partition directory from archived objects.
 //!
-//! Segments and checkpoints go to object storage exactly as they are on disk (a segment
+//! Segments and snapshots go to the archive exactly as they are on disk (a segment
 //! without its trailing zeros), so an archived object is checked with the same rules as a
-//! local file: the segment header and every frame's CRC32C, the checkpoint's header and body
+//! local file: the segment header and every frame's CRC32C, the snapshot's header and body
 //! checksums.
 
 use std::fs;
@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use strata_core::frame::decode_frame;
 use strata_core::{Epoch, Lsn, PartitionId};
 
-use crate::checkpoint::{check_image, checkpoint_file_name, LoadedCheckpoint, TEMPORARY_SUFFIX};
 use crate::config::{SEGMENT_BYTES_MAX, SEGMENT_BYTES_MULTIPLE};
 use crate::error::WalError;
 use crate::recovery::sync_directory;
 use crate::segment::{
     segment_file_name, SegmentHeader, SEGMENT_HEADER_BLOCK_BYTES, SEGMENT_HEADER_BYTES,
 };
+use crate::snapshot::{check_image, snapshot_file_name, LoadedSnapshot, TEMPORARY_SUFFIX};
 
 /// Per partition: the last committed LSN (published by the owning shard) and the archive
 /// floor (published by the uploader): every sealed segment whose records are all at or below
@@ -126,21 +126,21 @@ pub fn segment_extent(
     })
 }
 
-/// Checks a checkpoint image of `partition` (header, body checksum, every entry) without
+/// Checks a snapshot image of `partition` (header, body checksum, every entry) without
 /// loading it.
 ///
 /// # Errors
 ///
 /// The byte offset and what is wrong.
-pub fn inspect_checkpoint(
+pub fn inspect_snapshot(
     image: &[u8],
     partition: PartitionId,
-) -> Result<LoadedCheckpoint, (u64, String)> {
+) -> Result<LoadedSnapshot, (u64, String)> {
     check_image(image, partition, None, &mut |_, _, _| {})
 }
 
 /// Writes checked archived data into an empty partition directory, for restore and
-/// bootstrap: an optional checkpoint image, then frames appended to segments of
+/// bootstrap: an optional snapshot image, then frames appended to segments of
 /// `segment_bytes` that are written whole (header, frames, zeros), synced, and named by their
 /// first LSN. Recovering the directory afterwards loads exactly this state.
 pub struct PartitionWriter {
@@ -159,7 +159,7 @@ struct OpenSegment {
 }
 
 impl PartitionWriter {
-    /// Starts writing `dir`, which must hold no segment or checkpoint.
+    /// Starts writing `dir`, which must hold no segment or snapshot.
     ///
     /// # Errors
     ///
@@ -188,23 +188,19 @@ impl PartitionWriter {
         self.next_lsn
     }
 
-    /// Writes `image` as the checkpoint; frames must then continue after its LSN.
+    /// Writes `image` as the snapshot; frames must then continue after its LSN.
     ///
     /// # Errors
     ///
     /// [`WalError::Corrupt`] naming `name` when the image is damaged or of another partition;
     /// [`WalError::Config`] when frames were written already; [`WalError::Io`].
-    pub fn write_checkpoint(
-        &mut self,
-        name: &str,
-        image: &[u8],
-    ) -> Result<LoadedCheckpoint, WalError> {
+    pub fn write_snapshot(&mut self, name: &str, image: &[u8]) -> Result<LoadedSnapshot, WalError> {
         if self.next_lsn != Lsn(1) {
-            return Err(WalError::Config { reason: "a checkpoint must come first".into() });
+            return Err(WalError::Config { reason: "a snapshot must come first".into() });
         }
-        let loaded = inspect_checkpoint(image, self.partition)
+        let loaded = inspect_snapshot(image, self.partition)
             .map_err(|(offset, reason)| WalError::corrupt(name, offset, reason))?;
-        let path = self.dir.join(checkpoint_file_name(loaded.lsn));
+        let path = self.dir.join(snapshot_file_name(loaded.lsn));
         write_synced(&path, image)?;
         self.next_lsn = loaded.lsn.next();
         Ok(loaded)
@@ -322,13 +318,13 @@ impl PartitionWriter {
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WalError> {
-    let temporary = path.with_extension(format!("ckpt{TEMPORARY_SUFFIX}"));
+    let temporary = path.with_extension(format!("snap{TEMPORARY_SUFFIX}"));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(bytes)?;
         file.sync_all()
     };
-    write().map_err(|source| WalError::io("write checkpoint", &temporary, source))?;
+    write().map_err(|source| WalError::io("write snapshot", &temporary, source))?;
     fs::rename(&temporary, path).map_err(|source| WalError::io("rename", &temporary, source))
 }
 
@@ -381,13 +377,13 @@ pub fn read_log_after(
     for (index, segment) in segments.iter().enumerate().skip(start) {
         let bytes = match fs::read(&segment.path) {
             Ok(bytes) => bytes,
-            // Deleted under us by a checkpoint: the epoch is unknown, the frames are not.
+            // Deleted under us by a snapshot: the epoch is unknown, the frames are not.
             Err(error)
                 if error.kind() == ErrorKind::NotFound && index == start && only_for_epoch =>
             {
                 continue;
             }
-            // Deleted under us by a checkpoint: the log moved on.
+            // Deleted under us by a snapshot: the log moved on.
             Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(WalError::io("read segment", &segment.path, source)),
         };
@@ -445,7 +441,7 @@ impl LogTail {
     }
 }
 
-/// Adds a checkpoint image (checked first) to the partition directory `dir` without touching
+/// Adds a snapshot image (checked first) to the partition directory `dir` without touching
 /// its segments: for a log whose head is gone from the local disk and comes back from the
 /// archive. Recovery then loads it and replays the local segments after it.
 ///
@@ -453,15 +449,15 @@ impl LogTail {
 ///
 /// [`WalError::Corrupt`] naming `name` when the image is damaged or of another partition;
 /// [`WalError::Io`] when a file operation fails.
-pub fn add_checkpoint(
+pub fn add_snapshot(
     dir: &Path,
     partition: PartitionId,
     name: &str,
     image: &[u8],
-) -> Result<LoadedCheckpoint, WalError> {
-    let loaded = inspect_checkpoint(image, partition)
+) -> Result<LoadedSnapshot, WalError> {
+    let loaded = inspect_snapshot(image, partition)
         .map_err(|(offset, reason)| WalError::corrupt(name, offset, reason))?;
-    write_synced(&dir.join(checkpoint_file_name(loaded.lsn)), image)?;
+    write_synced(&dir.join(snapshot_file_name(loaded.lsn)), image)?;
     sync_directory(dir)?;
     Ok(loaded)
 }

@@ -37,7 +37,7 @@ pub struct WalConfig {
     /// partition. Elsewhere direct appends stay `O_DSYNC`.
     pub shared_sync: bool,
     /// Sealed segments are kept until the archive holds them: one goes only when a
-    /// checkpoint covers it and its records are at or below the archive floor set with
+    /// snapshot covers it and its records are at or below the archive floor set with
     /// [`set_archive_floor`](crate::PartitionWal::set_archive_floor) (0 until then).
     /// Recovery keeps them too.
     pub keep_until_archived: bool,

@@ -10,7 +10,7 @@ use strata_core::{Lsn, PartitionId};
 ///
 /// `Io` and `Corrupt` carry the file (and for damage, the byte offset) they concern. After an
 /// `Io` error from [`append`](crate::PartitionWal::append), [`sync`](crate::PartitionWal::sync)
-/// or a checkpoint, the partition's WAL is poisoned: every later call returns `Poisoned` until
+/// or a snapshot, the partition's WAL is poisoned: every later call returns `Poisoned` until
 /// the process restarts and recovers the partition.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -52,12 +52,12 @@ pub enum WalError {
     /// only be cut where a frame ends.
     #[error("LSN {lsn} is not where a frame of the log ends")]
     NotAFrameBoundary { lsn: Lsn },
-    /// A truncation point lies before the newest checkpoint, whose state already holds the
+    /// A truncation point lies before the newest snapshot, whose state already holds the
     /// records that would be cut.
-    #[error("LSN {lsn} lies before the newest checkpoint at LSN {checkpoint}")]
-    BelowCheckpoint { lsn: Lsn, checkpoint: Lsn },
+    #[error("LSN {lsn} lies before the newest snapshot at LSN {snapshot}")]
+    BelowSnapshot { lsn: Lsn, snapshot: Lsn },
     /// A state file name that is not a plain file name of its own: empty, with a path
-    /// separator, `.` or `..`, or a name the log uses (a segment, a checkpoint, `*.tmp`).
+    /// separator, `.` or `..`, or a name the log uses (a segment, a snapshot, `*.tmp`).
     #[error("invalid state file name {name:?}")]
     StateFileName { name: String },
     /// State file contents over the limit ([`STATE_FILE_BYTES_MAX`](crate::STATE_FILE_BYTES_MAX)).

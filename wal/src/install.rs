@@ -7,14 +7,14 @@ use std::path::Path;
 
 use strata_core::{Lsn, PartitionId};
 
-use crate::checkpoint::{check_image, checkpoint_file_name, LoadedCheckpoint, TEMPORARY_SUFFIX};
 use crate::error::WalError;
 use crate::recovery::sync_directory;
+use crate::snapshot::{check_image, snapshot_file_name, LoadedSnapshot, TEMPORARY_SUFFIX};
 
-/// Checks `image` (a sealed checkpoint image of `partition` at `lsn`, from
-/// [`seal_checkpoint`](crate::seal_checkpoint)) and makes it the whole content of the partition
-/// directory `dir`: every segment and checkpoint there is deleted first, then the image is
-/// written durably as the checkpoint at its LSN. A crash in between leaves a directory that
+/// Checks `image` (a sealed snapshot image of `partition` at `lsn`, from
+/// [`seal_snapshot`](crate::seal_snapshot)) and makes it the whole content of the partition
+/// directory `dir`: every segment and snapshot there is deleted first, then the image is
+/// written durably as the snapshot at its LSN. A crash in between leaves a directory that
 /// recovers to an empty or to the new state, never to a mix. Recover the directory afterwards
 /// to load it. Blocking file I/O, as [`PartitionWal::recover`](crate::PartitionWal::recover).
 ///
@@ -28,14 +28,14 @@ pub fn install_snapshot(
     partition: PartitionId,
     lsn: Lsn,
     image: &[u8],
-) -> Result<LoadedCheckpoint, WalError> {
+) -> Result<LoadedSnapshot, WalError> {
     let loaded = check_image(image, partition, Some(lsn), &mut |_, _, _| {})
         .map_err(|(offset, reason)| WalError::corrupt(dir.join("snapshot"), offset, reason))?;
     fs::create_dir_all(dir).map_err(|source| WalError::io("create directory", dir, source))?;
     remove_log_files(dir)?;
     sync_directory(dir)?;
-    let path = dir.join(checkpoint_file_name(loaded.lsn));
-    let temporary = dir.join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(loaded.lsn)));
+    let path = dir.join(snapshot_file_name(loaded.lsn));
+    let temporary = dir.join(format!("{}{TEMPORARY_SUFFIX}", snapshot_file_name(loaded.lsn)));
     let write = || -> std::io::Result<()> {
         let mut file = fs::File::create(&temporary)?;
         file.write_all(image)?;
@@ -47,7 +47,7 @@ pub fn install_snapshot(
     Ok(loaded)
 }
 
-/// Deletes every file of the log in `dir`: segments, checkpoints, spares, temporaries.
+/// Deletes every file of the log in `dir`: segments, snapshots, spares, temporaries.
 fn remove_log_files(dir: &Path) -> Result<(), WalError> {
     for name in file_names(dir)? {
         if name.ends_with(TEMPORARY_SUFFIX) || is_log_file(&name) {
@@ -58,9 +58,9 @@ fn remove_log_files(dir: &Path) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Whether `name` is a segment or checkpoint file's.
+/// Whether `name` is a segment or snapshot file's.
 pub(crate) fn is_log_file(name: &str) -> bool {
-    crate::parse_checkpoint_file_name(name).is_some()
+    crate::parse_snapshot_file_name(name).is_some()
         || crate::parse_segment_file_name(name).is_some()
 }
 
@@ -80,7 +80,7 @@ pub(crate) fn file_names(dir: &Path) -> Result<Vec<String>, WalError> {
 /// [`PartitionWriter`](crate::PartitionWriter), from the archive): every log file in `dir`
 /// is deleted, then each staged file is moved in, and `staged` is removed. Both directories
 /// must be on one filesystem. Recover `dir` afterwards to load it. A crash in between leaves
-/// a directory that recovers to a shorter log, never a mix of two: the staged checkpoint (if
+/// a directory that recovers to a shorter log, never a mix of two: the staged snapshot (if
 /// any) moves first, then the segments in LSN order.
 ///
 /// # Errors
@@ -91,8 +91,8 @@ pub fn install_log(dir: &Path, staged: &Path) -> Result<(), WalError> {
     remove_log_files(dir)?;
     sync_directory(dir)?;
     let mut names = file_names(staged)?;
-    // Checkpoints ("checkpoint-…") sort before segments (digits) would not: order explicitly.
-    names.sort_by_key(|name| (crate::parse_checkpoint_file_name(name).is_none(), name.clone()));
+    // Snapshots ("snapshot-…") sort before segments (digits) would not: order explicitly.
+    names.sort_by_key(|name| (crate::parse_snapshot_file_name(name).is_none(), name.clone()));
     for name in names {
         let from = staged.join(&name);
         if is_log_file(&name) {

@@ -1,6 +1,6 @@
 //! Strata's write-ahead log: one log per partition, in fixed-size segment files that are
 //! written in full before use, appended to and synced through the shard's `io_uring`, with
-//! periodic checkpoints that bound replay and let old segments go.
+//! periodic snapshots that bound replay and let old segments go.
 //!
 //! The byte layout, the recovery rules and the crash argument are in `docs/wal-format.md`.
 //! A [`PartitionWal`] is owned by the shard thread that owns its partition. Beside the log, a
@@ -11,7 +11,6 @@
 
 mod aligned;
 mod archive;
-mod checkpoint;
 mod config;
 mod device_sync;
 mod direct;
@@ -20,6 +19,7 @@ mod install;
 mod mapped;
 mod recovery;
 mod segment;
+mod snapshot;
 mod state_file;
 mod truncate;
 mod wal;
@@ -28,13 +28,8 @@ mod wal;
 mod tests;
 
 pub use archive::{
-    add_checkpoint, inspect_checkpoint, read_log_after, segment_extent, ArchiveMarks, LogTail,
+    add_snapshot, inspect_snapshot, read_log_after, segment_extent, ArchiveMarks, LogTail,
     PartitionWriter, SegmentExtent,
-};
-pub use checkpoint::{
-    checkpoint_file_name, encode_checkpoint, parse_checkpoint_file_name, seal_checkpoint,
-    stamp_checkpoint_epoch, LoadedCheckpoint, CHECKPOINT_HEADER_BYTES, CHECKPOINT_MAGIC,
-    CHECKPOINT_VERSION,
 };
 pub use config::{
     frame_bytes_max, WalConfig, SEGMENT_BYTES_DEFAULT, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
@@ -48,6 +43,10 @@ pub use segment::{
     parse_segment_file_name, scan_segments, segment_file_name, SegmentHeader, SegmentInfo,
     SEGMENT_HEADER_BYTES, SEGMENT_MAGIC, SEGMENT_VERSION,
 };
+pub use snapshot::{
+    encode_snapshot, parse_snapshot_file_name, seal_snapshot, snapshot_file_name,
+    stamp_snapshot_epoch, LoadedSnapshot, SNAPSHOT_HEADER_BYTES, SNAPSHOT_MAGIC, SNAPSHOT_VERSION,
+};
 pub use state_file::{read_state_file, write_state_file, STATE_FILE_BYTES_MAX};
 pub use truncate::{truncate_log, TruncateSummary};
-pub use wal::{CheckpointSummary, PartitionWal};
+pub use wal::{PartitionWal, SnapshotSummary};

@@ -1,6 +1,6 @@
 //! Read-only maps of files that recovery reads whole: the bytes come from the page cache and
 //! do not count as the node's own memory, so recovering a 64 MiB segment or a large
-//! checkpoint does not leave the allocator holding that much.
+//! snapshot does not leave the allocator holding that much.
 
 use std::fs;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Recovery of one partition directory: newest checkpoint, then every frame after it.
+//! Recovery of one partition directory: newest snapshot, then every frame after it.
 //!
 //! Runs with blocking `std::fs` calls, before the shard serves the partition. Damage is
 //! classified here: a torn tail of the newest segment is cut, anything else is `Corrupt` with
@@ -16,41 +16,41 @@ use strata_core::frame::{
 use strata_core::record::Record;
 use strata_core::{Epoch, Lsn, PartitionId};
 
-use crate::checkpoint::{
-    load_checkpoint, parse_checkpoint_file_name, EntrySink, LoadedCheckpoint, TEMPORARY_SUFFIX,
-};
 use crate::config::{WalConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_BYTES_MULTIPLE};
 use crate::error::WalError;
 use crate::segment::{
     prewrite_segment_blocking, read_u32, scan_segments, segment_file_name, SegmentHeader,
     SegmentInfo, SEGMENT_HEADER_BYTES,
 };
+use crate::snapshot::{
+    load_snapshot, parse_snapshot_file_name, EntrySink, LoadedSnapshot, TEMPORARY_SUFFIX,
+};
 
 /// What recovery found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RecoverySummary {
-    /// LSN of the checkpoint loaded, or 0 without one.
-    pub checkpoint_lsn: Lsn,
-    pub checkpoint_entries: u64,
-    /// LSN of the last record in the log (at least `checkpoint_lsn`).
+    /// LSN of the snapshot loaded, or 0 without one.
+    pub snapshot_lsn: Lsn,
+    pub snapshot_entries: u64,
+    /// LSN of the last record in the log (at least `snapshot_lsn`).
     pub last_lsn: Lsn,
-    /// Epoch of the log's last frame (0 when the log holds no frame after the checkpoint).
+    /// Epoch of the log's last frame (0 when the log holds no frame after the snapshot).
     pub last_epoch: Epoch,
     /// Segment files read.
     pub segments: usize,
-    /// Frames holding at least one record after the checkpoint, and their bytes.
+    /// Frames holding at least one record after the snapshot, and their bytes.
     pub frames_replayed: u64,
     pub bytes_replayed: u64,
-    /// Records passed to `on_record`: those after the checkpoint.
+    /// Records passed to `on_record`: those after the snapshot.
     pub records_replayed: u64,
     /// Bytes of a torn tail zeroed in the newest segment (0 if it ended cleanly).
     pub torn_bytes: u64,
     pub elapsed: Duration,
     /// The log's epoch history, ascending in both: `(epoch, first LSN)` for each epoch among
-    /// the frames after the checkpoint, at the first LSN of its first frame, so that a replica
-    /// can find where its log and a leader's agree. A checkpoint stamped with an epoch starts
-    /// it with `(checkpoint epoch, checkpoint LSN)`, which is all that is known of the part of
-    /// the log the checkpoint covers. Empty for an empty log.
+    /// the frames after the snapshot, at the first LSN of its first frame, so that a replica
+    /// can find where its log and a leader's agree. A snapshot stamped with an epoch starts
+    /// it with `(snapshot epoch, snapshot LSN)`, which is all that is known of the part of
+    /// the log the snapshot covers. Empty for an empty log.
     pub epochs: Vec<(Epoch, Lsn)>,
     /// The highest commit LSN a frame of the log carries (each frame carries its leader's
     /// commit point when it was cut): what a replica may take as committed after a restart,
@@ -59,11 +59,11 @@ pub struct RecoverySummary {
 }
 
 impl RecoverySummary {
-    /// What the loaded checkpoint says before any frame is read: its LSN, and its epoch as
+    /// What the loaded snapshot says before any frame is read: its LSN, and its epoch as
     /// the start of the epoch history when it carries one (0 means it does not).
-    fn start_from_checkpoint(&mut self, loaded: &LoadedCheckpoint) {
-        self.checkpoint_lsn = loaded.lsn;
-        self.checkpoint_entries = loaded.entry_count;
+    fn start_from_snapshot(&mut self, loaded: &LoadedSnapshot) {
+        self.snapshot_lsn = loaded.lsn;
+        self.snapshot_entries = loaded.entry_count;
         self.last_epoch = loaded.epoch;
         if loaded.epoch.0 > 0 && loaded.lsn.0 > 0 {
             self.epochs.push((loaded.epoch, loaded.lsn));
@@ -90,18 +90,18 @@ pub(crate) struct RecoveredTail {
 /// The state of the log after recovery.
 #[derive(Clone, Debug)]
 pub(crate) struct RecoveredLog {
-    pub checkpoint_lsn: Lsn,
-    pub checkpoint_path: Option<PathBuf>,
+    pub snapshot_lsn: Lsn,
+    pub snapshot_path: Option<PathBuf>,
     pub sealed: Vec<SealedSegment>,
     pub tail: RecoveredTail,
     pub last_lsn: Lsn,
-    pub bytes_since_checkpoint: u64,
+    pub bytes_since_snapshot: u64,
 }
 
 /// The files of a partition directory, by kind.
 pub(crate) struct Listing {
     /// In LSN order.
-    pub checkpoints: Vec<(Lsn, PathBuf)>,
+    pub snapshots: Vec<(Lsn, PathBuf)>,
     /// In LSN order.
     pub segments: Vec<SegmentInfo>,
     pub temporaries: Vec<PathBuf>,
@@ -120,24 +120,24 @@ pub(crate) fn recover_log(
     let listing = list_directory(dir)?;
     remove_files(&listing.temporaries)?;
     let mut summary = RecoverySummary::default();
-    let checkpoint = load_newest_checkpoint(partition, &listing.checkpoints, on_entry)?;
-    if let Some((loaded, _)) = &checkpoint {
-        summary.start_from_checkpoint(loaded);
+    let snapshot = load_newest_snapshot(partition, &listing.snapshots, on_entry)?;
+    if let Some((loaded, _)) = &snapshot {
+        summary.start_from_snapshot(loaded);
     }
     let (kept, mut segments) =
-        split_covered_segments(listing.segments, summary.checkpoint_lsn, config)?;
+        split_covered_segments(listing.segments, summary.snapshot_lsn, config)?;
     if segments.is_empty() {
-        let first_lsn = summary.checkpoint_lsn.next();
+        let first_lsn = summary.snapshot_lsn.next();
         segments.push(create_first_segment(dir, partition, config, first_lsn)?);
     }
-    let mut replay = Replay::new(partition, summary.checkpoint_lsn, on_record);
+    let mut replay = Replay::new(partition, summary.snapshot_lsn, on_record);
     let tail = replay.segments(&segments, &mut summary)?;
     sync_directory(dir)?;
     let last_lsn = Lsn(replay.next_lsn.0 - 1);
-    if last_lsn < summary.checkpoint_lsn {
+    if last_lsn < summary.snapshot_lsn {
         let reason = format!(
-            "the log ends at LSN {last_lsn}, before the checkpoint's LSN {}",
-            summary.checkpoint_lsn
+            "the log ends at LSN {last_lsn}, before the snapshot's LSN {}",
+            summary.snapshot_lsn
         );
         return Err(WalError::corrupt(&tail.path, tail.write_offset, reason));
     }
@@ -150,12 +150,12 @@ pub(crate) fn recover_log(
         .map(|segment| SealedSegment { path: segment.path.clone(), first_lsn: segment.first_lsn })
         .collect();
     let log = RecoveredLog {
-        checkpoint_lsn: summary.checkpoint_lsn,
-        checkpoint_path: checkpoint.map(|(_, path)| path),
+        snapshot_lsn: summary.snapshot_lsn,
+        snapshot_path: snapshot.map(|(_, path)| path),
         sealed,
         tail,
         last_lsn,
-        bytes_since_checkpoint: summary.bytes_replayed,
+        bytes_since_snapshot: summary.bytes_replayed,
     };
     Ok((log, summary))
 }
@@ -164,7 +164,7 @@ pub(crate) fn list_directory(dir: &Path) -> Result<Listing, WalError> {
     let entries =
         fs::read_dir(dir).map_err(|source| WalError::io("read directory", dir, source))?;
     let mut listing =
-        Listing { checkpoints: Vec::new(), segments: Vec::new(), temporaries: Vec::new() };
+        Listing { snapshots: Vec::new(), segments: Vec::new(), temporaries: Vec::new() };
     for entry in entries {
         let entry = entry.map_err(|source| WalError::io("read directory", dir, source))?;
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
@@ -172,11 +172,11 @@ pub(crate) fn list_directory(dir: &Path) -> Result<Listing, WalError> {
         };
         if name.ends_with(TEMPORARY_SUFFIX) {
             listing.temporaries.push(entry.path());
-        } else if let Some(lsn) = parse_checkpoint_file_name(&name) {
-            listing.checkpoints.push((lsn, entry.path()));
+        } else if let Some(lsn) = parse_snapshot_file_name(&name) {
+            listing.snapshots.push((lsn, entry.path()));
         }
     }
-    listing.checkpoints.sort();
+    listing.snapshots.sort();
     listing.segments = scan_segments(dir)?;
     Ok(listing)
 }
@@ -188,33 +188,33 @@ fn remove_files(paths: &[PathBuf]) -> Result<(), WalError> {
     Ok(())
 }
 
-/// Loads the newest checkpoint and removes the older ones, which it supersedes.
-fn load_newest_checkpoint(
+/// Loads the newest snapshot and removes the older ones, which it supersedes.
+fn load_newest_snapshot(
     partition: PartitionId,
-    checkpoints: &[(Lsn, PathBuf)],
+    snapshots: &[(Lsn, PathBuf)],
     on_entry: &mut EntrySink<'_>,
-) -> Result<Option<(LoadedCheckpoint, PathBuf)>, WalError> {
-    let Some((lsn, path)) = checkpoints.last() else {
+) -> Result<Option<(LoadedSnapshot, PathBuf)>, WalError> {
+    let Some((lsn, path)) = snapshots.last() else {
         return Ok(None);
     };
-    let loaded = load_checkpoint(path, partition, *lsn, on_entry)?;
+    let loaded = load_snapshot(path, partition, *lsn, on_entry)?;
     let older: Vec<PathBuf> =
-        checkpoints[..checkpoints.len() - 1].iter().map(|(_, path)| path.clone()).collect();
+        snapshots[..snapshots.len() - 1].iter().map(|(_, path)| path.clone()).collect();
     remove_files(&older)?;
     Ok(Some((loaded, path.clone())))
 }
 
-/// Splits off the segments whose every record is covered by the checkpoint: those followed
-/// by a segment that starts at or before `checkpoint_lsn + 1`. They are removed, or kept
+/// Splits off the segments whose every record is covered by the snapshot: those followed
+/// by a segment that starts at or before `snapshot_lsn + 1`. They are removed, or kept
 /// unread (the first list) when they wait for the archive. The newest segment always stays
 /// in the second list, which replay reads.
 fn split_covered_segments(
     mut segments: Vec<SegmentInfo>,
-    checkpoint_lsn: Lsn,
+    snapshot_lsn: Lsn,
     config: &WalConfig,
 ) -> Result<(Vec<SegmentInfo>, Vec<SegmentInfo>), WalError> {
     let covered =
-        segments.windows(2).take_while(|pair| pair[1].first_lsn.0 <= checkpoint_lsn.0 + 1).count();
+        segments.windows(2).take_while(|pair| pair[1].first_lsn.0 <= snapshot_lsn.0 + 1).count();
     let rest = segments.split_off(covered);
     if config.keep_until_archived {
         return Ok((segments, rest));
@@ -256,7 +256,7 @@ struct Stop {
 /// Replays frames in LSN order across segments, checking that they chain.
 struct Replay<'a> {
     partition: PartitionId,
-    checkpoint_lsn: Lsn,
+    snapshot_lsn: Lsn,
     /// The LSN the next frame must start at.
     next_lsn: Lsn,
     /// Epoch of the last frame read, which the next may not be lower than.
@@ -267,10 +267,10 @@ struct Replay<'a> {
 impl<'a> Replay<'a> {
     fn new(
         partition: PartitionId,
-        checkpoint_lsn: Lsn,
+        snapshot_lsn: Lsn,
         on_record: &'a mut dyn FnMut(Lsn, Record),
     ) -> Self {
-        Replay { partition, checkpoint_lsn, next_lsn: Lsn::ZERO, previous_epoch: None, on_record }
+        Replay { partition, snapshot_lsn, next_lsn: Lsn::ZERO, previous_epoch: None, on_record }
     }
 
     /// Replays every segment; returns where appends continue.
@@ -323,11 +323,11 @@ impl<'a> Replay<'a> {
             return Err(WalError::corrupt(path, 0, reason));
         }
         let expected = if self.next_lsn == Lsn::ZERO {
-            // The oldest segment: it must reach back to the checkpoint (or to LSN 1).
-            if header.first_lsn > self.checkpoint_lsn.next() {
+            // The oldest segment: it must reach back to the snapshot (or to LSN 1).
+            if header.first_lsn > self.snapshot_lsn.next() {
                 let reason = format!(
                     "the oldest segment starts at LSN {}, but records after LSN {} are needed",
-                    header.first_lsn, self.checkpoint_lsn
+                    header.first_lsn, self.snapshot_lsn
                 );
                 return Err(WalError::corrupt(path, 0, reason));
             }
@@ -389,7 +389,7 @@ impl<'a> Replay<'a> {
     }
 
     /// Checks that `frame` does not go back in epoch, and adds an entry to the epoch history
-    /// when a frame after the checkpoint starts a new epoch. A lower epoch is damage, not a
+    /// when a frame after the snapshot starts a new epoch. A lower epoch is damage, not a
     /// torn write: the frame is whole, checksummed and continues the log, so the log was
     /// written wrongly or altered.
     fn follow_epoch(
@@ -397,9 +397,9 @@ impl<'a> Replay<'a> {
         frame: &FrameHeader,
         summary: &mut RecoverySummary,
     ) -> Result<(), String> {
-        let covered = frame.last_lsn <= self.checkpoint_lsn;
+        let covered = frame.last_lsn <= self.snapshot_lsn;
         let history_epoch = summary.epochs.last().map(|(epoch, _)| *epoch);
-        // The checkpoint's epoch, when stamped, also precedes the frames after it.
+        // The snapshot's epoch, when stamped, also precedes the frames after it.
         let previous =
             if covered { self.previous_epoch } else { self.previous_epoch.max(history_epoch) };
         if let Some(previous) = previous.filter(|previous| frame.epoch < *previous) {
@@ -412,7 +412,7 @@ impl<'a> Replay<'a> {
         if covered || history_epoch == Some(frame.epoch) {
             return Ok(());
         }
-        // A frame that also holds the checkpoint's LSN starts its epoch after that entry.
+        // A frame that also holds the snapshot's LSN starts its epoch after that entry.
         let first_lsn = summary
             .epochs
             .last()
@@ -430,7 +430,7 @@ impl<'a> Replay<'a> {
     ) {
         let mut replayed_any = false;
         for (lsn, record) in (first_lsn.0..).map(Lsn).zip(records) {
-            if lsn > self.checkpoint_lsn {
+            if lsn > self.snapshot_lsn {
                 (self.on_record)(lsn, record);
                 summary.records_replayed += 1;
                 replayed_any = true;

@@ -5,16 +5,16 @@
 //! A write goes to `<name>.tmp`, is synced, renamed over `<name>`, and the directory synced,
 //! so a crash leaves the old contents or the new, never a mix. The log's own operations leave
 //! the file alone: recovery and [`install_snapshot`](crate::install_snapshot) remove only
-//! segments, checkpoints and `*.tmp` files, which is why a state file may not be named like
+//! segments, snapshots and `*.tmp` files, which is why a state file may not be named like
 //! one of them.
 
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
-use crate::checkpoint::TEMPORARY_SUFFIX;
 use crate::error::WalError;
 use crate::install::is_log_file;
+use crate::snapshot::TEMPORARY_SUFFIX;
 use crate::wal::write_new_file;
 
 /// The most bytes a state file holds: it is meant for a few fields, and it is read whole.
@@ -79,7 +79,7 @@ pub fn read_state_file(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, WalErr
 
 /// A state file needs a plain name of its own in the directory: no path separator, not `.` or
 /// `..`, and none the log uses, since recovery deletes `*.tmp` files and segment and
-/// checkpoint names belong to the log.
+/// snapshot names belong to the log.
 fn check_name(name: &str) -> Result<(), WalError> {
     let plain = !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0']);
     if plain && !name.ends_with(TEMPORARY_SUFFIX) && !is_log_file(name) {

@@ -14,10 +14,10 @@ use std::path::{Path, PathBuf};
 use strata_core::frame::{decode_frame, FrameHeader, FRAME_HEADER_BYTES};
 use strata_core::{Epoch, Lsn, PartitionId};
 
-use crate::checkpoint::read_checkpoint_header;
 use crate::error::WalError;
 use crate::recovery::{list_directory, segment_header_problem, sync_directory, write_zeros};
 use crate::segment::{SegmentHeader, SegmentInfo, SEGMENT_HEADER_BYTES};
+use crate::snapshot::read_snapshot_header;
 
 /// What [`truncate_log`] did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -28,8 +28,8 @@ pub struct TruncateSummary {
     pub frames_discarded: u64,
     /// LSN of the log's last record now.
     pub last_lsn: Lsn,
-    /// Epoch of the frame that ends at `last_lsn`; the checkpoint's epoch when the log ends at
-    /// the checkpoint and no frame ending there is left; 0 for an empty log.
+    /// Epoch of the frame that ends at `last_lsn`; the snapshot's epoch when the log ends at
+    /// the snapshot and no frame ending there is left; 0 for an empty log.
     pub last_epoch: Epoch,
 }
 
@@ -46,10 +46,10 @@ pub struct TruncateSummary {
 ///
 /// # Errors
 ///
-/// Before anything changes: [`WalError::BelowCheckpoint`] when `after` is below the newest
-/// checkpoint's LSN (its state already holds those records); [`WalError::NotAFrameBoundary`]
+/// Before anything changes: [`WalError::BelowSnapshot`] when `after` is below the newest
+/// snapshot's LSN (its state already holds those records); [`WalError::NotAFrameBoundary`]
 /// when `after` falls inside a frame, or before the first frame the log holds without being
-/// the checkpoint's LSN; [`WalError::Corrupt`] for a segment that recovery would refuse too.
+/// the snapshot's LSN; [`WalError::Corrupt`] for a segment that recovery would refuse too.
 /// [`WalError::Io`] when a file cannot be read, removed, written or synced.
 pub fn truncate_log(
     dir: &Path,
@@ -57,13 +57,13 @@ pub fn truncate_log(
     after: Lsn,
 ) -> Result<TruncateSummary, WalError> {
     let listing = list_directory(dir)?;
-    let checkpoint = newest_checkpoint(partition, &listing.checkpoints)?;
-    if after < checkpoint.lsn {
-        return Err(WalError::BelowCheckpoint { lsn: after, checkpoint: checkpoint.lsn });
+    let snapshot = newest_snapshot(partition, &listing.snapshots)?;
+    if after < snapshot.lsn {
+        return Err(WalError::BelowSnapshot { lsn: after, snapshot: snapshot.lsn });
     }
-    let segments = segments_from_checkpoint(listing.segments, checkpoint.lsn);
-    let survey = Survey::walk(&segments, partition, checkpoint, after)?;
-    let summary = survey.summary(checkpoint)?;
+    let segments = segments_from_snapshot(listing.segments, snapshot.lsn);
+    let survey = Survey::walk(&segments, partition, snapshot, after)?;
+    let summary = survey.summary(snapshot)?;
     if summary.frames_discarded == 0 {
         return Ok(summary);
     }
@@ -83,32 +83,29 @@ pub fn truncate_log(
     Ok(summary)
 }
 
-/// The newest checkpoint's LSN and epoch (both 0 without one).
+/// The newest snapshot's LSN and epoch (both 0 without one).
 #[derive(Clone, Copy, Debug, Default)]
-struct CheckpointMark {
+struct SnapshotMark {
     lsn: Lsn,
     epoch: Epoch,
 }
 
-/// Reads the newest checkpoint's header; recovery checks its body (and removes older ones).
-fn newest_checkpoint(
+/// Reads the newest snapshot's header; recovery checks its body (and removes older ones).
+fn newest_snapshot(
     partition: PartitionId,
-    checkpoints: &[(Lsn, PathBuf)],
-) -> Result<CheckpointMark, WalError> {
-    let Some((lsn, path)) = checkpoints.last() else {
-        return Ok(CheckpointMark::default());
+    snapshots: &[(Lsn, PathBuf)],
+) -> Result<SnapshotMark, WalError> {
+    let Some((lsn, path)) = snapshots.last() else {
+        return Ok(SnapshotMark::default());
     };
-    let loaded = read_checkpoint_header(path, partition, *lsn)?;
-    Ok(CheckpointMark { lsn: loaded.lsn, epoch: loaded.epoch })
+    let loaded = read_snapshot_header(path, partition, *lsn)?;
+    Ok(SnapshotMark { lsn: loaded.lsn, epoch: loaded.epoch })
 }
 
-/// The segments that can hold a frame ending at or after the checkpoint's LSN: those recovery
-/// replays, and the one before them, whose last frame may end exactly at the checkpoint.
-fn segments_from_checkpoint(
-    mut segments: Vec<SegmentInfo>,
-    checkpoint_lsn: Lsn,
-) -> Vec<SegmentInfo> {
-    let reach = checkpoint_lsn.0.saturating_add(1);
+/// The segments that can hold a frame ending at or after the snapshot's LSN: those recovery
+/// replays, and the one before them, whose last frame may end exactly at the snapshot.
+fn segments_from_snapshot(mut segments: Vec<SegmentInfo>, snapshot_lsn: Lsn) -> Vec<SegmentInfo> {
+    let reach = snapshot_lsn.0.saturating_add(1);
     let covered = segments.windows(2).take_while(|pair| pair[1].first_lsn.0 <= reach).count();
     segments.split_off(covered.saturating_sub(1))
 }
@@ -142,13 +139,13 @@ impl Survey {
     fn walk(
         segments: &[SegmentInfo],
         partition: PartitionId,
-        checkpoint: CheckpointMark,
+        snapshot: SnapshotMark,
         after: Lsn,
     ) -> Result<Survey, WalError> {
         let mut survey = Survey {
             after,
-            last_lsn: checkpoint.lsn,
-            last_epoch: checkpoint.epoch,
+            last_lsn: snapshot.lsn,
+            last_epoch: snapshot.epoch,
             epoch_at_after: None,
             inside_frame: false,
             frames_after: 0,
@@ -158,7 +155,7 @@ impl Survey {
         let mut next_lsn = None;
         for segment in segments {
             let bytes = crate::mapped::map_file(&segment.path, "read segment")?;
-            let first_lsn = check_segment(segment, &bytes, partition, next_lsn, checkpoint.lsn)?;
+            let first_lsn = check_segment(segment, &bytes, partition, next_lsn, snapshot.lsn)?;
             let kept = segment.first_lsn <= after;
             let mut offsets = Vec::new();
             let (end, next) =
@@ -195,8 +192,8 @@ impl Survey {
     }
 
     /// What cutting the log after `after` leaves, or why it cannot be cut there: inside a
-    /// frame, or at an LSN before the log's first frame that is not the checkpoint's.
-    fn summary(&self, checkpoint: CheckpointMark) -> Result<TruncateSummary, WalError> {
+    /// frame, or at an LSN before the log's first frame that is not the snapshot's.
+    fn summary(&self, snapshot: SnapshotMark) -> Result<TruncateSummary, WalError> {
         if self.after >= self.last_lsn {
             return Ok(TruncateSummary {
                 records_discarded: 0,
@@ -211,7 +208,7 @@ impl Survey {
         }
         let last_epoch = match self.epoch_at_after {
             Some(epoch) => epoch,
-            None if self.after == checkpoint.lsn => checkpoint.epoch,
+            None if self.after == snapshot.lsn => snapshot.epoch,
             None => return Err(refused),
         };
         Ok(TruncateSummary {
@@ -224,13 +221,13 @@ impl Survey {
 }
 
 /// Checks a segment's header as recovery does, and that the segment continues the one before
-/// it (`next_lsn`) or, the oldest, reaches back to the checkpoint. Returns its first LSN.
+/// it (`next_lsn`) or, the oldest, reaches back to the snapshot. Returns its first LSN.
 fn check_segment(
     segment: &SegmentInfo,
     bytes: &[u8],
     partition: PartitionId,
     next_lsn: Option<Lsn>,
-    checkpoint_lsn: Lsn,
+    snapshot_lsn: Lsn,
 ) -> Result<Lsn, WalError> {
     let path = &segment.path;
     let header =
@@ -245,9 +242,9 @@ fn check_segment(
                 "segment starts at LSN {first_lsn}, the previous segment ends before LSN {next}"
             )
         }
-        None if first_lsn.0 > checkpoint_lsn.0.saturating_add(1) => format!(
+        None if first_lsn.0 > snapshot_lsn.0.saturating_add(1) => format!(
             "the oldest segment starts at LSN {first_lsn}, but records after LSN \
-             {checkpoint_lsn} are needed"
+             {snapshot_lsn} are needed"
         ),
         _ => return Ok(first_lsn),
     };

@@ -15,7 +15,6 @@ use strata_core::frame::{decode_frame, FrameHeader};
 use strata_core::record::Record;
 use strata_core::{Lsn, PartitionId};
 
-use crate::checkpoint::{checkpoint_file_name, seal_checkpoint, TEMPORARY_SUFFIX};
 use crate::config::WalConfig;
 use crate::device_sync::DeviceSync;
 use crate::direct::DirectAppender;
@@ -25,13 +24,14 @@ use crate::segment::{
     flushing_device, open_direct, open_direct_blocking, prewrite_segment, segment_file_name,
     SegmentHeader, SEGMENT_HEADER_BYTES,
 };
+use crate::snapshot::{seal_snapshot, snapshot_file_name, TEMPORARY_SUFFIX};
 
 /// Distinguishes the spare files of every WAL in this process.
 static SPARE_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 
-/// What [`PartitionWal::write_checkpoint`] did.
+/// What [`PartitionWal::write_snapshot`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CheckpointSummary {
+pub struct SnapshotSummary {
     pub lsn: Lsn,
     pub path: PathBuf,
     pub entries: u64,
@@ -59,7 +59,7 @@ enum Spare {
 }
 
 /// The write-ahead log of one partition: fixed-size, pre-written segment files in one
-/// directory, plus checkpoints.
+/// directory, plus snapshots.
 ///
 /// Owned by the shard thread that owns the partition (`!Send`); use it only inside that shard's
 /// monoio runtime, which also drops it. One operation runs at a time (`&mut self`): while a
@@ -68,7 +68,7 @@ enum Spare {
 /// mode ([`WalConfig::direct_io`]) they are durable as soon as `append` returns `Ok`, unless
 /// the sync is shared ([`WalConfig::shared_sync`]).
 ///
-/// A failed write or sync poisons the log: every later append, sync or checkpoint returns
+/// A failed write or sync poisons the log: every later append, sync or snapshot returns
 /// [`WalError::Poisoned`] until the process restarts and recovers the directory.
 pub struct PartitionWal {
     dir: PathBuf,
@@ -89,9 +89,9 @@ pub struct PartitionWal {
     sealed: Vec<SealedSegment>,
     last_lsn: Lsn,
     durable_lsn: Lsn,
-    checkpoint_lsn: Lsn,
-    checkpoint_path: Option<PathBuf>,
-    bytes_since_checkpoint: u64,
+    snapshot_lsn: Lsn,
+    snapshot_path: Option<PathBuf>,
+    bytes_since_snapshot: u64,
     /// With [`WalConfig::keep_until_archived`]: sealed segments at or below it are archived.
     archive_floor: Lsn,
     spare: Spare,
@@ -113,8 +113,8 @@ pub(crate) enum FaultSite {
 
 impl PartitionWal {
     /// Recovers the partition directory `dir` (created if missing): loads the newest
-    /// checkpoint, calling `on_checkpoint_entry(key, value, expire_at_ms)` for each entry, then
-    /// replays every record after the checkpoint's LSN through `on_record`. A torn tail of the
+    /// snapshot, calling `on_snapshot_entry(key, value, expire_at_ms)` for each entry, then
+    /// replays every record after the snapshot's LSN through `on_record`. A torn tail of the
     /// newest segment is cut; any other damage is [`WalError::Corrupt`] naming file and offset.
     /// On error the callbacks may have seen part of the data, which the caller discards.
     ///
@@ -129,15 +129,15 @@ impl PartitionWal {
         dir: &Path,
         partition: PartitionId,
         config: &WalConfig,
-        mut on_checkpoint_entry: impl FnMut(&[u8], &[u8], u64),
+        mut on_snapshot_entry: impl FnMut(&[u8], &[u8], u64),
         mut on_record: impl FnMut(Lsn, Record),
     ) -> Result<(PartitionWal, RecoverySummary), WalError> {
         let (log, summary) =
-            recover_log(dir, partition, config, &mut on_checkpoint_entry, &mut on_record)?;
+            recover_log(dir, partition, config, &mut on_snapshot_entry, &mut on_record)?;
         let wal = PartitionWal::open(dir, partition, config, log)?;
         tracing::info!(
             partition = partition.0,
-            checkpoint_lsn = summary.checkpoint_lsn.0,
+            snapshot_lsn = summary.snapshot_lsn.0,
             last_lsn = summary.last_lsn.0,
             records = summary.records_replayed,
             torn_bytes = summary.torn_bytes,
@@ -185,9 +185,9 @@ impl PartitionWal {
             sealed: log.sealed,
             last_lsn: log.last_lsn,
             durable_lsn: log.last_lsn,
-            checkpoint_lsn: log.checkpoint_lsn,
-            checkpoint_path: log.checkpoint_path,
-            bytes_since_checkpoint: log.bytes_since_checkpoint,
+            snapshot_lsn: log.snapshot_lsn,
+            snapshot_path: log.snapshot_path,
+            bytes_since_snapshot: log.bytes_since_snapshot,
             archive_floor: Lsn::ZERO,
             spare: Spare::Absent,
             in_flight: false,
@@ -214,14 +214,14 @@ impl PartitionWal {
         self.durable_lsn
     }
 
-    /// LSN of the newest checkpoint, or 0.
+    /// LSN of the newest snapshot, or 0.
     #[must_use]
-    pub fn checkpoint_lsn(&self) -> Lsn {
-        self.checkpoint_lsn
+    pub fn snapshot_lsn(&self) -> Lsn {
+        self.snapshot_lsn
     }
 
-    /// Lets the next checkpoint delete sealed segments whose records are all at or below
-    /// `floor` (with [`WalConfig::keep_until_archived`]; otherwise the checkpoint alone
+    /// Lets the next snapshot delete sealed segments whose records are all at or below
+    /// `floor` (with [`WalConfig::keep_until_archived`]; otherwise the snapshot alone
     /// decides).
     pub fn set_archive_floor(&mut self, floor: Lsn) {
         self.archive_floor = floor;
@@ -233,11 +233,12 @@ impl PartitionWal {
         self.sealed.len()
     }
 
-    /// Frame bytes appended since the newest checkpoint was written (replayed bytes after a
-    /// restart): what recovery would replay, roughly. Callers checkpoint when it grows large.
+    /// Frame bytes appended since the newest snapshot was written (replayed bytes after a
+    /// restart): what recovery would replay, roughly. Callers write a snapshot when it grows
+    /// large.
     #[must_use]
-    pub fn bytes_since_checkpoint(&self) -> u64 {
-        self.bytes_since_checkpoint
+    pub fn bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
     }
 
     /// The largest buffer [`append`](Self::append) accepts.
@@ -313,11 +314,11 @@ impl PartitionWal {
         }
     }
 
-    /// Writes `encoded` (from [`encode_checkpoint`](crate::encode_checkpoint) for this
-    /// partition) as the checkpoint at `lsn`: the partition's state with every record up to
+    /// Writes `encoded` (from [`encode_snapshot`](crate::encode_snapshot) for this
+    /// partition) as the snapshot at `lsn`: the partition's state with every record up to
     /// `lsn` applied. Durably: temporary file, fsync, rename, directory fsync. Then deletes the
-    /// older checkpoint and the segments whose records it covers. `lsn` must be durable and not
-    /// older than the current checkpoint.
+    /// older snapshot and the segments whose records it covers. `lsn` must be durable and not
+    /// older than the current snapshot.
     ///
     /// # Errors
     ///
@@ -326,18 +327,18 @@ impl PartitionWal {
     ///
     /// # Panics
     ///
-    /// If `encoded` is not a checkpoint of this partition, or `lsn` is older than the current
-    /// checkpoint or not durable yet: all bugs of the caller.
-    pub async fn write_checkpoint(
+    /// If `encoded` is not a snapshot of this partition, or `lsn` is older than the current
+    /// snapshot or not durable yet: all bugs of the caller.
+    pub async fn write_snapshot(
         &mut self,
         lsn: Lsn,
         mut encoded: Vec<u8>,
-    ) -> Result<CheckpointSummary, WalError> {
-        assert!(lsn >= self.checkpoint_lsn, "checkpoint older than the current one");
-        assert!(lsn <= self.durable_lsn, "checkpoint of records not yet durable");
-        let entries = seal_checkpoint(&mut encoded, self.partition, lsn);
+    ) -> Result<SnapshotSummary, WalError> {
+        assert!(lsn >= self.snapshot_lsn, "snapshot older than the current one");
+        assert!(lsn <= self.durable_lsn, "snapshot of records not yet durable");
+        let entries = seal_snapshot(&mut encoded, self.partition, lsn);
         self.enter()?;
-        let outcome = self.persist_checkpoint(lsn, entries, encoded).await;
+        let outcome = self.persist_snapshot(lsn, entries, encoded).await;
         self.leave(outcome)
     }
 
@@ -415,7 +416,7 @@ impl PartitionWal {
             self.segment.synced_offset = self.segment.write_offset;
             self.durable_lsn = self.last_lsn;
         }
-        self.bytes_since_checkpoint += frame_bytes;
+        self.bytes_since_snapshot += frame_bytes;
         self.prepare_spare_when_due();
         frames.clear();
         Ok(frames)
@@ -580,37 +581,37 @@ impl PartitionWal {
         self.dir_file.sync_all().await.map_err(|source| WalError::io("sync directory", dir, source))
     }
 
-    async fn persist_checkpoint(
+    async fn persist_snapshot(
         &mut self,
         lsn: Lsn,
         entries: u64,
         encoded: Vec<u8>,
-    ) -> Result<CheckpointSummary, WalError> {
+    ) -> Result<SnapshotSummary, WalError> {
         let started = Instant::now();
-        let path = self.dir.join(checkpoint_file_name(lsn));
-        let temporary = self.dir.join(format!("{}{TEMPORARY_SUFFIX}", checkpoint_file_name(lsn)));
-        let bytes = write_new_file(&temporary, encoded, "write checkpoint").await?;
+        let path = self.dir.join(snapshot_file_name(lsn));
+        let temporary = self.dir.join(format!("{}{TEMPORARY_SUFFIX}", snapshot_file_name(lsn)));
+        let bytes = write_new_file(&temporary, encoded, "write snapshot").await?;
         monoio::fs::rename(&temporary, &path)
             .await
             .map_err(|source| WalError::io("rename", &temporary, source))?;
         self.sync_directory().await?;
-        let previous = self.checkpoint_path.replace(path.clone());
-        self.checkpoint_lsn = lsn;
-        self.bytes_since_checkpoint = 0;
+        let previous = self.snapshot_path.replace(path.clone());
+        self.snapshot_lsn = lsn;
+        self.bytes_since_snapshot = 0;
         if let Some(previous) = previous.filter(|previous| *previous != path) {
             remove_file(&previous).await?;
         }
         let segments_deleted = self.remove_covered_segments().await?;
         self.sync_directory().await?;
         let elapsed = started.elapsed();
-        Ok(CheckpointSummary { lsn, path, entries, bytes, segments_deleted, elapsed })
+        Ok(SnapshotSummary { lsn, path, entries, bytes, segments_deleted, elapsed })
     }
 
-    /// Deletes the sealed segments whose records are all at or below the checkpoint's LSN
+    /// Deletes the sealed segments whose records are all at or below the snapshot's LSN
     /// (and the archive floor, when segments wait for the archive), oldest first, so that the
-    /// remaining ones always reach back to the checkpoint.
+    /// remaining ones always reach back to the snapshot.
     async fn remove_covered_segments(&mut self) -> Result<usize, WalError> {
-        let mut limit = self.checkpoint_lsn;
+        let mut limit = self.snapshot_lsn;
         if self.config.keep_until_archived {
             limit = limit.min(self.archive_floor);
         }

@@ -349,9 +349,9 @@ impl Shard {
         assert!(!slot.state.has_open_records(), "a snapshot needs a clean point");
         let lsn = slot.framed_lsn;
         let epoch = side.machine.epoch();
-        let mut image = strata_wal::encode_checkpoint(partition, slot.state.keyspace().iter());
-        strata_wal::stamp_checkpoint_epoch(&mut image, slot.last_epoch);
-        strata_wal::seal_checkpoint(&mut image, partition, lsn);
+        let mut image = strata_wal::encode_snapshot(partition, slot.state.keyspace().iter());
+        strata_wal::stamp_snapshot_epoch(&mut image, slot.last_epoch);
+        strata_wal::seal_snapshot(&mut image, partition, lsn);
         let Some(side) = slot.role.leader() else { return Vec::new() };
         let mut commands = Vec::new();
         for stream in std::mem::take(&mut side.awaiting_snapshot) {

@@ -807,7 +807,7 @@ impl Shard {
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         install_state(slot, state, wal, last_lsn, summary.last_epoch);
-        slot.floor = summary.checkpoint_lsn;
+        slot.floor = summary.snapshot_lsn;
         let history = strata_core::replication::EpochHistory::from_entries(summary.epochs)
             .unwrap_or_default();
         let start = super::replica_start(slot, slot.state.commit_lsn(), history);

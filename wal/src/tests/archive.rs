@@ -10,7 +10,7 @@ use super::{
     all_records, append_synced_in_epoch, fill, recover, run, set, small_config, Placed, PARTITION,
 };
 use crate::{
-    encode_checkpoint, read_log_after, scan_segments, segment_extent, stamp_checkpoint_epoch,
+    encode_snapshot, read_log_after, scan_segments, segment_extent, stamp_snapshot_epoch,
     PartitionWriter, WalConfig,
 };
 
@@ -27,12 +27,12 @@ fn sealed_segments_wait_for_the_archive_floor() {
         let segments = scan_segments(dir.path()).unwrap();
         assert!(segments.len() >= 4, "{} segments", segments.len());
         let lsn = wal.last_lsn();
-        let summary = wal.write_checkpoint(lsn, encode_checkpoint(PARTITION, [])).await.unwrap();
+        let summary = wal.write_snapshot(lsn, encode_snapshot(PARTITION, [])).await.unwrap();
         assert_eq!(summary.segments_deleted, 0, "nothing is archived yet");
         // The archive holds the first two segments.
         let floor = Lsn(segments[2].first_lsn.0 - 1);
         wal.set_archive_floor(floor);
-        let summary = wal.write_checkpoint(lsn, encode_checkpoint(PARTITION, [])).await.unwrap();
+        let summary = wal.write_snapshot(lsn, encode_snapshot(PARTITION, [])).await.unwrap();
         assert_eq!(summary.segments_deleted, 2);
         assert_eq!(scan_segments(dir.path()).unwrap()[0].first_lsn, segments[2].first_lsn);
     });
@@ -125,12 +125,12 @@ fn reading_after_the_last_frame_of_a_segment_knows_that_frames_epoch() {
     // From the start of the log there is no frame before.
     let tail = read_log_after(dir.path(), PARTITION, Lsn::ZERO, usize::MAX).unwrap().unwrap();
     assert_eq!((tail.epoch_at_start, tail.frames.len()), (None, placed.len()));
-    // Once a checkpoint removed that segment, the frames are there and the epoch is not.
+    // Once a snapshot removed that segment, the frames are there and the epoch is not.
     run(async {
         let mut wal = recover(dir.path(), &small_config()).unwrap().wal;
-        let mut image = encode_checkpoint(PARTITION, []);
-        stamp_checkpoint_epoch(&mut image, epoch);
-        wal.write_checkpoint(after, image).await.unwrap();
+        let mut image = encode_snapshot(PARTITION, []);
+        stamp_snapshot_epoch(&mut image, epoch);
+        wal.write_snapshot(after, image).await.unwrap();
     });
     assert_eq!(scan_segments(dir.path()).unwrap()[0].first_lsn, after.next());
     let tail = read_log_after(dir.path(), PARTITION, after, usize::MAX).unwrap().unwrap();

@@ -4,7 +4,7 @@
 use strata_core::Lsn;
 
 use super::{
-    all_records, append, empty_checkpoint, filesystem_allows_direct_io, fill, read_bytes, recover,
+    all_records, append, empty_snapshot, filesystem_allows_direct_io, fill, read_bytes, recover,
     run, set, small_config, with_mode, Mode,
 };
 use crate::segment::REFUSE_DIRECT_IO;
@@ -54,7 +54,7 @@ fn every_append_is_durable_and_lands_back_to_back() {
 }
 
 #[test]
-fn an_appended_record_may_be_checkpointed_without_a_sync() {
+fn an_appended_record_may_go_into_a_snapshot_without_a_sync() {
     let dir = tempfile::tempdir().unwrap();
     if !filesystem_allows_direct_io(dir.path()) {
         return;
@@ -63,7 +63,7 @@ fn an_appended_record_may_be_checkpointed_without_a_sync() {
         let mut wal = recover(dir.path(), &direct_config()).unwrap().wal;
         append(&mut wal, vec![set(1, 1)]).await;
         assert_eq!(wal.durable_lsn(), Lsn(1));
-        wal.write_checkpoint(Lsn(1), empty_checkpoint()).await.unwrap();
+        wal.write_snapshot(Lsn(1), empty_snapshot()).await.unwrap();
     });
 }
 

@@ -33,7 +33,6 @@ macro_rules! in_every_mode {
 }
 
 mod archive;
-mod checkpoints;
 mod damage;
 mod direct;
 mod epochs;
@@ -41,6 +40,7 @@ mod model;
 mod poison;
 mod round_trip;
 mod shared_sync;
+mod snapshots;
 mod state_file;
 mod truncate;
 
@@ -54,7 +54,7 @@ use strata_core::frame::encode_frame;
 use strata_core::record::Record;
 use strata_core::{Epoch, Lsn, PartitionId};
 
-use crate::{encode_checkpoint, PartitionWal, RecoverySummary, WalConfig, WalError};
+use crate::{encode_snapshot, PartitionWal, RecoverySummary, WalConfig, WalError};
 
 pub(crate) use crate::wal::FaultSite;
 
@@ -127,9 +127,9 @@ pub(crate) fn encode_in_epoch(epoch: Epoch, first_lsn: Lsn, records: &[Record]) 
     frame
 }
 
-/// A checkpoint of an empty keyspace.
-pub(crate) fn empty_checkpoint() -> Vec<u8> {
-    encode_checkpoint(PARTITION, std::iter::empty())
+/// A snapshot of an empty keyspace.
+pub(crate) fn empty_snapshot() -> Vec<u8> {
+    encode_snapshot(PARTITION, std::iter::empty())
 }
 
 pub(crate) fn set(key: u64, value_bytes: usize) -> Record {
@@ -138,7 +138,7 @@ pub(crate) fn set(key: u64, value_bytes: usize) -> Record {
     Record::Set { key, value, expire_at_ms: 0 }
 }
 
-/// One checkpoint entry as recovery hands it over.
+/// One snapshot entry as recovery hands it over.
 pub(crate) type Entry = (Vec<u8>, Vec<u8>, u64);
 
 /// What a recovery produced.

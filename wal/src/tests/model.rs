@@ -1,6 +1,6 @@
-//! A model test: random appends, syncs and checkpoints, then crashes that lose any part of the
+//! A model test: random appends, syncs and snapshots, then crashes that lose any part of the
 //! unsynced tail. Recovery must give a prefix of the log that holds every synced record, and
-//! the checkpoint plus replay must equal the model's state at that prefix.
+//! the snapshot plus replay must equal the model's state at that prefix.
 //!
 //! With direct I/O every append is durable when it returns, so the only loss a crash can cause
 //! is the write in flight: the test crashes as if the run's last append had not completed yet.
@@ -19,7 +19,7 @@ use super::{
     appends_are_durable, apply, encode, recover, run, small_config, state_from_entries,
     write_bytes, State,
 };
-use crate::{encode_checkpoint, DeviceSync, PartitionWal, WalConfig};
+use crate::{encode_snapshot, DeviceSync, PartitionWal, WalConfig};
 
 const SEEDS: u64 = 48;
 const CRASHES_PER_SEED: usize = 4;
@@ -32,7 +32,7 @@ struct Model {
     /// LSNs that end a frame: the only places where a recovered log may end.
     frame_ends: BTreeSet<u64>,
     durable_lsn: u64,
-    checkpoint_lsn: u64,
+    snapshot_lsn: u64,
 }
 
 impl Model {
@@ -74,14 +74,12 @@ async fn run_operations(
     for _ in 0..rng.gen_range(1..OPERATIONS_PER_RUN_MAX) {
         last_append = None;
         match rng.gen_range(0..20) {
-            0 if model.durable_lsn > model.checkpoint_lsn => {
-                let lsn = rng.gen_range(model.checkpoint_lsn + 1..=model.durable_lsn);
+            0 if model.durable_lsn > model.snapshot_lsn => {
+                let lsn = rng.gen_range(model.snapshot_lsn + 1..=model.durable_lsn);
                 let state = model.state_at(lsn);
                 let entries = state.iter().map(|(k, (v, e))| (k.as_slice(), v.as_slice(), *e));
-                wal.write_checkpoint(Lsn(lsn), encode_checkpoint(PARTITION, entries))
-                    .await
-                    .unwrap();
-                model.checkpoint_lsn = lsn;
+                wal.write_snapshot(Lsn(lsn), encode_snapshot(PARTITION, entries)).await.unwrap();
+                model.snapshot_lsn = lsn;
             }
             1..=6 => {
                 wal.sync().await.unwrap();
@@ -154,7 +152,7 @@ fn crash(path: &Path, durable_end: u64, write_offset: u64, rng: &mut StdRng) {
 struct Coverage {
     torn_tails: u64,
     records_lost: u64,
-    checkpoints_loaded: u64,
+    snapshots_loaded: u64,
 }
 
 /// Recovers and checks the result against the model, which it then cuts to what survived.
@@ -174,16 +172,16 @@ fn recover_and_check(
     );
     assert!(last <= model.history.len() as u64, "seed {seed}: invented records");
     assert!(last == 0 || model.frame_ends.contains(&last), "seed {seed}: ends inside a frame");
-    assert_eq!(recovered.summary.checkpoint_lsn.0, model.checkpoint_lsn, "seed {seed}");
+    assert_eq!(recovered.summary.snapshot_lsn.0, model.snapshot_lsn, "seed {seed}");
     let lsns: Vec<u64> = recovered.records.iter().map(|(lsn, _)| lsn.0).collect();
-    let expected: Vec<u64> = (model.checkpoint_lsn + 1..=last).collect();
-    assert_eq!(lsns, expected, "seed {seed}: replay is not the records after the checkpoint");
+    let expected: Vec<u64> = (model.snapshot_lsn + 1..=last).collect();
+    assert_eq!(lsns, expected, "seed {seed}: replay is not the records after the snapshot");
     let mut state = state_from_entries(&recovered.entries);
     recovered.records.iter().for_each(|(_, record)| apply(&mut state, record));
     assert_eq!(state, model.state_at(last), "seed {seed}: recovered state differs");
     coverage.torn_tails += u64::from(recovered.summary.torn_bytes > 0);
     coverage.records_lost += model.history.len() as u64 - last;
-    coverage.checkpoints_loaded += u64::from(model.checkpoint_lsn > 0);
+    coverage.snapshots_loaded += u64::from(model.snapshot_lsn > 0);
     model.history.truncate(usize::try_from(last).unwrap());
     model.frame_ends.retain(|end| *end <= last);
     model.durable_lsn = last;
@@ -200,7 +198,7 @@ fn recovery_keeps_every_synced_record_through_random_crashes() {
             history: Vec::new(),
             frame_ends: BTreeSet::new(),
             durable_lsn: 0,
-            checkpoint_lsn: 0,
+            snapshot_lsn: 0,
         };
         for _ in 0..CRASHES_PER_SEED {
             let (path, durable_end, write_offset) = run(async {
@@ -217,7 +215,7 @@ fn recovery_keeps_every_synced_record_through_random_crashes() {
     }
     assert!(coverage.torn_tails > 10, "{} torn tails", coverage.torn_tails);
     assert!(coverage.records_lost > 10, "{} records lost", coverage.records_lost);
-    assert!(coverage.checkpoints_loaded > 10, "{} checkpoints", coverage.checkpoints_loaded);
+    assert!(coverage.snapshots_loaded > 10, "{} snapshots", coverage.snapshots_loaded);
 }
 
 in_every_mode!(recovery_keeps_every_synced_record_through_random_crashes,);

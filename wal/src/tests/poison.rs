@@ -4,7 +4,7 @@ use std::future::Future;
 
 use strata_core::Lsn;
 
-use super::empty_checkpoint;
+use super::empty_snapshot;
 use super::{
     append_synced, appends_are_durable, encode, fill, recover, run, set, small_config, FaultSite,
 };
@@ -28,7 +28,7 @@ fn a_failed_write_poisons_every_later_operation() {
         assert_eq!(wal.last_lsn(), Lsn(3));
         expect_poisoned(wal.append(encode(Lsn(4), &[set(4, 10)])).await);
         expect_poisoned(wal.sync().await);
-        expect_poisoned(wal.write_checkpoint(Lsn(3), empty_checkpoint()).await);
+        expect_poisoned(wal.write_snapshot(Lsn(3), empty_snapshot()).await);
         assert!(wal.poison_cause().unwrap().contains("injected"));
     });
     run(async {

@@ -5,9 +5,9 @@ use std::fs;
 
 use strata_core::Lsn;
 
-use super::{empty_checkpoint, fill, recover, run, small_config, PARTITION};
+use super::{empty_snapshot, fill, recover, run, small_config, PARTITION};
 use crate::{
-    checkpoint_file_name, install_snapshot, read_state_file, seal_checkpoint, segment_file_name,
+    install_snapshot, read_state_file, seal_snapshot, segment_file_name, snapshot_file_name,
     write_state_file, WalError, STATE_FILE_BYTES_MAX,
 };
 
@@ -44,8 +44,8 @@ fn an_unfinished_write_is_ignored_and_removed() {
 fn names_the_log_uses_or_paths_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let segment = segment_file_name(Lsn(1));
-    let checkpoint = checkpoint_file_name(Lsn(1));
-    for name in ["", ".", "..", "a/b", "/etc", "x.tmp", "nul\0", &segment, &checkpoint] {
+    let snapshot = snapshot_file_name(Lsn(1));
+    for name in ["", ".", "..", "a/b", "/etc", "x.tmp", "nul\0", &segment, &snapshot] {
         let written = run(async { write_state_file(dir.path(), name, b"x").await });
         assert!(matches!(written, Err(WalError::StateFileName { .. })), "{name:?}: {written:?}");
         let read = read_state_file(dir.path(), name);
@@ -78,8 +78,8 @@ fn the_log_leaves_the_state_file_alone() {
     run(async { recover(dir.path(), &small_config()).unwrap() });
     crate::truncate_log(dir.path(), PARTITION, Lsn(10)).unwrap();
     run(async { recover(dir.path(), &small_config()).unwrap() });
-    let mut image = empty_checkpoint();
-    seal_checkpoint(&mut image, PARTITION, Lsn(3));
+    let mut image = empty_snapshot();
+    seal_snapshot(&mut image, PARTITION, Lsn(3));
     install_snapshot(dir.path(), PARTITION, Lsn(3), &image).unwrap();
     run(async { recover(dir.path(), &small_config()).unwrap() });
     assert_eq!(read_state_file(dir.path(), NAME).unwrap().as_deref(), Some(&b"kept"[..]));

@@ -1,4 +1,4 @@
-//! Truncation: the log is cut back to a frame boundary at or after the checkpoint, recovers
+//! Truncation: the log is cut back to a frame boundary at or after the snapshot, recovers
 //! there with no torn tail or damage, and appends continue right after it. Refused points
 //! change nothing.
 
@@ -10,11 +10,11 @@ use strata_core::record::Record;
 use strata_core::{Epoch, Lsn};
 
 use super::{
-    append_synced_in_epoch, empty_checkpoint, read_bytes, recover, run, set, small_config,
+    append_synced_in_epoch, empty_snapshot, read_bytes, recover, run, set, small_config,
     write_bytes, Placed, PARTITION,
 };
 use crate::{
-    scan_segments, segment_file_name, stamp_checkpoint_epoch, truncate_log, PartitionWal,
+    scan_segments, segment_file_name, stamp_snapshot_epoch, truncate_log, PartitionWal,
     SegmentInfo, TruncateSummary, WalError,
 };
 
@@ -80,12 +80,12 @@ fn middle_of_first_segment(placed: &[Placed], segments: &[SegmentInfo]) -> usize
     in_first / 2
 }
 
-fn write_checkpoint(dir: &Path, lsn: Lsn, epoch: Epoch) {
+fn write_snapshot(dir: &Path, lsn: Lsn, epoch: Epoch) {
     run(async {
         let mut wal = recover(dir, &small_config()).unwrap().wal;
-        let mut image = empty_checkpoint();
-        stamp_checkpoint_epoch(&mut image, epoch);
-        wal.write_checkpoint(lsn, image).await.unwrap();
+        let mut image = empty_snapshot();
+        stamp_snapshot_epoch(&mut image, epoch);
+        wal.write_snapshot(lsn, image).await.unwrap();
     });
 }
 
@@ -100,7 +100,7 @@ fn recovers_and_continues(dir: &Path, kept: &[Placed], epoch: Epoch) {
         assert_eq!(summary.last_lsn, last_lsn);
         assert_eq!(summary.torn_bytes, 0);
         let replayed: Vec<_> =
-            numbered(kept).into_iter().filter(|(lsn, _)| *lsn > summary.checkpoint_lsn).collect();
+            numbered(kept).into_iter().filter(|(lsn, _)| *lsn > summary.snapshot_lsn).collect();
         assert_eq!(recovered.records, replayed);
         assert_eq!(recovered.wal.last_lsn(), last_lsn);
         let wal = &mut recovered.wal;
@@ -115,9 +115,9 @@ fn recovers_and_continues(dir: &Path, kept: &[Placed], epoch: Epoch) {
         let all: Vec<Placed> = kept.iter().chain(&appended).cloned().collect();
         assert_eq!(recovered.summary.last_lsn, Lsn(numbered(&all).len() as u64));
         assert_eq!(recovered.summary.torn_bytes, 0);
-        let checkpoint_lsn = recovered.summary.checkpoint_lsn;
+        let snapshot_lsn = recovered.summary.snapshot_lsn;
         let replayed: Vec<_> =
-            numbered(&all).into_iter().filter(|(lsn, _)| *lsn > checkpoint_lsn).collect();
+            numbered(&all).into_iter().filter(|(lsn, _)| *lsn > snapshot_lsn).collect();
         assert_eq!(recovered.records, replayed);
     });
 }
@@ -173,18 +173,18 @@ fn a_point_inside_a_frame_is_refused_and_changes_nothing() {
     assert_eq!(directory_contents(dir.path()), before);
 }
 
-fn a_point_below_the_checkpoint_is_refused_and_changes_nothing() {
+fn a_point_below_the_snapshot_is_refused_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (placed, _) = written_log(dir.path(), |_| 1);
     // LSN 41 is the first record of the frame 41..=42.
-    write_checkpoint(dir.path(), Lsn(41), Epoch(1));
+    write_snapshot(dir.path(), Lsn(41), Epoch(1));
     let before = directory_contents(dir.path());
     for after in [Lsn::ZERO, Lsn(30), Lsn(40)] {
         match truncate_log(dir.path(), PARTITION, after) {
-            Err(WalError::BelowCheckpoint { lsn, checkpoint }) => {
-                assert_eq!((lsn, checkpoint), (after, Lsn(41)));
+            Err(WalError::BelowSnapshot { lsn, snapshot }) => {
+                assert_eq!((lsn, snapshot), (after, Lsn(41)));
             }
-            other => panic!("expected BelowCheckpoint at {after}, got {other:?}"),
+            other => panic!("expected BelowSnapshot at {after}, got {other:?}"),
         }
     }
     let inside = truncate_log(dir.path(), PARTITION, Lsn(41));
@@ -195,15 +195,15 @@ fn a_point_below_the_checkpoint_is_refused_and_changes_nothing() {
     recovers_and_continues(dir.path(), &placed[..21], Epoch(1));
 }
 
-/// The checkpoint removed the segment whose last frame ends at its LSN: truncating there
-/// leaves the checkpoint alone, and its epoch is the log's last.
-fn truncating_at_the_checkpoint_of_removed_segments_keeps_the_checkpoint_alone() {
+/// The snapshot removed the segment whose last frame ends at its LSN: truncating there
+/// leaves the snapshot alone, and its epoch is the log's last.
+fn truncating_at_the_snapshot_of_removed_segments_keeps_the_snapshot_alone() {
     let dir = tempfile::tempdir().unwrap();
     let (placed, segments) = written_log(dir.path(), |_| 2);
     let last_of_first = placed.iter().rposition(|frame| frame.path == segments[0].path).unwrap();
     let after = end_of_frame(last_of_first);
-    write_checkpoint(dir.path(), after, Epoch(2));
-    assert!(!segments[0].path.exists(), "the checkpoint covers the first segment");
+    write_snapshot(dir.path(), after, Epoch(2));
+    assert!(!segments[0].path.exists(), "the snapshot covers the first segment");
     let summary = truncate_log(dir.path(), PARTITION, after).unwrap();
     let expected = TruncateSummary {
         records_discarded: 2 * FRAMES as u64 - after.0,
@@ -322,8 +322,8 @@ in_every_mode!(
     truncating_in_the_middle_of_a_segment_zeros_the_frames_after_the_point,
     truncating_at_a_segment_boundary_removes_the_segments_after_it,
     a_point_inside_a_frame_is_refused_and_changes_nothing,
-    a_point_below_the_checkpoint_is_refused_and_changes_nothing,
-    truncating_at_the_checkpoint_of_removed_segments_keeps_the_checkpoint_alone,
+    a_point_below_the_snapshot_is_refused_and_changes_nothing,
+    truncating_at_the_snapshot_of_removed_segments_keeps_the_snapshot_alone,
     a_truncated_log_keeps_the_epochs_before_the_point,
     a_point_at_or_beyond_the_end_changes_nothing,
     truncating_to_zero_empties_the_log,

@@ -1,4 +1,4 @@
-//! Connecting to the object store: S3-compatible servers (path-style requests, plain HTTP
+//! Connecting to shared storage: S3-compatible servers (path-style requests, plain HTTP
 //! allowed, for `MinIO`, Ceph RGW, Garage or AWS) or a local directory.
 
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
-//! Strata's archive in object storage (S3, `MinIO`, Ceph RGW, or a local directory through the
-//! same `object_store` interface): the uploader thread that copies sealed WAL segments and
-//! checkpoints of every partition, the manifests that list them with their checksums, and
-//! restore, which builds a node's data directory from the archive alone.
+//! Strata's archive: the sealed WAL segments and snapshots of every partition in shared storage
+//! (S3, `MinIO`, Ceph RGW, or a local directory, all through the `object_store` interface).
+//! This crate holds the uploader thread that copies them there, the manifests that list them
+//! with their checksums, and restore, which builds a node's data directory from the archive
+//! alone.
 //!
 //! The object layout and the manifest format are in `docs/archive-format.md`.
 
@@ -34,5 +35,5 @@ pub use restore::{
 pub use store::{connect, StoreLocation};
 pub use uploader::{start_uploader, UploaderConfig, UploaderHandle, UploaderMetrics};
 
-/// A connected object store.
+/// A connection to shared storage (an `object_store` backend).
 pub type Store = std::sync::Arc<dyn object_store::ObjectStore>;

@@ -1,4 +1,4 @@
-//! Shared storage against a real S3 server (Ceph RGW, started by `scripts/s3-server.sh`):
+//! The archive against a real S3 server (Ceph RGW, started by `scripts/s3-server.sh`):
 //! segments and snapshots in the bucket with their checksums, a learner bootstrapping from
 //! them, an outage that never stops writes, restore from the bucket alone, and a corrupt
 //! object refused by name.
@@ -9,20 +9,20 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use object_store::{ObjectStoreExt, PutPayload};
 use redis::Commands;
-use strata_objstore::{Layout, Store};
+use strata_archive::{Layout, Store};
 use strata_tests::admin::{role_body, wait_until};
 use strata_tests::s3::{block_on, Proxy, S3};
 use strata_tests::{run_tool, strata_binary, NodeSettings, TestNode};
 
 /// A node archiving to `url` (the S3 server, or a proxy in front of it), with small segments
-/// so that they seal quickly, and a checkpoint every second of writes.
+/// so that they seal quickly, and a snapshot every second of writes.
 fn settings(s3: &S3, url: Option<&str>, cluster: &str, server_mode: &'static str) -> NodeSettings {
     NodeSettings {
         server_mode,
         partitions: 4,
         segment_size: "256KB",
-        checkpoint_size: "1MB",
-        checkpoint_interval: 1,
+        snapshot_size: "1MB",
+        snapshot_interval: 1,
         heartbeat_interval: 200,
         heartbeat_timeout: 2000,
         storage: s3.storage_lines(url),
@@ -92,7 +92,7 @@ fn archived_records(store: &Store, layout: &Layout, partitions: u32) -> u64 {
         let mut total = 0;
         for partition in 0..partitions {
             let partition = strata_core_partition(partition);
-            let manifest = strata_objstore::read_partition_manifest(store, layout, partition)
+            let manifest = strata_archive::read_partition_manifest(store, layout, partition)
                 .await
                 .expect("manifest");
             total += manifest.restore_plan().last_lsn;
@@ -106,7 +106,7 @@ fn strata_core_partition(index: u32) -> strata_core::PartitionId {
 }
 
 /// Waits until the archive holds all of `records` writes (the tail comes with the next
-/// snapshot, at most a checkpoint interval after the last write).
+/// snapshot, at most a snapshot interval after the last write).
 fn wait_until_archived(store: &Store, layout: &Layout, records: u64) {
     let mut archived = 0;
     let complete = wait_until(Duration::from_secs(60), || {
@@ -126,7 +126,7 @@ fn sealed_segments_and_snapshots_land_in_the_bucket_with_their_checksums() {
     let layout = layout_of(&node);
     wait_until_archived(&store, &layout, written.len() as u64);
     block_on(async {
-        let cluster = strata_objstore::read_cluster_manifest(&store, &layout).await.unwrap();
+        let cluster = strata_archive::read_cluster_manifest(&store, &layout).await.unwrap();
         assert_eq!((cluster.partitions, cluster.segment_bytes), (4, 256 * 1024));
         let prefix = object_store::path::Path::from(layout.prefix());
         let objects: Vec<object_store::ObjectMeta> =
@@ -136,7 +136,7 @@ fn sealed_segments_and_snapshots_land_in_the_bucket_with_their_checksums() {
         let mut segments = 0;
         for partition in (0..4).map(strata_core_partition) {
             let manifest =
-                strata_objstore::read_partition_manifest(&store, &layout, partition).await.unwrap();
+                strata_archive::read_partition_manifest(&store, &layout, partition).await.unwrap();
             assert!(!manifest.segments.is_empty(), "partition {partition} archived no segment");
             assert!(manifest.newest_snapshot().is_some(), "partition {partition}: no snapshot");
             // From LSN 1, or from within the oldest kept snapshot once older ones are pruned.
@@ -154,7 +154,7 @@ fn sealed_segments_and_snapshots_land_in_the_bucket_with_their_checksums() {
                 let path = layout.object(partition, &segment.object);
                 assert!(listed.contains(&(path.to_string(), segment.bytes)), "{path} listed");
                 let bytes =
-                    strata_objstore::fetch_checked(&store, &path, segment.bytes, segment.crc32c)
+                    strata_archive::fetch_checked(&store, &path, segment.bytes, segment.crc32c)
                         .await
                         .expect("segment matches its manifest entry");
                 assert_eq!(&bytes[..4], b"STRS", "a segment file's header");
@@ -163,7 +163,7 @@ fn sealed_segments_and_snapshots_land_in_the_bucket_with_their_checksums() {
             for snapshot in &manifest.snapshots {
                 assert_eq!(snapshot.object, Layout::snapshot_name(strata_core::Lsn(snapshot.lsn)));
                 let path = layout.object(partition, &snapshot.object);
-                strata_objstore::fetch_checked(&store, &path, snapshot.bytes, snapshot.crc32c)
+                strata_archive::fetch_checked(&store, &path, snapshot.bytes, snapshot.crc32c)
                     .await
                     .expect("snapshot matches its manifest entry");
             }
@@ -211,7 +211,7 @@ fn a_new_learner_bootstraps_from_s3_while_the_leader_takes_writes() {
     assert!(caught_up, "the learner never caught up");
     assert_holds(&learner, &expected, "learner after bootstrap");
     assert!(
-        learner.log().contains("partition loaded from shared storage"),
+        learner.log().contains("partition loaded from the archive"),
         "the learner loaded from S3"
     );
     assert!(!leader.log().contains("snapshot sent"), "the leader sent no snapshot");
@@ -293,7 +293,7 @@ fn a_corrupt_object_in_the_bucket_is_refused_by_name() {
     let victim = block_on(async {
         let partition = strata_core_partition(1);
         let manifest =
-            strata_objstore::read_partition_manifest(&store, &layout, partition).await.unwrap();
+            strata_archive::read_partition_manifest(&store, &layout, partition).await.unwrap();
         // The first object restore loads: the snapshot, or the first segment without one.
         let plan = manifest.restore_plan();
         let object = match (&plan.snapshot, plan.segments.first()) {
@@ -332,11 +332,11 @@ fn a_node_whose_disk_kept_only_the_tail_recovers_from_s3() {
     expected.extend(write_keys(&node, "tail", 300));
     node.kill();
     // Keep only what follows each partition's newest archived snapshot: the segment holding
-    // the LSN after it, and later ones. Checkpoints and older segments are gone.
+    // the LSN after it, and later ones. Snapshots and older segments are gone.
     let mut deleted = 0;
     for partition in (0..4).map(strata_core_partition) {
         let snapshot =
-            block_on(strata_objstore::read_partition_manifest(&store, &layout, partition))
+            block_on(strata_archive::read_partition_manifest(&store, &layout, partition))
                 .expect("manifest")
                 .newest_snapshot()
                 .expect("an archived snapshot")
@@ -347,7 +347,7 @@ fn a_node_whose_disk_kept_only_the_tail_recovers_from_s3() {
             .flatten()
             .filter_map(|entry| {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("checkpoint-") {
+                if name.starts_with("snapshot-") {
                     std::fs::remove_file(entry.path()).unwrap();
                     deleted += 1;
                 }
@@ -363,11 +363,7 @@ fn a_node_whose_disk_kept_only_the_tail_recovers_from_s3() {
     }
     assert!(deleted >= 8, "only {deleted} files deleted: the test needs a longer log");
     node.restart();
-    assert!(
-        node.log().contains("completed it with a snapshot from shared storage"),
-        "{}",
-        node.log()
-    );
+    assert!(node.log().contains("completed it with a snapshot from the archive"), "{}", node.log());
     assert_holds(&node, &expected, "after recovering from the tail and the archive");
 }
 
@@ -377,7 +373,7 @@ fn a_snapshot_larger_than_a_part_goes_up_in_parts_and_comes_back() {
     let one_partition = NodeSettings {
         partitions: 1,
         segment_size: "32MB",
-        checkpoint_size: "64MB",
+        snapshot_size: "64MB",
         ..settings(&s3, None, "multipart", "standalone")
     };
     let mut node = TestNode::start(one_partition);
@@ -387,7 +383,7 @@ fn a_snapshot_larger_than_a_part_goes_up_in_parts_and_comes_back() {
     wait_until_archived(&store, &layout, expected.len() as u64);
     let partition = strata_core_partition(0);
     let manifest =
-        block_on(strata_objstore::read_partition_manifest(&store, &layout, partition)).unwrap();
+        block_on(strata_archive::read_partition_manifest(&store, &layout, partition)).unwrap();
     let snapshot = manifest.newest_snapshot().expect("a snapshot");
     assert!(snapshot.bytes > 16 * 1024 * 1024, "snapshot of {} bytes", snapshot.bytes);
     node.kill();

@@ -49,14 +49,14 @@ fn write_partition(data_dir: &Path, records: u64) {
     writer.finish().unwrap();
 }
 
-fn write_checkpoint(data_dir: &Path, lsn: Lsn) {
+fn write_snapshot(data_dir: &Path, lsn: Lsn) {
     let keys: Vec<(Vec<u8>, Vec<u8>)> = (1..=lsn.0)
         .map(|lsn| (format!("key-{lsn}").into_bytes(), format!("value-{lsn}").into_bytes()))
         .collect();
     let entries = keys.iter().map(|(key, value)| (key.as_slice(), value.as_slice(), 0));
-    let mut image = strata_wal::encode_checkpoint(PARTITION, entries);
-    strata_wal::seal_checkpoint(&mut image, PARTITION, lsn);
-    let path = data_dir.join("p0").join(strata_wal::checkpoint_file_name(lsn));
+    let mut image = strata_wal::encode_snapshot(PARTITION, entries);
+    strata_wal::seal_snapshot(&mut image, PARTITION, lsn);
+    let path = data_dir.join("p0").join(strata_wal::snapshot_file_name(lsn));
     std::fs::write(path, image).unwrap();
 }
 
@@ -109,7 +109,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 #[test]
-fn sealed_segments_and_checkpoints_go_up_and_restore_brings_them_back() {
+fn sealed_segments_and_snapshots_go_up_and_restore_brings_them_back() {
     let data_dir = tempfile::tempdir().unwrap();
     write_partition(data_dir.path(), 300);
     let sealed = strata_wal::scan_segments(&data_dir.path().join("p0")).unwrap().len() - 1;
@@ -133,7 +133,7 @@ fn sealed_segments_and_checkpoints_go_up_and_restore_brings_them_back() {
         assert_eq!(manifest.segments.len(), sealed);
         assert_eq!(marks.floor(PARTITION), Lsn::ZERO, "no snapshot covers them yet");
         let snapshot_lsn = Lsn(manifest.segments[1].last_lsn);
-        write_checkpoint(data_dir.path(), snapshot_lsn);
+        write_snapshot(data_dir.path(), snapshot_lsn);
         uploader.pass().await;
         let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
         assert_eq!(manifest.newest_snapshot().unwrap().lsn, snapshot_lsn.0);
@@ -141,10 +141,10 @@ fn sealed_segments_and_checkpoints_go_up_and_restore_brings_them_back() {
         let last_archived = manifest.segments.last().unwrap().last_lsn;
         // Two more snapshots: the first one and the segments it alone covered go.
         let first_snapshot = layout.object(PARTITION, &manifest.snapshots[0].object);
-        write_checkpoint(data_dir.path(), Lsn(manifest.segments[2].last_lsn));
+        write_snapshot(data_dir.path(), Lsn(manifest.segments[2].last_lsn));
         uploader.pass().await;
         assert!(store.head(&first_snapshot).await.is_ok(), "two snapshots are kept");
-        write_checkpoint(data_dir.path(), Lsn(last_archived));
+        write_snapshot(data_dir.path(), Lsn(last_archived));
         uploader.pass().await;
         let pruned = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
         assert_eq!(pruned.snapshots.len(), 2);
@@ -324,7 +324,7 @@ fn a_stale_uploader_deletes_nothing_and_equal_or_newer_epochs_write() {
         let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();
         assert_eq!((manifest.writer_epoch, manifest.segments.len()), (3, 2), "equal epoch");
 
-        write_checkpoint(data_dir.path(), Lsn(starts[2] - 1));
+        write_snapshot(data_dir.path(), Lsn(starts[2] - 1));
         let mut newer = uploader_at(&store, data_dir.path(), &marks, Epoch(4));
         newer.pass().await;
         let manifest = read_partition_manifest(&store, &layout, PARTITION).await.unwrap();

@@ -51,7 +51,7 @@ pub struct SegmentEntry {
     pub writer_epoch: u64,
 }
 
-/// One archived snapshot: a local checkpoint file as it is.
+/// One archived snapshot: the local snapshot file as it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotEntry {
     /// Name relative to the partition (`snap/<LSN>`).

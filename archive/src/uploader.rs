@@ -1,4 +1,4 @@
-//! The uploader thread: copies every partition's sealed segments and new checkpoints to the
+//! The uploader thread: copies every partition's sealed segments and new snapshots to the
 //! archive, keeps the manifests, and publishes the archive floor that lets the shards delete
 //! local segments.
 //!
@@ -78,7 +78,7 @@ pub struct UploaderMetrics {
     pub uploaded_objects: AtomicU64,
     pub uploaded_bytes: AtomicU64,
     pub failures: AtomicU64,
-    /// Sealed segments and checkpoints waiting to go up, and their bytes.
+    /// Sealed segments and snapshots waiting to go up, and their bytes.
     pub backlog_objects: AtomicU64,
     pub backlog_bytes: AtomicU64,
     /// Unix milliseconds of the last pass that uploaded everything it could (0: none yet).
@@ -252,7 +252,7 @@ impl Uploader {
         for index in 0..self.config.partition_count {
             let partition = PartitionId(index);
             if !uploading {
-                // Not this node's job: its segments may go once a checkpoint covers them.
+                // Not this node's job: its segments may go once a snapshot covers them.
                 self.config.marks.set_floor(partition, Lsn(u64::MAX));
                 self.partitions[index as usize].manifest = None;
                 continue;
@@ -386,7 +386,7 @@ impl Uploader {
             manifest.add_segment(entry);
             self.put_manifest(partition, manifest).await?;
         }
-        if let Some((lsn, path)) = newest_checkpoint(&directory)? {
+        if let Some((lsn, path)) = newest_local_snapshot(&directory)? {
             let archived =
                 manifest.newest_snapshot().map_or(Lsn::ZERO, |snapshot| Lsn(snapshot.lsn));
             if lsn > archived && lsn <= committed {
@@ -510,7 +510,7 @@ impl Uploader {
         })
     }
 
-    /// Uploads the checkpoint at `path`; `None` when it was replaced by a newer one meanwhile.
+    /// Uploads the snapshot at `path`; `None` when it was replaced by a newer one meanwhile.
     async fn upload_snapshot(
         &self,
         partition: PartitionId,
@@ -523,13 +523,13 @@ impl Uploader {
             Err(error) => return Err(local_error(path, &error)),
         };
         let loaded =
-            strata_wal::inspect_checkpoint(&image, partition).map_err(|(offset, reason)| {
+            strata_wal::inspect_snapshot(&image, partition).map_err(|(offset, reason)| {
                 ArchiveError::Corrupt {
                     object: format!("{} at offset {offset}", path.display()),
                     reason,
                 }
             })?;
-        assert_eq!(loaded.lsn, lsn, "checkpoint named for another LSN passed inspection");
+        assert_eq!(loaded.lsn, lsn, "snapshot named for another LSN passed inspection");
         let name = Layout::snapshot_name(lsn);
         let crc32c = crc32c::crc32c(&image);
         let image_bytes = image.len() as u64;
@@ -681,9 +681,9 @@ impl Uploader {
             backlog_objects = backlog.objects,
             limit = self.config.backlog_warning_bytes,
             last_error = self.metrics.last_error().unwrap_or_default(),
-            "UPLOAD BACKLOG: segments wait on local disk for object storage; if the disk fills, \
-             partitions refuse writes (nothing acknowledged is lost) until storage returns or \
-             space is freed"
+            "UPLOAD BACKLOG: segments wait on local disk for the archive; if the disk fills, \
+             partitions refuse writes (nothing acknowledged is lost) until shared storage \
+             returns or space is freed"
         );
     }
 
@@ -706,7 +706,7 @@ fn sealed_segments(directory: &Path) -> Result<Vec<(SegmentInfo, Lsn)>, ArchiveE
         .collect())
 }
 
-fn newest_checkpoint(directory: &Path) -> Result<Option<(Lsn, PathBuf)>, ArchiveError> {
+fn newest_local_snapshot(directory: &Path) -> Result<Option<(Lsn, PathBuf)>, ArchiveError> {
     let Ok(entries) = std::fs::read_dir(directory) else {
         return Ok(None);
     };
@@ -714,7 +714,7 @@ fn newest_checkpoint(directory: &Path) -> Result<Option<(Lsn, PathBuf)>, Archive
     for entry in entries {
         let entry = entry.map_err(|error| local_error(directory, &error))?;
         let name = entry.file_name();
-        if let Some(lsn) = name.to_str().and_then(strata_wal::parse_checkpoint_file_name) {
+        if let Some(lsn) = name.to_str().and_then(strata_wal::parse_snapshot_file_name) {
             if newest.as_ref().is_none_or(|(newest, _)| lsn > *newest) {
                 newest = Some((lsn, entry.path()));
             }

@@ -127,7 +127,7 @@ impl RestoreReport {
 
 /// Builds the partition directories `<data_dir>/p<N>` from the archive alone: per partition
 /// the newest snapshot and every segment after it up to the last archived LSN. Every object is
-/// checked (size and CRC32C against the manifest, then the segment and checkpoint checksums)
+/// checked (size and CRC32C against the manifest, then the segment and snapshot checksums)
 /// before anything of it is written; a damaged or missing object stops the restore, naming it.
 /// `progress(done, total)` is called with downloaded bytes.
 ///
@@ -227,7 +227,7 @@ pub async fn restore_partition(
         let path = layout.object(partition, &snapshot.object);
         let image = fetch_checked(store, &path, snapshot.bytes, snapshot.crc32c).await?;
         let loaded = writer
-            .write_checkpoint(path.as_ref(), &image)
+            .write_snapshot(path.as_ref(), &image)
             .map_err(|error| as_corrupt(error, &path))?;
         report.snapshot_lsn = loaded.lsn.0;
         report.snapshot_entries = loaded.entry_count;

@@ -4,16 +4,16 @@ use strata_wal::WalError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
-    /// The object store refused or failed a request (after its own bounded retries).
-    #[error("object storage: {operation} {object}: {source}")]
+    /// Shared storage refused or failed a request (after the client's own bounded retries).
+    #[error("shared storage: {operation} {object}: {source}")]
     Store {
         operation: &'static str,
         object: String,
         #[source]
         source: object_store::Error,
     },
-    /// An object the manifest lists is not in the store.
-    #[error("object {object} is missing from object storage")]
+    /// An object the manifest lists is not in the archive.
+    #[error("object {object} is missing from the archive")]
     Missing { object: String },
     /// An object does not match its manifest entry or does not validate.
     #[error("object {object} is corrupt: {reason}")]
@@ -24,7 +24,7 @@ pub enum ArchiveError {
     /// A local file the uploader reads cannot be read.
     #[error("cannot read {path}: {reason}")]
     Local { path: String, reason: String },
-    /// A manifest in the store was written by a leader of a newer epoch than this node's: a
+    /// A manifest in the archive was written by a leader of a newer epoch than this node's: a
     /// newer leader archives now, and this node must not put back its older view.
     #[error(
         "{object} was written at epoch {stored_epoch}, newer than this node's epoch \
@@ -38,7 +38,7 @@ pub enum ArchiveError {
         own_epoch: u64,
     },
     /// Unusable settings.
-    #[error("object storage settings: {reason}")]
+    #[error("shared storage settings: {reason}")]
     Config { reason: String },
     #[error(transparent)]
     Wal(#[from] WalError),

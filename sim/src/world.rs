@@ -110,26 +110,95 @@ pub enum Message {
     Refused(String),
 }
 
+/// A change of a replica's log that takes disk time.
+#[derive(Clone, Debug)]
+pub enum LogChange {
+    Cut { after: Lsn },
+    Install { lsn: Lsn, entries: Vec<Entry> },
+}
+
 /// Something that happens at a moment of simulated time.
 #[derive(Clone, Debug)]
 pub enum Event {
     ClientWrite,
-    Flush { node: usize, incarnation: u64, part: usize },
-    SyncDone { node: usize, incarnation: u64, part: usize, generation: u64, lsn: u64 },
-    FactsDone { node: usize, incarnation: u64, part: usize, facts: Box<PartitionFacts> },
-    Deliver { link: u64, to: usize, incarnation: u64, message: Message },
-    Closed { link: u64, to: usize, incarnation: u64 },
-    Tick { node: usize, incarnation: u64 },
-    StepDown { node: usize, incarnation: u64 },
-    AcceptArrives { promotion: u64, node: usize, incarnation: u64 },
-    InstallArrives { promotion: u64, node: usize, incarnation: u64 },
-    AcceptAnswer { promotion: u64, node: usize, incarnation: u64, refusal: Option<String> },
-    PromotionDeadline { promotion: u64 },
+    Flush {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+    },
+    SyncDone {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+        generation: u64,
+        lsn: u64,
+    },
+    FactsDone {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+        facts: Box<PartitionFacts>,
+    },
+    /// A cut or snapshot install asked of the disk is done (they take disk time, as in the
+    /// runtime, which runs them on a task of their own).
+    LogChanged {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+        change: LogChange,
+    },
+    Deliver {
+        link: u64,
+        to: usize,
+        incarnation: u64,
+        message: Message,
+    },
+    Closed {
+        link: u64,
+        to: usize,
+        incarnation: u64,
+    },
+    Tick {
+        node: usize,
+        incarnation: u64,
+    },
+    StepDown {
+        node: usize,
+        incarnation: u64,
+    },
+    AcceptArrives {
+        promotion: u64,
+        node: usize,
+        incarnation: u64,
+    },
+    InstallArrives {
+        promotion: u64,
+        node: usize,
+        incarnation: u64,
+    },
+    AcceptAnswer {
+        promotion: u64,
+        node: usize,
+        incarnation: u64,
+        refusal: Option<String>,
+    },
+    PromotionDeadline {
+        promotion: u64,
+    },
     Nemesis,
-    Resume { node: usize },
-    Restart { node: usize },
-    Rejoin { first: usize, second: usize },
-    DiskNormal { node: usize },
+    Resume {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+    },
+    Rejoin {
+        first: usize,
+        second: usize,
+    },
+    DiskNormal {
+        node: usize,
+    },
     Liveness,
     Repair,
 }
@@ -141,6 +210,7 @@ impl Event {
             Event::Flush { node, incarnation, .. }
             | Event::SyncDone { node, incarnation, .. }
             | Event::FactsDone { node, incarnation, .. }
+            | Event::LogChanged { node, incarnation, .. }
             | Event::Tick { node, incarnation }
             | Event::StepDown { node, incarnation }
             | Event::AcceptArrives { node, incarnation, .. }
@@ -398,6 +468,7 @@ impl World {
                 self.sync_done(node, part, generation, lsn);
             }
             Event::FactsDone { node, part, facts, .. } => self.facts_done(node, part, *facts),
+            Event::LogChanged { node, part, change, .. } => self.log_changed(node, part, change),
             Event::Deliver { link, to, message, .. } => self.deliver(link, to, message),
             Event::Closed { link, to, .. } => self.closed(link, to),
             Event::Tick { node, incarnation } => self.tick(node, incarnation),
@@ -986,29 +1057,49 @@ impl World {
     }
 
     fn truncate(&mut self, node: usize, part: usize, after: Lsn, records: u64) {
-        self.note(format!("n{node} p{part}: cuts its log back to {after}, {records} records"));
-        let disk = &mut self.nodes[node].parts[part].disk;
-        disk.log.truncate(usize::try_from(after.0).expect("fits"));
-        disk.durable = disk.durable.min(after.0);
-        disk.generation += 1;
-        let epoch = disk.epoch_at(after.0);
-        self.replica_step(node, part, ReplicaEvent::Truncated { lsn: after, epoch });
+        self.note(format!(
+            "n{node} p{part}: starts cutting its log back to {after}, {records} records"
+        ));
+        self.change_log(node, part, LogChange::Cut { after });
     }
 
     fn install(&mut self, node: usize, part: usize, lsn: Lsn) {
         let link = self.nodes[node].parts[part].link;
         let entries = link.and_then(|id| self.links.get_mut(&id)?.snapshot.take());
         let Some(entries) = entries else { return };
-        self.note(format!("n{node} p{part}: installs a snapshot at {lsn}"));
+        self.note(format!("n{node} p{part}: starts installing a snapshot at {lsn}"));
+        self.change_log(node, part, LogChange::Install { lsn, entries });
+    }
+
+    fn change_log(&mut self, node: usize, part: usize, change: LogChange) {
+        let latency = self.disk_latency(node);
+        let incarnation = self.nodes[node].incarnation;
+        self.schedule(latency, Event::LogChanged { node, incarnation, part, change });
+    }
+
+    /// The cut or install is on disk, whatever became of the stream that asked (and even if
+    /// the partition leads by now: the runtime's task finishes all the same).
+    fn log_changed(&mut self, node: usize, part: usize, change: LogChange) {
         let disk = &mut self.nodes[node].parts[part].disk;
-        disk.log = entries;
-        disk.log.truncate(usize::try_from(lsn.0).expect("fits"));
-        disk.durable = lsn.0;
-        disk.floor = lsn.0;
-        disk.start = lsn.0;
         disk.generation += 1;
-        let epoch = disk.epoch_at(lsn.0);
-        self.replica_step(node, part, ReplicaEvent::SnapshotInstalled { lsn, epoch });
+        let event = match change {
+            LogChange::Cut { after } => {
+                disk.log.truncate(usize::try_from(after.0).expect("fits"));
+                disk.durable = disk.durable.min(after.0);
+                ReplicaEvent::Truncated { lsn: after, epoch: disk.epoch_at(after.0) }
+            }
+            LogChange::Install { lsn, entries } => {
+                disk.log = entries;
+                disk.log.truncate(usize::try_from(lsn.0).expect("fits"));
+                disk.durable = lsn.0;
+                disk.floor = lsn.0;
+                disk.start = lsn.0;
+                ReplicaEvent::SnapshotInstalled { lsn, epoch: disk.epoch_at(lsn.0) }
+            }
+        };
+        self.note(format!("n{node} p{part}: log changed: {event:?}"));
+        self.replica_step(node, part, event);
+        self.drain_backlog_of(node, part);
     }
 
     // ----- the control plane -----
@@ -1514,7 +1605,7 @@ impl World {
                 self.nodes[node].wall_offset_ms += sign * step;
                 self.note(format!("n{node}: wall clock steps {} ms", sign * step));
             }
-            14..=15 => self.checkpoint(node),
+            14..=15 => self.write_snapshot(node),
             16..=20 => {
                 let candidate = self.random.index(self.config.voters);
                 self.start_promotion(candidate);
@@ -1666,7 +1757,7 @@ impl World {
         self.replica_step(node, part, ReplicaEvent::WalFailed { reason });
     }
 
-    fn checkpoint(&mut self, node: usize) {
+    fn write_snapshot(&mut self, node: usize) {
         if !self.nodes[node].running() {
             return;
         }
@@ -1679,7 +1770,7 @@ impl World {
         target.disk.floor = lsn;
         target.disk.start = lsn;
         if let Machine::Replica(replica) = &mut target.machine {
-            replica.checkpointed(Lsn(lsn));
+            replica.snapshot_written(Lsn(lsn));
         }
     }
 

@@ -1,8 +1,8 @@
 //! A log's epoch history: where each epoch starts, so that two logs can find the last LSN on
-//! which they agree (Kafka's leader-epoch checkpoint, KIP-101 and KIP-279).
+//! which they agree (Kafka's leader-epoch snapshot, KIP-101 and KIP-279).
 //!
 //! An entry `(epoch, first)` says: from LSN `first` on, the log holds frames of `epoch`, up to
-//! the next entry's first LSN (or the log's end). A log known only from a checkpoint or a
+//! the next entry's first LSN (or the log's end). A log known only from a snapshot or a
 //! snapshot at LSN `s` starts with `(epoch of s, s)`: what lies before `s` is not known, and
 //! no answer depends on it.
 //!

@@ -52,7 +52,7 @@ pub struct Subscription {
     pub last_epoch: Epoch,
     /// Its log's epoch history.
     pub history: EpochHistory,
-    /// The lowest LSN it can cut its log back to (its newest checkpoint's).
+    /// The lowest LSN it can cut its log back to (its newest snapshot's).
     pub floor: Lsn,
     /// The highest epoch it has seen.
     pub fence: Epoch,
@@ -73,8 +73,8 @@ pub enum StreamPlan {
 pub enum SnapshotReason {
     /// The two logs share no epoch the histories know of.
     NoAgreement,
-    /// The replica's log agrees only below its checkpoint, which it cannot cut back past.
-    BelowCheckpoint,
+    /// The replica's log agrees only below its snapshot, which it cannot cut back past.
+    BelowSnapshot,
     /// The replica subscribed from the same place again and again: what its tail gets fails.
     Repeated,
     /// The frames after the point of agreement are no longer in this leader's log.
@@ -85,7 +85,7 @@ impl std::fmt::Display for SnapshotReason {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         formatter.write_str(match self {
             SnapshotReason::NoAgreement => "its log shares no epoch with this leader's",
-            SnapshotReason::BelowCheckpoint => "its log agrees only below its checkpoint",
+            SnapshotReason::BelowSnapshot => "its log agrees only below its snapshot",
             SnapshotReason::Repeated => "replica keeps subscribing from the same place",
             SnapshotReason::TailUnavailable => "the frames it lacks are gone from this log",
         })
@@ -564,7 +564,7 @@ impl Leader {
             self.history.agreement(self.framed, &subscription.history, subscription.last_lsn);
         match agreement {
             Some(after) if after >= subscription.floor => StreamPlan::Tail { after },
-            Some(_) => StreamPlan::Snapshot { reason: SnapshotReason::BelowCheckpoint },
+            Some(_) => StreamPlan::Snapshot { reason: SnapshotReason::BelowSnapshot },
             None => StreamPlan::Snapshot { reason: SnapshotReason::NoAgreement },
         }
     }

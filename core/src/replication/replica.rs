@@ -243,6 +243,9 @@ pub struct Replica {
     accepting: Option<Epoch>,
     /// A promoted leader's first set waiting to be on disk.
     installing: Option<InSyncSet>,
+    /// A cut or a snapshot install asked of the runtime and not reported done: the log it
+    /// changes is not the one to subscribe from, whatever became of the stream that asked.
+    reshaping: bool,
 }
 
 impl Replica {
@@ -273,6 +276,7 @@ impl Replica {
             replies: Vec::new(),
             accepting: None,
             installing: None,
+            reshaping: false,
         }
     }
 
@@ -343,22 +347,23 @@ impl Replica {
             .is_some_and(|current| current.id == stream && current.phase == Phase::Live)
     }
 
-    /// Whether `stream` waits for facts to reach the disk or a snapshot to be installed before
-    /// it can take frames: the runtime holds the stream's later messages until then.
+    /// Whether `stream` waits for facts to reach the disk, its log to be cut back or a snapshot
+    /// to be installed before it can take frames: the runtime holds the stream's later
+    /// messages until then.
     #[must_use]
     pub fn waiting_for_disk(&self, stream: u64) -> bool {
         self.stream.as_ref().is_some_and(|current| {
             current.id == stream
                 && matches!(
                     current.phase,
-                    Phase::AwaitingFence { .. } | Phase::SnapshotReady { .. }
+                    Phase::AwaitingFence { .. } | Phase::Truncating | Phase::SnapshotReady { .. }
                 )
         })
     }
 
-    /// A checkpoint at `lsn` was written: the log can no longer be cut back below it.
-    pub fn checkpointed(&mut self, lsn: Lsn) {
-        assert!(lsn <= self.durable, "a checkpoint of what is durable");
+    /// A snapshot at `lsn` was written: the log can no longer be cut back below it.
+    pub fn snapshot_written(&mut self, lsn: Lsn) {
+        assert!(lsn <= self.durable, "a snapshot of what is durable");
         self.floor = self.floor.max(lsn);
     }
 
@@ -388,10 +393,11 @@ impl Replica {
     }
 
     /// Where a subscription starts: the durable end of the log. `None` while frames it applied
-    /// are not durable yet (the runtime waits and asks again), or after its log failed.
+    /// are not durable yet or a cut or snapshot install is under way (the runtime waits and
+    /// asks again), or after its log failed.
     #[must_use]
     pub fn subscription(&self) -> Option<SubscribeFrom> {
-        if self.failed.is_some() {
+        if self.failed.is_some() || self.reshaping {
             return None;
         }
         let applied = self.mutations.has(Mutation::ReportApplied);
@@ -586,13 +592,14 @@ impl Replica {
                 if after < self.last {
                     if after < self.floor {
                         let reason = format!(
-                            "cannot cut the log back to LSN {after}, below its checkpoint at {}",
+                            "cannot cut the log back to LSN {after}, below its snapshot at {}",
                             self.floor
                         );
                         return self.reject(stream, ReplicaError::Protocol(reason), out);
                     }
                     self.set_phase(Phase::Truncating);
                     let records = self.last.0 - after.0;
+                    self.reshape();
                     out.push(ReplicaCommand::Truncate { after, records });
                     return;
                 }
@@ -737,6 +744,8 @@ impl Replica {
     /// The log was cut back. It is so on disk whatever became of the stream that asked.
     fn on_truncated(&mut self, lsn: Lsn, epoch: Epoch, out: &mut Vec<ReplicaCommand>) {
         assert!(lsn <= self.last && lsn >= self.floor, "cut back within the log");
+        debug_assert!(self.reshaping, "a cut that was asked for");
+        self.reshaping = false;
         self.last = lsn;
         self.durable = self.durable.min(lsn);
         self.history.truncate_after(lsn);
@@ -766,11 +775,21 @@ impl Replica {
 
     fn install(&mut self, lsn: Lsn, out: &mut Vec<ReplicaCommand>) {
         self.set_phase(Phase::SnapshotReady { lsn, installing: true });
+        self.reshape();
         out.push(ReplicaCommand::InstallSnapshot { lsn });
+    }
+
+    /// Notes a cut or install asked of the runtime: one at a time, since a stream starts only
+    /// from a subscription, and none is given while one runs.
+    fn reshape(&mut self) {
+        assert!(!self.reshaping, "one log change at a time");
+        self.reshaping = true;
     }
 
     /// The snapshot replaced the log, whatever became of the stream that sent it.
     fn on_installed(&mut self, lsn: Lsn, epoch: Epoch, out: &mut Vec<ReplicaCommand>) {
+        debug_assert!(self.reshaping, "an install that was asked for");
+        self.reshaping = false;
         self.last = lsn;
         self.durable = lsn;
         self.floor = lsn;
@@ -845,7 +864,7 @@ impl Replica {
     fn check_invariants(&self) {
         assert!(self.durable <= self.last, "durable beyond the log's end");
         assert!(self.commit <= self.durable, "committed beyond durable");
-        assert!(self.floor <= self.last, "the checkpoint beyond the log's end");
+        assert!(self.floor <= self.last, "the snapshot beyond the log's end");
         assert!(self.facts.fence >= self.durable_facts.fence, "wanted facts behind the disk");
     }
 }

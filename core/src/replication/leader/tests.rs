@@ -173,12 +173,12 @@ fn a_replica_is_cut_back_to_where_logs_agree_or_sent_a_snapshot() {
     let commands =
         step(&mut leader, 0, LeaderEvent::Subscribed { stream: StreamId(2), subscription: behind });
     assert_eq!(start(&commands).0, StreamPlan::Tail { after: Lsn(15) });
-    // Diverged below its checkpoint, or sharing no epoch: a snapshot.
+    // Diverged below its snapshot, or sharing no epoch: a snapshot.
     let mut stuck = subscription("c", ReplicaKind::Follower, 14, &[(1, 1)]);
     stuck.floor = Lsn(12);
     let commands =
         step(&mut leader, 0, LeaderEvent::Subscribed { stream: StreamId(3), subscription: stuck });
-    let below = StreamPlan::Snapshot { reason: SnapshotReason::BelowCheckpoint };
+    let below = StreamPlan::Snapshot { reason: SnapshotReason::BelowSnapshot };
     assert_eq!(start(&commands).0, below);
     let stranger = subscription("d", ReplicaKind::Follower, 9, &[(7, 1)]);
     let commands = step(
@@ -253,3 +253,5 @@ fn the_fourth_subscription_from_one_place_gets_a_snapshot() {
     let repeated = StreamPlan::Snapshot { reason: SnapshotReason::Repeated };
     assert_eq!(plans, [tail, tail, tail, repeated, tail]);
 }
+
+mod properties;

@@ -205,3 +205,53 @@ fn a_replica_taking_over_a_pending_write_waits_for_its_own_facts_before_it_answe
     let done = step(&mut replica, ReplicaEvent::FactsPersisted { facts: fenced });
     assert_eq!(done, [ReplicaCommand::Accepted { epoch: Epoch(4) }]);
 }
+
+/// A promotion ends the stream whose cut is still running. Were the node to follow the new
+/// leader at once, from the log as it was before the cut, it would acknowledge records the cut
+/// then removes while the new stream stays current. The shard runtime cuts the log on a task
+/// of its own and subscribes as soon as `subscription()` answers: so it answers nothing until
+/// the cut is reported, and then from the cut log.
+#[test]
+fn no_subscription_while_a_cut_from_an_ended_stream_runs() {
+    let mut replica = replica(5, 5, 2);
+    step(&mut replica, ReplicaEvent::StreamOpened { stream: 1 });
+    let cut = step(&mut replica, start(1, 2, tail(4)));
+    assert_eq!(cut, [ReplicaCommand::Truncate { after: Lsn(3), records: 2 }]);
+    let promotion = step(&mut replica, ReplicaEvent::AcceptEpoch { epoch: Epoch(3), basis: None });
+    assert!(matches!(&promotion[1], ReplicaCommand::Reject { stream: 1, .. }), "{promotion:?}");
+    assert_eq!(persisted(&mut replica, 3), [ReplicaCommand::Accepted { epoch: Epoch(3) }]);
+    assert_eq!(replica.subscription(), None, "the cut still runs");
+    assert_eq!(step(&mut replica, ReplicaEvent::Truncated { lsn: Lsn(3), epoch: Epoch(1) }), []);
+    let from = replica.subscription().expect("the cut is done");
+    assert_eq!((from.last_lsn, from.last_epoch), (Lsn(3), Epoch(1)), "from the cut log");
+    // The new leader's log holds LSNs 4 and 5 of epoch 1 again: the replica takes them anew.
+    step(&mut replica, ReplicaEvent::StreamOpened { stream: 2 });
+    let started = step(&mut replica, start(2, 3, tail(4)));
+    assert_eq!(started[0], ReplicaCommand::Ack { stream: 2, lsn: Lsn(3) }, "no more than held");
+    let frame = ReplicaEvent::Frame { stream: 2, epoch: Epoch(1), first: Lsn(4), last: Lsn(5) };
+    assert_eq!(step(&mut replica, frame), []);
+    let durable = step(&mut replica, ReplicaEvent::LocalDurable { lsn: Lsn(5) });
+    assert!(durable.contains(&ReplicaCommand::Ack { stream: 2, lsn: Lsn(5) }), "{durable:?}");
+}
+
+/// The same order with a snapshot install: a promotion ends the stream whose install still
+/// runs. A new stream started before the install is reported could ask for a cut below the
+/// installed snapshot, which the replica must refuse to believe (its release-build assertion
+/// would end the process). No subscription is given until the install is reported; then it
+/// starts after the snapshot.
+#[test]
+fn no_subscription_while_a_snapshot_from_an_ended_stream_installs() {
+    let mut replica = replica(5, 5, 2);
+    step(&mut replica, ReplicaEvent::StreamOpened { stream: 1 });
+    assert_eq!(step(&mut replica, start(1, 2, StartMode::Snapshot)), []);
+    let install = step(&mut replica, ReplicaEvent::SnapshotReceived { stream: 1, lsn: Lsn(6) });
+    assert_eq!(install, [ReplicaCommand::InstallSnapshot { lsn: Lsn(6) }]);
+    step(&mut replica, ReplicaEvent::AcceptEpoch { epoch: Epoch(3), basis: None });
+    assert_eq!(persisted(&mut replica, 3), [ReplicaCommand::Accepted { epoch: Epoch(3) }]);
+    assert_eq!(replica.subscription(), None, "the install still runs");
+    step(&mut replica, ReplicaEvent::SnapshotInstalled { lsn: Lsn(6), epoch: Epoch(2) });
+    let from = replica.subscription().expect("the install is done");
+    assert_eq!((from.last_lsn, from.floor), (Lsn(6), Lsn(6)), "after the snapshot");
+}
+
+mod properties;

@@ -84,6 +84,14 @@ pub fn role_body(role: &str, name: Option<&str>, address: Option<&str>) -> Strin
     Value::Object(body).to_string()
 }
 
+/// Sets `node`'s role through its admin API, as `name`, following `leader` if given; asserts
+/// the node accepted it.
+pub fn set_role(node: &crate::TestNode, role: &str, name: &str, leader: Option<&crate::TestNode>) {
+    let address = leader.map(crate::TestNode::peer_address);
+    let body = role_body(role, Some(name), address.as_deref());
+    node.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
+}
+
 /// Polls `check` every 50 ms until it returns true or `timeout` passes; returns whether it did.
 pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -129,6 +129,21 @@ pub struct NodeSettings {
     pub environment: Vec<(String, String)>,
 }
 
+impl NodeSettings {
+    /// A node that starts in admin mode, ready to take a cluster role: `shards` shard threads,
+    /// heartbeats every 200 ms, members timed out after 2 s.
+    #[must_use]
+    pub fn cluster(shards: u32) -> NodeSettings {
+        NodeSettings {
+            shards,
+            server_mode: "admin",
+            heartbeat_interval: 200,
+            heartbeat_timeout: 2000,
+            ..NodeSettings::default()
+        }
+    }
+}
+
 impl Default for NodeSettings {
     fn default() -> Self {
         NodeSettings {

@@ -11,24 +11,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use strata_tests::admin::{role_body, wait_until};
+use strata_tests::admin::{role_body, set_role, wait_until};
 use strata_tests::{NodeSettings, TestNode};
-
-fn settings(shards: u32) -> NodeSettings {
-    NodeSettings {
-        shards,
-        server_mode: "admin",
-        heartbeat_interval: 200,
-        heartbeat_timeout: 2000,
-        ..NodeSettings::default()
-    }
-}
-
-fn set_role(node: &TestNode, role: &str, name: &str, leader: Option<&TestNode>) {
-    let address = leader.map(TestNode::peer_address);
-    let body = role_body(role, Some(name), address.as_deref());
-    node.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
-}
 
 fn status_on(leader: &TestNode, name: &str) -> String {
     let reply = leader.admin("GET", &format!("/admin/node/{name}"), None);
@@ -148,15 +132,15 @@ impl Writer {
 
 #[test]
 fn writes_on_the_leader_are_read_on_every_replica() {
-    let leader = TestNode::start(settings(2));
+    let leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
     // Before any replica joins: they get these through a snapshot.
     write_numbered(&mut client, "early", 300, &mut expected);
-    let follower_one = TestNode::start(settings(1));
-    let follower_two = TestNode::start(settings(2));
-    let learner = TestNode::start(settings(1));
+    let follower_one = TestNode::start(NodeSettings::cluster(1));
+    let follower_two = TestNode::start(NodeSettings::cluster(2));
+    let learner = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower_one, "follower", "f1", Some(&leader));
     set_role(&follower_two, "follower", "f2", Some(&leader));
     set_role(&learner, "learner", "l1", Some(&leader));
@@ -253,9 +237,9 @@ fn writes_on_the_leader_are_read_on_every_replica() {
 
 #[test]
 fn a_killed_follower_times_out_then_catches_up() {
-    let leader = TestNode::start(settings(2));
+    let leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
-    let mut follower = TestNode::start(settings(1));
+    let mut follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let writer = Writer::start(leader.port);
     assert!(writer.wait_for(200, Duration::from_secs(30)), "writes flow with the follower");
@@ -275,9 +259,9 @@ fn a_killed_follower_times_out_then_catches_up() {
 
 #[test]
 fn a_hung_follower_holds_writes_at_most_the_timeout_then_returns() {
-    let leader = TestNode::start(settings(2));
+    let leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(settings(1));
+    let follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let writer = Writer::start(leader.port);
     assert!(writer.wait_for(200, Duration::from_secs(30)));
@@ -299,9 +283,9 @@ fn a_hung_follower_holds_writes_at_most_the_timeout_then_returns() {
 
 #[test]
 fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
-    let leader = TestNode::start(settings(2));
+    let leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
-    let mut follower = TestNode::start(settings(1));
+    let mut follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
@@ -327,7 +311,7 @@ fn a_follower_back_after_a_short_absence_catches_up_without_a_snapshot() {
 /// change returns only once it has caught up, so reads right after it see every write.
 #[test]
 fn a_follower_far_behind_catches_up_from_the_leaders_log_files() {
-    let one_partition = |shards| NodeSettings { partitions: 1, ..settings(shards) };
+    let one_partition = |shards| NodeSettings { partitions: 1, ..NodeSettings::cluster(shards) };
     let leader = TestNode::start(one_partition(1));
     set_role(&leader, "leader", "boss", None);
     let mut follower = TestNode::start(one_partition(1));
@@ -373,7 +357,7 @@ fn a_follower_restarted_after_a_snapshot_continues_without_another() {
         segment_size: "64KB",
         storage,
         extra: "replica_window = \"64KB\"".into(),
-        ..settings(1)
+        ..NodeSettings::cluster(1)
     };
     let leader = TestNode::start(small_window.clone());
     set_role(&leader, "leader", "boss", None);
@@ -401,10 +385,10 @@ fn a_follower_restarted_after_a_snapshot_continues_without_another() {
 
 #[test]
 fn a_promoted_follower_has_every_acknowledged_write() {
-    let mut leader = TestNode::start(settings(2));
+    let mut leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
-    let first = TestNode::start(settings(2));
-    let second = TestNode::start(settings(1));
+    let first = TestNode::start(NodeSettings::cluster(2));
+    let second = TestNode::start(NodeSettings::cluster(1));
     set_role(&first, "follower", "first", Some(&leader));
     set_role(&second, "follower", "second", Some(&leader));
     let writer = Writer::start(leader.port);
@@ -437,7 +421,7 @@ fn a_promoted_follower_has_every_acknowledged_write() {
 #[test]
 fn a_replica_behind_a_promoted_leader_catches_up_on_the_old_leaders_frames() {
     // With two members kept in sync, the follower may be promoted with nobody else to ask.
-    let paired = || NodeSettings { min_insync_replicas: 2, ..settings(1) };
+    let paired = || NodeSettings { min_insync_replicas: 2, ..NodeSettings::cluster(1) };
     let mut leader = TestNode::start(paired());
     set_role(&leader, "leader", "boss", None);
     let first = TestNode::start(paired());
@@ -463,8 +447,8 @@ fn a_replica_behind_a_promoted_leader_catches_up_on_the_old_leaders_frames() {
 
 #[test]
 fn leader_and_follower_swap_roles_by_hand() {
-    let first = TestNode::start(settings(2));
-    let second = TestNode::start(settings(1));
+    let first = TestNode::start(NodeSettings::cluster(2));
+    let second = TestNode::start(NodeSettings::cluster(1));
     set_role(&first, "leader", "first", None);
     set_role(&second, "follower", "second", Some(&first));
     let mut expected = BTreeMap::new();
@@ -488,9 +472,9 @@ fn leader_and_follower_swap_roles_by_hand() {
 
 #[test]
 fn a_follower_stopped_with_sigterm_leaves_the_cluster() {
-    let leader = TestNode::start(settings(1));
+    let leader = TestNode::start(NodeSettings::cluster(1));
     set_role(&leader, "leader", "boss", None);
-    let mut follower = TestNode::start(settings(1));
+    let mut follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let pid = follower.pid().expect("running") as libc::pid_t;
     // SAFETY: a signal to a child process of this test.
@@ -505,10 +489,11 @@ fn a_follower_stopped_with_sigterm_leaves_the_cluster() {
 
 #[test]
 fn a_stopped_learner_never_holds_writes() {
-    let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(2) });
+    let leader =
+        TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..NodeSettings::cluster(2) });
     set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(settings(1));
-    let learner = TestNode::start(settings(1));
+    let follower = TestNode::start(NodeSettings::cluster(1));
+    let learner = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     set_role(&learner, "learner", "l1", Some(&leader));
     let pid = learner.pid().expect("running") as libc::pid_t;
@@ -536,9 +521,10 @@ fn a_stopped_learner_never_holds_writes() {
 /// afresh.
 #[test]
 fn a_replica_that_keeps_subscribing_from_the_same_place_gets_a_snapshot() {
-    let leader = TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..settings(1) });
+    let leader =
+        TestNode::start(NodeSettings { heartbeat_timeout: 60_000, ..NodeSettings::cluster(1) });
     set_role(&leader, "leader", "boss", None);
-    let learner = TestNode::start(settings(1));
+    let learner = TestNode::start(NodeSettings::cluster(1));
     set_role(&learner, "learner", "l1", Some(&leader));
     let mut client = leader.client();
     let mut expected = BTreeMap::new();
@@ -573,10 +559,10 @@ fn a_learner_beyond_its_window_is_cut_off_and_catches_up() {
         heartbeat_timeout: 60_000,
         partitions: 1,
         extra: "replica_window = \"64KB\"".into(),
-        ..settings(1)
+        ..NodeSettings::cluster(1)
     });
     set_role(&leader, "leader", "boss", None);
-    let learner = TestNode::start(NodeSettings { partitions: 1, ..settings(1) });
+    let learner = TestNode::start(NodeSettings { partitions: 1, ..NodeSettings::cluster(1) });
     set_role(&learner, "learner", "l1", Some(&leader));
     let pid = learner.pid().expect("running") as libc::pid_t;
     // SAFETY: signals to a child process of this test.
@@ -605,9 +591,9 @@ fn a_learner_beyond_its_window_is_cut_off_and_catches_up() {
 
 #[test]
 fn garbage_on_the_peer_port_is_refused_without_harm() {
-    let leader = TestNode::start(settings(2));
+    let leader = TestNode::start(NodeSettings::cluster(2));
     set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(settings(1));
+    let follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let seed = strata_tests::test_seed("garbage_on_the_peer_port");
     let mut state = seed | 1;
@@ -790,7 +776,7 @@ fn a_follower_refuses_bad_frames_from_its_leader() {
     let outcomes = Arc::new(Mutex::new(Vec::new()));
     let recorded = Arc::clone(&outcomes);
     std::thread::spawn(move || fake_leader(listener, recorded));
-    let follower = TestNode::start(NodeSettings { partitions: 2, ..settings(1) });
+    let follower = TestNode::start(NodeSettings { partitions: 2, ..NodeSettings::cluster(1) });
     let body = role_body("follower", Some("f1"), Some(&address));
     follower.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
     let expected = bad_stream_inputs().len();

@@ -14,28 +14,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use strata_tests::admin::{role_body, wait_until, AdminReply};
+use strata_tests::admin::{role_body, set_role, wait_until, AdminReply};
 use strata_tests::raw::{self, Reply};
 use strata_tests::{NodeSettings, TestNode};
 
 /// The text a leader with too few members in sync refuses writes with (Redis's).
 const NO_REPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
-
-fn settings(shards: u32) -> NodeSettings {
-    NodeSettings {
-        shards,
-        server_mode: "admin",
-        heartbeat_interval: 200,
-        heartbeat_timeout: 2000,
-        ..NodeSettings::default()
-    }
-}
-
-fn set_role(node: &TestNode, role: &str, name: &str, leader: Option<&TestNode>) {
-    let address = leader.map(TestNode::peer_address);
-    let body = role_body(role, Some(name), address.as_deref());
-    node.admin("POST", "/admin/node/current", Some(&body)).assert_ok();
-}
 
 /// Asks `node` to lead as `name`; `force` overrides the promotion guard.
 fn promote(node: &TestNode, name: &str, force: bool) -> AdminReply {
@@ -174,7 +158,7 @@ struct DroppedFollower {
 }
 
 fn cluster_with_a_follower_dropped_while_paused() -> DroppedFollower {
-    let quick = || NodeSettings { heartbeat_timeout: 1000, ..settings(1) };
+    let quick = || NodeSettings { heartbeat_timeout: 1000, ..NodeSettings::cluster(1) };
     let mut leader = TestNode::start(quick());
     set_role(&leader, "leader", "boss", None);
     let a = TestNode::start(quick());
@@ -321,8 +305,11 @@ impl StaleWriter {
 /// every write the new leader acknowledged and none the old one was sent.
 #[test]
 fn a_paused_leader_is_fenced_and_steps_down() {
-    let patient =
-        || NodeSettings { min_insync_replicas: 2, heartbeat_timeout: 60_000, ..settings(1) };
+    let patient = || NodeSettings {
+        min_insync_replicas: 2,
+        heartbeat_timeout: 60_000,
+        ..NodeSettings::cluster(1)
+    };
     let old = TestNode::start(patient());
     set_role(&old, "leader", "boss", None);
     let first = TestNode::start(patient());
@@ -405,7 +392,7 @@ fn segment_boundaries_do_not_hide_a_divergent_tail() {
         segment_size: "64KB",
         heartbeat_timeout: 60_000,
         storage: storage.clone(),
-        ..settings(1)
+        ..NodeSettings::cluster(1)
     };
     let mut leader = TestNode::start(small_segments());
     set_role(&leader, "leader", "boss", None);
@@ -544,7 +531,7 @@ fn a_follower_whose_disk_fills_leaves_the_set() {
         segment_size: "64KB",
         min_insync_replicas: 2,
         heartbeat_timeout: 60_000,
-        ..settings(1)
+        ..NodeSettings::cluster(1)
     };
     let leader = TestNode::start(paired());
     set_role(&leader, "leader", "boss", None);
@@ -597,7 +584,8 @@ fn a_follower_whose_disk_fills_leaves_the_set() {
 /// follower keeps its log and continues it from the new leader's frames.
 #[test]
 fn a_follower_pointed_at_a_new_leader_keeps_its_log() {
-    let small_segments = || NodeSettings { partitions: 1, segment_size: "64KB", ..settings(1) };
+    let small_segments =
+        || NodeSettings { partitions: 1, segment_size: "64KB", ..NodeSettings::cluster(1) };
     let mut leader = TestNode::start(small_segments());
     set_role(&leader, "leader", "boss", None);
     let first = TestNode::start(small_segments());
@@ -641,7 +629,7 @@ fn a_follower_pointed_at_a_new_leader_keeps_its_log() {
 /// the follower, and commits when it returns; then writes succeed again.
 #[test]
 fn a_leader_alone_below_the_minimum_refuses_writes() {
-    let paired = || NodeSettings { min_insync_replicas: 2, ..settings(1) };
+    let paired = || NodeSettings { min_insync_replicas: 2, ..NodeSettings::cluster(1) };
     let leader = TestNode::start(paired());
     set_role(&leader, "leader", "boss", None);
     let mut connection = leader.raw();
@@ -706,7 +694,7 @@ fn a_replica_of_a_new_leader_serves_only_what_it_committed() {
         partitions: 1,
         min_insync_replicas: 2,
         heartbeat_timeout: 60_000,
-        ..settings(1)
+        ..NodeSettings::cluster(1)
     };
     let mut old = TestNode::start(paired());
     set_role(&old, "leader", "boss", None);
@@ -826,7 +814,7 @@ fn wall_clock_of(node: &TestNode) -> i64 {
 #[test]
 fn a_wall_clock_step_neither_expires_nor_stops_timeouts() {
     let timeout = Duration::from_millis(2000);
-    let mut leader = TestNode::create(settings(1));
+    let mut leader = TestNode::create(NodeSettings::cluster(1));
     let clock_file = leader.directory.path().join("faketime.rc");
     std::fs::write(&clock_file, "+0\n").unwrap();
     leader.settings.environment = vec![
@@ -837,7 +825,7 @@ fn a_wall_clock_step_neither_expires_nor_stops_timeouts() {
     ];
     leader.restart();
     set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(settings(1));
+    let follower = TestNode::start(NodeSettings::cluster(1));
     set_role(&follower, "follower", "f1", Some(&leader));
     let mut client = client_with_timeout(&leader, Duration::from_secs(30));
     let mut expected = BTreeMap::new();

@@ -700,17 +700,8 @@ impl Leader {
     }
 
     fn on_timed_out(&mut self, now: Moment, name: &str, out: &mut Vec<LeaderCommand>) {
-        let streams: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, stream)| stream.member.name == name)
-            .map(|(id, _)| *id)
-            .collect();
-        for stream in streams {
-            let reason = format!("{name} sent no heartbeat within the timeout");
-            out.push(LeaderCommand::Close { stream, reason });
-            self.on_closed(now, stream);
-        }
+        let reason = format!("{name} sent no heartbeat within the timeout");
+        self.close_streams_of(now, name, &reason, out);
         if self.waiting.contains_key(name) {
             self.forget_or_mark_gone(now, name);
         }
@@ -733,18 +724,29 @@ impl Leader {
             .map(|(name, _)| name.clone())
             .collect();
         for name in stalled {
-            let streams: Vec<StreamId> = self
-                .streams
-                .iter()
-                .filter(|(_, stream)| stream.member.name == name)
-                .map(|(id, _)| *id)
-                .collect();
-            for stream in streams {
-                let reason = format!("no acknowledgement progress from {name} for {timeout} ms");
-                out.push(LeaderCommand::Close { stream, reason });
-                self.on_closed(now, stream);
-            }
+            let reason = format!("no acknowledgement progress from {name} for {timeout} ms");
+            self.close_streams_of(now, &name, &reason, out);
             self.forget_or_mark_gone(now, &name);
+        }
+    }
+
+    /// Closes every stream of the member `name`, telling it `reason`.
+    fn close_streams_of(
+        &mut self,
+        now: Moment,
+        name: &str,
+        reason: &str,
+        out: &mut Vec<LeaderCommand>,
+    ) {
+        let streams: Vec<StreamId> = self
+            .streams
+            .iter()
+            .filter(|(_, stream)| stream.member.name == name)
+            .map(|(id, _)| *id)
+            .collect();
+        for stream in streams {
+            out.push(LeaderCommand::Close { stream, reason: reason.to_string() });
+            self.on_closed(now, stream);
         }
     }
 

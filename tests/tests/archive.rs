@@ -11,6 +11,7 @@ use object_store::{ObjectStoreExt, PutPayload};
 use redis::Commands;
 use strata_archive::{Layout, Store};
 use strata_tests::admin::{role_body, wait_until};
+use strata_tests::data::assert_holds;
 use strata_tests::s3::{block_on, Proxy, S3};
 use strata_tests::{run_tool, strata_binary, NodeSettings, TestNode};
 
@@ -46,17 +47,6 @@ fn write_keys(node: &TestNode, tag: &str, count: usize) -> BTreeMap<String, Stri
         pipe.query::<()>(&mut client).expect("pipelined SETs");
     }
     written
-}
-
-fn assert_holds(node: &TestNode, expected: &BTreeMap<String, String>, what: &str) {
-    let mut client = node.client();
-    let keys: Vec<&String> = expected.keys().collect();
-    for chunk in keys.chunks(500) {
-        let values: Vec<Option<String>> = client.mget(chunk).expect("MGET");
-        for (key, value) in chunk.iter().zip(values) {
-            assert_eq!(value.as_deref(), Some(expected[*key].as_str()), "{what}: key {key}");
-        }
-    }
 }
 
 fn storage(node: &TestNode) -> serde_json::Value {

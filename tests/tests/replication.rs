@@ -12,20 +12,12 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use strata_tests::admin::{role_body, set_role, wait_until};
+use strata_tests::data::{assert_holds, write_numbered};
 use strata_tests::{NodeSettings, TestNode};
 
 fn status_on(leader: &TestNode, name: &str) -> String {
     let reply = leader.admin("GET", &format!("/admin/node/{name}"), None);
     reply.json["node"]["status"].as_str().unwrap_or("").to_string()
-}
-
-/// Every key of `expected` reads back with its value on `node`.
-fn assert_holds(node: &TestNode, expected: &BTreeMap<String, String>, what: &str) {
-    let mut client = node.client();
-    for (key, value) in expected {
-        let found: Option<String> = client.get(key).unwrap();
-        assert_eq!(found.as_deref(), Some(value.as_str()), "{what}: key {key}");
-    }
 }
 
 /// Whether `replica` comes to hold every write of `expected` within a minute (a learner
@@ -38,21 +30,6 @@ fn converges(replica: &TestNode, expected: &BTreeMap<String, String>) -> bool {
             found.as_deref() == Some(value.as_str())
         })
     })
-}
-
-/// Writes `<prefix>:<n>` = `<n>` for n in 0..count through `client`, remembering each in
-/// `expected`.
-fn write_numbered(
-    client: &mut redis::Connection,
-    prefix: &str,
-    count: usize,
-    expected: &mut BTreeMap<String, String>,
-) {
-    for index in 0..count {
-        let key = format!("{prefix}:{index}");
-        let _: () = client.set(&key, index).unwrap();
-        expected.insert(key, index.to_string());
-    }
 }
 
 /// Waits until the leader reports no lag for its only replica, then checks that the replica

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use redis::Commands;
 use strata_tests::admin::{role_body, set_role, wait_until, AdminReply};
+use strata_tests::data::{assert_holds, write_numbered};
 use strata_tests::raw::{self, Reply};
 use strata_tests::{NodeSettings, TestNode};
 
@@ -74,30 +75,6 @@ fn pause(node: &TestNode) {
 
 fn resume(node: &TestNode) {
     signal(node, libc::SIGCONT);
-}
-
-/// Every key of `expected` reads back with its value on `node`.
-fn assert_holds(node: &TestNode, expected: &BTreeMap<String, String>, what: &str) {
-    let mut client = node.client();
-    for (key, value) in expected {
-        let found: Option<String> = client.get(key).unwrap();
-        assert_eq!(found.as_deref(), Some(value.as_str()), "{what}: key {key}");
-    }
-}
-
-/// Writes `<prefix>:<n>` = `<n>` for n in 0..count through `client`, remembering each in
-/// `expected`.
-fn write_numbered(
-    client: &mut redis::Connection,
-    prefix: &str,
-    count: usize,
-    expected: &mut BTreeMap<String, String>,
-) {
-    for index in 0..count {
-        let key = format!("{prefix}:{index}");
-        let _: () = client.set(&key, index).unwrap();
-        expected.insert(key, index.to_string());
-    }
 }
 
 /// A connection whose reads give up after `timeout`.

@@ -730,6 +730,12 @@ impl Leader {
         }
     }
 
+    /// The streams of the member `name`.
+    fn streams_of(&self, name: &str) -> Vec<StreamId> {
+        let streams = self.streams.iter();
+        streams.filter(|(_, stream)| stream.member.name == name).map(|(id, _)| *id).collect()
+    }
+
     /// Closes every stream of the member `name`, telling it `reason`.
     fn close_streams_of(
         &mut self,
@@ -738,13 +744,7 @@ impl Leader {
         reason: &str,
         out: &mut Vec<LeaderCommand>,
     ) {
-        let streams: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, stream)| stream.member.name == name)
-            .map(|(id, _)| *id)
-            .collect();
-        for stream in streams {
+        for stream in self.streams_of(name) {
             out.push(LeaderCommand::Close { stream, reason: reason.to_string() });
             self.on_closed(now, stream);
         }
@@ -761,13 +761,7 @@ impl Leader {
     /// Another subscription of the same member replaces its earlier streams; the member keeps
     /// its place in the set.
     fn replace_streams_of(&mut self, name: &str, out: &mut Vec<LeaderCommand>) {
-        let earlier: Vec<StreamId> = self
-            .streams
-            .iter()
-            .filter(|(_, stream)| stream.member.name == name)
-            .map(|(id, _)| *id)
-            .collect();
-        for stream in earlier {
+        for stream in self.streams_of(name) {
             let reason = "replaced by a new subscription of the same replica".to_string();
             out.push(LeaderCommand::Close { stream, reason });
             self.streams.remove(&stream);

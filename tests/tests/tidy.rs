@@ -8,7 +8,7 @@ use strata_tests::workspace_root;
 
 const LINE_COLUMNS_MAX: usize = 100;
 const SOURCE_DIRECTORIES: &[&str] =
-    &["core", "wal", "shard", "control", "archive", "benches", "tests", "strata"];
+    &["core", "wal", "shard", "control", "archive", "sim", "chaos", "benches", "tests", "strata"];
 
 fn rust_files(directory: &Path, found: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(directory).unwrap() {
@@ -82,6 +82,10 @@ fn allowed(package: &str) -> &'static [&'static str] {
         // The shard runtime drives the WAL (docs/ARCHITECTURE.md, deviations).
         "strata-shard" => &["strata-core", "strata-wal"],
         "strata-benches" => &["strata-core"],
+        // The simulator builds clusters from the core state machines alone.
+        "strata-sim" => &["strata-core"],
+        // The chaos harness drives node processes from outside, over their public ports.
+        "strata-chaos" => &[],
         // The archive reads and writes the WAL's files and formats.
         "strata-archive" => &["strata-core", "strata-wal"],
         // The control thread orders the shards through the node handle, and bootstraps a

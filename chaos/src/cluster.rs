@@ -1,0 +1,435 @@
+//! The cluster under test: real `strata node` processes on loopback, each with its own config,
+//! data directory and log file in the run's output directory, sharing one directory as shared
+//! storage. [`Cluster`] owns the processes and the harness's own view of the roles it set
+//! (who leads, whom each replica follows); the workloads read that view through [`View`].
+//!
+//! Every child is killed when the cluster is dropped (normal end, error or panic), and each is
+//! started with `PR_SET_PDEATHSIG` so that it dies with the harness even on SIGKILL.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::admin::{self, AdminReply};
+use crate::client::{Reply, RespConnection};
+
+/// How long a node may take to answer PING after it is started.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a set-role request may take: a follower's returns once it caught up, or after
+/// 60 s (docs/admin-api.md).
+pub const ROLE_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How long the operator waits for a promotion's answer. A promotion asks the other members
+/// (3 s each at most), so it normally answers within seconds; a node whose control thread is
+/// busy (a follower set-role request waiting for its catch-up) may not answer for a minute,
+/// and the operator had better try another follower meanwhile.
+pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How long a status request may take.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Settings of the cluster and of every node's config file.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// The `strata` binary.
+    pub binary: PathBuf,
+    /// Where configs, data directories, shared storage and logs go.
+    pub out_dir: PathBuf,
+    /// Nodes that may lead or follow.
+    pub voters: usize,
+    /// Nodes that follow asynchronously and are never promoted.
+    pub learners: usize,
+    pub shards: u32,
+    pub partitions: u32,
+    pub heartbeat_interval_ms: u64,
+    pub heartbeat_timeout_ms: u64,
+    pub min_insync_replicas: u32,
+}
+
+impl ClusterSettings {
+    /// Three voters and a learner, two in-sync members at least, heartbeats every 200 ms.
+    #[must_use]
+    pub fn new(binary: PathBuf, out_dir: PathBuf) -> ClusterSettings {
+        ClusterSettings {
+            binary,
+            out_dir,
+            voters: 3,
+            learners: 1,
+            shards: 1,
+            partitions: 8,
+            heartbeat_interval_ms: 200,
+            heartbeat_timeout_ms: 2000,
+            min_insync_replicas: 2,
+        }
+    }
+}
+
+/// What a node may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Voter,
+    Learner,
+}
+
+/// The role the harness last gave a node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Assignment {
+    /// Admin mode: just started, or a set-role request failed.
+    Unassigned,
+    Leader,
+    /// Follower (voter) or learner of the named leader.
+    Replica {
+        leader: String,
+    },
+}
+
+/// A node the workloads can reach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub name: String,
+    pub port: u16,
+}
+
+/// The harness's view of the cluster, shared with the workloads.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    pub leader: Option<Endpoint>,
+    /// Running, unpaused followers and learners given their role.
+    pub replicas: Vec<Endpoint>,
+}
+
+/// One node: its ports, files, process and assignment.
+pub struct Node {
+    pub name: String,
+    pub kind: Kind,
+    pub client_port: u16,
+    pub http_port: u16,
+    pub peer_port: u16,
+    pub directory: PathBuf,
+    pub assignment: Assignment,
+    /// Since when the process is stopped with SIGSTOP (None: not stopped).
+    pub paused_since: Option<Instant>,
+    /// How many times the process was started: a set-role answer that began before the
+    /// latest start says nothing of the process running now.
+    pub generation: u64,
+    child: Option<Child>,
+}
+
+impl Node {
+    /// This node's peer address, as its replicas name it.
+    #[must_use]
+    pub fn peer_address(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    #[must_use]
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Running and not paused: it can answer.
+    #[must_use]
+    pub fn available(&self) -> bool {
+        self.running() && self.paused_since.is_none()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.directory.join("node.log")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.directory.join("strata.toml")
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        Endpoint { name: self.name.clone(), port: self.client_port }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(child) = &self.child {
+            let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
+            if pid > 0 {
+                // SAFETY: kill(2) with the pid of a child this process has not reaped yet.
+                unsafe { libc::kill(pid, signal) };
+            }
+        }
+    }
+}
+
+/// The nodes of one run and who leads them.
+pub struct Cluster {
+    pub settings: ClusterSettings,
+    pub nodes: Vec<Node>,
+    /// The node the harness made leader last (None while no promotion succeeded).
+    pub leader: Option<usize>,
+    view: Arc<Mutex<View>>,
+}
+
+impl Cluster {
+    /// Writes every node's config and starts the processes (in admin mode); waits until each
+    /// answers PING. Roles are set by [`crate::operator`].
+    ///
+    /// # Errors
+    ///
+    /// A file that cannot be written, or a node that does not start.
+    pub fn start(settings: ClusterSettings) -> Result<Cluster, String> {
+        let shared = settings.out_dir.join("shared");
+        std::fs::create_dir_all(&shared).map_err(|error| format!("{shared:?}: {error}"))?;
+        let mut ports = PortPicker::new();
+        let mut nodes = Vec::new();
+        for index in 0..settings.voters + settings.learners {
+            let kind = if index < settings.voters { Kind::Voter } else { Kind::Learner };
+            let name = format!("n{}", index + 1);
+            let directory = settings.out_dir.join(&name);
+            std::fs::create_dir_all(&directory)
+                .map_err(|error| format!("{directory:?}: {error}"))?;
+            let node = Node {
+                name,
+                kind,
+                client_port: ports.next()?,
+                http_port: ports.next()?,
+                peer_port: ports.next()?,
+                directory,
+                assignment: Assignment::Unassigned,
+                paused_since: None,
+                generation: 0,
+                child: None,
+            };
+            std::fs::write(node.config_path(), config_text(&settings, &node, &shared))
+                .map_err(|error| format!("writing {:?}: {error}", node.config_path()))?;
+            nodes.push(node);
+        }
+        let mut cluster =
+            Cluster { settings, nodes, leader: None, view: Arc::new(Mutex::new(View::default())) };
+        for index in 0..cluster.nodes.len() {
+            cluster.restart(index)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The view the workloads read.
+    #[must_use]
+    pub fn view(&self) -> Arc<Mutex<View>> {
+        Arc::clone(&self.view)
+    }
+
+    /// Updates the shared view from the assignments. A paused leader stays the leader until
+    /// another is promoted, as it would for a client that cannot tell a pause from a slow
+    /// node; a paused replica is left out, so that replica readers start on one that answers.
+    pub fn publish(&self) {
+        let leader = self.leader.filter(|&index| self.nodes[index].running());
+        let leader_name = leader.map(|index| self.nodes[index].name.clone());
+        let replicas = self
+            .nodes
+            .iter()
+            .filter(|node| node.available())
+            .filter(|node| match (&node.assignment, &leader_name) {
+                (Assignment::Replica { leader }, Some(name)) => leader == name,
+                _ => false,
+            })
+            .map(Node::endpoint)
+            .collect();
+        let view = View { leader: leader.map(|index| self.nodes[index].endpoint()), replicas };
+        *self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+    }
+
+    /// The name of the node the harness believes leads, or "none".
+    #[must_use]
+    pub fn leader_name(&self) -> &str {
+        self.leader.map_or("none", |index| self.nodes[index].name.as_str())
+    }
+
+    /// Starts a node that is not running and waits until it answers PING; it is then in
+    /// admin mode.
+    ///
+    /// # Errors
+    ///
+    /// When it cannot be started, exits, or does not answer within [`START_TIMEOUT`].
+    pub fn restart(&mut self, index: usize) -> Result<(), String> {
+        let node = &mut self.nodes[index];
+        if node.child.is_some() {
+            return Ok(());
+        }
+        node.child = Some(spawn(&self.settings.binary, node)?);
+        node.generation += 1;
+        node.paused_since = None;
+        node.assignment = Assignment::Unassigned;
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Some(status) = self.exited(index) {
+                return Err(format!("{} exited during start-up: {status}", self.nodes[index].name));
+            }
+            if ping(self.nodes[index].client_port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("{} did not answer PING within {START_TIMEOUT:?}", self.nodes[index].name))
+    }
+
+    /// SIGKILL, as in a crash.
+    pub fn kill(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused_since = None;
+        node.assignment = Assignment::Unassigned;
+        self.publish();
+    }
+
+    /// SIGSTOP: the process stops answering anyone, keeping its sockets open.
+    pub fn pause(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        if node.running() {
+            node.signal(libc::SIGSTOP);
+            node.paused_since = Some(Instant::now());
+        }
+        self.publish();
+    }
+
+    /// SIGCONT.
+    pub fn resume(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
+        node.signal(libc::SIGCONT);
+        node.paused_since = None;
+        self.publish();
+    }
+
+    /// The exit status of a node whose process ended by itself (it is then not running).
+    pub fn exited(&mut self, index: usize) -> Option<ExitStatus> {
+        let node = &mut self.nodes[index];
+        let status = node.child.as_mut()?.try_wait().ok()??;
+        node.child = None;
+        node.paused_since = None;
+        node.assignment = Assignment::Unassigned;
+        Some(status)
+    }
+
+    /// A set-role request to a node's admin API.
+    ///
+    /// # Errors
+    ///
+    /// When the node cannot be reached or does not answer in time.
+    pub fn set_role(
+        &self,
+        index: usize,
+        body: &str,
+        timeout: Duration,
+    ) -> Result<AdminReply, String> {
+        let port = self.nodes[index].http_port;
+        admin::request(port, "POST", "/admin/node/current", Some(body), timeout)
+    }
+
+    /// A GET of the admin API.
+    ///
+    /// # Errors
+    ///
+    /// When the node cannot be reached or does not answer in time.
+    pub fn status(&self, index: usize, path: &str) -> Result<AdminReply, String> {
+        admin::request(self.nodes[index].http_port, "GET", path, None, STATUS_TIMEOUT)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn spawn(binary: &Path, node: &Node) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.log_path())
+        .map_err(|error| format!("{:?}: {error}", node.log_path()))?;
+    let log_copy = log.try_clone().map_err(|error| error.to_string())?;
+    let mut command = Command::new(binary);
+    command
+        .args(["node", "--config"])
+        .arg(node.config_path())
+        .env("STRATA_LOG", "info")
+        // Plain text in the log files, without terminal colour codes.
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log_copy)
+        .stderr(log)
+        // Its own process group: a Ctrl-C at the terminal reaches the harness only, which
+        // then kills every node itself.
+        .process_group(0);
+    // SAFETY: the closure runs in the forked child before exec and calls only prctl(2), which
+    // is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().map_err(|error| format!("starting {binary:?}: {error}"))
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut connection) = RespConnection::connect(port, Duration::from_secs(1)) else {
+        return false;
+    };
+    matches!(connection.command(&["PING"]), Ok(Reply::Status(status)) if status == "PONG")
+}
+
+fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String {
+    format!(
+        "[general]\nshards = {}\nserver_mode = \"admin\"\n\
+         [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\nhttp_port = {}\n\
+         peer_ip = \"127.0.0.1\"\npeer_port = {}\n\
+         [storage]\ndata_dir = \"{}\"\nstorage_type = \"local\"\nshared_dir = \"{}\"\n\
+         upload_interval = 200\n\
+         [wal]\nwal_flush = \"FlushAtOnce\"\nsegment_size = \"4MB\"\n\
+         [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n\
+         min_insync_replicas = {}\n",
+        settings.shards,
+        node.client_port,
+        node.http_port,
+        node.peer_port,
+        node.directory.join("data").display(),
+        shared.display(),
+        settings.partitions,
+        settings.heartbeat_interval_ms,
+        settings.heartbeat_timeout_ms,
+        settings.min_insync_replicas,
+    )
+}
+
+/// Free TCP ports on 127.0.0.1, below Linux's ephemeral range (so that no outgoing connection
+/// takes one before its node binds it), from a stretch chosen by this process's id.
+struct PortPicker {
+    next: u32,
+}
+
+impl PortPicker {
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+
+    fn new() -> PortPicker {
+        PortPicker { next: std::process::id().wrapping_mul(389) % Self::COUNT }
+    }
+
+    fn next(&mut self) -> Result<u16, String> {
+        for _ in 0..Self::COUNT {
+            let port = u16::try_from(Self::FIRST + self.next % Self::COUNT).unwrap_or(0);
+            self.next += 1;
+            if port != 0 && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return Ok(port);
+            }
+        }
+        Err("no free port below 32768".into())
+    }
+}

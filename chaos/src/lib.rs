@@ -1,0 +1,16 @@
+//! Strata's chaos harness: real `strata node` processes on loopback ([`cluster`]), clients that
+//! record every operation ([`workload`], [`history`]), a nemesis that throws faults at random
+//! moments ([`nemesis`]), an operator that answers them as a person would ([`operator`]), and
+//! a checker that reads the whole history ([`check`]). [`run`] ties them together.
+
+pub mod admin;
+pub mod check;
+pub mod client;
+pub mod cluster;
+pub mod history;
+pub mod nemesis;
+pub mod operator;
+pub mod recorder;
+pub mod run;
+pub mod timeline;
+pub mod workload;

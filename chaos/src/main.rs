@@ -1,0 +1,92 @@
+//! `chaos`: runs Strata's chaos harness once and prints the verdict as its last line.
+//!
+//! ```text
+//! chaos --seconds 60 --seed 1 --out /tmp/chaos-1
+//! chaos --minutes 30 [--faults 200]
+//! ```
+//!
+//! Exits 0 on PASS, 1 on FAIL, 2 when the harness could not run, 130 when interrupted.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use strata_chaos::run::{self, RunOptions};
+use strata_chaos::workload::WorkloadSettings;
+
+/// Set by SIGINT or SIGTERM: the run stops, kills every node and writes what it has.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Real nodes, real clients, random faults, and a checker of the whole history.
+#[derive(Parser, Debug)]
+#[command(name = "chaos")]
+struct Arguments {
+    /// How long the workloads and the nemesis run, in minutes.
+    #[arg(long, conflicts_with = "seconds")]
+    minutes: Option<u64>,
+    /// How long the workloads and the nemesis run, in seconds (60 when neither is given).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// The seed of the fault schedule (from the clock when not given; printed either way).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Where the history, the nemesis timeline and the nodes' files go.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Faults thrown at most; the run ends once the last one is healed.
+    #[arg(long)]
+    faults: Option<u64>,
+}
+
+extern "C" fn on_interrupt(_signal: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::Relaxed);
+}
+
+fn install_interrupt_handler() {
+    let handler = on_interrupt as extern "C" fn(libc::c_int);
+    // SAFETY: the handler only stores into an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGINT, handler as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, handler as libc::sighandler_t);
+    }
+}
+
+fn clock_seed() -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    now.map_or(1, |elapsed| elapsed.as_nanos() as u64 % 1_000_000_007)
+}
+
+fn main() -> ExitCode {
+    let arguments = Arguments::parse();
+    let seconds = arguments.minutes.map_or(arguments.seconds.unwrap_or(60), |minutes| minutes * 60);
+    let seed = arguments.seed.unwrap_or_else(clock_seed);
+    let out_dir =
+        arguments.out.unwrap_or_else(|| std::env::temp_dir().join(format!("strata-chaos-{seed}")));
+    let options = RunOptions {
+        duration: Duration::from_secs(seconds),
+        seed,
+        out_dir,
+        faults_max: arguments.faults,
+        binary: run::strata_binary(),
+        workloads: WorkloadSettings::default(),
+    };
+    install_interrupt_handler();
+    match run::run(&options, &INTERRUPTED) {
+        Ok(summary) => {
+            println!("{}", summary.verdict);
+            if summary.pass {
+                ExitCode::SUCCESS
+            } else if INTERRUPTED.load(Ordering::Relaxed) {
+                ExitCode::from(130)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(error) => {
+            println!("chaos: FAIL seed={seed} error: {error}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! The operator: Strata's cluster is manual, so the harness does what a person would. It forms
+//! the cluster, promotes a follower when the leader is dead or paused past the heartbeat
+//! timeout (a checked promotion, never `force`: on a refusal it tries another follower, or
+//! waits and tries again), points every other node at the current leader (admin mode, then
+//! follower or learner), and restarts a node that exited by itself (recording it as a problem).
+//! Promotions run on the caller's thread (bounded by [`PROMOTION_TIMEOUT`]); re-points run in
+//! threads of their own, since a follower's set-role request returns only once it caught up.
+
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::admin::{self, role_body};
+use crate::cluster::{Assignment, Cluster, Kind, PROMOTION_TIMEOUT, ROLE_TIMEOUT};
+use crate::timeline::Timeline;
+
+/// How long after a failed attempt the operator tries the same node again.
+const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the operator asks the leader whether it still leads.
+const LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Extra time, past the heartbeat timeout, a paused leader gets before it is replaced.
+const PROMOTION_GRACE: Duration = Duration::from_millis(500);
+
+/// The operator's memory between ticks.
+pub struct Operator {
+    /// How long the leader may be paused before a follower is promoted.
+    promotion_delay: Duration,
+    /// When each node was last given a role (or the promotion was last tried, for
+    /// `promotion_attempt`).
+    last_attempt: Vec<Option<Instant>>,
+    promotion_attempt: Option<Instant>,
+    leader_checked: Option<Instant>,
+    /// The leader last lost (dead or deposed): not promoted again until another leads.
+    deposed: Option<usize>,
+    /// Re-points under way, by node.
+    pending: Vec<Option<PendingRepoint>>,
+    pub promotions: u64,
+    pub promotion_refusals: u64,
+}
+
+impl Operator {
+    #[must_use]
+    pub fn new(cluster: &Cluster) -> Operator {
+        let timeout = Duration::from_millis(cluster.settings.heartbeat_timeout_ms);
+        Operator {
+            promotion_delay: timeout + PROMOTION_GRACE,
+            last_attempt: vec![None; cluster.nodes.len()],
+            promotion_attempt: None,
+            leader_checked: None,
+            deposed: None,
+            pending: (0..cluster.nodes.len()).map(|_| None).collect(),
+            promotions: 0,
+            promotion_refusals: 0,
+        }
+    }
+
+    /// One round: notice nodes that exited, ensure a leader, point the others at it.
+    pub fn tick(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        restart_exited(cluster, timeline);
+        if self.leader_needed(cluster, timeline) {
+            self.promote(cluster, timeline);
+        }
+        self.reconcile(cluster, timeline);
+        cluster.publish();
+    }
+
+    /// Whether the cluster has an answering leader and every answering node follows it.
+    #[must_use]
+    pub fn settled(cluster: &Cluster) -> bool {
+        let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
+            return false;
+        };
+        let name = &cluster.nodes[leader].name;
+        cluster.nodes.iter().enumerate().all(|(index, node)| {
+            index == leader
+                || !node.available()
+                || node.assignment == Assignment::Replica { leader: name.clone() }
+        })
+    }
+
+    /// Whether a promotion is due: no leader, or a leader that is dead, no longer leads, or is
+    /// paused past the promotion delay. A dead or deposed leader is forgotten at once (the
+    /// clients then wait rather than talk to a node in admin mode) and is no candidate.
+    fn leader_needed(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) -> bool {
+        let Some(leader) = cluster.leader else { return true };
+        if self.leader_lost(cluster, leader, timeline) {
+            cluster.leader = None;
+            self.deposed = Some(leader);
+            cluster.publish();
+            return true;
+        }
+        let paused_since = cluster.nodes[leader].paused_since;
+        paused_since.is_some_and(|since| since.elapsed() >= self.promotion_delay)
+    }
+
+    /// Whether the leader died, or answers that it no longer leads (asked once a second).
+    fn leader_lost(&mut self, cluster: &Cluster, leader: usize, timeline: &mut Timeline) -> bool {
+        let node = &cluster.nodes[leader];
+        if !node.running() {
+            return true;
+        }
+        let due = self.leader_checked.is_none_or(|at| at.elapsed() >= LEADER_CHECK_INTERVAL);
+        if node.paused_since.is_some() || !due {
+            return false;
+        }
+        self.leader_checked = Some(Instant::now());
+        // Only a clear answer counts: a slow node is not a reason to replace it.
+        let Ok(reply) = cluster.status(leader, "/admin/node/current") else { return false };
+        let role = reply.json["node"]["role"].as_str().unwrap_or("").to_string();
+        if reply.ok() && role != "leader" {
+            let text = format!("{} no longer leads (its role is {role:?})", node.name);
+            let number = timeline.begin("leader-lost", &node.name, &text);
+            timeline.end(number, "");
+            return true;
+        }
+        false
+    }
+
+    /// Tries each answering follower in turn; the first that accepts leads.
+    fn promote(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        if self.promotion_attempt.is_some_and(|at| at.elapsed() < RETRY_INTERVAL) {
+            return;
+        }
+        self.promotion_attempt = Some(Instant::now());
+        let candidates: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&index| cluster.leader != Some(index) && self.deposed != Some(index))
+            .filter(|&index| cluster.nodes[index].kind == Kind::Voter)
+            .filter(|&index| cluster.nodes[index].available())
+            .collect();
+        for index in candidates {
+            let name = cluster.nodes[index].name.clone();
+            let number = timeline.begin("promote", &name, "");
+            let body = role_body("leader", Some(&name), None);
+            let answer = cluster.set_role(index, &body, PROMOTION_TIMEOUT);
+            match answer {
+                Ok(reply) if reply.ok() => {
+                    timeline.end(number, "leads");
+                    cluster.leader = Some(index);
+                    self.deposed = None;
+                    cluster.nodes[index].assignment = Assignment::Leader;
+                    self.promotions += 1;
+                    cluster.publish();
+                    return;
+                }
+                Ok(reply) => {
+                    self.promotion_refusals += 1;
+                    let code = reply.code().unwrap_or(-1);
+                    timeline.end(number, &format!("refused {code}: {}", reply.text.trim()));
+                }
+                Err(error) => timeline.end(number, &format!("no answer: {error}")),
+            }
+        }
+    }
+
+    /// Points every answering node that does not follow the current leader at it. Each
+    /// re-point runs in its own thread (a follower's set-role request returns only once it
+    /// caught up, which may take a while), so faults and progress go on meanwhile.
+    fn reconcile(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        self.collect_repoints(cluster, timeline);
+        let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
+            return;
+        };
+        let wanted = Assignment::Replica { leader: cluster.nodes[leader].name.clone() };
+        for index in 0..cluster.nodes.len() {
+            let node = &cluster.nodes[index];
+            let recent = self.last_attempt[index].is_some_and(|at| at.elapsed() < RETRY_INTERVAL);
+            let busy = self.pending[index].is_some();
+            if index == leader || !node.available() || node.assignment == wanted || recent || busy {
+                continue;
+            }
+            self.last_attempt[index] = Some(Instant::now());
+            self.pending[index] = Some(start_repoint(cluster, timeline, index, leader));
+            cluster.nodes[index].assignment = Assignment::Unassigned;
+            cluster.publish();
+        }
+    }
+
+    /// Takes the results of the re-points that finished.
+    fn collect_repoints(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        for index in 0..cluster.nodes.len() {
+            if !self.pending[index].as_ref().is_some_and(|pending| pending.thread.is_finished()) {
+                continue;
+            }
+            let Some(pending) = self.pending[index].take() else { continue };
+            let result = pending.thread.join().unwrap_or_else(|_| Err("thread panicked".into()));
+            timeline.end(pending.event, result.as_ref().map_or_else(String::as_str, |()| "done"));
+            // A node restarted meanwhile is in admin mode whatever the answer said.
+            let node = &mut cluster.nodes[index];
+            if result.is_ok() && node.generation == pending.generation && node.available() {
+                node.assignment = Assignment::Replica { leader: pending.leader };
+                cluster.publish();
+            }
+        }
+    }
+}
+
+/// A re-point running in its own thread.
+struct PendingRepoint {
+    /// The leader the node is pointed at.
+    leader: String,
+    /// The node's process generation when it began.
+    generation: u64,
+    /// Its timeline event.
+    event: usize,
+    thread: JoinHandle<Result<(), String>>,
+}
+
+/// Starts pointing node `index` at `leader`: admin mode, then follower or learner.
+fn start_repoint(
+    cluster: &Cluster,
+    timeline: &mut Timeline,
+    index: usize,
+    leader: usize,
+) -> PendingRepoint {
+    let node = &cluster.nodes[index];
+    let leader_node = &cluster.nodes[leader];
+    let role = if node.kind == Kind::Voter { "follower" } else { "learner" };
+    let detail = format!("{role} of {}", leader_node.name);
+    let event = timeline.begin("repoint", &node.name, &detail);
+    let address = leader_node.peer_address();
+    let bodies =
+        [role_body("admin", None, None), role_body(role, Some(&node.name), Some(&address))];
+    let port = node.http_port;
+    let thread = std::thread::spawn(move || set_roles(port, &bodies));
+    PendingRepoint { leader: leader_node.name.clone(), generation: node.generation, event, thread }
+}
+
+/// Set-role requests in turn; stops at the first that fails.
+fn set_roles(port: u16, bodies: &[String]) -> Result<(), String> {
+    for body in bodies {
+        let path = "/admin/node/current";
+        let reply = admin::request(port, "POST", path, Some(body), ROLE_TIMEOUT)
+            .map_err(|error| format!("no answer: {error}"))?;
+        if !reply.ok() {
+            let code = reply.code().unwrap_or(-1);
+            return Err(format!("refused {code}: {}", reply.text.trim()));
+        }
+    }
+    Ok(())
+}
+
+/// Restarts every node whose process ended without the nemesis killing it: that is a problem
+/// (a panic aborts the process; a damaged WAL exits with 5).
+fn restart_exited(cluster: &mut Cluster, timeline: &mut Timeline) {
+    for index in 0..cluster.nodes.len() {
+        let Some(status) = cluster.exited(index) else { continue };
+        let name = cluster.nodes[index].name.clone();
+        timeline.problem(&name, format!("{name} exited by itself ({status}); see its node.log"));
+        if let Err(error) = cluster.restart(index) {
+            timeline.problem(&name, format!("restarting {name}: {error}"));
+        }
+    }
+}

@@ -1,0 +1,497 @@
+//! One chaos run: start the cluster, form it, run the workloads while the nemesis throws
+//! faults and the operator answers them, heal everything, read every key in the final phase,
+//! write the history and the timeline, and check the history.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::check::{self, Report};
+use crate::cluster::{Cluster, ClusterSettings};
+use crate::history::{self, Action, Operation, Outcome, Phase, Target};
+use crate::nemesis::Nemesis;
+use crate::operator::Operator;
+use crate::recorder::{OutcomeCounts, Recorder};
+use crate::timeline::Timeline;
+use crate::workload::{self, Session, Shared, WorkloadSettings};
+
+/// How often the main loop looks at the cluster.
+const TICK: Duration = Duration::from_millis(100);
+
+/// How often a progress line is printed.
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How long the cluster may take to form, and to recover once every fault is healed.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How long the replicas may take to catch up before the final reads.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Attempts of each final read, and how long all of them may take.
+const FINAL_READ_ATTEMPTS: u32 = 5;
+const FINAL_READS_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct RunOptions {
+    /// How long the workloads and the nemesis run.
+    pub duration: Duration,
+    pub seed: u64,
+    pub out_dir: PathBuf,
+    /// Faults thrown at most (the run ends once the last is healed).
+    pub faults_max: Option<u64>,
+    pub binary: PathBuf,
+    pub workloads: WorkloadSettings,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub pass: bool,
+    /// The last line: `chaos: PASS seed=… ops=… faults=…` or `chaos: FAIL …`.
+    pub verdict: String,
+    pub operations: usize,
+    pub faults: u64,
+    pub report: Report,
+    pub problems: Vec<String>,
+}
+
+/// The `strata` binary: `STRATA_BIN`, or the workspace's debug build.
+#[must_use]
+pub fn strata_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("STRATA_BIN") {
+        return PathBuf::from(path);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    target.join("debug").join("strata")
+}
+
+/// Runs the whole schedule; `interrupt` (Ctrl-C) ends it early, without the final phase.
+///
+/// # Errors
+///
+/// When the harness cannot set up (output directory, binary, ports, a node that never
+/// starts); a misbehaving cluster is a failed verdict instead.
+pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, String> {
+    prepare_out_dir(&options.out_dir)?;
+    if !options.binary.is_file() {
+        return Err(format!("no strata binary at {:?} (set STRATA_BIN)", options.binary));
+    }
+    let start = Instant::now();
+    let mut timeline = Timeline::new(start);
+    let recorder = Arc::new(Recorder::new(start));
+    let settings = ClusterSettings::new(options.binary.clone(), options.out_dir.clone());
+    let mut cluster = Cluster::start(settings)?;
+    let mut operator = Operator::new(&cluster);
+    println!("chaos: seed={} out={} nodes started", options.seed, options.out_dir.display());
+    let formed = settle(&mut cluster, &mut operator, &mut timeline, interrupt);
+    let mut nemesis =
+        Nemesis::new(options.seed, cluster.nodes.len(), cluster.settings.heartbeat_timeout_ms);
+    if formed {
+        println!("chaos: cluster formed, leader {}", cluster.leader_name());
+        let parts =
+            Parts { cluster: &mut cluster, operator: &mut operator, timeline: &mut timeline };
+        run_faults(options, parts, &mut nemesis, &recorder, interrupt);
+    } else {
+        timeline.problem("", format!("the cluster did not form within {SETTLE_TIMEOUT:?}"));
+    }
+    let interrupted = interrupt.load(Ordering::Relaxed);
+    if formed && !interrupted {
+        let parts =
+            Parts { cluster: &mut cluster, operator: &mut operator, timeline: &mut timeline };
+        final_phase(parts, &mut nemesis, &recorder, options);
+    }
+    drop(cluster);
+    finish(options, &recorder, &timeline, &nemesis, &operator, interrupted)
+}
+
+/// The cluster and those who act on it.
+struct Parts<'a> {
+    cluster: &'a mut Cluster,
+    operator: &'a mut Operator,
+    timeline: &'a mut Timeline,
+}
+
+/// The workloads with the nemesis, until the deadline, the fault limit or an interrupt.
+fn run_faults(
+    options: &RunOptions,
+    parts: Parts<'_>,
+    nemesis: &mut Nemesis,
+    recorder: &Arc<Recorder>,
+    interrupt: &AtomicBool,
+) {
+    let Parts { cluster, operator, timeline } = parts;
+    let began = Instant::now();
+    let deadline = began + options.duration;
+    let stop = Arc::new(AtomicBool::new(false));
+    let shared =
+        Arc::new(Shared::new(Arc::clone(recorder), cluster.view(), Arc::clone(&stop), deadline));
+    let threads = workload::start(&shared, &options.workloads, options.seed);
+    let mut last_progress = Instant::now();
+    let limit = options.faults_max.unwrap_or(u64::MAX);
+    while Instant::now() < deadline && !interrupt.load(Ordering::Relaxed) {
+        let may_throw = nemesis.thrown_total() < limit;
+        if !may_throw && !nemesis.active() {
+            break;
+        }
+        nemesis.tick(cluster, timeline, may_throw);
+        operator.tick(cluster, timeline);
+        if last_progress.elapsed() >= PROGRESS_INTERVAL {
+            last_progress = Instant::now();
+            print_progress(began, recorder, cluster, nemesis);
+        }
+        std::thread::sleep(TICK);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for thread in threads {
+        if thread.join().is_err() {
+            timeline.problems.push("a client thread panicked (a harness bug)".into());
+        }
+    }
+    print_progress(began, recorder, cluster, nemesis);
+}
+
+fn print_progress(began: Instant, recorder: &Recorder, cluster: &Cluster, nemesis: &Nemesis) {
+    let OutcomeCounts { done, refused, unknown } = recorder.counts();
+    println!(
+        "chaos: {:>6.1}s ops={} (done {done}, refused {refused}, unknown {unknown}) leader={} \
+         fault={} faults={}",
+        began.elapsed().as_secs_f64(),
+        recorder.len(),
+        cluster.leader_name(),
+        nemesis.describe(cluster),
+        nemesis.thrown_total(),
+    );
+}
+
+/// Runs the operator until the cluster has a leader every answering node follows.
+fn settle(
+    cluster: &mut Cluster,
+    operator: &mut Operator,
+    timeline: &mut Timeline,
+    interrupt: &AtomicBool,
+) -> bool {
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    while Instant::now() < deadline && !interrupt.load(Ordering::Relaxed) {
+        operator.tick(cluster, timeline);
+        if Operator::settled(cluster) {
+            return true;
+        }
+        std::thread::sleep(TICK);
+    }
+    false
+}
+
+/// Heals every fault, waits for the cluster to recover and the replicas to catch up, and
+/// reads every key on the leader.
+fn final_phase(
+    parts: Parts<'_>,
+    nemesis: &mut Nemesis,
+    recorder: &Arc<Recorder>,
+    options: &RunOptions,
+) {
+    let Parts { cluster, operator, timeline } = parts;
+    println!("chaos: healing every fault");
+    nemesis.heal_active(cluster, timeline);
+    for index in 0..cluster.nodes.len() {
+        cluster.resume(index);
+        if !cluster.nodes[index].running() {
+            if let Err(error) = cluster.restart(index) {
+                let name = cluster.nodes[index].name.clone();
+                timeline.problem(&name, format!("restart when healing: {error}"));
+            }
+        }
+    }
+    let never = AtomicBool::new(false);
+    if !settle(cluster, operator, timeline, &never) {
+        let text = format!("the cluster did not recover within {SETTLE_TIMEOUT:?} of healing");
+        timeline.problem(cluster.leader_name().to_string().as_str(), text);
+        return;
+    }
+    println!("chaos: recovered, leader {}; waiting for the replicas", cluster.leader_name());
+    if !wait_caught_up(cluster) {
+        println!("chaos: the replicas did not catch up within {CATCH_UP_TIMEOUT:?}");
+    }
+    final_reads(cluster, timeline, recorder, &options.workloads);
+}
+
+/// Waits until the leader reports every other member alive with nothing to acknowledge.
+fn wait_caught_up(cluster: &Cluster) -> bool {
+    let Some(leader) = cluster.leader else { return false };
+    let deadline = Instant::now() + CATCH_UP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(reply) = cluster.status(leader, "/admin/nodes") {
+            let rows = reply.json["nodes"].as_array().cloned().unwrap_or_default();
+            let leader_name = &cluster.nodes[leader].name;
+            let caught_up = rows.len() == cluster.nodes.len()
+                && rows.iter().filter(|row| row["name"].as_str() != Some(leader_name)).all(|row| {
+                    let lag = row["lag"].as_u64().or_else(|| row["lag"].as_str()?.parse().ok());
+                    row["status"].as_str() == Some("alive") && lag == Some(0)
+                });
+            if caught_up {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Reads every key once on the leader (phase `Final`), retrying a read that gets no answer.
+fn final_reads(
+    cluster: &Cluster,
+    timeline: &mut Timeline,
+    recorder: &Arc<Recorder>,
+    settings: &WorkloadSettings,
+) {
+    let actions = recorder.read(|history| final_actions(history, settings));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + FINAL_READS_TIMEOUT;
+    let shared = Shared::new(Arc::clone(recorder), cluster.view(), stop, deadline);
+    let Some(endpoint) = shared.view.lock().ok().and_then(|view| view.leader.clone()) else {
+        timeline.problem("", "no leader for the final reads".into());
+        return;
+    };
+    let mut session = None;
+    for action in actions {
+        let key = action.key().to_string();
+        let mut last_error = String::new();
+        let done = (0..FINAL_READ_ATTEMPTS).any(|_| {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            let current = session.take().map_or_else(
+                || Session::open(&shared, &endpoint, Target::Leader, Phase::Final),
+                Ok,
+            );
+            let mut current = match current {
+                Ok(current) => current,
+                Err(error) => {
+                    last_error = error.0;
+                    std::thread::sleep(Duration::from_millis(200));
+                    return false;
+                }
+            };
+            match current.perform(recorder, action.clone()) {
+                Outcome::Done { .. } => {
+                    session = Some(current);
+                    true
+                }
+                Outcome::Refused { error } | Outcome::Unknown { error } => {
+                    last_error = error;
+                    false
+                }
+            }
+        });
+        if !done {
+            timeline.problem(&endpoint.name, format!("final read of {key} failed: {last_error}"));
+        }
+    }
+}
+
+/// A read of every key: each append key the history wrote or read, and each counter and
+/// register key (those of the settings and any other the history names).
+fn final_actions(history: &[Operation], settings: &WorkloadSettings) -> Vec<Action> {
+    let mut append_keys = BTreeSet::new();
+    let mut integer_keys = BTreeSet::new();
+    for key in 0..settings.counter_keys {
+        integer_keys.insert(format!("c{key}"));
+    }
+    for key in 0..settings.register_keys {
+        integer_keys.insert(format!("r{key}"));
+    }
+    for operation in history {
+        let key = operation.action.key().to_string();
+        match operation.action {
+            Action::Append { .. } | Action::ReadAppends { .. } => append_keys.insert(key),
+            Action::Get { .. } | Action::Set { .. } | Action::Incr { .. } => {
+                integer_keys.insert(key)
+            }
+        };
+    }
+    let appends = append_keys.into_iter().map(|key| Action::ReadAppends { key });
+    appends.chain(integer_keys.into_iter().map(|key| Action::Get { key })).collect()
+}
+
+/// Writes the files, checks the history, prints the summary and the verdict.
+fn finish(
+    options: &RunOptions,
+    recorder: &Recorder,
+    timeline: &Timeline,
+    nemesis: &Nemesis,
+    operator: &Operator,
+    interrupted: bool,
+) -> Result<RunSummary, String> {
+    let counts = recorder.counts();
+    let operations = recorder.take();
+    let history_path = options.out_dir.join("history.jsonl");
+    let file = std::fs::File::create(&history_path)
+        .map_err(|error| format!("{history_path:?}: {error}"))?;
+    history::write_history(&operations, std::io::BufWriter::new(file))
+        .map_err(|error| format!("{history_path:?}: {error}"))?;
+    let timeline_path = options.out_dir.join("nemesis.jsonl");
+    let file = std::fs::File::create(&timeline_path)
+        .map_err(|error| format!("{timeline_path:?}: {error}"))?;
+    timeline
+        .write(std::io::BufWriter::new(file))
+        .map_err(|error| format!("{timeline_path:?}: {error}"))?;
+    let report = check::check(&operations);
+    let faults = nemesis.thrown_total();
+    print_summary(operations.len(), counts, timeline, nemesis, operator, &report);
+    if let Some((from_us, gap_us)) = longest_write_gap(&operations) {
+        println!(
+            "chaos: availability: longest time without an acknowledged write {:.1} s \
+             (from {:.1} s)",
+            gap_us as f64 / 1e6,
+            from_us as f64 / 1e6
+        );
+    }
+    let mut reasons = Vec::new();
+    if interrupted {
+        reasons.push("interrupted".to_string());
+    }
+    if !report.valid() {
+        reasons.push(format!("violations={}", report.violations.len()));
+    }
+    if !timeline.problems.is_empty() {
+        reasons.push(format!("problems={}", timeline.problems.len()));
+    }
+    let pass = reasons.is_empty();
+    let seed = options.seed;
+    let count = operations.len();
+    let verdict = if pass {
+        format!("chaos: PASS seed={seed} ops={count} faults={faults}")
+    } else {
+        format!("chaos: FAIL seed={seed} ops={count} faults={faults} {}", reasons.join(" "))
+    };
+    Ok(RunSummary {
+        pass,
+        verdict,
+        operations: count,
+        faults,
+        report,
+        problems: timeline.problems.clone(),
+    })
+}
+
+/// The longest stretch of the run phase between two acknowledged writes: where it began and
+/// how long it lasted, in microseconds.
+fn longest_write_gap(operations: &[Operation]) -> Option<(u64, u64)> {
+    let mut completions: Vec<u64> = operations
+        .iter()
+        .filter(|operation| operation.phase == Phase::Run)
+        .filter(|operation| matches!(operation.outcome, Outcome::Done { .. }))
+        .filter(|operation| {
+            !matches!(operation.action, Action::Get { .. } | Action::ReadAppends { .. })
+        })
+        .filter_map(|operation| operation.completed_us)
+        .collect();
+    completions.sort_unstable();
+    completions.windows(2).map(|pair| (pair[0], pair[1] - pair[0])).max_by_key(|&(_, gap)| gap)
+}
+
+fn print_summary(
+    operation_count: usize,
+    counts: OutcomeCounts,
+    timeline: &Timeline,
+    nemesis: &Nemesis,
+    operator: &Operator,
+    report: &Report,
+) {
+    let OutcomeCounts { done, refused, unknown } = counts;
+    println!(
+        "chaos: operations: {operation_count} (done {done}, refused {refused}, unknown {unknown})"
+    );
+    let faults: Vec<String> =
+        nemesis.thrown.iter().map(|(fault, count)| format!("{} {count}", fault.name())).collect();
+    println!(
+        "chaos: faults: {} ({}); promotions {} (refused {}), re-points {}",
+        nemesis.thrown_total(),
+        faults.join(", "),
+        operator.promotions,
+        operator.promotion_refusals,
+        timeline.count("repoint"),
+    );
+    println!(
+        "chaos: checker: {} register, {} append, {} replica-read operations checked; \
+         {} violations",
+        report.registers_checked,
+        report.appends_checked,
+        report.replica_reads_checked,
+        report.violations.len(),
+    );
+    for violation in report.violations.iter().take(20) {
+        println!(
+            "chaos: violation [{}] {}: {} (operations {:?})",
+            violation.check, violation.key, violation.message, violation.window
+        );
+    }
+    for problem in &timeline.problems {
+        println!("chaos: problem: {problem}");
+    }
+}
+
+/// Creates the output directory and removes what an earlier run with the same directory
+/// left: the node directories, shared storage and the two history files.
+fn prepare_out_dir(out_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(out_dir).map_err(|error| format!("{out_dir:?}: {error}"))?;
+    let entries = std::fs::read_dir(out_dir).map_err(|error| format!("{out_dir:?}: {error}"))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let node_directory = name.strip_prefix('n').is_some_and(|rest| rest.parse::<u32>().is_ok());
+        let path = entry.path();
+        let removed = if node_directory || name == "shared" {
+            std::fs::remove_dir_all(&path)
+        } else if name == "history.jsonl" || name == "nemesis.jsonl" {
+            std::fs::remove_file(&path)
+        } else {
+            Ok(())
+        };
+        removed.map_err(|error| format!("removing {path:?}: {error}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::{Operation, Value};
+
+    fn operation(action: Action) -> Operation {
+        Operation {
+            index: 0,
+            client: 1,
+            node: "n1".into(),
+            target: Target::Leader,
+            phase: Phase::Run,
+            invoked_us: 1,
+            completed_us: Some(2),
+            action,
+            outcome: Outcome::Done { answer: Value::Missing },
+        }
+    }
+
+    #[test]
+    fn the_final_reads_cover_every_key_the_history_names() {
+        let settings = WorkloadSettings { counter_keys: 1, register_keys: 2, ..Default::default() };
+        let history = [
+            operation(Action::Append { key: "a9".into(), element: "c1-0".into() }),
+            operation(Action::ReadAppends { key: "a3".into() }),
+            operation(Action::Incr { key: "c7".into() }),
+        ];
+        let actions = final_actions(&history, &settings);
+        let expected = vec![
+            Action::ReadAppends { key: "a3".into() },
+            Action::ReadAppends { key: "a9".into() },
+            Action::Get { key: "c0".into() },
+            Action::Get { key: "c7".into() },
+            Action::Get { key: "r0".into() },
+            Action::Get { key: "r1".into() },
+        ];
+        assert_eq!(actions, expected);
+    }
+}

@@ -137,11 +137,25 @@ impl Control {
     /// `POST /admin/node/current`. Validation errors change nothing; a change that fails
     /// half-way (a registration the leader refused after this node left its old role) leaves
     /// the node in admin mode, as the reference does.
+    ///
+    /// A new follower or learner answers once it caught up (bounded), waiting without the
+    /// role-change lock: a promotion elsewhere must be able to fence it meanwhile, or a leader
+    /// that dies during a catch-up would block every failover until the wait ends.
     pub(crate) async fn set_role(self: &Arc<Self>, request: SetRole) -> Result<(), AdminError> {
+        let following = self.change_role(request).await?;
+        if let Some(session) = following {
+            self.wait_for_catch_up(session).await;
+        }
+        Ok(())
+    }
+
+    /// The role change itself, under the role-change lock; answers the new replica session to
+    /// wait for, if the node now follows a leader.
+    async fn change_role(self: &Arc<Self>, request: SetRole) -> Result<Option<u64>, AdminError> {
         let _serialized = self.role_change.lock().await;
         let from = self.role();
         if check_transition(from, request.role)? == Transition::Unchanged {
-            return Ok(());
+            return Ok(None);
         }
         let cluster_role = matches!(request.role, Role::Leader | Role::Follower | Role::Learner);
         if cluster_role && self.config.archive.is_none() {
@@ -150,16 +164,16 @@ impl Control {
         match request.role {
             Role::Admin => {
                 self.become_admin(true).await;
-                Ok(())
+                Ok(None)
             }
             Role::Standalone => {
                 self.enter(Role::Standalone, String::new(), ServingMode::Standalone);
                 self.handle.broadcast(|| ControlMessage::Standalone);
-                Ok(())
+                Ok(None)
             }
             Role::Leader => {
                 let name = required_name(request.name.as_deref())?;
-                self.become_leader(name, request.force).await
+                self.become_leader(name, request.force).await.map(|()| None)
             }
             Role::Follower | Role::Learner => {
                 let name = required_name(request.name.as_deref())?;
@@ -168,7 +182,7 @@ impl Control {
                     .as_deref()
                     .ok_or_else(|| AdminError::field_required("address"))?;
                 parse_address(address)?;
-                self.become_replica(request.role, name, address.to_string()).await
+                self.become_replica(request.role, name, address.to_string()).await.map(Some)
             }
         }
     }
@@ -291,7 +305,7 @@ impl Control {
         role: Role,
         name: String,
         leader_address: String,
-    ) -> Result<(), AdminError> {
+    ) -> Result<u64, AdminError> {
         let from = self.role();
         if from == Role::Leader && leader_address == self.config.advertised_address {
             let (ip, port) = leader_address.rsplit_once(':').unwrap_or((&leader_address, ""));
@@ -360,17 +374,19 @@ impl Control {
             kind,
             leader_shards,
         });
-        self.wait_for_catch_up().await;
-        Ok(())
+        Ok(session)
     }
 
     /// Waits (bounded) until every partition streams from the leader and holds durably what
     /// the leader had when its stream started, so that the role change returns with the
     /// replica's data in place, as the reference's synchronous log sync does.
-    async fn wait_for_catch_up(&self) {
+    async fn wait_for_catch_up(&self, session: u64) {
         let started = tokio::time::Instant::now();
         let all = self.handle.partition_count as usize;
         while self.handle.shared.caught_up_partitions() < all {
+            if self.state().session != session {
+                return;
+            }
             if started.elapsed() > CATCH_UP_WAIT {
                 let shared = &self.handle.shared;
                 tracing::warn!(

@@ -27,14 +27,16 @@ impl AdminReply {
         self.json["error_message"].as_str().unwrap_or("")
     }
 
+    /// Whether the request succeeded (200, error code 0).
+    #[must_use]
+    pub fn is_ok(&self) -> bool {
+        self.status == 200 && self.code() == Some(0)
+    }
+
     /// Panics with the body unless the request succeeded (200, error code 0).
     #[track_caller]
     pub fn assert_ok(&self) -> &Value {
-        assert!(
-            self.status == 200 && self.code() == Some(0),
-            "admin request failed: {}",
-            self.text
-        );
+        assert!(self.is_ok(), "admin request failed: {}", self.text);
         &self.json
     }
 

@@ -842,3 +842,53 @@ fn a_wall_clock_step_neither_expires_nor_stops_timeouts() {
     let _: () = client.set("after-timeout", "yes").unwrap();
     resume(&follower);
 }
+
+/// A node that was just told to follow answers its operator once it caught up, up to a minute
+/// later. It must not hold its role lock meanwhile: were the leader to die during that
+/// catch-up, every promotion asks this node to accept the new epoch, and none could until its
+/// wait ended, a minute without a leader. Here a learner joins a leader holding enough data
+/// that catching up takes a while; the leader is paused while the learner still waits; a
+/// follower's checked promotion succeeds at once, fencing the learner; re-pointing the learner
+/// ends its old wait.
+#[test]
+fn a_replica_still_catching_up_does_not_hold_up_a_promotion() {
+    let leader = TestNode::start(NodeSettings::cluster(1));
+    set_role(&leader, "leader", "boss", None);
+    let first = TestNode::start(NodeSettings::cluster(1));
+    let second = TestNode::start(NodeSettings::cluster(1));
+    set_role(&first, "follower", "f1", Some(&leader));
+    set_role(&second, "follower", "f2", Some(&leader));
+    let mut client = leader.client();
+    let value = "v".repeat(1000);
+    for batch in 0..60 {
+        let pairs: Vec<(String, &str)> =
+            (0..1000).map(|index| (format!("k:{batch}:{index}"), value.as_str())).collect();
+        let _: () = client.mset(&pairs).unwrap();
+    }
+    let learner = TestNode::start(NodeSettings::cluster(1));
+    let port = learner.http_port;
+    let body = role_body("learner", Some("l1"), Some(&leader.peer_address()));
+    let joining = std::thread::spawn(move || {
+        strata_tests::admin::request(port, "POST", "/admin/node/current", Some(&body))
+    });
+    let registered = wait_until(Duration::from_secs(20), || status_on(&leader, "l1") == "alive");
+    assert!(registered, "the learner never registered:\n{}", learner.log());
+    pause(&leader);
+    assert!(
+        !joining.is_finished(),
+        "the learner caught up before the leader was paused: the test needs more data"
+    );
+    let started = Instant::now();
+    let mut answer = promote(&first, "f1", false);
+    while !answer.is_ok() && started.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(500));
+        answer = promote(&first, "f1", false);
+    }
+    assert!(answer.is_ok(), "f1 was not promoted: {}\n{}", answer.text, learner.log());
+    println!("promoted {:?} after the leader was paused", started.elapsed());
+    assert!(!joining.is_finished(), "the learner still waits for its old leader");
+    repoint(&learner, "learner", "l1", &first);
+    let answered = joining.join().expect("the joining thread");
+    println!("the learner's first role change answered: {}", answered.text);
+    resume(&leader);
+}

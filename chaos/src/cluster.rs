@@ -248,7 +248,7 @@ impl Cluster {
     ///
     /// # Errors
     ///
-    /// When it cannot be started, exits, or does not answer within [`START_TIMEOUT`].
+    /// When it cannot be started, exits, or does not answer within `START_TIMEOUT`.
     pub fn restart(&mut self, index: usize) -> Result<(), String> {
         let node = &mut self.nodes[index];
         if node.child.is_some() {

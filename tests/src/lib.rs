@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod data;
+pub mod disk;
 pub mod keys;
 pub mod raw;
 pub mod s3;

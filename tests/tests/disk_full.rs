@@ -4,47 +4,9 @@
 //! a tmpfs, where appends are O_DSYNC, and an ext4 image on a loop device, where the
 //! partitions share their fdatasyncs.
 
-use std::process::Command;
-
 use redis::Commands;
+use strata_tests::disk::SmallDisk;
 use strata_tests::{NodeSettings, TestNode};
-
-/// A small filesystem mounted on a directory, unmounted when dropped.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let status = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
-        SmallDisk { path: path.to_path_buf() }
-    }
-
-    /// An ext4 filesystem of `size` in the image file `image`, mounted through a loop device.
-    fn mount_ext4(path: &std::path::Path, image: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let run = |command: &mut Command| {
-            let status = command.status().expect("command runs");
-            assert!(status.success(), "{command:?} failed (a loop mount needs root)");
-        };
-        run(Command::new("truncate").args(["-s", size]).arg(image));
-        run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(image));
-        run(Command::new("mount").args(["-o", "loop"]).arg(image).arg(path));
-        SmallDisk { path: path.to_path_buf() }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
 
 fn small_node() -> TestNode {
     let settings = NodeSettings {

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use strata_tests::admin::{role_body, set_role, wait_until, AdminReply};
 use strata_tests::data::{assert_holds, write_numbered};
+use strata_tests::disk::SmallDisk;
 use strata_tests::raw::{self, Reply};
 use strata_tests::{NodeSettings, TestNode};
 
@@ -468,31 +469,6 @@ fn assert_one_frame_per_segment(node: &TestNode) {
         .collect();
     assert!(counts.len() > 100, "{} segments hold frames", counts.len());
     assert!(counts.iter().all(|frames| *frames == 1), "frames per segment: {counts:?}");
-}
-
-/// A small filesystem mounted on a directory (needs root), unmounted when dropped; as in
-/// `disk_full.rs`.
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(path: &std::path::Path, size: &str) -> SmallDisk {
-        std::fs::create_dir_all(path).unwrap();
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(path)
-            .status()
-            .expect("mount runs");
-        assert!(status.success(), "mounting a tmpfs needs root (CI runs as root)");
-        SmallDisk { path: path.to_path_buf() }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
-    }
 }
 
 /// A follower whose disk fills can make nothing durable any more. Were it to stay in the

@@ -587,13 +587,7 @@ impl Leader {
         let plan = StreamPlan::Snapshot { reason: SnapshotReason::TailUnavailable };
         entry.plan = plan;
         entry.acked = Lsn::ZERO;
-        out.push(LeaderCommand::StartStream {
-            stream,
-            plan,
-            epoch: self.epoch,
-            caught_up_at: self.framed,
-            in_sync: self.newest_in_sync().clone(),
-        });
+        self.start(stream, plan, out);
     }
 
     fn go_live(&mut self, now: Moment, stream: StreamId, snapshot: Option<Lsn>) {

@@ -26,7 +26,7 @@ echo "== micro-benchmark smoke run"
 cargo bench --quiet -p strata-benches -- --test
 
 echo "== build the strata binary for the multi-process tests"
-cargo build --quiet -p strata --bin strata
+cargo build --quiet -p strata --bin strata --features mutations
 export STRATA_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/strata"
 
 echo "== tests"

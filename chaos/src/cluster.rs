@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminReply};
 use crate::client::{Reply, RespConnection};
+use crate::proxy::Network;
 
 /// How long a node may take to answer PING after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,6 +49,15 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub min_insync_replicas: u32,
+    /// Gives each node a tmpfs of its own as its data directory, so that the nemesis can fill
+    /// it (needs root; `None` keeps the data directories on the run's filesystem).
+    pub disk_bytes: Option<u64>,
+    /// libfaketime, under which every node runs so that the nemesis can step its wall clock
+    /// (`None`: the nodes run without it).
+    pub faketime: Option<PathBuf>,
+    /// Known replication bugs put back in every node (`STRATA_MUTATIONS`), to show the
+    /// checker finds them; empty for a true run.
+    pub mutations: String,
 }
 
 impl ClusterSettings {
@@ -64,6 +74,9 @@ impl ClusterSettings {
             heartbeat_interval_ms: 200,
             heartbeat_timeout_ms: 2000,
             min_insync_replicas: 2,
+            disk_bytes: None,
+            faketime: None,
+            mutations: String::new(),
         }
     }
 }
@@ -110,9 +123,13 @@ pub struct Node {
     pub http_port: u16,
     pub peer_port: u16,
     pub directory: PathBuf,
+    /// The tmpfs mounted for this node's data, when the cluster has them.
+    pub disk: Option<PathBuf>,
     pub assignment: Assignment,
     /// Since when the process is stopped with SIGSTOP (None: not stopped).
     pub paused_since: Option<Instant>,
+    /// Whether the nemesis holds its disk full now.
+    pub disk_full: bool,
     /// How many times the process was started: a set-role answer that began before the
     /// latest start says nothing of the process running now.
     pub generation: u64,
@@ -145,6 +162,23 @@ impl Node {
         self.directory.join("strata.toml")
     }
 
+    /// The data directory: on the node's tmpfs when it has one.
+    fn data_path(&self) -> PathBuf {
+        self.disk.as_ref().unwrap_or(&self.directory).join("data")
+    }
+
+    /// The file libfaketime reads this node's wall-clock offset from.
+    #[must_use]
+    pub fn clock_path(&self) -> PathBuf {
+        self.directory.join("faketime.rc")
+    }
+
+    /// The file that fills the node's tmpfs while a disk-full fault lasts.
+    #[must_use]
+    pub fn ballast_path(&self) -> Option<PathBuf> {
+        self.disk.as_ref().map(|disk| disk.join("ballast"))
+    }
+
     fn endpoint(&self) -> Endpoint {
         Endpoint { name: self.name.clone(), port: self.client_port }
     }
@@ -166,6 +200,10 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
     /// The node the harness made leader last (None while no promotion succeeded).
     pub leader: Option<usize>,
+    /// The proxies every replica reaches the voters' peer ports through.
+    pub network: Network,
+    /// The follower the operator tries first at the next promotion (a stale promotion's).
+    pub preferred_candidate: Option<usize>,
     view: Arc<Mutex<View>>,
 }
 
@@ -187,6 +225,12 @@ impl Cluster {
             let directory = settings.out_dir.join(&name);
             std::fs::create_dir_all(&directory)
                 .map_err(|error| format!("{directory:?}: {error}"))?;
+            let disk = match settings.disk_bytes {
+                Some(bytes) => Some(mount_disk(&directory.join("disk"), bytes)?),
+                None => None,
+            };
+            std::fs::write(directory.join("faketime.rc"), "+0\n")
+                .map_err(|error| format!("{directory:?}: {error}"))?;
             let node = Node {
                 name,
                 kind,
@@ -194,8 +238,10 @@ impl Cluster {
                 http_port: ports.next()?,
                 peer_port: ports.next()?,
                 directory,
+                disk,
                 assignment: Assignment::Unassigned,
                 paused_since: None,
+                disk_full: false,
                 generation: 0,
                 child: None,
             };
@@ -203,8 +249,16 @@ impl Cluster {
                 .map_err(|error| format!("writing {:?}: {error}", node.config_path()))?;
             nodes.push(node);
         }
-        let mut cluster =
-            Cluster { settings, nodes, leader: None, view: Arc::new(Mutex::new(View::default())) };
+        let peer_ports: Vec<u16> = nodes.iter().map(|node| node.peer_port).collect();
+        let network = Network::start(&peer_ports, settings.voters)?;
+        let mut cluster = Cluster {
+            settings,
+            nodes,
+            leader: None,
+            network,
+            preferred_candidate: None,
+            view: Arc::new(Mutex::new(View::default())),
+        };
         for index in 0..cluster.nodes.len() {
             cluster.restart(index)?;
         }
@@ -254,7 +308,7 @@ impl Cluster {
         if node.child.is_some() {
             return Ok(());
         }
-        node.child = Some(spawn(&self.settings.binary, node)?);
+        node.child = Some(spawn(&self.settings, node)?);
         node.generation += 1;
         node.paused_since = None;
         node.assignment = Assignment::Unassigned;
@@ -311,6 +365,13 @@ impl Cluster {
         Some(status)
     }
 
+    /// The address node `replica` names to reach voter `leader`'s peer port: the proxy
+    /// between them.
+    #[must_use]
+    pub fn leader_address(&self, replica: usize, leader: usize) -> String {
+        self.network.address(replica, leader).unwrap_or_else(|| self.nodes[leader].peer_address())
+    }
+
     /// A set-role request to a node's admin API.
     ///
     /// # Errors
@@ -343,11 +404,65 @@ impl Drop for Cluster {
                 let _ = child.kill();
                 let _ = child.wait();
             }
+            if let Some(disk) = &node.disk {
+                unmount_disk(disk);
+            }
         }
     }
 }
 
-fn spawn(binary: &Path, node: &Node) -> Result<Child, String> {
+/// Mounts a tmpfs of `bytes` at `path` (created if missing), unmounting first what an earlier
+/// run may have left there.
+fn mount_disk(path: &Path, bytes: u64) -> Result<PathBuf, String> {
+    unmount_disk(path);
+    std::fs::create_dir_all(path).map_err(|error| format!("{path:?}: {error}"))?;
+    let target = c_path(path)?;
+    let options = std::ffi::CString::new(format!("size={bytes},mode=0755"))
+        .map_err(|error| error.to_string())?;
+    // SAFETY: mount(2) with NUL-terminated strings that live until it returns.
+    let result = unsafe {
+        libc::mount(
+            c"tmpfs".as_ptr(),
+            target.as_ptr(),
+            c"tmpfs".as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if result != 0 {
+        let error = std::io::Error::last_os_error();
+        return Err(format!("mounting a tmpfs at {path:?}: {error}"));
+    }
+    Ok(path.to_path_buf())
+}
+
+/// Unmounts the tmpfs at `path`, if one is mounted there (lazily: a child still dying may
+/// hold files open).
+pub fn unmount_disk(path: &Path) {
+    if let Ok(target) = c_path(path) {
+        // SAFETY: umount2(2) with a NUL-terminated path that lives until it returns.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+fn c_path(path: &Path) -> Result<std::ffi::CString, String> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|error| error.to_string())
+}
+
+/// Whether this process may mount a tmpfs (it runs as root, or with CAP_SYS_ADMIN): tried
+/// on a scratch directory under `out_dir`.
+#[must_use]
+pub fn can_mount(out_dir: &Path) -> bool {
+    let probe = out_dir.join(".mount-probe");
+    let mounted = mount_disk(&probe, 1 << 20).is_ok();
+    unmount_disk(&probe);
+    let _ = std::fs::remove_dir(&probe);
+    mounted
+}
+
+fn spawn(settings: &ClusterSettings, node: &Node) -> Result<Child, String> {
+    let binary = &settings.binary;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -361,6 +476,16 @@ fn spawn(binary: &Path, node: &Node) -> Result<Child, String> {
         .env("STRATA_LOG", "info")
         // Plain text in the log files, without terminal colour codes.
         .env("NO_COLOR", "1")
+        .env("STRATA_MUTATIONS", &settings.mutations);
+    if let Some(faketime) = &settings.faketime {
+        // Only the wall clock moves; the file is read again at most once a second.
+        command
+            .env("LD_PRELOAD", faketime)
+            .env("FAKETIME_TIMESTAMP_FILE", node.clock_path())
+            .env("FAKETIME_CACHE_DURATION", "1")
+            .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+    }
+    command
         .stdin(Stdio::null())
         .stdout(log_copy)
         .stderr(log)
@@ -376,6 +501,18 @@ fn spawn(binary: &Path, node: &Node) -> Result<Child, String> {
         });
     }
     command.spawn().map_err(|error| format!("starting {binary:?}: {error}"))
+}
+
+/// `wal_failed_partitions` of the node's `INFO persistence`: partitions whose log failed (a
+/// full disk), which refuse writes until the node restarts. None when it does not answer.
+#[must_use]
+pub fn failed_partitions(port: u16) -> Option<u64> {
+    let mut connection = RespConnection::connect(port, Duration::from_secs(1)).ok()?;
+    let Ok(Reply::Bulk(Some(text))) = connection.command(&["INFO", "persistence"]) else {
+        return None;
+    };
+    let text = String::from_utf8_lossy(&text);
+    text.lines().find_map(|line| line.strip_prefix("wal_failed_partitions:")?.trim().parse().ok())
 }
 
 fn ping(port: u16) -> bool {
@@ -399,7 +536,7 @@ fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String
         node.client_port,
         node.http_port,
         node.peer_port,
-        node.directory.join("data").display(),
+        node.data_path().display(),
         shared.display(),
         settings.partitions,
         settings.heartbeat_interval_ms,

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use strata_chaos::nemesis::Fault;
 use strata_chaos::run::{self, RunOptions};
 use strata_chaos::workload::WorkloadSettings;
 
@@ -38,6 +39,22 @@ struct Arguments {
     /// Faults thrown at most; the run ends once the last one is healed.
     #[arg(long)]
     faults: Option<u64>,
+    /// The kinds of fault thrown, comma-separated: kill, pause, partition, disk-full,
+    /// clock-step (all of them when not given).
+    #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
+    nemesis: Vec<Fault>,
+    /// Known replication bugs to put back in every node, comma-separated (e.g.
+    /// promote-out-of-sync; needs a strata binary built with the `mutations` feature): the
+    /// run should then FAIL, showing the checker finds the bug.
+    #[arg(long, default_value = "")]
+    mutation: String,
+}
+
+fn parse_fault(name: &str) -> Result<Fault, String> {
+    Fault::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Fault::ALL.iter().map(|fault| fault.name()).collect();
+        format!("no fault {name:?}; the faults are {}", names.join(", "))
+    })
 }
 
 extern "C" fn on_interrupt(_signal: libc::c_int) {
@@ -71,6 +88,8 @@ fn main() -> ExitCode {
         faults_max: arguments.faults,
         binary: run::strata_binary(),
         workloads: WorkloadSettings::default(),
+        mutations: arguments.mutation,
+        faults: if arguments.nemesis.is_empty() { Fault::ALL.to_vec() } else { arguments.nemesis },
     };
     install_interrupt_handler();
     match run::run(&options, &INTERRUPTED) {

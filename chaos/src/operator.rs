@@ -2,7 +2,8 @@
 //! the cluster, promotes a follower when the leader is dead or paused past the heartbeat
 //! timeout (a checked promotion, never `force`: on a refusal it tries another follower, or
 //! waits and tries again), points every other node at the current leader (admin mode, then
-//! follower or learner), and restarts a node that exited by itself (recording it as a problem).
+//! follower or learner), restarts a node that exited by itself (recording it as a problem),
+//! and restarts a node whose log failed on a full disk once the disk has room again.
 //! Promotions run on the caller's thread (bounded by [`PROMOTION_TIMEOUT`]); re-points run in
 //! threads of their own, since a follower's set-role request returns only once it caught up.
 
@@ -10,7 +11,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::admin::{self, role_body};
-use crate::cluster::{Assignment, Cluster, Kind, PROMOTION_TIMEOUT, ROLE_TIMEOUT};
+use crate::cluster::{
+    failed_partitions, Assignment, Cluster, Kind, PROMOTION_TIMEOUT, ROLE_TIMEOUT,
+};
 use crate::timeline::Timeline;
 
 /// How long after a failed attempt the operator tries the same node again.
@@ -18,6 +21,9 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often the operator asks the leader whether it still leads.
 const LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How often the operator looks for partitions whose log failed.
+const FAILED_LOG_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
 /// Extra time, past the heartbeat timeout, a paused leader gets before it is replaced.
 const PROMOTION_GRACE: Duration = Duration::from_millis(500);
@@ -31,7 +37,9 @@ pub struct Operator {
     last_attempt: Vec<Option<Instant>>,
     promotion_attempt: Option<Instant>,
     leader_checked: Option<Instant>,
-    /// The leader last lost (dead or deposed): not promoted again until another leads.
+    failed_logs_checked: Option<Instant>,
+    /// The leader last lost (dead or deposed): tried last until another leads (it may be the
+    /// only member of the newest in-sync set, as when the others were out of it when it died).
     deposed: Option<usize>,
     /// Re-points under way, by node.
     pending: Vec<Option<PendingRepoint>>,
@@ -48,6 +56,7 @@ impl Operator {
             last_attempt: vec![None; cluster.nodes.len()],
             promotion_attempt: None,
             leader_checked: None,
+            failed_logs_checked: None,
             deposed: None,
             pending: (0..cluster.nodes.len()).map(|_| None).collect(),
             promotions: 0,
@@ -58,11 +67,41 @@ impl Operator {
     /// One round: notice nodes that exited, ensure a leader, point the others at it.
     pub fn tick(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
         restart_exited(cluster, timeline);
+        self.restart_failed_logs(cluster, timeline);
         if self.leader_needed(cluster, timeline) {
             self.promote(cluster, timeline);
         }
         self.reconcile(cluster, timeline);
         cluster.publish();
+    }
+
+    /// Restarts every answering node that has partitions whose log failed once its disk has
+    /// room again, as the runbook says (`wal_failed_partitions` in INFO; such a partition
+    /// refuses writes until the node restarts: README, "Durability modes").
+    fn restart_failed_logs(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        if self.failed_logs_checked.is_some_and(|at| at.elapsed() < FAILED_LOG_CHECK_INTERVAL) {
+            return;
+        }
+        self.failed_logs_checked = Some(Instant::now());
+        for index in 0..cluster.nodes.len() {
+            let node = &cluster.nodes[index];
+            if !node.available() || node.disk_full {
+                continue;
+            }
+            let Some(failed) = failed_partitions(node.client_port).filter(|&count| count > 0)
+            else {
+                continue;
+            };
+            let name = node.name.clone();
+            let detail = format!("wal_failed_partitions:{failed}");
+            let number = timeline.begin("restart", &name, &detail);
+            cluster.kill(index);
+            let outcome = cluster.restart(index);
+            if let Err(error) = &outcome {
+                timeline.problem(&name, format!("restarting {name}: {error}"));
+            }
+            timeline.end(number, if outcome.is_ok() { "restarted" } else { "restart failed" });
+        }
     }
 
     /// Whether the cluster has an answering leader and every answering node follows it.
@@ -81,7 +120,7 @@ impl Operator {
 
     /// Whether a promotion is due: no leader, or a leader that is dead, no longer leads, or is
     /// paused past the promotion delay. A dead or deposed leader is forgotten at once (the
-    /// clients then wait rather than talk to a node in admin mode) and is no candidate.
+    /// clients then wait rather than talk to a node in admin mode) and is the last candidate.
     fn leader_needed(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) -> bool {
         let Some(leader) = cluster.leader else { return true };
         if self.leader_lost(cluster, leader, timeline) {
@@ -123,11 +162,24 @@ impl Operator {
             return;
         }
         self.promotion_attempt = Some(Instant::now());
-        let candidates: Vec<usize> = (0..cluster.nodes.len())
-            .filter(|&index| cluster.leader != Some(index) && self.deposed != Some(index))
+        let mut candidates: Vec<usize> = (0..cluster.nodes.len())
+            .filter(|&index| cluster.leader != Some(index))
             .filter(|&index| cluster.nodes[index].kind == Kind::Voter)
             .filter(|&index| cluster.nodes[index].available())
             .collect();
+        if let Some(deposed) = self.deposed {
+            if let Some(position) = candidates.iter().position(|&index| index == deposed) {
+                candidates.remove(position);
+                candidates.push(deposed);
+            }
+        }
+        // A stale promotion's follower goes first, once.
+        if let Some(preferred) = cluster.preferred_candidate.take() {
+            if let Some(position) = candidates.iter().position(|&index| index == preferred) {
+                candidates.remove(position);
+                candidates.insert(0, preferred);
+            }
+        }
         for index in candidates {
             let name = cluster.nodes[index].name.clone();
             let number = timeline.begin("promote", &name, "");
@@ -218,7 +270,7 @@ fn start_repoint(
     let role = if node.kind == Kind::Voter { "follower" } else { "learner" };
     let detail = format!("{role} of {}", leader_node.name);
     let event = timeline.begin("repoint", &node.name, &detail);
-    let address = leader_node.peer_address();
+    let address = cluster.leader_address(index, leader);
     let bodies =
         [role_body("admin", None, None), role_body(role, Some(&node.name), Some(&address))];
     let port = node.http_port;

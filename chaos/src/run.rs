@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use crate::check::{self, Report};
 use crate::cluster::{Cluster, ClusterSettings};
 use crate::history::{self, Action, Operation, Outcome, Phase, Target};
-use crate::nemesis::Nemesis;
+use crate::nemesis::{Fault, Nemesis, Scope};
 use crate::operator::Operator;
 use crate::recorder::{OutcomeCounts, Recorder};
+use crate::report;
 use crate::timeline::Timeline;
 use crate::workload::{self, Session, Shared, WorkloadSettings};
 
@@ -22,6 +23,10 @@ const TICK: Duration = Duration::from_millis(100);
 
 /// How often a progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The size of each node's tmpfs, when the nemesis fills disks. tmpfs takes memory only for
+/// what is written; the ballast of a disk-full fault takes the rest while it lasts.
+const DISK_BYTES: u64 = 2 << 30;
 
 /// How long the cluster may take to form, and to recover once every fault is healed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -44,6 +49,12 @@ pub struct RunOptions {
     pub faults_max: Option<u64>,
     pub binary: PathBuf,
     pub workloads: WorkloadSettings,
+    /// The kinds of fault the nemesis may throw; those this machine cannot (a full disk
+    /// without root, clock steps without libfaketime) are left out with a line saying so.
+    pub faults: Vec<Fault>,
+    /// Known replication bugs to put back in every node (`STRATA_MUTATIONS`, names as in
+    /// `core/src/replication/mutations.rs`, comma-separated); empty for a true run.
+    pub mutations: String,
 }
 
 /// How a run ended.
@@ -84,13 +95,31 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     let start = Instant::now();
     let mut timeline = Timeline::new(start);
     let recorder = Arc::new(Recorder::new(start));
-    let settings = ClusterSettings::new(options.binary.clone(), options.out_dir.clone());
+    let mut settings = ClusterSettings::new(options.binary.clone(), options.out_dir.clone());
+    settings.mutations.clone_from(&options.mutations);
+    if !options.mutations.is_empty() {
+        println!("chaos: known bugs put back in every node: {}", options.mutations);
+    }
+    let faults = usable_faults(options, &mut settings);
+    if faults.is_empty() {
+        return Err("no fault kind left to throw".into());
+    }
     let mut cluster = Cluster::start(settings)?;
     let mut operator = Operator::new(&cluster);
-    println!("chaos: seed={} out={} nodes started", options.seed, options.out_dir.display());
+    let names: Vec<&str> = faults.iter().map(|fault| fault.name()).collect();
+    println!(
+        "chaos: seed={} out={} faults={} nodes started",
+        options.seed,
+        options.out_dir.display(),
+        names.join(",")
+    );
     let formed = settle(&mut cluster, &mut operator, &mut timeline, interrupt);
-    let mut nemesis =
-        Nemesis::new(options.seed, cluster.nodes.len(), cluster.settings.heartbeat_timeout_ms);
+    let scope = Scope {
+        node_count: cluster.nodes.len(),
+        heartbeat_timeout_ms: cluster.settings.heartbeat_timeout_ms,
+        faults,
+    };
+    let mut nemesis = Nemesis::new(options.seed, scope);
     if formed {
         println!("chaos: cluster formed, leader {}", cluster.leader_name());
         let parts =
@@ -107,6 +136,39 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     }
     drop(cluster);
     finish(options, &recorder, &timeline, &nemesis, &operator, interrupted)
+}
+
+/// The fault kinds asked for that this machine can throw; sets up what they need (a tmpfs
+/// per node, libfaketime).
+fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fault> {
+    let mut faults = options.faults.clone();
+    if faults.contains(&Fault::DiskFull) {
+        if crate::cluster::can_mount(&options.out_dir) {
+            settings.disk_bytes = Some(DISK_BYTES);
+        } else {
+            println!("chaos: no disk-full faults: mounting a tmpfs needs root");
+            faults.retain(|fault| *fault != Fault::DiskFull);
+        }
+    }
+    if faults.contains(&Fault::ClockStep) {
+        match libfaketime() {
+            Some(path) => settings.faketime = Some(path),
+            None => {
+                println!("chaos: no clock-step faults: libfaketime is not installed");
+                faults.retain(|fault| *fault != Fault::ClockStep);
+            }
+        }
+    }
+    faults
+}
+
+/// Debian's libfaketime (the `faketime` package, which `scripts/setup.sh` installs).
+fn libfaketime() -> Option<PathBuf> {
+    let path = PathBuf::from(format!(
+        "/usr/lib/{}-linux-gnu/faketime/libfaketime.so.1",
+        std::env::consts::ARCH
+    ));
+    path.is_file().then_some(path)
 }
 
 /// The cluster and those who act on it.
@@ -341,14 +403,17 @@ fn finish(
         .map_err(|error| format!("{timeline_path:?}: {error}"))?;
     let report = check::check(&operations);
     let faults = nemesis.thrown_total();
-    print_summary(operations.len(), counts, timeline, nemesis, operator, &report);
+    let mut summary = summary_lines(operations.len(), counts, timeline, nemesis, operator, &report);
     if let Some((from_us, gap_us)) = longest_write_gap(&operations) {
-        println!(
+        summary.push(format!(
             "chaos: availability: longest time without an acknowledged write {:.1} s \
              (from {:.1} s)",
             gap_us as f64 / 1e6,
             from_us as f64 / 1e6
-        );
+        ));
+    }
+    for line in &summary {
+        println!("{line}");
     }
     let mut reasons = Vec::new();
     if interrupted {
@@ -368,6 +433,15 @@ fn finish(
     } else {
         format!("chaos: FAIL seed={seed} ops={count} faults={faults} {}", reasons.join(" "))
     };
+    let page = report::Page {
+        verdict: &verdict,
+        summary: &summary,
+        operations: &operations,
+        events: &timeline.events,
+    };
+    let report_path = options.out_dir.join("report.html");
+    report::write_html(&report_path, &page).map_err(|error| format!("{report_path:?}: {error}"))?;
+    println!("chaos: report {}", report_path.display());
     Ok(RunSummary {
         pass,
         verdict,
@@ -394,45 +468,49 @@ fn longest_write_gap(operations: &[Operation]) -> Option<(u64, u64)> {
     completions.windows(2).map(|pair| (pair[0], pair[1] - pair[0])).max_by_key(|&(_, gap)| gap)
 }
 
-fn print_summary(
+/// What the run did and what the checker found, in lines printed at the end and shown on the
+/// report page.
+fn summary_lines(
     operation_count: usize,
     counts: OutcomeCounts,
     timeline: &Timeline,
     nemesis: &Nemesis,
     operator: &Operator,
     report: &Report,
-) {
+) -> Vec<String> {
     let OutcomeCounts { done, refused, unknown } = counts;
-    println!(
+    let mut lines = vec![format!(
         "chaos: operations: {operation_count} (done {done}, refused {refused}, unknown {unknown})"
-    );
+    )];
     let faults: Vec<String> =
         nemesis.thrown.iter().map(|(fault, count)| format!("{} {count}", fault.name())).collect();
-    println!(
-        "chaos: faults: {} ({}); promotions {} (refused {}), re-points {}",
+    lines.push(format!(
+        "chaos: faults: {} ({}); promotions {} (refused {}), re-points {}, restarts {}",
         nemesis.thrown_total(),
         faults.join(", "),
         operator.promotions,
         operator.promotion_refusals,
         timeline.count("repoint"),
-    );
-    println!(
+        timeline.count("restart"),
+    ));
+    lines.push(format!(
         "chaos: checker: {} register, {} append, {} replica-read operations checked; \
          {} violations",
         report.registers_checked,
         report.appends_checked,
         report.replica_reads_checked,
         report.violations.len(),
-    );
+    ));
     for violation in report.violations.iter().take(20) {
-        println!(
+        lines.push(format!(
             "chaos: violation [{}] {}: {} (operations {:?})",
             violation.check, violation.key, violation.message, violation.window
-        );
+        ));
     }
     for problem in &timeline.problems {
-        println!("chaos: problem: {problem}");
+        lines.push(format!("chaos: problem: {problem}"));
     }
+    lines
 }
 
 /// Creates the output directory and removes what an earlier run with the same directory
@@ -444,9 +522,12 @@ fn prepare_out_dir(out_dir: &Path) -> Result<(), String> {
         let name = entry.file_name().to_string_lossy().into_owned();
         let node_directory = name.strip_prefix('n').is_some_and(|rest| rest.parse::<u32>().is_ok());
         let path = entry.path();
+        if node_directory {
+            crate::cluster::unmount_disk(&path.join("disk"));
+        }
         let removed = if node_directory || name == "shared" {
             std::fs::remove_dir_all(&path)
-        } else if name == "history.jsonl" || name == "nemesis.jsonl" {
+        } else if ["history.jsonl", "nemesis.jsonl", "report.html"].contains(&name.as_str()) {
             std::fs::remove_file(&path)
         } else {
             Ok(())

@@ -1,16 +1,18 @@
 //! A short chaos schedule (60 s, fixed seed) against the real `strata` binary: `STRATA_BIN`, as
 //! `scripts/test.sh` sets it for CI, or the workspace's debug build. Skipped, with a message,
 //! when neither exists. It fails on any violation the checker finds and on any problem the
-//! harness sees (a node exiting by itself, a cluster that does not recover).
+//! harness sees (a node exiting by itself, a cluster that does not recover). Every kind of
+//! fault this machine can throw is in it.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use strata_chaos::nemesis::Fault;
 use strata_chaos::run::{self, RunOptions};
 use strata_chaos::workload::WorkloadSettings;
 
 #[test]
-fn a_short_schedule_with_kills_and_pauses_passes() {
+fn a_short_schedule_of_every_fault_passes() {
     let binary = run::strata_binary();
     if !binary.is_file() {
         eprintln!("skipped: no strata binary at {binary:?} (build it or set STRATA_BIN)");
@@ -24,6 +26,8 @@ fn a_short_schedule_with_kills_and_pauses_passes() {
         faults_max: None,
         binary,
         workloads: WorkloadSettings::default(),
+        faults: Fault::ALL.to_vec(),
+        mutations: String::new(),
     };
     let interrupt = AtomicBool::new(false);
     let summary = run::run(&options, &interrupt).expect("the harness runs");

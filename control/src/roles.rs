@@ -428,7 +428,7 @@ impl Control {
                     let lag = if lags.is_empty() { None } else { Some(lags.iter().sum()) };
                     membership.set_lag(&name, lag);
                 }
-                membership.expire(now(), timeout_ms, Mutations::NONE)
+                membership.expire(now(), timeout_ms, Mutations::in_force())
             };
             for name in expired {
                 tracing::warn!(name, "no heartbeat within the timeout: member marked timeout");

@@ -371,7 +371,7 @@ impl Shard {
             let machine = Replica::new(
                 partition,
                 start,
-                strata_core::replication::mutations::Mutations::NONE,
+                strata_core::replication::mutations::Mutations::in_force(),
             );
             slot.role = Role::Replica(Box::new(ReplicaSide::new(machine)));
         }

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 use config::{Config, ServerMode, WalFlush};
 use strata_core::cluster::Role;
+use strata_core::replication::mutations::Mutations;
 use strata_core::Epoch;
 use strata_shard::{ClusterShared, Durability, NodeOptions, ServingMode};
 
@@ -130,6 +131,28 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
     }
 }
 
+/// The environment variable naming known replication bugs to put back, for the chaos
+/// harness's proof that it finds them (`scripts/chaos.sh --mutation`).
+const MUTATIONS_VARIABLE: &str = "STRATA_MUTATIONS";
+
+/// Puts in force the mutations `STRATA_MUTATIONS` names. Refused in a build without the
+/// `mutations` feature (a release build), so that no production node runs with one.
+fn put_mutations_in_force() -> Result<(), String> {
+    let Some(text) = std::env::var(MUTATIONS_VARIABLE).ok().filter(|text| !text.trim().is_empty())
+    else {
+        return Ok(());
+    };
+    if !Mutations::AVAILABLE {
+        return Err(format!(
+            "{MUTATIONS_VARIABLE}={text} needs a build with the `mutations` feature"
+        ));
+    }
+    let mutations = Mutations::parse_list(&text)?;
+    mutations.put_in_force();
+    tracing::warn!(mutations = %mutations.names(), "KNOWN REPLICATION BUGS PUT BACK ON PURPOSE");
+    Ok(())
+}
+
 /// Exit codes: 2 bad config or data directory, 3 cannot listen, 4 cannot start threads,
 /// 5 recovery found damage.
 fn run_node(config_file: &Path) -> ExitCode {
@@ -141,6 +164,10 @@ fn run_node(config_file: &Path) -> ExitCode {
         }
     };
     init_logging(&config.log.log_level);
+    if let Err(error) = put_mutations_in_force() {
+        tracing::error!(%error, "cannot start");
+        return ExitCode::from(2);
+    }
     let cluster_id =
         match meta::prepare_data_dir(&config.storage.data_dir, config.cluster.partitions, None) {
             Ok(cluster_id) => cluster_id,

@@ -266,7 +266,7 @@ impl Shard {
                 me: settings.me.clone(),
                 min_insync: settings.min_insync,
                 progress_timeout_ms: settings.progress_timeout_ms,
-                mutations: Mutations::NONE,
+                mutations: Mutations::in_force(),
             };
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
@@ -326,7 +326,7 @@ impl Shard {
         slot.role = Role::Replica(Box::new(ReplicaSide::new(Replica::new(
             partition,
             start,
-            Mutations::NONE,
+            Mutations::in_force(),
         ))));
     }
 

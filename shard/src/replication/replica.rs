@@ -814,7 +814,7 @@ impl Shard {
         slot.role = Role::Replica(Box::new(ReplicaSide::new(Replica::new(
             partition,
             start,
-            strata_core::replication::mutations::Mutations::NONE,
+            strata_core::replication::mutations::Mutations::in_force(),
         ))));
         tracing::info!(
             partition = partition.0,

@@ -32,11 +32,16 @@ impl Control {
         let own = self.own_report(name, false).await;
         let others = self.gather_reports(&own).await;
         let guard = if force { Guard::Forced { salt: random() } } else { Guard::Checked };
-        let plan =
-            plan_promotion(&own, &others, guard, self.config.min_insync_replicas, Mutations::NONE)
-                .map_err(|refusal| {
-                    AdminError::promotion_refused(&refusal.to_string(), refusal.forceable())
-                })?;
+        let plan = plan_promotion(
+            &own,
+            &others,
+            guard,
+            self.config.min_insync_replicas,
+            Mutations::in_force(),
+        )
+        .map_err(|refusal| {
+            AdminError::promotion_refused(&refusal.to_string(), refusal.forceable())
+        })?;
         if plan.forced {
             tracing::warn!(
                 epoch = plan.epoch.0,
@@ -95,27 +100,40 @@ impl Control {
             }));
         }
         let names = known_names(own);
-        let mut reports: Vec<MemberReport> = Vec::new();
+        // Each report with the address its member advertises: one member may be reached by
+        // several addresses (the one it advertises, the one an operator named its leader by,
+        // a proxy's), and must be counted, and asked to accept the epoch, once.
+        let mut reports: Vec<(String, MemberReport)> = Vec::new();
         for task in tasks {
             let Ok((address, answer)) = task.await else { continue };
             match answer.map_err(|error| error.to_string()).and_then(report_from_wire) {
                 Ok(mut report) => {
+                    let advertised = std::mem::take(&mut report.member.address);
                     // A member in admin mode (restarted, not given its role again) answers
-                    // without a name: it is the member the sets name at that address.
+                    // without a name: it is the member the sets name at the address it
+                    // advertises (or, from an older node, at the address asked).
                     if report.member.name.is_empty() {
-                        report.member.name =
-                            names.get(&address).cloned().unwrap_or_else(|| address.clone());
+                        report.member.name = names
+                            .get(&advertised)
+                            .or_else(|| names.get(&address))
+                            .cloned()
+                            .unwrap_or_else(|| address.clone());
                     }
                     report.member.address = address;
-                    let known = reports.iter().any(|other| other.member.name == report.member.name);
-                    if report.member.name != own.member.name && !known {
-                        reports.push(report);
+                    let itself = report.member.name == own.member.name
+                        || advertised == self.config.advertised_address;
+                    let known = reports.iter().any(|(other_advertised, other)| {
+                        other.member.name == report.member.name
+                            || (!advertised.is_empty() && *other_advertised == advertised)
+                    });
+                    if !itself && !known {
+                        reports.push((advertised, report));
                     }
                 }
                 Err(error) => tracing::info!(address, %error, "promotion: a member did not answer"),
             }
         }
-        reports
+        reports.into_iter().map(|(_, report)| report).collect()
     }
 
     fn known_addresses(&self, own: &MemberReport) -> BTreeSet<String> {

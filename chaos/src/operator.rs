@@ -22,6 +22,15 @@ const RETRY_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the operator asks the leader whether it still leads.
 const LEADER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
+/// How often the operator reads the leader's member list.
+const MEMBER_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Member-list reads in a row that must miss a replica before it is pointed again.
+const MEMBER_MISSES_MAX: u32 = 2;
+
+/// How long a re-point to a leader that no longer leads may go on before another replaces it.
+const SUPERSEDE_AFTER: Duration = Duration::from_secs(5);
+
 /// How often the operator looks for partitions whose log failed.
 const FAILED_LOG_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -38,6 +47,9 @@ pub struct Operator {
     promotion_attempt: Option<Instant>,
     leader_checked: Option<Instant>,
     failed_logs_checked: Option<Instant>,
+    members_checked: Option<Instant>,
+    /// Member-list reads in a row that did not show each node alive.
+    member_misses: Vec<u32>,
     /// The leader last lost (dead or deposed): tried last until another leads (it may be the
     /// only member of the newest in-sync set, as when the others were out of it when it died).
     deposed: Option<usize>,
@@ -57,6 +69,8 @@ impl Operator {
             promotion_attempt: None,
             leader_checked: None,
             failed_logs_checked: None,
+            members_checked: None,
+            member_misses: vec![0; cluster.nodes.len()],
             deposed: None,
             pending: (0..cluster.nodes.len()).map(|_| None).collect(),
             promotions: 0,
@@ -71,8 +85,46 @@ impl Operator {
         if self.leader_needed(cluster, timeline) {
             self.promote(cluster, timeline);
         }
+        self.check_members(cluster, timeline);
         self.reconcile(cluster, timeline);
         cluster.publish();
+    }
+
+    /// Reads the leader's member list, as a person watching the cluster would: a node believed
+    /// to follow the leader that the list does not show `alive` twice in a row (its
+    /// registration lost when the leader restarted, its catch-up given up after a minute) is
+    /// pointed at the leader again.
+    fn check_members(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        if self.members_checked.is_some_and(|at| at.elapsed() < MEMBER_CHECK_INTERVAL) {
+            return;
+        }
+        self.members_checked = Some(Instant::now());
+        let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
+            return;
+        };
+        let Ok(reply) = cluster.status(leader, "/admin/nodes") else { return };
+        let Some(rows) = reply.json["nodes"].as_array().filter(|_| reply.ok()) else { return };
+        let wanted = Assignment::Replica { leader: cluster.nodes[leader].name.clone() };
+        for index in 0..cluster.nodes.len() {
+            let node = &cluster.nodes[index];
+            if node.assignment != wanted || !node.available() {
+                self.member_misses[index] = 0;
+                continue;
+            }
+            let alive = rows.iter().any(|row| {
+                row["name"].as_str() == Some(node.name.as_str())
+                    && row["status"].as_str() == Some("alive")
+            });
+            self.member_misses[index] = if alive { 0 } else { self.member_misses[index] + 1 };
+            if self.member_misses[index] >= MEMBER_MISSES_MAX {
+                self.member_misses[index] = 0;
+                let name = node.name.clone();
+                let text = format!("the leader does not list {name} as alive");
+                let number = timeline.begin("follower-lost", &name, &text);
+                timeline.end(number, "");
+                cluster.nodes[index].assignment = Assignment::Unassigned;
+            }
+        }
     }
 
     /// Restarts every answering node that has partitions whose log failed once its disk has
@@ -217,6 +269,7 @@ impl Operator {
         for index in 0..cluster.nodes.len() {
             let node = &cluster.nodes[index];
             let recent = self.last_attempt[index].is_some_and(|at| at.elapsed() < RETRY_INTERVAL);
+            self.supersede_stale_repoint(index, &cluster.nodes[leader].name, timeline);
             let busy = self.pending[index].is_some();
             if index == leader || !node.available() || node.assignment == wanted || recent || busy {
                 continue;
@@ -225,6 +278,18 @@ impl Operator {
             self.pending[index] = Some(start_repoint(cluster, timeline, index, leader));
             cluster.nodes[index].assignment = Assignment::Unassigned;
             cluster.publish();
+        }
+    }
+
+    /// Gives up waiting for a re-point to a node that no longer leads once it went on for a
+    /// while (its set-role request waits up to a minute for a catch-up that cannot end): the
+    /// next re-point supersedes it, and its thread ends unheeded.
+    fn supersede_stale_repoint(&mut self, index: usize, leader: &str, timeline: &mut Timeline) {
+        let stale = self.pending[index].as_ref().is_some_and(|pending| {
+            pending.leader != leader && pending.started.elapsed() >= SUPERSEDE_AFTER
+        });
+        if let Some(pending) = self.pending[index].take_if(|_| stale) {
+            timeline.end(pending.event, &format!("superseded: {leader} leads now"));
         }
     }
 
@@ -253,6 +318,7 @@ struct PendingRepoint {
     leader: String,
     /// The node's process generation when it began.
     generation: u64,
+    started: Instant,
     /// Its timeline event.
     event: usize,
     thread: JoinHandle<Result<(), String>>,
@@ -275,7 +341,13 @@ fn start_repoint(
         [role_body("admin", None, None), role_body(role, Some(&node.name), Some(&address))];
     let port = node.http_port;
     let thread = std::thread::spawn(move || set_roles(port, &bodies));
-    PendingRepoint { leader: leader_node.name.clone(), generation: node.generation, event, thread }
+    PendingRepoint {
+        leader: leader_node.name.clone(),
+        generation: node.generation,
+        started: Instant::now(),
+        event,
+        thread,
+    }
 }
 
 /// Set-role requests in turn; stops at the first that fails.

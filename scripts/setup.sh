@@ -71,14 +71,17 @@ ensure_nextest() {
 
 main() {
     # python3-redis: redis-py, for the test that drives a node with it (Debian's python3).
-    # faketime: libfaketime, which steps a node's wall clock in the replication safety tests.
-    install_packages redis-server redis-tools python3-redis build-essential pkg-config faketime
+    # faketime: libfaketime, which steps a node's wall clock in the replication safety tests
+    # and the chaos harness. nftables: nft, with which the chaos harness isolates a node.
+    install_packages redis-server redis-tools python3-redis build-essential pkg-config faketime \
+        nftables
     disable_redis_service
     command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
     command -v redis-benchmark >/dev/null 2>&1 \
         || fail "redis-benchmark is not on PATH after install"
     dpkg-query -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' >/dev/null \
         || fail "libfaketime.so.1 is not installed after install"
+    command -v nft >/dev/null 2>&1 || fail "nft is not on PATH after install"
     ensure_rust
     ensure_nextest
     log "done"

@@ -128,6 +128,9 @@ pub enum KeyCommand {
     },
     /// Run on every partition; the replies are summed.
     DbSize,
+    /// Run on every partition for INFO, never sent by a client: the keys it holds now,
+    /// without waiting for a commit (INFO must answer while commits stall), or its WAL failure.
+    Status,
     /// Run on every partition.
     FlushAll,
 }
@@ -191,6 +194,7 @@ impl KeyCommand {
                 | KeyCommand::Strlen { .. }
                 | KeyCommand::Ttl { .. }
                 | KeyCommand::DbSize
+                | KeyCommand::Status
         )
     }
 
@@ -212,7 +216,7 @@ impl KeyCommand {
             | KeyCommand::Exists { keys }
             | KeyCommand::MultiGet { keys } => keys.first().map(Vec::as_slice),
             KeyCommand::MultiSet { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
-            KeyCommand::DbSize | KeyCommand::FlushAll => None,
+            KeyCommand::DbSize | KeyCommand::Status | KeyCommand::FlushAll => None,
         }
     }
 }

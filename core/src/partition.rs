@@ -381,6 +381,10 @@ impl Context<'_> {
                 self.wait_lsn = self.partition.last_lsn;
                 Ok(Answer::Integer(self.partition.keyspace.len() as i64))
             }
+            KeyCommand::Status => match self.partition.failure_error() {
+                Some(error) => Err(error),
+                None => Ok(Answer::Integer(self.partition.keyspace.len() as i64)),
+            },
             KeyCommand::FlushAll => {
                 self.write(Record::FlushAll)?;
                 Ok(Answer::Ok)

@@ -290,7 +290,7 @@ fn node(shard: &Shard, outbox: &mut Outbox, session: &mut Session, command: Node
     match command {
         NodeCommand::Info { sections } => {
             let now = now_ms();
-            match broadcast(shard, outbox, &KeyCommand::DbSize, Merge::Sum, now) {
+            match broadcast(shard, outbox, &KeyCommand::Status, Merge::Sum, now) {
                 Item::Many { parts, .. } => Item::Many { parts, merge: Merge::Info { sections } },
                 other => other,
             }

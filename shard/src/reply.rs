@@ -118,8 +118,8 @@ fn wants(sections: &[String], name: &str) -> bool {
         })
 }
 
-/// `keys` counts the partitions that answered; `failed_partitions` refused after a WAL
-/// failure.
+/// `keys` counts the keys of the partitions that answered (without waiting for a commit:
+/// `KeyCommand::Status`); `failed_partitions` answered with their WAL failure.
 fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: usize) -> String {
     let mesh = &shard.mesh;
     let options = &mesh.options;

@@ -186,3 +186,19 @@ fn set_with_an_absolute_expiry_in_the_past_deletes_the_key() {
     assert_eq!(run(&mut partition, "SET n w EXAT 5").answer, Answer::Ok);
     assert_eq!(run(&mut partition, "EXISTS n").answer, Answer::Integer(0));
 }
+
+#[test]
+fn status_counts_keys_without_waiting_and_names_a_failure() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET a 1");
+    run(&mut partition, "SET b 2");
+    // DBSIZE waits for what it counts to commit; INFO's status must not, or it would hang
+    // for as long as commits stall.
+    assert_eq!(run(&mut partition, "DBSIZE").wait_lsn, Lsn(2));
+    let status = partition.execute(KeyCommand::Status, NOW);
+    assert_eq!(status, Execution { answer: Answer::Integer(2), wait_lsn: Lsn::ZERO });
+    partition.fail("fdatasync: EIO".into());
+    let failed = partition.execute(KeyCommand::Status, NOW).answer;
+    let Answer::Error(error) = failed else { panic!("{failed:?}") };
+    assert!(error.0.contains("WAL failure"), "{}", error.0);
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::admin::{self, AdminReply};
 use crate::client::{Reply, RespConnection};
+use crate::firewall::Firewall;
 use crate::proxy::Network;
 
 /// How long a node may take to answer PING after it is started.
@@ -55,6 +56,8 @@ pub struct ClusterSettings {
     /// libfaketime, under which every node runs so that the nemesis can step its wall clock
     /// (`None`: the nodes run without it).
     pub faketime: Option<PathBuf>,
+    /// Makes an nftables table for the `isolate` fault (needs root and nftables).
+    pub firewall: bool,
     /// Known replication bugs put back in every node (`STRATA_MUTATIONS`), to show the
     /// checker finds them; empty for a true run.
     pub mutations: String,
@@ -76,6 +79,7 @@ impl ClusterSettings {
             min_insync_replicas: 2,
             disk_bytes: None,
             faketime: None,
+            firewall: false,
             mutations: String::new(),
         }
     }
@@ -130,6 +134,8 @@ pub struct Node {
     pub paused_since: Option<Instant>,
     /// Whether the nemesis holds its disk full now.
     pub disk_full: bool,
+    /// Whether the nemesis cut every packet to and from it now.
+    pub isolated: bool,
     /// How many times the process was started: a set-role answer that began before the
     /// latest start says nothing of the process running now.
     pub generation: u64,
@@ -204,6 +210,8 @@ pub struct Cluster {
     pub network: Network,
     /// The follower the operator tries first at the next promotion (a stale promotion's).
     pub preferred_candidate: Option<usize>,
+    /// The run's nftables table, when it isolates nodes.
+    pub firewall: Option<Firewall>,
     view: Arc<Mutex<View>>,
 }
 
@@ -242,6 +250,7 @@ impl Cluster {
                 assignment: Assignment::Unassigned,
                 paused_since: None,
                 disk_full: false,
+                isolated: false,
                 generation: 0,
                 child: None,
             };
@@ -251,12 +260,14 @@ impl Cluster {
         }
         let peer_ports: Vec<u16> = nodes.iter().map(|node| node.peer_port).collect();
         let network = Network::start(&peer_ports, settings.voters)?;
+        let firewall = if settings.firewall { Some(Firewall::create()?) } else { None };
         let mut cluster = Cluster {
             settings,
             nodes,
             leader: None,
             network,
             preferred_candidate: None,
+            firewall,
             view: Arc::new(Mutex::new(View::default())),
         };
         for index in 0..cluster.nodes.len() {
@@ -363,6 +374,37 @@ impl Cluster {
         node.paused_since = None;
         node.assignment = Assignment::Unassigned;
         Some(status)
+    }
+
+    /// Cuts every TCP packet to or from node `index`: its client, admin and peer ports and the
+    /// proxies it reaches its leaders through.
+    ///
+    /// # Errors
+    ///
+    /// Without a firewall, or when nft refuses.
+    pub fn isolate(&mut self, index: usize) -> Result<(), String> {
+        let firewall = self.firewall.as_ref().ok_or("no firewall in this run")?;
+        let node = &self.nodes[index];
+        let mut ports = vec![node.client_port, node.http_port, node.peer_port];
+        ports.extend(self.network.ports_from(index));
+        firewall.isolate(&ports)?;
+        self.nodes[index].isolated = true;
+        Ok(())
+    }
+
+    /// Lets every packet through again.
+    ///
+    /// # Errors
+    ///
+    /// When nft refuses.
+    pub fn reconnect(&mut self) -> Result<(), String> {
+        if let Some(firewall) = &self.firewall {
+            firewall.heal()?;
+        }
+        for node in &mut self.nodes {
+            node.isolated = false;
+        }
+        Ok(())
     }
 
     /// The address node `replica` names to reach voter `leader`'s peer port: the proxy

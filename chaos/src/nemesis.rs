@@ -10,6 +10,9 @@
 //! - **pause**: SIGSTOP, SIGCONT at the end; past the heartbeat timeout half the time;
 //! - **partition**: the node's peer links ([`crate::proxy`]) cut, blackholed, held one way or
 //!   delayed; past the heartbeat timeout half the time;
+//! - **isolate**: every TCP packet to or from the node dropped by nftables (clients and the
+//!   operator cut off too; only as root with nftables, [`crate::firewall`]); lengths as
+//!   pauses;
 //! - **disk-full**: the node's tmpfs filled to the last byte by a ballast file, removed at
 //!   the end (only when the harness could mount one, as root);
 //! - **clock-step**: the node's wall clock stepped minutes forward or back through
@@ -61,6 +64,8 @@ pub enum Fault {
     Pause,
     /// The node's peer links cut, blackholed, held one way or delayed.
     Partition,
+    /// Every packet to or from the node dropped.
+    Isolate,
     /// The node's data filesystem full.
     DiskFull,
     /// The node's wall clock stepped.
@@ -71,10 +76,11 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub const ALL: [Fault; 6] = [
+    pub const ALL: [Fault; 7] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Partition,
+        Fault::Isolate,
         Fault::DiskFull,
         Fault::ClockStep,
         Fault::StalePromotion,
@@ -87,6 +93,7 @@ impl Fault {
             Fault::Kill => "kill",
             Fault::Pause => "pause",
             Fault::Partition => "partition",
+            Fault::Isolate => "isolate",
             Fault::DiskFull => "disk-full",
             Fault::ClockStep => "clock-step",
             Fault::StalePromotion => "stale-promotion",
@@ -102,6 +109,7 @@ impl Fault {
     fn weight(self) -> u32 {
         match self {
             Fault::Kill | Fault::Pause | Fault::Partition => 3,
+            Fault::Isolate => 2,
             Fault::DiskFull | Fault::ClockStep | Fault::StalePromotion => 1,
         }
     }
@@ -314,6 +322,7 @@ fn apply(cluster: &mut Cluster, planned: &Planned) -> Result<(), String> {
         (Fault::Kill, _) => cluster.kill(node),
         (Fault::Pause | Fault::StalePromotion, _) => cluster.pause(node),
         (Fault::Partition, Form::Link(mode)) => cluster.network.isolate(node, mode),
+        (Fault::Isolate, _) => cluster.isolate(node)?,
         (Fault::DiskFull, _) => {
             fill_disk(cluster, node)?;
             cluster.nodes[node].disk_full = true;
@@ -340,6 +349,7 @@ fn heal(cluster: &mut Cluster, fault: Fault, node: usize) -> Result<&'static str
             cluster.network.heal();
             Ok("healed")
         }
+        Fault::Isolate => cluster.reconnect().map(|()| "reconnected"),
         Fault::DiskFull => {
             let ballast = cluster.nodes[node].ballast_path().ok_or("the node has no tmpfs")?;
             std::fs::remove_file(&ballast).map_err(|error| format!("{ballast:?}: {error}"))?;
@@ -427,13 +437,15 @@ fn plan(random: &mut StdRng, scope: &Scope) -> Planned {
         (Fault::Kill, _) => KILL_MS,
         (Fault::DiskFull, _) => DISK_FULL_MS,
         (Fault::ClockStep, _) => CLOCK_STEP_MS,
-        (Fault::Pause | Fault::Partition, false) => 200..timeout * 3 / 4,
-        (Fault::Pause | Fault::Partition, true) => timeout + 500..timeout * 3,
+        (Fault::Pause | Fault::Partition | Fault::Isolate, false) => 200..timeout * 3 / 4,
+        (Fault::Pause | Fault::Partition | Fault::Isolate, true) => timeout + 500..timeout * 3,
         (Fault::StalePromotion, _) => timeout + 1_000..timeout + 3_000,
     };
     let length = Duration::from_millis(within(range, fraction));
     let form = match fault {
-        Fault::Kill | Fault::Pause | Fault::DiskFull | Fault::StalePromotion => Form::Plain,
+        Fault::Kill | Fault::Pause | Fault::Isolate | Fault::DiskFull | Fault::StalePromotion => {
+            Form::Plain
+        }
         Fault::Partition => Form::Link(link_mode(variant)),
         Fault::ClockStep => {
             let seconds = i64::try_from(within(CLOCK_STEP_SECONDS, variant)).unwrap_or(60);
@@ -483,7 +495,7 @@ mod tests {
     #[test]
     fn pauses_and_partitions_sometimes_outlast_the_heartbeat_timeout() {
         let all = schedule(1, &Fault::ALL);
-        for fault in [Fault::Pause, Fault::Partition] {
+        for fault in [Fault::Pause, Fault::Partition, Fault::Isolate] {
             let lengths: Vec<Duration> = all
                 .iter()
                 .filter(|planned| planned.fault == fault)

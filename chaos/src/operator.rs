@@ -48,6 +48,8 @@ pub struct Operator {
     leader_checked: Option<Instant>,
     failed_logs_checked: Option<Instant>,
     members_checked: Option<Instant>,
+    /// Since when the leader has not answered the operator's status requests.
+    leader_unreachable_since: Option<Instant>,
     /// Member-list reads in a row that did not show each node alive.
     member_misses: Vec<u32>,
     /// The leader last lost (dead or deposed): tried last until another leads (it may be the
@@ -70,6 +72,7 @@ impl Operator {
             leader_checked: None,
             failed_logs_checked: None,
             members_checked: None,
+            leader_unreachable_since: None,
             member_misses: vec![0; cluster.nodes.len()],
             deposed: None,
             pending: (0..cluster.nodes.len()).map(|_| None).collect(),
@@ -137,7 +140,7 @@ impl Operator {
         self.failed_logs_checked = Some(Instant::now());
         for index in 0..cluster.nodes.len() {
             let node = &cluster.nodes[index];
-            if !node.available() || node.disk_full {
+            if !node.available() || node.disk_full || node.isolated {
                 continue;
             }
             let Some(failed) = failed_partitions(node.client_port).filter(|&count| count > 0)
@@ -176,13 +179,15 @@ impl Operator {
     fn leader_needed(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) -> bool {
         let Some(leader) = cluster.leader else { return true };
         if self.leader_lost(cluster, leader, timeline) {
+            self.leader_unreachable_since = None;
             cluster.leader = None;
             self.deposed = Some(leader);
             cluster.publish();
             return true;
         }
         let paused_since = cluster.nodes[leader].paused_since;
-        paused_since.is_some_and(|since| since.elapsed() >= self.promotion_delay)
+        let silent_since = paused_since.or(self.leader_unreachable_since);
+        silent_since.is_some_and(|since| since.elapsed() >= self.promotion_delay)
     }
 
     /// Whether the leader died, or answers that it no longer leads (asked once a second).
@@ -196,8 +201,14 @@ impl Operator {
             return false;
         }
         self.leader_checked = Some(Instant::now());
-        // Only a clear answer counts: a slow node is not a reason to replace it.
-        let Ok(reply) = cluster.status(leader, "/admin/node/current") else { return false };
+        // Only a clear answer deposes it; a leader that stops answering at all is replaced
+        // once it was silent for the promotion delay, as a paused one is.
+        let asked = Instant::now();
+        let Ok(reply) = cluster.status(leader, "/admin/node/current") else {
+            self.leader_unreachable_since.get_or_insert(asked);
+            return false;
+        };
+        self.leader_unreachable_since = None;
         let role = reply.json["node"]["role"].as_str().unwrap_or("").to_string();
         if reply.ok() && role != "leader" {
             let text = format!("{} no longer leads (its role is {role:?})", node.name);
@@ -242,6 +253,7 @@ impl Operator {
                     timeline.end(number, "leads");
                     cluster.leader = Some(index);
                     self.deposed = None;
+                    self.leader_unreachable_since = None;
                     cluster.nodes[index].assignment = Assignment::Leader;
                     self.promotions += 1;
                     cluster.publish();

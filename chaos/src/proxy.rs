@@ -8,7 +8,7 @@
 //! (registration, heartbeats, the replication streams, acknowledgements) and the promotion
 //! requests a replica sends the leader it followed. What does not: client traffic, and the
 //! promotion requests sent to the members a leader listed (they name each member's own peer
-//! port); the network-namespace partition, which cuts a node off entirely, is left for later.
+//! port); the `isolate` fault ([`crate::firewall`]) cuts a node off entirely.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -325,6 +325,16 @@ impl Network {
         for link in self.links.values() {
             link.set_mode(Mode::Pass);
         }
+    }
+
+    /// The ports of the links `node` connects through.
+    #[must_use]
+    pub fn ports_from(&self, node: usize) -> Vec<u16> {
+        self.links
+            .iter()
+            .filter(|((from, _), _)| *from == node)
+            .map(|(_, link)| link.port)
+            .collect()
     }
 
     #[must_use]

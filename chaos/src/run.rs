@@ -139,7 +139,7 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
 }
 
 /// The fault kinds asked for that this machine can throw; sets up what they need (a tmpfs
-/// per node, libfaketime).
+/// per node, an nftables table, libfaketime).
 fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fault> {
     let mut faults = options.faults.clone();
     if faults.contains(&Fault::DiskFull) {
@@ -148,6 +148,15 @@ fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fa
         } else {
             println!("chaos: no disk-full faults: mounting a tmpfs needs root");
             faults.retain(|fault| *fault != Fault::DiskFull);
+        }
+    }
+    if faults.contains(&Fault::Isolate) {
+        match crate::firewall::Firewall::create() {
+            Ok(_probe) => settings.firewall = true,
+            Err(error) => {
+                println!("chaos: no isolate faults: {error}");
+                faults.retain(|fault| *fault != Fault::Isolate);
+            }
         }
     }
     if faults.contains(&Fault::ClockStep) {

@@ -154,21 +154,29 @@ pub fn read_history(reader: impl BufRead) -> Result<Vec<Operation>, HistoryError
 }
 
 #[cfg(test)]
+impl Operation {
+    /// An operation of client 1 on the leader `n1`, in the run phase, for tests.
+    pub(crate) fn sample(action: Action, outcome: Outcome, times_us: (u64, u64)) -> Operation {
+        Operation {
+            index: 0,
+            client: 1,
+            node: "n1".into(),
+            target: Target::Leader,
+            phase: Phase::Run,
+            invoked_us: times_us.0,
+            completed_us: Some(times_us.1),
+            action,
+            outcome,
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
     fn operation(action: Action, outcome: Outcome) -> Operation {
-        Operation {
-            index: 0,
-            client: 3,
-            node: "n1".into(),
-            target: Target::Leader,
-            phase: Phase::Run,
-            invoked_us: 10,
-            completed_us: Some(25),
-            action,
-            outcome,
-        }
+        Operation::sample(action, outcome, (10, 25))
     }
 
     #[test]

@@ -358,14 +358,7 @@ struct Chart {
 fn throughput_chart(buckets: &Buckets) -> Chart {
     let width_s = seconds_of(buckets.width_s);
     let series_of = |name, colour, count: fn(&Bucket) -> u64| {
-        let points = buckets
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(index, bucket)| {
-                Some((buckets.middle_s(index), seconds_of(count(bucket)) / width_s))
-            })
-            .collect();
+        let points = points(buckets, |bucket| Some(seconds_of(count(bucket)) / width_s));
         Series { name, colour, points }
     };
     let series = vec![
@@ -384,18 +377,18 @@ fn throughput_chart(buckets: &Buckets) -> Chart {
     }
 }
 
+/// One point per bucket, at its middle: `value` of the bucket, or a break in the line.
+fn points(buckets: &Buckets, value: impl Fn(&Bucket) -> Option<f64>) -> Vec<Option<(f64, f64)>> {
+    let values = buckets.buckets.iter().map(value);
+    values.enumerate().map(|(index, value)| Some((buckets.middle_s(index), value?))).collect()
+}
+
 /// Latency percentiles in milliseconds.
 fn latency_chart(buckets: &Buckets) -> Chart {
     let series_of = |name, colour, pick: fn(&Latency) -> u32| {
-        let points = buckets
-            .buckets
-            .iter()
-            .enumerate()
-            .map(|(index, bucket)| {
-                let latency = bucket.latency.as_ref()?;
-                Some((buckets.middle_s(index), f64::from(pick(latency)) / 1000.0))
-            })
-            .collect();
+        let points = points(buckets, |bucket| {
+            bucket.latency.as_ref().map(|latency| f64::from(pick(latency)) / 1000.0)
+        });
         Series { name, colour, points }
     };
     let series = vec![
@@ -855,7 +848,7 @@ fn write_event_table(out: &mut String, events: &[Event]) -> fmt::Result {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{Target, Value};
+    use crate::history::Value;
 
     fn operation(
         action: Action,
@@ -863,17 +856,7 @@ mod tests {
         invoked_us: u64,
         completed_us: u64,
     ) -> Operation {
-        Operation {
-            index: 0,
-            client: 1,
-            node: "n1".into(),
-            target: Target::Leader,
-            phase: Phase::Run,
-            invoked_us,
-            completed_us: Some(completed_us),
-            action,
-            outcome,
-        }
+        Operation::sample(action, outcome, (invoked_us, completed_us))
     }
 
     fn done() -> Outcome {

@@ -552,17 +552,7 @@ mod tests {
     use crate::history::{Operation, Value};
 
     fn operation(action: Action) -> Operation {
-        Operation {
-            index: 0,
-            client: 1,
-            node: "n1".into(),
-            target: Target::Leader,
-            phase: Phase::Run,
-            invoked_us: 1,
-            completed_us: Some(2),
-            action,
-            outcome: Outcome::Done { answer: Value::Missing },
-        }
+        Operation::sample(action, Outcome::Done { answer: Value::Missing }, (1, 2))
     }
 
     #[test]

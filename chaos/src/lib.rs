@@ -7,6 +7,7 @@ pub mod admin;
 pub mod check;
 pub mod client;
 pub mod cluster;
+pub mod explain;
 pub mod firewall;
 pub mod history;
 pub mod nemesis;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::check::{self, Report};
 use crate::cluster::{Cluster, ClusterSettings};
+use crate::explain;
 use crate::history::{self, Action, Operation, Outcome, Phase, Target};
 use crate::nemesis::{Fault, Nemesis, Scope};
 use crate::operator::Operator;
@@ -20,6 +21,11 @@ use crate::workload::{self, Session, Shared, WorkloadSettings};
 
 /// How often the main loop looks at the cluster.
 const TICK: Duration = Duration::from_millis(100);
+
+/// Violations told in full at the end (operations and faults under way), and listed after
+/// those.
+const VIOLATIONS_EXPLAINED: usize = 5;
+const VIOLATIONS_LISTED: usize = 15;
 
 /// How often a progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -412,7 +418,7 @@ fn finish(
         .map_err(|error| format!("{timeline_path:?}: {error}"))?;
     let report = check::check(&operations);
     let faults = nemesis.thrown_total();
-    let mut summary = summary_lines(operations.len(), counts, timeline, nemesis, operator, &report);
+    let mut summary = summary_lines(&operations, counts, timeline, nemesis, operator, &report);
     if let Some((from_us, gap_us)) = longest_write_gap(&operations) {
         summary.push(format!(
             "chaos: availability: longest time without an acknowledged write {:.1} s \
@@ -480,7 +486,7 @@ fn longest_write_gap(operations: &[Operation]) -> Option<(u64, u64)> {
 /// What the run did and what the checker found, in lines printed at the end and shown on the
 /// report page.
 fn summary_lines(
-    operation_count: usize,
+    operations: &[Operation],
     counts: OutcomeCounts,
     timeline: &Timeline,
     nemesis: &Nemesis,
@@ -488,8 +494,9 @@ fn summary_lines(
     report: &Report,
 ) -> Vec<String> {
     let OutcomeCounts { done, refused, unknown } = counts;
+    let count = operations.len();
     let mut lines = vec![format!(
-        "chaos: operations: {operation_count} (done {done}, refused {refused}, unknown {unknown})"
+        "chaos: operations: {count} (done {done}, refused {refused}, unknown {unknown})"
     )];
     let faults: Vec<String> =
         nemesis.thrown.iter().map(|(fault, count)| format!("{} {count}", fault.name())).collect();
@@ -510,10 +517,20 @@ fn summary_lines(
         report.replica_reads_checked,
         report.violations.len(),
     ));
-    for violation in report.violations.iter().take(20) {
+    // The first few told in full: their operations and the faults under way then.
+    for violation in report.violations.iter().take(VIOLATIONS_EXPLAINED) {
+        lines.extend(explain::violation_lines(violation, operations, &timeline.events));
+    }
+    for violation in report.violations.iter().skip(VIOLATIONS_EXPLAINED).take(VIOLATIONS_LISTED) {
         lines.push(format!(
             "chaos: violation [{}] {}: {} (operations {:?})",
             violation.check, violation.key, violation.message, violation.window
+        ));
+    }
+    if report.violations.len() > VIOLATIONS_EXPLAINED + VIOLATIONS_LISTED {
+        lines.push(format!(
+            "chaos: … {} more violations",
+            report.violations.len() - VIOLATIONS_EXPLAINED - VIOLATIONS_LISTED
         ));
     }
     for problem in &timeline.problems {

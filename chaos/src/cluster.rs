@@ -136,6 +136,9 @@ pub struct Node {
     pub disk_full: bool,
     /// Whether the nemesis cut every packet to and from it now.
     pub isolated: bool,
+    /// Whether it was removed from the cluster and is not to be pointed at a leader until the
+    /// fault ends.
+    pub removed: bool,
     /// How many times the process was started: a set-role answer that began before the
     /// latest start says nothing of the process running now.
     pub generation: u64,
@@ -251,6 +254,7 @@ impl Cluster {
                 paused_since: None,
                 disk_full: false,
                 isolated: false,
+                removed: false,
                 generation: 0,
                 child: None,
             };
@@ -389,6 +393,29 @@ impl Cluster {
         ports.extend(self.network.ports_from(index));
         firewall.isolate(&ports)?;
         self.nodes[index].isolated = true;
+        Ok(())
+    }
+
+    /// Removes node `index` from the cluster on its leader, as an operator does with
+    /// `DELETE /admin/node/<name>`; it is not pointed at a leader again until `removed` is
+    /// cleared.
+    ///
+    /// # Errors
+    ///
+    /// Without an answering leader, or when it refuses.
+    pub fn remove(&mut self, index: usize) -> Result<(), String> {
+        let leader = self.leader.ok_or("no leader")?;
+        let name = self.nodes[index].name.clone();
+        let path = format!("/admin/node/{name}");
+        let port = self.nodes[leader].http_port;
+        let reply = admin::request(port, "DELETE", &path, None, STATUS_TIMEOUT)?;
+        if !reply.ok() {
+            return Err(format!("the leader refused: {}", reply.text.trim()));
+        }
+        let node = &mut self.nodes[index];
+        node.removed = true;
+        node.assignment = Assignment::Unassigned;
+        self.publish();
         Ok(())
     }
 

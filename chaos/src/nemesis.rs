@@ -17,6 +17,8 @@
 //!   the end (only when the harness could mount one, as root);
 //! - **clock-step**: the node's wall clock stepped minutes forward or back through
 //!   libfaketime, put back at the end (only when libfaketime is installed);
+//! - **remove**: a follower or learner removed by the operator on the leader, added back
+//!   (pointed at the leader again) at the end;
 //! - **stale-promotion**: a follower paused past the heartbeat timeout (it drops out of the
 //!   in-sync set while writes go on); at the end the leader is killed, the follower resumed,
 //!   and the operator told to try promoting that follower first. The promotion guard must
@@ -73,10 +75,13 @@ pub enum Fault {
     /// A follower paused past the timeout, then the leader killed and the follower offered
     /// for promotion first.
     StalePromotion,
+    /// A follower or learner removed by the operator (`DELETE /admin/node/<name>` on the
+    /// leader), added back at the end.
+    Remove,
 }
 
 impl Fault {
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 8] = [
         Fault::Kill,
         Fault::Pause,
         Fault::Partition,
@@ -84,6 +89,7 @@ impl Fault {
         Fault::DiskFull,
         Fault::ClockStep,
         Fault::StalePromotion,
+        Fault::Remove,
     ];
 
     /// The name in the timeline and on the command line.
@@ -97,6 +103,7 @@ impl Fault {
             Fault::DiskFull => "disk-full",
             Fault::ClockStep => "clock-step",
             Fault::StalePromotion => "stale-promotion",
+            Fault::Remove => "remove",
         }
     }
 
@@ -110,7 +117,7 @@ impl Fault {
         match self {
             Fault::Kill | Fault::Pause | Fault::Partition => 3,
             Fault::Isolate => 2,
-            Fault::DiskFull | Fault::ClockStep | Fault::StalePromotion => 1,
+            Fault::DiskFull | Fault::ClockStep | Fault::StalePromotion | Fault::Remove => 1,
         }
     }
 }
@@ -236,8 +243,11 @@ impl Nemesis {
                 self.heal(cluster, timeline, event);
             }
             State::Quiet { until } if now >= until && may_throw => {
-                if self.planned.fault == Fault::StalePromotion {
-                    match stale_candidate(cluster, self.planned.node) {
+                let needs_follower =
+                    matches!(self.planned.fault, Fault::StalePromotion | Fault::Remove);
+                if needs_follower {
+                    let voters_only = self.planned.fault == Fault::StalePromotion;
+                    match replica_to_hit(cluster, self.planned.node, voters_only) {
                         Some(node) => self.planned.node = node,
                         None => {
                             // Nothing to do it to (no leader, or no answering follower).
@@ -323,6 +333,7 @@ fn apply(cluster: &mut Cluster, planned: &Planned) -> Result<(), String> {
         (Fault::Pause | Fault::StalePromotion, _) => cluster.pause(node),
         (Fault::Partition, Form::Link(mode)) => cluster.network.isolate(node, mode),
         (Fault::Isolate, _) => cluster.isolate(node)?,
+        (Fault::Remove, _) => cluster.remove(node)?,
         (Fault::DiskFull, _) => {
             fill_disk(cluster, node)?;
             cluster.nodes[node].disk_full = true;
@@ -350,6 +361,10 @@ fn heal(cluster: &mut Cluster, fault: Fault, node: usize) -> Result<&'static str
             Ok("healed")
         }
         Fault::Isolate => cluster.reconnect().map(|()| "reconnected"),
+        Fault::Remove => {
+            cluster.nodes[node].removed = false;
+            Ok("the operator adds it back")
+        }
         Fault::DiskFull => {
             let ballast = cluster.nodes[node].ballast_path().ok_or("the node has no tmpfs")?;
             std::fs::remove_file(&ballast).map_err(|error| format!("{ballast:?}: {error}"))?;
@@ -360,13 +375,15 @@ fn heal(cluster: &mut Cluster, fault: Fault, node: usize) -> Result<&'static str
     }
 }
 
-/// The follower a stale promotion pauses: `wanted` when it is an answering voter that does
-/// not lead, else the first such; None without an answering leader.
-fn stale_candidate(cluster: &Cluster, wanted: usize) -> Option<usize> {
+/// The replica a stale promotion pauses (a voter) or a removal removes (any): `wanted` when
+/// it is an answering replica of the kind asked, else the first such; None without an
+/// answering leader.
+fn replica_to_hit(cluster: &Cluster, wanted: usize, voters_only: bool) -> Option<usize> {
     let leader = cluster.leader.filter(|&leader| cluster.nodes[leader].available())?;
     let eligible = |index: usize| {
         let node = &cluster.nodes[index];
-        index != leader && node.kind == crate::cluster::Kind::Voter && node.available()
+        let kind_fits = !voters_only || node.kind == crate::cluster::Kind::Voter;
+        index != leader && kind_fits && node.available()
     };
     if eligible(wanted) {
         return Some(wanted);
@@ -434,7 +451,7 @@ fn plan(random: &mut StdRng, scope: &Scope) -> Planned {
     let forward = random.gen_bool(0.5);
     let timeout = scope.heartbeat_timeout_ms;
     let range = match (fault, past_timeout) {
-        (Fault::Kill, _) => KILL_MS,
+        (Fault::Kill | Fault::Remove, _) => KILL_MS,
         (Fault::DiskFull, _) => DISK_FULL_MS,
         (Fault::ClockStep, _) => CLOCK_STEP_MS,
         (Fault::Pause | Fault::Partition | Fault::Isolate, false) => 200..timeout * 3 / 4,
@@ -443,9 +460,12 @@ fn plan(random: &mut StdRng, scope: &Scope) -> Planned {
     };
     let length = Duration::from_millis(within(range, fraction));
     let form = match fault {
-        Fault::Kill | Fault::Pause | Fault::Isolate | Fault::DiskFull | Fault::StalePromotion => {
-            Form::Plain
-        }
+        Fault::Kill
+        | Fault::Pause
+        | Fault::Isolate
+        | Fault::DiskFull
+        | Fault::StalePromotion
+        | Fault::Remove => Form::Plain,
         Fault::Partition => Form::Link(link_mode(variant)),
         Fault::ClockStep => {
             let seconds = i64::try_from(within(CLOCK_STEP_SECONDS, variant)).unwrap_or(60);

@@ -283,7 +283,8 @@ impl Operator {
             let recent = self.last_attempt[index].is_some_and(|at| at.elapsed() < RETRY_INTERVAL);
             self.supersede_stale_repoint(index, &cluster.nodes[leader].name, timeline);
             let busy = self.pending[index].is_some();
-            if index == leader || !node.available() || node.assignment == wanted || recent || busy {
+            let skip = index == leader || !node.available() || node.removed;
+            if skip || node.assignment == wanted || recent || busy {
                 continue;
             }
             self.last_attempt[index] = Some(Instant::now());

@@ -416,9 +416,12 @@ fn finish(
     timeline
         .write(std::io::BufWriter::new(file))
         .map_err(|error| format!("{timeline_path:?}: {error}"))?;
+    let checking = Instant::now();
     let report = check::check(&operations);
+    let check_time = checking.elapsed();
     let faults = nemesis.thrown_total();
     let mut summary = summary_lines(&operations, counts, timeline, nemesis, operator, &report);
+    summary.push(format!("chaos: the checker took {:.1} s", check_time.as_secs_f64()));
     if let Some((from_us, gap_us)) = longest_write_gap(&operations) {
         summary.push(format!(
             "chaos: availability: longest time without an acknowledged write {:.1} s \

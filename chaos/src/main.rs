@@ -3,6 +3,7 @@
 //! ```text
 //! chaos --seconds 60 --seed 1 --out /tmp/chaos-1
 //! chaos --minutes 30 [--faults 200]
+//! chaos --check /tmp/chaos-1/history.jsonl    # checks a recorded history again
 //! ```
 //!
 //! Exits 0 on PASS, 1 on FAIL, 2 when the harness could not run, 130 when interrupted.
@@ -48,6 +49,47 @@ struct Arguments {
     /// run should then FAIL, showing the checker finds the bug.
     #[arg(long, default_value = "")]
     mutation: String,
+    /// Checks a history written by an earlier run (`<out>/history.jsonl`) and exits: no
+    /// cluster, no nemesis. Prints the report and how fast the checker went.
+    #[arg(long, value_name = "HISTORY")]
+    check: Option<PathBuf>,
+}
+
+/// `--check`: reads and checks a history; 0 when valid, 1 when not, 2 when unreadable.
+fn check_only(path: &std::path::Path) -> ExitCode {
+    let reading = std::time::Instant::now();
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(error) => {
+            println!("chaos: FAIL cannot read {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let history = match strata_chaos::history::read_history(std::io::BufReader::new(file)) {
+        Ok(history) => history,
+        Err(error) => {
+            println!("chaos: FAIL {}: {error}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let read_seconds = reading.elapsed().as_secs_f64();
+    let checking = std::time::Instant::now();
+    let report = strata_chaos::check::check(&history);
+    let seconds = checking.elapsed().as_secs_f64();
+    print!("{report}");
+    let count = history.len();
+    println!(
+        "chaos: {count} operations read in {read_seconds:.1} s, checked in {seconds:.1} s \
+         ({:.0} operations/s)",
+        count as f64 / seconds.max(1e-9)
+    );
+    if report.valid() {
+        println!("chaos: PASS {count} operations");
+        ExitCode::SUCCESS
+    } else {
+        println!("chaos: FAIL {count} operations, {} violations", report.violations.len());
+        ExitCode::FAILURE
+    }
 }
 
 fn parse_fault(name: &str) -> Result<Fault, String> {
@@ -77,6 +119,9 @@ fn clock_seed() -> u64 {
 
 fn main() -> ExitCode {
     let arguments = Arguments::parse();
+    if let Some(path) = &arguments.check {
+        return check_only(path);
+    }
     let seconds = arguments.minutes.map_or(arguments.seconds.unwrap_or(60), |minutes| minutes * 60);
     let seed = arguments.seed.unwrap_or_else(clock_seed);
     let out_dir =

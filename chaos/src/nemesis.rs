@@ -8,8 +8,9 @@
 //! - **kill**: SIGKILL, restarted at the end of the fault (the operator then gives it its role
 //!   again);
 //! - **pause**: SIGSTOP, SIGCONT at the end; past the heartbeat timeout half the time;
-//! - **partition**: the node's peer links ([`crate::proxy`]) cut, blackholed, held one way or
-//!   delayed; past the heartbeat timeout half the time;
+//! - **partition**: the node's peer links ([`crate::proxy`]), all of them or only those with one
+//!   other node, cut, blackholed, held one way or delayed; past the heartbeat timeout half
+//!   the time;
 //! - **isolate**: every TCP packet to or from the node dropped by nftables (clients and the
 //!   operator cut off too; only as root with nftables, [`crate::firewall`]); lengths as
 //!   pauses;
@@ -132,8 +133,12 @@ impl fmt::Display for Fault {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Form {
     Plain,
-    /// A partition: what the node's links do.
-    Link(Mode),
+    /// A partition: what the node's links do; with `peer`, only the links between the two
+    /// (the others pass).
+    Link {
+        mode: Mode,
+        peer: Option<usize>,
+    },
     /// A clock step, in seconds (negative: back).
     Step(i64),
 }
@@ -150,12 +155,15 @@ pub struct Planned {
 }
 
 impl Planned {
-    /// What the timeline says of it.
-    fn describe(&self) -> String {
+    /// What the timeline says of it; `name_of` names a node by its index.
+    fn describe(&self, name_of: impl Fn(usize) -> String) -> String {
         let length = self.length.as_millis();
         match self.form {
             Form::Plain => format!("for {length} ms"),
-            Form::Link(mode) => format!("{} for {length} ms", link_name(mode)),
+            Form::Link { mode, peer: None } => format!("{} for {length} ms", link_name(mode)),
+            Form::Link { mode, peer: Some(peer) } => {
+                format!("{} from {} only, for {length} ms", link_name(mode), name_of(peer))
+            }
             Form::Step(seconds) => format!("{seconds:+} s for {length} ms"),
         }
     }
@@ -258,7 +266,8 @@ impl Nemesis {
                 }
                 let planned = self.planned;
                 let name = cluster.nodes[planned.node].name.clone();
-                let event = timeline.begin(planned.fault.name(), &name, &planned.describe());
+                let detail = planned.describe(|index| cluster.nodes[index].name.clone());
+                let event = timeline.begin(planned.fault.name(), &name, &detail);
                 if let Err(error) = apply(cluster, &planned) {
                     timeline.end(event, &format!("could not be thrown: {error}"));
                     self.draw_next();
@@ -331,7 +340,10 @@ fn apply(cluster: &mut Cluster, planned: &Planned) -> Result<(), String> {
     match (planned.fault, planned.form) {
         (Fault::Kill, _) => cluster.kill(node),
         (Fault::Pause | Fault::StalePromotion, _) => cluster.pause(node),
-        (Fault::Partition, Form::Link(mode)) => cluster.network.isolate(node, mode),
+        (Fault::Partition, Form::Link { mode, peer: None }) => cluster.network.isolate(node, mode),
+        (Fault::Partition, Form::Link { mode, peer: Some(peer) }) => {
+            cluster.network.cut_between(node, peer, mode);
+        }
         (Fault::Isolate, _) => cluster.isolate(node)?,
         (Fault::Remove, _) => cluster.remove(node)?,
         (Fault::DiskFull, _) => {
@@ -449,6 +461,7 @@ fn plan(random: &mut StdRng, scope: &Scope) -> Planned {
     let fraction: f64 = random.gen_range(0.0..1.0);
     let variant: f64 = random.gen_range(0.0..1.0);
     let forward = random.gen_bool(0.5);
+    let peer = random.gen_range(0..scope.node_count);
     let timeout = scope.heartbeat_timeout_ms;
     let range = match (fault, past_timeout) {
         (Fault::Kill | Fault::Remove, _) => KILL_MS,
@@ -466,7 +479,11 @@ fn plan(random: &mut StdRng, scope: &Scope) -> Planned {
         | Fault::DiskFull
         | Fault::StalePromotion
         | Fault::Remove => Form::Plain,
-        Fault::Partition => Form::Link(link_mode(variant)),
+        // Half the partitions (by `forward`) cut one pair of nodes only.
+        Fault::Partition => {
+            let peer = (forward && peer != node).then_some(peer);
+            Form::Link { mode: link_mode(variant), peer }
+        }
         Fault::ClockStep => {
             let seconds = i64::try_from(within(CLOCK_STEP_SECONDS, variant)).unwrap_or(60);
             Form::Step(if forward { seconds } else { -seconds })
@@ -543,7 +560,7 @@ mod tests {
         let modes: Vec<Mode> = all
             .iter()
             .filter_map(|planned| match planned.form {
-                Form::Link(mode) => Some(mode),
+                Form::Link { mode, .. } => Some(mode),
                 _ => None,
             })
             .collect();
@@ -551,6 +568,16 @@ mod tests {
             assert!(modes.contains(&wanted), "{wanted:?} never drawn");
         }
         assert!(modes.iter().any(|mode| matches!(mode, Mode::Delay(_))));
+        let peers: Vec<(usize, Option<usize>)> = all
+            .iter()
+            .filter_map(|planned| match planned.form {
+                Form::Link { peer, .. } => Some((planned.node, peer)),
+                _ => None,
+            })
+            .collect();
+        assert!(peers.iter().any(|(_, peer)| peer.is_none()), "no whole-node partition");
+        assert!(peers.iter().any(|(_, peer)| peer.is_some()), "no partition of one pair");
+        assert!(peers.iter().all(|(node, peer)| *peer != Some(*node)), "a node cut from itself");
         let steps: Vec<i64> = all
             .iter()
             .filter_map(|planned| match planned.form {

@@ -320,6 +320,17 @@ impl Network {
         }
     }
 
+    /// Sets the links between `node` and `peer` only (both ways that exist): `mode` as seen
+    /// by `node`. Two nodes with no link between them (two learners) are left alone.
+    pub fn cut_between(&self, node: usize, peer: usize, mode: Mode) {
+        if let Some(link) = self.links.get(&(node, peer)) {
+            link.set_mode(mode);
+        }
+        if let Some(link) = self.links.get(&(peer, node)) {
+            link.set_mode(mode.reversed());
+        }
+    }
+
     /// Every link passes again.
     pub fn heal(&self) {
         for link in self.links.values() {
@@ -455,5 +466,9 @@ mod tests {
         assert_eq!(network.link(2, 1).unwrap().mode(), Mode::Pass);
         network.heal();
         assert_eq!(network.link(0, 1).unwrap().mode(), Mode::Pass);
+        network.cut_between(2, 1, Mode::HoldForward);
+        assert_eq!(network.link(2, 1).unwrap().mode(), Mode::HoldForward);
+        assert_eq!(network.link(0, 1).unwrap().mode(), Mode::Pass);
+        assert_eq!(network.link(2, 0).unwrap().mode(), Mode::Pass);
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod controller;
 pub mod frame;
 pub mod ids;
 pub mod keyspace;

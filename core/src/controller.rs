@@ -1,0 +1,538 @@
+//! The cluster controller's decisions (the high-availability work, first step): the state the
+//! controller replicates and the pure function that applies one command to it. Nothing here
+//! is wired yet: the Raft log that will order and keep the commands (openraft, at the control
+//! thread's edge) and the runtime that will turn the effects into role changes come next.
+//!
+//! Every member applies the same commands in the same order and reaches the same state, so
+//! [`ClusterState::apply`] must depend on nothing but the state and the command: no clock, no
+//! randomness (a command carries what its proposer observed, such as durable LSNs).
+//!
+//! What it keeps true (checked in [`ClusterState::check_invariants`]):
+//! - epochs come only from here and only grow: a new data leader gets `leader_epoch + 1`;
+//! - the data leader is a voter in the in-sync set of every partition, and is not fenced;
+//! - an in-sync set changes only by compare-and-set on its `isr_epoch`, asked by the leader of
+//!   the current epoch, and a change that drops members keeps at least `min_insync` of them;
+//! - an election picks only an unfenced voter in the in-sync set of every partition, the one
+//!   with the most durable records first; nobody else, ever (no unclean election here);
+//! - the last voter cannot be removed, nor the data leader before a transfer.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::ids::{Epoch, Lsn, PartitionId};
+
+/// Followers (voters other than the data leader) a cluster admits, as the admin API does.
+pub const FOLLOWERS_MAX: usize = crate::cluster::FOLLOWERS_MAX;
+
+/// Which cluster a node belongs to: a name people read and an identifier made at init.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterTag {
+    pub name: String,
+    pub id: u128,
+}
+
+impl fmt::Display for ClusterTag {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "{} ({:032x})", self.name, self.id)
+    }
+}
+
+/// Whether a member may lead and vote, or only follows asynchronously.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberKind {
+    Voter,
+    Learner,
+}
+
+/// What a node says of itself when it joins.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applicant {
+    pub name: String,
+    pub peer_address: String,
+    pub kind: MemberKind,
+    /// Bumped by the node whenever it lost its data: a new incarnation is a new replica.
+    pub incarnation: u64,
+    /// Its product version, `major.minor.patch`.
+    pub version: String,
+}
+
+/// A member of the cluster, as the controller keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRecord {
+    pub peer_address: String,
+    pub kind: MemberKind,
+    pub incarnation: u64,
+    pub version: String,
+    /// Its session with the controller expired: not electable, not admitted to an in-sync set.
+    pub fenced: bool,
+}
+
+/// One partition's in-sync set: the data leader and the followers that hold every
+/// acknowledged record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub in_sync: Vec<String>,
+    /// Bumped by every change of `in_sync` within one leader epoch, reset when the leader
+    /// changes.
+    pub isr_epoch: u64,
+}
+
+/// What the controller replicates.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    /// None until the cluster is initialised.
+    pub tag: Option<ClusterTag>,
+    /// Bumped by every command applied; a joining node's view is checked against it.
+    pub metadata_version: u64,
+    pub members: BTreeMap<String, MemberRecord>,
+    pub data_leader: Option<String>,
+    pub leader_epoch: Epoch,
+    pub min_insync: usize,
+    pub partitions: Vec<PartitionRecord>,
+}
+
+/// One change the controller's log carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Makes a cluster of one voter, which leads.
+    Init { tag: ClusterTag, leader: Applicant, partitions: u32, min_insync: usize },
+    /// Admits a node (a voter as a follower, out of every in-sync set until its leader adds
+    /// it; or a learner). `tag_id` is the cluster the node believes it joins (None: a node
+    /// that never was in one).
+    Join { tag_id: Option<u128>, applicant: Applicant },
+    /// Takes a member out (not the data leader: transfer first).
+    Remove { name: String },
+    /// The member's session expired: out of elections and of in-sync sets it may leave.
+    Fence { name: String, incarnation: u64 },
+    /// The member heartbeats again.
+    Unfence { name: String, incarnation: u64 },
+    /// The data leader changes one partition's in-sync set, if nothing changed it since it
+    /// read `isr_epoch`.
+    AlterInSync {
+        partition: PartitionId,
+        leader_epoch: Epoch,
+        isr_epoch: u64,
+        in_sync: Vec<String>,
+    },
+    /// The data leader is lost: elect a successor among the members in sync everywhere;
+    /// `durable` is what the proposer knows of each member's durable records (summed over
+    /// partitions).
+    Elect { durable: BTreeMap<String, Lsn> },
+    /// A planned change of leader to `to`, once it holds everything (checked by the caller
+    /// before proposing; here only its eligibility).
+    Transfer { to: String },
+}
+
+/// What applying a command asks the members to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Effect {
+    /// `leader` leads from `epoch` on; every other member follows it.
+    NewLeader { leader: String, epoch: Epoch },
+    /// A partition's in-sync set changed.
+    InSyncChanged { partition: PartitionId, isr_epoch: u64, in_sync: Vec<String> },
+    /// A member left the cluster and should go back to admin mode.
+    Removed { name: String },
+}
+
+/// Why a command was not applied; the state is then unchanged.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    NotInitialised,
+    AlreadyInitialised { tag: ClusterTag },
+    OtherCluster { ours: ClusterTag, theirs: u128 },
+    VersionMismatch { ours: String, theirs: String },
+    TooManyFollowers,
+    NameTaken { name: String },
+    UnknownMember { name: String },
+    StaleIncarnation { name: String, known: u64, given: u64 },
+    LastVoter,
+    TransferFirst { name: String },
+    StaleLeaderEpoch { current: Epoch, given: Epoch },
+    StaleIsrEpoch { partition: PartitionId, current: u64, given: u64 },
+    BadInSyncSet { partition: PartitionId, reason: String },
+    NoEligibleLeader,
+    NotEligible { name: String, reason: String },
+    BadSettings { reason: String },
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotInitialised => write!(formatter, "the cluster is not initialised"),
+            Refusal::AlreadyInitialised { tag } => {
+                write!(formatter, "the cluster is already initialised as {tag}")
+            }
+            Refusal::OtherCluster { ours, theirs } => write!(
+                formatter,
+                "this node belongs to cluster {theirs:032x}, not to this cluster, {ours}"
+            ),
+            Refusal::VersionMismatch { ours, theirs } => {
+                write!(formatter, "version {theirs} cannot join a cluster of version {ours}")
+            }
+            Refusal::TooManyFollowers => {
+                write!(formatter, "the cluster has {FOLLOWERS_MAX} followers already")
+            }
+            Refusal::NameTaken { name } => write!(formatter, "a member is named {name} already"),
+            Refusal::UnknownMember { name } => write!(formatter, "no member is named {name}"),
+            Refusal::StaleIncarnation { name, known, given } => {
+                write!(formatter, "{name} is at incarnation {known}, not {given}")
+            }
+            Refusal::LastVoter => write!(formatter, "the last voter cannot be removed"),
+            Refusal::TransferFirst { name } => {
+                write!(formatter, "{name} leads: transfer the leadership before removing it")
+            }
+            Refusal::StaleLeaderEpoch { current, given } => {
+                write!(formatter, "epoch {given} is not the current leader epoch {current}")
+            }
+            Refusal::StaleIsrEpoch { partition, current, given } => write!(
+                formatter,
+                "the in-sync set of partition {partition} is at isr_epoch {current}, not {given}"
+            ),
+            Refusal::BadInSyncSet { partition, reason } => {
+                write!(formatter, "in-sync set of partition {partition}: {reason}")
+            }
+            Refusal::NoEligibleLeader => write!(
+                formatter,
+                "no unfenced voter is in the in-sync set of every partition: no leader can be \
+                 elected without losing acknowledged writes"
+            ),
+            Refusal::NotEligible { name, reason } => {
+                write!(formatter, "{name} cannot lead: {reason}")
+            }
+            Refusal::BadSettings { reason } => write!(formatter, "{reason}"),
+        }
+    }
+}
+
+impl ClusterState {
+    /// Applies `command`: the new state is in `self` and the effects are returned, or the
+    /// refusal is returned and `self` is unchanged.
+    ///
+    /// # Errors
+    ///
+    /// The [`Refusal`] that says why the command does not apply to this state.
+    pub fn apply(&mut self, command: Command) -> Result<Vec<Effect>, Refusal> {
+        let mut next = self.clone();
+        let effects = match command {
+            Command::Init { tag, leader, partitions, min_insync } => {
+                next.init(tag, leader, partitions, min_insync)?
+            }
+            Command::Join { tag_id, applicant } => next.join(tag_id, applicant)?,
+            Command::Remove { name } => next.remove(&name)?,
+            Command::Fence { name, incarnation } => next.set_fenced(&name, incarnation, true)?,
+            Command::Unfence { name, incarnation } => next.set_fenced(&name, incarnation, false)?,
+            Command::AlterInSync { partition, leader_epoch, isr_epoch, in_sync } => {
+                next.alter_in_sync(partition, leader_epoch, isr_epoch, in_sync)?
+            }
+            Command::Elect { durable } => next.elect(&durable)?,
+            Command::Transfer { to } => next.transfer(&to)?,
+        };
+        next.metadata_version += 1;
+        next.check_invariants();
+        *self = next;
+        Ok(effects)
+    }
+
+    fn tag(&self) -> Result<&ClusterTag, Refusal> {
+        self.tag.as_ref().ok_or(Refusal::NotInitialised)
+    }
+
+    fn member(&self, name: &str) -> Result<&MemberRecord, Refusal> {
+        self.members.get(name).ok_or_else(|| Refusal::UnknownMember { name: name.to_string() })
+    }
+
+    fn voters(&self) -> impl Iterator<Item = (&String, &MemberRecord)> {
+        self.members.iter().filter(|(_, member)| member.kind == MemberKind::Voter)
+    }
+
+    fn init(
+        &mut self,
+        tag: ClusterTag,
+        leader: Applicant,
+        partitions: u32,
+        min_insync: usize,
+    ) -> Result<Vec<Effect>, Refusal> {
+        if let Some(tag) = &self.tag {
+            return Err(Refusal::AlreadyInitialised { tag: tag.clone() });
+        }
+        if partitions == 0 || min_insync == 0 {
+            let reason = "a cluster needs at least one partition and min_insync of 1".to_string();
+            return Err(Refusal::BadSettings { reason });
+        }
+        if leader.kind != MemberKind::Voter {
+            return Err(Refusal::BadSettings { reason: "a learner cannot start a cluster".into() });
+        }
+        let name = leader.name.clone();
+        self.tag = Some(tag);
+        self.min_insync = min_insync;
+        self.members.insert(name.clone(), record_of(leader));
+        let empty = PartitionRecord { in_sync: Vec::new(), isr_epoch: 0 };
+        self.partitions = vec![empty; partitions as usize];
+        Ok(vec![self.new_leader(name, Successor::Lost)])
+    }
+
+    fn join(&mut self, tag_id: Option<u128>, applicant: Applicant) -> Result<Vec<Effect>, Refusal> {
+        let ours = self.tag()?.clone();
+        if let Some(theirs) = tag_id.filter(|theirs| *theirs != ours.id) {
+            return Err(Refusal::OtherCluster { ours, theirs });
+        }
+        if let Some(leader) = self.data_leader.as_ref().and_then(|name| self.members.get(name)) {
+            if major_minor(&leader.version) != major_minor(&applicant.version) {
+                let ours = leader.version.clone();
+                return Err(Refusal::VersionMismatch { ours, theirs: applicant.version });
+            }
+        }
+        if let Some(known) = self.members.get(&applicant.name) {
+            // The same node again (a restart) keeps its place; another node may not take the
+            // name, nor may an older incarnation come back.
+            if known.peer_address != applicant.peer_address || known.kind != applicant.kind {
+                return Err(Refusal::NameTaken { name: applicant.name });
+            }
+            if applicant.incarnation < known.incarnation {
+                let (name, known) = (applicant.name, known.incarnation);
+                return Err(Refusal::StaleIncarnation {
+                    name,
+                    known,
+                    given: applicant.incarnation,
+                });
+            }
+            if applicant.incarnation > known.incarnation {
+                if self.data_leader.as_ref() == Some(&applicant.name) {
+                    let reason = "it lost its data: elect another leader first".to_string();
+                    return Err(Refusal::NotEligible { name: applicant.name, reason });
+                }
+                // It lost its data: a new replica, out of every in-sync set until caught up.
+                self.drop_from_every_set(&applicant.name);
+            }
+            self.members.insert(applicant.name.clone(), record_of(applicant));
+            return Ok(Vec::new());
+        }
+        let leader = self.data_leader.as_ref();
+        let followers = self.voters().filter(|(name, _)| Some(*name) != leader).count();
+        if applicant.kind == MemberKind::Voter && followers >= FOLLOWERS_MAX {
+            return Err(Refusal::TooManyFollowers);
+        }
+        self.members.insert(applicant.name.clone(), record_of(applicant));
+        Ok(Vec::new())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<Vec<Effect>, Refusal> {
+        let member = self.member(name)?;
+        if self.data_leader.as_deref() == Some(name) {
+            return Err(Refusal::TransferFirst { name: name.to_string() });
+        }
+        if member.kind == MemberKind::Voter && self.voters().count() == 1 {
+            return Err(Refusal::LastVoter);
+        }
+        let mut effects = Vec::new();
+        for (index, partition) in self.partitions.iter_mut().enumerate() {
+            if partition.in_sync.iter().any(|member| member == name) {
+                if partition.in_sync.len() <= self.min_insync {
+                    let reason = format!(
+                        "removing {name} would leave fewer than {} members in sync",
+                        self.min_insync
+                    );
+                    let partition = PartitionId(index as u32);
+                    return Err(Refusal::BadInSyncSet { partition, reason });
+                }
+                partition.in_sync.retain(|member| member != name);
+                partition.isr_epoch += 1;
+                effects.push(changed(index, partition));
+            }
+        }
+        self.members.remove(name);
+        effects.push(Effect::Removed { name: name.to_string() });
+        Ok(effects)
+    }
+
+    fn set_fenced(
+        &mut self,
+        name: &str,
+        incarnation: u64,
+        fenced: bool,
+    ) -> Result<Vec<Effect>, Refusal> {
+        let known = self.member(name)?.incarnation;
+        if incarnation != known {
+            let name = name.to_string();
+            return Err(Refusal::StaleIncarnation { name, known, given: incarnation });
+        }
+        if let Some(member) = self.members.get_mut(name) {
+            member.fenced = fenced;
+        }
+        Ok(Vec::new())
+    }
+
+    fn alter_in_sync(
+        &mut self,
+        partition: PartitionId,
+        leader_epoch: Epoch,
+        isr_epoch: u64,
+        in_sync: Vec<String>,
+    ) -> Result<Vec<Effect>, Refusal> {
+        if leader_epoch != self.leader_epoch {
+            return Err(Refusal::StaleLeaderEpoch {
+                current: self.leader_epoch,
+                given: leader_epoch,
+            });
+        }
+        let index = partition.0 as usize;
+        let bad = |reason: String| Refusal::BadInSyncSet { partition, reason };
+        let current = self.partitions.get(index).ok_or_else(|| bad("no such partition".into()))?;
+        if current.isr_epoch != isr_epoch {
+            let current = current.isr_epoch;
+            return Err(Refusal::StaleIsrEpoch { partition, current, given: isr_epoch });
+        }
+        let leader = self.data_leader.clone().ok_or(Refusal::NoEligibleLeader)?;
+        if !in_sync.contains(&leader) {
+            return Err(bad(format!("it must hold the leader, {leader}")));
+        }
+        let mut seen = Vec::new();
+        for name in &in_sync {
+            let member = self.member(name)?;
+            if seen.contains(name) {
+                return Err(bad(format!("{name} appears twice")));
+            }
+            if member.kind != MemberKind::Voter {
+                return Err(bad(format!("{name} is a learner")));
+            }
+            let joins = !current.in_sync.contains(name);
+            if joins && member.fenced {
+                return Err(bad(format!("{name} is fenced")));
+            }
+            seen.push(name.clone());
+        }
+        let kept = in_sync.iter().filter(|name| current.in_sync.contains(name)).count();
+        let drops = kept < current.in_sync.len();
+        if drops && kept < self.min_insync {
+            return Err(bad(format!("a shrink must keep {} members", self.min_insync)));
+        }
+        let record = &mut self.partitions[index];
+        record.in_sync = in_sync;
+        record.isr_epoch += 1;
+        Ok(vec![changed(index, record)])
+    }
+
+    fn elect(&mut self, durable: &BTreeMap<String, Lsn>) -> Result<Vec<Effect>, Refusal> {
+        self.tag()?;
+        let durable_of = |name: &String| durable.get(name).copied().unwrap_or_default();
+        // The most durable records first; among equals, the first name, so that every member
+        // applying the command picks the same.
+        let leader = self
+            .eligible()
+            .filter(|name| Some(*name) != self.data_leader.as_ref())
+            .max_by(|one, other| durable_of(one).cmp(&durable_of(other)).then(other.cmp(one)))
+            .cloned()
+            .ok_or(Refusal::NoEligibleLeader)?;
+        Ok(vec![self.new_leader(leader, Successor::Lost)])
+    }
+
+    fn transfer(&mut self, to: &str) -> Result<Vec<Effect>, Refusal> {
+        let member = self.member(to)?;
+        let not_eligible = |reason: &str| Refusal::NotEligible {
+            name: to.to_string(),
+            reason: reason.to_string(),
+        };
+        if member.kind != MemberKind::Voter {
+            return Err(not_eligible("it is a learner"));
+        }
+        if member.fenced {
+            return Err(not_eligible("its session expired"));
+        }
+        if self.data_leader.as_deref() == Some(to) {
+            return Err(not_eligible("it leads already"));
+        }
+        if !self.eligible().any(|name| name == to) {
+            return Err(not_eligible("it is not in the in-sync set of every partition"));
+        }
+        Ok(vec![self.new_leader(to.to_string(), Successor::Transfer)])
+    }
+
+    /// Unfenced voters in the in-sync set of every partition.
+    fn eligible(&self) -> impl Iterator<Item = &String> {
+        self.voters()
+            .filter(|(_, member)| !member.fenced)
+            .map(|(name, _)| name)
+            .filter(|name| self.partitions.iter().all(|partition| partition.in_sync.contains(name)))
+    }
+
+    /// Makes `leader` lead at the next epoch. Every in-sync set starts the epoch afresh at
+    /// `isr_epoch` 0 with the new leader first and the followers it had. A lost leader leaves
+    /// them (it may hold records never committed, and must catch up before it is in sync
+    /// again); after a transfer the old leader, which holds everything, stays.
+    fn new_leader(&mut self, leader: String, successor: Successor) -> Effect {
+        let previous = self.data_leader.take();
+        self.leader_epoch = Epoch(self.leader_epoch.0 + 1);
+        for partition in &mut self.partitions {
+            partition.in_sync.retain(|name| {
+                name != &leader
+                    && (successor == Successor::Transfer || previous.as_ref() != Some(name))
+            });
+            partition.in_sync.insert(0, leader.clone());
+            partition.isr_epoch = 0;
+        }
+        self.data_leader = Some(leader.clone());
+        Effect::NewLeader { leader, epoch: self.leader_epoch }
+    }
+
+    fn drop_from_every_set(&mut self, name: &str) {
+        for partition in &mut self.partitions {
+            if partition.in_sync.iter().any(|member| member == name) {
+                partition.in_sync.retain(|member| member != name);
+                partition.isr_epoch += 1;
+            }
+        }
+    }
+
+    /// What every applied command leaves true (module doc).
+    pub fn check_invariants(&self) {
+        let Some(leader) = &self.data_leader else {
+            assert!(self.partitions.iter().all(|partition| partition.in_sync.is_empty()));
+            return;
+        };
+        let record = self.members.get(leader).expect("the leader is a member");
+        assert_eq!(record.kind, MemberKind::Voter, "the leader is a voter");
+        assert!(self.leader_epoch > Epoch(0), "a leader has an epoch");
+        for partition in &self.partitions {
+            assert!(partition.in_sync.contains(leader), "the leader is in every in-sync set");
+            for name in &partition.in_sync {
+                let member = self.members.get(name).expect("in-sync members are members");
+                assert_eq!(member.kind, MemberKind::Voter, "only voters are in sync");
+            }
+        }
+    }
+}
+
+/// Why the data leader changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Successor {
+    /// The leader was lost (or there was none).
+    Lost,
+    /// A planned transfer from a leader that holds everything.
+    Transfer,
+}
+
+fn record_of(applicant: Applicant) -> MemberRecord {
+    MemberRecord {
+        peer_address: applicant.peer_address,
+        kind: applicant.kind,
+        incarnation: applicant.incarnation,
+        version: applicant.version,
+        fenced: false,
+    }
+}
+
+fn changed(index: usize, partition: &PartitionRecord) -> Effect {
+    Effect::InSyncChanged {
+        partition: PartitionId(index as u32),
+        isr_epoch: partition.isr_epoch,
+        in_sync: partition.in_sync.clone(),
+    }
+}
+
+fn major_minor(version: &str) -> (&str, &str) {
+    let mut parts = version.split('.');
+    (parts.next().unwrap_or(""), parts.next().unwrap_or(""))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,349 @@
+//! The controller's decisions, one rule a test, and a property test over random commands.
+
+use proptest::prelude::*;
+
+use super::*;
+
+const TAG_ID: u128 = 0x5eed;
+
+fn tag() -> ClusterTag {
+    ClusterTag { name: "hogwarts".into(), id: TAG_ID }
+}
+
+fn applicant(name: &str, kind: MemberKind) -> Applicant {
+    Applicant {
+        name: name.into(),
+        peer_address: format!("10.0.0.{}:23852", name.len()),
+        kind,
+        incarnation: 1,
+        version: "0.2.0".into(),
+    }
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|name| (*name).to_string()).collect()
+}
+
+/// harry leads, hermione and ron follow (both in sync on both partitions), neville learns.
+fn cluster() -> ClusterState {
+    let mut state = ClusterState::default();
+    let init = Command::Init {
+        tag: tag(),
+        leader: applicant("harry", MemberKind::Voter),
+        partitions: 2,
+        min_insync: 2,
+    };
+    state.apply(init).unwrap();
+    for (name, kind) in [
+        ("hermione", MemberKind::Voter),
+        ("ron", MemberKind::Voter),
+        ("neville", MemberKind::Learner),
+    ] {
+        let join = Command::Join { tag_id: Some(TAG_ID), applicant: applicant(name, kind) };
+        state.apply(join).unwrap();
+    }
+    for partition in 0..2 {
+        alter(&mut state, partition, &["harry", "hermione", "ron"]).unwrap();
+    }
+    state
+}
+
+fn alter(
+    state: &mut ClusterState,
+    partition: u32,
+    members: &[&str],
+) -> Result<Vec<Effect>, Refusal> {
+    let index = partition as usize;
+    let command = Command::AlterInSync {
+        partition: PartitionId(partition),
+        leader_epoch: state.leader_epoch,
+        isr_epoch: state.partitions[index].isr_epoch,
+        in_sync: names(members),
+    };
+    state.apply(command)
+}
+
+fn durable(list: &[(&str, u64)]) -> BTreeMap<String, Lsn> {
+    list.iter().map(|(name, lsn)| ((*name).to_string(), Lsn(*lsn))).collect()
+}
+
+#[test]
+fn init_makes_a_cluster_of_one_leader_and_only_once() {
+    let mut state = ClusterState::default();
+    let leader = applicant("harry", MemberKind::Voter);
+    let init = Command::Init { tag: tag(), leader, partitions: 3, min_insync: 1 };
+    let effects = state.apply(init.clone()).unwrap();
+    assert_eq!(effects, vec![Effect::NewLeader { leader: "harry".into(), epoch: Epoch(1) }]);
+    assert_eq!(state.partitions.len(), 3);
+    assert!(state.partitions.iter().all(|partition| partition.in_sync == names(&["harry"])));
+    assert_eq!(state.apply(init), Err(Refusal::AlreadyInitialised { tag: tag() }));
+    let learner = applicant("neville", MemberKind::Learner);
+    let mut fresh = ClusterState::default();
+    let refused =
+        fresh.apply(Command::Init { tag: tag(), leader: learner, partitions: 1, min_insync: 1 });
+    assert!(matches!(refused, Err(Refusal::BadSettings { .. })));
+}
+
+#[test]
+fn a_node_of_another_cluster_or_version_is_refused_and_named() {
+    let mut state = cluster();
+    let stranger =
+        Command::Join { tag_id: Some(7), applicant: applicant("draco", MemberKind::Voter) };
+    let refusal = state.apply(stranger).unwrap_err();
+    let text = refusal.to_string();
+    assert!(text.contains("hogwarts") && text.contains(&format!("{:032x}", 7)), "{text}");
+    let mut old = applicant("draco", MemberKind::Voter);
+    old.version = "0.1.9".into();
+    let refusal = state.apply(Command::Join { tag_id: None, applicant: old }).unwrap_err();
+    assert!(matches!(refusal, Refusal::VersionMismatch { .. }), "{refusal}");
+}
+
+#[test]
+fn the_fifth_follower_and_a_taken_name_are_refused() {
+    let mut state = cluster();
+    for name in ["ginny", "luna"] {
+        let join = Command::Join { tag_id: None, applicant: applicant(name, MemberKind::Voter) };
+        state.apply(join).unwrap();
+    }
+    let fifth = Command::Join { tag_id: None, applicant: applicant("fred", MemberKind::Voter) };
+    assert_eq!(state.apply(fifth), Err(Refusal::TooManyFollowers));
+    let mut impostor = applicant("ron", MemberKind::Voter);
+    impostor.peer_address = "10.9.9.9:1".into();
+    let taken = Command::Join { tag_id: None, applicant: impostor };
+    assert_eq!(state.apply(taken), Err(Refusal::NameTaken { name: "ron".into() }));
+}
+
+#[test]
+fn a_node_that_lost_its_data_comes_back_out_of_sync() {
+    let mut state = cluster();
+    let again =
+        Command::Join { tag_id: Some(TAG_ID), applicant: applicant("ron", MemberKind::Voter) };
+    state.apply(again).unwrap();
+    assert!(state.partitions[0].in_sync.contains(&"ron".to_string()), "a restart keeps its place");
+    let mut reborn = applicant("ron", MemberKind::Voter);
+    reborn.incarnation = 2;
+    state.apply(Command::Join { tag_id: Some(TAG_ID), applicant: reborn.clone() }).unwrap();
+    assert!(state.partitions.iter().all(|partition| !partition.in_sync.contains(&reborn.name)));
+    let mut leader_reborn = applicant("harry", MemberKind::Voter);
+    leader_reborn.incarnation = 2;
+    let refused = state.apply(Command::Join { tag_id: Some(TAG_ID), applicant: leader_reborn });
+    assert!(matches!(refused, Err(Refusal::NotEligible { .. })), "{refused:?}");
+    reborn.incarnation = 1;
+    let stale = state.apply(Command::Join { tag_id: Some(TAG_ID), applicant: reborn }).unwrap_err();
+    assert!(matches!(stale, Refusal::StaleIncarnation { known: 2, given: 1, .. }), "{stale}");
+}
+
+#[test]
+fn the_in_sync_set_changes_only_by_compare_and_set_from_the_current_leader() {
+    let mut state = cluster();
+    let before = state.partitions[0].clone();
+    let stale = Command::AlterInSync {
+        partition: PartitionId(0),
+        leader_epoch: state.leader_epoch,
+        isr_epoch: before.isr_epoch - 1,
+        in_sync: names(&["harry", "hermione"]),
+    };
+    assert!(matches!(state.apply(stale), Err(Refusal::StaleIsrEpoch { .. })));
+    let old_leader = Command::AlterInSync {
+        partition: PartitionId(0),
+        leader_epoch: Epoch(0),
+        isr_epoch: before.isr_epoch,
+        in_sync: names(&["harry", "hermione"]),
+    };
+    assert!(matches!(state.apply(old_leader), Err(Refusal::StaleLeaderEpoch { .. })));
+    assert_eq!(state.partitions[0], before, "refusals change nothing");
+    let effects = alter(&mut state, 0, &["harry", "hermione"]).unwrap();
+    let expected = Effect::InSyncChanged {
+        partition: PartitionId(0),
+        isr_epoch: before.isr_epoch + 1,
+        in_sync: names(&["harry", "hermione"]),
+    };
+    assert_eq!(effects, vec![expected]);
+}
+
+#[test]
+fn a_set_must_hold_the_leader_keep_min_insync_and_admit_no_learner_or_fenced_member() {
+    let mut state = cluster();
+    for (members, why) in [
+        (&["hermione", "ron"][..], "leader"),
+        (&["harry"][..], "keep 2"),
+        (&["harry", "hermione", "neville"][..], "learner"),
+        (&["harry", "hermione", "hermione"][..], "twice"),
+    ] {
+        let refusal = alter(&mut state, 1, members).unwrap_err();
+        assert!(refusal.to_string().contains(why), "{members:?}: {refusal}");
+    }
+    alter(&mut state, 1, &["harry", "hermione"]).unwrap();
+    let incarnation = state.members["ron"].incarnation;
+    state.apply(Command::Fence { name: "ron".into(), incarnation }).unwrap();
+    let refusal = alter(&mut state, 1, &["harry", "hermione", "ron"]).unwrap_err();
+    assert!(refusal.to_string().contains("fenced"), "{refusal}");
+    state.apply(Command::Unfence { name: "ron".into(), incarnation }).unwrap();
+    alter(&mut state, 1, &["harry", "hermione", "ron"]).unwrap();
+}
+
+#[test]
+fn an_election_picks_the_most_durable_member_in_sync_everywhere_and_bumps_the_epoch() {
+    let mut state = cluster();
+    // ron fell out of partition 1: however far ahead it claims to be, it is never elected.
+    alter(&mut state, 1, &["harry", "hermione"]).unwrap();
+    let effects = state
+        .apply(Command::Elect { durable: durable(&[("ron", 900), ("hermione", 10)]) })
+        .unwrap();
+    assert_eq!(effects, vec![Effect::NewLeader { leader: "hermione".into(), epoch: Epoch(2) }]);
+    assert_eq!(state.data_leader.as_deref(), Some("hermione"));
+    // The lost leader leaves every set; the new epoch starts each set at isr_epoch 0.
+    assert_eq!(state.partitions[0].in_sync, names(&["hermione", "ron"]));
+    assert_eq!(state.partitions[1].in_sync, names(&["hermione"]));
+    assert!(state.partitions.iter().all(|partition| partition.isr_epoch == 0));
+}
+
+#[test]
+fn equal_durability_elects_the_first_name_and_fenced_members_never() {
+    let mut state = cluster();
+    let effects = state.apply(Command::Elect { durable: BTreeMap::new() }).unwrap();
+    assert_eq!(effects, vec![Effect::NewLeader { leader: "hermione".into(), epoch: Epoch(2) }]);
+    let mut state = cluster();
+    let incarnation = state.members["hermione"].incarnation;
+    state.apply(Command::Fence { name: "hermione".into(), incarnation }).unwrap();
+    let effects = state.apply(Command::Elect { durable: durable(&[("hermione", 99)]) }).unwrap();
+    assert_eq!(effects, vec![Effect::NewLeader { leader: "ron".into(), epoch: Epoch(2) }]);
+}
+
+#[test]
+fn with_nobody_in_sync_nobody_is_elected() {
+    let mut state = cluster();
+    for partition in 0..2 {
+        alter(&mut state, partition, &["harry", "hermione"]).unwrap();
+    }
+    let incarnation = state.members["hermione"].incarnation;
+    state.apply(Command::Fence { name: "hermione".into(), incarnation }).unwrap();
+    let before = state.clone();
+    assert_eq!(
+        state.apply(Command::Elect { durable: BTreeMap::new() }),
+        Err(Refusal::NoEligibleLeader)
+    );
+    assert_eq!(state, before);
+}
+
+#[test]
+fn a_transfer_goes_only_to_a_member_in_sync_everywhere_and_keeps_the_old_leader() {
+    let mut state = cluster();
+    alter(&mut state, 1, &["harry", "hermione"]).unwrap();
+    let refused = state.apply(Command::Transfer { to: "ron".into() }).unwrap_err();
+    assert!(refused.to_string().contains("in-sync set of every partition"), "{refused}");
+    let refused = state.apply(Command::Transfer { to: "neville".into() }).unwrap_err();
+    assert!(refused.to_string().contains("learner"), "{refused}");
+    state.apply(Command::Transfer { to: "hermione".into() }).unwrap();
+    assert_eq!(state.leader_epoch, Epoch(2));
+    assert_eq!(state.partitions[0].in_sync, names(&["hermione", "harry", "ron"]));
+    assert_eq!(state.partitions[1].in_sync, names(&["hermione", "harry"]));
+}
+
+#[test]
+fn removal_spares_the_leader_the_last_voter_and_the_minimum_in_sync() {
+    let mut state = cluster();
+    let refused = state.apply(Command::Remove { name: "harry".into() }).unwrap_err();
+    assert_eq!(refused, Refusal::TransferFirst { name: "harry".into() });
+    alter(&mut state, 0, &["harry", "ron"]).unwrap();
+    let refused = state.apply(Command::Remove { name: "ron".into() }).unwrap_err();
+    assert!(refused.to_string().contains("fewer than 2"), "{refused}");
+    let effects = state.apply(Command::Remove { name: "neville".into() }).unwrap();
+    assert_eq!(effects, vec![Effect::Removed { name: "neville".into() }]);
+    let effects = state.apply(Command::Remove { name: "hermione".into() }).unwrap();
+    assert!(effects.contains(&Effect::Removed { name: "hermione".into() }));
+    assert!(state
+        .partitions
+        .iter()
+        .all(|partition| !partition.in_sync.contains(&"hermione".into())));
+    let mut alone = ClusterState::default();
+    let leader = applicant("harry", MemberKind::Voter);
+    alone.apply(Command::Init { tag: tag(), leader, partitions: 1, min_insync: 1 }).unwrap();
+    let learner = applicant("neville", MemberKind::Learner);
+    alone.apply(Command::Join { tag_id: None, applicant: learner }).unwrap();
+    assert_eq!(
+        alone.apply(Command::Remove { name: "harry".into() }),
+        Err(Refusal::TransferFirst { name: "harry".into() })
+    );
+}
+
+/// A command drawn from small numbers, over the names of `cluster()` and two newcomers.
+fn command_of(
+    state: &ClusterState,
+    (kind, who, partition, mask, lsn): (u8, usize, u32, u8, u64),
+) -> Command {
+    const NAMES: [&str; 6] = ["harry", "hermione", "ron", "neville", "ginny", "luna"];
+    let name = NAMES[who % NAMES.len()].to_string();
+    let incarnation = state.members.get(&name).map_or(1, |member| member.incarnation);
+    match kind % 7 {
+        0 => {
+            let mut joining = applicant(&name, MemberKind::Voter);
+            joining.incarnation = incarnation + u64::from(mask % 3 == 0);
+            Command::Join { tag_id: Some(TAG_ID), applicant: joining }
+        }
+        1 => Command::Remove { name },
+        2 => Command::Fence { name, incarnation },
+        3 => Command::Unfence { name, incarnation },
+        4 => {
+            let index = (partition % 2) as usize;
+            let chosen: Vec<String> = NAMES
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| mask & (1 << bit) != 0)
+                .map(|(_, name)| (*name).to_string())
+                .collect();
+            let mut in_sync: Vec<String> = state.data_leader.iter().cloned().collect();
+            in_sync
+                .extend(chosen.into_iter().filter(|name| Some(name) != state.data_leader.as_ref()));
+            Command::AlterInSync {
+                partition: PartitionId(index as u32),
+                leader_epoch: state.leader_epoch,
+                isr_epoch: state.partitions[index].isr_epoch,
+                in_sync,
+            }
+        }
+        5 => Command::Elect { durable: durable(&[(NAMES[who % 3], lsn)]) },
+        _ => Command::Transfer { to: name },
+    }
+}
+
+proptest! {
+    /// Whatever commands come, in any order: every applied command leaves the invariants true
+    /// (`apply` asserts them), a refused one changes nothing, epochs only grow, and a new
+    /// leader was an unfenced voter in sync on every partition just before.
+    #[test]
+    fn random_commands_keep_the_controller_consistent(
+        draws in proptest::collection::vec((0u8..7, 0usize..6, 0u32..2, 0u8..64, 0u64..100), 1..60)
+    ) {
+        let mut state = cluster();
+        for draw in draws {
+            let command = command_of(&state, draw);
+            let command_copy = command.clone();
+            let before = state.clone();
+            match state.apply(command) {
+                Ok(effects) => {
+                    prop_assert!(state.leader_epoch >= before.leader_epoch);
+                    prop_assert_eq!(state.metadata_version, before.metadata_version + 1);
+                    for effect in effects {
+                        if let Effect::NewLeader { leader, epoch } = effect {
+                            prop_assert_eq!(epoch.0, before.leader_epoch.0 + 1);
+                            let member = &before.members[&leader];
+                            prop_assert!(!member.fenced && member.kind == MemberKind::Voter);
+                            prop_assert!(before.partitions.iter().all(|partition| partition.in_sync.contains(&leader)));
+                        }
+                    }
+                    // Within an epoch a set shrinks below min_insync only when a member
+                    // that lost its data comes back (it no longer holds the records).
+                    let data_lost = matches!(command_copy, Command::Join { .. });
+                    if state.leader_epoch == before.leader_epoch && !data_lost {
+                        for (index, partition) in state.partitions.iter().enumerate() {
+                            let floor = state.min_insync.min(before.partitions[index].in_sync.len());
+                            prop_assert!(partition.in_sync.len() >= floor, "{:?}", partition);
+                        }
+                    }
+                }
+                Err(_) => prop_assert_eq!(&state, &before),
+            }
+        }
+    }
+}

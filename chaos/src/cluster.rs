@@ -599,6 +599,7 @@ fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String
          [storage]\ndata_dir = \"{}\"\nstorage_type = \"local\"\nshared_dir = \"{}\"\n\
          upload_interval = 200\n\
          [wal]\nwal_flush = \"FlushAtOnce\"\nsegment_size = \"4MB\"\n\
+         snapshot_size = \"16MB\"\nsnapshot_interval = 20\n\
          [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n\
          min_insync_replicas = {}\n",
         settings.shards,

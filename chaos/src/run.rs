@@ -32,7 +32,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The size of each node's tmpfs, when the nemesis fills disks. tmpfs takes memory only for
 /// what is written; the ballast of a disk-full fault takes the rest while it lasts.
-const DISK_BYTES: u64 = 2 << 30;
+const DISK_BYTES: u64 = 1 << 30;
 
 /// How long the cluster may take to form, and to recover once every fault is healed.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(90);

@@ -30,9 +30,9 @@ impl Firewall {
         let number = TABLES_MADE.fetch_add(1, Ordering::Relaxed);
         let table = format!("strata_chaos_{}_{number}", std::process::id());
         let firewall = Firewall { table };
+        let chain = "{ type filter hook input priority 0; policy accept; }";
         firewall.run(&format!(
-            "add table inet {table}\n\
-             add chain inet {table} input {{ type filter hook input priority 0; policy accept; }}\n",
+            "add table inet {table}\nadd chain inet {table} input {chain}\n",
             table = firewall.table
         ))?;
         Ok(firewall)

@@ -329,7 +329,10 @@ proptest! {
                             prop_assert_eq!(epoch.0, before.leader_epoch.0 + 1);
                             let member = &before.members[&leader];
                             prop_assert!(!member.fenced && member.kind == MemberKind::Voter);
-                            prop_assert!(before.partitions.iter().all(|partition| partition.in_sync.contains(&leader)));
+                            let in_sync = |partition: &PartitionRecord| {
+                                partition.in_sync.contains(&leader)
+                            };
+                            prop_assert!(before.partitions.iter().all(in_sync));
                         }
                     }
                     // Within an epoch a set shrinks below min_insync only when a member
@@ -337,7 +340,8 @@ proptest! {
                     let data_lost = matches!(command_copy, Command::Join { .. });
                     if state.leader_epoch == before.leader_epoch && !data_lost {
                         for (index, partition) in state.partitions.iter().enumerate() {
-                            let floor = state.min_insync.min(before.partitions[index].in_sync.len());
+                            let old = &before.partitions[index];
+                            let floor = state.min_insync.min(old.in_sync.len());
                             prop_assert!(partition.in_sync.len() >= floor, "{:?}", partition);
                         }
                     }

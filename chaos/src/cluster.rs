@@ -17,6 +17,7 @@ use crate::admin::{self, AdminReply};
 use crate::client::{Reply, RespConnection};
 use crate::firewall::Firewall;
 use crate::proxy::Network;
+use crate::timeline::Timeline;
 
 /// How long a node may take to answer PING after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -338,6 +339,18 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(50));
         }
         Err(format!("{} did not answer PING within {START_TIMEOUT:?}", self.nodes[index].name))
+    }
+
+    /// Restarts node `index` as a `restart` event of the timeline saying `why`; a restart
+    /// that fails is a problem.
+    pub fn restart_recorded(&mut self, index: usize, timeline: &mut Timeline, why: &str) {
+        let name = self.nodes[index].name.clone();
+        let event = timeline.begin("restart", &name, why);
+        let outcome = self.restart(index);
+        if let Err(error) = &outcome {
+            timeline.problem(&name, format!("restarting {name}: {error}"));
+        }
+        timeline.end(event, if outcome.is_ok() { "restarted" } else { "restart failed" });
     }
 
     /// SIGKILL, as in a crash.

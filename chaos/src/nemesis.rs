@@ -296,13 +296,7 @@ impl Nemesis {
             self.revivals.drain(..).partition(|(_, at)| all || *at <= now);
         self.revivals = later;
         for (node, _) in due {
-            let name = cluster.nodes[node].name.clone();
-            let event = timeline.begin("restart", &name, "leader killed by a stale promotion");
-            let outcome = cluster.restart(node);
-            if let Err(error) = &outcome {
-                timeline.problem(&name, format!("restarting {name}: {error}"));
-            }
-            timeline.end(event, if outcome.is_ok() { "restarted" } else { "restart failed" });
+            cluster.restart_recorded(node, timeline, "leader killed by a stale promotion");
         }
     }
 

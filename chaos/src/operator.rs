@@ -147,15 +147,8 @@ impl Operator {
             else {
                 continue;
             };
-            let name = node.name.clone();
-            let detail = format!("wal_failed_partitions:{failed}");
-            let number = timeline.begin("restart", &name, &detail);
             cluster.kill(index);
-            let outcome = cluster.restart(index);
-            if let Err(error) = &outcome {
-                timeline.problem(&name, format!("restarting {name}: {error}"));
-            }
-            timeline.end(number, if outcome.is_ok() { "restarted" } else { "restart failed" });
+            cluster.restart_recorded(index, timeline, &format!("wal_failed_partitions:{failed}"));
         }
     }
 

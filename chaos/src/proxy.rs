@@ -195,12 +195,10 @@ fn connect_through(
     let number = state.next_connection.fetch_add(1, Ordering::Relaxed);
     state.connections().insert(number, [replica_side.try_clone()?, voter_side.try_clone()?]);
     let writers_done = Arc::new(AtomicU8::new(0));
-    let forward =
-        Direction { from: replica_side.try_clone()?, to: voter_side.try_clone()?, forward: true };
-    let backward = Direction { from: voter_side, to: replica_side, forward: false };
-    for direction in [forward, backward] {
+    let forward = (replica_side.try_clone()?, voter_side.try_clone()?, true);
+    let backward = (voter_side, replica_side, false);
+    for (from, to, forward) in [forward, backward] {
         let (sender, receiver) = sync_channel(HELD_CHUNKS_MAX);
-        let Direction { from, to, forward } = direction;
         std::thread::spawn(move || read_side(from, &sender));
         let shared = Arc::clone(state);
         let done = Arc::clone(&writers_done);
@@ -213,12 +211,6 @@ fn connect_through(
         });
     }
     Ok(())
-}
-
-struct Direction {
-    from: TcpStream,
-    to: TcpStream,
-    forward: bool,
 }
 
 /// Reads chunks and hands them on with the time they were read, until the end of the stream;

@@ -100,40 +100,32 @@ impl Control {
             }));
         }
         let names = known_names(own);
-        // Each report with the address its member advertises: one member may be reached by
-        // several addresses (the one it advertises, the one an operator named its leader by,
-        // a proxy's), and must be counted, and asked to accept the epoch, once.
-        let mut reports: Vec<(String, MemberReport)> = Vec::new();
+        let mut reports: Vec<MemberReport> = Vec::new();
         for task in tasks {
             let Ok((address, answer)) = task.await else { continue };
             match answer.map_err(|error| error.to_string()).and_then(report_from_wire) {
                 Ok(mut report) => {
-                    let advertised = std::mem::take(&mut report.member.address);
                     // A member in admin mode (restarted, not given its role again) answers
-                    // without a name: it is the member the sets name at the address it
-                    // advertises (or, from an older node, at the address asked).
+                    // without a name: it is the member the sets name at the address asked, or
+                    // else at the address it advertises (asked through another address: a
+                    // proxy, a host name), so that a member reached twice counts once.
                     if report.member.name.is_empty() {
                         report.member.name = names
-                            .get(&advertised)
-                            .or_else(|| names.get(&address))
+                            .get(&address)
+                            .or_else(|| names.get(&report.member.address))
                             .cloned()
                             .unwrap_or_else(|| address.clone());
                     }
                     report.member.address = address;
-                    let itself = report.member.name == own.member.name
-                        || advertised == self.config.advertised_address;
-                    let known = reports.iter().any(|(other_advertised, other)| {
-                        other.member.name == report.member.name
-                            || (!advertised.is_empty() && *other_advertised == advertised)
-                    });
-                    if !itself && !known {
-                        reports.push((advertised, report));
+                    let known = reports.iter().any(|other| other.member.name == report.member.name);
+                    if report.member.name != own.member.name && !known {
+                        reports.push(report);
                     }
                 }
                 Err(error) => tracing::info!(address, %error, "promotion: a member did not answer"),
             }
         }
-        reports.into_iter().map(|(_, report)| report).collect()
+        reports
     }
 
     fn known_addresses(&self, own: &MemberReport) -> BTreeSet<String> {

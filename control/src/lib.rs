@@ -4,6 +4,8 @@
 //! node handle: a shared serving mode and messages over the shards' channels.
 
 pub mod archive;
+pub mod controller;
+mod failover;
 mod http;
 pub mod json;
 mod peer_server;
@@ -15,6 +17,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use failover::Failover;
 pub use roles::{ControlConfig, StorageStatus};
 use strata_shard::NodeHandle;
 
@@ -94,6 +97,7 @@ pub fn start(
                 }
             };
             tokio::spawn(peer_server::serve(Arc::clone(&control), peer));
+            control.resume_controller().await;
             if let Some(events) = control.handle.shared.take_events() {
                 tokio::spawn(watch_node_events(Arc::clone(&control), events));
             }

@@ -65,6 +65,11 @@ async fn serve_connection(
                 let body = serde_json::to_vec(&response)?;
                 wire::send(&mut stream, MessageKind::ControlResponse, &body).await?;
             }
+            MessageKind::RaftRequest => {
+                let response = control.answer_raft(&payload).await;
+                let body = serde_json::to_vec(&response)?;
+                wire::send(&mut stream, MessageKind::RaftResponse, &body).await?;
+            }
             MessageKind::Subscribe if input.is_empty() => {
                 return subscribe(control, stream, &payload).await;
             }

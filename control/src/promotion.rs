@@ -27,11 +27,10 @@ impl Control {
     pub(crate) async fn promote(
         self: &Arc<Self>,
         name: &str,
-        force: bool,
+        guard: Guard,
     ) -> Result<PromotionPlan, AdminError> {
         let own = self.own_report(name, false).await;
         let others = self.gather_reports(&own).await;
-        let guard = if force { Guard::Forced { salt: random() } } else { Guard::Checked };
         let plan = plan_promotion(
             &own,
             &others,
@@ -92,6 +91,26 @@ impl Control {
     /// are left out.
     async fn gather_reports(&self, own: &MemberReport) -> Vec<MemberReport> {
         let addresses = self.known_addresses(own);
+        self.ask_reports(addresses, &known_names(own), &own.member.name).await
+    }
+
+    /// Asks each `(name, address)` for its report (a member in admin mode answers nameless:
+    /// it goes by the name given here).
+    pub(crate) async fn reports_from(&self, members: Vec<(String, String)>) -> Vec<MemberReport> {
+        let names: BTreeMap<String, String> =
+            members.iter().map(|(name, address)| (address.clone(), name.clone())).collect();
+        let addresses = members.into_iter().map(|(_, address)| address).collect();
+        self.ask_reports(addresses, &names, "").await
+    }
+
+    /// Asks every address at once for its report; `names` names the nameless ones by the
+    /// address asked; a member reached twice, or named `exclude`, counts not at all.
+    async fn ask_reports(
+        &self,
+        addresses: BTreeSet<String>,
+        names: &BTreeMap<String, String>,
+        exclude: &str,
+    ) -> Vec<MemberReport> {
         let mut tasks = Vec::new();
         for address in addresses {
             tasks.push(tokio::spawn(async move {
@@ -99,7 +118,6 @@ impl Control {
                 (address, answer)
             }));
         }
-        let names = known_names(own);
         let mut reports: Vec<MemberReport> = Vec::new();
         for task in tasks {
             let Ok((address, answer)) = task.await else { continue };
@@ -118,7 +136,7 @@ impl Control {
                     }
                     report.member.address = address;
                     let known = reports.iter().any(|other| other.member.name == report.member.name);
-                    if report.member.name != own.member.name && !known {
+                    if report.member.name != exclude && !known {
                         reports.push(report);
                     }
                 }
@@ -136,6 +154,10 @@ impl Control {
             .flat_map(|set| set.members.iter().map(|member| member.address.clone()))
             .collect();
         addresses.extend(self.peer_addresses());
+        if let Some(controller) = self.controller() {
+            let state = controller.state();
+            addresses.extend(state.members.values().map(|member| member.peer_address.clone()));
+        }
         addresses.remove(&self.config.advertised_address);
         addresses
     }
@@ -189,7 +211,7 @@ async fn ask_all(members: &[(String, String)], request: &Request) -> Result<(), 
     Ok(())
 }
 
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u128(
         std::time::SystemTime::now()

@@ -15,6 +15,7 @@ use strata_core::cluster::{
 };
 use strata_core::peer::ReplicaKind;
 use strata_core::replication::mutations::Mutations;
+use strata_core::replication::promotion::Guard;
 use strata_core::replication::{Member, Moment};
 use strata_core::Epoch;
 use strata_shard::{ControlMessage, LeaderSettings, NodeHandle, ServingMode};
@@ -53,6 +54,13 @@ pub struct ControlConfig {
     /// The archive, when the node has one: a leader tells registering nodes its prefix, a
     /// new replica bootstraps from it.
     pub archive: Option<crate::archive::ArchiveAccess>,
+    /// `[cluster] failover`: by a person (manual) or by the controller (automatic).
+    pub failover: crate::failover::Failover,
+    /// `[cluster] failover_timeout`: how long the data leader may go unconfirmed before the
+    /// controller replaces it (its lease is two thirds of it).
+    pub failover_timeout: Duration,
+    /// `[cluster] name`: the human part of a new cluster's tag.
+    pub cluster_name: String,
 }
 
 /// Reports the archive's state as JSON.
@@ -86,7 +94,15 @@ pub struct Control {
     pub(crate) config: ControlConfig,
     pub(crate) handle: NodeHandle,
     state: Mutex<State>,
-    role_change: tokio::sync::Mutex<()>,
+    pub(crate) role_change: tokio::sync::Mutex<()>,
+    /// The controller, once this node is in a cluster with automatic failover.
+    controller: Mutex<Option<Arc<crate::controller::runtime::Controller>>>,
+    /// How the last promotion the controller appointed this node to went, while it matters:
+    /// under way, or failed (`LeaderStatus` answers it).
+    promotion: Mutex<Option<&'static str>>,
+    /// When ([`strata_shard::monotonic_ms`]) this node, leading the controller, last
+    /// confirmed the data leader's lease (or appointed a leader).
+    lease_confirmed: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -96,10 +112,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Both clocks: the wall clock for what is shown, the monotonic one (from the process's first
 /// reading) for what expires.
 pub(crate) fn now() -> Now {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let start = START.get_or_init(std::time::Instant::now);
-    let moment = Moment(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
-    Now { wall_ms: now_ms(), moment }
+    Now { wall_ms: now_ms(), moment: Moment(strata_shard::monotonic_ms()) }
 }
 
 impl Control {
@@ -121,11 +134,47 @@ impl Control {
             handle,
             state: Mutex::new(state),
             role_change: tokio::sync::Mutex::new(()),
+            controller: Mutex::new(None),
+            promotion: Mutex::new(None),
+            lease_confirmed: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn controller_slot(
+        &self,
+    ) -> MutexGuard<'_, Option<Arc<crate::controller::runtime::Controller>>> {
+        self.controller.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn promotion(&self) -> Option<&'static str> {
+        *self.promotion.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn set_promotion(&self, status: Option<&'static str>) {
+        *self.promotion.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
+    }
+
+    pub(crate) fn lease_confirmed_ms(&self) -> u64 {
+        self.lease_confirmed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn note_lease_confirmed(&self) {
+        let now = strata_shard::monotonic_ms();
+        self.lease_confirmed.fetch_max(now, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// The epoch this node leads at, if it leads.
+    pub(crate) fn leader_epoch(&self) -> Option<Epoch> {
+        self.state().leader_epoch
+    }
+
+    /// The peer address of the leader this replica follows.
+    pub(crate) fn leader_address(&self) -> Option<String> {
+        self.state().leader.as_ref().map(|leader| leader.address.clone())
     }
 
     pub(crate) fn role(&self) -> Role {
@@ -142,6 +191,13 @@ impl Control {
     /// role-change lock: a promotion elsewhere must be able to fence it meanwhile, or a leader
     /// that dies during a catch-up would block every failover until the wait ends.
     pub(crate) async fn set_role(self: &Arc<Self>, request: SetRole) -> Result<(), AdminError> {
+        let automatic = self.config.failover == crate::failover::Failover::Automatic;
+        if automatic && (request.role.is_cluster() || self.controller().is_some()) {
+            if request.role.is_cluster() && self.config.archive.is_none() {
+                return Err(AdminError::needs_shared_storage());
+            }
+            return self.set_controlled_role(&request).await;
+        }
         let following = self.change_role(request).await?;
         if let Some(session) = following {
             self.wait_for_catch_up(session).await;
@@ -173,7 +229,12 @@ impl Control {
             }
             Role::Leader => {
                 let name = required_name(request.name.as_deref())?;
-                self.become_leader(name, request.force).await.map(|()| None)
+                let guard = if request.force {
+                    Guard::Forced { salt: crate::promotion::random() }
+                } else {
+                    Guard::Checked
+                };
+                self.become_leader(name, guard).await.map(|()| None)
             }
             Role::Follower | Role::Learner => {
                 let name = required_name(request.name.as_deref())?;
@@ -199,6 +260,7 @@ impl Control {
         state.heartbeats_sent = 0;
         state.others.clear();
         state.leader_epoch = None;
+        self.handle.shared.set_lease_deadline(u64::MAX);
         self.handle.shared.set_mode(mode);
         tracing::info!(role = role.name(), "role changed");
         state.session
@@ -238,8 +300,12 @@ impl Control {
 
     /// Promotes this node (the guard and both phases, `promote`), then leads every
     /// partition at the new epoch.
-    async fn become_leader(self: &Arc<Self>, name: String, force: bool) -> Result<(), AdminError> {
-        let plan = self.promote(&name, force).await?;
+    pub(crate) async fn become_leader(
+        self: &Arc<Self>,
+        name: String,
+        guard: Guard,
+    ) -> Result<(), AdminError> {
+        let plan = self.promote(&name, guard).await?;
         let session = self.enter(Role::Leader, name.clone(), ServingMode::Leader);
         let settings = LeaderSettings {
             me: Member { name: name.clone(), address: self.config.advertised_address.clone() },
@@ -283,8 +349,16 @@ impl Control {
 
     /// The name this node goes by and whether it is a learner (for promotions' reports).
     pub(crate) fn identity(&self) -> (String, bool) {
-        let state = self.state();
-        (state.name.clone(), state.role == Role::Learner)
+        let (name, learner) = {
+            let state = self.state();
+            (state.name.clone(), state.role == Role::Learner)
+        };
+        if name.is_empty() {
+            if let Some(controller) = self.controller() {
+                return (controller.identity.name.clone(), learner);
+            }
+        }
+        (name, learner)
     }
 
     /// Peer addresses of the members this node heard of: its leader, the others its leader
@@ -300,7 +374,7 @@ impl Control {
         addresses
     }
 
-    async fn become_replica(
+    pub(crate) async fn become_replica(
         self: &Arc<Self>,
         role: Role,
         name: String,
@@ -380,7 +454,7 @@ impl Control {
     /// Waits (bounded) until every partition streams from the leader and holds durably what
     /// the leader had when its stream started, so that the role change returns with the
     /// replica's data in place, as the reference's synchronous log sync does.
-    async fn wait_for_catch_up(&self, session: u64) {
+    pub(crate) async fn wait_for_catch_up(&self, session: u64) {
         let started = tokio::time::Instant::now();
         let all = self.handle.partition_count as usize;
         while self.handle.shared.caught_up_partitions() < all {
@@ -582,6 +656,9 @@ impl Control {
                 self.heartbeat(&name, &address)
             }
             Request::ReplicationState {} => self.answer_replication_state().await,
+            Request::JoinController { .. } => self.answer_join(request).await,
+            Request::LeaderStatus {} => self.leader_status().await,
+            Request::ConfirmLease { name, epoch } => self.answer_confirm_lease(&name, epoch).await,
             Request::AcceptEpoch { epoch, basis, candidate } => {
                 self.answer_accept_epoch(Epoch(epoch), basis, &candidate).await
             }

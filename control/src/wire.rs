@@ -59,6 +59,21 @@ pub(crate) enum Request {
     AcceptEpoch { epoch: u64, basis: Vec<WireBasis>, candidate: String },
     /// Promotion, phase two: record the new leader's first sets.
     InstallSets { epoch: u64, sets: Vec<WirePartitionSet> },
+    /// A node → any member of a cluster with a controller: admit me (forwarded to the
+    /// member leading the controller).
+    JoinController {
+        name: String,
+        address: String,
+        role: String,
+        version: String,
+        node_id: u64,
+        incarnation: u64,
+    },
+    /// The controller's leader → the data leader: do you lead, and at which epoch?
+    LeaderStatus {},
+    /// The data leader → the controller's leader: confirm I still lead at `epoch` (renews
+    /// the data leader's lease).
+    ConfirmLease { name: String, epoch: u64 },
 }
 
 /// A member of an in-sync set, on the wire.

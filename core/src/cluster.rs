@@ -238,6 +238,29 @@ impl AdminError {
             ),
         )
     }
+    /// 7034: the controller refused a change (another cluster, a taken name, too many
+    /// followers, ...): `reason` says which rule.
+    #[must_use]
+    pub fn controller_refused(reason: &str) -> AdminError {
+        error(7034, format!("Controller refused: {reason}"))
+    }
+    /// 7035: the controller could not be reached or could not commit (no majority of its
+    /// voters answers); nothing changed, or the change may still commit: look again.
+    #[must_use]
+    pub fn controller_unavailable(reason: &str) -> AdminError {
+        error(7035, format!("Controller unavailable: {reason}"))
+    }
+    /// 7036: the node belongs to a cluster with a controller, which sets its role.
+    #[must_use]
+    pub fn controlled(name: &str) -> AdminError {
+        error(
+            7036,
+            format!(
+                "This node is {name}, a member of a cluster with automatic failover: the \
+                 controller sets its role; remove it from the cluster first"
+            ),
+        )
+    }
     /// A leader's refusal, passed on by the node that asked it.
     #[must_use]
     pub fn from_leader(refusal: &AdminError) -> AdminError {

@@ -25,7 +25,7 @@ use crate::ids::{Epoch, Lsn, PartitionId};
 pub const FOLLOWERS_MAX: usize = crate::cluster::FOLLOWERS_MAX;
 
 /// Which cluster a node belongs to: a name people read and an identifier made at init.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterTag {
     pub name: String,
     pub id: u128,
@@ -38,14 +38,14 @@ impl fmt::Display for ClusterTag {
 }
 
 /// Whether a member may lead and vote, or only follows asynchronously.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MemberKind {
     Voter,
     Learner,
 }
 
 /// What a node says of itself when it joins.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Applicant {
     pub name: String,
     pub peer_address: String,
@@ -57,7 +57,7 @@ pub struct Applicant {
 }
 
 /// A member of the cluster, as the controller keeps it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberRecord {
     pub peer_address: String,
     pub kind: MemberKind,
@@ -69,7 +69,7 @@ pub struct MemberRecord {
 
 /// One partition's in-sync set: the data leader and the followers that hold every
 /// acknowledged record.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PartitionRecord {
     pub in_sync: Vec<String>,
     /// Bumped by every change of `in_sync` within one leader epoch, reset when the leader
@@ -78,7 +78,7 @@ pub struct PartitionRecord {
 }
 
 /// What the controller replicates.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterState {
     /// None until the cluster is initialised.
     pub tag: Option<ClusterTag>,
@@ -92,7 +92,7 @@ pub struct ClusterState {
 }
 
 /// One change the controller's log carries.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Command {
     /// Makes a cluster of one voter, which leads.
     Init { tag: ClusterTag, leader: Applicant, partitions: u32, min_insync: usize },
@@ -121,10 +121,38 @@ pub enum Command {
     /// A planned change of leader to `to`, once it holds everything (checked by the caller
     /// before proposing; here only its eligibility).
     Transfer { to: String },
+    /// The data leader is lost and the proposer checked `leader` against what the members
+    /// themselves recorded (the promotion guard: it is in the newest in-sync set every
+    /// answering member knows, and every other follower of that set answered): `leader`
+    /// leads at the next epoch, at least `at_least` (above every epoch a member has
+    /// seen), with `in_sync` (per partition, the leader first) as its first sets. Applies
+    /// only if the leader epoch is still `previous_epoch`, so two proposers racing appoint
+    /// one leader.
+    Appoint { leader: String, previous_epoch: Epoch, at_least: Epoch, in_sync: Vec<Vec<String>> },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Init { tag, leader, .. } => {
+                write!(formatter, "init {tag} led by {}", leader.name)
+            }
+            Command::Join { applicant, .. } => write!(formatter, "join {}", applicant.name),
+            Command::Remove { name } => write!(formatter, "remove {name}"),
+            Command::Fence { name, .. } => write!(formatter, "fence {name}"),
+            Command::Unfence { name, .. } => write!(formatter, "unfence {name}"),
+            Command::AlterInSync { partition, in_sync, .. } => {
+                write!(formatter, "in-sync set of partition {partition}: {in_sync:?}")
+            }
+            Command::Elect { .. } => write!(formatter, "elect"),
+            Command::Transfer { to } => write!(formatter, "transfer to {to}"),
+            Command::Appoint { leader, .. } => write!(formatter, "appoint {leader}"),
+        }
+    }
 }
 
 /// What applying a command asks the members to do.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Effect {
     /// `leader` leads from `epoch` on; every other member follows it.
     NewLeader { leader: String, epoch: Epoch },
@@ -135,7 +163,7 @@ pub enum Effect {
 }
 
 /// Why a command was not applied; the state is then unchanged.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     NotInitialised,
     AlreadyInitialised { tag: ClusterTag },
@@ -226,6 +254,9 @@ impl ClusterState {
             }
             Command::Elect { durable } => next.elect(&durable)?,
             Command::Transfer { to } => next.transfer(&to)?,
+            Command::Appoint { leader, previous_epoch, at_least, in_sync } => {
+                next.appoint(leader, previous_epoch, at_least, in_sync)?
+            }
         };
         next.metadata_version += 1;
         next.check_invariants();
@@ -445,6 +476,55 @@ impl ClusterState {
             return Err(not_eligible("it is not in the in-sync set of every partition"));
         }
         Ok(vec![self.new_leader(to.to_string(), Successor::Transfer)])
+    }
+
+    fn appoint(
+        &mut self,
+        leader: String,
+        previous_epoch: Epoch,
+        at_least: Epoch,
+        in_sync: Vec<Vec<String>>,
+    ) -> Result<Vec<Effect>, Refusal> {
+        self.tag()?;
+        if previous_epoch != self.leader_epoch {
+            let (current, given) = (self.leader_epoch, previous_epoch);
+            return Err(Refusal::StaleLeaderEpoch { current, given });
+        }
+        let member = self.member(&leader)?;
+        let not_eligible =
+            |reason: &str| Refusal::NotEligible { name: leader.clone(), reason: reason.into() };
+        if member.kind != MemberKind::Voter {
+            return Err(not_eligible("it is a learner"));
+        }
+        if member.fenced {
+            return Err(not_eligible("its session expired"));
+        }
+        if in_sync.len() != self.partitions.len() {
+            let reason =
+                format!("{} in-sync sets for {} partitions", in_sync.len(), self.partitions.len());
+            return Err(Refusal::BadSettings { reason });
+        }
+        for (index, set) in in_sync.iter().enumerate() {
+            let partition = PartitionId(index as u32);
+            let bad = |reason: String| Refusal::BadInSyncSet { partition, reason };
+            if set.first() != Some(&leader) {
+                return Err(bad(format!("it must start with the new leader, {leader}")));
+            }
+            for (position, name) in set.iter().enumerate() {
+                if self.member(name)?.kind != MemberKind::Voter {
+                    return Err(bad(format!("{name} is a learner")));
+                }
+                if set[..position].contains(name) {
+                    return Err(bad(format!("{name} appears twice")));
+                }
+            }
+        }
+        self.new_leader(leader.clone(), Successor::Lost);
+        self.leader_epoch = self.leader_epoch.max(at_least);
+        for (record, set) in self.partitions.iter_mut().zip(in_sync) {
+            record.in_sync = set;
+        }
+        Ok(vec![Effect::NewLeader { leader, epoch: self.leader_epoch }])
     }
 
     /// Unfenced voters in the in-sync set of every partition.

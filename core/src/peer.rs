@@ -70,6 +70,10 @@ pub enum MessageKind {
     Fenced = 17,
     /// Replica → leader, text: the partition's log failed here; the stream ends.
     Failed = 18,
+    /// Member → member, JSON: a message of the controller's Raft (append, vote, snapshot).
+    RaftRequest = 20,
+    /// Member → member, JSON: the answer to a [`MessageKind::RaftRequest`].
+    RaftResponse = 21,
 }
 
 impl MessageKind {
@@ -89,6 +93,8 @@ impl MessageKind {
             16 => MessageKind::Recorded,
             17 => MessageKind::Fenced,
             18 => MessageKind::Failed,
+            20 => MessageKind::RaftRequest,
+            21 => MessageKind::RaftResponse,
             _ => return None,
         })
     }
@@ -102,6 +108,8 @@ impl MessageKind {
                 | MessageKind::ControlResponse
                 | MessageKind::Subscribe
                 | MessageKind::Refused
+                | MessageKind::RaftRequest
+                | MessageKind::RaftResponse
         )
     }
 }

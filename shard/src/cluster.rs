@@ -75,6 +75,19 @@ pub struct ClusterShared {
     events_receiver: Mutex<Option<flume::Receiver<NodeEvent>>>,
     /// Partitions refusing writes because too few members are in sync.
     refusing: Mutex<BTreeMap<PartitionId, bool>>,
+    /// Leader under a controller: the moment ([`monotonic_ms`]) its lease ends; past it the
+    /// node answers key commands with `-TRYAGAIN`, because another leader may have been
+    /// elected. `u64::MAX`: no lease is needed (no controller, or not leading).
+    lease_deadline: AtomicU64,
+}
+
+/// Milliseconds on the monotonic clock since the process first read it: the clock leases and
+/// timeouts are measured on, the same on the control thread and every shard.
+#[must_use]
+pub fn monotonic_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let start = START.get_or_init(std::time::Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Events a shard hands to the control thread.
@@ -101,7 +114,21 @@ impl ClusterShared {
             progress: Mutex::new(BTreeMap::new()),
             in_sync_followers: AtomicUsize::new(0),
             streaming: Mutex::new(BTreeMap::new()),
+            lease_deadline: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Sets when the leader's lease ends ([`monotonic_ms`]); `u64::MAX` for no lease.
+    pub fn set_lease_deadline(&self, deadline_ms: u64) {
+        self.lease_deadline.store(deadline_ms, Ordering::Release);
+    }
+
+    /// Whether this node holds no lease it needs: it leads under a controller and its lease
+    /// ended.
+    #[must_use]
+    pub fn lease_expired(&self) -> bool {
+        let deadline = self.lease_deadline.load(Ordering::Acquire);
+        deadline != u64::MAX && monotonic_ms() > deadline
     }
 
     #[must_use]

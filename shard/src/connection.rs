@@ -173,6 +173,9 @@ fn dispatch(
 /// Why this node does not run `command` in its current mode, as a Redis error reply.
 fn refusal(shard: &Shard, command: &KeyCommand) -> Option<Item> {
     let text: &[u8] = match shard.mesh.shared.mode() {
+        ServingMode::Leader if shard.mesh.shared.lease_expired() => {
+            b"-TRYAGAIN this leader lost touch with the controller and may have been replaced\r\n"
+        }
         ServingMode::Standalone | ServingMode::Leader => return None,
         ServingMode::Admin => {
             b"-LOADING the node is in admin mode: set its role through the admin API first\r\n"

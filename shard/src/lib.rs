@@ -15,8 +15,8 @@ mod shard;
 mod signal;
 
 pub use cluster::{
-    ClusterShared, ControlMessage, LeaderSettings, NodeEvent, NodeHandle, ReplicaProgress,
-    ServingMode,
+    monotonic_ms, ClusterShared, ControlMessage, LeaderSettings, NodeEvent, NodeHandle,
+    ReplicaProgress, ServingMode,
 };
 pub use node::{start, NodeError, RunningNode};
 pub use options::{Durability, NodeOptions};

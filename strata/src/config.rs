@@ -143,6 +143,13 @@ pub struct Cluster {
     /// refuses writes (`-NOREPLICAS`) rather than acknowledge with fewer copies; 1 lets a
     /// leader left alone acknowledge alone.
     pub min_insync_replicas: u32,
+    /// `"manual"`: a person promotes a follower when the leader is lost (as in Infinity);
+    /// `"automatic"`: the Raft controller of the leader and followers does it.
+    pub failover: String,
+    /// Milliseconds the data leader may go without confirming its lease with the controller
+    /// before the controller replaces it (automatic failover; a leader whose process is gone
+    /// is replaced at once). Its lease is two thirds of it.
+    pub failover_timeout: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -261,6 +268,8 @@ impl Default for Cluster {
             heartbeat_timeout: 4000,
             replica_window: ByteSize(64 << 20),
             min_insync_replicas: 1,
+            failover: "manual".into(),
+            failover_timeout: 1500,
         }
     }
 }
@@ -343,6 +352,8 @@ impl Config {
             ("heartbeat_interval".into(), text(&self.cluster.heartbeat_interval)),
             ("heartbeat_timeout".into(), text(&self.cluster.heartbeat_timeout)),
             ("min_insync_replicas".into(), text(&self.cluster.min_insync_replicas)),
+            ("failover".into(), self.cluster.failover.clone()),
+            ("failover_timeout".into(), text(&self.cluster.failover_timeout)),
             ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
         ]
@@ -498,6 +509,19 @@ impl Config {
             let message =
                 format!("{min_insync} is not in 1..={members_max} (a leader and its followers)");
             return Err(("cluster.min_insync_replicas", message));
+        }
+        if !["manual", "automatic"].contains(&self.cluster.failover.as_str()) {
+            let message =
+                format!("{:?} is neither \"manual\" nor \"automatic\"", self.cluster.failover);
+            return Err(("cluster.failover", message));
+        }
+        let failover_timeout = self.cluster.failover_timeout;
+        if !(900..=600_000).contains(&failover_timeout) {
+            let message = format!(
+                "{failover_timeout} ms is not in 900..=600000 (it must exceed the controller's \
+                 election time, 200 to 400 ms)"
+            );
+            return Err(("cluster.failover_timeout", message));
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
             return Err(("log.log_level", format!("{:?} is not a log level", self.log.log_level)));

@@ -96,8 +96,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logs at `level`, or as `STRATA_LOG` says. The controller's Raft library logs every
+/// heartbeat to an unreachable member: only its errors are shown unless `STRATA_LOG` names it.
 pub(crate) fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+    let mut directives = std::env::var("STRATA_LOG").unwrap_or_else(|_| level.to_string());
+    if !directives.contains("openraft") {
+        directives.push_str(",openraft=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ =
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
@@ -284,6 +290,13 @@ fn serve(
         version: env!("CARGO_PKG_VERSION").to_string(),
         storage_status,
         archive: archive_access,
+        failover: if config.cluster.failover == "automatic" {
+            strata_control::Failover::Automatic
+        } else {
+            strata_control::Failover::Manual
+        },
+        failover_timeout: Duration::from_millis(config.cluster.failover_timeout),
+        cluster_name: config.cluster.name.clone(),
     };
     let control =
         match strata_control::start(control, node.handle(), listeners.http, listeners.peer) {

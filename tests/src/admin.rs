@@ -53,23 +53,41 @@ impl AdminReply {
 /// When the node cannot be reached or does not answer HTTP.
 #[must_use]
 pub fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> AdminReply {
-    let mut stream = TcpStream::connect(("127.0.0.1", port))
-        .unwrap_or_else(|error| panic!("admin port {port}: {error}"));
-    stream.set_read_timeout(Some(Duration::from_secs(90))).expect("timeout");
+    try_request(port, method, path, body, Duration::from_secs(90))
+        .unwrap_or_else(|error| panic!("admin port {port}: {error}"))
+}
+
+/// One HTTP/1.1 request, or why it got no answer within `timeout` (a node stopped or
+/// paused).
+///
+/// # Errors
+/// The node cannot be reached, does not answer in time, or does not answer HTTP.
+pub fn try_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<AdminReply, String> {
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&address, timeout).map_err(|error| error.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
     let body = body.unwrap_or("");
     let text = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
          Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(text.as_bytes()).expect("send request");
+    stream.write_all(text.as_bytes()).map_err(|error| format!("send: {error}"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read response");
+    stream.read_to_end(&mut response).map_err(|error| format!("read: {error}"))?;
     let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).expect("status");
+    let (head, body) = response.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
+    let status =
+        head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).ok_or("no status")?;
     let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    AdminReply { status, text: body.to_string(), json }
+    Ok(AdminReply { status, text: body.to_string(), json })
 }
 
 /// The body of a set-role request.

@@ -351,3 +351,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_appointment_applies_once_per_epoch_to_an_unfenced_voter_with_the_planned_sets() {
+    let mut state = cluster();
+    let before = state.leader_epoch;
+    let appoint = |leader: &str, previous: Epoch, floor: u64, sets: &[&[&str]]| Command::Appoint {
+        leader: leader.into(),
+        previous_epoch: previous,
+        at_least: Epoch(floor),
+        in_sync: sets.iter().map(|set| names(set)).collect(),
+    };
+    let learner = state.apply(appoint("neville", before, 0, &[&["neville"], &["neville"]]));
+    assert!(matches!(learner, Err(Refusal::NotEligible { .. })), "{learner:?}");
+    let not_first = state.apply(appoint("ron", before, 0, &[&["hermione", "ron"], &["ron"]]));
+    assert!(matches!(not_first, Err(Refusal::BadInSyncSet { .. })), "{not_first:?}");
+    let short = state.apply(appoint("ron", before, 0, &[&["ron"]]));
+    assert!(matches!(short, Err(Refusal::BadSettings { .. })), "{short:?}");
+    let effects =
+        state.apply(appoint("ron", before, 7, &[&["ron", "hermione"], &["ron"]])).unwrap();
+    assert_eq!(effects, vec![Effect::NewLeader { leader: "ron".into(), epoch: Epoch(7) }]);
+    assert_eq!(state.partitions[0].in_sync, names(&["ron", "hermione"]));
+    assert_eq!(state.partitions[1].in_sync, names(&["ron"]));
+    // A second proposer that read the old epoch appoints nobody.
+    let late = state.apply(appoint("hermione", before, 0, &[&["hermione"], &["hermione"]]));
+    assert_eq!(late, Err(Refusal::StaleLeaderEpoch { current: Epoch(7), given: before }));
+    let next = state.apply(appoint("hermione", Epoch(7), 0, &[&["hermione"], &["hermione"]]));
+    assert_eq!(
+        next.unwrap(),
+        vec![Effect::NewLeader { leader: "hermione".into(), epoch: Epoch(8) }]
+    );
+    let incarnation = state.members["ron"].incarnation;
+    state.apply(Command::Fence { name: "ron".into(), incarnation }).unwrap();
+    let fenced = state.apply(appoint("ron", Epoch(8), 0, &[&["ron"], &["ron"]]));
+    assert!(matches!(fenced, Err(Refusal::NotEligible { .. })), "{fenced:?}");
+}

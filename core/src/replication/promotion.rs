@@ -25,6 +25,11 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Guard {
     Checked,
+    /// Checked, at an epoch of at least `at_least`: the controller appointed this member at
+    /// that epoch (it only ever hands out one epoch per leader).
+    Appointed {
+        at_least: Epoch,
+    },
     /// `salt`: a random number; the new epoch is raised by `salt % FORCED_EPOCH_JUMP`.
     Forced {
         salt: u64,
@@ -203,10 +208,14 @@ pub fn plan_promotion(
     let considered: &[MemberReport] = if no_fencing { &[] } else { others };
     let highest = considered.iter().map(MemberReport::highest_epoch).max().unwrap_or(Epoch(0));
     let jump = match guard {
-        Guard::Checked => 0,
+        Guard::Checked | Guard::Appointed { .. } => 0,
         Guard::Forced { salt } => salt % FORCED_EPOCH_JUMP,
     };
-    let epoch = Epoch(highest.max(candidate.highest_epoch()).0 + 1 + jump);
+    let computed = Epoch(highest.max(candidate.highest_epoch()).0 + 1 + jump);
+    let epoch = match guard {
+        Guard::Appointed { at_least } => computed.max(at_least),
+        Guard::Checked | Guard::Forced { .. } => computed,
+    };
     let mut sets = BTreeMap::new();
     let mut basis = BTreeMap::new();
     for own in &candidate.partitions {
@@ -393,6 +402,13 @@ mod tests {
         let plan = plan_promotion(&candidate, &others, Guard::Checked, 1, Mutations::NONE).unwrap();
         assert_eq!(plan.epoch, Epoch(10));
         assert_eq!(plan.sets[&PartitionId(0)], set(10, 0, "hermione", &["hermione"]));
+        // Appointed by the controller at 14: 14; at 3: still above what Ginny saw.
+        let appointed = Guard::Appointed { at_least: Epoch(14) };
+        let plan = plan_promotion(&candidate, &others, appointed, 1, Mutations::NONE).unwrap();
+        assert_eq!(plan.sets[&PartitionId(0)], set(14, 0, "hermione", &["hermione"]));
+        let low = Guard::Appointed { at_least: Epoch(3) };
+        let plan = plan_promotion(&candidate, &others, low, 1, Mutations::NONE).unwrap();
+        assert_eq!(plan.epoch, Epoch(10));
     }
 
     #[test]

@@ -1,0 +1,790 @@
+//! Automatic failover (`[cluster] failover = "automatic"`): the node's part in a cluster run
+//! by the controller.
+//!
+//! - **Init and join.** Infinity's role calls still make the cluster: `leader` on a node that
+//!   never was in one starts a controller of one voter and commits `Init`; `follower` or
+//!   `learner` with an address asks that member to admit it (`JoinController`, forwarded to
+//!   the member leading the controller), which commits `Join` and adds the node to Raft.
+//! - **Following the controller.** Every member watches the applied state: the member named
+//!   data leader promotes itself at the controller's epoch (the promotion guard and both
+//!   phases, as a manual promotion), every other member follows it. A restarted member finds
+//!   its identity in its data directory and does the same, with no admin call.
+//! - **Watching the data leader.** The member leading the controller's Raft asks the data
+//!   leader every [`PROBE_INTERVAL`] whether it leads. A leader that is gone (nothing listens
+//!   on its peer port), that says its promotion failed, or that has not renewed its lease for
+//!   `failover_timeout` is replaced: the member asks every member for its replication state,
+//!   picks the voter with the most durable records that the promotion guard accepts, and
+//!   commits `Appoint` (a compare-and-set on the leader epoch).
+//! - **The lease.** The data leader confirms every [`LEASE_RENEW_INTERVAL`] with the
+//!   controller's leader (which confirms its own leadership with a majority first) that it
+//!   still leads at its epoch. Its shards answer `-TRYAGAIN` once the lease, counted from
+//!   before the confirmation was asked, has run out. The lease is shorter than
+//!   `failover_timeout`, and the timeout is counted from the last confirmation the
+//!   controller's leader gave (or from when it became leader), so a replaced leader has
+//!   stopped serving before its successor is appointed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_core::cluster::{AdminError, Role};
+use strata_core::controller::{Applicant, ClusterState, ClusterTag, Command, MemberKind, Refusal};
+use strata_core::replication::mutations::Mutations;
+use strata_core::replication::promotion::{plan_promotion, Guard, MemberReport};
+use strata_core::Epoch;
+use strata_shard::monotonic_ms;
+
+use crate::controller::network::{RaftRequest, RaftResponse};
+use crate::controller::runtime::{self, Controller, Identity, ProposeError};
+use crate::controller::Answer;
+use crate::json::SetRole;
+use crate::roles::Control;
+use crate::wire::{self, Request, Response, WireError};
+
+/// How often the controller's leader asks the data leader whether it leads.
+const PROBE_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a probe of the data leader may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+/// How often the data leader renews its lease.
+const LEASE_RENEW_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a member waits before trying again an order of the controller that failed
+/// (following a leader that does not lead yet).
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the data leader, when it leads the controller's Raft too, tries to hand that
+/// over (milliseconds).
+const HAND_OFF_INTERVAL_MS: u64 = 2000;
+/// How long a role call that makes or joins a cluster waits for the node to take its role.
+const ROLE_WAIT: Duration = Duration::from_secs(20);
+
+/// Whether failover is left to a person or done by the controller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failover {
+    /// As in Infinity: a person promotes a follower (guarded) and re-points the others.
+    Manual,
+    /// The Raft controller elects a new leader when the data leader is lost.
+    Automatic,
+}
+
+/// What the data leader says when the controller's leader asks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaderHealth {
+    /// It leads at the controller's epoch, or is promoting itself to.
+    Serving,
+    /// Nothing listens on its peer port: the process is gone.
+    Gone,
+    /// Its promotion at the controller's epoch failed.
+    Failed,
+    /// No answer, or it does not lead (yet): replaced only once its lease surely ran out.
+    Unknown,
+}
+
+/// What a member answers to `LeaderStatus`.
+pub(crate) const STATUS_LEADING: &str = "leading";
+pub(crate) const STATUS_PROMOTING: &str = "promoting";
+pub(crate) const STATUS_FAILED: &str = "failed";
+pub(crate) const STATUS_IDLE: &str = "idle";
+
+impl Control {
+    /// The controller this node runs, if it is in a cluster with automatic failover.
+    pub(crate) fn controller(&self) -> Option<Arc<Controller>> {
+        self.controller_slot().clone()
+    }
+
+    /// At start: a node that was a member of a cluster with a controller opens it again and
+    /// follows it. A damaged controller log stops the process (exit code 5), as a damaged WAL
+    /// does: starting without it could vote twice or forget a committed change.
+    pub(crate) async fn resume_controller(self: &Arc<Self>) {
+        if self.config.failover != Failover::Automatic {
+            return;
+        }
+        let identity = match runtime::read_identity(&self.config.data_dir) {
+            Ok(Some(identity)) => identity,
+            Ok(None) => return,
+            Err(reason) => stop_on_damage(&reason),
+        };
+        tracing::info!(name = %identity.name, "rejoining the cluster this node belongs to");
+        if let Err(reason) = self.start_controller(identity).await {
+            stop_on_damage(&reason);
+        }
+    }
+
+    async fn start_controller(
+        self: &Arc<Self>,
+        identity: Identity,
+    ) -> Result<Arc<Controller>, String> {
+        let controller = Arc::new(Controller::open(&self.config.data_dir, identity).await?);
+        *self.controller_slot() = Some(Arc::clone(&controller));
+        tokio::spawn(Arc::clone(self).follow_controller(Arc::clone(&controller)));
+        tokio::spawn(Arc::clone(self).watch_data_leader(Arc::clone(&controller)));
+        tokio::spawn(Arc::clone(self).keep_lease(Arc::clone(&controller)));
+        Ok(controller)
+    }
+
+    /// `POST /admin/node/current` with a cluster role, in automatic mode.
+    pub(crate) async fn set_controlled_role(
+        self: &Arc<Self>,
+        request: &SetRole,
+    ) -> Result<(), AdminError> {
+        if let Some(controller) = self.controller() {
+            let name = &controller.identity.name;
+            let same =
+                request.name.as_deref() == Some(name.as_str()) && self.role() == request.role;
+            return if same { Ok(()) } else { Err(AdminError::controlled(name)) };
+        }
+        let name = request.name.clone().ok_or_else(|| AdminError::field_required("name"))?;
+        strata_core::cluster::validate_name(&name)?;
+        match request.role {
+            Role::Leader => self.initialize_cluster(&name).await,
+            Role::Follower | Role::Learner => {
+                let address =
+                    request.address.clone().ok_or_else(|| AdminError::field_required("address"))?;
+                strata_core::cluster::parse_address(&address)?;
+                self.join_cluster(request.role, &name, &address).await
+            }
+            Role::Admin | Role::Standalone => Ok(()),
+        }
+    }
+
+    /// Makes a new cluster led by this node: a controller of one voter, then `Init`.
+    async fn initialize_cluster(self: &Arc<Self>, name: &str) -> Result<(), AdminError> {
+        let identity = runtime::create_identity(&self.config.data_dir, name)
+            .map_err(|reason| AdminError::controller_unavailable(&reason))?;
+        let applicant = self.applicant(&identity, MemberKind::Voter);
+        let controller = self
+            .start_controller(identity)
+            .await
+            .map_err(|reason| AdminError::controller_unavailable(&reason))?;
+        controller
+            .initialize(controller.node(&self.config.advertised_address))
+            .await
+            .map_err(|reason| AdminError::controller_unavailable(&reason))?;
+        let tag = ClusterTag { name: self.config.cluster_name.clone(), id: random_tag_id() };
+        tracing::info!(%tag, "a new cluster: this node leads it");
+        let init = Command::Init {
+            tag,
+            leader: applicant,
+            partitions: self.handle.partition_count,
+            min_insync: self.config.min_insync_replicas,
+        };
+        let answer = propose_with_retry(&controller, init).await?;
+        answer.0.map_err(|refusal| AdminError::controller_refused(&refusal.to_string()))?;
+        self.wait_for_role(Role::Leader).await
+    }
+
+    /// Joins the cluster `address` belongs to, in `role`.
+    async fn join_cluster(
+        self: &Arc<Self>,
+        role: Role,
+        name: &str,
+        address: &str,
+    ) -> Result<(), AdminError> {
+        if address == self.config.advertised_address {
+            let (ip, port) = address.rsplit_once(':').unwrap_or((address, ""));
+            return Err(AdminError::same_address_as_leader(ip, port));
+        }
+        let identity = runtime::create_identity(&self.config.data_dir, name)
+            .map_err(|reason| AdminError::controller_unavailable(&reason))?;
+        let request = Request::JoinController {
+            name: name.to_string(),
+            address: self.config.advertised_address.clone(),
+            role: role.name().to_string(),
+            version: self.config.version.clone(),
+            node_id: identity.node_id,
+            incarnation: identity.incarnation,
+        };
+        self.start_controller(identity)
+            .await
+            .map_err(|reason| AdminError::controller_unavailable(&reason))?;
+        let outcome = match wire::call(address, &request).await {
+            Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
+            Err(WireError::Io(error)) => {
+                Err(AdminError::cannot_connect(address, &error.to_string()))
+            }
+            Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
+        };
+        if let Err(error) = outcome {
+            self.forget_controller().await;
+            return Err(error);
+        }
+        self.wait_for_role(role).await
+    }
+
+    /// A join that failed: the node is in no cluster again.
+    async fn forget_controller(&self) {
+        let controller = self.controller_slot().take();
+        if let Some(controller) = controller {
+            let _ = controller.raft.shutdown().await;
+        }
+        let directory = runtime::directory(&self.config.data_dir);
+        if let Err(error) = std::fs::remove_dir_all(&directory) {
+            tracing::warn!(%error, "cannot remove the controller directory of a failed join");
+        }
+    }
+
+    fn applicant(&self, identity: &Identity, kind: MemberKind) -> Applicant {
+        Applicant {
+            name: identity.name.clone(),
+            peer_address: self.config.advertised_address.clone(),
+            kind,
+            incarnation: identity.incarnation,
+            version: self.config.version.clone(),
+        }
+    }
+
+    /// Waits (bounded) until the node has taken `role` at the controller's order, and, for
+    /// a replica, caught up.
+    async fn wait_for_role(&self, role: Role) -> Result<(), AdminError> {
+        let started = tokio::time::Instant::now();
+        while self.role() != role {
+            if started.elapsed() > ROLE_WAIT {
+                let reason = format!("the node did not become {} in time", role.name());
+                return Err(AdminError::controller_unavailable(&reason));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
+    /// Answers one message of the controller's Raft from another member.
+    pub(crate) async fn answer_raft(&self, payload: &[u8]) -> RaftResponse {
+        let request = match serde_json::from_slice::<RaftRequest>(payload) {
+            Ok(request) => request,
+            Err(error) => return RaftResponse::Refused(format!("bad Raft message: {error}")),
+        };
+        match self.controller() {
+            Some(controller) => controller.answer(request).await,
+            None => RaftResponse::NoController,
+        }
+    }
+
+    /// Answers `JoinController`: admits the node if this member leads the controller, else
+    /// passes the request to the member that does.
+    pub(crate) async fn answer_join(&self, request: Request) -> Response {
+        let Request::JoinController { name, address, role, version, node_id, incarnation } =
+            request.clone()
+        else {
+            return Response::error(&AdminError::invalid_json("not a join"));
+        };
+        let Some(controller) = self.controller() else {
+            return Response::error(&AdminError::not_leader_register());
+        };
+        if !controller.leads() {
+            return forward_to_leader(&controller, &request).await;
+        }
+        let kind = match Role::parse(&role) {
+            Ok(Role::Follower) => MemberKind::Voter,
+            Ok(Role::Learner) => MemberKind::Learner,
+            _ => return Response::error(&AdminError::invalid_role(&role)),
+        };
+        let applicant = Applicant {
+            name: name.clone(),
+            peer_address: address.clone(),
+            kind,
+            incarnation,
+            version,
+        };
+        let join = Command::Join { tag_id: None, applicant };
+        let outcome = match controller.propose(join).await {
+            Ok(Answer(Ok(_))) => Ok(()),
+            Ok(Answer(Err(refusal))) => Err(refused(&refusal)),
+            Err(error) => Err(unavailable(&error)),
+        };
+        if let Err(error) = outcome {
+            return Response::error(&error);
+        }
+        let node = crate::controller::ControllerNode { name: name.clone(), peer_address: address };
+        let (_, nodes) = controller.raft_members();
+        let older: Vec<u64> = nodes
+            .iter()
+            .filter(|(id, known)| known.name == name && **id != node_id)
+            .map(|(id, _)| *id)
+            .collect();
+        if let Err(error) = controller.admit(node_id, node, kind == MemberKind::Voter).await {
+            return Response::error(&unavailable(&error));
+        }
+        for id in older {
+            tracing::info!(name, id, "the member came back with new data: its old Raft id goes");
+            if let Err(error) = controller.dismiss(id).await {
+                tracing::warn!(%error, "could not remove a member's old Raft id");
+            }
+        }
+        tracing::info!(name, role, "the controller admitted a member");
+        Response::default()
+    }
+
+    // ----- following the controller -----
+
+    /// Carries out the controller's state on this member for as long as it runs: leads when
+    /// named data leader, follows the data leader otherwise.
+    async fn follow_controller(self: Arc<Self>, controller: Arc<Controller>) {
+        let mut applied = controller.watch();
+        let mut tried: Option<Epoch> = None;
+        loop {
+            if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
+                return;
+            }
+            let state = applied.borrow_and_update().state.clone();
+            self.carry_out(&controller, &state, &mut tried).await;
+            let _ = tokio::time::timeout(RETRY_INTERVAL, applied.changed()).await;
+        }
+    }
+
+    async fn carry_out(
+        self: &Arc<Self>,
+        controller: &Controller,
+        state: &ClusterState,
+        tried: &mut Option<Epoch>,
+    ) {
+        let me = controller.identity.name.clone();
+        let (Some(member), Some(leader)) = (state.members.get(&me), state.data_leader.clone())
+        else {
+            return;
+        };
+        let epoch = state.leader_epoch;
+        if leader == me {
+            // A node leads an epoch once: one that has seen it already (it led it and then
+            // restarted, or its promotion to it failed half-way) waits to be replaced.
+            if self.highest_fence().await >= epoch || *tried == Some(epoch) {
+                return;
+            }
+            *tried = Some(epoch);
+            self.lead_appointed(&me, epoch).await;
+            return;
+        }
+        let Some(address) = state.members.get(&leader).map(|record| record.peer_address.clone())
+        else {
+            return;
+        };
+        let role = if member.kind == MemberKind::Voter { Role::Follower } else { Role::Learner };
+        if self.role() == role && self.leader_address().as_deref() == Some(address.as_str()) {
+            return;
+        }
+        if let Err(error) = self.repoint(role, &me, &address).await {
+            tracing::debug!(%error, leader, "cannot follow the new leader yet; trying again");
+        }
+    }
+
+    /// Promotes this node, appointed at `epoch`: the promotion guard and both phases, then
+    /// leading with a fresh lease.
+    async fn lead_appointed(self: &Arc<Self>, name: &str, epoch: Epoch) {
+        tracing::info!(epoch = epoch.0, "the controller appointed this node leader");
+        self.set_promotion(Some(STATUS_PROMOTING));
+        let outcome = {
+            let _serialized = self.role_change.lock().await;
+            self.become_leader(name.to_string(), Guard::Appointed { at_least: epoch }).await
+        };
+        match outcome {
+            Ok(()) => {
+                let lease = self.lease_duration();
+                self.handle.shared.set_lease_deadline(monotonic_ms() + lease);
+                self.set_promotion(None);
+            }
+            Err(error) => {
+                tracing::warn!(%error, epoch = epoch.0, "the appointed promotion failed");
+                self.set_promotion(Some(STATUS_FAILED));
+            }
+        }
+    }
+
+    /// Follows the leader at `address` in `role`, leaving whatever this node did before.
+    async fn repoint(
+        self: &Arc<Self>,
+        role: Role,
+        name: &str,
+        address: &str,
+    ) -> Result<(), AdminError> {
+        let session = {
+            let _serialized = self.role_change.lock().await;
+            if self.role() == role && self.leader_address().as_deref() == Some(address) {
+                return Ok(());
+            }
+            if self.role() != Role::Admin {
+                self.become_admin(false).await;
+            }
+            self.become_replica(role, name.to_string(), address.to_string()).await?
+        };
+        tracing::info!(leader = address, role = role.name(), "following the controller's leader");
+        let _ = session;
+        Ok(())
+    }
+
+    // ----- watching the data leader -----
+
+    /// On the member leading the controller's Raft: replaces a data leader that is lost.
+    async fn watch_data_leader(self: Arc<Self>, controller: Arc<Controller>) {
+        let timeout_ms = self.failover_timeout_ms();
+        let mut leading_since: Option<u64> = None;
+        let mut handed_off_at = 0u64;
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
+                return;
+            }
+            if !controller.leads() {
+                leading_since = None;
+                continue;
+            }
+            let since = *leading_since.get_or_insert_with(monotonic_ms);
+            let state = controller.state();
+            let Some(leader) = state.data_leader.clone() else { continue };
+            if leader == controller.identity.name
+                && monotonic_ms().saturating_sub(handed_off_at) > HAND_OFF_INTERVAL_MS
+                && self.role() == Role::Leader
+            {
+                handed_off_at = monotonic_ms();
+                if controller.hand_off_leadership().await {
+                    tracing::info!("the controller's leadership goes to another voter");
+                    continue;
+                }
+            }
+            let health = self.probe_leader(&controller, &state, &leader).await;
+            let confirmed = self.lease_confirmed_ms().max(since);
+            let silent_too_long = monotonic_ms().saturating_sub(confirmed) > timeout_ms;
+            let replace = match health {
+                LeaderHealth::Serving => false,
+                LeaderHealth::Gone | LeaderHealth::Failed => true,
+                LeaderHealth::Unknown => silent_too_long,
+            };
+            if !replace {
+                continue;
+            }
+            tracing::warn!(
+                leader,
+                ?health,
+                epoch = state.leader_epoch.0,
+                "the data leader is lost"
+            );
+            match self.fail_over(&controller, &state).await {
+                Ok(appointed) => {
+                    tracing::warn!(appointed, "the controller appointed a new data leader");
+                    // The new leader gets a whole timeout to promote itself.
+                    self.note_lease_confirmed();
+                }
+                Err(reason) => {
+                    tracing::warn!(%reason, "no leader could be appointed yet");
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                }
+            }
+        }
+    }
+
+    async fn probe_leader(
+        &self,
+        controller: &Controller,
+        state: &ClusterState,
+        leader: &str,
+    ) -> LeaderHealth {
+        let status = if leader == controller.identity.name {
+            Ok(self.leader_status().await)
+        } else {
+            let Some(record) = state.members.get(leader) else { return LeaderHealth::Gone };
+            let call = wire::call(&record.peer_address, &Request::LeaderStatus {});
+            match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+                Ok(Ok(response)) => Ok(response),
+                Ok(Err(WireError::Io(error)))
+                    if error.kind() == std::io::ErrorKind::ConnectionRefused =>
+                {
+                    return LeaderHealth::Gone
+                }
+                Ok(Err(error)) => Err(error.to_string()),
+                Err(_) => Err("no answer".to_string()),
+            }
+        };
+        match status {
+            Ok(response) => {
+                let epoch = response.epoch.unwrap_or(0);
+                let current = state.leader_epoch.0;
+                match response.sender_status.as_str() {
+                    STATUS_LEADING if epoch == current => LeaderHealth::Serving,
+                    STATUS_PROMOTING => LeaderHealth::Serving,
+                    STATUS_FAILED => LeaderHealth::Failed,
+                    // It has seen its epoch and does not lead it: it restarted, or stepped
+                    // down.
+                    STATUS_IDLE if epoch >= current => LeaderHealth::Failed,
+                    _ => LeaderHealth::Unknown,
+                }
+            }
+            Err(_) => LeaderHealth::Unknown,
+        }
+    }
+
+    /// Answers `LeaderStatus`: whether this node leads and at which epoch, or how its last
+    /// appointed promotion went; otherwise the highest epoch it has seen.
+    pub(crate) async fn leader_status(&self) -> Response {
+        let leading = self.leader_epoch().filter(|_| self.role() == Role::Leader);
+        let (status, epoch) = match (leading, self.promotion()) {
+            (_, Some(status)) => (status, self.highest_fence().await),
+            (Some(epoch), None) => (STATUS_LEADING, epoch),
+            (None, None) => (STATUS_IDLE, self.highest_fence().await),
+        };
+        Response { sender_status: status.to_string(), epoch: Some(epoch.0), ..Response::default() }
+    }
+
+    /// The highest epoch any partition here recorded as its fence: a node that led an epoch,
+    /// or accepted one, has it.
+    async fn highest_fence(&self) -> Epoch {
+        let reports = self.handle.report().await;
+        reports.iter().map(|report| report.fence).max().unwrap_or_default()
+    }
+
+    /// Appoints the best member the promotion guard accepts; answers its name.
+    async fn fail_over(
+        &self,
+        controller: &Controller,
+        state: &ClusterState,
+    ) -> Result<String, String> {
+        let reports = self.member_reports(controller, state).await;
+        let mut candidates: Vec<&MemberReport> = reports
+            .iter()
+            .filter(|report| {
+                state
+                    .members
+                    .get(&report.member.name)
+                    .is_some_and(|member| member.kind == MemberKind::Voter && !member.fenced)
+            })
+            .collect();
+        candidates.sort_by(|one, other| {
+            durable(other).cmp(&durable(one)).then(one.member.name.cmp(&other.member.name))
+        });
+        let mut reasons = Vec::new();
+        let at_least = Epoch(state.leader_epoch.0 + 1);
+        for candidate in candidates {
+            let others: Vec<MemberReport> = reports
+                .iter()
+                .filter(|report| report.member.name != candidate.member.name)
+                .cloned()
+                .collect();
+            let guard = Guard::Appointed { at_least };
+            let min_insync = state.min_insync;
+            match plan_promotion(candidate, &others, guard, min_insync, Mutations::in_force()) {
+                Ok(plan) => {
+                    let name = candidate.member.name.clone();
+                    let in_sync = plan
+                        .sets
+                        .values()
+                        .map(|set| {
+                            let mut names = vec![name.clone()];
+                            names.extend(
+                                set.members
+                                    .iter()
+                                    .map(|member| member.name.clone())
+                                    .filter(|member| *member != name),
+                            );
+                            names
+                        })
+                        .collect();
+                    let appoint = Command::Appoint {
+                        leader: name.clone(),
+                        previous_epoch: state.leader_epoch,
+                        at_least: plan.epoch,
+                        in_sync,
+                    };
+                    return match controller.propose(appoint).await {
+                        Ok(Answer(Ok(_))) => Ok(name),
+                        Ok(Answer(Err(refusal))) => Err(refusal.to_string()),
+                        Err(error) => Err(error.to_string()),
+                    };
+                }
+                Err(refusal) => reasons.push(format!("{}: {refusal}", candidate.member.name)),
+            }
+        }
+        Err(if reasons.is_empty() { "no voter answered".into() } else { reasons.join("; ") })
+    }
+
+    /// Every member's replication report (this one's too); members that do not answer in
+    /// time are left out.
+    async fn member_reports(
+        &self,
+        controller: &Controller,
+        state: &ClusterState,
+    ) -> Vec<MemberReport> {
+        let me = controller.identity.name.clone();
+        let learner =
+            state.members.get(&me).is_some_and(|member| member.kind == MemberKind::Learner);
+        let mut reports = vec![self.own_report(&me, learner).await];
+        let addresses = state
+            .members
+            .iter()
+            .filter(|(name, _)| **name != me)
+            .map(|(name, member)| (name.clone(), member.peer_address.clone()))
+            .collect();
+        reports.extend(self.reports_from(addresses).await);
+        reports
+    }
+
+    // ----- the lease -----
+
+    /// While this node leads under the controller, renews its lease; a leader the controller
+    /// no longer names loses it at once.
+    async fn keep_lease(self: Arc<Self>, controller: Arc<Controller>) {
+        loop {
+            tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
+            if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
+                return;
+            }
+            let (Role::Leader, Some(epoch)) = (self.role(), self.leader_epoch()) else {
+                continue;
+            };
+            let asked_at = monotonic_ms();
+            let name = controller.identity.name.clone();
+            match self.confirm_lease(&controller, &name, epoch).await {
+                Ok(()) => {
+                    let deadline = asked_at + self.lease_duration();
+                    self.handle.shared.set_lease_deadline(deadline);
+                }
+                Err(LeaseRefusal::Replaced(reason)) => {
+                    tracing::warn!(%reason, "the controller no longer names this node leader");
+                    self.handle.shared.set_lease_deadline(0);
+                }
+                Err(LeaseRefusal::Unconfirmed(reason)) => {
+                    tracing::debug!(%reason, "lease not renewed");
+                }
+            }
+        }
+    }
+
+    async fn confirm_lease(
+        &self,
+        controller: &Controller,
+        name: &str,
+        epoch: Epoch,
+    ) -> Result<(), LeaseRefusal> {
+        if controller.leads() {
+            let state = controller.confirmed_state().await.map_err(LeaseRefusal::Unconfirmed)?;
+            self.note_lease_confirmed();
+            return check_leader(&state, name, epoch);
+        }
+        let Some((_, leader)) = controller.leader() else {
+            return Err(LeaseRefusal::Unconfirmed("no controller leader known".into()));
+        };
+        let request = Request::ConfirmLease { name: name.to_string(), epoch: epoch.0 };
+        let call = wire::call(&leader.peer_address, &request);
+        match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+            Ok(Ok(response)) if response.error_code == 0 => Ok(()),
+            Ok(Ok(response)) if response.sender_status == STATUS_IDLE => {
+                Err(LeaseRefusal::Replaced(response.error_message))
+            }
+            Ok(Ok(response)) => Err(LeaseRefusal::Unconfirmed(response.error_message)),
+            Ok(Err(error)) => Err(LeaseRefusal::Unconfirmed(error.to_string())),
+            Err(_) => Err(LeaseRefusal::Unconfirmed("no answer".into())),
+        }
+    }
+
+    /// Answers `ConfirmLease` on the controller's leader.
+    pub(crate) async fn answer_confirm_lease(&self, name: &str, epoch: u64) -> Response {
+        let Some(controller) = self.controller() else {
+            return Response::error(&AdminError::controller_unavailable("no controller here"));
+        };
+        if !controller.leads() {
+            return Response::error(&AdminError::controller_unavailable("not its leader"));
+        }
+        let state = match controller.confirmed_state().await {
+            Ok(state) => state,
+            Err(reason) => return Response::error(&AdminError::controller_unavailable(&reason)),
+        };
+        match check_leader(&state, name, Epoch(epoch)) {
+            Ok(()) => {
+                self.note_lease_confirmed();
+                Response::default()
+            }
+            Err(LeaseRefusal::Replaced(reason)) => {
+                let mut response = Response::error(&AdminError::controller_refused(&reason));
+                response.sender_status = STATUS_IDLE.to_string();
+                response
+            }
+            Err(LeaseRefusal::Unconfirmed(reason)) => {
+                Response::error(&AdminError::controller_unavailable(&reason))
+            }
+        }
+    }
+
+    /// The lease a confirmation gives: two thirds of `failover_timeout`.
+    fn lease_duration(&self) -> u64 {
+        self.failover_timeout_ms() * 2 / 3
+    }
+
+    fn failover_timeout_ms(&self) -> u64 {
+        u64::try_from(self.config.failover_timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Why a lease was not renewed.
+enum LeaseRefusal {
+    /// The controller names another leader or epoch: stop now.
+    Replaced(String),
+    /// No confirmation (no majority, no answer): the lease runs out by itself.
+    Unconfirmed(String),
+}
+
+fn check_leader(state: &ClusterState, name: &str, epoch: Epoch) -> Result<(), LeaseRefusal> {
+    if state.data_leader.as_deref() == Some(name) && state.leader_epoch == epoch {
+        return Ok(());
+    }
+    Err(LeaseRefusal::Replaced(format!(
+        "the controller names {} at epoch {}",
+        state.data_leader.as_deref().unwrap_or("nobody"),
+        state.leader_epoch
+    )))
+}
+
+/// Records durable over every partition.
+fn durable(report: &MemberReport) -> u64 {
+    report.partitions.iter().map(|partition| partition.durable_lsn.0).sum()
+}
+
+fn refused(refusal: &Refusal) -> AdminError {
+    AdminError::controller_refused(&refusal.to_string())
+}
+
+fn unavailable(error: &ProposeError) -> AdminError {
+    AdminError::controller_unavailable(&error.to_string())
+}
+
+/// Passes `request` to the member leading the controller's Raft.
+async fn forward_to_leader(controller: &Controller, request: &Request) -> Response {
+    let Some((_, leader)) = controller.leader() else {
+        return Response::error(&AdminError::controller_unavailable("no leader elected yet"));
+    };
+    match wire::call(&leader.peer_address, request).await {
+        Ok(response) => response,
+        Err(error) => Response::error(&AdminError::controller_unavailable(&error.to_string())),
+    }
+}
+
+/// Proposes `command` on this member, waiting (bounded) for it to lead the controller: right
+/// after `initialize` its election takes a moment.
+async fn propose_with_retry(
+    controller: &Controller,
+    command: Command,
+) -> Result<Answer, AdminError> {
+    let started = tokio::time::Instant::now();
+    loop {
+        match controller.propose(command.clone()).await {
+            Ok(answer) => return Ok(answer),
+            Err(ProposeError::NotLeader { .. }) if started.elapsed() < ROLE_WAIT => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(error) => return Err(unavailable(&error)),
+        }
+    }
+}
+
+/// 128 random bits for a new cluster's tag.
+fn random_tag_id() -> u128 {
+    use std::io::Read;
+    let mut bytes = [0u8; 16];
+    if std::fs::File::open("/dev/urandom").and_then(|mut file| file.read_exact(&mut bytes)).is_err()
+    {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_nanos());
+        return nanos ^ u128::from(std::process::id());
+    }
+    u128::from_le_bytes(bytes)
+}
+
+/// A controller whose files are damaged must not run: stop the process.
+fn stop_on_damage(reason: &str) -> ! {
+    tracing::error!(reason, "the controller's files are damaged; the node stops");
+    eprintln!("strata: the controller's files are damaged: {reason}");
+    std::process::exit(5)
+}

@@ -27,9 +27,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_core::cluster::{AdminError, Role};
-use strata_core::controller::{Applicant, ClusterState, ClusterTag, Command, MemberKind, Refusal};
+use strata_core::controller::{
+    hex_identifier, plan_succession, Applicant, ClusterState, ClusterTag, Command, MemberKind,
+    Refusal,
+};
 use strata_core::replication::mutations::Mutations;
-use strata_core::replication::promotion::{plan_promotion, Guard, MemberReport};
+use strata_core::replication::promotion::{Guard, MemberReport};
 use strata_core::Epoch;
 use strata_shard::monotonic_ms;
 
@@ -49,6 +52,9 @@ const LEASE_RENEW_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a member waits before trying again an order of the controller that failed
 /// (following a leader that does not lead yet).
 const RETRY_INTERVAL: Duration = Duration::from_millis(200);
+/// The data leader mirrors its in-sync sets to the controller every this many lease
+/// renewals.
+const MIRROR_EVERY_ROUNDS: u64 = 5;
 /// How often the data leader, when it leads the controller's Raft too, tries to hand that
 /// over (milliseconds).
 const HAND_OFF_INTERVAL_MS: u64 = 2000;
@@ -125,10 +131,7 @@ impl Control {
         request: &SetRole,
     ) -> Result<(), AdminError> {
         if let Some(controller) = self.controller() {
-            let name = &controller.identity.name;
-            let same =
-                request.name.as_deref() == Some(name.as_str()) && self.role() == request.role;
-            return if same { Ok(()) } else { Err(AdminError::controlled(name)) };
+            return self.answer_member_role_call(&controller, request).await;
         }
         let name = request.name.clone().ok_or_else(|| AdminError::field_required("name"))?;
         strata_core::cluster::validate_name(&name)?;
@@ -141,6 +144,46 @@ impl Control {
                 self.join_cluster(request.role, &name, &address).await
             }
             Role::Admin | Role::Standalone => Ok(()),
+        }
+    }
+
+    /// A role call on a node that is a member already: the same role changes nothing; a call
+    /// to join another cluster is put to that cluster, which refuses it naming both tags;
+    /// anything else is refused (the controller sets this node's role).
+    async fn answer_member_role_call(
+        &self,
+        controller: &Controller,
+        request: &SetRole,
+    ) -> Result<(), AdminError> {
+        let name = controller.identity.name.clone();
+        if request.name.as_deref() == Some(name.as_str()) && self.role() == request.role {
+            return Ok(());
+        }
+        let (Role::Follower | Role::Learner, Some(address)) = (request.role, &request.address)
+        else {
+            return Err(AdminError::controlled(&name));
+        };
+        let state = controller.state();
+        let ours = state.members.values().any(|member| member.peer_address == *address);
+        if ours {
+            return Err(AdminError::controlled(&name));
+        }
+        let identity = &controller.identity;
+        let join = Request::JoinController {
+            name: name.clone(),
+            address: self.config.advertised_address.clone(),
+            role: request.role.name().to_string(),
+            version: self.config.version.clone(),
+            node_id: identity.node_id,
+            incarnation: identity.incarnation,
+            tag_id: state.tag.as_ref().map(|tag| format!("{:032x}", tag.id)),
+        };
+        match wire::call(address, &join).await {
+            Ok(response) => match response.into_result() {
+                Ok(_) => Err(AdminError::controlled(&name)),
+                Err(error) => Err(AdminError::from_leader(&error)),
+            },
+            Err(error) => Err(AdminError::cannot_connect(address, &error.to_string())),
         }
     }
 
@@ -190,6 +233,7 @@ impl Control {
             version: self.config.version.clone(),
             node_id: identity.node_id,
             incarnation: identity.incarnation,
+            tag_id: None,
         };
         self.start_controller(identity)
             .await
@@ -259,7 +303,7 @@ impl Control {
     /// Answers `JoinController`: admits the node if this member leads the controller, else
     /// passes the request to the member that does.
     pub(crate) async fn answer_join(&self, request: Request) -> Response {
-        let Request::JoinController { name, address, role, version, node_id, incarnation } =
+        let Request::JoinController { name, address, role, version, node_id, incarnation, tag_id } =
             request.clone()
         else {
             return Response::error(&AdminError::invalid_json("not a join"));
@@ -282,7 +326,11 @@ impl Control {
             incarnation,
             version,
         };
-        let join = Command::Join { tag_id: None, applicant };
+        let tag_id = match tag_id.as_deref().map(hex_identifier::parse).transpose() {
+            Ok(tag_id) => tag_id,
+            Err(reason) => return Response::error(&AdminError::invalid_json(&reason)),
+        };
+        let join = Command::Join { tag_id, applicant };
         let outcome = match controller.propose(join).await {
             Ok(Answer(Ok(_))) => Ok(()),
             Ok(Answer(Err(refusal))) => Err(refused(&refusal)),
@@ -309,6 +357,104 @@ impl Control {
         }
         tracing::info!(name, role, "the controller admitted a member");
         Response::default()
+    }
+
+    /// What `GET /admin/nodes` adds in a cluster with a controller.
+    pub(crate) fn controller_view(&self) -> Option<ControllerView> {
+        let controller = self.controller()?;
+        let state = controller.state();
+        let (voters, nodes) = controller.raft_members();
+        let voter_names = nodes
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .map(|(_, node)| node.name.clone())
+            .collect();
+        let in_sync = state
+            .members
+            .keys()
+            .filter(|name| {
+                state.partitions.iter().all(|partition| partition.in_sync.contains(name))
+            })
+            .cloned()
+            .collect();
+        Some(ControllerView {
+            tag: state.tag.clone(),
+            data_leader: state.data_leader.clone(),
+            leader_epoch: state.leader_epoch,
+            controller_leader: controller.leader().map(|(_, node)| node.name),
+            voters: voter_names,
+            in_sync,
+            members: state.members.into_iter().map(|(name, member)| (name, member.kind)).collect(),
+        })
+    }
+
+    /// Commits `command` at the controller's leader, wherever it is.
+    pub(crate) async fn propose_anywhere(&self, command: Command) -> Result<(), AdminError> {
+        let Some(controller) = self.controller() else {
+            return Err(AdminError::controller_unavailable("this node is in no cluster"));
+        };
+        if controller.leads() {
+            return match controller.propose(command).await {
+                Ok(Answer(Ok(_))) => Ok(()),
+                Ok(Answer(Err(refusal))) => Err(refused(&refusal)),
+                Err(error) => Err(unavailable(&error)),
+            };
+        }
+        let response =
+            forward_to_leader(&controller, &Request::ControllerPropose { command }).await;
+        response.into_result().map(|_| ())
+    }
+
+    /// Answers `ControllerPropose`: commits it here, or passes it to the controller's leader.
+    pub(crate) async fn answer_propose(&self, request: Request) -> Response {
+        let Request::ControllerPropose { command } = request else {
+            return Response::error(&AdminError::invalid_json("not a proposal"));
+        };
+        let Some(controller) = self.controller() else {
+            return Response::error(&AdminError::controller_unavailable("no controller here"));
+        };
+        if !controller.leads() {
+            return forward_to_leader(&controller, &Request::ControllerPropose { command }).await;
+        }
+        match controller.propose(command).await {
+            Ok(Answer(Ok(_))) => Response::default(),
+            Ok(Answer(Err(refusal))) => Response::error(&refused(&refusal)),
+            Err(error) => Response::error(&unavailable(&error)),
+        }
+    }
+
+    /// The data leader tells the controller the in-sync sets it recorded where they differ
+    /// from the controller's (the controller shows them and keeps them for the record; the
+    /// sets members recorded stay what a successor is checked against).
+    async fn mirror_in_sync_sets(&self, controller: &Controller, name: &str, epoch: Epoch) {
+        let state = controller.state();
+        if state.data_leader.as_deref() != Some(name) || state.leader_epoch != epoch {
+            return;
+        }
+        for report in self.handle.report().await {
+            let Some(set) = &report.in_sync else { continue };
+            let Some(record) = state.partitions.get(report.partition.0 as usize) else { continue };
+            let mut names = vec![name.to_string()];
+            names.extend(
+                set.members
+                    .iter()
+                    .map(|member| member.name.clone())
+                    .filter(|member| member != name),
+            );
+            if set.leader_epoch != epoch || names == record.in_sync {
+                continue;
+            }
+            let command = Command::AlterInSync {
+                partition: report.partition,
+                leader_epoch: epoch,
+                isr_epoch: record.isr_epoch,
+                in_sync: names,
+            };
+            if let Err(error) = self.propose_anywhere(command).await {
+                tracing::debug!(%error, partition = report.partition.0, "in-sync set not mirrored");
+                return;
+            }
+        }
     }
 
     // ----- following the controller -----
@@ -526,68 +672,25 @@ impl Control {
         reports.iter().map(|report| report.fence).max().unwrap_or_default()
     }
 
-    /// Appoints the best member the promotion guard accepts; answers its name.
+    /// Appoints the best member the promotion guard accepts
+    /// (`strata_core::controller::plan_succession`); answers its name.
     async fn fail_over(
         &self,
         controller: &Controller,
         state: &ClusterState,
     ) -> Result<String, String> {
         let reports = self.member_reports(controller, state).await;
-        let mut candidates: Vec<&MemberReport> = reports
-            .iter()
-            .filter(|report| {
-                state
-                    .members
-                    .get(&report.member.name)
-                    .is_some_and(|member| member.kind == MemberKind::Voter && !member.fenced)
-            })
-            .collect();
-        candidates.sort_by(|one, other| {
-            durable(other).cmp(&durable(one)).then(one.member.name.cmp(&other.member.name))
-        });
-        let mut reasons = Vec::new();
-        let at_least = Epoch(state.leader_epoch.0 + 1);
-        for candidate in candidates {
-            let others: Vec<MemberReport> = reports
-                .iter()
-                .filter(|report| report.member.name != candidate.member.name)
-                .cloned()
-                .collect();
-            let guard = Guard::Appointed { at_least };
-            let min_insync = state.min_insync;
-            match plan_promotion(candidate, &others, guard, min_insync, Mutations::in_force()) {
-                Ok(plan) => {
-                    let name = candidate.member.name.clone();
-                    let in_sync = plan
-                        .sets
-                        .values()
-                        .map(|set| {
-                            let mut names = vec![name.clone()];
-                            names.extend(
-                                set.members
-                                    .iter()
-                                    .map(|member| member.name.clone())
-                                    .filter(|member| *member != name),
-                            );
-                            names
-                        })
-                        .collect();
-                    let appoint = Command::Appoint {
-                        leader: name.clone(),
-                        previous_epoch: state.leader_epoch,
-                        at_least: plan.epoch,
-                        in_sync,
-                    };
-                    return match controller.propose(appoint).await {
-                        Ok(Answer(Ok(_))) => Ok(name),
-                        Ok(Answer(Err(refusal))) => Err(refusal.to_string()),
-                        Err(error) => Err(error.to_string()),
-                    };
-                }
-                Err(refusal) => reasons.push(format!("{}: {refusal}", candidate.member.name)),
-            }
+        let appoint = plan_succession(state, &reports, Mutations::in_force())
+            .map_err(|nobody| nobody.to_string())?;
+        let Command::Appoint { leader, .. } = &appoint else {
+            unreachable!("plan_succession answers an appointment")
+        };
+        let leader = leader.clone();
+        match controller.propose(appoint).await {
+            Ok(Answer(Ok(_))) => Ok(leader),
+            Ok(Answer(Err(refusal))) => Err(refusal.to_string()),
+            Err(error) => Err(error.to_string()),
         }
-        Err(if reasons.is_empty() { "no voter answered".into() } else { reasons.join("; ") })
     }
 
     /// Every member's replication report (this one's too); members that do not answer in
@@ -616,7 +719,9 @@ impl Control {
     /// While this node leads under the controller, renews its lease; a leader the controller
     /// no longer names loses it at once.
     async fn keep_lease(self: Arc<Self>, controller: Arc<Controller>) {
+        let mut rounds = 0u64;
         loop {
+            rounds += 1;
             tokio::time::sleep(LEASE_RENEW_INTERVAL).await;
             if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
                 return;
@@ -630,6 +735,9 @@ impl Control {
                 Ok(()) => {
                     let deadline = asked_at + self.lease_duration();
                     self.handle.shared.set_lease_deadline(deadline);
+                    if rounds % MIRROR_EVERY_ROUNDS == 0 {
+                        self.mirror_in_sync_sets(&controller, &name, epoch).await;
+                    }
                 }
                 Err(LeaseRefusal::Replaced(reason)) => {
                     tracing::warn!(%reason, "the controller no longer names this node leader");
@@ -707,6 +815,20 @@ impl Control {
     }
 }
 
+/// The controller's state as the admin API shows it.
+pub(crate) struct ControllerView {
+    pub tag: Option<ClusterTag>,
+    pub data_leader: Option<String>,
+    pub leader_epoch: Epoch,
+    /// The member leading the controller's Raft, as this member last heard.
+    pub controller_leader: Option<String>,
+    /// Members voting in the controller's Raft.
+    pub voters: std::collections::BTreeSet<String>,
+    /// Members in the controller's in-sync set of every partition.
+    pub in_sync: std::collections::BTreeSet<String>,
+    pub members: Vec<(String, MemberKind)>,
+}
+
 /// Why a lease was not renewed.
 enum LeaseRefusal {
     /// The controller names another leader or epoch: stop now.
@@ -724,11 +846,6 @@ fn check_leader(state: &ClusterState, name: &str, epoch: Epoch) -> Result<(), Le
         state.data_leader.as_deref().unwrap_or("nobody"),
         state.leader_epoch
     )))
-}
-
-/// Records durable over every partition.
-fn durable(report: &MemberReport) -> u64 {
-    report.partitions.iter().map(|partition| partition.durable_lsn.0).sum()
 }
 
 fn refused(refusal: &Refusal) -> AdminError {

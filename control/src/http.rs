@@ -113,12 +113,56 @@ fn row_json(row: &NodeRow, time_key: &str) -> Value {
 }
 
 async fn list_nodes(State(control): State<Arc<Control>>) -> Response {
+    let view = control.controller_view();
     answer(control.rows().map(|rows| {
-        let nodes: Vec<Value> = rows.iter().map(|row| row_json(row, "last_update")).collect();
+        let mut nodes: Vec<Value> = rows.iter().map(|row| row_json(row, "last_update")).collect();
         let mut fields = Map::new();
+        if let Some(view) = &view {
+            add_controller_view(&mut nodes, &mut fields, view);
+        }
         fields.insert("nodes".into(), Value::Array(nodes));
         fields
     }))
+}
+
+/// In a cluster with a controller: each node's in-sync flag and controller vote, the members
+/// the controller knows that this node does not list (as `timeout`), and the cluster's tag,
+/// leader epoch and the member leading the controller.
+fn add_controller_view(
+    nodes: &mut Vec<Value>,
+    fields: &mut Map<String, Value>,
+    view: &crate::failover::ControllerView,
+) {
+    for (name, kind) in &view.members {
+        let listed = nodes.iter().any(|node| node["name"] == name.as_str());
+        if !listed {
+            let role = match (view.data_leader.as_deref() == Some(name.as_str()), kind) {
+                (true, _) => "leader",
+                (false, strata_core::controller::MemberKind::Voter) => "follower",
+                (false, strata_core::controller::MemberKind::Learner) => "learner",
+            };
+            nodes.push(json!({ "name": name, "role": role, "status": "timeout" }));
+        }
+    }
+    for node in nodes.iter_mut() {
+        let name = node["name"].as_str().unwrap_or_default().to_string();
+        node["in_sync"] = json!(view.in_sync.contains(&name));
+        node["controller"] = json!(if view.controller_leader.as_deref() == Some(name.as_str()) {
+            "leader"
+        } else if view.voters.contains(&name) {
+            "voter"
+        } else {
+            "learner"
+        });
+    }
+    if let Some(tag) = &view.tag {
+        fields.insert(
+            "cluster".into(),
+            json!({ "name": tag.name, "id": format!("{:032x}", tag.id) }),
+        );
+    }
+    fields.insert("leader_epoch".into(), json!(view.leader_epoch.0));
+    fields.insert("controller_leader".into(), json!(view.controller_leader));
 }
 
 async fn show_node(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {

@@ -657,6 +657,7 @@ impl Control {
             }
             Request::ReplicationState {} => self.answer_replication_state().await,
             Request::JoinController { .. } => self.answer_join(request).await,
+            Request::ControllerPropose { .. } => self.answer_propose(request).await,
             Request::LeaderStatus {} => self.leader_status().await,
             Request::ConfirmLease { name, epoch } => self.answer_confirm_lease(&name, epoch).await,
             Request::AcceptEpoch { epoch, basis, candidate } => {

@@ -68,7 +68,13 @@ pub(crate) enum Request {
         version: String,
         node_id: u64,
         incarnation: u64,
+        /// The cluster the node belongs to already (its tag's id, 32 hexadecimal digits), if
+        /// any: a node of another cluster is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tag_id: Option<String>,
     },
+    /// A member → the controller's leader: commit this command of the controller.
+    ControllerPropose { command: strata_core::controller::Command },
     /// The controller's leader → the data leader: do you lead, and at which epoch?
     LeaderStatus {},
     /// The data leader → the controller's leader: confirm I still lead at `epoch` (renews

@@ -21,6 +21,9 @@ use std::fmt;
 
 use crate::ids::{Epoch, Lsn, PartitionId};
 
+mod succession;
+pub use succession::{plan_succession, NoSuccessor};
+
 /// Followers (voters other than the data leader) a cluster admits, as the admin API does.
 pub const FOLLOWERS_MAX: usize = crate::cluster::FOLLOWERS_MAX;
 
@@ -28,7 +31,41 @@ pub const FOLLOWERS_MAX: usize = crate::cluster::FOLLOWERS_MAX;
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ClusterTag {
     pub name: String,
+    /// Written as 32 hexadecimal digits (JSON numbers do not carry 128 bits everywhere).
+    #[serde(with = "hex_identifier")]
     pub id: u128,
+}
+
+/// A 128-bit identifier as 32 hexadecimal digits.
+pub mod hex_identifier {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// # Errors
+    ///
+    /// The serializer's.
+    pub fn serialize<S: Serializer>(id: &u128, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format!("{id:032x}"))
+    }
+
+    /// # Errors
+    ///
+    /// The text is not 1 to 32 hexadecimal digits.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u128, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        parse(&text).map_err(serde::de::Error::custom)
+    }
+
+    /// Reads 1 to 32 hexadecimal digits.
+    ///
+    /// # Errors
+    ///
+    /// Anything else, said in words.
+    pub fn parse(text: &str) -> Result<u128, String> {
+        if text.is_empty() || text.len() > 32 {
+            return Err(format!("{text:?} is not 1 to 32 hexadecimal digits"));
+        }
+        u128::from_str_radix(text, 16).map_err(|error| format!("{text:?}: {error}"))
+    }
 }
 
 impl fmt::Display for ClusterTag {

@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
-use strata_tests::admin::{set_role, try_request, wait_until};
+use strata_tests::admin::{role_body, set_role, try_request, wait_until};
 use strata_tests::data::assert_holds;
 use strata_tests::{NodeSettings, TestNode};
 
@@ -261,4 +261,64 @@ fn a_leader_paused_past_its_lease_acknowledges_nothing_when_it_wakes() {
     assert_eq!(value.as_deref(), Some("new"));
     let found: Option<String> = fresh.get("late").expect("read on the new leader");
     assert_eq!(found, None);
+}
+
+#[test]
+fn a_node_of_another_cluster_is_refused_with_both_clusters_named() {
+    let nodes = three_nodes();
+    set_role(&nodes[0], "leader", "harry", None);
+    set_role(&nodes[1], "leader", "draco", None);
+    let body = role_body("follower", Some("draco"), Some(&nodes[0].peer_address()));
+    let reply = nodes[1].admin("POST", "/admin/node/current", Some(&body));
+    reply.assert_error(7034);
+    let message = reply.message();
+    assert!(message.contains("belongs to cluster"), "{message}");
+    let identifiers: Vec<&str> = message
+        .split(|character: char| !character.is_ascii_hexdigit())
+        .filter(|word| word.len() == 32)
+        .collect();
+    assert_eq!(identifiers.len(), 2, "both cluster ids named: {message}");
+    assert_ne!(identifiers[0], identifiers[1], "{message}");
+    // Draco still leads its own cluster.
+    assert_eq!(role_of(&nodes[1]).as_deref(), Some("leader"));
+}
+
+#[test]
+fn a_damaged_controller_log_stops_the_node_at_start() {
+    let mut nodes = three_nodes();
+    form_cluster(&nodes);
+    nodes[2].kill();
+    let log = nodes[2].data_dir().join("controller").join("log");
+    let mut bytes = std::fs::read(&log).expect("the controller's log");
+    assert!(bytes.len() > 200, "a log of several records: {} bytes", bytes.len());
+    // A byte inside the first record's payload (after the file and record headers): not a
+    // torn tail, so the node must refuse to start rather than drop what follows.
+    bytes[40] ^= 0x55;
+    std::fs::write(&log, &bytes).expect("damage the log");
+    nodes[2].spawn();
+    let status = nodes[2].wait_exit(Duration::from_secs(30)).expect("the node stops");
+    assert_eq!(status.code(), Some(5), "{}", nodes[2].log());
+    assert!(nodes[2].log().contains("damaged"), "{}", nodes[2].log());
+}
+
+#[test]
+fn the_node_list_shows_the_controllers_view() {
+    let nodes = three_nodes();
+    form_cluster(&nodes);
+    let mut listed = serde_json::Value::Null;
+    let complete = wait_until(Duration::from_secs(20), || {
+        listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+        rows.len() == 3 && rows.iter().all(|row| row["in_sync"] == true)
+    });
+    assert!(complete, "every member in sync, as the controller sees it: {listed}");
+    let id = listed["cluster"]["id"].as_str().unwrap_or_default();
+    assert_eq!(id.len(), 32, "{listed}");
+    assert!(listed["leader_epoch"].as_u64() >= Some(1), "{listed}");
+    let controller_leader = listed["controller_leader"].as_str().expect("a controller leader");
+    let rows = listed["nodes"].as_array().expect("rows");
+    let voters = rows.iter().filter(|row| row["controller"] == "voter").count();
+    let leading = rows.iter().filter(|row| row["controller"] == "leader").count();
+    assert_eq!((voters, leading), (2, 1), "{listed}");
+    assert!(NAMES.contains(&controller_leader), "{listed}");
 }

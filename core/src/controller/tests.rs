@@ -386,3 +386,68 @@ fn an_appointment_applies_once_per_epoch_to_an_unfenced_voter_with_the_planned_s
     let fenced = state.apply(appoint("ron", Epoch(8), 0, &[&["ron"], &["ron"]]));
     assert!(matches!(fenced, Err(Refusal::NotEligible { .. })), "{fenced:?}");
 }
+
+mod succession {
+    use super::*;
+    use crate::replication::mutations::Mutations;
+    use crate::replication::promotion::{MemberReport, PartitionReport};
+    use crate::replication::{InSyncSet, Member};
+
+    fn member(name: &str) -> Member {
+        Member { name: name.into(), address: format!("10.0.0.{}:23852", name.len()) }
+    }
+
+    /// A report of both partitions of `cluster()`: each recorded `set` (leader harry at
+    /// epoch 1, version 2) and holds `durable` records of each.
+    fn report(name: &str, set: &[&str], durable: u64) -> MemberReport {
+        let recorded =
+            InSyncSet::new(Epoch(1), 2, "harry", set.iter().map(|name| member(name)).collect());
+        let partitions = (0..2)
+            .map(|partition| PartitionReport {
+                partition: PartitionId(partition),
+                fence: Epoch(1),
+                in_sync: Some(recorded.clone()),
+                durable_lsn: Lsn(durable),
+                failed: None,
+            })
+            .collect();
+        MemberReport { member: member(name), learner: name == "neville", partitions }
+    }
+
+    #[test]
+    fn the_most_durable_member_the_guard_accepts_is_appointed() {
+        let state = cluster();
+        let everyone = ["harry", "hermione", "ron"];
+        let reports = [report("hermione", &everyone, 10), report("ron", &everyone, 12)];
+        let appoint = plan_succession(&state, &reports, Mutations::NONE).unwrap();
+        let Command::Appoint { leader, previous_epoch, at_least, in_sync } = appoint.clone() else {
+            panic!("{appoint:?}");
+        };
+        assert_eq!((leader.as_str(), previous_epoch, at_least), ("ron", Epoch(1), Epoch(2)));
+        assert_eq!(in_sync, vec![names(&["ron", "hermione"]); 2]);
+        let mut applied = state.clone();
+        assert_eq!(
+            applied.apply(appoint).unwrap(),
+            vec![Effect::NewLeader { leader: "ron".into(), epoch: Epoch(2) }]
+        );
+    }
+
+    #[test]
+    fn a_member_missing_from_the_newest_set_or_a_silent_follower_blocks_the_appointment() {
+        let state = cluster();
+        // Ron recorded a newer set without hermione: only ron may lead, and he did not answer.
+        let newer = InSyncSet::new(Epoch(1), 3, "harry", vec![member("harry"), member("ron")]);
+        let mut hermione = report("hermione", &["harry", "hermione", "ron"], 50);
+        hermione.partitions[0].in_sync = Some(newer);
+        let refused = plan_succession(&state, &[hermione], Mutations::NONE).unwrap_err();
+        assert_eq!(refused.reasons.len(), 1, "{refused}");
+        // Learners and fenced voters are never candidates.
+        let mut fenced = cluster();
+        let incarnation = fenced.members["ron"].incarnation;
+        fenced.apply(Command::Fence { name: "ron".into(), incarnation }).unwrap();
+        let everyone = ["harry", "hermione", "ron"];
+        let reports = [report("neville", &everyone, 99), report("ron", &everyone, 99)];
+        let nobody = plan_succession(&fenced, &reports, Mutations::NONE).unwrap_err();
+        assert!(nobody.reasons.is_empty(), "{nobody}");
+    }
+}

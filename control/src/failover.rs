@@ -735,7 +735,7 @@ impl Control {
                 Ok(()) => {
                     let deadline = asked_at + self.lease_duration();
                     self.handle.shared.set_lease_deadline(deadline);
-                    if rounds % MIRROR_EVERY_ROUNDS == 0 {
+                    if rounds.is_multiple_of(MIRROR_EVERY_ROUNDS) {
                         self.mirror_in_sync_sets(&controller, &name, epoch).await;
                     }
                 }

@@ -729,6 +729,9 @@ impl Control {
             let (Role::Leader, Some(epoch)) = (self.role(), self.leader_epoch()) else {
                 continue;
             };
+            if self.transferring() {
+                continue;
+            }
             let asked_at = monotonic_ms();
             let name = controller.identity.name.clone();
             match self.confirm_lease(&controller, &name, epoch).await {

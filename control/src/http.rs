@@ -19,6 +19,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
     Router::new()
         .route("/admin/node/current", post(set_role).get(current_node))
         .route("/admin/nodes", get(list_nodes))
+        .route("/admin/leader/transfer", post(transfer_leader))
         .route("/admin/node/{name}", get(show_node).delete(remove_node))
         .route("/admin/variables", get(variables))
         .route("/admin/variables/{name}", get(variable))
@@ -75,6 +76,23 @@ async fn set_role(State(control): State<Arc<Control>>, body: Bytes) -> Response 
         Err(error) => return failure(&error),
     };
     answer(control.set_role(request).await.map(|()| Map::new()))
+}
+
+/// `POST /admin/leader/transfer {"to": NAME}`.
+async fn transfer_leader(State(control): State<Arc<Control>>, body: Bytes) -> Response {
+    let to = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) => match fields.get("to") {
+            Some(Value::String(to)) => to.clone(),
+            _ => return failure(&AdminError::field_required("to")),
+        },
+        Ok(_) => return failure(&AdminError::invalid_json("the body must be a JSON object")),
+        Err(error) => return failure(&AdminError::invalid_json(&error.to_string())),
+    };
+    answer(control.transfer_leadership(&to).await.map(|()| {
+        let mut fields = Map::new();
+        fields.insert("leader".into(), json!(to));
+        fields
+    }))
 }
 
 async fn current_node(State(control): State<Arc<Control>>) -> Response {

@@ -11,6 +11,7 @@ pub mod json;
 mod peer_server;
 mod promotion;
 mod roles;
+mod transfer;
 mod wire;
 
 use std::sync::Arc;

@@ -103,6 +103,8 @@ pub struct Control {
     /// When ([`strata_shard::monotonic_ms`]) this node, leading the controller, last
     /// confirmed the data leader's lease (or appointed a leader).
     lease_confirmed: std::sync::atomic::AtomicU64,
+    /// A planned leader transfer is under way here: the lease is not renewed.
+    transferring: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -137,6 +139,7 @@ impl Control {
             controller: Mutex::new(None),
             promotion: Mutex::new(None),
             lease_confirmed: std::sync::atomic::AtomicU64::new(0),
+            transferring: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -156,6 +159,14 @@ impl Control {
 
     pub(crate) fn set_promotion(&self, status: Option<&'static str>) {
         *self.promotion.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
+    }
+
+    pub(crate) fn transferring(&self) -> bool {
+        self.transferring.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub(crate) fn set_transferring(&self, transferring: bool) {
+        self.transferring.store(transferring, std::sync::atomic::Ordering::Release);
     }
 
     pub(crate) fn lease_confirmed_ms(&self) -> u64 {
@@ -657,6 +668,7 @@ impl Control {
             }
             Request::ReplicationState {} => self.answer_replication_state().await,
             Request::JoinController { .. } => self.answer_join(request).await,
+            Request::TransferLeadership { to } => self.answer_transfer(&to).await,
             Request::ControllerPropose { .. } => self.answer_propose(request).await,
             Request::LeaderStatus {} => self.leader_status().await,
             Request::ConfirmLease { name, epoch } => self.answer_confirm_lease(&name, epoch).await,

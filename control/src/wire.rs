@@ -73,6 +73,8 @@ pub(crate) enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tag_id: Option<String>,
     },
+    /// Any member → the data leader: hand the leadership to `to` (planned transfer).
+    TransferLeadership { to: String },
     /// A member → the controller's leader: commit this command of the controller.
     ControllerPropose { command: strata_core::controller::Command },
     /// The controller's leader → the data leader: do you lead, and at which epoch?

@@ -322,3 +322,47 @@ fn the_node_list_shows_the_controllers_view() {
     assert_eq!((voters, leading), (2, 1), "{listed}");
     assert!(NAMES.contains(&controller_leader), "{listed}");
 }
+
+#[test]
+fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
+    let nodes = three_nodes();
+    form_cluster(&nodes);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let writer = Writer::start(ports);
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 300));
+    let asked_at = Instant::now();
+    let body = r#"{"to": "hermione"}"#;
+    let reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(body));
+    assert!(reply.is_ok(), "{} {}\n{}", reply.status, reply.text, all_logs(&nodes));
+    let moved = wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(1));
+    assert!(moved, "hermione does not lead:\n{}", all_logs(&nodes));
+    let before = writer.acknowledged_count();
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 300));
+    // Asked of a follower, the transfer goes through the leader, once harry is in sync again.
+    let in_sync = wait_until(Duration::from_secs(20), || {
+        let listed = nodes[1].admin("GET", "/admin/nodes", None).json;
+        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+        rows.iter().any(|row| row["name"] == "harry" && row["in_sync"] == true)
+    });
+    assert!(in_sync, "harry never came back in sync:\n{}", all_logs(&nodes));
+    let back = nodes[2].admin("POST", "/admin/leader/transfer", Some(r#"{"to": "harry"}"#));
+    assert!(back.is_ok(), "{} {}", back.status, back.text);
+    assert!(wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(0)));
+    let times = writer.acknowledged_at.lock().unwrap().clone();
+    let pause = times
+        .windows(2)
+        .filter(|pair| pair[1] > asked_at)
+        .map(|pair| pair[1] - pair[0])
+        .max()
+        .unwrap_or_default();
+    eprintln!("longest pause between acknowledged writes during the transfers: {pause:?}");
+    let acknowledged = writer.finish();
+    assert_holds(&nodes[0], &acknowledged, "the leader after two transfers");
+    // A learner, an unknown member or the leader itself are refused.
+    let unknown = nodes[0].admin("POST", "/admin/leader/transfer", Some(r#"{"to": "voldemort"}"#));
+    unknown.assert_error(7019);
+    let itself = nodes[0].admin("POST", "/admin/leader/transfer", Some(r#"{"to": "harry"}"#));
+    itself.assert_error(7034);
+    let garbage = nodes[0].admin("POST", "/admin/leader/transfer", Some("{\"to\": 3}"));
+    garbage.assert_error(3076);
+}

@@ -1,0 +1,151 @@
+//! Planned leader transfer (`POST /admin/leader/transfer {"to": NAME}`), as Klustron's
+//! `transfer_leader` and Valkey's `FAILOVER` do it, without losing a write: the data leader
+//! stops taking commands (they answer `-TRYAGAIN`), waits until the target holds durably
+//! every record it holds (bounded by [`CATCH_UP_LIMIT`]; an error if not reached, and the
+//! leader serves again), then commits `Transfer` through the controller. The target
+//! promotes itself at the next epoch as an appointed member does; the old leader, fenced by
+//! that promotion, follows it.
+
+use std::time::Duration;
+
+use strata_core::cluster::{AdminError, Role};
+use strata_core::controller::{Command, MemberKind};
+use strata_core::{Lsn, PartitionId};
+use strata_shard::monotonic_ms;
+
+use crate::roles::Control;
+use crate::wire::{self, Request, Response};
+
+/// How long the leader waits, writes paused, for the target to hold everything.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
+/// How often it compares the target's durable records with its own meanwhile.
+const CATCH_UP_POLL: Duration = Duration::from_millis(2);
+
+impl Control {
+    /// `POST /admin/leader/transfer`: on the data leader, transfers; elsewhere, asks the data
+    /// leader to. Answers once the controller committed the change.
+    pub(crate) async fn transfer_leadership(&self, to: &str) -> Result<(), AdminError> {
+        let Some(controller) = self.controller() else {
+            return Err(AdminError::controller_unavailable(
+                "leader transfer needs a cluster with automatic failover",
+            ));
+        };
+        let state = controller.state();
+        let Some(leader) = state.data_leader.clone() else {
+            return Err(AdminError::controller_unavailable("the cluster has no leader"));
+        };
+        if leader == controller.identity.name {
+            return self.transfer_from_here(&leader, to).await;
+        }
+        let Some(record) = state.members.get(&leader) else {
+            return Err(AdminError::controller_unavailable("the leader is not a member"));
+        };
+        let request = Request::TransferLeadership { to: to.to_string() };
+        match wire::call(&record.peer_address, &request).await {
+            Ok(response) => response.into_result().map(|_| ()),
+            Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
+        }
+    }
+
+    /// Answers `TransferLeadership` from another member.
+    pub(crate) async fn answer_transfer(&self, to: &str) -> Response {
+        match self.transfer_leadership(to).await {
+            Ok(()) => Response::default(),
+            Err(error) => Response::error(&error),
+        }
+    }
+
+    async fn transfer_from_here(&self, leader: &str, to: &str) -> Result<(), AdminError> {
+        let controller = self.controller().expect("checked by the caller");
+        let state = controller.state();
+        let target = state.members.get(to).ok_or_else(|| AdminError::node_missing(to))?;
+        if to == leader {
+            return Err(AdminError::controller_refused(&format!("{to} leads already")));
+        }
+        if target.kind != MemberKind::Voter {
+            return Err(AdminError::controller_refused(&format!("{to} is a learner")));
+        }
+        if !state.partitions.iter().all(|partition| partition.in_sync.iter().any(|name| name == to))
+        {
+            let reason = format!(
+                "{to} is not in the in-sync set of every partition yet: it may lack acknowledged \
+                 writes"
+            );
+            return Err(AdminError::controller_refused(&reason));
+        }
+        let address = target.peer_address.clone();
+        if self.role() != Role::Leader {
+            return Err(AdminError::controller_unavailable("this node is not leading yet"));
+        }
+        let paused_at = monotonic_ms();
+        self.pause_serving(true);
+        tracing::info!(to, "leader transfer: commands paused until the target holds everything");
+        let outcome = self.hand_over(to, &address).await;
+        match &outcome {
+            Ok(()) => tracing::info!(
+                to,
+                paused_ms = monotonic_ms() - paused_at,
+                "leader transfer committed"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, to, "leader transfer failed: this node serves again");
+                self.pause_serving(false);
+            }
+        }
+        outcome
+    }
+
+    /// With commands paused: waits for the target to catch up, then commits the transfer.
+    async fn hand_over(&self, to: &str, address: &str) -> Result<(), AdminError> {
+        self.wait_until_holds_everything(to, address).await?;
+        self.propose_anywhere(Command::Transfer { to: to.to_string() }).await
+    }
+
+    async fn wait_until_holds_everything(&self, to: &str, address: &str) -> Result<(), AdminError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let own = durable_by_partition(
+                self.handle
+                    .report()
+                    .await
+                    .iter()
+                    .map(|report| (report.partition, report.durable_lsn)),
+            );
+            let theirs = match wire::call(address, &Request::ReplicationState {}).await {
+                Ok(response) if response.error_code == 0 => {
+                    durable_by_partition(response.partitions.iter().map(|partition| {
+                        (PartitionId(partition.partition), Lsn(partition.durable_lsn))
+                    }))
+                }
+                Ok(response) => {
+                    return Err(AdminError::promotion_failed(to, &response.error_message))
+                }
+                Err(error) => return Err(AdminError::promotion_failed(to, &error.to_string())),
+            };
+            if own == theirs {
+                return Ok(());
+            }
+            if started.elapsed() > CATCH_UP_LIMIT {
+                let reason = format!(
+                    "it did not catch up within {CATCH_UP_LIMIT:?} (it holds {theirs:?}, the \
+                     leader {own:?})"
+                );
+                return Err(AdminError::promotion_failed(to, &reason));
+            }
+            tokio::time::sleep(CATCH_UP_POLL).await;
+        }
+    }
+
+    /// Stops serving key commands on this leader (they answer `-TRYAGAIN`), or lets it serve
+    /// again once its lease is next renewed.
+    fn pause_serving(&self, paused: bool) {
+        self.set_transferring(paused);
+        self.handle.shared.set_lease_deadline(if paused { 0 } else { monotonic_ms() });
+    }
+}
+
+fn durable_by_partition(
+    reports: impl Iterator<Item = (PartitionId, Lsn)>,
+) -> std::collections::BTreeMap<u32, u64> {
+    reports.map(|(partition, lsn)| (partition.0, lsn.0)).collect()
+}

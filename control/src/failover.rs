@@ -58,6 +58,8 @@ const MIRROR_EVERY_ROUNDS: u64 = 5;
 /// How often the data leader, when it leads the controller's Raft too, tries to hand that
 /// over (milliseconds).
 const HAND_OFF_INTERVAL_MS: u64 = 2000;
+/// How often a member checks whether the leader the controller named leads yet.
+const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// How long a role call that makes or joins a cluster waits for the node to take its role.
 const ROLE_WAIT: Duration = Duration::from_secs(20);
 
@@ -470,7 +472,7 @@ impl Control {
             }
             let state = applied.borrow_and_update().state.clone();
             self.carry_out(&controller, &state, &mut tried).await;
-            let _ = tokio::time::timeout(RETRY_INTERVAL, applied.changed()).await;
+            let _ = tokio::time::timeout(FOLLOW_POLL_INTERVAL, applied.changed()).await;
         }
     }
 
@@ -502,6 +504,12 @@ impl Control {
         };
         let role = if member.kind == MemberKind::Voter { Role::Follower } else { Role::Learner };
         if self.role() == role && self.leader_address().as_deref() == Some(address.as_str()) {
+            return;
+        }
+        // Follow the new leader once it leads: leaving the old one earlier would change its
+        // in-sync sets under the new leader's promotion, which then fails its
+        // compare-and-set.
+        if !leads_at(&address, epoch).await {
             return;
         }
         if let Err(error) = self.repoint(role, &me, &address).await {
@@ -830,6 +838,17 @@ pub(crate) struct ControllerView {
     /// Members in the controller's in-sync set of every partition.
     pub in_sync: std::collections::BTreeSet<String>,
     pub members: Vec<(String, MemberKind)>,
+}
+
+/// Whether the member at `address` says it leads at `epoch` or later.
+async fn leads_at(address: &str, epoch: Epoch) -> bool {
+    let call = wire::call(address, &Request::LeaderStatus {});
+    match tokio::time::timeout(PROBE_TIMEOUT, call).await {
+        Ok(Ok(response)) => {
+            response.sender_status == STATUS_LEADING && response.epoch >= Some(epoch.0)
+        }
+        _ => false,
+    }
 }
 
 /// Why a lease was not renewed.

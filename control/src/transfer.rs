@@ -82,11 +82,16 @@ impl Control {
         tracing::info!(to, "leader transfer: commands paused until the target holds everything");
         let outcome = self.hand_over(to, &address).await;
         match &outcome {
-            Ok(()) => tracing::info!(
-                to,
-                paused_ms = monotonic_ms() - paused_at,
-                "leader transfer committed"
-            ),
+            Ok(()) => {
+                // The controller names the target now: lease renewals fail, and this node
+                // serves nothing until the target's promotion makes it follow.
+                self.set_transferring(false);
+                tracing::info!(
+                    to,
+                    paused_ms = monotonic_ms() - paused_at,
+                    "leader transfer committed"
+                );
+            }
             Err(error) => {
                 tracing::warn!(%error, to, "leader transfer failed: this node serves again");
                 self.pause_serving(false);
@@ -104,12 +109,16 @@ impl Control {
     async fn wait_until_holds_everything(&self, to: &str, address: &str) -> Result<(), AdminError> {
         let started = tokio::time::Instant::now();
         loop {
+            let reports = self.handle.report().await;
+            // The target must be in the set this leader recorded on every partition: a set
+            // change still in flight would make the target's promotion fail its
+            // compare-and-set.
+            let recorded = reports.iter().all(|report| {
+                let set = report.in_sync.as_ref();
+                set.is_some_and(|set| set.members.iter().any(|member| member.name == to))
+            });
             let own = durable_by_partition(
-                self.handle
-                    .report()
-                    .await
-                    .iter()
-                    .map(|report| (report.partition, report.durable_lsn)),
+                reports.iter().map(|report| (report.partition, report.durable_lsn)),
             );
             let theirs = match wire::call(address, &Request::ReplicationState {}).await {
                 Ok(response) if response.error_code == 0 => {
@@ -122,7 +131,7 @@ impl Control {
                 }
                 Err(error) => return Err(AdminError::promotion_failed(to, &error.to_string())),
             };
-            if own == theirs {
+            if recorded && own == theirs {
                 return Ok(());
             }
             if started.elapsed() > CATCH_UP_LIMIT {

@@ -255,7 +255,7 @@ impl Control {
     }
 
     /// A join that failed: the node is in no cluster again.
-    async fn forget_controller(&self) {
+    pub(crate) async fn forget_controller(&self) {
         let controller = self.controller_slot().take();
         if let Some(controller) = controller {
             let _ = controller.raft.shutdown().await;
@@ -579,6 +579,7 @@ impl Control {
             }
             let since = *leading_since.get_or_insert_with(monotonic_ms);
             let state = controller.state();
+            self.dismiss_removed(&controller, &state).await;
             let Some(leader) = state.data_leader.clone() else { continue };
             if leader == controller.identity.name
                 && monotonic_ms().saturating_sub(handed_off_at) > HAND_OFF_INTERVAL_MS

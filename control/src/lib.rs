@@ -10,6 +10,7 @@ mod http;
 pub mod json;
 mod peer_server;
 mod promotion;
+mod removal;
 mod roles;
 mod transfer;
 mod wire;

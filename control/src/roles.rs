@@ -669,6 +669,7 @@ impl Control {
             Request::ReplicationState {} => self.answer_replication_state().await,
             Request::JoinController { .. } => self.answer_join(request).await,
             Request::TransferLeadership { to } => self.answer_transfer(&to).await,
+            Request::RemoveMember { name } => self.answer_remove(&name).await,
             Request::ControllerPropose { .. } => self.answer_propose(request).await,
             Request::LeaderStatus {} => self.leader_status().await,
             Request::ConfirmLease { name, epoch } => self.answer_confirm_lease(&name, epoch).await,
@@ -704,6 +705,7 @@ impl Control {
                     tracing::warn!("the leader removed this node from the cluster");
                     self.become_admin(false).await;
                 }
+                self.leave_controlled_cluster().await;
                 Response::default()
             }
         }
@@ -830,6 +832,9 @@ impl Control {
 
     /// `DELETE /admin/node/{name}` on the leader.
     pub(crate) async fn remove(&self, raw_name: &str) -> Result<(), AdminError> {
+        if let Some(controller) = self.controller() {
+            return self.remove_controlled(&controller, raw_name).await;
+        }
         let name = normalize_name(raw_name);
         let member = {
             let mut state = self.state();
@@ -852,6 +857,15 @@ impl Control {
         }
         tracing::info!(name, "node removed");
         Ok(())
+    }
+
+    /// Takes `name` out of this leader's membership table, if it is there.
+    pub(crate) fn remove_from_membership(
+        &self,
+        name: &str,
+    ) -> Option<strata_core::cluster::Member> {
+        let mut state = self.state();
+        state.membership.as_mut().and_then(|membership| membership.remove(name).ok())
     }
 
     /// Rows for `GET /admin/nodes`: this node first, then (on a replica) the leader, then the

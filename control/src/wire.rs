@@ -73,6 +73,8 @@ pub(crate) enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tag_id: Option<String>,
     },
+    /// Any member → the data leader: remove the member `name` from the cluster.
+    RemoveMember { name: String },
     /// Any member → the data leader: hand the leadership to `to` (planned transfer).
     TransferLeadership { to: String },
     /// A member → the controller's leader: commit this command of the controller.

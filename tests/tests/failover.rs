@@ -452,3 +452,95 @@ fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
     let garbage = nodes[0].admin("POST", "/admin/leader/transfer", Some("{\"to\": 3}"));
     garbage.assert_error(3076);
 }
+
+#[test]
+fn members_join_and_leave_at_runtime_under_load_and_it_survives_a_restart_of_every_node() {
+    let mut nodes: Vec<TestNode> = (0..4)
+        .map(|_| {
+            let mut settings = NodeSettings::cluster(1);
+            settings.partitions = 4;
+            settings.extra = "failover = \"automatic\"".into();
+            TestNode::start(settings)
+        })
+        .collect();
+    form_cluster(&nodes[..3]);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let writer = Writer::start(ports);
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 200));
+    set_role(&nodes[3], "learner", "neville", Some(&nodes[1]));
+    let listed = |node: &TestNode| node.admin("GET", "/admin/nodes", None).json;
+    let names_of = |listed: &serde_json::Value| -> Vec<String> {
+        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+        let mut names: Vec<String> =
+            rows.iter().filter_map(|row| row["name"].as_str().map(str::to_string)).collect();
+        names.sort();
+        names
+    };
+    let learner_listed = wait_until(Duration::from_secs(20), || {
+        let listed = listed(&nodes[0]);
+        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+        rows.iter().any(|row| row["name"] == "neville" && row["controller"] == "learner")
+    });
+    assert!(learner_listed, "{}", listed(&nodes[0]));
+    // A follower removed under load: it goes back to admin mode.
+    nodes[0].admin("DELETE", "/admin/node/ron", None).assert_ok();
+    assert!(wait_until(Duration::from_secs(20), || role_of(&nodes[2]).as_deref() == Some("admin")));
+    let without_ron = wait_until(Duration::from_secs(20), || {
+        names_of(&listed(&nodes[0])) == ["harry", "hermione", "neville"]
+    });
+    assert!(without_ron, "{}", listed(&nodes[0]));
+    // The leader removed (asked of another member): it hands over first.
+    nodes[3].admin("DELETE", "/admin/node/harry", None).assert_ok();
+    assert!(wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(1)));
+    assert!(wait_until(Duration::from_secs(20), || role_of(&nodes[0]).as_deref() == Some("admin")));
+    // The last voter stays.
+    let last = nodes[1].admin("DELETE", "/admin/node/hermione", None);
+    last.assert_error(7034);
+    let before = writer.acknowledged_count();
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 200));
+    let acknowledged = writer.finish();
+    // Every node restarted at once: hermione leads again, neville learns, the removed two
+    // stay out.
+    for node in &mut nodes {
+        node.kill();
+    }
+    for node in &mut nodes {
+        node.restart();
+    }
+    assert!(wait_until(Duration::from_secs(40), || leader_of(&nodes) == Some(1)));
+    let learns =
+        wait_until(Duration::from_secs(30), || role_of(&nodes[3]).as_deref() == Some("learner"));
+    assert!(learns, "{}", all_logs(&nodes));
+    assert_eq!(role_of(&nodes[0]).as_deref(), Some("admin"));
+    assert_eq!(role_of(&nodes[2]).as_deref(), Some("admin"));
+    assert_holds(&nodes[1], &acknowledged, "the leader after removals and a restart");
+}
+
+#[test]
+fn a_follower_out_of_sync_when_the_leader_dies_is_never_elected() {
+    let mut nodes = three_nodes();
+    form_cluster(&nodes);
+    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
+    let writer = Writer::start(ports);
+    assert!(wait_until(Duration::from_secs(20), || all_in_sync(&nodes[0])));
+    let ron = nodes[2].pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &ron]).status().unwrap().success());
+    // Harry stops waiting for ron, who makes no progress, and records sets without him.
+    let dropped = wait_until(Duration::from_secs(30), || {
+        let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+        rows.iter().any(|row| row["name"] == "ron" && row["in_sync"] == false)
+    });
+    assert!(dropped, "ron never left the in-sync sets:\n{}", all_logs(&nodes));
+    let before = writer.acknowledged_count();
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 200));
+    assert!(std::process::Command::new("kill").args(["-CONT", &ron]).status().unwrap().success());
+    nodes[0].kill();
+    let logs = || all_logs(&nodes);
+    let successor = new_leader(&nodes, 0, &logs);
+    assert_eq!(NAMES[successor], "hermione", "an out-of-sync member was elected:\n{}", logs());
+    let after = writer.acknowledged_count();
+    assert!(wait_until(Duration::from_secs(30), || writer.acknowledged_count() > after + 100));
+    let acknowledged = writer.finish();
+    assert_holds(&nodes[1], &acknowledged, "hermione after the failover");
+}

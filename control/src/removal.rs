@@ -116,7 +116,8 @@ impl Control {
             }
             tracing::info!(name = node.name, id, "a removed member leaves the controller");
             if let Err(error) = controller.dismiss(id).await {
-                tracing::warn!(%error, name = node.name, "cannot take a removed member out of Raft");
+                let name = node.name;
+                tracing::warn!(%error, name, "cannot take a removed member out of Raft");
             }
         }
     }

@@ -392,6 +392,15 @@ impl ClusterState {
         if member.kind == MemberKind::Voter && self.voters().count() == 1 {
             return Err(Refusal::LastVoter);
         }
+        let voters_left = self.voters().count() - usize::from(member.kind == MemberKind::Voter);
+        if member.kind == MemberKind::Voter && voters_left < self.min_insync {
+            let reason = format!(
+                "removing {name} would leave {voters_left} voters, fewer than \
+                 min_insync_replicas = {}: no write could be acknowledged",
+                self.min_insync
+            );
+            return Err(Refusal::BadSettings { reason });
+        }
         let mut effects = Vec::new();
         for (index, partition) in self.partitions.iter_mut().enumerate() {
             if partition.in_sync.iter().any(|member| member == name) {

@@ -256,6 +256,10 @@ fn removal_spares_the_leader_the_last_voter_and_the_minimum_in_sync() {
         .partitions
         .iter()
         .all(|partition| !partition.in_sync.contains(&"hermione".into())));
+    // Two voters left and min_insync 2: neither may go, or no write could be acknowledged.
+    alter(&mut state, 0, &["harry"]).unwrap_err();
+    let refused = state.apply(Command::Remove { name: "ron".into() }).unwrap_err();
+    assert!(refused.to_string().contains("would leave 1 voters"), "{refused}");
     let mut alone = ClusterState::default();
     let leader = applicant("harry", MemberKind::Voter);
     alone.apply(Command::Init { tag: tag(), leader, partitions: 1, min_insync: 1 }).unwrap();

@@ -1,6 +1,7 @@
 //! `strata demo`: a leader, two followers and a learner on loopback, each a `strata node`
 //! process of this same binary with its own data directory under one temporary directory.
-//! Roles are set through the admin API, exactly as an operator would.
+//! Roles are set through the admin API, exactly as an operator would; failover is automatic
+//! (the Raft controller of the leader and the followers).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -71,7 +72,7 @@ fn config_text(node: &DemoNode, data_dir: &Path) -> String {
          [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\
          [wal]\nwal_flush = \"FlushAtOnce\"\n\
          segment_size = \"16MB\"\nsnapshot_size = \"64MB\"\n\
-         [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\n",
+         [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\nfailover = \"automatic\"\n",
         node.client_port,
         data_dir.display(),
         data_dir.parent().unwrap_or(data_dir).join("shared").display()
@@ -249,6 +250,11 @@ pub fn run(options: &DemoOptions) -> ExitCode {
     let executable =
         std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
     println!("  list nodes: {executable} ctl --http {} nodes", nodes[0].http);
+    println!(
+        "  failover:  kill the leader's process and a follower takes over by itself; \
+         planned: curl -X POST http://{}/admin/leader/transfer -d '{{\"to\": \"hermione\"}}'",
+        nodes[0].http
+    );
     println!(
         "  archive in shared storage: {}  status: curl http://{}/admin/storage",
         directory.join("shared").display(),

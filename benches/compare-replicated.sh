@@ -25,6 +25,8 @@
 #   SECONDS_PER_TEST  seconds of load per test (default 10)
 #   STRATA_BIN      Strata binary; default: cargo build --release -p strata
 #   SHARDS          shard threads per Strata node (default 1: three nodes share two cores)
+#   FAILOVER        Strata cluster's [cluster] failover: manual (default) or automatic (the
+#                   Raft controller runs beside the data path; compare two runs for its cost)
 #   KEEP_WORK=1     keep the temporary directory (configs, logs, JSON) for inspection
 set -euo pipefail
 
@@ -34,6 +36,7 @@ readonly KEYSPACE=100000
 readonly PIPELINES=(1 16)
 readonly VALKEY_VERSION=9.1.2.post2
 SHARDS=${SHARDS:-1}
+FAILOVER=${FAILOVER:-manual}
 
 log() { printf 'compare-replicated: %s\n' "$*" >&2; }
 fail() { printf 'compare-replicated: error: %s\n' "$*" >&2; exit 1; }
@@ -168,6 +171,9 @@ data_dir = "$directory/data"
 $( [ "$mode" = admin ] && printf 'shared_dir = "%s"\n' "$(dirname "$directory")/shared" )
 [wal]
 wal_flush = "FlushAtOnce"
+[cluster]
+failover = "$FAILOVER"
+min_insync_replicas = 2
 EOF
 }
 

@@ -611,6 +611,7 @@ impl Control {
             match self.fail_over(&controller, &state).await {
                 Ok(appointed) => {
                     tracing::warn!(appointed, "the controller appointed a new data leader");
+                    self.fail_jobs_of(&leader).await;
                     // The new leader gets a whole timeout to promote itself.
                     self.note_lease_confirmed();
                 }

@@ -20,6 +20,8 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/node/current", post(set_role).get(current_node))
         .route("/admin/nodes", get(list_nodes))
         .route("/admin/leader/transfer", post(transfer_leader))
+        .route("/admin/jobs", get(list_jobs))
+        .route("/admin/jobs/{id}", get(show_job))
         .route("/admin/node/{name}", get(show_node).delete(remove_node))
         .route("/admin/variables", get(variables))
         .route("/admin/variables/{name}", get(variable))
@@ -88,9 +90,27 @@ async fn transfer_leader(State(control): State<Arc<Control>>, body: Bytes) -> Re
         Ok(_) => return failure(&AdminError::invalid_json("the body must be a JSON object")),
         Err(error) => return failure(&AdminError::invalid_json(&error.to_string())),
     };
-    answer(control.transfer_leadership(&to).await.map(|()| {
+    answer(control.start_transfer(&to).await.map(|id| {
         let mut fields = Map::new();
-        fields.insert("leader".into(), json!(to));
+        fields.insert("job_id".into(), json!(id));
+        fields
+    }))
+}
+
+/// `GET /admin/jobs`.
+async fn list_jobs(State(control): State<Arc<Control>>) -> Response {
+    answer(control.jobs_json().map(|jobs| {
+        let mut fields = Map::new();
+        fields.insert("jobs".into(), jobs);
+        fields
+    }))
+}
+
+/// `GET /admin/jobs/{id}`.
+async fn show_job(State(control): State<Arc<Control>>, Path(id): Path<String>) -> Response {
+    answer(control.job_json(&id).map(|job| {
+        let mut fields = Map::new();
+        fields.insert("job".into(), job);
         fields
     }))
 }
@@ -192,9 +212,12 @@ async fn show_node(State(control): State<Arc<Control>>, Path(name): Path<String>
 }
 
 async fn remove_node(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
-    answer(control.remove(&name).await.map(|()| {
+    answer(control.remove(&name).await.map(|job| {
         let mut fields = Map::new();
         fields.insert("message".into(), json!(format!("Node {name} removed successfully.")));
+        if let Some(id) = job {
+            fields.insert("job_id".into(), json!(id));
+        }
         fields
     }))
 }

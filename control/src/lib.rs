@@ -7,6 +7,7 @@ pub mod archive;
 pub mod controller;
 mod failover;
 mod http;
+mod jobs;
 pub mod json;
 mod peer_server;
 mod promotion;

@@ -7,7 +7,7 @@
 //! (`Control::dismiss_removed`), so a removal half done by a crash completes.
 
 use strata_core::cluster::{normalize_name, AdminError, NodeStatus, Role};
-use strata_core::controller::{ClusterState, Command, MemberKind};
+use strata_core::controller::{ClusterState, Command, JobKind, MemberKind};
 use strata_shard::ControlMessage;
 
 use crate::controller::runtime::Controller;
@@ -18,7 +18,24 @@ use crate::wire::{self, Request, Response};
 const TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 impl Control {
-    /// `DELETE /admin/node/{name}` in a cluster with a controller.
+    /// `DELETE /admin/node/{name}` in a cluster with a controller: the removal, recorded as
+    /// a job; answers its id once it ended (its error when it failed).
+    pub(crate) async fn remove_as_job(
+        &self,
+        controller: &Controller,
+        raw_name: &str,
+    ) -> Result<u64, AdminError> {
+        let name = normalize_name(raw_name);
+        if !controller.state().members.contains_key(&name) {
+            return Err(AdminError::node_missing(&name));
+        }
+        let id = self.start_job(self.job_record(JobKind::Remove, &name, "started")).await?;
+        let outcome = self.remove_controlled(controller, &name).await;
+        self.finish_job(id, outcome.as_ref().err().map(|error| error.message.clone())).await;
+        outcome.map(|()| id)
+    }
+
+    /// A removal in a cluster with a controller.
     pub(crate) async fn remove_controlled(
         &self,
         controller: &Controller,

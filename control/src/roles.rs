@@ -651,7 +651,7 @@ impl Control {
     }
 
     /// Answers a control request from another node.
-    pub(crate) async fn answer(&self, request: Request) -> Response {
+    pub(crate) async fn answer(self: &Arc<Self>, request: Request) -> Response {
         match request {
             Request::Register { name, role, address, version, partitions, epoch } => {
                 if let Some(refusal) = self.newer_than_own(epoch).await {
@@ -668,7 +668,7 @@ impl Control {
             }
             Request::ReplicationState {} => self.answer_replication_state().await,
             Request::JoinController { .. } => self.answer_join(request).await,
-            Request::TransferLeadership { to } => self.answer_transfer(&to).await,
+            Request::TransferLeadership { to, job } => self.answer_transfer(&to, job).await,
             Request::RemoveMember { name } => self.answer_remove(&name).await,
             Request::ControllerPropose { .. } => self.answer_propose(request).await,
             Request::LeaderStatus {} => self.leader_status().await,
@@ -831,10 +831,15 @@ impl Control {
     // ----- listing and removal -----
 
     /// `DELETE /admin/node/{name}` on the leader.
-    pub(crate) async fn remove(&self, raw_name: &str) -> Result<(), AdminError> {
+    /// `DELETE /admin/node/{name}`; with a controller, a job whose id is answered.
+    pub(crate) async fn remove(&self, raw_name: &str) -> Result<Option<u64>, AdminError> {
         if let Some(controller) = self.controller() {
-            return self.remove_controlled(&controller, raw_name).await;
+            return self.remove_as_job(&controller, raw_name).await.map(Some);
         }
+        self.remove_manually(raw_name).await.map(|()| None)
+    }
+
+    async fn remove_manually(&self, raw_name: &str) -> Result<(), AdminError> {
         let name = normalize_name(raw_name);
         let member = {
             let mut state = self.state();

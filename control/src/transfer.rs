@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
 use strata_core::cluster::{AdminError, Role};
-use strata_core::controller::{Command, MemberKind};
+
+use strata_core::controller::{ClusterState, Command, JobKind, MemberKind};
 use strata_core::{Lsn, PartitionId};
 use strata_shard::monotonic_ms;
 
@@ -22,13 +24,43 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
 const CATCH_UP_POLL: Duration = Duration::from_millis(2);
 
 impl Control {
-    /// `POST /admin/leader/transfer`: on the data leader, transfers; elsewhere, asks the data
-    /// leader to. Answers once the controller committed the change.
+    /// `POST /admin/leader/transfer`: starts a transfer job on the data leader (asking it
+    /// when this node does not lead) and answers its id at once.
+    pub(crate) async fn start_transfer(self: &Arc<Self>, to: &str) -> Result<u64, AdminError> {
+        let controller = self.controller().ok_or_else(|| {
+            AdminError::controller_unavailable(
+                "leader transfer needs a cluster with automatic failover",
+            )
+        })?;
+        let state = controller.state();
+        let leader = state
+            .data_leader
+            .clone()
+            .ok_or_else(|| AdminError::controller_unavailable("no leader"))?;
+        if leader != controller.identity.name {
+            let request = Request::TransferLeadership { to: to.to_string(), job: true };
+            let response = self.ask_leader(&state, &leader, &request).await?;
+            return response
+                .job_id
+                .ok_or_else(|| AdminError::controller_unavailable("the leader started no job"));
+        }
+        self.check_transfer(&leader, to)?;
+        let record = self.job_record(JobKind::Transfer, to, "commands paused");
+        let id = self.start_job(record).await?;
+        let control = Arc::clone(self);
+        let (leader, to) = (leader.clone(), to.to_string());
+        tokio::spawn(async move {
+            let outcome = control.transfer_from_here(&leader, &to).await;
+            control.finish_job(id, outcome.err().map(|error| error.message)).await;
+        });
+        Ok(id)
+    }
+
+    /// Transfers without a job of its own (a removal of the leader, itself a job), waiting
+    /// until the controller committed it.
     pub(crate) async fn transfer_leadership(&self, to: &str) -> Result<(), AdminError> {
         let Some(controller) = self.controller() else {
-            return Err(AdminError::controller_unavailable(
-                "leader transfer needs a cluster with automatic failover",
-            ));
+            return Err(AdminError::controller_unavailable("no controller here"));
         };
         let state = controller.state();
         let Some(leader) = state.data_leader.clone() else {
@@ -37,25 +69,43 @@ impl Control {
         if leader == controller.identity.name {
             return self.transfer_from_here(&leader, to).await;
         }
-        let Some(record) = state.members.get(&leader) else {
+        let request = Request::TransferLeadership { to: to.to_string(), job: false };
+        self.ask_leader(&state, &leader, &request).await.map(|_| ())
+    }
+
+    /// Sends `request` to the data leader `leader`.
+    async fn ask_leader(
+        &self,
+        state: &ClusterState,
+        leader: &str,
+        request: &Request,
+    ) -> Result<Response, AdminError> {
+        let Some(record) = state.members.get(leader) else {
             return Err(AdminError::controller_unavailable("the leader is not a member"));
         };
-        let request = Request::TransferLeadership { to: to.to_string() };
-        match wire::call(&record.peer_address, &request).await {
-            Ok(response) => response.into_result().map(|_| ()),
+        match wire::call(&record.peer_address, request).await {
+            Ok(response) => response.into_result(),
             Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
         }
     }
 
-    /// Answers `TransferLeadership` from another member.
-    pub(crate) async fn answer_transfer(&self, to: &str) -> Response {
+    /// Answers `TransferLeadership` from another member: with `job`, starts one and answers
+    /// its id; without, answers once the transfer is committed.
+    pub(crate) async fn answer_transfer(self: &Arc<Self>, to: &str, job: bool) -> Response {
+        if job {
+            return match self.start_transfer(to).await {
+                Ok(id) => Response { job_id: Some(id), ..Response::default() },
+                Err(error) => Response::error(&error),
+            };
+        }
         match self.transfer_leadership(to).await {
             Ok(()) => Response::default(),
             Err(error) => Response::error(&error),
         }
     }
 
-    async fn transfer_from_here(&self, leader: &str, to: &str) -> Result<(), AdminError> {
+    /// What makes a transfer to `to` impossible before anything pauses.
+    fn check_transfer(&self, leader: &str, to: &str) -> Result<(), AdminError> {
         let controller = self.controller().expect("checked by the caller");
         let state = controller.state();
         let target = state.members.get(to).ok_or_else(|| AdminError::node_missing(to))?;
@@ -73,10 +123,16 @@ impl Control {
             );
             return Err(AdminError::controller_refused(&reason));
         }
-        let address = target.peer_address.clone();
         if self.role() != Role::Leader {
             return Err(AdminError::controller_unavailable("this node is not leading yet"));
         }
+        Ok(())
+    }
+
+    async fn transfer_from_here(&self, leader: &str, to: &str) -> Result<(), AdminError> {
+        self.check_transfer(leader, to)?;
+        let controller = self.controller().expect("checked above");
+        let address = controller.state().members[to].peer_address.clone();
         let paused_at = monotonic_ms();
         self.pause_serving(true);
         tracing::info!(to, "leader transfer: commands paused until the target holds everything");
@@ -103,6 +159,7 @@ impl Control {
     /// With commands paused: waits for the target to catch up, then commits the transfer.
     async fn hand_over(&self, to: &str, address: &str) -> Result<(), AdminError> {
         self.wait_until_holds_everything(to, address).await?;
+        self.note_progress(&format!("{to} holds everything: committing the transfer")).await;
         self.propose_anywhere(Command::Transfer { to: to.to_string() }).await
     }
 

@@ -76,7 +76,12 @@ pub(crate) enum Request {
     /// Any member → the data leader: remove the member `name` from the cluster.
     RemoveMember { name: String },
     /// Any member → the data leader: hand the leadership to `to` (planned transfer).
-    TransferLeadership { to: String },
+    TransferLeadership {
+        to: String,
+        /// Start a job and answer its id at once, rather than answer once committed.
+        #[serde(default)]
+        job: bool,
+    },
     /// A member → the controller's leader: commit this command of the controller.
     ControllerPropose { command: strata_core::controller::Command },
     /// The controller's leader → the data leader: do you lead, and at which epoch?
@@ -174,6 +179,9 @@ pub(crate) struct Response {
     pub learner: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<WirePartition>,
+    /// A job started for the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<u64>,
 }
 
 impl Response {

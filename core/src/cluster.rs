@@ -250,6 +250,11 @@ impl AdminError {
     pub fn controller_unavailable(reason: &str) -> AdminError {
         error(7035, format!("Controller unavailable: {reason}"))
     }
+    /// 7037: no job by that id.
+    #[must_use]
+    pub fn no_such_job(id: &str) -> AdminError {
+        error(7037, format!("No such job: {id}"))
+    }
     /// 7036: the node belongs to a cluster with a controller, which sets its role.
     #[must_use]
     pub fn controlled(name: &str) -> AdminError {

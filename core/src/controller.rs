@@ -21,7 +21,9 @@ use std::fmt;
 
 use crate::ids::{Epoch, Lsn, PartitionId};
 
+mod jobs;
 mod succession;
+pub use jobs::{JobKind, JobRecord, JobState, FINISHED_JOBS_KEPT};
 pub use succession::{plan_succession, NoSuccessor};
 
 /// Followers (voters other than the data leader) a cluster admits, as the admin API does.
@@ -126,6 +128,9 @@ pub struct ClusterState {
     pub leader_epoch: Epoch,
     pub min_insync: usize,
     pub partitions: Vec<PartitionRecord>,
+    /// Long operations by id (transfers, removals).
+    #[serde(default)]
+    pub jobs: BTreeMap<u64, JobRecord>,
 }
 
 /// One change the controller's log carries.
@@ -166,6 +171,12 @@ pub enum Command {
     /// only if the leader epoch is still `previous_epoch`, so two proposers racing appoint
     /// one leader.
     Appoint { leader: String, previous_epoch: Epoch, at_least: Epoch, in_sync: Vec<Vec<String>> },
+    /// A long operation starts (`id` from [`ClusterState::next_job_id`]); one at a time.
+    StartJob { id: u64, record: JobRecord },
+    /// A running job reached a step.
+    AdvanceJob { id: u64, progress: String },
+    /// A running job ended, with why it failed if it did.
+    FinishJob { id: u64, error: Option<String>, at_ms: u64 },
 }
 
 impl fmt::Display for Command {
@@ -184,6 +195,11 @@ impl fmt::Display for Command {
             Command::Elect { .. } => write!(formatter, "elect"),
             Command::Transfer { to } => write!(formatter, "transfer to {to}"),
             Command::Appoint { leader, .. } => write!(formatter, "appoint {leader}"),
+            Command::StartJob { id, record } => {
+                write!(formatter, "job {id}: {:?} of {}", record.kind, record.subject)
+            }
+            Command::AdvanceJob { id, progress } => write!(formatter, "job {id}: {progress}"),
+            Command::FinishJob { id, error, .. } => write!(formatter, "job {id} ends: {error:?}"),
         }
     }
 }
@@ -203,21 +219,58 @@ pub enum Effect {
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Refusal {
     NotInitialised,
-    AlreadyInitialised { tag: ClusterTag },
-    OtherCluster { ours: ClusterTag, theirs: u128 },
-    VersionMismatch { ours: String, theirs: String },
+    AlreadyInitialised {
+        tag: ClusterTag,
+    },
+    OtherCluster {
+        ours: ClusterTag,
+        theirs: u128,
+    },
+    VersionMismatch {
+        ours: String,
+        theirs: String,
+    },
     TooManyFollowers,
-    NameTaken { name: String },
-    UnknownMember { name: String },
-    StaleIncarnation { name: String, known: u64, given: u64 },
+    NameTaken {
+        name: String,
+    },
+    UnknownMember {
+        name: String,
+    },
+    StaleIncarnation {
+        name: String,
+        known: u64,
+        given: u64,
+    },
     LastVoter,
-    TransferFirst { name: String },
-    StaleLeaderEpoch { current: Epoch, given: Epoch },
-    StaleIsrEpoch { partition: PartitionId, current: u64, given: u64 },
-    BadInSyncSet { partition: PartitionId, reason: String },
+    TransferFirst {
+        name: String,
+    },
+    StaleLeaderEpoch {
+        current: Epoch,
+        given: Epoch,
+    },
+    StaleIsrEpoch {
+        partition: PartitionId,
+        current: u64,
+        given: u64,
+    },
+    BadInSyncSet {
+        partition: PartitionId,
+        reason: String,
+    },
     NoEligibleLeader,
-    NotEligible { name: String, reason: String },
-    BadSettings { reason: String },
+    /// Another job is running: one at a time.
+    Busy {
+        job: u64,
+    },
+    NotEligible {
+        name: String,
+        reason: String,
+    },
+    BadSettings {
+        reason: String,
+    },
 }
 
 impl fmt::Display for Refusal {
@@ -265,6 +318,7 @@ impl fmt::Display for Refusal {
                 write!(formatter, "{name} cannot lead: {reason}")
             }
             Refusal::BadSettings { reason } => write!(formatter, "{reason}"),
+            Refusal::Busy { job } => write!(formatter, "job {job} is running: one at a time"),
         }
     }
 }
@@ -294,6 +348,9 @@ impl ClusterState {
             Command::Appoint { leader, previous_epoch, at_least, in_sync } => {
                 next.appoint(leader, previous_epoch, at_least, in_sync)?
             }
+            Command::StartJob { id, record } => next.start_job(id, record)?,
+            Command::AdvanceJob { id, progress } => next.advance_job(id, progress)?,
+            Command::FinishJob { id, error, at_ms } => next.finish_job(id, error, at_ms)?,
         };
         next.metadata_version += 1;
         next.check_invariants();

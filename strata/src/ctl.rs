@@ -38,8 +38,32 @@ pub enum CtlCommand {
         #[arg(long)]
         address: Option<String>,
     },
-    /// Remove a node from the cluster (ADMIN REMOVE NODE; ask the leader).
+    /// Remove a node from the cluster (ADMIN REMOVE NODE; ask the leader, or any member with
+    /// automatic failover).
     Remove { name: String },
+    /// Hand the leadership to a follower (automatic failover): waits for the job to end,
+    /// showing its progress, unless --no-wait.
+    Transfer {
+        to: String,
+        /// Print the job's id and return at once.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The controller's jobs (transfers, removals).
+    Jobs,
+    /// One job by id.
+    Job { id: u64 },
+    /// Make a cluster in one go, as Ignite's `cluster init`: the leader first, then each
+    /// follower and learner joins it. Each member is NAME@ADMIN_ADDRESS (ip:http_port) of a
+    /// node started in admin mode.
+    Init {
+        #[arg(long)]
+        leader: String,
+        #[arg(long)]
+        follower: Vec<String>,
+        #[arg(long)]
+        learner: Vec<String>,
+    },
     /// This node's variables (admin mode only).
     Variables,
     /// This node's configuration (admin mode only).
@@ -106,12 +130,28 @@ fn request_of(command: &CtlCommand) -> (&'static str, String, Option<String>) {
             ("POST", "/admin/node/current".into(), Some(Value::Object(body).to_string()))
         }
         CtlCommand::Remove { name } => ("DELETE", format!("/admin/node/{name}"), None),
+        CtlCommand::Transfer { to, .. } => {
+            let body = serde_json::json!({ "to": to }).to_string();
+            ("POST", "/admin/leader/transfer".into(), Some(body))
+        }
+        CtlCommand::Jobs => ("GET", "/admin/jobs".into(), None),
+        CtlCommand::Job { id } => ("GET", format!("/admin/jobs/{id}"), None),
+        CtlCommand::Init { .. } => ("GET", "/admin/configs".into(), None),
         CtlCommand::Variables => ("GET", "/admin/variables".into(), None),
         CtlCommand::Configs => ("GET", "/admin/configs".into(), None),
     }
 }
 
 pub fn run(options: &CtlOptions) -> ExitCode {
+    if let CtlCommand::Init { leader, follower, learner } = &options.command {
+        return match init_cluster(leader, follower, learner) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("strata ctl init: {error}");
+                ExitCode::from(1)
+            }
+        };
+    }
     let (method, path, body) = request_of(&options.command);
     let response = match http(&options.http, method, &path, body.as_deref()) {
         Ok(response) => response,
@@ -135,11 +175,90 @@ pub fn run(options: &CtlOptions) -> ExitCode {
     } else {
         print!("{}", render(&options.command, &value));
     }
-    if value["error_code"] == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    if value["error_code"] != 0 {
+        return ExitCode::from(1);
     }
+    match &options.command {
+        CtlCommand::Transfer { no_wait: false, .. } => {
+            let id = value["job_id"].as_u64().unwrap_or_default();
+            wait_for_job(&options.http, id)
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
+/// Polls job `id` until it ends, showing its progress; exits non-zero when it failed.
+fn wait_for_job(address: &str, id: u64) -> ExitCode {
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let deadline = std::time::Instant::now() + Duration::from_secs(600);
+    while std::time::Instant::now() < deadline {
+        let shown = http(address, "GET", &format!("/admin/jobs/{id}"), None)
+            .ok()
+            .and_then(|response| serde_json::from_str::<Value>(&response.body).ok());
+        if let Some(job) = shown.as_ref().map(|value| &value["job"]) {
+            let state = job["state"].as_str().unwrap_or("");
+            spinner.set_message(format!(
+                "job {id}: {state}: {}",
+                job["progress"].as_str().unwrap_or("")
+            ));
+            if state == "done" {
+                spinner.finish_with_message(format!("job {id}: done"));
+                return ExitCode::SUCCESS;
+            }
+            if state == "failed" {
+                let error = job["error"].as_str().unwrap_or("").to_string();
+                spinner.finish_with_message(format!("job {id}: failed: {error}"));
+                return ExitCode::from(1);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    spinner.finish_with_message(format!("job {id}: still running after 600 s"));
+    ExitCode::from(1)
+}
+
+/// `strata ctl init`: the leader's role first, then every follower and learner pointed at
+/// the leader's peer address (read from its configs while it is still in admin mode).
+fn init_cluster(leader: &str, followers: &[String], learners: &[String]) -> Result<(), String> {
+    let (leader_name, leader_http) = member(leader)?;
+    let configs = http(leader_http, "GET", "/admin/configs", None)?;
+    let configs: Value = serde_json::from_str(&configs.body).map_err(|error| error.to_string())?;
+    let peer_ip = configs["peer_ip"].as_str().unwrap_or("0.0.0.0");
+    let peer_port = configs["peer_port"].as_str().ok_or("the leader is not in admin mode")?;
+    let host = leader_http.rsplit_once(':').map_or(leader_http, |(host, _)| host);
+    let peer_ip = if peer_ip == "0.0.0.0" { host } else { peer_ip };
+    let peer = format!("{peer_ip}:{peer_port}");
+    set_role(leader_http, "leader", leader_name, None)?;
+    println!("{leader_name}: leader");
+    let joining = followers
+        .iter()
+        .map(|text| ("follower", text))
+        .chain(learners.iter().map(|text| ("learner", text)));
+    for (role, text) in joining {
+        let (name, address) = member(text)?;
+        set_role(address, role, name, Some(&peer))?;
+        println!("{name}: {role}");
+    }
+    Ok(())
+}
+
+/// NAME@ADDRESS.
+fn member(text: &str) -> Result<(&str, &str), String> {
+    text.split_once('@').ok_or_else(|| format!("{text:?} is not NAME@ADMIN_ADDRESS"))
+}
+
+fn set_role(address: &str, role: &str, name: &str, leader: Option<&str>) -> Result<(), String> {
+    let mut body = serde_json::json!({ "role": role, "name": name });
+    if let Some(leader) = leader {
+        body["address"] = Value::from(leader);
+    }
+    let response = http(address, "POST", "/admin/node/current", Some(&body.to_string()))?;
+    let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
+    if value["error_code"] == 0 {
+        return Ok(());
+    }
+    Err(format!("{name}: error {}: {}", value["error_code"], value["error_message"]))
 }
 
 /// The table or lines `strata ctl` prints for a successful answer.
@@ -149,6 +268,10 @@ pub fn render(command: &CtlCommand, value: &Value) -> String {
         CtlCommand::Node { .. } => node_table(std::slice::from_ref(&value["node"])),
         CtlCommand::SetRole { .. } => "OK\n".into(),
         CtlCommand::Remove { .. } => format!("{}\n", value["message"].as_str().unwrap_or("OK")),
+        CtlCommand::Transfer { .. } => format!("job {}\n", value["job_id"]),
+        CtlCommand::Jobs => job_table(value["jobs"].as_array().map_or(&[][..], Vec::as_slice)),
+        CtlCommand::Job { .. } => job_table(std::slice::from_ref(&value["job"])),
+        CtlCommand::Init { .. } => String::new(),
         CtlCommand::Variables | CtlCommand::Configs => {
             let Some(object) = value.as_object() else { return String::new() };
             let mut lines = String::new();
@@ -161,6 +284,27 @@ pub fn render(command: &CtlCommand, value: &Value) -> String {
             lines
         }
     }
+}
+
+/// A fixed-width table of jobs: id, kind, subject, runner, state, progress or error.
+fn job_table(jobs: &[Value]) -> String {
+    let mut table = format!(
+        "{:>4} {:<9} {:<16} {:<16} {:<8} {}\n",
+        "ID", "KIND", "SUBJECT", "RUNNER", "STATE", "DETAIL"
+    );
+    for job in jobs {
+        let text = |key: &str| job[key].as_str().unwrap_or("").to_string();
+        let detail = if job["error"].is_string() { text("error") } else { text("progress") };
+        table.push_str(&format!(
+            "{:>4} {:<9} {:<16} {:<16} {:<8} {detail}\n",
+            job["id"],
+            text("kind"),
+            text("subject"),
+            text("runner"),
+            text("state")
+        ));
+    }
+    table
 }
 
 /// A fixed-width table of nodes: name, role, status, address, heartbeats, lag, last update.

@@ -153,6 +153,39 @@ fn killing_the_leader_under_load_elects_a_follower_and_loses_nothing() {
     eprintln!("kill to first acknowledged write: {times:?}");
 }
 
+/// Transfers the leadership to `nodes[to]`, asking `nodes[asked]`, and waits until that job
+/// is done, as every member sees it, and `nodes[to]` leads. A transfer may fail under load
+/// (the target did not catch up in time): the job says why, and it is tried again, three
+/// times at most.
+fn transfer(nodes: &[TestNode], asked: usize, to: usize) {
+    for attempt in 1..=3 {
+        let body = format!("{{\"to\": \"{}\"}}", NAMES[to]);
+        let reply = nodes[asked].admin("POST", "/admin/leader/transfer", Some(&body));
+        assert!(reply.is_ok(), "{} {}\n{}", reply.status, reply.text, all_logs(nodes));
+        let job = reply.json["job_id"].as_u64().expect("a job id");
+        let mut shown = serde_json::Value::Null;
+        let finished = wait_until(Duration::from_secs(30), || {
+            shown = nodes[to].admin("GET", &format!("/admin/jobs/{job}"), None).json;
+            shown["job"]["state"] == "done" || shown["job"]["state"] == "failed"
+        });
+        assert!(finished, "job {job} never ended: {shown}\n{}", all_logs(nodes));
+        assert_eq!(shown["job"]["kind"], "transfer", "{shown}");
+        if shown["job"]["state"] == "done" {
+            let moved = wait_until(Duration::from_secs(20), || leader_of(nodes) == Some(to));
+            assert!(moved, "{} does not lead:\n{}", NAMES[to], all_logs(nodes));
+            return;
+        }
+        eprintln!("transfer attempt {attempt} failed: {shown}");
+        assert!(wait_until(Duration::from_secs(30), || all_in_sync_listed(nodes)));
+    }
+    panic!("three transfers to {} failed:\n{}", NAMES[to], all_logs(nodes));
+}
+
+/// Whether whichever node leads lists every member in sync.
+fn all_in_sync_listed(nodes: &[TestNode]) -> bool {
+    leader_of(nodes).is_some_and(|leader| all_in_sync(&nodes[leader]))
+}
+
 /// `kills` times: waits until every member is in sync and writes progress, kills the leader
 /// (SIGKILL), waits for another to lead and take a write, restarts the killed node (it
 /// rejoins by itself). Checks every acknowledged write on the final leader; answers the
@@ -231,11 +264,7 @@ fn transfer_rounds(transfers: usize) -> Vec<Duration> {
         assert!(wait_until(Duration::from_secs(30), || writer.acknowledged_count() > before + 100));
         let target = (leader + 1) % nodes.len();
         let asked_at = Instant::now();
-        let body = format!("{{\"to\": \"{}\"}}", NAMES[target]);
-        let reply = nodes[leader].admin("POST", "/admin/leader/transfer", Some(&body));
-        assert!(reply.is_ok(), "round {round}: {}\n{}", reply.text, all_logs(&nodes));
-        let moved = wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(target));
-        assert!(moved, "round {round}: {} does not lead:\n{}", NAMES[target], all_logs(&nodes));
+        transfer(&nodes, leader, target);
         let settled = writer.acknowledged_count();
         assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > settled + 50));
         let times = writer.acknowledged_at.lock().unwrap().clone();
@@ -416,24 +445,15 @@ fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
     let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
     let writer = Writer::start(ports);
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 300));
+    assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])));
     let asked_at = Instant::now();
-    let body = r#"{"to": "hermione"}"#;
-    let reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(body));
-    assert!(reply.is_ok(), "{} {}\n{}", reply.status, reply.text, all_logs(&nodes));
-    let moved = wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(1));
-    assert!(moved, "hermione does not lead:\n{}", all_logs(&nodes));
+    transfer(&nodes, 0, 1);
+    nodes[2].admin("GET", "/admin/jobs/12345", None).assert_error(7037);
     let before = writer.acknowledged_count();
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 300));
     // Asked of a follower, the transfer goes through the leader, once harry is in sync again.
-    let in_sync = wait_until(Duration::from_secs(20), || {
-        let listed = nodes[1].admin("GET", "/admin/nodes", None).json;
-        let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
-        rows.iter().any(|row| row["name"] == "harry" && row["in_sync"] == true)
-    });
-    assert!(in_sync, "harry never came back in sync:\n{}", all_logs(&nodes));
-    let back = nodes[2].admin("POST", "/admin/leader/transfer", Some(r#"{"to": "harry"}"#));
-    assert!(back.is_ok(), "{} {}", back.status, back.text);
-    assert!(wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(0)));
+    assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[1])));
+    transfer(&nodes, 2, 0);
     let times = writer.acknowledged_at.lock().unwrap().clone();
     let pause = times
         .windows(2)
@@ -550,4 +570,42 @@ fn a_follower_out_of_sync_when_the_leader_dies_is_never_elected() {
     assert!(wait_until(Duration::from_secs(30), || writer.acknowledged_count() > after + 100));
     let acknowledged = writer.finish();
     assert_holds(&nodes[1], &acknowledged, "hermione after the failover");
+}
+
+#[test]
+fn ctl_makes_a_cluster_in_one_go_and_waits_on_a_transfer_job() {
+    let nodes: Vec<TestNode> = (0..3)
+        .map(|_| {
+            let mut settings = NodeSettings::cluster(1);
+            settings.partitions = 2;
+            settings.min_insync_replicas = 2;
+            settings.extra = "failover = \"automatic\"".into();
+            TestNode::start(settings)
+        })
+        .collect();
+    let strata = strata_tests::strata_binary().to_str().expect("UTF-8 path").to_string();
+    let http = |index: usize| format!("127.0.0.1:{}", nodes[index].http_port);
+    let ctl = |arguments: &[&str]| {
+        strata_tests::run_tool_with(&strata, arguments, b"", Duration::from_secs(60))
+    };
+    let (leader, follower, learner) =
+        (format!("harry@{}", http(0)), format!("hermione@{}", http(1)), format!("ron@{}", http(2)));
+    let init =
+        ctl(&["ctl", "init", "--leader", &leader, "--follower", &follower, "--learner", &learner]);
+    assert!(init.success(), "{init:?}");
+    assert_eq!(role_of(&nodes[2]).as_deref(), Some("learner"));
+    assert!(wait_until(Duration::from_secs(30), || all_in_sync_but_learners(&nodes[0])));
+    let transfer = ctl(&["ctl", "--http", &http(2), "transfer", "hermione"]);
+    assert!(transfer.success(), "{transfer:?}\n{}", all_logs(&nodes));
+    assert!(wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(1)));
+    let jobs = ctl(&["ctl", "--http", &http(0), "jobs"]);
+    let row = jobs.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("transfer") && row.contains("hermione") && row.contains("done"),
+        "{jobs:?}"
+    );
+    // A learner cannot lead: the job is refused before it starts.
+    let refused = ctl(&["ctl", "--http", &http(0), "transfer", "ron"]);
+    assert_eq!(refused.status.and_then(|status| status.code()), Some(1), "{refused:?}");
+    assert!(refused.stderr.contains("learner"), "{refused:?}");
 }

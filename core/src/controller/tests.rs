@@ -455,3 +455,42 @@ mod succession {
         assert!(nobody.reasons.is_empty(), "{nobody}");
     }
 }
+
+#[test]
+fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
+    let mut state = cluster();
+    let record = |subject: &str| JobRecord {
+        kind: JobKind::Transfer,
+        subject: subject.into(),
+        runner: "harry".into(),
+        state: JobState::Done,
+        progress: "started".into(),
+        error: Some("ignored".into()),
+        started_ms: 10,
+        finished_ms: None,
+    };
+    let id = state.next_job_id();
+    assert_eq!(id, 1);
+    state.apply(Command::StartJob { id, record: record("hermione") }).unwrap();
+    assert_eq!(state.jobs[&1].state, JobState::Running, "a job starts running");
+    assert_eq!(state.jobs[&1].error, None);
+    assert_eq!(state.running_jobs_of("harry"), vec![1]);
+    let busy = state.apply(Command::StartJob { id: 2, record: record("ron") });
+    assert_eq!(busy, Err(Refusal::Busy { job: 1 }));
+    let taken = state.apply(Command::StartJob { id: 1, record: record("ron") });
+    assert!(matches!(taken, Err(Refusal::BadSettings { .. })), "{taken:?}");
+    state.apply(Command::AdvanceJob { id: 1, progress: "caught up".into() }).unwrap();
+    let failed = Command::FinishJob { id: 1, error: Some("lost".into()), at_ms: 20 };
+    state.apply(failed.clone()).unwrap();
+    assert_eq!(state.jobs[&1].state, JobState::Failed);
+    assert_eq!(state.jobs[&1].progress, "caught up");
+    assert!(state.apply(failed).is_err(), "a job ends once");
+    for _ in 0..FINISHED_JOBS_KEPT + 3 {
+        let id = state.next_job_id();
+        state.apply(Command::StartJob { id, record: record("ron") }).unwrap();
+        state.apply(Command::FinishJob { id, error: None, at_ms: 30 }).unwrap();
+    }
+    assert_eq!(state.jobs.len(), FINISHED_JOBS_KEPT);
+    assert!(!state.jobs.contains_key(&1), "the oldest went first");
+    assert_eq!(state.next_job_id(), FINISHED_JOBS_KEPT as u64 + 5);
+}

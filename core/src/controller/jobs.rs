@@ -1,0 +1,122 @@
+//! Long operations the controller keeps a record of (Klustron's async jobs): a planned
+//! transfer, a removal. A job is started and finished by commands, so its record survives a
+//! change of the controller's leader and of the data leader; the member running it is named,
+//! so that when that member is lost its running jobs can be failed.
+
+use std::collections::BTreeMap;
+
+use super::{ClusterState, Effect, Refusal};
+
+/// Finished jobs kept, at most; the oldest go first.
+pub const FINISHED_JOBS_KEPT: usize = 64;
+
+/// What a job does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Transfer,
+    Remove,
+}
+
+/// Where a job is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Done,
+    Failed,
+}
+
+/// One job, as the controller keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct JobRecord {
+    pub kind: JobKind,
+    /// The member the job is about (the transfer's target, the member removed).
+    pub subject: String,
+    /// The member running it.
+    pub runner: String,
+    pub state: JobState,
+    /// The last step reached, in words.
+    pub progress: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Wall-clock milliseconds the proposer read when it started and finished the job.
+    pub started_ms: u64,
+    pub finished_ms: Option<u64>,
+}
+
+impl ClusterState {
+    /// The id a new job would get: one above every id given so far.
+    #[must_use]
+    pub fn next_job_id(&self) -> u64 {
+        self.jobs.keys().next_back().map_or(1, |last| last + 1)
+    }
+
+    pub(super) fn start_job(&mut self, id: u64, record: JobRecord) -> Result<Vec<Effect>, Refusal> {
+        self.tag()?;
+        if self.jobs.contains_key(&id) {
+            return Err(Refusal::BadSettings { reason: format!("job {id} exists already") });
+        }
+        if let Some((running, _)) = self.jobs.iter().find(|(_, job)| job.state == JobState::Running)
+        {
+            return Err(Refusal::Busy { job: *running });
+        }
+        self.jobs.insert(id, JobRecord { state: JobState::Running, error: None, ..record });
+        Ok(Vec::new())
+    }
+
+    pub(super) fn advance_job(
+        &mut self,
+        id: u64,
+        progress: String,
+    ) -> Result<Vec<Effect>, Refusal> {
+        let job = self.running_job(id)?;
+        job.progress = progress;
+        Ok(Vec::new())
+    }
+
+    pub(super) fn finish_job(
+        &mut self,
+        id: u64,
+        error: Option<String>,
+        at_ms: u64,
+    ) -> Result<Vec<Effect>, Refusal> {
+        let job = self.running_job(id)?;
+        job.state = if error.is_some() { JobState::Failed } else { JobState::Done };
+        job.error = error;
+        job.finished_ms = Some(at_ms);
+        self.forget_old_jobs();
+        Ok(Vec::new())
+    }
+
+    fn running_job(&mut self, id: u64) -> Result<&mut JobRecord, Refusal> {
+        match self.jobs.get_mut(&id) {
+            Some(job) if job.state == JobState::Running => Ok(job),
+            Some(_) => Err(Refusal::BadSettings { reason: format!("job {id} has finished") }),
+            None => Err(Refusal::BadSettings { reason: format!("no job {id}") }),
+        }
+    }
+
+    fn forget_old_jobs(&mut self) {
+        let finished: Vec<u64> = self
+            .jobs
+            .iter()
+            .filter(|(_, job)| job.state != JobState::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        let excess = finished.len().saturating_sub(FINISHED_JOBS_KEPT);
+        for id in &finished[..excess] {
+            self.jobs.remove(id);
+        }
+    }
+
+    /// Running jobs of `runner` (to fail when it is lost).
+    #[must_use]
+    pub fn running_jobs_of(&self, runner: &str) -> Vec<u64> {
+        running(&self.jobs).filter(|(_, job)| job.runner == runner).map(|(id, _)| *id).collect()
+    }
+}
+
+fn running(jobs: &BTreeMap<u64, JobRecord>) -> impl Iterator<Item = (&u64, &JobRecord)> {
+    jobs.iter().filter(|(_, job)| job.state == JobState::Running)
+}

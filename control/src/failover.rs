@@ -36,7 +36,7 @@ use strata_core::replication::promotion::{Guard, MemberReport};
 use strata_core::Epoch;
 use strata_shard::monotonic_ms;
 
-use crate::controller::network::{RaftRequest, RaftResponse};
+use crate::controller::network::{RaftEnvelope, RaftResponse};
 use crate::controller::runtime::{self, Controller, Identity, ProposeError};
 use crate::controller::Answer;
 use crate::json::SetRole;
@@ -292,14 +292,16 @@ impl Control {
 
     /// Answers one message of the controller's Raft from another member.
     pub(crate) async fn answer_raft(&self, payload: &[u8]) -> RaftResponse {
-        let request = match serde_json::from_slice::<RaftRequest>(payload) {
-            Ok(request) => request,
+        let envelope = match serde_json::from_slice::<RaftEnvelope>(payload) {
+            Ok(envelope) => envelope,
             Err(error) => return RaftResponse::Refused(format!("bad Raft message: {error}")),
         };
-        match self.controller() {
-            Some(controller) => controller.answer(request).await,
-            None => RaftResponse::NoController,
+        let Some(controller) = self.controller() else { return RaftResponse::NoController };
+        if envelope.to != controller.identity.node_id {
+            let (to, me) = (envelope.to, controller.identity.node_id);
+            return RaftResponse::Refused(format!("this is Raft member {me}, not {to}"));
         }
+        controller.answer(envelope.message).await
     }
 
     /// Answers `JoinController`: admits the node if this member leads the controller, else

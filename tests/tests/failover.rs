@@ -609,3 +609,36 @@ fn ctl_makes_a_cluster_in_one_go_and_waits_on_a_transfer_job() {
     assert_eq!(refused.status.and_then(|status| status.code()), Some(1), "{refused:?}");
     assert!(refused.stderr.contains("learner"), "{refused:?}");
 }
+
+#[test]
+fn a_node_that_lost_its_data_comes_back_as_a_new_member_and_catches_up() {
+    let mut nodes = three_nodes();
+    form_cluster(&nodes);
+    let mut client = nodes[0].client();
+    let mut expected = BTreeMap::new();
+    for number in 0..200 {
+        let (key, value) = (format!("before:{number}"), format!("{number}"));
+        let _: String = client.set(&key, &value).expect("write");
+        expected.insert(key, value);
+    }
+    assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])));
+    nodes[2].kill();
+    std::fs::remove_dir_all(nodes[2].data_dir()).expect("lose ron's data");
+    nodes[2].restart();
+    // Without its identity it waits in admin mode for a role, as any new node.
+    assert_eq!(role_of(&nodes[2]).as_deref(), Some("admin"));
+    let body = role_body("follower", Some("ron"), Some(&nodes[1].peer_address()));
+    let joined = nodes[2].admin("POST", "/admin/node/current", Some(&body));
+    assert!(joined.is_ok(), "{}\n{}", joined.text, all_logs(&nodes));
+    assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])), "{}", all_logs(&nodes));
+    // The controller has one Raft member named ron (the new one) among three voters.
+    let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+    let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.iter().filter(|row| row["name"] == "ron").count(), 1, "{listed}");
+    // Ron holds everything: the leader can die and ron or hermione takes over with it all.
+    nodes[0].kill();
+    let logs = || all_logs(&nodes);
+    let successor = new_leader(&nodes, 0, &logs);
+    assert_holds(&nodes[successor], &expected, "the new leader after ron came back");
+    assert_holds(&nodes[2], &expected, "ron after it lost its data");
+}

@@ -24,7 +24,16 @@ use tokio::net::TcpStream;
 use super::{ControllerNode, SnapshotBytes, Types};
 use crate::wire::{self, WireError};
 
-/// One Raft message to a member.
+/// One Raft message to the member with Raft id `to`: another node at the same address (the
+/// member came back with new data, as a new incarnation with a new id) refuses it, or it
+/// would answer for a log it does not hold.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct RaftEnvelope {
+    pub to: u64,
+    pub message: RaftRequest,
+}
+
+/// A Raft message.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum RaftRequest {
@@ -56,13 +65,13 @@ impl RaftNetworkFactory<Types> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &ControllerNode) -> Peer {
-        let _ = target;
-        Peer { address: node.peer_address.clone(), connection: None }
+        Peer { target, address: node.peer_address.clone(), connection: None }
     }
 }
 
 /// The connection to one member, opened at the first message and again after a failure.
 pub(crate) struct Peer {
+    target: u64,
     address: String,
     connection: Option<TcpStream>,
 }
@@ -80,10 +89,11 @@ enum ExchangeError {
 impl Peer {
     async fn exchange(
         &mut self,
-        request: &RaftRequest,
+        request: RaftRequest,
         ttl: Duration,
     ) -> Result<RaftResponse, ExchangeError> {
-        let body = serde_json::to_vec(request)
+        let envelope = RaftEnvelope { to: self.target, message: request };
+        let body = serde_json::to_vec(&envelope)
             .map_err(|error| ExchangeError::Network(format!("cannot encode: {error}")))?;
         let outcome = tokio::time::timeout(ttl, self.exchange_bytes(&body)).await;
         match outcome {
@@ -155,7 +165,7 @@ impl RaftNetworkV2<Types> for Peer {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<Types>, RPCError<Types>> {
         let response = self
-            .exchange(&RaftRequest::Append(rpc), option.soft_ttl())
+            .exchange(RaftRequest::Append(rpc), option.soft_ttl())
             .await
             .map_err(|error| self.rpc_error(error))?;
         match response {
@@ -189,7 +199,7 @@ impl RaftNetworkV2<Types> for Peer {
         option: RPCOption,
     ) -> Result<SnapshotResponse<Types>, StreamingError<Types>> {
         let request = RaftRequest::Snapshot { vote, meta: snapshot.meta, data: snapshot.snapshot };
-        let response = self.exchange(&request, option.hard_ttl()).await.map_err(|error| {
+        let response = self.exchange(request, option.hard_ttl()).await.map_err(|error| {
             match self.rpc_error::<std::convert::Infallible>(error) {
                 RPCError::Unreachable(unreachable) => StreamingError::Unreachable(unreachable),
                 RPCError::Network(network) => StreamingError::Network(network),
@@ -216,7 +226,7 @@ impl RaftNetworkV2<Types> for Peer {
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<Types>, RPCError<Types>> {
         let response = self
-            .exchange(&RaftRequest::TransferLeader(request), option.soft_ttl())
+            .exchange(RaftRequest::TransferLeader(request), option.soft_ttl())
             .await
             .map_err(|error| self.rpc_error(error))?;
         match response {
@@ -234,7 +244,7 @@ impl Peer {
         option: RPCOption,
     ) -> Result<VoteResponse<Types>, RPCError<Types>> {
         let response = self
-            .exchange(&request, option.soft_ttl())
+            .exchange(request, option.soft_ttl())
             .await
             .map_err(|error| self.rpc_error(error))?;
         match response {

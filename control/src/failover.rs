@@ -179,6 +179,7 @@ impl Control {
             node_id: identity.node_id,
             incarnation: identity.incarnation,
             tag_id: state.tag.as_ref().map(|tag| format!("{:032x}", tag.id)),
+            hops: 0,
         };
         match wire::call(address, &join).await {
             Ok(response) => match response.into_result() {
@@ -236,6 +237,7 @@ impl Control {
             node_id: identity.node_id,
             incarnation: identity.incarnation,
             tag_id: None,
+            hops: 0,
         };
         self.start_controller(identity)
             .await
@@ -307,8 +309,16 @@ impl Control {
     /// Answers `JoinController`: admits the node if this member leads the controller, else
     /// passes the request to the member that does.
     pub(crate) async fn answer_join(&self, request: Request) -> Response {
-        let Request::JoinController { name, address, role, version, node_id, incarnation, tag_id } =
-            request.clone()
+        let Request::JoinController {
+            name,
+            address,
+            role,
+            version,
+            node_id,
+            incarnation,
+            tag_id,
+            ..
+        } = request.clone()
         else {
             return Response::error(&AdminError::invalid_json("not a join"));
         };
@@ -405,21 +415,21 @@ impl Control {
             };
         }
         let response =
-            forward_to_leader(&controller, &Request::ControllerPropose { command }).await;
+            forward_to_leader(&controller, &Request::ControllerPropose { command, hops: 0 }).await;
         response.into_result().map(|_| ())
     }
 
     /// Answers `ControllerPropose`: commits it here, or passes it to the controller's leader.
     pub(crate) async fn answer_propose(&self, request: Request) -> Response {
-        let Request::ControllerPropose { command } = request else {
-            return Response::error(&AdminError::invalid_json("not a proposal"));
-        };
         let Some(controller) = self.controller() else {
             return Response::error(&AdminError::controller_unavailable("no controller here"));
         };
         if !controller.leads() {
-            return forward_to_leader(&controller, &Request::ControllerPropose { command }).await;
+            return forward_to_leader(&controller, &request).await;
         }
+        let Request::ControllerPropose { command, .. } = request else {
+            return Response::error(&AdminError::invalid_json("not a proposal"));
+        };
         match controller.propose(command).await {
             Ok(Answer(Ok(_))) => Response::default(),
             Ok(Answer(Err(refusal))) => Response::error(&refused(&refusal)),
@@ -882,12 +892,29 @@ fn unavailable(error: &ProposeError) -> AdminError {
     AdminError::controller_unavailable(&error.to_string())
 }
 
-/// Passes `request` to the member leading the controller's Raft.
+/// Times a request is passed on towards the controller's leader at most: views of who leads
+/// are stale for a moment around an election, and two members must not pass it back and
+/// forth.
+const FORWARD_HOPS_MAX: u8 = 2;
+
+/// Passes `request` to the member leading the controller's Raft, counting the hop.
 async fn forward_to_leader(controller: &Controller, request: &Request) -> Response {
+    let mut request = request.clone();
+    let hops = match &mut request {
+        Request::JoinController { hops, .. } | Request::ControllerPropose { hops, .. } => hops,
+        _ => &mut 0,
+    };
+    if *hops >= FORWARD_HOPS_MAX {
+        return Response::error(&AdminError::controller_unavailable("the leader is moving"));
+    }
+    *hops += 1;
     let Some((_, leader)) = controller.leader() else {
         return Response::error(&AdminError::controller_unavailable("no leader elected yet"));
     };
-    match wire::call(&leader.peer_address, request).await {
+    if leader.name == controller.identity.name {
+        return Response::error(&AdminError::controller_unavailable("the leader is moving"));
+    }
+    match wire::call(&leader.peer_address, &request).await {
         Ok(response) => response,
         Err(error) => Response::error(&AdminError::controller_unavailable(&error.to_string())),
     }

@@ -72,6 +72,9 @@ pub(crate) enum Request {
         /// any: a node of another cluster is refused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         tag_id: Option<String>,
+        /// Times the request was passed on towards the controller's leader.
+        #[serde(default)]
+        hops: u8,
     },
     /// Any member → the data leader: remove the member `name` from the cluster.
     RemoveMember { name: String },
@@ -83,7 +86,12 @@ pub(crate) enum Request {
         job: bool,
     },
     /// A member → the controller's leader: commit this command of the controller.
-    ControllerPropose { command: strata_core::controller::Command },
+    ControllerPropose {
+        command: strata_core::controller::Command,
+        /// Times the request was passed on towards the controller's leader.
+        #[serde(default)]
+        hops: u8,
+    },
     /// The controller's leader → the data leader: do you lead, and at which epoch?
     LeaderStatus {},
     /// The data leader → the controller's leader: confirm I still lead at `epoch` (renews

@@ -55,6 +55,9 @@ const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 /// The data leader mirrors its in-sync sets to the controller every this many lease
 /// renewals.
 const MIRROR_EVERY_ROUNDS: u64 = 5;
+/// How long the controller waits before appointing again a member whose appointed promotion
+/// just failed, per failure in a row (up to 8).
+const APPOINTMENT_BACKOFF_MS: u64 = 200;
 /// How often the data leader, when it leads the controller's Raft too, tries to hand that
 /// over (milliseconds).
 const HAND_OFF_INTERVAL_MS: u64 = 2000;
@@ -455,13 +458,15 @@ impl Control {
                     .map(|member| member.name.clone())
                     .filter(|member| member != name),
             );
-            if set.leader_epoch != epoch || names == record.in_sync {
+            // The version this leader recorded, as the members did: the controller keeps the
+            // newest it is told (`RecordInSync`), whatever versions it missed in between.
+            if set.leader_epoch != epoch || set.isr_epoch <= record.isr_epoch {
                 continue;
             }
-            let command = Command::AlterInSync {
+            let command = Command::RecordInSync {
                 partition: report.partition,
                 leader_epoch: epoch,
-                isr_epoch: record.isr_epoch,
+                version: set.isr_epoch,
                 in_sync: names,
             };
             if let Err(error) = self.propose_anywhere(command).await {
@@ -477,13 +482,13 @@ impl Control {
     /// named data leader, follows the data leader otherwise.
     async fn follow_controller(self: Arc<Self>, controller: Arc<Controller>) {
         let mut applied = controller.watch();
-        let mut tried: Option<Epoch> = None;
+        let mut progress = Carried::default();
         loop {
             if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
                 return;
             }
             let state = applied.borrow_and_update().state.clone();
-            self.carry_out(&controller, &state, &mut tried).await;
+            self.carry_out(&controller, &state, &mut progress).await;
             let _ = tokio::time::timeout(FOLLOW_POLL_INTERVAL, applied.changed()).await;
         }
     }
@@ -492,7 +497,7 @@ impl Control {
         self: &Arc<Self>,
         controller: &Controller,
         state: &ClusterState,
-        tried: &mut Option<Epoch>,
+        carried: &mut Carried,
     ) {
         let me = controller.identity.name.clone();
         let (Some(member), Some(leader)) = (state.members.get(&me), state.data_leader.clone())
@@ -503,11 +508,11 @@ impl Control {
         if leader == me {
             // A node leads an epoch once: one that has seen it already (it led it and then
             // restarted, or its promotion to it failed half-way) waits to be replaced.
-            if self.highest_fence().await >= epoch || *tried == Some(epoch) {
+            if self.highest_fence().await >= epoch || carried.tried == Some(epoch) {
                 return;
             }
-            *tried = Some(epoch);
-            self.lead_appointed(&me, epoch).await;
+            carried.tried = Some(epoch);
+            self.lead_appointed(&controller.identity, epoch).await;
             return;
         }
         let Some(address) = state.members.get(&leader).map(|record| record.peer_address.clone())
@@ -515,7 +520,11 @@ impl Control {
             return;
         };
         let role = if member.kind == MemberKind::Voter { Role::Follower } else { Role::Learner };
-        if self.role() == role && self.leader_address().as_deref() == Some(address.as_str()) {
+        // Following this leader at this epoch already. A leader appointed again (it restarted
+        // and was the best choice) keeps its address but must be registered with afresh.
+        let following =
+            self.role() == role && self.leader_address().as_deref() == Some(address.as_str());
+        if following && carried.followed == Some((leader.clone(), epoch)) {
             return;
         }
         // Follow the new leader once it leads: leaving the old one earlier would change its
@@ -524,25 +533,31 @@ impl Control {
         if !leads_at(&address, epoch).await {
             return;
         }
-        if let Err(error) = self.repoint(role, &me, &address).await {
-            tracing::debug!(%error, leader, "cannot follow the new leader yet; trying again");
+        match self.repoint(role, &me, &address).await {
+            Ok(()) => carried.followed = Some((leader, epoch)),
+            Err(error) => {
+                tracing::debug!(%error, leader, "cannot follow the new leader yet; trying again");
+            }
         }
     }
 
-    /// Promotes this node, appointed at `epoch`: the promotion guard and both phases, then
-    /// leading with a fresh lease.
-    async fn lead_appointed(self: &Arc<Self>, name: &str, epoch: Epoch) {
+    /// Promotes this node, appointed at `epoch`: the promotion guard and both phases, at
+    /// exactly that epoch; then it serves once the controller confirmed its lease.
+    async fn lead_appointed(self: &Arc<Self>, identity: &Identity, epoch: Epoch) {
         tracing::info!(epoch = epoch.0, "the controller appointed this node leader");
         self.set_promotion(Some(STATUS_PROMOTING));
         let outcome = {
             let _serialized = self.role_change.lock().await;
-            self.become_leader(name.to_string(), Guard::Appointed { at_least: epoch }).await
+            self.become_leader(identity.name.clone(), Guard::Appointed { at_least: epoch }).await
         };
         match outcome {
             Ok(()) => {
-                let lease = self.lease_duration();
-                self.handle.shared.set_lease_deadline(monotonic_ms() + lease);
+                // No lease until the controller confirms one: `enter` left it unlimited.
+                self.handle.shared.set_lease_deadline(0);
                 self.set_promotion(None);
+                if let Some(controller) = self.controller() {
+                    self.renew_lease(&controller, &identity.name, epoch).await;
+                }
             }
             Err(error) => {
                 tracing::warn!(%error, epoch = epoch.0, "the appointed promotion failed");
@@ -560,9 +575,6 @@ impl Control {
     ) -> Result<(), AdminError> {
         let session = {
             let _serialized = self.role_change.lock().await;
-            if self.role() == role && self.leader_address().as_deref() == Some(address) {
-                return Ok(());
-            }
             if self.role() != Role::Admin {
                 self.become_admin(false).await;
             }
@@ -580,6 +592,7 @@ impl Control {
         let timeout_ms = self.failover_timeout_ms();
         let mut leading_since: Option<u64> = None;
         let mut handed_off_at = 0u64;
+        let mut backoff = AppointmentBackoff::default();
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
             if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
@@ -620,9 +633,19 @@ impl Control {
                 epoch = state.leader_epoch.0,
                 "the data leader is lost"
             );
-            match self.fail_over(&controller, &state).await {
+            if health == LeaderHealth::Failed {
+                backoff.note_failed(&leader);
+            }
+            backoff.appointed = None;
+            // No lease is confirmed to the leader being replaced from here on: confirmations
+            // read the committed state, which names it until the appointment commits.
+            self.set_replacing(Some(leader.clone()));
+            let outcome = self.fail_over(&controller, &state, &backoff).await;
+            self.set_replacing(None);
+            match outcome {
                 Ok(appointed) => {
                     tracing::warn!(appointed, "the controller appointed a new data leader");
+                    backoff.appointed = Some(appointed);
                     self.fail_jobs_of(&leader).await;
                     // The new leader gets a whole timeout to promote itself.
                     self.note_lease_confirmed();
@@ -700,6 +723,7 @@ impl Control {
         &self,
         controller: &Controller,
         state: &ClusterState,
+        backoff: &AppointmentBackoff,
     ) -> Result<String, String> {
         let reports = self.member_reports(controller, state).await;
         let appoint = plan_succession(state, &reports, Mutations::in_force())
@@ -708,6 +732,11 @@ impl Control {
             unreachable!("plan_succession answers an appointment")
         };
         let leader = leader.clone();
+        if backoff.holds(&leader) {
+            return Err(format!(
+                "{leader}'s promotion just failed: waiting before trying it again"
+            ));
+        }
         match controller.propose(appoint).await {
             Ok(Answer(Ok(_))) => Ok(leader),
             Ok(Answer(Err(refusal))) => Err(refusal.to_string()),
@@ -754,23 +783,32 @@ impl Control {
             if self.transferring() {
                 continue;
             }
-            let asked_at = monotonic_ms();
             let name = controller.identity.name.clone();
-            match self.confirm_lease(&controller, &name, epoch).await {
-                Ok(()) => {
-                    let deadline = asked_at + self.lease_duration();
-                    self.handle.shared.set_lease_deadline(deadline);
-                    if rounds.is_multiple_of(MIRROR_EVERY_ROUNDS) {
-                        self.mirror_in_sync_sets(&controller, &name, epoch).await;
-                    }
-                }
-                Err(LeaseRefusal::Replaced(reason)) => {
-                    tracing::warn!(%reason, "the controller no longer names this node leader");
-                    self.handle.shared.set_lease_deadline(0);
-                }
-                Err(LeaseRefusal::Unconfirmed(reason)) => {
-                    tracing::debug!(%reason, "lease not renewed");
-                }
+            if self.renew_lease(&controller, &name, epoch).await
+                && rounds.is_multiple_of(MIRROR_EVERY_ROUNDS)
+            {
+                self.mirror_in_sync_sets(&controller, &name, epoch).await;
+            }
+        }
+    }
+
+    /// Asks the controller's leader to confirm this node leads at `epoch`, and sets the lease
+    /// from before it asked; a refusal ends the lease at once. Answers whether it was renewed.
+    async fn renew_lease(&self, controller: &Controller, name: &str, epoch: Epoch) -> bool {
+        let asked_at = monotonic_ms();
+        match self.confirm_lease(controller, name, epoch).await {
+            Ok(()) => {
+                self.handle.shared.set_lease_deadline(asked_at + self.lease_duration());
+                true
+            }
+            Err(LeaseRefusal::Replaced(reason)) => {
+                tracing::warn!(%reason, "the controller no longer names this node leader");
+                self.handle.shared.set_lease_deadline(0);
+                false
+            }
+            Err(LeaseRefusal::Unconfirmed(reason)) => {
+                tracing::debug!(%reason, "lease not renewed");
+                false
             }
         }
     }
@@ -809,6 +847,9 @@ impl Control {
         };
         if !controller.leads() {
             return Response::error(&AdminError::controller_unavailable("not its leader"));
+        }
+        if self.replacing().as_deref() == Some(name) {
+            return Response::error(&AdminError::controller_unavailable("being replaced"));
         }
         let state = match controller.confirmed_state().await {
             Ok(state) => state,
@@ -863,6 +904,49 @@ async fn leads_at(address: &str, epoch: Epoch) -> bool {
         }
         _ => false,
     }
+}
+
+/// After an appointee's promotion failed, the same member is not appointed again for a
+/// while: the controller's leader and the appointee may reach different members, so the
+/// appointee's own guard refuses what the leader's accepted, and appointing it again at once
+/// would only burn epochs.
+#[derive(Default)]
+struct AppointmentBackoff {
+    /// The member this controller leader appointed last.
+    appointed: Option<String>,
+    /// The member whose promotion failed, when, and how often in a row.
+    failed: Option<(String, u64, u32)>,
+}
+
+impl AppointmentBackoff {
+    /// Whether appointing `candidate` waits: its appointed promotion failed just now.
+    fn holds(&self, candidate: &str) -> bool {
+        let Some((name, at, times)) = &self.failed else { return false };
+        let wait = APPOINTMENT_BACKOFF_MS.saturating_mul(u64::from(*times).min(8));
+        name == candidate && monotonic_ms().saturating_sub(*at) < wait
+    }
+
+    /// `appointee` says it failed: counted when this controller leader appointed it (a
+    /// leader that restarted says so too, and is no reason to wait).
+    fn note_failed(&mut self, appointee: &str) {
+        if self.appointed.as_deref() != Some(appointee) {
+            return;
+        }
+        let times = match &self.failed {
+            Some((name, _, times)) if name == appointee => times + 1,
+            _ => 1,
+        };
+        self.failed = Some((appointee.to_string(), monotonic_ms(), times));
+    }
+}
+
+/// What this member did of the controller's orders, so that it does each once.
+#[derive(Default)]
+struct Carried {
+    /// The epoch it last tried to lead (a node leads one epoch at most once).
+    tried: Option<Epoch>,
+    /// The leader and epoch it last followed.
+    followed: Option<(String, Epoch)>,
 }
 
 /// Why a lease was not renewed.

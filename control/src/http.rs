@@ -20,6 +20,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/node/current", post(set_role).get(current_node))
         .route("/admin/nodes", get(list_nodes))
         .route("/admin/leader/transfer", post(transfer_leader))
+        .route("/admin/cluster/init", post(init_cluster))
         .route("/admin/jobs", get(list_jobs))
         .route("/admin/jobs/{id}", get(show_job))
         .route("/admin/node/{name}", get(show_node).delete(remove_node))
@@ -93,6 +94,15 @@ async fn transfer_leader(State(control): State<Arc<Control>>, body: Bytes) -> Re
     answer(control.start_transfer(&to).await.map(|id| {
         let mut fields = Map::new();
         fields.insert("job_id".into(), json!(id));
+        fields
+    }))
+}
+
+/// `POST /admin/cluster/init`.
+async fn init_cluster(State(control): State<Arc<Control>>, body: Bytes) -> Response {
+    answer(control.init_cluster(&body).await.map(|members| {
+        let mut fields = Map::new();
+        fields.insert("members".into(), members);
         fields
     }))
 }

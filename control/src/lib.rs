@@ -4,6 +4,7 @@
 //! node handle: a shared serving mode and messages over the shards' channels.
 
 pub mod archive;
+mod cluster_init;
 pub mod controller;
 mod failover;
 mod http;

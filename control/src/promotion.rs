@@ -41,6 +41,18 @@ impl Control {
         .map_err(|refusal| {
             AdminError::promotion_refused(&refusal.to_string(), refusal.forceable())
         })?;
+        if let Guard::Appointed { at_least } = guard {
+            // Epochs come from the controller: a member has seen the appointed epoch already
+            // (an earlier attempt of this very promotion got that far), so the controller
+            // must appoint again, above it.
+            if plan.epoch != at_least {
+                let reason = format!(
+                    "appointed at epoch {at_least}, but members have seen it already: the \
+                     controller appoints again"
+                );
+                return Err(AdminError::promotion_failed(name, &reason));
+            }
+        }
         if plan.forced {
             tracing::warn!(
                 epoch = plan.epoch.0,

@@ -105,6 +105,9 @@ pub struct Control {
     lease_confirmed: std::sync::atomic::AtomicU64,
     /// A planned leader transfer is under way here: the lease is not renewed.
     transferring: std::sync::atomic::AtomicBool,
+    /// On the controller's leader: the data leader it is replacing, to which it confirms no
+    /// lease meanwhile.
+    replacing: Mutex<Option<String>>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -140,6 +143,7 @@ impl Control {
             promotion: Mutex::new(None),
             lease_confirmed: std::sync::atomic::AtomicU64::new(0),
             transferring: std::sync::atomic::AtomicBool::new(false),
+            replacing: Mutex::new(None),
         })
     }
 
@@ -159,6 +163,14 @@ impl Control {
 
     pub(crate) fn set_promotion(&self, status: Option<&'static str>) {
         *self.promotion.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = status;
+    }
+
+    pub(crate) fn replacing(&self) -> Option<String> {
+        self.replacing.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    pub(crate) fn set_replacing(&self, leader: Option<String>) {
+        *self.replacing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = leader;
     }
 
     pub(crate) fn transferring(&self) -> bool {

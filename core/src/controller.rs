@@ -171,6 +171,10 @@ pub enum Command {
     /// only if the leader epoch is still `previous_epoch`, so two proposers racing appoint
     /// one leader.
     Appoint { leader: String, previous_epoch: Epoch, at_least: Epoch, in_sync: Vec<Vec<String>> },
+    /// The data leader of `leader_epoch` tells the set it recorded for `partition`, version
+    /// `version` of that epoch (members recorded it first; the controller keeps the newest it
+    /// was told, for the record and for display).
+    RecordInSync { partition: PartitionId, leader_epoch: Epoch, version: u64, in_sync: Vec<String> },
     /// A long operation starts (`id` from [`ClusterState::next_job_id`]); one at a time.
     StartJob { id: u64, record: JobRecord },
     /// A running job reached a step.
@@ -197,6 +201,9 @@ impl fmt::Display for Command {
             Command::Appoint { leader, .. } => write!(formatter, "appoint {leader}"),
             Command::StartJob { id, record } => {
                 write!(formatter, "job {id}: {:?} of {}", record.kind, record.subject)
+            }
+            Command::RecordInSync { partition, in_sync, .. } => {
+                write!(formatter, "recorded in-sync set of partition {partition}: {in_sync:?}")
             }
             Command::AdvanceJob { id, progress } => write!(formatter, "job {id}: {progress}"),
             Command::FinishJob { id, error, .. } => write!(formatter, "job {id} ends: {error:?}"),
@@ -347,6 +354,9 @@ impl ClusterState {
             Command::Transfer { to } => next.transfer(&to)?,
             Command::Appoint { leader, previous_epoch, at_least, in_sync } => {
                 next.appoint(leader, previous_epoch, at_least, in_sync)?
+            }
+            Command::RecordInSync { partition, leader_epoch, version, in_sync } => {
+                next.record_in_sync(partition, leader_epoch, version, in_sync)?
             }
             Command::StartJob { id, record } => next.start_job(id, record)?,
             Command::AdvanceJob { id, progress } => next.advance_job(id, progress)?,
@@ -543,6 +553,44 @@ impl ClusterState {
         let record = &mut self.partitions[index];
         record.in_sync = in_sync;
         record.isr_epoch += 1;
+        Ok(vec![changed(index, record)])
+    }
+
+    /// A set the leader and its members recorded: taken as told (each of the versions in
+    /// between kept the leader's rules; this copy may skip some), if newer than the one kept.
+    fn record_in_sync(
+        &mut self,
+        partition: PartitionId,
+        leader_epoch: Epoch,
+        version: u64,
+        in_sync: Vec<String>,
+    ) -> Result<Vec<Effect>, Refusal> {
+        if leader_epoch != self.leader_epoch {
+            let (current, given) = (self.leader_epoch, leader_epoch);
+            return Err(Refusal::StaleLeaderEpoch { current, given });
+        }
+        let leader = self.data_leader.clone().ok_or(Refusal::NoEligibleLeader)?;
+        let bad = |reason: String| Refusal::BadInSyncSet { partition, reason };
+        let index = partition.0 as usize;
+        let current = self.partitions.get(index).ok_or_else(|| bad("no such partition".into()))?;
+        if version <= current.isr_epoch {
+            let current = current.isr_epoch;
+            return Err(Refusal::StaleIsrEpoch { partition, current, given: version });
+        }
+        if in_sync.first() != Some(&leader) {
+            return Err(bad(format!("it must start with the leader, {leader}")));
+        }
+        for (position, name) in in_sync.iter().enumerate() {
+            if self.member(name)?.kind != MemberKind::Voter {
+                return Err(bad(format!("{name} is a learner")));
+            }
+            if in_sync[..position].contains(name) {
+                return Err(bad(format!("{name} appears twice")));
+            }
+        }
+        let record = &mut self.partitions[index];
+        record.in_sync = in_sync;
+        record.isr_epoch = version;
         Ok(vec![changed(index, record)])
     }
 

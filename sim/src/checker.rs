@@ -9,7 +9,8 @@
 //! - **I6** logs agree with the committed log on every LSN a node committed;
 //! - **timeouts** a member is declared timed out only after it was silent for the timeout;
 //! - **liveness** a leader that takes writes does not hold one longer than twice the progress
-//!   timeout plus a second (checked by the world, which knows when writes were taken).
+//!   timeout plus a second (checked by the world, which knows when writes were taken);
+//! - **C1–C3** under automatic failover, the controller's appointments (`controller.rs`).
 //!
 //! I1 (acknowledged means durable on every in-sync member) is what I2 checks from the outside.
 
@@ -19,6 +20,8 @@ use strata_core::replication::InSyncSet;
 use strata_core::Epoch;
 
 use crate::node::{Disk, Entry, Node};
+
+mod controller;
 
 /// What one partition's acknowledged history is.
 #[derive(Clone, Debug, Default)]
@@ -36,6 +39,8 @@ struct Truth {
 pub struct Checker {
     truth: Vec<Truth>,
     leaders: BTreeMap<Epoch, usize>,
+    /// Under automatic failover: who the controller appointed at each epoch.
+    appointed: BTreeMap<Epoch, usize>,
     /// Per (node, partition): the disk generation and LSN up to which its log was compared
     /// with the committed log, for what it committed and for what it holds durably.
     served: BTreeMap<(usize, usize), (u64, u64)>,
@@ -54,6 +59,7 @@ impl Checker {
         Checker {
             truth: vec![Truth::default(); partitions],
             leaders: BTreeMap::new(),
+            appointed: BTreeMap::new(),
             served: BTreeMap::new(),
             held: BTreeMap::new(),
             heard: BTreeMap::new(),

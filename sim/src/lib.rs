@@ -7,8 +7,9 @@
 //! queue orders ties by insertion, and nothing iterates a hash map.
 
 pub mod checker;
+mod controller;
 mod node;
 pub mod random;
 mod world;
 
-pub use world::{run, Config, Outcome};
+pub use world::{run, Config, Failover, Outcome};

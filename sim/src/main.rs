@@ -4,6 +4,7 @@
 //! sim --seeds 500                 # seeds 1..=500; prints the first failing seed
 //! sim --seed 42 --trace           # replays seed 42, printing every step
 //! sim --seeds 200 --mutation stale-commit   # shows the checker catches a reintroduced bug
+//! sim --seeds 500 --automatic     # the controller replaces lost leaders (automatic failover)
 //! ```
 
 use std::process::ExitCode;
@@ -11,7 +12,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use strata_core::replication::mutations::{Mutation, Mutations};
-use strata_sim::{run, Config};
+use strata_sim::{run, Config, Failover};
 
 #[derive(Parser, Debug)]
 #[command(about = "Strata's deterministic replication simulator")]
@@ -40,6 +41,14 @@ struct Arguments {
     /// Keep going after a failure and count the failing seeds.
     #[arg(long)]
     all: bool,
+    /// Automatic failover: the modeled controller appoints a successor when the data leader
+    /// is lost, instead of an operator promoting followers at random.
+    #[arg(long)]
+    automatic: bool,
+    /// With `--automatic`: check that no leader serves under a lease once the controller
+    /// appointed another (C3; a known gap, off by default).
+    #[arg(long)]
+    check_leases: bool,
 }
 
 fn main() -> ExitCode {
@@ -58,8 +67,13 @@ fn main() -> ExitCode {
     };
     let started = Instant::now();
     let (mut simulated_ms, mut failures, mut events) = (0u64, 0u64, 0u64);
+    let (mut promotions, mut appointments) = (0u64, 0u64);
     for seed in &seeds {
         let mut config = Config::for_seed(*seed, mutations);
+        if arguments.automatic {
+            config.failover = Failover::Automatic;
+        }
+        config.check_leases = arguments.check_leases;
         config.trace = arguments.trace;
         if let Some(seconds) = arguments.seconds {
             config.safety_ms = seconds * 1000;
@@ -70,6 +84,8 @@ fn main() -> ExitCode {
         let outcome = run(config);
         simulated_ms += outcome.at_ms;
         events += outcome.events;
+        promotions += outcome.promotions;
+        appointments += outcome.appointments;
         if let Some(violation) = &outcome.violation {
             failures += 1;
             if !arguments.trace {
@@ -83,7 +99,7 @@ fn main() -> ExitCode {
                  min_insync {}): {violation}",
                 outcome.at_ms, shape.voters, shape.learners, shape.partitions, shape.min_insync
             );
-            println!("replay: scripts/sim.sh --seed {seed}{}", mutation_flag(&arguments));
+            println!("replay: scripts/sim.sh --seed {seed}{}", replay_flags(&arguments));
             if !arguments.all {
                 break;
             }
@@ -91,6 +107,9 @@ fn main() -> ExitCode {
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     let simulated = simulated_ms as f64 / 1000.0;
+    if arguments.automatic {
+        println!("{promotions} promotions; the controller appointed {appointments} leaders");
+    }
     println!(
         "{} seeds, {failures} failed; {simulated:.0} simulated s in {elapsed:.1} s \
          ({:.0}x real time, {:.0} events/s)",
@@ -105,6 +124,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn mutation_flag(arguments: &Arguments) -> String {
-    arguments.mutation.as_ref().map(|name| format!(" --mutation {name}")).unwrap_or_default()
+/// The flags that replay a seed of this run.
+fn replay_flags(arguments: &Arguments) -> String {
+    let mut flags = String::new();
+    if arguments.automatic {
+        flags.push_str(" --automatic");
+    }
+    if arguments.check_leases {
+        flags.push_str(" --check-leases");
+    }
+    if let Some(name) = &arguments.mutation {
+        flags.push_str(&format!(" --mutation {name}"));
+    }
+    flags
 }

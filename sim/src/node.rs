@@ -116,6 +116,9 @@ pub struct Part {
     pub failed_at_us: Option<u64>,
     /// Leader: since when it has taken writes without a break (as its ticks saw it).
     pub accepting_since_us: Option<u64>,
+    /// Cuts and snapshot installs asked of the disk and not done: the runtime's log is away
+    /// meanwhile, so no snapshot is written.
+    pub log_changes: u32,
 }
 
 /// A node's role in the control plane.
@@ -125,6 +128,40 @@ pub enum Role {
     Leader,
     Follower { leader: usize },
     Learner { leader: usize },
+}
+
+/// How the last promotion the controller appointed this node to went, as the node answers
+/// the controller's probe (`control/src/failover.rs`, `LeaderStatus`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppointedStatus {
+    /// Its promotion runs (the controller's probe takes it as serving).
+    Promoting,
+    /// Its promotion was refused or failed half-way: the controller replaces it at once.
+    Failed,
+}
+
+/// What a node keeps in memory for automatic failover; a crash loses all of it (the
+/// controller's log it learned is kept by the controller model).
+#[derive(Clone, Debug, Default)]
+pub struct FailoverMemory {
+    /// The epoch it last tried to lead at the controller's order.
+    pub tried: Option<Epoch>,
+    /// How its last appointed promotion goes; none once it leads.
+    pub status: Option<AppointedStatus>,
+    /// Until when it may serve as the data leader (0: no lease).
+    pub lease_until_us: u64,
+    /// On the controller's leader: when it last confirmed the data leader's lease.
+    pub lease_confirmed_us: u64,
+    /// On the controller's leader: when it last handed the controller's leadership over.
+    pub handed_off_at_us: u64,
+    /// When it next carries out the controller's state, and renews its lease.
+    pub next_follow_us: u64,
+    pub next_lease_us: u64,
+    /// On the controller's leader: no look at the data leader before this (it waits after a
+    /// failover that did not happen).
+    pub watch_resumes_us: u64,
+    /// Rounds of its lease renewal: the data leader mirrors its in-sync sets every few.
+    pub lease_rounds: u64,
 }
 
 /// A node waiting to answer a promotion's request to accept its epoch.
@@ -156,6 +193,7 @@ pub struct Node {
     pub parts: Vec<Part>,
     pub accepting: Option<Accepting>,
     pub next_heartbeat_us: u64,
+    pub failover: FailoverMemory,
 }
 
 impl Node {
@@ -184,6 +222,7 @@ impl Node {
             parts,
             accepting: None,
             next_heartbeat_us: 0,
+            failover: FailoverMemory::default(),
         }
     }
 
@@ -194,6 +233,24 @@ impl Node {
     /// Whether it runs: up and not paused.
     pub fn running(&self) -> bool {
         self.up && !self.paused
+    }
+
+    /// The epoch it leads at, if it leads.
+    pub fn leader_epoch(&self) -> Option<Epoch> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        match &self.parts.first()?.machine {
+            Machine::Leader(leader) => Some(leader.epoch()),
+            Machine::Replica(_) => None,
+        }
+    }
+
+    /// The highest fence any partition reports: a node that led an epoch, or accepted one,
+    /// has it.
+    pub fn highest_fence(&self) -> Epoch {
+        let fences = self.report().partitions.into_iter().map(|partition| partition.fence);
+        fences.max().unwrap_or_default()
     }
 
     /// What it reports to a promotion: its facts and durable log end, per partition.
@@ -231,6 +288,7 @@ impl Part {
             reconnect_at_us: 0,
             failed_at_us: None,
             accepting_since_us: None,
+            log_changes: 0,
         }
     }
 

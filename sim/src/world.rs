@@ -6,6 +6,12 @@
 //! A run has two phases: **safety** (faults and operator actions at random) and **liveness**
 //! (every fault healed; the operator makes sure a leader exists and every node follows it; the
 //! cluster must take writes again).
+//!
+//! The operator is a person ([`Failover::Manual`]: guarded, sometimes forced, promotions and
+//! re-pointing at random) or the controller ([`Failover::Automatic`], `failover.rs`): a model
+//! of the Raft-replicated controller appoints a successor with
+//! `strata_core::controller::plan_succession` when the data leader is lost, and every member
+//! carries out what the controller's log says, as `control/src/failover.rs` does.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -20,11 +26,14 @@ use strata_core::replication::{
 use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::checker::Checker;
+use crate::controller::Controller;
 use crate::node::{
-    leader_machine, partition_id, replica_machine, Accepting, Entry, Machine, Node, PendingWrite,
-    Role,
+    leader_machine, partition_id, replica_machine, Accepting, AppointedStatus, Entry, Machine,
+    Node, PendingWrite, Role,
 };
 use crate::random::Random;
+
+mod failover;
 
 /// Milliseconds between a replica's heartbeats, and without one after which it times out.
 const HEARTBEAT_MS: u64 = 100;
@@ -51,8 +60,29 @@ pub struct Config {
     pub safety_ms: u64,
     pub liveness_ms: u64,
     pub mutations: Mutations,
+    /// Who replaces a lost leader: a person, or the controller.
+    pub failover: Failover,
+    /// Automatic failover: how long the data leader may go unconfirmed before the controller
+    /// replaces it (`[cluster] failover_timeout`).
+    pub failover_timeout_ms: u64,
+    /// Automatic failover: check C3 (no leader serves under a lease once the controller
+    /// appointed another). Off by default: the controller's timeout covers neither an
+    /// appointee's first lease nor a lease confirmed while an `Appoint` waits to commit
+    /// (`checker/controller.rs`), which some seeds show.
+    pub check_leases: bool,
     /// Print every trace line as it happens.
     pub trace: bool,
+}
+
+/// Who promotes followers and re-points the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failover {
+    /// A person, at random moments: guarded promotions (forced ones when refused, sometimes),
+    /// re-pointing and removals.
+    Manual,
+    /// The controller: it appoints a successor when the data leader is lost, and every member
+    /// follows what it decided.
+    Automatic,
 }
 
 impl Config {
@@ -65,6 +95,8 @@ impl Config {
         let learners = usize::try_from(random.below(2)).expect("small");
         let partitions = usize::try_from(random.between(1, 2)).expect("small");
         let min_insync = if voters == 5 && random.chance(1, 2) { 3 } else { 2 };
+        // Drawn last, so that the shapes drawn before stay what they were.
+        let failover_timeout_ms = random.between(900, 2_000);
         Config {
             seed,
             voters,
@@ -74,8 +106,17 @@ impl Config {
             safety_ms: 20_000,
             liveness_ms: 8_000,
             mutations,
+            failover: Failover::Manual,
+            failover_timeout_ms,
+            check_leases: false,
             trace: false,
         }
+    }
+
+    /// The cluster [`Config::for_seed`] draws, with the controller replacing lost leaders.
+    #[must_use]
+    pub fn automatic(seed: u64, mutations: Mutations) -> Config {
+        Config { failover: Failover::Automatic, ..Config::for_seed(seed, mutations) }
     }
 }
 
@@ -90,6 +131,8 @@ pub struct Outcome {
     pub events: u64,
     pub acknowledged: u64,
     pub promotions: u64,
+    /// Leaders the controller appointed (automatic failover), the first one included.
+    pub appointments: u64,
     /// The last lines of the trace.
     pub trace: Vec<String>,
 }
@@ -201,6 +244,18 @@ pub enum Event {
     },
     Liveness,
     Repair,
+    /// Automatic failover: the controller's leader looks after its leadership, the data
+    /// leader and the log's replication.
+    ControllerTick,
+    /// A proposal to the controller commits, if its proposer can still commit it.
+    ControllerCommit {
+        proposal: u64,
+    },
+    /// The node carries out the controller's state as it learned it.
+    Follow {
+        node: usize,
+        incarnation: u64,
+    },
 }
 
 impl Event {
@@ -212,6 +267,7 @@ impl Event {
             | Event::FactsDone { node, incarnation, .. }
             | Event::LogChanged { node, incarnation, .. }
             | Event::Tick { node, incarnation }
+            | Event::Follow { node, incarnation }
             | Event::StepDown { node, incarnation }
             | Event::AcceptArrives { node, incarnation, .. }
             | Event::InstallArrives { node, incarnation, .. } => Some((*node, *incarnation)),
@@ -272,6 +328,8 @@ struct Promotion {
     /// Every member asked is fenced: the new set is being installed on them.
     installing: bool,
     asked: BTreeSet<usize>,
+    /// The epoch the controller appointed the candidate at (automatic failover).
+    appointed: Option<Epoch>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -292,8 +350,13 @@ pub struct World {
     next_link: u64,
     /// Node pairs (lower id first) that cannot reach each other.
     cut: BTreeSet<(usize, usize)>,
-    promotion: Option<Promotion>,
+    /// Promotions in flight by id: at most one by the person operating the cluster; the
+    /// controller's appointees may race (each member accepts an epoch once).
+    in_flight: BTreeMap<u64, Promotion>,
     next_promotion: u64,
+    /// Automatic failover: the modeled controller.
+    controller: Option<Controller>,
+    appointments: u64,
     next_value: u64,
     wal_failures: u32,
     phase: Phase,
@@ -329,6 +392,7 @@ pub fn run(config: Config) -> Outcome {
         events: world.events,
         acknowledged: world.checker.acknowledged,
         promotions: world.promotions,
+        appointments: world.appointments,
         trace: world.trace.iter().cloned().collect(),
     }
 }
@@ -350,8 +414,10 @@ impl World {
             links: BTreeMap::new(),
             next_link: 1,
             cut: BTreeSet::new(),
-            promotion: None,
+            in_flight: BTreeMap::new(),
             next_promotion: 1,
+            controller: None,
+            appointments: 0,
             next_value: 1,
             wal_failures: 0,
             phase: Phase::Safety,
@@ -368,8 +434,13 @@ impl World {
         for node in 0..self.nodes.len() {
             self.schedule(0, Event::Tick { node, incarnation: 0 });
         }
-        self.start_promotion(0);
-        self.schedule(50_000, Event::Repair);
+        match self.config.failover {
+            Failover::Manual => {
+                self.start_promotion(0);
+                self.schedule(50_000, Event::Repair);
+            }
+            Failover::Automatic => self.start_controller(),
+        }
         self.schedule(2_000, Event::ClientWrite);
         self.schedule(500_000, Event::Nemesis);
         self.schedule(self.config.safety_ms * 1000, Event::Liveness);
@@ -479,9 +550,7 @@ impl World {
                 self.accept_answer(promotion, node, refusal);
             }
             Event::PromotionDeadline { promotion } => {
-                if self.promotion.as_ref().is_some_and(|current| current.id == promotion) {
-                    self.abort_promotion("no answer from every member in time".into());
-                }
+                self.abort_promotion(promotion, "no answer from every member in time".into());
             }
             Event::Nemesis => self.nemesis(),
             Event::Resume { node } => self.resume(node),
@@ -492,6 +561,9 @@ impl World {
             Event::DiskNormal { node } => self.nodes[node].slow_disk = false,
             Event::Liveness => self.start_liveness(),
             Event::Repair => self.repair(),
+            Event::ControllerTick => self.controller_tick(),
+            Event::ControllerCommit { proposal } => self.controller_commit(proposal),
+            Event::Follow { node, .. } => self.follow_controller(node),
         }
     }
 
@@ -502,6 +574,7 @@ impl World {
         self.schedule(delay, Event::ClientWrite);
         let leaders: Vec<usize> = (0..self.nodes.len())
             .filter(|node| self.nodes[*node].running() && self.nodes[*node].role == Role::Leader)
+            .filter(|node| self.serves_under_lease(*node))
             .collect();
         if leaders.is_empty() {
             return;
@@ -1074,13 +1147,16 @@ impl World {
     fn change_log(&mut self, node: usize, part: usize, change: LogChange) {
         let latency = self.disk_latency(node);
         let incarnation = self.nodes[node].incarnation;
+        self.nodes[node].parts[part].log_changes += 1;
         self.schedule(latency, Event::LogChanged { node, incarnation, part, change });
     }
 
     /// The cut or install is on disk, whatever became of the stream that asked (and even if
     /// the partition leads by now: the runtime's task finishes all the same).
     fn log_changed(&mut self, node: usize, part: usize, change: LogChange) {
-        let disk = &mut self.nodes[node].parts[part].disk;
+        let target = &mut self.nodes[node].parts[part];
+        target.log_changes -= 1;
+        let disk = &mut target.disk;
         disk.generation += 1;
         let event = match change {
             LogChange::Cut { after } => {
@@ -1106,6 +1182,9 @@ impl World {
 
     fn tick(&mut self, node: usize, incarnation: u64) {
         self.schedule(TICK_US, Event::Tick { node, incarnation });
+        if self.config.failover == Failover::Automatic {
+            self.failover_tick(node);
+        }
         match self.nodes[node].role {
             Role::Leader => self.leader_tick(node),
             Role::Follower { leader } | Role::Learner { leader } => {
@@ -1315,6 +1394,11 @@ impl World {
     fn plan_for(&mut self, candidate: usize, force: bool) -> Result<PromotionPlan, String> {
         let guard =
             if force { Guard::Forced { salt: self.random.next_u64() } } else { Guard::Checked };
+        self.plan_with(candidate, guard)
+    }
+
+    /// The candidate's promotion plan from the reports of every node it reaches.
+    fn plan_with(&self, candidate: usize, guard: Guard) -> Result<PromotionPlan, String> {
         let own = self.nodes[candidate].report();
         let others: Vec<_> = (0..self.nodes.len())
             .filter(|other| *other != candidate && self.reachable(candidate, *other))
@@ -1336,7 +1420,7 @@ impl World {
     }
 
     fn promote(&mut self, candidate: usize, force: bool) {
-        if self.promotion.is_some()
+        if !self.in_flight.is_empty()
             || !self.nodes[candidate].running()
             || self.nodes[candidate].learner
         {
@@ -1356,6 +1440,16 @@ impl World {
         if plan.forced {
             self.checker.forcing = true;
         }
+        self.launch_promotion(candidate, plan, None);
+    }
+
+    /// Asks every member the plan requires to accept its epoch (phase one).
+    fn launch_promotion(
+        &mut self,
+        candidate: usize,
+        plan: PromotionPlan,
+        appointed: Option<Epoch>,
+    ) {
         let id = self.next_promotion;
         self.next_promotion += 1;
         self.note(format!(
@@ -1371,14 +1465,14 @@ impl World {
             self.schedule(delay, Event::AcceptArrives { promotion: id, node, incarnation });
         }
         let asked = waiting.clone();
-        self.promotion = Some(Promotion { id, candidate, plan, waiting, installing: false, asked });
+        let promotion =
+            Promotion { id, candidate, plan, waiting, installing: false, asked, appointed };
+        self.in_flight.insert(id, promotion);
         self.schedule(1_000_000, Event::PromotionDeadline { promotion: id });
     }
 
     fn accept_arrives(&mut self, promotion: u64, node: usize) {
-        let Some(current) = self.promotion.clone().filter(|current| current.id == promotion) else {
-            return;
-        };
+        let Some(current) = self.in_flight.get(&promotion).cloned() else { return };
         if self.nodes[node].accepting.is_some() {
             self.answer(node, promotion, current.candidate, Some("busy with another".into()));
             return;
@@ -1427,9 +1521,7 @@ impl World {
 
     /// Phase two: every member asked is fenced; `node` records the new leader's first sets.
     fn install_arrives(&mut self, promotion: u64, node: usize) {
-        let Some(current) = self.promotion.clone().filter(|current| current.id == promotion) else {
-            return;
-        };
+        let Some(current) = self.in_flight.get(&promotion).cloned() else { return };
         if self.nodes[node].accepting.is_some() {
             self.answer(node, promotion, current.candidate, Some("busy with another".into()));
             return;
@@ -1478,12 +1570,9 @@ impl World {
     }
 
     fn accept_answer(&mut self, promotion: u64, node: usize, refusal: Option<String>) {
-        let Some(current) = self.promotion.as_mut().filter(|current| current.id == promotion)
-        else {
-            return;
-        };
+        let Some(current) = self.in_flight.get_mut(&promotion) else { return };
         if let Some(refusal) = refusal {
-            self.abort_promotion(format!("n{node}: {refusal}"));
+            self.abort_promotion(promotion, format!("n{node}: {refusal}"));
             return;
         }
         current.waiting.remove(&node);
@@ -1491,7 +1580,7 @@ impl World {
             return;
         }
         if current.installing {
-            let current = self.promotion.take().expect("in flight");
+            let current = self.in_flight.remove(&promotion).expect("in flight");
             self.become_leader(current);
             return;
         }
@@ -1505,14 +1594,17 @@ impl World {
         }
     }
 
-    fn abort_promotion(&mut self, reason: String) {
-        if let Some(current) = self.promotion.take() {
+    fn abort_promotion(&mut self, promotion: u64, reason: String) {
+        if let Some(current) = self.in_flight.remove(&promotion) {
             self.note(format!(
                 "promotion {} of n{} fails: {reason}",
                 current.id, current.candidate
             ));
             if current.plan.forced {
                 self.rebase_on(current.candidate);
+            }
+            if current.appointed.is_some() {
+                self.nodes[current.candidate].failover.status = Some(AppointedStatus::Failed);
             }
         }
     }
@@ -1529,6 +1621,10 @@ impl World {
 
     fn become_leader(&mut self, promotion: Promotion) {
         let node = promotion.candidate;
+        if promotion.appointed.is_some() {
+            // Until it leads: an appointee that returns half-way answers that it failed.
+            self.nodes[node].failover.status = Some(AppointedStatus::Failed);
+        }
         if !self.nodes[node].running() {
             return;
         }
@@ -1573,6 +1669,9 @@ impl World {
         self.checker.new_leader(epoch, node);
         self.promotions += 1;
         self.note(format!("n{node}: leads at epoch {epoch}"));
+        if let Some(appointed) = promotion.appointed {
+            self.led_appointed(node, epoch, appointed);
+        }
     }
 
     // ----- faults and the operator -----
@@ -1606,6 +1705,9 @@ impl World {
                 self.note(format!("n{node}: wall clock steps {} ms", sign * step));
             }
             14..=15 => self.write_snapshot(node),
+            choice @ 16..=29 if self.config.failover == Failover::Automatic => {
+                self.controller_nemesis(choice - 16, heal);
+            }
             16..=20 => {
                 let candidate = self.random.index(self.config.voters);
                 self.start_promotion(candidate);
@@ -1649,6 +1751,7 @@ impl World {
             part.facts_requested = part.disk.facts.clone();
             part.link = None;
             part.failed_at_us = None;
+            part.log_changes = 0;
         }
         let touching: Vec<u64> = self
             .links
@@ -1659,8 +1762,18 @@ impl World {
         for id in touching {
             self.close_link(id, Some(node));
         }
-        if self.promotion.as_ref().is_some_and(|promotion| promotion.candidate == node) {
-            self.abort_promotion("the candidate crashed".into());
+        let candidate_of: Vec<u64> = self
+            .in_flight
+            .values()
+            .filter(|promotion| promotion.candidate == node)
+            .map(|promotion| promotion.id)
+            .collect();
+        for promotion in candidate_of {
+            self.abort_promotion(promotion, "the candidate crashed".into());
+        }
+        self.nodes[node].failover = crate::node::FailoverMemory::default();
+        if let Some(controller) = self.controller.as_mut() {
+            controller.crashed(node);
         }
         self.schedule(heal, Event::Restart { node });
     }
@@ -1764,7 +1877,9 @@ impl World {
         let part = self.random.index(self.config.partitions);
         let target = &mut self.nodes[node].parts[part];
         let lsn = target.disk.durable;
-        if lsn <= target.disk.floor || target.disk.failed {
+        // The runtime writes a snapshot with the log in hand, which a cut or an install in
+        // flight holds.
+        if lsn <= target.disk.floor || target.disk.failed || target.log_changes > 0 {
             return;
         }
         target.disk.floor = lsn;
@@ -1796,7 +1911,7 @@ impl World {
     fn repair(&mut self) {
         self.schedule(300_000, Event::Repair);
         let Some(leader) = self.current_leader() else {
-            if self.phase == Phase::Liveness && self.promotion.is_none() {
+            if self.phase == Phase::Liveness && self.in_flight.is_empty() {
                 let candidate = (0..self.config.voters).find(|node| {
                     self.nodes[*node].running() && self.plan_for(*node, false).is_ok()
                 });

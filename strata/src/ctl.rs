@@ -218,27 +218,42 @@ fn wait_for_job(address: &str, id: u64) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// `strata ctl init`: the leader's role first, then every follower and learner pointed at
-/// the leader's peer address (read from its configs while it is still in admin mode).
+/// `strata ctl init`: `POST /admin/cluster/init` on the leader-to-be with the member list;
+/// prints what each member answered, and fails when one did not join.
 fn init_cluster(leader: &str, followers: &[String], learners: &[String]) -> Result<(), String> {
     let (leader_name, leader_http) = member(leader)?;
-    let configs = http(leader_http, "GET", "/admin/configs", None)?;
-    let configs: Value = serde_json::from_str(&configs.body).map_err(|error| error.to_string())?;
-    let peer_ip = configs["peer_ip"].as_str().unwrap_or("0.0.0.0");
-    let peer_port = configs["peer_port"].as_str().ok_or("the leader is not in admin mode")?;
-    let host = leader_http.rsplit_once(':').map_or(leader_http, |(host, _)| host);
-    let peer_ip = if peer_ip == "0.0.0.0" { host } else { peer_ip };
-    let peer = format!("{peer_ip}:{peer_port}");
-    set_role(leader_http, "leader", leader_name, None)?;
+    let listed = |texts: &[String]| -> Result<Vec<Value>, String> {
+        texts
+            .iter()
+            .map(|text| {
+                member(text)
+                    .map(|(name, admin)| serde_json::json!({ "name": name, "admin": admin }))
+            })
+            .collect()
+    };
+    let body = serde_json::json!({
+        "name": leader_name,
+        "followers": listed(followers)?,
+        "learners": listed(learners)?,
+    });
+    let response = http(leader_http, "POST", "/admin/cluster/init", Some(&body.to_string()))?;
+    let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
+    if value["error_code"] != 0 {
+        return Err(format!("error {}: {}", value["error_code"], value["error_message"]));
+    }
     println!("{leader_name}: leader");
-    let joining = followers
-        .iter()
-        .map(|text| ("follower", text))
-        .chain(learners.iter().map(|text| ("learner", text)));
-    for (role, text) in joining {
-        let (name, address) = member(text)?;
-        set_role(address, role, name, Some(&peer))?;
-        println!("{name}: {role}");
+    let mut failed = false;
+    for member in value["members"].as_array().map_or(&[][..], Vec::as_slice) {
+        let outcome = member["outcome"].as_str().unwrap_or("?");
+        failed |= outcome != "ok";
+        println!(
+            "{}: {} ({outcome})",
+            member["name"].as_str().unwrap_or("?"),
+            member["role"].as_str().unwrap_or("?")
+        );
+    }
+    if failed {
+        return Err("some members did not join".into());
     }
     Ok(())
 }
@@ -246,19 +261,6 @@ fn init_cluster(leader: &str, followers: &[String], learners: &[String]) -> Resu
 /// NAME@ADDRESS.
 fn member(text: &str) -> Result<(&str, &str), String> {
     text.split_once('@').ok_or_else(|| format!("{text:?} is not NAME@ADMIN_ADDRESS"))
-}
-
-fn set_role(address: &str, role: &str, name: &str, leader: Option<&str>) -> Result<(), String> {
-    let mut body = serde_json::json!({ "role": role, "name": name });
-    if let Some(leader) = leader {
-        body["address"] = Value::from(leader);
-    }
-    let response = http(address, "POST", "/admin/node/current", Some(&body.to_string()))?;
-    let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
-    if value["error_code"] == 0 {
-        return Ok(());
-    }
-    Err(format!("{name}: error {}: {}", value["error_code"], value["error_message"]))
 }
 
 /// The table or lines `strata ctl` prints for a successful answer.

@@ -494,3 +494,35 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     assert!(!state.jobs.contains_key(&1), "the oldest went first");
     assert_eq!(state.next_job_id(), FINISHED_JOBS_KEPT as u64 + 5);
 }
+
+#[test]
+fn recorded_sets_are_taken_as_told_when_newer_even_skipping_versions() {
+    let mut state = cluster();
+    let epoch = state.leader_epoch;
+    let record = |version: u64, set: &[&str]| Command::RecordInSync {
+        partition: PartitionId(0),
+        leader_epoch: epoch,
+        version,
+        in_sync: names(set),
+    };
+    // cluster() left isr_epoch 1 after its AlterInSync; version 5 skips some: taken, though
+    // it drops two members at once (each version between kept min_insync).
+    state.apply(record(5, &["harry"])).unwrap();
+    assert_eq!(state.partitions[0].in_sync, names(&["harry"]));
+    assert_eq!(state.partitions[0].isr_epoch, 5);
+    let stale = state.apply(record(4, &["harry", "ron"]));
+    assert!(matches!(stale, Err(Refusal::StaleIsrEpoch { .. })), "{stale:?}");
+    let learner = state.apply(record(6, &["harry", "neville"]));
+    assert!(matches!(learner, Err(Refusal::BadInSyncSet { .. })), "{learner:?}");
+    let leaderless = state.apply(record(6, &["ron", "harry"]));
+    assert!(matches!(leaderless, Err(Refusal::BadInSyncSet { .. })), "{leaderless:?}");
+    let old_epoch = Command::RecordInSync {
+        partition: PartitionId(0),
+        leader_epoch: Epoch(epoch.0 + 1),
+        version: 9,
+        in_sync: names(&["harry"]),
+    };
+    assert!(matches!(state.apply(old_epoch), Err(Refusal::StaleLeaderEpoch { .. })));
+    state.apply(record(6, &["harry", "hermione", "ron"])).unwrap();
+    assert_eq!(state.partitions[0].in_sync, names(&["harry", "hermione", "ron"]));
+}

@@ -1,0 +1,116 @@
+//! `POST /admin/cluster/init` (Ignite's `cluster init`): makes a cluster in one call on the
+//! node that will lead it. The body names the members by their admin HTTP addresses:
+//!
+//! ```json
+//! {"name": "harry",
+//!  "followers": [{"name": "hermione", "admin": "10.0.0.2:23821"}],
+//!  "learners":  [{"name": "ron", "admin": "10.0.0.3:23821"}]}
+//! ```
+//!
+//! This node leads (a new cluster with a controller), then asks each member's admin API to
+//! follow or learn from it, in order; the answer lists what each member said.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use strata_core::cluster::{AdminError, Role};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::json::SetRole;
+use crate::roles::Control;
+
+/// How long one member's role call may take (a follower's includes its catch-up).
+const MEMBER_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+/// Members one init names at most.
+const MEMBERS_MAX: usize = 256;
+
+/// One member to give a role to.
+struct Joiner {
+    name: String,
+    role: Role,
+    admin: String,
+}
+
+impl Control {
+    /// Makes the cluster the body describes; answers each member's outcome.
+    pub(crate) async fn init_cluster(self: &Arc<Self>, body: &[u8]) -> Result<Value, AdminError> {
+        let (name, joiners) = parse_init(body)?;
+        if self.controller().is_none() && self.role() != Role::Admin {
+            return Err(AdminError::controller_refused(
+                "a cluster starts from a node in admin mode",
+            ));
+        }
+        let lead =
+            SetRole { role: Role::Leader, name: Some(name.clone()), address: None, force: false };
+        self.set_role(lead).await?;
+        let peer = self.config.advertised_address.clone();
+        let mut outcomes = Vec::new();
+        for joiner in joiners {
+            let body = json!({ "role": joiner.role.name(), "name": joiner.name, "address": peer });
+            let answer = post_json(&joiner.admin, "/admin/node/current", &body.to_string()).await;
+            let outcome = match answer {
+                Ok(answer) if answer["error_code"] == 0 => json!("ok"),
+                Ok(answer) => answer["error_message"].clone(),
+                Err(reason) => json!(reason),
+            };
+            outcomes.push(
+                json!({ "name": joiner.name, "role": joiner.role.name(), "outcome": outcome }),
+            );
+        }
+        Ok(Value::Array(outcomes))
+    }
+}
+
+fn parse_init(body: &[u8]) -> Result<(String, Vec<Joiner>), AdminError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|error| AdminError::invalid_json(&error.to_string()))?;
+    let name = value["name"].as_str().ok_or_else(|| AdminError::field_required("name"))?;
+    strata_core::cluster::validate_name(name)?;
+    let mut joiners = Vec::new();
+    for (field, role) in [("followers", Role::Follower), ("learners", Role::Learner)] {
+        let listed = match &value[field] {
+            Value::Null => continue,
+            Value::Array(listed) => listed,
+            _ => return Err(AdminError::invalid_json(&format!("{field} must be a list"))),
+        };
+        for member in listed {
+            let (Some(member_name), Some(admin)) =
+                (member["name"].as_str(), member["admin"].as_str())
+            else {
+                return Err(AdminError::invalid_json(&format!(
+                    "each of {field} needs \"name\" and \"admin\" (its admin ip:port)"
+                )));
+            };
+            strata_core::cluster::validate_name(member_name)?;
+            joiners.push(Joiner { name: member_name.into(), role, admin: admin.into() });
+        }
+    }
+    if joiners.len() > MEMBERS_MAX {
+        return Err(AdminError::invalid_json(&format!("at most {MEMBERS_MAX} members")));
+    }
+    Ok((name.to_string(), joiners))
+}
+
+/// One JSON POST to another node's admin API (HTTP/1.1, `Connection: close`).
+async fn post_json(address: &str, path: &str, body: &str) -> Result<Value, String> {
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|error| format!("cannot reach {address}: {error}"))?;
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.map_err(|error| error.to_string())?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await.map_err(|error| error.to_string())?;
+        let text = String::from_utf8_lossy(&response);
+        let (_, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
+        serde_json::from_str::<Value>(body).map_err(|error| format!("not JSON: {error}"))
+    };
+    tokio::time::timeout(MEMBER_CALL_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("{address} did not answer in {MEMBER_CALL_TIMEOUT:?}"))?
+}

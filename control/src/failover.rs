@@ -465,7 +465,7 @@ impl Control {
             }
             let command = Command::RecordInSync {
                 partition: report.partition,
-                leader_epoch: epoch,
+                epoch,
                 version: set.isr_epoch,
                 in_sync: names,
             };

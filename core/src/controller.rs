@@ -171,10 +171,10 @@ pub enum Command {
     /// only if the leader epoch is still `previous_epoch`, so two proposers racing appoint
     /// one leader.
     Appoint { leader: String, previous_epoch: Epoch, at_least: Epoch, in_sync: Vec<Vec<String>> },
-    /// The data leader of `leader_epoch` tells the set it recorded for `partition`, version
+    /// The data leader of `epoch` tells the set it recorded for `partition`, version
     /// `version` of that epoch (members recorded it first; the controller keeps the newest it
     /// was told, for the record and for display).
-    RecordInSync { partition: PartitionId, leader_epoch: Epoch, version: u64, in_sync: Vec<String> },
+    RecordInSync { partition: PartitionId, epoch: Epoch, version: u64, in_sync: Vec<String> },
     /// A long operation starts (`id` from [`ClusterState::next_job_id`]); one at a time.
     StartJob { id: u64, record: JobRecord },
     /// A running job reached a step.
@@ -355,8 +355,8 @@ impl ClusterState {
             Command::Appoint { leader, previous_epoch, at_least, in_sync } => {
                 next.appoint(leader, previous_epoch, at_least, in_sync)?
             }
-            Command::RecordInSync { partition, leader_epoch, version, in_sync } => {
-                next.record_in_sync(partition, leader_epoch, version, in_sync)?
+            Command::RecordInSync { partition, epoch, version, in_sync } => {
+                next.record_in_sync(partition, epoch, version, in_sync)?
             }
             Command::StartJob { id, record } => next.start_job(id, record)?,
             Command::AdvanceJob { id, progress } => next.advance_job(id, progress)?,

@@ -501,7 +501,7 @@ fn recorded_sets_are_taken_as_told_when_newer_even_skipping_versions() {
     let epoch = state.leader_epoch;
     let record = |version: u64, set: &[&str]| Command::RecordInSync {
         partition: PartitionId(0),
-        leader_epoch: epoch,
+        epoch,
         version,
         in_sync: names(set),
     };
@@ -518,7 +518,7 @@ fn recorded_sets_are_taken_as_told_when_newer_even_skipping_versions() {
     assert!(matches!(leaderless, Err(Refusal::BadInSyncSet { .. })), "{leaderless:?}");
     let old_epoch = Command::RecordInSync {
         partition: PartitionId(0),
-        leader_epoch: Epoch(epoch.0 + 1),
+        epoch: Epoch(epoch.0 + 1),
         version: 9,
         in_sync: names(&["harry"]),
     };

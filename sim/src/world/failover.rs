@@ -17,7 +17,7 @@
 //! - **The lease.** The data leader confirms with the controller's leader every 100 ms that
 //!   it still leads at its epoch and takes writes only while its lease (two thirds of the
 //!   timeout, counted from when it asked) runs. Every fifth round it mirrors the in-sync sets
-//!   it recorded to the controller (`AlterInSync`, a compare-and-set on `isr_epoch`).
+//!   it recorded to the controller (`RecordInSync`, taken when newer than the copy kept).
 //! - **Faults** aimed at the controller: its leader or the data leader crash, pause or are cut
 //!   off, the two lose each other, or the cluster splits in two.
 
@@ -514,13 +514,13 @@ impl World {
             let mut names = vec![self.nodes[node].name().to_string()];
             let followers = set.members.iter().map(|member| &member.name);
             names.extend(followers.filter(|name| *name != self.nodes[node].name()).cloned());
-            if set.leader_epoch != epoch || names == record.in_sync {
+            if set.leader_epoch != epoch || set.isr_epoch <= record.isr_epoch {
                 continue;
             }
-            commands.push(Command::AlterInSync {
+            commands.push(Command::RecordInSync {
                 partition: crate::node::partition_id(index),
-                leader_epoch: epoch,
-                isr_epoch: record.isr_epoch,
+                epoch,
+                version: set.isr_epoch,
                 in_sync: names,
             });
         }

@@ -21,6 +21,9 @@ fn three_nodes() -> Vec<TestNode> {
             settings.partitions = 4;
             settings.min_insync_replicas = 2;
             settings.extra = "failover = \"automatic\"\nfailover_timeout = 1500".into();
+            if let Ok(directives) = std::env::var("STRATA_TEST_NODE_LOG") {
+                settings.environment.push(("STRATA_LOG".into(), directives));
+            }
             TestNode::start(settings)
         })
         .collect()
@@ -49,9 +52,19 @@ fn leader_of(nodes: &[TestNode]) -> Option<usize> {
 
 /// The role a node reports, if it answers within a second.
 fn role_of(node: &TestNode) -> Option<String> {
+    role_at(node.http_port)
+}
+
+/// The role the node with admin port `http_port` reports, if it answers within a second.
+fn role_at(http_port: u16) -> Option<String> {
     let timeout = Duration::from_secs(1);
-    let reply = try_request(node.http_port, "GET", "/admin/node/current", None, timeout).ok()?;
+    let reply = try_request(http_port, "GET", "/admin/node/current", None, timeout).ok()?;
     reply.json["node"]["role"].as_str().map(str::to_string)
+}
+
+/// Every node's client and admin ports, for a [`Writer`].
+fn endpoints(nodes: &[TestNode]) -> Vec<(u16, u16)> {
+    nodes.iter().map(|node| (node.port, node.http_port)).collect()
 }
 
 /// Writes unique keys to whichever node leads, remembering every acknowledged write and when
@@ -64,7 +77,8 @@ struct Writer {
 }
 
 impl Writer {
-    fn start(ports: Vec<u16>) -> Writer {
+    /// Writes to whichever of `nodes` (client port, admin port) says it leads.
+    fn start(nodes: Vec<(u16, u16)>) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(Mutex::new(BTreeMap::new()));
         let acknowledged_at = Arc::new(Mutex::new(Vec::new()));
@@ -75,19 +89,26 @@ impl Writer {
             let mut target = 0usize;
             let deadline = Instant::now() + Duration::from_secs(600);
             while !stopping.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok(client) =
-                    redis::Client::open(format!("redis://127.0.0.1:{}/", ports[target]))
-                else {
+                // Only a node that says it leads: a paused node accepts connections and
+                // never answers, not even the client's greeting.
+                let (port, http_port) = nodes[target];
+                if role_at(http_port).as_deref() != Some("leader") {
+                    target = (target + 1) % nodes.len();
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                }
+                let Ok(client) = redis::Client::open(format!("redis://127.0.0.1:{port}/")) else {
                     continue;
                 };
                 let Ok(mut connection) =
                     client.get_connection_with_timeout(Duration::from_millis(500))
                 else {
-                    target = (target + 1) % ports.len();
+                    target = (target + 1) % nodes.len();
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
                 };
-                let _ = connection.set_read_timeout(Some(Duration::from_secs(5)));
+                // A paused node accepts connections and never answers: give up on it soon.
+                let _ = connection.set_read_timeout(Some(Duration::from_secs(1)));
                 while !stopping.load(Ordering::Relaxed) {
                     number += 1;
                     let (key, value) = (format!("key:{number}"), format!("{number}"));
@@ -99,7 +120,7 @@ impl Writer {
                         Err(_) => {
                             // Not the leader (READONLY, LOADING, TRYAGAIN) or gone: try the
                             // next node.
-                            target = (target + 1) % ports.len();
+                            target = (target + 1) % nodes.len();
                             std::thread::sleep(Duration::from_millis(10));
                             break;
                         }
@@ -193,8 +214,7 @@ fn all_in_sync_listed(nodes: &[TestNode]) -> bool {
 fn kill_rounds(kills: usize) -> Vec<Duration> {
     let mut nodes = three_nodes();
     form_cluster(&nodes);
-    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-    let writer = Writer::start(ports);
+    let writer = Writer::start(endpoints(&nodes));
     let mut failover_times = Vec::new();
     for round in 0..kills {
         let before = writer.acknowledged_count();
@@ -253,8 +273,7 @@ fn all_in_sync(leader: &TestNode) -> bool {
 fn transfer_rounds(transfers: usize) -> Vec<Duration> {
     let nodes = three_nodes();
     form_cluster(&nodes);
-    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-    let writer = Writer::start(ports);
+    let writer = Writer::start(endpoints(&nodes));
     let mut pauses = Vec::new();
     for round in 0..transfers {
         let leader = leader_of(&nodes).expect("one leader");
@@ -442,8 +461,7 @@ fn the_node_list_shows_the_controllers_view() {
 fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
     let nodes = three_nodes();
     form_cluster(&nodes);
-    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-    let writer = Writer::start(ports);
+    let writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 300));
     assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])));
     let asked_at = Instant::now();
@@ -480,8 +498,7 @@ fn members_join_and_leave_at_runtime_under_load_and_it_survives_a_restart_of_eve
     settings.server_mode = "admin";
     nodes.push(TestNode::start(settings));
     form_cluster(&nodes[..3]);
-    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-    let writer = Writer::start(ports);
+    let writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 200));
     set_role(&nodes[3], "learner", "neville", Some(&nodes[1]));
     let listed = |node: &TestNode| node.admin("GET", "/admin/nodes", None).json;
@@ -547,8 +564,7 @@ fn all_in_sync_but_learners(leader: &TestNode) -> bool {
 fn a_follower_out_of_sync_when_the_leader_dies_is_never_elected() {
     let mut nodes = three_nodes();
     form_cluster(&nodes);
-    let ports: Vec<u16> = nodes.iter().map(|node| node.port).collect();
-    let writer = Writer::start(ports);
+    let writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || all_in_sync(&nodes[0])));
     let ron = nodes[2].pid().expect("running").to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &ron]).status().unwrap().success());
@@ -560,7 +576,9 @@ fn a_follower_out_of_sync_when_the_leader_dies_is_never_elected() {
     });
     assert!(dropped, "ron never left the in-sync sets:\n{}", all_logs(&nodes));
     let before = writer.acknowledged_count();
-    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 200));
+    let going_on =
+        wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 200);
+    assert!(going_on, "writes stopped without ron:\n{}", all_logs(&nodes));
     assert!(std::process::Command::new("kill").args(["-CONT", &ron]).status().unwrap().success());
     nodes[0].kill();
     let logs = || all_logs(&nodes);

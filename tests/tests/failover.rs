@@ -135,6 +135,13 @@ impl Writer {
         self.acknowledged.lock().unwrap().len()
     }
 
+    /// The longest time between two acknowledgements, the later one after `moment`.
+    fn longest_pause_since(&self, moment: Instant) -> Duration {
+        let times = self.acknowledged_at.lock().unwrap();
+        let pauses = times.windows(2).filter(|pair| pair[1] > moment);
+        pauses.map(|pair| pair[1] - pair[0]).max().unwrap_or_default()
+    }
+
     /// The first acknowledgement after `moment`, if any yet.
     fn first_acknowledged_after(&self, moment: Instant) -> Option<Instant> {
         self.acknowledged_at.lock().unwrap().iter().copied().find(|at| *at > moment)
@@ -286,14 +293,7 @@ fn transfer_rounds(transfers: usize) -> Vec<Duration> {
         transfer(&nodes, leader, target);
         let settled = writer.acknowledged_count();
         assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > settled + 50));
-        let times = writer.acknowledged_at.lock().unwrap().clone();
-        let pause = times
-            .windows(2)
-            .filter(|pair| pair[1] > asked_at)
-            .map(|pair| pair[1] - pair[0])
-            .max()
-            .unwrap_or_default();
-        pauses.push(pause);
+        pauses.push(writer.longest_pause_since(asked_at));
     }
     let acknowledged = writer.finish();
     let leader = leader_of(&nodes).expect("one leader at the end");
@@ -472,13 +472,7 @@ fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
     // Asked of a follower, the transfer goes through the leader, once harry is in sync again.
     assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[1])));
     transfer(&nodes, 2, 0);
-    let times = writer.acknowledged_at.lock().unwrap().clone();
-    let pause = times
-        .windows(2)
-        .filter(|pair| pair[1] > asked_at)
-        .map(|pair| pair[1] - pair[0])
-        .max()
-        .unwrap_or_default();
+    let pause = writer.longest_pause_since(asked_at);
     eprintln!("longest pause between acknowledged writes during the transfers: {pause:?}");
     let acknowledged = writer.finish();
     assert_holds(&nodes[0], &acknowledged, "the leader after two transfers");

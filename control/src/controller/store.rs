@@ -284,6 +284,17 @@ impl LogStore {
         Ok(())
     }
 
+    /// Rewrites the log without the entries `removed` picks, and forgets them in memory.
+    fn remove_entries(&mut self, removed: impl Fn(u64) -> bool) -> io::Result<()> {
+        let Some(remaining) = self.remaining_without(&removed)? else {
+            return Ok(());
+        };
+        let rewritten = self.rewrite_log(&remaining);
+        self.remember(rewritten)?;
+        lock(&self.shared)?.entries.retain(|index, _| !removed(*index));
+        Ok(())
+    }
+
     /// The entries that stay when those matching `removed` go, or None if none would go.
     fn remaining_without(&self, removed: impl Fn(u64) -> bool) -> io::Result<Option<Vec<Entry>>> {
         let contents = lock(&self.shared)?;
@@ -372,14 +383,7 @@ impl RaftLogStorage<Types> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> io::Result<()> {
         self.check_healthy()?;
         let kept_index_max = last_log_id.map(|log_id| log_id.index);
-        let removed = |index: u64| kept_index_max.is_none_or(|kept| index > kept);
-        let Some(remaining) = self.remaining_without(removed)? else {
-            return Ok(());
-        };
-        let rewritten = self.rewrite_log(&remaining);
-        self.remember(rewritten)?;
-        lock(&self.shared)?.entries.retain(|index, _| !removed(*index));
-        Ok(())
+        self.remove_entries(|index| kept_index_max.is_none_or(|kept| index > kept))
     }
 
     /// Removes the entries up to `log_id`: first records `log_id` in `purged` (so open drops
@@ -393,14 +397,7 @@ impl RaftLogStorage<Types> for LogStore {
         let written = write_value_file(&self.directory, PURGED_FILE, &log_id);
         self.remember(written)?;
         self.last_purged = Some(log_id);
-        let removed = |index: u64| index <= log_id.index;
-        let Some(remaining) = self.remaining_without(removed)? else {
-            return Ok(());
-        };
-        let rewritten = self.rewrite_log(&remaining);
-        self.remember(rewritten)?;
-        lock(&self.shared)?.entries.retain(|index, _| !removed(*index));
-        Ok(())
+        self.remove_entries(|index| index <= log_id.index)
     }
 }
 

@@ -43,8 +43,22 @@ impl RespConnection {
     ///
     /// When the connection cannot be made.
     pub fn connect(port: u16, timeout: Duration) -> Result<RespConnection, ClientError> {
+        RespConnection::connect_within(port, CONNECT_TIMEOUT, timeout)
+    }
+
+    /// Connects to 127.0.0.1:`port` within `connect_timeout`; `timeout` bounds each read and
+    /// write after that.
+    ///
+    /// # Errors
+    ///
+    /// When the connection cannot be made.
+    pub fn connect_within(
+        port: u16,
+        connect_timeout: Duration,
+        timeout: Duration,
+    ) -> Result<RespConnection, ClientError> {
         let address = SocketAddr::from(([127, 0, 0, 1], port));
-        let stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
+        let stream = TcpStream::connect_timeout(&address, connect_timeout)
             .map_err(|error| ClientError(format!("connect: {error}")))?;
         let io = |error: std::io::Error| ClientError(format!("socket: {error}"));
         stream.set_read_timeout(Some(timeout)).map_err(io)?;
@@ -127,9 +141,17 @@ fn receive_error(error: std::io::Error) -> ClientError {
 /// `execute_owned` before `PartitionState::execute`) answers it before the write enters the
 /// log. `ERR partition ... refuses writes after a WAL failure` is not: it may come after the
 /// record was taken.
+///
+/// Of the two `TRYAGAIN`s only the lease's is a refusal: `shard/src/connection.rs` (`refusal`,
+/// called from `route` before the command reaches a partition) answers it when the leader's
+/// lease ran out or a transfer paused it. The other, `TRYAGAIN this node stopped leading`,
+/// answers writes that were waiting for their commit when the leader stepped down
+/// (`stepped_down` in `shard/src/shard.rs`, from `shard/src/replication/leader.rs` and
+/// `phases.rs`): they may or may not have been applied.
 const REFUSALS: &[&str] = &[
     "READONLY ",
     "NOREPLICAS ",
+    "TRYAGAIN this leader lost touch with the controller",
     "WRONGTYPE ",
     "ERR syntax error",
     "ERR wrong number of arguments",
@@ -179,6 +201,9 @@ mod tests {
         for text in ["TRYAGAIN this node stopped leading", "LOADING admin", "ERR partition 3"] {
             assert!(matches!(classify_error(text), Outcome::Unknown { .. }), "{text}");
         }
+        let lease = "TRYAGAIN this leader lost touch with the controller and may have been \
+                     replaced";
+        assert!(matches!(classify_error(lease), Outcome::Refused { .. }));
     }
 
     #[test]

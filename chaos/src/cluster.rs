@@ -6,6 +6,7 @@
 //! Every child is killed when the cluster is dropped (normal end, error or panic), and each is
 //! started with `PR_SET_PDEATHSIG` so that it dies with the harness even on SIGKILL.
 
+use std::fmt;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,40 @@ pub const PROMOTION_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a status request may take.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// Who replaces a lost leader.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Failover {
+    /// The harness's operator, as a person would: checked promotions and re-points
+    /// ([`crate::operator`]).
+    #[default]
+    Manual,
+    /// The cluster's own controller (`[cluster] failover = "automatic"`): the operator only
+    /// forms the cluster, restarts what died and gives a removed node a role again.
+    Automatic,
+}
+
+impl Failover {
+    /// The name on the command line and in the nodes' configs.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Failover::Manual => "manual",
+            Failover::Automatic => "automatic",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(name: &str) -> Option<Failover> {
+        [Failover::Manual, Failover::Automatic].into_iter().find(|mode| mode.name() == name)
+    }
+}
+
+impl fmt::Display for Failover {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str(self.name())
+    }
+}
+
 /// Settings of the cluster and of every node's config file.
 #[derive(Clone, Debug)]
 pub struct ClusterSettings {
@@ -51,13 +86,19 @@ pub struct ClusterSettings {
     pub heartbeat_interval_ms: u64,
     pub heartbeat_timeout_ms: u64,
     pub min_insync_replicas: u32,
+    /// Manual failover (the operator promotes), or automatic (the controller does).
+    pub failover: Failover,
+    /// `[cluster] failover_timeout`: how long a leader may go without confirming its lease
+    /// before the controller replaces it (automatic failover).
+    pub failover_timeout_ms: u64,
     /// Gives each node a tmpfs of its own as its data directory, so that the nemesis can fill
     /// it (needs root; `None` keeps the data directories on the run's filesystem).
     pub disk_bytes: Option<u64>,
     /// libfaketime, under which every node runs so that the nemesis can step its wall clock
     /// (`None`: the nodes run without it).
     pub faketime: Option<PathBuf>,
-    /// Makes an nftables table for the `isolate` fault (needs root and nftables).
+    /// Makes an nftables table for the `isolate` fault, and with automatic failover for the
+    /// `partition` fault too (needs root and nftables).
     pub firewall: bool,
     /// Known replication bugs put back in every node (`STRATA_MUTATIONS`), to show the
     /// checker finds them; empty for a true run.
@@ -78,6 +119,8 @@ impl ClusterSettings {
             heartbeat_interval_ms: 200,
             heartbeat_timeout_ms: 2000,
             min_insync_replicas: 2,
+            failover: Failover::Manual,
+            failover_timeout_ms: 1500,
             disk_bytes: None,
             faketime: None,
             firewall: false,
@@ -118,6 +161,12 @@ pub struct View {
     pub leader: Option<Endpoint>,
     /// Running, unpaused followers and learners given their role.
     pub replicas: Vec<Endpoint>,
+    /// Every node, running or not.
+    pub nodes: Vec<Endpoint>,
+    /// Whether the clients find the leader and the replicas themselves among `nodes` (asking
+    /// each what it is), as clients of a cluster with automatic failover must, instead of
+    /// following `leader` and `replicas`.
+    pub discover: bool,
 }
 
 /// One node: its ports, files, process and assignment.
@@ -135,6 +184,8 @@ pub struct Node {
     pub paused_since: Option<Instant>,
     /// Whether the nemesis holds its disk full now.
     pub disk_full: bool,
+    /// Whether its disk was full since the process started.
+    pub disk_was_full: bool,
     /// Whether the nemesis cut every packet to and from it now.
     pub isolated: bool,
     /// Whether it was removed from the cluster and is not to be pointed at a leader until the
@@ -143,6 +194,13 @@ pub struct Node {
     /// How many times the process was started: a set-role answer that began before the
     /// latest start says nothing of the process running now.
     pub generation: u64,
+    /// With automatic failover: whether it is a member of the cluster as far as the harness
+    /// knows (it joined, and was not removed since); the operator gives a role to those that
+    /// are not.
+    pub member: bool,
+    /// The group id its process runs under, which marks the connections it opens
+    /// ([`crate::firewall`]); only with automatic failover and a firewall.
+    pub group: Option<u32>,
     child: Option<Child>,
 }
 
@@ -214,7 +272,8 @@ pub struct Cluster {
     pub network: Network,
     /// The follower the operator tries first at the next promotion (a stale promotion's).
     pub preferred_candidate: Option<usize>,
-    /// The run's nftables table, when it isolates nodes.
+    /// The run's nftables table, when it isolates nodes (and, with automatic failover, cuts
+    /// peer links).
     pub firewall: Option<Firewall>,
     view: Arc<Mutex<View>>,
 }
@@ -231,7 +290,10 @@ impl Cluster {
         std::fs::create_dir_all(&shared).map_err(|error| format!("{shared:?}: {error}"))?;
         let mut ports = PortPicker::new();
         let mut nodes = Vec::new();
-        for index in 0..settings.voters + settings.learners {
+        let count = settings.voters + settings.learners;
+        let automatic = settings.failover == Failover::Automatic;
+        let groups = if automatic && settings.firewall { Firewall::groups(count) } else { vec![] };
+        for index in 0..count {
             let kind = if index < settings.voters { Kind::Voter } else { Kind::Learner };
             let name = format!("n{}", index + 1);
             let directory = settings.out_dir.join(&name);
@@ -254,18 +316,28 @@ impl Cluster {
                 assignment: Assignment::Unassigned,
                 paused_since: None,
                 disk_full: false,
+                disk_was_full: false,
                 isolated: false,
                 removed: false,
                 generation: 0,
+                member: false,
+                group: groups.get(index).copied(),
                 child: None,
             };
             std::fs::write(node.config_path(), config_text(&settings, &node, &shared))
                 .map_err(|error| format!("writing {:?}: {error}", node.config_path()))?;
             nodes.push(node);
         }
-        let peer_ports: Vec<u16> = nodes.iter().map(|node| node.peer_port).collect();
+        // With automatic failover members reach each other at the addresses they advertise,
+        // never through the proxies: none is started.
+        let peer_ports: Vec<u16> =
+            if automatic { Vec::new() } else { nodes.iter().map(|node| node.peer_port).collect() };
         let network = Network::start(&peer_ports, settings.voters)?;
-        let firewall = if settings.firewall { Some(Firewall::create()?) } else { None };
+        let firewall = if settings.firewall {
+            Some(Firewall::create_marking(&groups).map_err(|error| error.to_string())?)
+        } else {
+            None
+        };
         let mut cluster = Cluster {
             settings,
             nodes,
@@ -291,6 +363,11 @@ impl Cluster {
     /// another is promoted, as it would for a client that cannot tell a pause from a slow
     /// node; a paused replica is left out, so that replica readers start on one that answers.
     pub fn publish(&self) {
+        let view = self.current_view();
+        *self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+    }
+
+    fn current_view(&self) -> View {
         let leader = self.leader.filter(|&index| self.nodes[index].running());
         let leader_name = leader.map(|index| self.nodes[index].name.clone());
         let replicas = self
@@ -303,8 +380,12 @@ impl Cluster {
             })
             .map(Node::endpoint)
             .collect();
-        let view = View { leader: leader.map(|index| self.nodes[index].endpoint()), replicas };
-        *self.view.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        View {
+            leader: leader.map(|index| self.nodes[index].endpoint()),
+            replicas,
+            nodes: self.nodes.iter().map(Node::endpoint).collect(),
+            discover: self.settings.failover == Failover::Automatic,
+        }
     }
 
     /// The name of the node the harness believes leads, or "none".
@@ -326,6 +407,7 @@ impl Cluster {
         }
         node.child = Some(spawn(&self.settings, node)?);
         node.generation += 1;
+        node.disk_was_full = node.disk_full;
         node.paused_since = None;
         node.assignment = Assignment::Unassigned;
         let deadline = Instant::now() + START_TIMEOUT;
@@ -404,7 +486,12 @@ impl Cluster {
         let node = &self.nodes[index];
         let mut ports = vec![node.client_port, node.http_port, node.peer_port];
         ports.extend(self.network.ports_from(index));
-        firewall.isolate(&ports)?;
+        let isolated = match node.group {
+            // The connections it opens to the other members too.
+            Some(group) => firewall.isolate_marked(&ports, group),
+            None => firewall.isolate(&ports),
+        };
+        isolated.map_err(|error| error.to_string())?;
         self.nodes[index].isolated = true;
         Ok(())
     }
@@ -439,7 +526,7 @@ impl Cluster {
     /// When nft refuses.
     pub fn reconnect(&mut self) -> Result<(), String> {
         if let Some(firewall) = &self.firewall {
-            firewall.heal()?;
+            firewall.heal().map_err(|error| error.to_string())?;
         }
         for node in &mut self.nodes {
             node.isolated = false;
@@ -567,6 +654,10 @@ fn spawn(settings: &ClusterSettings, node: &Node) -> Result<Child, String> {
             .env("FAKETIME_CACHE_DURATION", "1")
             .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
     }
+    if let Some(group) = node.group {
+        // Marks the connections it opens, for the firewall's rules (as root only).
+        command.gid(group);
+    }
     command
         .stdin(Stdio::null())
         .stdout(log_copy)
@@ -614,7 +705,7 @@ fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String
          [wal]\nwal_flush = \"FlushAtOnce\"\nsegment_size = \"4MB\"\n\
          snapshot_size = \"16MB\"\nsnapshot_interval = 20\n\
          [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n\
-         min_insync_replicas = {}\n",
+         min_insync_replicas = {}\nfailover = \"{}\"\nfailover_timeout = {}\n",
         settings.shards,
         node.client_port,
         node.http_port,
@@ -625,6 +716,8 @@ fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String
         settings.heartbeat_interval_ms,
         settings.heartbeat_timeout_ms,
         settings.min_insync_replicas,
+        settings.failover.name(),
+        settings.failover_timeout_ms,
     )
 }
 

@@ -3,6 +3,7 @@
 //! ```text
 //! chaos --seconds 60 --seed 1 --out /tmp/chaos-1
 //! chaos --minutes 30 [--faults 200]
+//! chaos --failover automatic --minutes 10 --seed 3    # the cluster's controller fails over
 //! chaos --check /tmp/chaos-1/history.jsonl    # checks a recorded history again
 //! ```
 //!
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use clap::Parser;
+use strata_chaos::cluster::Failover;
 use strata_chaos::nemesis::Fault;
 use strata_chaos::run::{self, RunOptions};
 use strata_chaos::workload::WorkloadSettings;
@@ -40,10 +42,17 @@ struct Arguments {
     /// Faults thrown at most; the run ends once the last one is healed.
     #[arg(long)]
     faults: Option<u64>,
-    /// The kinds of fault thrown, comma-separated: kill, pause, partition, disk-full,
-    /// clock-step (all of them when not given).
+    /// The kinds of fault thrown, comma-separated: kill, pause, partition, isolate, disk-full,
+    /// clock-step, remove, and stale-promotion (manual failover) or transfer and
+    /// stale-appointment (automatic failover); all of the failover mode's when not given.
     #[arg(long, value_delimiter = ',', value_parser = parse_fault)]
     nemesis: Vec<Fault>,
+    /// Who replaces a lost leader: `manual` (the harness's operator promotes followers and
+    /// re-points the others, as a person would) or `automatic` (`[cluster] failover =
+    /// "automatic"`: the cluster's controller does, and the operator only forms the cluster
+    /// and restarts what died).
+    #[arg(long, default_value = "manual", value_parser = parse_failover)]
+    failover: Failover,
     /// Known replication bugs to put back in every node, comma-separated (e.g.
     /// promote-out-of-sync; needs a strata binary built with the `mutations` feature): the
     /// run should then FAIL, showing the checker finds the bug.
@@ -92,6 +101,10 @@ fn check_only(path: &std::path::Path) -> ExitCode {
     }
 }
 
+fn parse_failover(name: &str) -> Result<Failover, String> {
+    Failover::parse(name).ok_or_else(|| format!("no failover mode {name:?}: manual or automatic"))
+}
+
 fn parse_fault(name: &str) -> Result<Fault, String> {
     Fault::parse(name).ok_or_else(|| {
         let names: Vec<&str> = Fault::ALL.iter().map(|fault| fault.name()).collect();
@@ -134,7 +147,12 @@ fn main() -> ExitCode {
         binary: run::strata_binary(),
         workloads: WorkloadSettings::default(),
         mutations: arguments.mutation,
-        faults: if arguments.nemesis.is_empty() { Fault::ALL.to_vec() } else { arguments.nemesis },
+        faults: if arguments.nemesis.is_empty() {
+            Fault::defaults(arguments.failover).to_vec()
+        } else {
+            arguments.nemesis
+        },
+        failover: arguments.failover,
     };
     install_interrupt_handler();
     match run::run(&options, &INTERRUPTED) {

@@ -6,14 +6,23 @@
 //! and restarts a node whose log failed on a full disk once the disk has room again.
 //! Promotions run on the caller's thread (bounded by [`PROMOTION_TIMEOUT`]); re-points run in
 //! threads of their own, since a follower's set-role request returns only once it caught up.
+//!
+//! With automatic failover the controller promotes and re-points: the operator forms the
+//! cluster with the same role calls (`leader` on the first voter, then `follower` or
+//! `learner` naming a member's advertised peer address), gives such a role again to a node the
+//! nemesis removed (it joins as a new member), and restarts what exited or whose log failed,
+//! as above. It never promotes nor re-points; who leads it learns from the nodes
+//! ([`Observer`]).
 
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::admin::{self, role_body};
+use crate::client::{Reply, RespConnection};
 use crate::cluster::{
-    failed_partitions, Assignment, Cluster, Kind, PROMOTION_TIMEOUT, ROLE_TIMEOUT,
+    failed_partitions, Assignment, Cluster, Failover, Kind, PROMOTION_TIMEOUT, ROLE_TIMEOUT,
 };
+use crate::observer::Observer;
 use crate::timeline::Timeline;
 
 /// How long after a failed attempt the operator tries the same node again.
@@ -37,8 +46,24 @@ const FAILED_LOG_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 /// Extra time, past the heartbeat timeout, a paused leader gets before it is replaced.
 const PROMOTION_GRACE: Duration = Duration::from_millis(500);
 
+/// The role call that answers this code was made on a member of the cluster already (the
+/// controller sets its role): the node is a member.
+const CONTROLLED_CODE: i64 = 7036;
+
+/// How long after a node joined (or said it is a member) the operator looks whether the
+/// controller lists it.
+const MEMBERSHIP_CHECK_DELAY: Duration = Duration::from_secs(5);
+
 /// The operator's memory between ticks.
 pub struct Operator {
+    failover: Failover,
+    /// With automatic failover: who leads, as the nodes say.
+    pub observer: Observer,
+    /// With automatic failover: role calls that made a node a member (answered success).
+    pub joins: u64,
+    /// With automatic failover: when to look whether the controller lists each node that
+    /// joined.
+    membership_checks: Vec<Option<Instant>>,
     /// How long the leader may be paused before a follower is promoted.
     promotion_delay: Duration,
     /// When each node was last given a role (or the promotion was last tried, for
@@ -66,6 +91,10 @@ impl Operator {
     pub fn new(cluster: &Cluster) -> Operator {
         let timeout = Duration::from_millis(cluster.settings.heartbeat_timeout_ms);
         Operator {
+            failover: cluster.settings.failover,
+            observer: Observer::default(),
+            joins: 0,
+            membership_checks: vec![None; cluster.nodes.len()],
             promotion_delay: timeout + PROMOTION_GRACE,
             last_attempt: vec![None; cluster.nodes.len()],
             promotion_attempt: None,
@@ -81,16 +110,127 @@ impl Operator {
         }
     }
 
-    /// One round: notice nodes that exited, ensure a leader, point the others at it.
+    /// One round: notice nodes that exited, ensure a leader, point the others at it (with
+    /// automatic failover: learn who leads, and give a role to nodes not in the cluster).
     pub fn tick(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
         restart_exited(cluster, timeline);
         self.restart_failed_logs(cluster, timeline);
-        if self.leader_needed(cluster, timeline) {
-            self.promote(cluster, timeline);
+        match self.failover {
+            Failover::Manual => {
+                if self.leader_needed(cluster, timeline) {
+                    self.promote(cluster, timeline);
+                }
+                self.check_members(cluster, timeline);
+                self.reconcile(cluster, timeline);
+            }
+            Failover::Automatic => {
+                self.observer.observe(cluster, timeline);
+                self.give_roles(cluster, timeline);
+                self.check_membership(cluster, timeline);
+            }
         }
-        self.check_members(cluster, timeline);
-        self.reconcile(cluster, timeline);
         cluster.publish();
+    }
+
+    /// With automatic failover: gives every answering node that is not a member (never
+    /// joined, or removed and added back) its role: `leader` to the first voter while nobody
+    /// is a member, else `follower` or `learner` naming a member's peer address. One call at a
+    /// time, in its own thread (it returns once the node has its role).
+    fn give_roles(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        self.collect_joins(cluster, timeline);
+        if self.pending.iter().any(Option::is_some) {
+            // One at a time: the controller takes one membership change at once.
+            return;
+        }
+        let anyone = (0..cluster.nodes.len()).any(|index| cluster.nodes[index].member);
+        // The member a joining node names: the leader if it answers, else any that does.
+        let answering_member = |index: usize| {
+            let node = &cluster.nodes[index];
+            node.member && node.available() && !node.isolated
+        };
+        let member = cluster
+            .leader
+            .filter(|&leader| answering_member(leader))
+            .or_else(|| (0..cluster.nodes.len()).find(|&index| answering_member(index)));
+        for index in 0..cluster.nodes.len() {
+            let node = &cluster.nodes[index];
+            let recent = self.last_attempt[index].is_some_and(|at| at.elapsed() < RETRY_INTERVAL);
+            let busy = self.pending[index].is_some();
+            if node.member || node.removed || !node.available() || recent || busy {
+                continue;
+            }
+            let body = match (anyone, member) {
+                (false, _) if node.kind == Kind::Voter => {
+                    role_body("leader", Some(&node.name), None)
+                }
+                (false, _) | (true, None) => continue,
+                (true, Some(member)) => {
+                    let role = if node.kind == Kind::Voter { "follower" } else { "learner" };
+                    let address = cluster.nodes[member].peer_address();
+                    role_body(role, Some(&node.name), Some(&address))
+                }
+            };
+            self.last_attempt[index] = Some(Instant::now());
+            self.pending[index] = Some(start_join(cluster, timeline, index, body));
+            return;
+        }
+    }
+
+    /// Takes the results of the role calls of automatic failover that finished.
+    fn collect_joins(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
+        for index in 0..cluster.nodes.len() {
+            if !self.pending[index].as_ref().is_some_and(|pending| pending.thread.is_finished()) {
+                continue;
+            }
+            let Some(pending) = self.pending[index].take() else { continue };
+            let result = pending.thread.join().unwrap_or_else(|_| Err("thread panicked".into()));
+            let already = result
+                .as_ref()
+                .is_err_and(|error| error.starts_with(&format!("refused {CONTROLLED_CODE}")));
+            let detail = match &result {
+                Ok(()) => "member",
+                Err(_) if already => "refused 7036: it says it is a member already",
+                Err(error) => error.as_str(),
+            };
+            timeline.end(pending.event, detail);
+            let node = &mut cluster.nodes[index];
+            if (result.is_ok() || already) && !node.removed {
+                // A node that says it is a member is not asked again (a removed node that
+                // was never told to leave says so too: the run then does not recover).
+                node.member = true;
+                self.joins += u64::from(result.is_ok());
+                self.membership_checks[index] = Some(Instant::now() + MEMBERSHIP_CHECK_DELAY);
+            }
+        }
+    }
+
+    /// A while after a node joined, looks whether the controller lists it (in the leader's
+    /// `/admin/nodes`, which adds every member the controller has): a node that answers its
+    /// role call as a member while the controller dropped it is a problem.
+    fn check_membership(&mut self, cluster: &Cluster, timeline: &mut Timeline) {
+        let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
+            return;
+        };
+        for index in 0..cluster.nodes.len() {
+            let due = self.membership_checks[index].is_some_and(|at| at <= Instant::now());
+            if !due || !cluster.nodes[index].member {
+                continue;
+            }
+            let Ok(reply) = cluster.status(leader, "/admin/nodes") else { return };
+            let Some(rows) = reply.json["nodes"].as_array().filter(|_| reply.ok()) else {
+                return;
+            };
+            self.membership_checks[index] = None;
+            let name = &cluster.nodes[index].name;
+            if !rows.iter().any(|row| row["name"].as_str() == Some(name.as_str())) {
+                let leader_name = &cluster.nodes[leader].name;
+                let text = format!(
+                    "{name} answered its role call as a member, but {leader_name}'s member list \
+                     does not name it (was it removed without being told?)"
+                );
+                timeline.problem(name, text);
+            }
+        }
     }
 
     /// Reads the leader's member list, as a person watching the cluster would: a node believed
@@ -132,7 +272,10 @@ impl Operator {
 
     /// Restarts every answering node that has partitions whose log failed once its disk has
     /// room again, as the runbook says (`wal_failed_partitions` in INFO; such a partition
-    /// refuses writes until the node restarts: README, "Durability modes").
+    /// refuses writes until the node restarts: README, "Durability modes"). With automatic
+    /// failover, every node whose disk was full: the controller's Raft stops for good when
+    /// it cannot write its files, and the process goes on without it (chaos/README.md, "What
+    /// it found").
     fn restart_failed_logs(&mut self, cluster: &mut Cluster, timeline: &mut Timeline) {
         if self.failed_logs_checked.is_some_and(|at| at.elapsed() < FAILED_LOG_CHECK_INTERVAL) {
             return;
@@ -143,18 +286,40 @@ impl Operator {
             if !node.available() || node.disk_full || node.isolated {
                 continue;
             }
-            let Some(failed) = failed_partitions(node.client_port).filter(|&count| count > 0)
-            else {
-                continue;
+            let failed = failed_partitions(node.client_port).filter(|&count| count > 0);
+            let why = match failed {
+                Some(failed) => format!("wal_failed_partitions:{failed}"),
+                None if self.failover == Failover::Automatic && node.disk_was_full => {
+                    "its disk was full".to_string()
+                }
+                None => continue,
             };
             cluster.kill(index);
-            cluster.restart_recorded(index, timeline, &format!("wal_failed_partitions:{failed}"));
+            cluster.restart_recorded(index, timeline, &why);
         }
     }
 
     /// Whether the cluster has an answering leader and every answering node follows it.
+    /// With automatic failover: every answering node is a member, the nodes agree who leads,
+    /// the leader lists each of them alive and serves (no `-TRYAGAIN`).
     #[must_use]
-    pub fn settled(cluster: &Cluster) -> bool {
+    pub fn settled(&self, cluster: &Cluster) -> bool {
+        self.unsettled(cluster).is_none()
+    }
+
+    /// Why the cluster is not settled ([`Operator::settled`]), in a sentence; None when it
+    /// is.
+    #[must_use]
+    pub fn unsettled(&self, cluster: &Cluster) -> Option<String> {
+        match self.failover {
+            Failover::Manual if Operator::settled_by_hand(cluster) => None,
+            Failover::Manual => Some("no answering leader every answering node follows".into()),
+            Failover::Automatic => unsettled_by_controller(cluster),
+        }
+    }
+
+    /// [`Operator::settled`] with manual failover: the harness's own assignments.
+    fn settled_by_hand(cluster: &Cluster) -> bool {
         let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
             return false;
         };
@@ -354,6 +519,82 @@ fn start_repoint(
         event,
         thread,
     }
+}
+
+/// Starts a role call of automatic failover (`body`) on node `index`.
+fn start_join(
+    cluster: &Cluster,
+    timeline: &mut Timeline,
+    index: usize,
+    body: String,
+) -> PendingRepoint {
+    let node = &cluster.nodes[index];
+    let event = timeline.begin("join", &node.name, &body);
+    let port = node.http_port;
+    let thread = std::thread::spawn(move || set_roles(port, &[body]));
+    PendingRepoint {
+        leader: String::new(),
+        generation: node.generation,
+        started: Instant::now(),
+        event,
+        thread,
+    }
+}
+
+/// [`Operator::unsettled`] with automatic failover.
+fn unsettled_by_controller(cluster: &Cluster) -> Option<String> {
+    let Some(leader) = cluster.leader.filter(|&index| cluster.nodes[index].available()) else {
+        return Some("no answering node leads".into());
+    };
+    let name = &cluster.nodes[leader].name;
+    let outsiders = names(cluster, |node| node.available() && !node.member);
+    if !outsiders.is_empty() {
+        return Some(format!("{} not a member yet", outsiders.join(", ")));
+    }
+    if !Observer::agreed(cluster, leader) {
+        return Some(format!("the nodes do not all say {name} leads and they follow"));
+    }
+    let missing = not_listed_alive(cluster, leader);
+    if !missing.is_empty() {
+        return Some(format!("{name} does not list {} alive", missing.join(", ")));
+    }
+    if !serves(cluster, leader) {
+        return Some(format!("{name} does not answer reads (-TRYAGAIN, or no answer)"));
+    }
+    None
+}
+
+/// The names of the nodes `select` picks.
+fn names(cluster: &Cluster, select: impl Fn(&crate::cluster::Node) -> bool) -> Vec<String> {
+    cluster.nodes.iter().filter(|node| select(node)).map(|node| node.name.clone()).collect()
+}
+
+/// The answering nodes `leader`'s member list does not show alive (all of them when it does
+/// not answer).
+fn not_listed_alive(cluster: &Cluster, leader: usize) -> Vec<String> {
+    let others =
+        |node: &crate::cluster::Node| node.available() && node.name != cluster.nodes[leader].name;
+    let Ok(reply) = cluster.status(leader, "/admin/nodes") else { return names(cluster, others) };
+    let Some(rows) = reply.json["nodes"].as_array().filter(|_| reply.ok()) else {
+        return names(cluster, others);
+    };
+    names(cluster, |node| {
+        others(node)
+            && !rows.iter().any(|row| {
+                row["name"].as_str() == Some(node.name.as_str())
+                    && row["status"].as_str() == Some("alive")
+            })
+    })
+}
+
+/// Whether `leader` answers a read normally (its lease holds); the read is no operation of
+/// the history (a key no workload uses).
+fn serves(cluster: &Cluster, leader: usize) -> bool {
+    let port = cluster.nodes[leader].client_port;
+    let Ok(mut connection) = RespConnection::connect(port, Duration::from_secs(1)) else {
+        return false;
+    };
+    matches!(connection.command(&["GET", "chaos-settled"]), Ok(Reply::Bulk(_)))
 }
 
 /// Set-role requests in turn; stops at the first that fails.

@@ -8,7 +8,10 @@
 //! (registration, heartbeats, the replication streams, acknowledgements) and the promotion
 //! requests a replica sends the leader it followed. What does not: client traffic, and the
 //! promotion requests sent to the members a leader listed (they name each member's own peer
-//! port); the `isolate` fault ([`crate::firewall`]) cuts a node off entirely.
+//! port); the `isolate` fault ([`crate::firewall`]) cuts a node off entirely. With automatic
+//! failover members talk to each other at the addresses the controller records, never
+//! through a proxy: none is started, and the firewall's rules make the links
+//! ([`crate::links`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

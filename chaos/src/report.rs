@@ -7,9 +7,10 @@
 //! - a fault that lasts (its end after its start, or no end: then it lasts to the end of the
 //!   run) is a translucent band, one colour per kind, with a tooltip and, when there is room,
 //!   its kind and node written at the top;
-//! - operator actions and problems (`promote`, `repoint`, `leader-lost`, `problem`) and faults
-//!   without length are thin vertical lines at their start (problems in red). An operator
-//!   action is a line even when it took a while: its length is in its tooltip and the table.
+//! - operator actions and problems (`promote`, `repoint`, `leader-lost`, `join`, `problem`),
+//!   changes of leader seen with automatic failover (`leader`), and faults without length are
+//!   thin vertical lines at their start (problems in red). An operator action is a line even
+//!   when it took a while: its length is in its tooltip and the table.
 //!
 //! The page does not grow with the history: operations are counted in buckets of one second
 //! (wider for runs longer than 1200 seconds), in one pass, and each chart draws one
@@ -34,9 +35,9 @@ const PLOT_RIGHT: f64 = 1084.0;
 const PLOT_TOP: f64 = 30.0;
 const PLOT_BOTTOM: f64 = 258.0;
 
-/// Event kinds drawn as lines at their start whatever their length: operator actions and
-/// problems.
-const MARK_KINDS: [&str; 4] = ["promote", "repoint", "leader-lost", "problem"];
+/// Event kinds drawn as lines at their start whatever their length: operator actions, changes
+/// of leader and problems.
+const MARK_KINDS: [&str; 6] = ["promote", "repoint", "leader-lost", "join", "leader", "problem"];
 
 /// Lowest and (at least) highest latency on the latency chart's logarithmic axis, in ms.
 const LATENCY_BOTTOM_MS: f64 = 0.1;
@@ -623,6 +624,8 @@ fn mark_style(fault: &str) -> (&'static str, f64) {
         "promote" => ("#222222", 1.0),
         "repoint" => ("#999999", 1.0),
         "leader-lost" => ("#6a3d9a", 1.0),
+        "leader" => ("#222222", 1.0),
+        "join" => ("#999999", 1.0),
         _ => ("#555555", 1.0),
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::check::{self, Report};
-use crate::cluster::{Cluster, ClusterSettings};
+use crate::cluster::{Cluster, ClusterSettings, Failover};
 use crate::explain;
 use crate::history::{self, Action, Operation, Outcome, Phase, Target};
 use crate::nemesis::{Fault, Nemesis, Scope};
@@ -29,6 +29,10 @@ const VIOLATIONS_LISTED: usize = 15;
 
 /// How often a progress line is printed.
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// A round of the nemesis and the operator this long is reported: faults under way may last
+/// that much longer than drawn.
+const STALL_REPORTED: Duration = Duration::from_secs(2);
 
 /// The size of each node's tmpfs, when the nemesis fills disks. tmpfs takes memory only for
 /// what is written; the ballast of a disk-full fault takes the rest while it lasts.
@@ -61,6 +65,8 @@ pub struct RunOptions {
     /// Known replication bugs to put back in every node (`STRATA_MUTATIONS`, names as in
     /// `core/src/replication/mutations.rs`, comma-separated); empty for a true run.
     pub mutations: String,
+    /// Who replaces a lost leader: the harness's operator, or the cluster's controller.
+    pub failover: Failover,
 }
 
 /// How a run ended.
@@ -103,6 +109,7 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     let recorder = Arc::new(Recorder::new(start));
     let mut settings = ClusterSettings::new(options.binary.clone(), options.out_dir.clone());
     settings.mutations.clone_from(&options.mutations);
+    settings.failover = options.failover;
     if !options.mutations.is_empty() {
         println!("chaos: known bugs put back in every node: {}", options.mutations);
     }
@@ -114,15 +121,18 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     let mut operator = Operator::new(&cluster);
     let names: Vec<&str> = faults.iter().map(|fault| fault.name()).collect();
     println!(
-        "chaos: seed={} out={} faults={} nodes started",
+        "chaos: seed={} out={} failover={} faults={} nodes started",
         options.seed,
         options.out_dir.display(),
+        options.failover,
         names.join(",")
     );
     let formed = settle(&mut cluster, &mut operator, &mut timeline, interrupt);
     let scope = Scope {
         node_count: cluster.nodes.len(),
         heartbeat_timeout_ms: cluster.settings.heartbeat_timeout_ms,
+        failover: cluster.settings.failover,
+        failover_timeout_ms: cluster.settings.failover_timeout_ms,
         faults,
     };
     let mut nemesis = Nemesis::new(options.seed, scope);
@@ -132,7 +142,8 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
             Parts { cluster: &mut cluster, operator: &mut operator, timeline: &mut timeline };
         run_faults(options, parts, &mut nemesis, &recorder, interrupt);
     } else {
-        timeline.problem("", format!("the cluster did not form within {SETTLE_TIMEOUT:?}"));
+        let why = operator.unsettled(&cluster).unwrap_or_default();
+        timeline.problem("", format!("the cluster did not form within {SETTLE_TIMEOUT:?}: {why}"));
     }
     let interrupted = interrupt.load(Ordering::Relaxed);
     if formed && !interrupted {
@@ -144,10 +155,20 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     finish(options, &recorder, &timeline, &nemesis, &operator, interrupted)
 }
 
-/// The fault kinds asked for that this machine can throw; sets up what they need (a tmpfs
-/// per node, an nftables table, libfaketime).
+/// The fault kinds asked for that this machine can throw at a cluster of this failover mode;
+/// sets up what they need (a tmpfs per node, an nftables table, libfaketime).
 fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fault> {
     let mut faults = options.faults.clone();
+    for fault in Fault::ALL {
+        if faults.contains(&fault) && !fault.fits(options.failover) {
+            println!("chaos: no {fault} faults: not with {} failover", options.failover);
+            faults.retain(|kind| *kind != fault);
+        }
+    }
+    // With automatic failover the firewall cuts the peer links, which no proxy carries.
+    let automatic = options.failover == Failover::Automatic;
+    let firewalled =
+        |fault: &Fault| *fault == Fault::Isolate || (automatic && links_need_firewall(*fault));
     if faults.contains(&Fault::DiskFull) {
         if crate::cluster::can_mount(&options.out_dir) {
             settings.disk_bytes = Some(DISK_BYTES);
@@ -156,12 +177,21 @@ fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fa
             faults.retain(|fault| *fault != Fault::DiskFull);
         }
     }
-    if faults.contains(&Fault::Isolate) {
-        match crate::firewall::Firewall::create() {
+    if faults.iter().any(firewalled) {
+        use crate::firewall::Firewall;
+        // With automatic failover the rules name connections by the group ids of the nodes.
+        let probe = if automatic {
+            Firewall::create_marking(&Firewall::groups(1))
+        } else {
+            Firewall::create()
+        };
+        match probe {
             Ok(_probe) => settings.firewall = true,
             Err(error) => {
-                println!("chaos: no isolate faults: {error}");
-                faults.retain(|fault| *fault != Fault::Isolate);
+                for fault in faults.iter().filter(|fault| firewalled(fault)) {
+                    println!("chaos: no {fault} faults: {error}");
+                }
+                faults.retain(|fault| !firewalled(fault));
             }
         }
     }
@@ -175,6 +205,11 @@ fn usable_faults(options: &RunOptions, settings: &mut ClusterSettings) -> Vec<Fa
         }
     }
     faults
+}
+
+/// Whether a fault cuts peer links, which the firewall does with automatic failover.
+fn links_need_firewall(fault: Fault) -> bool {
+    matches!(fault, Fault::Partition | Fault::StaleAppointment)
 }
 
 /// Debian's libfaketime (the `faketime` package, which `scripts/setup.sh` installs).
@@ -215,8 +250,11 @@ fn run_faults(
         if !may_throw && !nemesis.active() {
             break;
         }
+        let ticking = Instant::now();
         nemesis.tick(cluster, timeline, may_throw);
+        let nemesis_time = ticking.elapsed();
         operator.tick(cluster, timeline);
+        report_stall(began, nemesis_time, ticking.elapsed() - nemesis_time);
         if last_progress.elapsed() >= PROGRESS_INTERVAL {
             last_progress = Instant::now();
             print_progress(began, recorder, cluster, nemesis);
@@ -230,6 +268,20 @@ fn run_faults(
         }
     }
     print_progress(began, recorder, cluster, nemesis);
+}
+
+/// Says so when one round of the nemesis and the operator took long enough to stretch the
+/// faults under way (a fault ends at the first round after its time).
+fn report_stall(began: Instant, nemesis_time: Duration, operator_time: Duration) {
+    if nemesis_time + operator_time >= STALL_REPORTED {
+        println!(
+            "chaos: {:>6.1}s the harness's round took {:.1} s (nemesis {:.1} s, operator {:.1} s)",
+            began.elapsed().as_secs_f64(),
+            (nemesis_time + operator_time).as_secs_f64(),
+            nemesis_time.as_secs_f64(),
+            operator_time.as_secs_f64(),
+        );
+    }
 }
 
 fn print_progress(began: Instant, recorder: &Recorder, cluster: &Cluster, nemesis: &Nemesis) {
@@ -255,7 +307,7 @@ fn settle(
     let deadline = Instant::now() + SETTLE_TIMEOUT;
     while Instant::now() < deadline && !interrupt.load(Ordering::Relaxed) {
         operator.tick(cluster, timeline);
-        if Operator::settled(cluster) {
+        if operator.settled(cluster) {
             return true;
         }
         std::thread::sleep(TICK);
@@ -285,7 +337,9 @@ fn final_phase(
     }
     let never = AtomicBool::new(false);
     if !settle(cluster, operator, timeline, &never) {
-        let text = format!("the cluster did not recover within {SETTLE_TIMEOUT:?} of healing");
+        let why = operator.unsettled(cluster).unwrap_or_default();
+        let text =
+            format!("the cluster did not recover within {SETTLE_TIMEOUT:?} of healing: {why}");
         timeline.problem(cluster.leader_name().to_string().as_str(), text);
         return;
     }
@@ -486,6 +540,29 @@ fn longest_write_gap(operations: &[Operation]) -> Option<(u64, u64)> {
     completions.windows(2).map(|pair| (pair[0], pair[1] - pair[0])).max_by_key(|&(_, gap)| gap)
 }
 
+/// What the operator did (with automatic failover: the leaders the controller chose, and
+/// the role calls and restarts), for the summary.
+fn operator_actions(operator: &Operator, timeline: &Timeline) -> String {
+    if operator.observer.changes > 0 || operator.joins > 0 {
+        // Automatic failover: the controller chose every leader.
+        format!(
+            "leaders seen {} (the controller's), role calls {} ({} made members), restarts {}",
+            operator.observer.changes,
+            timeline.count("join"),
+            operator.joins,
+            timeline.count("restart"),
+        )
+    } else {
+        format!(
+            "promotions {} (refused {}), re-points {}, restarts {}",
+            operator.promotions,
+            operator.promotion_refusals,
+            timeline.count("repoint"),
+            timeline.count("restart"),
+        )
+    }
+}
+
 /// What the run did and what the checker found, in lines printed at the end and shown on the
 /// report page.
 fn summary_lines(
@@ -503,14 +580,11 @@ fn summary_lines(
     )];
     let faults: Vec<String> =
         nemesis.thrown.iter().map(|(fault, count)| format!("{} {count}", fault.name())).collect();
+    let actions = operator_actions(operator, timeline);
     lines.push(format!(
-        "chaos: faults: {} ({}); promotions {} (refused {}), re-points {}, restarts {}",
+        "chaos: faults: {} ({}); {actions}",
         nemesis.thrown_total(),
         faults.join(", "),
-        operator.promotions,
-        operator.promotion_refusals,
-        timeline.count("repoint"),
-        timeline.count("restart"),
     ));
     lines.push(format!(
         "chaos: checker: {} register, {} append, {} replica-read operations checked; \

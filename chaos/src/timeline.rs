@@ -58,12 +58,18 @@ impl Timeline {
         let now = self.elapsed_us();
         if let Some(event) = self.events.get_mut(number) {
             event.end_us = Some(now);
-            if !detail.is_empty() {
-                if !event.detail.is_empty() {
-                    event.detail.push_str("; ");
-                }
-                event.detail.push_str(detail);
+        }
+        self.note(number, detail);
+    }
+
+    /// Adds `detail` to what event `number` says, when not empty, without ending it.
+    pub fn note(&mut self, number: usize, detail: &str) {
+        let Some(event) = self.events.get_mut(number) else { return };
+        if !detail.is_empty() {
+            if !event.detail.is_empty() {
+                event.detail.push_str("; ");
             }
+            event.detail.push_str(detail);
         }
     }
 

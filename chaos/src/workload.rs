@@ -1,7 +1,11 @@
 //! The client workloads: threads that each hold one connection and send one operation at a
 //! time, recording every operation. After any answer but a normal one a client drops its
 //! connection and opens a new one (under a new client number) to the node the harness then
-//! believes leads, or to a replica for the replica readers.
+//! believes leads, or to a replica for the replica readers. With automatic failover the
+//! clients find those nodes themselves instead, as a client of such a cluster must: they ask
+//! every node what it is ([`crate::probe`]) and take the newest leader, or any replica; and a
+//! leader client keeps its connection until an answer but a normal one (a replaced leader
+//! must answer `-TRYAGAIN` once its lease ran out).
 //!
 //! - registers: GET, SET and INCR of `r<k>` on the leader;
 //! - appends: APPEND of run-unique elements `c<client>-<n>` to `a<k>`, and reads of them, on
@@ -21,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use crate::client::{classify, ClientError, RespConnection};
 use crate::cluster::{Endpoint, View};
 use crate::history::{Action, Outcome, Phase, Target};
+use crate::probe::{self, Mode};
 use crate::recorder::{Recorder, Sender};
 
 /// How long a client waits for one answer.
@@ -198,10 +203,13 @@ fn run_thread(shared: &Shared, settings: &WorkloadSettings, role: Role, seed: u6
     };
     let mut session: Option<Session> = None;
     let mut sent = 0;
+    let discover = shared.view().discover;
     while sent < settings.operations_per_thread_max && !shared.over() {
-        // A leader client follows the harness's view: once another node leads, it reconnects.
+        // A leader client follows the harness's view: once another node leads, it reconnects
+        // (unless it finds the leader itself).
         let stale = |current: &Session| {
             target == Target::Leader
+                && !discover
                 && shared.view().leader.is_none_or(|leader| leader.name != current.sender.node)
         };
         let kept = session.take().filter(|current| !stale(current));
@@ -228,11 +236,36 @@ fn run_thread(shared: &Shared, settings: &WorkloadSettings, role: Role, seed: u6
 fn connect(shared: &Shared, target: Target, random: &mut StdRng) -> Option<Session> {
     let view = shared.view();
     let endpoint = match target {
+        _ if view.discover => discover(&view.nodes, target, random)?,
         Target::Leader => view.leader?,
         Target::Replica if view.replicas.is_empty() => return None,
         Target::Replica => view.replicas[random.gen_range(0..view.replicas.len())].clone(),
     };
     Session::open(shared, &endpoint, target, Phase::Run).ok()
+}
+
+/// Asks every node what it is: the newest leader, or a replica drawn at random.
+fn discover(nodes: &[Endpoint], target: Target, random: &mut StdRng) -> Option<Endpoint> {
+    let answers: Vec<(usize, probe::Serving)> = nodes
+        .iter()
+        .enumerate()
+        .filter_map(|(index, node)| Some((index, probe::ask(node.port)?)))
+        .collect();
+    let index = match target {
+        Target::Leader => probe::newest_leader(&answers)?,
+        Target::Replica => {
+            let replicas: Vec<usize> = answers
+                .iter()
+                .filter(|(_, serving)| serving.mode == Mode::Replica)
+                .map(|(index, _)| *index)
+                .collect();
+            if replicas.is_empty() {
+                return None;
+            }
+            replicas[random.gen_range(0..replicas.len())]
+        }
+    };
+    Some(nodes[index].clone())
 }
 
 fn next_action(

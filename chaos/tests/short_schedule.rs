@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
+use strata_chaos::cluster::Failover;
 use strata_chaos::nemesis::Fault;
 use strata_chaos::run::{self, RunOptions, RunSummary};
 use strata_chaos::workload::WorkloadSettings;
@@ -31,8 +32,9 @@ fn options(name: &str, seed: u64, duration: Duration) -> Option<RunOptions> {
         faults_max: None,
         binary,
         workloads: WorkloadSettings::default(),
-        faults: Fault::ALL.to_vec(),
+        faults: Fault::MANUAL.to_vec(),
         mutations: String::new(),
+        failover: Failover::Manual,
     })
 }
 

@@ -481,6 +481,10 @@ pub struct Membership {
     followers_max: usize,
     learners_max: usize,
     members: BTreeMap<String, Member>,
+    /// When `expire` last ran (monotonic): a longer gap than half the timeout means this
+    /// node itself stood still (paused, starved), and its members' silence meanwhile is not
+    /// theirs.
+    last_check: Option<Moment>,
 }
 
 impl Membership {
@@ -497,6 +501,7 @@ impl Membership {
             followers_max,
             learners_max,
             members: BTreeMap::new(),
+            last_check: None,
         }
     }
 
@@ -594,9 +599,21 @@ impl Membership {
     }
 
     /// Marks every alive member silent for more than `timeout_ms` on the monotonic clock as
-    /// `timeout`; returns them.
+    /// `timeout`; returns them. Called periodically: when the previous call is more than half
+    /// the timeout ago, this node itself stood still (a pause, a starved process) with the
+    /// members' heartbeats unread in its sockets, so nobody expires and every alive member
+    /// gets a whole timeout from now.
     pub fn expire(&mut self, now: Now, timeout_ms: u64, mutations: Mutations) -> Vec<String> {
         let wall = mutations.has(Mutation::WallClockTimeouts);
+        let stood_still =
+            self.last_check.is_some_and(|last| now.moment.since(last) > timeout_ms / 2);
+        self.last_check = Some(now.moment);
+        if stood_still && !wall {
+            for member in self.members.values_mut() {
+                member.last_seen = member.last_seen.max(now.moment);
+            }
+            return Vec::new();
+        }
         let mut expired = Vec::new();
         for member in self.members.values_mut() {
             let silent_ms = if wall {

@@ -177,8 +177,26 @@ fn expiry_follows_the_monotonic_clock_whatever_the_wall_clock_does() {
     let jumped = Now { wall_ms: 3_601_000, moment: Moment(1_500) };
     assert!(table.expire(jumped, 4_000, Mutations::NONE).is_empty());
     // The wall clock goes back an hour: silence still expires on time.
-    let back = Now { wall_ms: 0, moment: Moment(5_000) };
-    assert!(table.expire(back, 4_000, Mutations::NONE).is_empty());
+    for moment in [2_000, 3_000, 4_000, 5_000] {
+        let back = Now { wall_ms: 0, moment: Moment(moment) };
+        assert!(table.expire(back, 4_000, Mutations::NONE).is_empty());
+    }
     let late = Now { wall_ms: 0, moment: Moment(5_001) };
     assert_eq!(table.expire(late, 4_000, Mutations::NONE), vec!["f".to_string()]);
+}
+
+#[test]
+fn a_leader_that_stood_still_does_not_count_it_as_its_members_silence() {
+    let mut table = leader();
+    table.register("f", Role::Follower, "127.0.0.1:1", at(1_000)).unwrap();
+    let check = |moment| Now { wall_ms: moment, moment: Moment(moment) };
+    assert!(table.expire(check(1_200), 2_000, Mutations::NONE).is_empty());
+    // Paused for 2.7 s: the follower's heartbeats sat unread; it gets a whole timeout again.
+    assert!(table.expire(check(3_900), 2_000, Mutations::NONE).is_empty());
+    assert_eq!(table.get("f").unwrap().status, NodeStatus::Alive);
+    for moment in (4_100..=5_900).step_by(200) {
+        assert!(table.expire(check(moment), 2_000, Mutations::NONE).is_empty(), "{moment}");
+    }
+    // Silent for the timeout on a clock that ran: it expires.
+    assert_eq!(table.expire(check(6_000), 2_000, Mutations::NONE), vec!["f".to_string()]);
 }

@@ -255,6 +255,10 @@ pub struct Leader {
     streams: BTreeMap<StreamId, Stream>,
     subscriptions: VecDeque<RecentSubscription>,
     fenced_by: Option<Epoch>,
+    /// The moment of the last tick: a tick that comes more than half the progress timeout
+    /// after it means this leader stood still, and its followers' silence meanwhile is not
+    /// theirs.
+    last_tick: Moment,
 }
 
 /// Where the log stands when a node starts leading a partition.
@@ -312,6 +316,7 @@ impl Leader {
             streams: BTreeMap::new(),
             subscriptions: VecDeque::new(),
             fenced_by: None,
+            last_tick: now,
         }
     }
 
@@ -703,11 +708,23 @@ impl Leader {
 
     /// A follower the leader waits for that made no progress within the timeout leaves: its
     /// streams close and a shrink removes it.
+    /// After a tick that came late (the leader itself paused or starved), every stalled
+    /// follower gets the whole timeout again from now.
     fn on_tick(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
         if self.config.mutations.has(Mutation::KeepFailedReplica) {
             return;
         }
         let timeout = self.config.progress_timeout_ms;
+        let stood_still = now.since(self.last_tick) > timeout / 2;
+        self.last_tick = self.last_tick.max(now);
+        if stood_still {
+            for waiting in self.waiting.values_mut() {
+                if let Some(since) = waiting.stalled_since.as_mut() {
+                    *since = (*since).max(now);
+                }
+            }
+            return;
+        }
         let stalled: Vec<String> = self
             .waiting
             .iter()

@@ -140,10 +140,30 @@ fn a_follower_that_stops_acknowledging_leaves_after_the_progress_timeout() {
     attach(&mut leader, 2, "b", ReplicaKind::Follower);
     frame(&mut leader, 1, 1);
     step(&mut leader, 0, LeaderEvent::Acked { stream: StreamId(1), lsn: Lsn(1) });
-    assert!(step(&mut leader, TIMEOUT_MS - 1, LeaderEvent::Tick).is_empty());
+    for moment in (100..TIMEOUT_MS).step_by(100).chain([TIMEOUT_MS - 1]) {
+        assert!(step(&mut leader, moment, LeaderEvent::Tick).is_empty(), "{moment}");
+    }
     let late = step(&mut leader, TIMEOUT_MS, LeaderEvent::Tick);
     assert!(matches!(&late[0], LeaderCommand::Close { stream: StreamId(2), .. }), "{late:?}");
     assert_eq!(late[1], LeaderCommand::PersistInSyncSet { set: set(2, 1, &["a", "l"]) });
+}
+
+#[test]
+fn a_leader_that_stood_still_gives_its_followers_the_whole_timeout_again() {
+    let mut leader = leader(&["a", "b", "l"], 2);
+    attach(&mut leader, 1, "a", ReplicaKind::Follower);
+    attach(&mut leader, 2, "b", ReplicaKind::Follower);
+    frame(&mut leader, 1, 1);
+    assert!(step(&mut leader, 100, LeaderEvent::Tick).is_empty());
+    // Paused for longer than the timeout: the acknowledgements sat unread, nobody leaves.
+    let resumed = 100 + TIMEOUT_MS + 700;
+    assert!(step(&mut leader, resumed, LeaderEvent::Tick).is_empty());
+    for moment in (resumed + 100..resumed + TIMEOUT_MS).step_by(100) {
+        assert!(step(&mut leader, moment, LeaderEvent::Tick).is_empty(), "{moment}");
+    }
+    // Silent for the timeout on a clock that ran: both leave (one shrink at a time).
+    let late = step(&mut leader, resumed + TIMEOUT_MS, LeaderEvent::Tick);
+    assert!(matches!(&late[0], LeaderCommand::Close { .. }), "{late:?}");
 }
 
 #[test]

@@ -23,6 +23,7 @@
 //!   controller's leader gave (or from when it became leader), so a replaced leader has
 //!   stopped serving before its successor is appointed.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,6 +64,12 @@ const APPOINTMENT_BACKOFF_MS: u64 = 200;
 const HAND_OFF_INTERVAL_MS: u64 = 2000;
 /// How often a member checks whether the leader the controller named leads yet.
 const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a controller whose Raft stopped waits before it is opened again, and the most
+/// it waits between later tries.
+const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(200);
+const REOPEN_LONGEST_DELAY: Duration = Duration::from_secs(5);
+/// How long a proposal forwarded while the controller's leader changes is tried again.
+const PROPOSE_RETRY: Duration = Duration::from_secs(3);
 /// How long a role call that makes or joins a cluster waits for the node to take its role.
 const ROLE_WAIT: Duration = Duration::from_secs(20);
 
@@ -122,12 +129,61 @@ impl Control {
         self: &Arc<Self>,
         identity: Identity,
     ) -> Result<Arc<Controller>, String> {
-        let controller = Arc::new(Controller::open(&self.config.data_dir, identity).await?);
+        let controller = Controller::open(&self.config.data_dir, identity)
+            .await
+            .map_err(|error| error.to_string())?;
+        let controller = Arc::new(controller);
         *self.controller_slot() = Some(Arc::clone(&controller));
-        tokio::spawn(Arc::clone(self).follow_controller(Arc::clone(&controller)));
-        tokio::spawn(Arc::clone(self).watch_data_leader(Arc::clone(&controller)));
-        tokio::spawn(Arc::clone(self).keep_lease(Arc::clone(&controller)));
+        self.run_controller(&controller);
         Ok(controller)
+    }
+
+    /// The loops of the controller in the slot: following it, watching the data leader,
+    /// keeping the lease, and opening it again should its Raft stop.
+    fn run_controller(self: &Arc<Self>, controller: &Arc<Controller>) {
+        tokio::spawn(Arc::clone(self).follow_controller(Arc::clone(controller)));
+        tokio::spawn(Arc::clone(self).watch_data_leader(Arc::clone(controller)));
+        tokio::spawn(Arc::clone(self).keep_lease(Arc::clone(controller)));
+        tokio::spawn(Arc::clone(self).reopen_when_stopped(Arc::clone(controller)));
+    }
+
+    /// When the controller's Raft stops by itself (openraft stops for good when a file cannot
+    /// be written: a full disk, an I/O error), the node would serve on with a frozen view of
+    /// the cluster, and the controller would have one voter less. Instead, the controller is
+    /// opened again from its files (what they hold was all this member ever acknowledged),
+    /// retrying with a growing delay until it can; damaged files stop the node as at start.
+    async fn reopen_when_stopped(self: Arc<Self>, controller: Arc<Controller>) {
+        let Some(reason) = controller.stopped().await else { return };
+        tracing::error!(%reason, "the controller stopped; opening it again from its files");
+        let _ = controller.raft.shutdown().await;
+        let mut delay = REOPEN_FIRST_DELAY;
+        loop {
+            tokio::time::sleep(delay).await;
+            if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
+                return;
+            }
+            let identity = controller.identity.clone();
+            match Controller::open(&self.config.data_dir, identity).await {
+                Ok(reopened) => {
+                    let reopened = Arc::new(reopened);
+                    {
+                        let mut slot = self.controller_slot();
+                        if !slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, &controller)) {
+                            return;
+                        }
+                        *slot = Some(Arc::clone(&reopened));
+                    }
+                    self.run_controller(&reopened);
+                    tracing::info!("the controller runs again");
+                    return;
+                }
+                Err(runtime::OpenError::Damaged(reason)) => stop_on_damage(&reason),
+                Err(runtime::OpenError::Unavailable(reason)) => {
+                    tracing::warn!(%reason, "the controller cannot be opened yet");
+                    delay = (delay * 2).min(REOPEN_LONGEST_DELAY);
+                }
+            }
+        }
     }
 
     /// `POST /admin/node/current` with a cluster role, in automatic mode.
@@ -417,9 +473,20 @@ impl Control {
                 Err(error) => Err(unavailable(&error)),
             };
         }
-        let response =
-            forward_to_leader(&controller, &Request::ControllerPropose { command, hops: 0 }).await;
-        response.into_result().map(|_| ())
+        // While the controller's leader changes (it left, it stopped), the forward finds no
+        // leader or one that no longer leads: nothing was committed, so it is asked again.
+        let request = Request::ControllerPropose { command, hops: 0 };
+        let started = tokio::time::Instant::now();
+        loop {
+            let response = forward_to_leader(&controller, &request).await;
+            let outcome = response.into_result().map(|_| ());
+            match outcome {
+                Err(error) if not_committed(&error) && started.elapsed() < PROPOSE_RETRY => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// Answers `ControllerPropose`: commits it here, or passes it to the controller's leader.
@@ -500,8 +567,15 @@ impl Control {
         carried: &mut Carried,
     ) {
         let me = controller.identity.name.clone();
-        let (Some(member), Some(leader)) = (state.members.get(&me), state.data_leader.clone())
-        else {
+        let listed = state.members.get(&me);
+        if listed.is_some_and(|record| record.incarnation == controller.identity.incarnation) {
+            carried.listed = true;
+        } else if listed.is_none() && carried.listed {
+            // Removed: whether or not the removal's message reached it.
+            self.leave_when_removed().await;
+            return;
+        }
+        let (Some(member), Some(leader)) = (listed, state.data_leader.clone()) else {
             return;
         };
         let epoch = state.leader_epoch;
@@ -593,6 +667,7 @@ impl Control {
         let mut leading_since: Option<u64> = None;
         let mut handed_off_at = 0u64;
         let mut backoff = AppointmentBackoff::default();
+        let mut dismissals = BTreeMap::new();
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
             if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
@@ -604,7 +679,7 @@ impl Control {
             }
             let since = *leading_since.get_or_insert_with(monotonic_ms);
             let state = controller.state();
-            self.dismiss_removed(&controller, &state).await;
+            self.dismiss_removed(&controller, &state, &mut dismissals).await;
             let Some(leader) = state.data_leader.clone() else { continue };
             if leader == controller.identity.name
                 && monotonic_ms().saturating_sub(handed_off_at) > HAND_OFF_INTERVAL_MS
@@ -947,6 +1022,9 @@ struct Carried {
     tried: Option<Epoch>,
     /// The leader and epoch it last followed.
     followed: Option<(String, Epoch)>,
+    /// Whether the controller's state listed this member (this incarnation): once it no
+    /// longer does, the member was removed.
+    listed: bool,
 }
 
 /// Why a lease was not renewed.
@@ -982,6 +1060,15 @@ fn unavailable(error: &ProposeError) -> AdminError {
 const FORWARD_HOPS_MAX: u8 = 2;
 
 /// Passes `request` to the member leading the controller's Raft, counting the hop.
+/// Whether a forwarded proposal surely was not committed: no leader to take it, or a member
+/// that does not lead (or runs no controller) refused it before proposing.
+fn not_committed(error: &AdminError) -> bool {
+    const BEFORE_PROPOSING: [&str; 4] =
+        ["no controller here", "no leader elected yet", "the leader is moving", "refused"];
+    error.code == AdminError::controller_unavailable("").code
+        && BEFORE_PROPOSING.iter().any(|reason| error.message.contains(reason))
+}
+
 async fn forward_to_leader(controller: &Controller, request: &Request) -> Response {
     let mut request = request.clone();
     let hops = match &mut request {

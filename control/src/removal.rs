@@ -6,13 +6,52 @@
 //! leadership first. The controller's leader drops a removed member from Raft by itself
 //! (`Control::dismiss_removed`), so a removal half done by a crash completes.
 
-use strata_core::cluster::{normalize_name, AdminError, NodeStatus, Role};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+
+use strata_core::cluster::{normalize_name, AdminError, Role};
 use strata_core::controller::{ClusterState, Command, JobKind, MemberKind};
 use strata_shard::ControlMessage;
 
 use crate::controller::runtime::Controller;
 use crate::roles::Control;
 use crate::wire::{self, Request, Response};
+
+/// How long a removed member that does not hold its removal yet stays in the controller's
+/// Raft (milliseconds).
+const DISMISS_GRACE_MS: u64 = 10_000;
+
+/// A removed member still in Raft: the log index applied when its removal was first seen
+/// here (it holds the removal once it matched that far), and when (monotonic ms).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Dismissal {
+    applied: u64,
+    since: u64,
+}
+
+/// Counts a removal under way on this node while it lives.
+struct RemovalRunning<'control> {
+    control: &'control Control,
+}
+
+impl<'control> RemovalRunning<'control> {
+    fn new(control: &'control Control) -> RemovalRunning<'control> {
+        control.removals_running.fetch_add(1, Ordering::AcqRel);
+        RemovalRunning { control }
+    }
+}
+
+impl Drop for RemovalRunning<'_> {
+    fn drop(&mut self) {
+        self.control.removals_running.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// How long the data leader asked to remove its predecessor waits to see the hand-over.
+const APPLY_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a removed member leading the controller's Raft tries to hand that over.
+const HAND_OVER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long removing the data leader waits for its transfer to take effect.
 const TRANSFER_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -29,6 +68,7 @@ impl Control {
         if !controller.state().members.contains_key(&name) {
             return Err(AdminError::node_missing(&name));
         }
+        let _running = RemovalRunning::new(self);
         let id = self.start_job(self.job_record(JobKind::Remove, &name, "started")).await?;
         let outcome = self.remove_controlled(controller, &name).await;
         self.finish_job(id, outcome.as_ref().err().map(|error| error.message.clone())).await;
@@ -54,7 +94,7 @@ impl Control {
             return Err(AdminError::controller_unavailable("the cluster has no leader"));
         };
         if leader == controller.identity.name {
-            return self.remove_here(&name).await;
+            return self.remove_here(controller, &name).await;
         }
         let address = state.members.get(&leader).map(|member| member.peer_address.clone());
         let address = address.ok_or_else(|| AdminError::controller_unavailable("no leader"))?;
@@ -66,8 +106,19 @@ impl Control {
 
     /// Answers `RemoveMember` on the data leader.
     pub(crate) async fn answer_remove(&self, name: &str) -> Response {
+        let _running = RemovalRunning::new(self);
         let outcome = match self.controller() {
-            Some(controller) => self.remove_controlled(&controller, name).await,
+            Some(controller) => {
+                // Asked by the leader being removed, once it handed over to this node: this
+                // node's view of the controller may lag that hand-over by a moment.
+                let started = tokio::time::Instant::now();
+                while controller.state().data_leader.as_deref() == Some(name)
+                    && started.elapsed() < APPLY_WAIT
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                self.remove_controlled(&controller, name).await
+            }
             None => Err(AdminError::controller_unavailable("no controller here")),
         };
         match outcome {
@@ -108,14 +159,22 @@ impl Control {
     }
 
     /// On the data leader: commits the removal, stops streaming to the member, tells it.
-    async fn remove_here(&self, name: &str) -> Result<(), AdminError> {
+    /// It is told at the address the controller has for it, whether this leader lists it
+    /// alive or not (it may not have registered here yet); one that does not hear leaves
+    /// when its controller applies the removal (`carry_out`).
+    async fn remove_here(&self, controller: &Controller, name: &str) -> Result<(), AdminError> {
+        let address =
+            controller.state().members.get(name).map(|member| member.peer_address.clone());
         self.propose_anywhere(Command::Remove { name: name.to_string() }).await?;
-        let member = self.forget_member(name);
+        self.remove_from_membership(name);
         self.handle.broadcast(|| ControlMessage::MemberGone { name: name.to_string() });
-        if let Some(address) = member {
-            let epoch = self.leader_epoch().map_or(0, |epoch| epoch.0);
+        if let Some(address) = address {
+            let epoch = controller.state().leader_epoch.0;
             let request = Request::ChangeRole { role: Role::Admin.name().to_string(), epoch };
-            if let Err(error) = wire::call(&address, &request).await {
+            let answer = wire::call(&address, &request).await;
+            if let Err(error) = answer.map_err(|error| error.to_string()).and_then(|response| {
+                response.into_result().map(|_| ()).map_err(|error| error.message)
+            }) {
                 tracing::warn!(name, %error, "the removed node did not confirm it left");
             }
         }
@@ -123,14 +182,63 @@ impl Control {
         Ok(())
     }
 
+    /// A member whose controller applied its removal: out of the cluster for good, as if the
+    /// leader's message had reached it.
+    pub(crate) async fn leave_when_removed(&self) {
+        if self.removals_running.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        // Leading the controller's Raft, it hands that over first: the others need not wait
+        // for an election (nor, with an even number of voters left, lack a majority for one).
+        if let Some(controller) = self.controller() {
+            let started = tokio::time::Instant::now();
+            while controller.leads() && started.elapsed() < HAND_OVER_WAIT {
+                controller.hand_off_leadership().await;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+        let _serialized = self.role_change.lock().await;
+        tracing::warn!("the controller removed this node from the cluster");
+        if self.role() != Role::Admin {
+            self.become_admin(false).await;
+        }
+        self.leave_controlled_cluster().await;
+    }
+
     /// On the controller's leader: takes out of Raft every node whose member the controller
-    /// no longer has.
-    pub(crate) async fn dismiss_removed(&self, controller: &Controller, state: &ClusterState) {
+    /// no longer has. When this member is the one removed, it hands the leadership of Raft
+    /// over instead (a leader does not take itself out), and leaves once it applied the
+    /// removal.
+    ///
+    /// A removed member stays in Raft until it holds the removal (it then leaves by itself,
+    /// told or not), or for [`DISMISS_GRACE_MS`] at most: one paused or cut off when it was
+    /// removed would otherwise never learn it.
+    pub(crate) async fn dismiss_removed(
+        &self,
+        controller: &Controller,
+        state: &ClusterState,
+        pending: &mut BTreeMap<u64, Dismissal>,
+    ) {
         let (_, nodes) = controller.raft_members();
+        pending.retain(|id, _| nodes.contains_key(id));
+        let now = strata_shard::monotonic_ms();
         for (id, node) in nodes {
-            if state.members.contains_key(&node.name) || id == controller.identity.node_id {
+            if state.members.contains_key(&node.name) {
+                pending.remove(&id);
                 continue;
             }
+            if id == controller.identity.node_id {
+                controller.hand_off_leadership().await;
+                continue;
+            }
+            let removal = *pending
+                .entry(id)
+                .or_insert(Dismissal { applied: controller.applied_index(), since: now });
+            let holds_removal = controller.matched_index(id) >= removal.applied;
+            if !holds_removal && now.saturating_sub(removal.since) < DISMISS_GRACE_MS {
+                continue;
+            }
+            pending.remove(&id);
             tracing::info!(name = node.name, id, "a removed member leaves the controller");
             if let Err(error) = controller.dismiss(id).await {
                 let name = node.name;
@@ -146,11 +254,5 @@ impl Control {
             tracing::warn!("this node was removed from its cluster");
             self.forget_controller().await;
         }
-    }
-
-    /// The member's address if it was alive, after taking it out of the membership table.
-    fn forget_member(&self, name: &str) -> Option<String> {
-        let removed = self.remove_from_membership(name)?;
-        (removed.status == NodeStatus::Alive).then_some(removed.address)
     }
 }

@@ -108,6 +108,9 @@ pub struct Control {
     /// On the controller's leader: the data leader it is replacing, to which it confirms no
     /// lease meanwhile.
     replacing: Mutex<Option<String>>,
+    /// Removals under way here: a member that sees its own removal waits for them to end
+    /// before it leaves (it may be running the removal of itself).
+    pub(crate) removals_running: std::sync::atomic::AtomicU32,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -144,6 +147,7 @@ impl Control {
             lease_confirmed: std::sync::atomic::AtomicU64::new(0),
             transferring: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(None),
+            removals_running: std::sync::atomic::AtomicU32::new(0),
         })
     }
 
@@ -711,6 +715,11 @@ impl Control {
                 let seen = self.handle.shared.epoch().0;
                 if epoch < seen {
                     return Response::error(&AdminError::stale_leader(epoch, seen));
+                }
+                // A node running its own removal leaves once that ends, when its controller
+                // shows the removal (`carry_out`).
+                if self.removals_running.load(std::sync::atomic::Ordering::Acquire) > 0 {
+                    return Response::default();
                 }
                 let _serialized = self.role_change.lock().await;
                 if self.role().is_replica() {

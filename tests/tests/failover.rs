@@ -11,22 +11,24 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use strata_tests::admin::{role_body, set_role, try_request, wait_until};
 use strata_tests::data::assert_holds;
+use strata_tests::disk::SmallDisk;
 use strata_tests::{NodeSettings, TestNode};
 
 /// Three nodes in admin mode with automatic failover, `min_insync_replicas` = 2.
 fn three_nodes() -> Vec<TestNode> {
-    (0..3)
-        .map(|_| {
-            let mut settings = NodeSettings::cluster(1);
-            settings.partitions = 4;
-            settings.min_insync_replicas = 2;
-            settings.extra = "failover = \"automatic\"\nfailover_timeout = 1500".into();
-            if let Ok(directives) = std::env::var("STRATA_TEST_NODE_LOG") {
-                settings.environment.push(("STRATA_LOG".into(), directives));
-            }
-            TestNode::start(settings)
-        })
-        .collect()
+    (0..3).map(|_| TestNode::start(settings())).collect()
+}
+
+/// A node of [`three_nodes`].
+fn settings() -> NodeSettings {
+    let mut settings = NodeSettings::cluster(1);
+    settings.partitions = 4;
+    settings.min_insync_replicas = 2;
+    settings.extra = "failover = \"automatic\"\nfailover_timeout = 1500".into();
+    if let Ok(directives) = std::env::var("STRATA_TEST_NODE_LOG") {
+        settings.environment.push(("STRATA_LOG".into(), directives));
+    }
+    settings
 }
 
 const NAMES: [&str; 3] = ["harry", "hermione", "ron"];
@@ -171,7 +173,9 @@ fn all_logs(nodes: &[TestNode]) -> String {
     nodes
         .iter()
         .enumerate()
-        .map(|(index, node)| format!("----- {}:\n{}", NAMES[index], node.log()))
+        .map(|(index, node)| {
+            format!("----- {}:\n{}", NAMES.get(index).unwrap_or(&"neville"), node.log())
+        })
         .collect()
 }
 
@@ -660,4 +664,135 @@ fn a_node_that_lost_its_data_comes_back_as_a_new_member_and_catches_up() {
         })
     });
     assert!(converged, "ron lacks writes it acknowledged before:\n{}", all_logs(&nodes));
+}
+
+#[test]
+fn a_voter_whose_disk_filled_opens_its_controller_again_and_still_votes() {
+    let mut nodes = three_nodes();
+    // Ron's data directory is a small filesystem, mounted before it starts.
+    let mut ron = TestNode::create(settings());
+    let _disk = SmallDisk::mount(&ron.data_dir(), "64m");
+    ron.spawn();
+    nodes[2] = ron;
+    form_cluster(&nodes);
+    let mut writer = Writer::start(endpoints(&nodes));
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
+    // Fill ron's disk: its log refuses, the leader drops it from the in-sync sets, and the
+    // controller's record of that change cannot be written on ron: its Raft stops.
+    let ballast = nodes[2].data_dir().join("ballast");
+    fill(&ballast);
+    let stopped = wait_until(Duration::from_secs(30), || {
+        nodes[2].log().contains("the controller stopped; opening it again")
+    });
+    assert!(stopped, "ron's controller never failed:\n{}", all_logs(&nodes));
+    std::fs::remove_file(&ballast).expect("remove the ballast");
+    let reopened = wait_until(Duration::from_secs(30), || {
+        nodes[2].log().contains("the controller runs again")
+    });
+    assert!(reopened, "ron's controller was not opened again:\n{}", all_logs(&nodes));
+    // With harry gone, hermione and ron are the controller's majority: without ron's
+    // controller nobody could be appointed.
+    writer = finish_and_restart(writer, &nodes);
+    nodes[0].kill();
+    let logs = || all_logs(&nodes);
+    let successor = new_leader(&nodes, 0, &logs);
+    assert_eq!(successor, 1, "hermione, the one in sync, leads:\n{}", all_logs(&nodes));
+    let acknowledged = writer.finish();
+    assert_holds(&nodes[1], &acknowledged, "every acknowledged write");
+}
+
+/// Stops `writer`, checks what it wrote is on the leader, and starts another one.
+fn finish_and_restart(writer: Writer, nodes: &[TestNode]) -> Writer {
+    let acknowledged = writer.finish();
+    let leader = leader_of(nodes).expect("one leader");
+    assert_holds(&nodes[leader], &acknowledged, "every acknowledged write");
+    Writer::start(endpoints(nodes))
+}
+
+/// Writes zeros to `path` until its filesystem is full.
+fn fill(path: &std::path::Path) {
+    use std::io::Write;
+    let mut file = std::fs::File::create(path).expect("create the ballast");
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..1024 {
+        if file.write_all(&block).and_then(|()| file.sync_all()).is_err() {
+            return;
+        }
+    }
+    panic!("the disk never filled");
+}
+
+#[test]
+fn removed_members_leave_when_they_lead_the_controller_or_were_paused_when_removed() {
+    let mut nodes = three_nodes();
+    nodes.push(TestNode::start(settings()));
+    set_role(&nodes[0], "leader", NAMES[0], None);
+    for (index, name) in [(1, NAMES[1]), (2, NAMES[2]), (3, "neville")] {
+        set_role(&nodes[index], "follower", name, Some(&nodes[0]));
+    }
+    let names = [NAMES[0], NAMES[1], NAMES[2], "neville"];
+    let writer = Writer::start(endpoints(&nodes));
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
+    // The member leading the controller's Raft removed: it hands that over and leaves.
+    let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+    let controller_leader = listed["controller_leader"].as_str().expect("a controller leader");
+    let first = names.iter().position(|name| *name == controller_leader).expect("a member");
+    let leader = leader_of(&nodes).expect("a leader");
+    let reply = nodes[leader].admin("DELETE", &format!("/admin/node/{controller_leader}"), None);
+    assert!(reply.is_ok(), "{}\n{}", reply.text, all_logs(&nodes));
+    let left =
+        wait_until(Duration::from_secs(20), || role_of(&nodes[first]).as_deref() == Some("admin"));
+    assert!(left, "{controller_leader} did not leave:\n{}", all_logs(&nodes));
+    let dismissed = wait_until(Duration::from_secs(20), || {
+        let named = format!("\"{controller_leader}\"");
+        nodes.iter().any(|node| {
+            let log = node.log();
+            let mut lines = log.lines();
+            lines.any(|line| line.contains("a removed member leaves the") && line.contains(&named))
+        })
+    });
+    assert!(dismissed, "{controller_leader} stays in Raft:\n{}", all_logs(&nodes));
+    // A follower paused past the removal's message: it learns its removal when it wakes.
+    // Neither the data leader nor the controller's: a plain follower.
+    let leader = new_or_same_leader(&nodes);
+    let listed = nodes[leader].admin("GET", "/admin/nodes", None).json;
+    let controller_leader = listed["controller_leader"].as_str().unwrap_or_default().to_string();
+    let second = (0..4)
+        .find(|index| ![first, leader].contains(index) && names[*index] != controller_leader)
+        .expect("a follower");
+    let pid = nodes[second].pid().expect("running").to_string();
+    assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
+    let path = format!("/admin/node/{}", names[second]);
+    let reply = nodes[leader].admin("DELETE", &path, None);
+    assert!(reply.is_ok(), "{}\n{}", reply.text, all_logs(&nodes));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(std::process::Command::new("kill").args(["-CONT", &pid]).status().unwrap().success());
+    let left = wait_until(Duration::from_secs(20), || {
+        role_of(&nodes[second]).as_deref() == Some("admin")
+            && !nodes[second].data_dir().join("controller").exists()
+    });
+    assert!(left, "{} did not leave:\n{}", names[second], all_logs(&nodes));
+    let rows = |node: &TestNode| node.admin("GET", "/admin/nodes", None).json;
+    let two = wait_until(Duration::from_secs(20), || {
+        rows(&nodes[leader])["nodes"].as_array().is_some_and(|rows| rows.len() == 2)
+    });
+    assert!(two, "{}", rows(&nodes[leader]));
+    let before = writer.acknowledged_count();
+    let going_on =
+        wait_until(Duration::from_secs(30), || writer.acknowledged_count() > before + 100);
+    assert!(going_on, "writes stopped after the removals:\n{}", all_logs(&nodes));
+    let acknowledged = writer.finish();
+    let leader = leader_of(&nodes).expect("a leader");
+    assert_holds(&nodes[leader], &acknowledged, "every acknowledged write");
+}
+
+/// The node that leads once exactly one says so.
+fn new_or_same_leader(nodes: &[TestNode]) -> usize {
+    let mut found = None;
+    let elected = wait_until(Duration::from_secs(30), || {
+        found = leader_of(nodes);
+        found.is_some()
+    });
+    assert!(elected, "no leader:\n{}", all_logs(nodes));
+    found.expect("a leader")
 }

@@ -93,6 +93,27 @@ fn random_node_id() -> u64 {
     id.max(1)
 }
 
+/// Why the controller could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum OpenError {
+    /// Its files are damaged: the node must not run on them.
+    #[error("{0}")]
+    Damaged(String),
+    /// A file could not be read or written (a full disk, an I/O error), or Raft did not start:
+    /// opening again later may work.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<store::StoreError> for OpenError {
+    fn from(error: store::StoreError) -> OpenError {
+        match error {
+            store::StoreError::Damaged { .. } => OpenError::Damaged(error.to_string()),
+            store::StoreError::Io { .. } => OpenError::Unavailable(error.to_string()),
+        }
+    }
+}
+
 /// Why a command was not applied.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProposeError {
@@ -115,12 +136,12 @@ impl Controller {
     ///
     /// # Errors
     ///
-    /// A damaged log or snapshot (the node must not start on it), or Raft refusing to start.
-    pub(crate) async fn open(data_dir: &Path, identity: Identity) -> Result<Controller, String> {
+    /// A damaged log or snapshot (the node must not start on it), a file the system would not
+    /// read or write, or Raft refusing to start.
+    pub(crate) async fn open(data_dir: &Path, identity: Identity) -> Result<Controller, OpenError> {
         let directory = directory(data_dir);
-        let log = LogStore::open(&directory).map_err(|error| error.to_string())?;
-        let (machine, applied) =
-            StateMachine::open(&directory).map_err(|error| error.to_string())?;
+        let log = LogStore::open(&directory)?;
+        let (machine, applied) = StateMachine::open(&directory)?;
         let config = openraft::Config {
             cluster_name: "strata".into(),
             heartbeat_interval: RAFT_HEARTBEAT_MS,
@@ -132,12 +153,30 @@ impl Controller {
             ..openraft::Config::default()
         }
         .validate()
-        .map_err(|error| format!("controller settings: {error}"))?;
+        .map_err(|error| OpenError::Unavailable(format!("controller settings: {error}")))?;
         let raft = ControllerRaft::new(identity.node_id, Arc::new(config), Network, log, machine)
             .await
-            .map_err(|error| format!("the controller's Raft cannot start: {error}"))?;
+            .map_err(|error| {
+                OpenError::Unavailable(format!("the controller's Raft cannot start: {error}"))
+            })?;
         tracing::info!(node_id = identity.node_id, name = %identity.name, "controller started");
         Ok(Controller { raft, identity, applied })
+    }
+
+    /// Why this controller's Raft stopped by itself (a file it could not write), once it has;
+    /// `None` while it runs or after it was shut down on purpose.
+    pub(crate) async fn stopped(&self) -> Option<String> {
+        let mut metrics = self.raft.metrics();
+        loop {
+            match &metrics.borrow_watched().running_state {
+                Ok(()) => {}
+                Err(openraft::errors::Fatal::Stopped) => return None,
+                Err(fatal) => return Some(fatal.to_string()),
+            }
+            if metrics.changed().await.is_err() {
+                return None;
+            }
+        }
     }
 
     /// The state as applied here (it may lag the controller's leader by a heartbeat or so).
@@ -189,6 +228,20 @@ impl Controller {
                 false
             }
         }
+    }
+
+    /// The index of the last command applied here (0 before any).
+    pub(crate) fn applied_index(&self) -> u64 {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.last_applied.map_or(0, |log_id| log_id.index)
+    }
+
+    /// How far the member `node_id` holds this leader's log (0 when unknown or not leading).
+    pub(crate) fn matched_index(&self, node_id: u64) -> u64 {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let replication = metrics.replication.as_ref();
+        let matched = replication.and_then(|replication| replication.get(&node_id).cloned());
+        matched.flatten().map_or(0, |log_id| log_id.index)
     }
 
     /// Raft's voters and learners by id.

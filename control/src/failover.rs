@@ -34,8 +34,9 @@ use strata_core::controller::{
 };
 use strata_core::replication::mutations::Mutations;
 use strata_core::replication::promotion::{Guard, MemberReport};
-use strata_core::Epoch;
-use strata_shard::monotonic_ms;
+use strata_core::replication::InSyncSet;
+use strata_core::{Epoch, PartitionId};
+use strata_shard::{monotonic_ms, ControlMessage};
 
 use crate::controller::network::{RaftEnvelope, RaftResponse};
 use crate::controller::runtime::{self, Controller, Identity, ProposeError};
@@ -518,13 +519,7 @@ impl Control {
         for report in self.handle.report().await {
             let Some(set) = &report.in_sync else { continue };
             let Some(record) = state.partitions.get(report.partition.0 as usize) else { continue };
-            let mut names = vec![name.to_string()];
-            names.extend(
-                set.members
-                    .iter()
-                    .map(|member| member.name.clone())
-                    .filter(|member| member != name),
-            );
+            let names = leader_first(set);
             // The version this leader recorded, as the members did: the controller keeps the
             // newest it is told (`RecordInSync`), whatever versions it missed in between.
             if set.leader_epoch != epoch || set.isr_epoch <= record.isr_epoch {
@@ -539,6 +534,44 @@ impl Control {
             if let Err(error) = self.propose_anywhere(command).await {
                 tracing::debug!(%error, partition = report.partition.0, "in-sync set not mirrored");
                 return;
+            }
+        }
+    }
+
+    /// A partition leading here asks the controller to record a new version of its in-sync
+    /// set (a compare-and-set on the version, at this leader's epoch); once it did, the
+    /// partition may let the version take effect. Nothing is answered on a failure: the
+    /// partition asks again a second later, while it still leads.
+    pub(crate) async fn record_in_sync(self: Arc<Self>, partition: PartitionId, set: InSyncSet) {
+        let (leader_epoch, isr_epoch) = set.version();
+        let command = Command::RecordInSync {
+            partition,
+            epoch: leader_epoch,
+            version: isr_epoch,
+            in_sync: leader_first(&set),
+        };
+        match self.propose_anywhere(command).await {
+            Ok(()) => {
+                let recorded =
+                    || ControlMessage::InSyncRecorded { partition, leader_epoch, isr_epoch };
+                self.handle.broadcast(recorded);
+            }
+            Err(error) => {
+                tracing::info!(%error, partition = partition.0, %set, "the controller did not record the set");
+                // It holds this version or a later one of this epoch (it changed the set
+                // itself, as when it removed a member): the leader numbers its set above.
+                let Some(controller) = self.controller() else { return };
+                let state = controller.state();
+                let Some(record) = state.partitions.get(partition.0 as usize) else { return };
+                if state.leader_epoch == leader_epoch && record.isr_epoch >= isr_epoch {
+                    let recorded = record.isr_epoch;
+                    self.handle.broadcast(|| ControlMessage::InSyncRefused {
+                        partition,
+                        leader_epoch,
+                        isr_epoch,
+                        recorded,
+                    });
+                }
             }
         }
     }
@@ -1060,6 +1093,14 @@ fn unavailable(error: &ProposeError) -> AdminError {
 const FORWARD_HOPS_MAX: u8 = 2;
 
 /// Passes `request` to the member leading the controller's Raft, counting the hop.
+/// The names of a set's members as the controller keeps them: the leader first.
+fn leader_first(set: &InSyncSet) -> Vec<String> {
+    let mut names = vec![set.leader.clone()];
+    let followers = set.members.iter().map(|member| &member.name);
+    names.extend(followers.filter(|name| **name != set.leader).cloned());
+    names
+}
+
 /// Whether a forwarded proposal surely was not committed: no leader to take it, or a member
 /// that does not lead (or runs no controller) refused it before proposing.
 fn not_committed(error: &AdminError) -> bool {

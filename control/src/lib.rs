@@ -59,6 +59,9 @@ async fn watch_node_events(
                 );
                 control.step_down_for(epoch).await;
             }
+            strata_shard::NodeEvent::RecordInSync { partition, set } => {
+                tokio::spawn(Arc::clone(&control).record_in_sync(partition, set));
+            }
         }
     }
 }

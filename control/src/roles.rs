@@ -339,6 +339,7 @@ impl Control {
             min_insync: self.config.min_insync_replicas,
             progress_timeout_ms: u64::try_from(self.config.heartbeat_timeout.as_millis())
                 .unwrap_or(u64::MAX),
+            controlled: self.config.failover == crate::failover::Failover::Automatic,
         };
         if let Err(reason) = self.handle.lead(plan.epoch, &plan.sets, &settings).await {
             self.enter(Role::Admin, String::new(), ServingMode::Admin);

@@ -573,6 +573,10 @@ impl ClusterState {
         let bad = |reason: String| Refusal::BadInSyncSet { partition, reason };
         let index = partition.0 as usize;
         let current = self.partitions.get(index).ok_or_else(|| bad("no such partition".into()))?;
+        if version == current.isr_epoch && in_sync == current.in_sync {
+            // Recorded already (a retry, or the leader's mirror came first).
+            return Ok(Vec::new());
+        }
         if version <= current.isr_epoch {
             let current = current.isr_epoch;
             return Err(Refusal::StaleIsrEpoch { partition, current, given: version });

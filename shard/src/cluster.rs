@@ -96,6 +96,9 @@ pub enum NodeEvent {
     /// A partition leading here learned that a member has seen `epoch`, newer than its own:
     /// another leader exists. The node steps down.
     NewerEpoch { partition: PartitionId, epoch: Epoch },
+    /// A partition leading here asks the cluster's controller to record a new version of its
+    /// in-sync set; it takes effect once the controller did (`InSyncRecorded`).
+    RecordInSync { partition: PartitionId, set: InSyncSet },
 }
 
 /// Node events queued at most; a full queue drops the newest (the first one is enough to act).
@@ -254,6 +257,9 @@ pub struct LeaderSettings {
     /// A follower the leader waits for that acknowledges nothing this long leaves the set
     /// (`[cluster] heartbeat_timeout`).
     pub progress_timeout_ms: u64,
+    /// The cluster's controller records every new version of a set before it takes effect
+    /// (`[cluster] failover = "automatic"`).
+    pub controlled: bool,
 }
 
 /// A shard's answer to a promotion phase: `Err` with the refusal of its first partition
@@ -274,6 +280,12 @@ pub enum ControlMessage {
     Idle,
     /// The node stands alone: every partition commits what is durable.
     Standalone,
+    /// Leader: the cluster's controller recorded this version of the partition's in-sync set
+    /// (the answer to `NodeEvent::RecordInSync`).
+    InSyncRecorded { partition: PartitionId, leader_epoch: Epoch, isr_epoch: u64 },
+    /// Leader: the cluster's controller refused that version, holding `recorded` of the same
+    /// epoch already; the partition proposes the set again above it.
+    InSyncRefused { partition: PartitionId, leader_epoch: Epoch, isr_epoch: u64, recorded: u64 },
     /// Replica: stream every owned partition from the leader at `leader` (its peer address),
     /// over one connection per leader shard (`leader_shards`; unknown: one per partition).
     /// `member` is this node as the leader records it in in-sync sets.

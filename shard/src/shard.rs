@@ -268,6 +268,13 @@ impl Shard {
     }
 
     /// The partitions this shard owns.
+    /// The controller's answer about a set version, for the partition if this shard owns it.
+    fn controller_answer(self: &Rc<Self>, partition: PartitionId, answer: LeaderEvent) {
+        if self.owned_partitions().contains(&partition) {
+            self.leader_step(partition, answer);
+        }
+    }
+
     pub(crate) fn owned_partitions(&self) -> Vec<PartitionId> {
         (0..self.mesh.options.partition_count)
             .map(PartitionId)
@@ -524,6 +531,14 @@ impl Shard {
             ControlMessage::MemberGone { name } => self.member_gone(&name),
             ControlMessage::Idle => self.go_idle(),
             ControlMessage::Standalone => self.become_standalone(),
+            ControlMessage::InSyncRecorded { partition, leader_epoch, isr_epoch } => {
+                let recorded = LeaderEvent::ControllerRecorded { leader_epoch, isr_epoch };
+                self.controller_answer(partition, recorded);
+            }
+            ControlMessage::InSyncRefused { partition, leader_epoch, isr_epoch, recorded } => {
+                let refused = LeaderEvent::ControllerRefused { leader_epoch, isr_epoch, recorded };
+                self.controller_answer(partition, refused);
+            }
             ControlMessage::Follow { leader, member, kind, leader_shards } => {
                 self.follow(leader, member, kind, leader_shards);
             }

@@ -356,6 +356,12 @@ fn restarting_every_node_at_once_brings_the_cluster_back_by_itself() {
     });
     assert!(elected, "no leader after a restart of every node:\n{}", all_logs(&nodes));
     let leader = leader.expect("a leader");
+    // A new leader serves once the controller first confirmed its lease.
+    let mut reader = nodes[leader].client();
+    let serving = wait_until(Duration::from_secs(20), || {
+        reader.get::<_, Option<String>>("before:0").is_ok()
+    });
+    assert!(serving, "the new leader does not serve:\n{}", all_logs(&nodes));
     assert_holds(&nodes[leader], &expected, "the leader after a restart of every node");
     let mut client = nodes[leader].client();
     let written = wait_until(Duration::from_secs(20), || {
@@ -795,4 +801,39 @@ fn new_or_same_leader(nodes: &[TestNode]) -> usize {
     });
     assert!(elected, "no leader:\n{}", all_logs(nodes));
     found.expect("a leader")
+}
+
+#[test]
+fn with_min_insync_one_every_shrink_is_recorded_by_the_controller_before_it_takes_effect() {
+    let mut nodes: Vec<TestNode> = (0..3)
+        .map(|_| {
+            let mut settings = settings();
+            settings.min_insync_replicas = 1;
+            TestNode::start(settings)
+        })
+        .collect();
+    form_cluster(&nodes);
+    let writer = Writer::start(endpoints(&nodes));
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
+    // Ron dies: the leader's sets shrink to {harry, hermione}, through the controller.
+    nodes[2].kill();
+    let listed = |node: &TestNode| node.admin("GET", "/admin/nodes", None).json;
+    let shrunk = wait_until(Duration::from_secs(20), || {
+        let rows = listed(&nodes[0])["nodes"].as_array().cloned().unwrap_or_default();
+        let in_sync =
+            |name: &str| rows.iter().any(|row| row["name"] == name && row["in_sync"] == true);
+        in_sync("harry") && in_sync("hermione") && !in_sync("ron")
+    });
+    assert!(shrunk, "{}\n{}", listed(&nodes[0]), all_logs(&nodes));
+    let before = writer.acknowledged_count();
+    assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > before + 100));
+    // Harry dies too, with ron down: hermione, in the set the controller recorded, takes
+    // over with ron's vote once ron is back, and holds every acknowledged write.
+    nodes[0].kill();
+    nodes[2].restart();
+    let logs = || all_logs(&nodes);
+    let successor = new_leader(&nodes, 0, &logs);
+    assert_eq!(successor, 1, "only hermione is in the recorded set:\n{}", all_logs(&nodes));
+    let acknowledged = writer.finish();
+    assert_holds(&nodes[1], &acknowledged, "every acknowledged write");
 }

@@ -7,6 +7,11 @@
 //! only if it is in the newest set any answering member recorded, on every partition, and
 //! every other follower of that set answered. Among acceptable voters, the one with the most
 //! durable records leads; ties go to the first name.
+//!
+//! A candidate must also be in the set the controller recorded for every partition: a leader
+//! under the controller records every new version there before it takes effect, so the
+//! controller's set holds every member the leader still waits for, and a member left out may
+//! lack acknowledged writes even when no member that could say so answered.
 
 use super::{ClusterState, Command, MemberKind};
 use crate::ids::Epoch;
@@ -54,6 +59,15 @@ pub fn plan_succession(
     let guard = Guard::Appointed { at_least: Epoch(state.leader_epoch.0 + 1) };
     let mut reasons = Vec::new();
     for candidate in candidates {
+        let name = &candidate.member.name;
+        let left_out =
+            state.partitions.iter().position(|partition| !partition.in_sync.contains(name));
+        if let Some(index) = left_out {
+            reasons.push(format!(
+                "{name}: not in the in-sync set the controller recorded for partition {index}"
+            ));
+            continue;
+        }
         let others: Vec<MemberReport> = reports
             .iter()
             .filter(|report| report.member.name != candidate.member.name)

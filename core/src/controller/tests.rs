@@ -454,6 +454,28 @@ mod succession {
         let nobody = plan_succession(&fenced, &reports, Mutations::NONE).unwrap_err();
         assert!(nobody.reasons.is_empty(), "{nobody}");
     }
+
+    #[test]
+    fn a_member_the_controller_recorded_out_of_a_set_is_never_appointed() {
+        // The leader shrank partition 1 to {harry, hermione} through the controller; ron,
+        // the most durable, never heard of it and hermione, who did, does not answer.
+        let mut state = cluster();
+        let shrink = Command::RecordInSync {
+            partition: PartitionId(1),
+            epoch: state.leader_epoch,
+            version: 2,
+            in_sync: names(&["harry", "hermione"]),
+        };
+        state.apply(shrink).unwrap();
+        let everyone = ["harry", "hermione", "ron"];
+        let refused =
+            plan_succession(&state, &[report("ron", &everyone, 99)], Mutations::NONE).unwrap_err();
+        assert!(refused.to_string().contains("controller recorded for partition 1"), "{refused}");
+        // Hermione answers: she is appointed, though ron holds more.
+        let reports = [report("ron", &everyone, 99), report("hermione", &everyone, 10)];
+        let appoint = plan_succession(&state, &reports, Mutations::NONE).unwrap();
+        assert!(matches!(appoint, Command::Appoint { ref leader, .. } if leader == "hermione"));
+    }
 }
 
 #[test]
@@ -525,4 +547,11 @@ fn recorded_sets_are_taken_as_told_when_newer_even_skipping_versions() {
     assert!(matches!(state.apply(old_epoch), Err(Refusal::StaleLeaderEpoch { .. })));
     state.apply(record(6, &["harry", "hermione", "ron"])).unwrap();
     assert_eq!(state.partitions[0].in_sync, names(&["harry", "hermione", "ron"]));
+    // The same version again (a retry, or the mirror came first) is taken, changing nothing;
+    // the same version with other members is not.
+    let version = state.metadata_version;
+    assert_eq!(state.apply(record(6, &["harry", "hermione", "ron"])).unwrap(), vec![]);
+    assert_eq!(state.metadata_version, version + 1);
+    let other = state.apply(record(6, &["harry", "ron"]));
+    assert!(matches!(other, Err(Refusal::StaleIsrEpoch { .. })), "{other:?}");
 }

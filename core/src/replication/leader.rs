@@ -28,6 +28,8 @@ const SUBSCRIPTION_REPEAT_WINDOW_MS: u64 = 10_000;
 const SUBSCRIPTIONS_REMEMBERED: usize = 32;
 /// Streams one partition serves at most (followers, learners, and their replacements).
 const STREAMS_MAX: usize = 512;
+/// How long a controlled leader waits for the controller's answer before it asks again.
+pub const CONTROLLER_RECORD_RETRY_MS: u64 = 1000;
 
 /// How a leader runs.
 #[derive(Clone, Debug)]
@@ -39,6 +41,10 @@ pub struct LeaderConfig {
     /// A follower the leader waits for whose acknowledgements make no progress this long,
     /// while frames wait for it, or that has no stream this long, leaves the set.
     pub progress_timeout_ms: u64,
+    /// The cluster's controller keeps the in-sync sets (automatic failover): every new
+    /// version is recorded there ([`LeaderCommand::RecordWithController`]) before it takes
+    /// effect, so that the controller never appoints a member the leader stopped waiting for.
+    pub controlled: bool,
     pub mutations: Mutations,
 }
 
@@ -155,6 +161,20 @@ pub enum LeaderEvent {
     NewerEpoch {
         epoch: Epoch,
     },
+    /// The controller recorded this version of the set (the answer to
+    /// [`LeaderCommand::RecordWithController`]).
+    ControllerRecorded {
+        leader_epoch: Epoch,
+        isr_epoch: u64,
+    },
+    /// The controller refused this version of the set: it holds version `recorded` of this
+    /// epoch already (it changed the set itself, as when it removed a member). The proposal
+    /// is made again above that.
+    ControllerRefused {
+        leader_epoch: Epoch,
+        isr_epoch: u64,
+        recorded: u64,
+    },
     /// Time passed.
     Tick,
 }
@@ -181,6 +201,10 @@ pub enum LeaderCommand {
     SendInSyncSet { stream: StreamId, set: InSyncSet },
     /// Record this version of the set durably here.
     PersistInSyncSet { set: InSyncSet },
+    /// Have the cluster's controller record this version of the set (a compare-and-set on
+    /// its version); answer `ControllerRecorded` once it did. Asked again every
+    /// [`CONTROLLER_RECORD_RETRY_MS`] while unanswered.
+    RecordWithController { set: InSyncSet },
     /// A newer epoch exists: stop leading, fail what waits, hand the role back.
     StepDown { epoch: Epoch },
 }
@@ -190,6 +214,10 @@ pub enum LeaderCommand {
 struct Proposal {
     set: InSyncSet,
     recorded: BTreeSet<String>,
+    /// Whether the controller recorded it (always, when the leader is not controlled).
+    controller_recorded: bool,
+    /// When the controller was last asked to record it.
+    asked_at: Moment,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -259,6 +287,9 @@ pub struct Leader {
     /// after it means this leader stood still, and its followers' silence meanwhile is not
     /// theirs.
     last_tick: Moment,
+    /// The highest version of this epoch the controller said it holds: new versions are
+    /// numbered above it.
+    version_floor: u64,
 }
 
 /// Where the log stands when a node starts leading a partition.
@@ -317,6 +348,7 @@ impl Leader {
             subscriptions: VecDeque::new(),
             fenced_by: None,
             last_tick: now,
+            version_floor: 0,
         }
     }
 
@@ -469,6 +501,16 @@ impl Leader {
             }
             LeaderEvent::MemberTimedOut { name } => self.on_timed_out(now, &name, out),
             LeaderEvent::NewerEpoch { epoch } => self.fence(epoch, out),
+            LeaderEvent::ControllerRecorded { leader_epoch, isr_epoch } => {
+                if let Some(proposal) = self.proposal.as_mut() {
+                    if proposal.set.version() == (leader_epoch, isr_epoch) {
+                        proposal.controller_recorded = true;
+                    }
+                }
+            }
+            LeaderEvent::ControllerRefused { leader_epoch, isr_epoch, recorded } => {
+                self.on_controller_refused(now, (leader_epoch, isr_epoch), recorded, out);
+            }
             LeaderEvent::Tick => self.on_tick(now, out),
         }
         self.settle(now, out);
@@ -479,8 +521,8 @@ impl Leader {
     fn settle(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
         self.start_joins(now);
         self.take_effect(now);
-        self.propose_shrink(out);
-        self.propose_join(out);
+        self.propose_shrink(now, out);
+        self.propose_join(now, out);
         self.offer_newest(out);
         self.advance_commit(out);
     }
@@ -711,6 +753,7 @@ impl Leader {
     /// After a tick that came late (the leader itself paused or starved), every stalled
     /// follower gets the whole timeout again from now.
     fn on_tick(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
+        self.ask_controller_again(now, out);
         if self.config.mutations.has(Mutation::KeepFailedReplica) {
             return;
         }
@@ -739,6 +782,39 @@ impl Leader {
             self.close_streams_of(now, &name, &reason, out);
             self.forget_or_mark_gone(now, &name);
         }
+    }
+
+    /// The controller holds a version at least as high as the proposal's: the same members
+    /// are proposed again, numbered above it.
+    fn on_controller_refused(
+        &mut self,
+        now: Moment,
+        version: (Epoch, u64),
+        recorded: u64,
+        out: &mut Vec<LeaderCommand>,
+    ) {
+        let Some(proposal) = &self.proposal else { return };
+        if self.fenced_by.is_some() || proposal.set.version() != version || recorded < version.1 {
+            return;
+        }
+        self.version_floor = self.version_floor.max(recorded);
+        let members = proposal.set.members.clone();
+        self.propose(now, members, out);
+    }
+
+    /// A proposal the controller has not answered for a while is put to it again (the
+    /// request or its answer may have been lost, or the controller was electing a leader).
+    fn ask_controller_again(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
+        if self.fenced_by.is_some() {
+            return;
+        }
+        let Some(proposal) = self.proposal.as_mut() else { return };
+        if proposal.controller_recorded || now.since(proposal.asked_at) < CONTROLLER_RECORD_RETRY_MS
+        {
+            return;
+        }
+        proposal.asked_at = now;
+        out.push(LeaderCommand::RecordWithController { set: proposal.set.clone() });
     }
 
     /// The streams of the member `name`.
@@ -813,10 +889,16 @@ impl Leader {
         false
     }
 
-    /// A proposal every member of which recorded it takes effect.
+    /// A proposal every member of which recorded it, and the controller when there is one,
+    /// takes effect.
     fn take_effect(&mut self, now: Moment) {
         let complete = self.proposal.as_ref().is_some_and(|proposal| {
-            proposal.set.members.iter().all(|member| proposal.recorded.contains(&member.name))
+            proposal.controller_recorded
+                && proposal
+                    .set
+                    .members
+                    .iter()
+                    .all(|member| proposal.recorded.contains(&member.name))
         });
         if !complete {
             return;
@@ -837,7 +919,7 @@ impl Leader {
     }
 
     /// Removes gone members from the newest version, when enough remain.
-    fn propose_shrink(&mut self, out: &mut Vec<LeaderCommand>) {
+    fn propose_shrink(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
         if self.fenced_by.is_some() || self.gone.is_empty() {
             return;
         }
@@ -851,7 +933,7 @@ impl Leader {
         if remaining.len() == base.len() || !self.may_replace_with(&remaining) {
             return;
         }
-        self.propose(remaining, out);
+        self.propose(now, remaining, out);
     }
 
     /// Whether a version with `members` may follow the set in effect: one that drops members
@@ -866,7 +948,7 @@ impl Leader {
 
     /// Proposes the version that adds a caught-up follower, once it holds everything
     /// committed and no other change is on its way.
-    fn propose_join(&mut self, out: &mut Vec<LeaderCommand>) {
+    fn propose_join(&mut self, now: Moment, out: &mut Vec<LeaderCommand>) {
         if self.fenced_by.is_some() || self.proposal.is_some() {
             return;
         }
@@ -883,12 +965,12 @@ impl Leader {
         let Some(member) = stream.map(|stream| stream.member.clone()) else { return };
         let mut members = self.in_sync.members.clone();
         members.push(member);
-        self.propose(members, out);
+        self.propose(now, members, out);
     }
 
-    fn propose(&mut self, members: Vec<Member>, out: &mut Vec<LeaderCommand>) {
+    fn propose(&mut self, now: Moment, members: Vec<Member>, out: &mut Vec<LeaderCommand>) {
         let newest = self.newest_in_sync();
-        let isr_epoch = newest.isr_epoch + 1;
+        let isr_epoch = newest.isr_epoch.max(self.version_floor) + 1;
         let set = InSyncSet::new(self.epoch, isr_epoch, &self.config.me.name, members);
         if let Some(proposal) = &self.proposal {
             let subset = set.members.iter().all(|member| proposal.set.contains(&member.name));
@@ -899,7 +981,13 @@ impl Leader {
             self.waiting.entry(member.name.clone()).or_default();
         }
         out.push(LeaderCommand::PersistInSyncSet { set: set.clone() });
-        self.proposal = Some(Proposal { set, recorded: BTreeSet::new() });
+        let controlled = self.config.controlled;
+        if controlled {
+            out.push(LeaderCommand::RecordWithController { set: set.clone() });
+        }
+        let recorded = BTreeSet::new();
+        self.proposal =
+            Some(Proposal { set, recorded, controller_recorded: !controlled, asked_at: now });
     }
 
     fn advance_commit(&mut self, out: &mut Vec<LeaderCommand>) {

@@ -146,6 +146,9 @@ impl Shard {
                 tracing::info!(partition = partition.0, %set, "recording a new in-sync set");
                 self.persist_in_sync_set(partition, set);
             }
+            LeaderCommand::RecordWithController { set } => {
+                self.mesh.shared.notify(NodeEvent::RecordInSync { partition, set });
+            }
             LeaderCommand::StepDown { epoch } => {
                 tracing::warn!(partition = partition.0, epoch = epoch.0, "a newer epoch exists");
                 self.mesh.shared.notify(NodeEvent::NewerEpoch { partition, epoch });

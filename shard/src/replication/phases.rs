@@ -266,6 +266,7 @@ impl Shard {
                 me: settings.me.clone(),
                 min_insync: settings.min_insync,
                 progress_timeout_ms: settings.progress_timeout_ms,
+                controlled: settings.controlled,
                 mutations: Mutations::in_force(),
             };
             let mut partitions = self.partitions.borrow_mut();

@@ -17,6 +17,7 @@ fn leader(in_sync: &[&str], min_insync: usize) -> Leader {
         me: member("l"),
         min_insync,
         progress_timeout_ms: TIMEOUT_MS,
+        controlled: false,
         mutations: Mutations::NONE,
     };
     let start = LeaderStart {

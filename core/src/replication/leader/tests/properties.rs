@@ -48,19 +48,22 @@ struct Setup {
     /// Per replica (followers, then the learner): records of the leader's log it holds,
     /// records of epoch 1 the leader lacks after them, and its snapshot.
     logs: Vec<(u64, u64, u64)>,
+    /// The controller must record every version before it takes effect.
+    controlled: bool,
 }
 
 /// Starts of cases: 2 or 3 followers, any first set, `min_insync` 1 or 2, logs of a few records.
 fn setup() -> impl Strategy<Value = Setup> {
     let logs = proptest::collection::vec((0u64..=4, 0u64..=3, 0u64..=8), 4);
-    (2usize..=3, any::<u8>(), 1usize..=2, any::<bool>(), 0u64..=4, logs).prop_map(
-        |(follower_count, in_sync_mask, min_insync, learner, base, logs)| Setup {
+    (2usize..=3, any::<u8>(), 1usize..=2, any::<bool>(), 0u64..=4, logs, any::<bool>()).prop_map(
+        |(follower_count, in_sync_mask, min_insync, learner, base, logs, controlled)| Setup {
             follower_count,
             in_sync_mask,
             min_insync,
             learner,
             base,
             logs,
+            controlled,
         },
     )
 }
@@ -83,13 +86,17 @@ enum Move {
     Record,
     /// This node's write of a set version is done.
     Persist,
+    /// The controller answers a request to record a set version.
+    ControllerAnswer,
+    /// The controller refuses a request: it holds that version or a later one already.
+    ControllerRefuse,
     TimeOut,
     Tick,
     NewerEpoch,
 }
 
 /// Moves weighted by how often they come up: a choice indexes this table.
-const MOVES: [Move; 28] = [
+const MOVES: [Move; 31] = [
     Move::Write,
     Move::Write,
     Move::Write,
@@ -114,6 +121,9 @@ const MOVES: [Move; 28] = [
     Move::Record,
     Move::Persist,
     Move::Persist,
+    Move::ControllerAnswer,
+    Move::ControllerAnswer,
+    Move::ControllerRefuse,
     Move::TimeOut,
     Move::Tick,
     Move::Tick,
@@ -121,8 +131,16 @@ const MOVES: [Move; 28] = [
 ];
 
 /// Moves tried in this order when the chosen one is not legal now.
-const PROGRESS: [Move; 7] =
-    [Move::Ack, Move::Record, Move::Persist, Move::Start, Move::Durable, Move::Cut, Move::Write];
+const PROGRESS: [Move; 8] = [
+    Move::Ack,
+    Move::Record,
+    Move::Persist,
+    Move::ControllerAnswer,
+    Move::Start,
+    Move::Durable,
+    Move::Cut,
+    Move::Write,
+];
 /// The clock's advance at most when no move is legal: the runtime's tick.
 const TICK_MS: u64 = 100;
 
@@ -236,6 +254,11 @@ struct Environment {
     persisting: VecDeque<(Epoch, u64)>,
     /// Every version proposed, and who recorded it (this node included).
     proposed: BTreeMap<(Epoch, u64), (InSyncSet, BTreeSet<String>)>,
+    /// Versions the controller was asked to record, not yet answered (controlled only).
+    controller_asked: VecDeque<(Epoch, u64)>,
+    /// Versions the controller recorded: the first set, then those it answered.
+    controller_recorded: BTreeSet<(Epoch, u64)>,
+    controlled: bool,
     stepped_down: bool,
 }
 
@@ -253,6 +276,7 @@ impl Environment {
             me: member("l"),
             min_insync: setup.min_insync,
             progress_timeout_ms: TIMEOUT_MS,
+            controlled: setup.controlled,
             mutations: Mutations::NONE,
         };
         let log = vec![1; usize::try_from(setup.base).expect("small")];
@@ -281,6 +305,9 @@ impl Environment {
             batch: 0,
             recordings: Vec::new(),
             persisting: VecDeque::new(),
+            controller_asked: VecDeque::new(),
+            controller_recorded: BTreeSet::from([in_sync.version()]),
+            controlled: setup.controlled,
             proposed: BTreeMap::from([(in_sync.version(), (in_sync, recorded))]),
             stepped_down: false,
         }
@@ -319,6 +346,19 @@ impl Environment {
                 let (leader_epoch, isr_epoch) = self.persisting.pop_front()?;
                 self.note_recorded((leader_epoch, isr_epoch), "l");
                 LeaderEvent::InSyncSetPersisted { leader_epoch, isr_epoch }
+            }
+            Move::ControllerAnswer => {
+                // Answers come in any order, and only once (a retry may be asked again).
+                let index = pick % self.controller_asked.len().max(1);
+                let (leader_epoch, isr_epoch) = self.controller_asked.remove(index)?;
+                self.controller_recorded.insert((leader_epoch, isr_epoch));
+                LeaderEvent::ControllerRecorded { leader_epoch, isr_epoch }
+            }
+            Move::ControllerRefuse => {
+                let index = pick % self.controller_asked.len().max(1);
+                let (leader_epoch, isr_epoch) = self.controller_asked.remove(index)?;
+                let recorded = isr_epoch + amount % 3;
+                LeaderEvent::ControllerRefused { leader_epoch, isr_epoch, recorded }
             }
             Move::TimeOut => {
                 let names: Vec<&String> = self.replicas.keys().collect();
@@ -540,6 +580,11 @@ impl Environment {
                 self.proposed.insert(set.version(), (set.clone(), BTreeSet::new()));
                 self.persisting.push_back(set.version());
             }
+            LeaderCommand::RecordWithController { set } => {
+                prop_assert!(self.controlled, "an uncontrolled leader asked the controller");
+                prop_assert!(self.proposed.contains_key(&set.version()), "{} never proposed", set);
+                self.controller_asked.push_back(set.version());
+            }
             LeaderCommand::StepDown { epoch } => {
                 prop_assert!(*epoch > EPOCH, "stepped down for epoch {}", epoch);
                 self.stepped_down = true;
@@ -625,6 +670,11 @@ impl Environment {
             return Err(TestCaseError::fail(format!("{in_sync} in effect, never proposed")));
         };
         prop_assert_eq!(in_sync, proposed);
+        prop_assert!(
+            !self.controlled || self.controller_recorded.contains(&in_sync.version()),
+            "{} took effect before the controller recorded it",
+            in_sync
+        );
         for member in &in_sync.members {
             prop_assert!(
                 recorded.contains(&member.name),

@@ -90,6 +90,7 @@ $(storage_lines)
 wal_flush = "FlushAtOnce"
 [cluster]
 name = "bench"
+failover = "manual"
 EOF
     "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
     PIDS+=($!)

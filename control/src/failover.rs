@@ -29,8 +29,8 @@ use std::time::Duration;
 
 use strata_core::cluster::{AdminError, Role};
 use strata_core::controller::{
-    hex_identifier, plan_succession, Applicant, ClusterState, ClusterTag, Command, MemberKind,
-    Refusal,
+    hex_identifier, plan_succession, Applicant, ClusterState, ClusterTag, Command, JobKind,
+    MemberKind, Refusal,
 };
 use strata_core::replication::mutations::Mutations;
 use strata_core::replication::promotion::{Guard, MemberReport};
@@ -71,6 +71,8 @@ const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(200);
 const REOPEN_LONGEST_DELAY: Duration = Duration::from_secs(5);
 /// How long a proposal forwarded while the controller's leader changes is tried again.
 const PROPOSE_RETRY: Duration = Duration::from_secs(3);
+/// How long the job of a join follows the member's catch-up at most.
+const JOIN_JOB_LIMIT: Duration = Duration::from_secs(600);
 /// How long a role call that makes or joins a cluster waits for the node to take its role.
 const ROLE_WAIT: Duration = Duration::from_secs(20);
 
@@ -191,21 +193,21 @@ impl Control {
     pub(crate) async fn set_controlled_role(
         self: &Arc<Self>,
         request: &SetRole,
-    ) -> Result<(), AdminError> {
+    ) -> Result<Option<u64>, AdminError> {
         if let Some(controller) = self.controller() {
-            return self.answer_member_role_call(&controller, request).await;
+            return self.answer_member_role_call(&controller, request).await.map(|()| None);
         }
         let name = request.name.clone().ok_or_else(|| AdminError::field_required("name"))?;
         strata_core::cluster::validate_name(&name)?;
         match request.role {
-            Role::Leader => self.initialize_cluster(&name).await,
+            Role::Leader => self.initialize_cluster(&name).await.map(|()| None),
             Role::Follower | Role::Learner => {
                 let address =
                     request.address.clone().ok_or_else(|| AdminError::field_required("address"))?;
                 strata_core::cluster::parse_address(&address)?;
                 self.join_cluster(request.role, &name, &address).await
             }
-            Role::Admin | Role::Standalone => Ok(()),
+            Role::Admin | Role::Standalone => Ok(None),
         }
     }
 
@@ -238,6 +240,7 @@ impl Control {
             version: self.config.version.clone(),
             node_id: identity.node_id,
             incarnation: identity.incarnation,
+            metadata_version: state.metadata_version,
             tag_id: state.tag.as_ref().map(|tag| format!("{:032x}", tag.id)),
             hops: 0,
         };
@@ -276,13 +279,15 @@ impl Control {
         self.wait_for_role(Role::Leader).await
     }
 
-    /// Joins the cluster `address` belongs to, in `role`.
+    /// Joins the cluster `address` belongs to, in `role`; answers once the node has its role,
+    /// with the id of the job that follows its catch-up (a job the controller could not
+    /// record is only logged: the join stands).
     async fn join_cluster(
         self: &Arc<Self>,
         role: Role,
         name: &str,
         address: &str,
-    ) -> Result<(), AdminError> {
+    ) -> Result<Option<u64>, AdminError> {
         if address == self.config.advertised_address {
             let (ip, port) = address.rsplit_once(':').unwrap_or((address, ""));
             return Err(AdminError::same_address_as_leader(ip, port));
@@ -296,6 +301,7 @@ impl Control {
             version: self.config.version.clone(),
             node_id: identity.node_id,
             incarnation: identity.incarnation,
+            metadata_version: 0,
             tag_id: None,
             hops: 0,
         };
@@ -313,7 +319,58 @@ impl Control {
             self.forget_controller().await;
             return Err(error);
         }
-        self.wait_for_role(role).await
+        let job = match self.start_job(self.job_record(JobKind::Join, name, "admitted")).await {
+            Ok(id) => {
+                tokio::spawn(Arc::clone(self).follow_join(id, name.to_string(), role));
+                Some(id)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "the join's job could not be recorded");
+                None
+            }
+        };
+        self.wait_for_role(role).await.map(|()| job)
+    }
+
+    /// The job of a join, until the member is in every in-sync set the controller recorded
+    /// (a follower) or has caught up on every partition (a learner), for
+    /// [`JOIN_JOB_LIMIT`] at most.
+    async fn follow_join(self: Arc<Self>, id: u64, name: String, role: Role) {
+        let started = tokio::time::Instant::now();
+        let mut following = false;
+        let outcome = loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let Some(controller) = self.controller() else {
+                break Some("the node left the cluster".to_string());
+            };
+            if !following && self.role() == role {
+                following = true;
+                let progress = "following the leader, catching up".to_string();
+                if let Err(error) =
+                    self.propose_anywhere(Command::AdvanceJob { id, progress }).await
+                {
+                    tracing::debug!(%error, id, "the join's progress was not recorded");
+                }
+            }
+            let shared = &self.handle.shared;
+            let done = match role {
+                Role::Follower => {
+                    let state = controller.state();
+                    state.partitions.iter().all(|partition| partition.in_sync.contains(&name))
+                }
+                _ => {
+                    let streaming = shared.streaming_partitions();
+                    streaming > 0 && shared.caught_up_partitions() == streaming
+                }
+            };
+            if following && done {
+                break None;
+            }
+            if started.elapsed() > JOIN_JOB_LIMIT {
+                break Some(format!("not caught up after {} s", JOIN_JOB_LIMIT.as_secs()));
+            }
+        };
+        self.finish_job(id, outcome).await;
     }
 
     /// A join that failed: the node is in no cluster again.
@@ -335,6 +392,7 @@ impl Control {
             kind,
             incarnation: identity.incarnation,
             version: self.config.version.clone(),
+            metadata_version: 0,
         }
     }
 
@@ -376,6 +434,7 @@ impl Control {
             version,
             node_id,
             incarnation,
+            metadata_version,
             tag_id,
             ..
         } = request.clone()
@@ -399,6 +458,7 @@ impl Control {
             kind,
             incarnation,
             version,
+            metadata_version,
         };
         let tag_id = match tag_id.as_deref().map(hex_identifier::parse).transpose() {
             Ok(tag_id) => tag_id,
@@ -408,6 +468,10 @@ impl Control {
         let outcome = match controller.propose(join).await {
             Ok(Answer(Ok(_))) => Ok(()),
             Ok(Answer(Err(refusal))) => Err(refused(&refusal)),
+            // The leadership moved meanwhile (a hand-over): nothing committed, ask the new one.
+            Err(ProposeError::NotLeader { .. }) => {
+                return forward_once_led(&controller, &request).await
+            }
             Err(error) => Err(unavailable(&error)),
         };
         if let Err(error) = outcome {
@@ -420,8 +484,14 @@ impl Control {
             .filter(|(id, known)| known.name == name && **id != node_id)
             .map(|(id, _)| *id)
             .collect();
-        if let Err(error) = controller.admit(node_id, node, kind == MemberKind::Voter).await {
-            return Response::error(&unavailable(&error));
+        match controller.admit(node_id, node, kind == MemberKind::Voter).await {
+            Ok(()) => {}
+            // The join is committed; the new leader takes it again (the same node keeps its
+            // place) and admits it to Raft.
+            Err(ProposeError::NotLeader { .. }) => {
+                return forward_once_led(&controller, &request).await
+            }
+            Err(error) => return Response::error(&unavailable(&error)),
         }
         for id in older {
             tracing::info!(name, id, "the member came back with new data: its old Raft id goes");
@@ -557,7 +627,8 @@ impl Control {
                 self.handle.broadcast(recorded);
             }
             Err(error) => {
-                tracing::info!(%error, partition = partition.0, %set, "the controller did not record the set");
+                let partition_number = partition.0;
+                tracing::info!(%error, partition_number, %set, "the controller refused the set");
                 // It holds this version or a later one of this epoch (it changed the set
                 // itself, as when it removed a member): the leader numbers its set above.
                 let Some(controller) = self.controller() else { return };
@@ -1099,6 +1170,20 @@ fn leader_first(set: &InSyncSet) -> Vec<String> {
     let followers = set.members.iter().map(|member| &member.name);
     names.extend(followers.filter(|name| **name != set.leader).cloned());
     names
+}
+
+/// Passes `request` to the controller's leader once another member leads it (a hand-over
+/// under way), waiting [`PROPOSE_RETRY`] at most.
+async fn forward_once_led(controller: &Controller, request: &Request) -> Response {
+    let started = tokio::time::Instant::now();
+    loop {
+        let other =
+            controller.leader().is_some_and(|(_, node)| node.name != controller.identity.name);
+        if other || started.elapsed() > PROPOSE_RETRY {
+            return forward_to_leader(controller, request).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Whether a forwarded proposal surely was not committed: no leader to take it, or a member

@@ -78,7 +78,13 @@ async fn set_role(State(control): State<Arc<Control>>, body: Bytes) -> Response 
         Ok(request) => request,
         Err(error) => return failure(&error),
     };
-    answer(control.set_role(request).await.map(|()| Map::new()))
+    answer(control.set_role(request).await.map(|job| {
+        let mut fields = Map::new();
+        if let Some(id) = job {
+            fields.insert("job_id".into(), json!(id));
+        }
+        fields
+    }))
 }
 
 /// `POST /admin/leader/transfer {"to": NAME}`.

@@ -107,6 +107,7 @@ fn job_json(id: u64, job: &JobRecord) -> Value {
     let kind = match job.kind {
         JobKind::Transfer => "transfer",
         JobKind::Remove => "remove",
+        JobKind::Join => "join",
     };
     let state = match job.state {
         JobState::Running => "running",

@@ -217,7 +217,11 @@ impl Control {
     /// A new follower or learner answers once it caught up (bounded), waiting without the
     /// role-change lock: a promotion elsewhere must be able to fence it meanwhile, or a leader
     /// that dies during a catch-up would block every failover until the wait ends.
-    pub(crate) async fn set_role(self: &Arc<Self>, request: SetRole) -> Result<(), AdminError> {
+    /// Answers the id of the job that follows a join through the controller, if one started.
+    pub(crate) async fn set_role(
+        self: &Arc<Self>,
+        request: SetRole,
+    ) -> Result<Option<u64>, AdminError> {
         let automatic = self.config.failover == crate::failover::Failover::Automatic;
         if automatic && (request.role.is_cluster() || self.controller().is_some()) {
             if request.role.is_cluster() && self.config.archive.is_none() {
@@ -229,7 +233,7 @@ impl Control {
         if let Some(session) = following {
             self.wait_for_catch_up(session).await;
         }
-        Ok(())
+        Ok(None)
     }
 
     /// The role change itself, under the role-change lock; answers the new replica session to

@@ -68,6 +68,9 @@ pub(crate) enum Request {
         version: String,
         node_id: u64,
         incarnation: u64,
+        /// The newest controller state the node applied (0: never in a cluster).
+        #[serde(default)]
+        metadata_version: u64,
         /// The cluster the node belongs to already (its tag's id, 32 hexadecimal digits), if
         /// any: a node of another cluster is refused.
         #[serde(default, skip_serializing_if = "Option::is_none")]

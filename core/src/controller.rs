@@ -93,6 +93,11 @@ pub struct Applicant {
     pub incarnation: u64,
     /// Its product version, `major.minor.patch`.
     pub version: String,
+    /// The newest state of a controller it applied (`ClusterState::metadata_version`; 0 for
+    /// a node that never was in a cluster): a node that saw a newer state than the
+    /// controller's comes from another history of the cluster and is refused.
+    #[serde(default)]
+    pub metadata_version: u64,
 }
 
 /// A member of the cluster, as the controller keeps it.
@@ -238,6 +243,10 @@ pub enum Refusal {
         theirs: String,
     },
     TooManyFollowers,
+    MetadataAhead {
+        ours: u64,
+        theirs: u64,
+    },
     NameTaken {
         name: String,
     },
@@ -297,6 +306,11 @@ impl fmt::Display for Refusal {
             Refusal::TooManyFollowers => {
                 write!(formatter, "the cluster has {FOLLOWERS_MAX} followers already")
             }
+            Refusal::MetadataAhead { ours, theirs } => write!(
+                formatter,
+                "the node has seen metadata version {theirs}, newer than this cluster's {ours}: \
+                 it comes from another history of the cluster"
+            ),
             Refusal::NameTaken { name } => write!(formatter, "a member is named {name} already"),
             Refusal::UnknownMember { name } => write!(formatter, "no member is named {name}"),
             Refusal::StaleIncarnation { name, known, given } => {
@@ -410,6 +424,10 @@ impl ClusterState {
         let ours = self.tag()?.clone();
         if let Some(theirs) = tag_id.filter(|theirs| *theirs != ours.id) {
             return Err(Refusal::OtherCluster { ours, theirs });
+        }
+        if applicant.metadata_version > self.metadata_version {
+            let (ours, theirs) = (self.metadata_version, applicant.metadata_version);
+            return Err(Refusal::MetadataAhead { ours, theirs });
         }
         if let Some(leader) = self.data_leader.as_ref().and_then(|name| self.members.get(name)) {
             if major_minor(&leader.version) != major_minor(&applicant.version) {

@@ -268,7 +268,7 @@ impl Default for Cluster {
             heartbeat_timeout: 4000,
             replica_window: ByteSize(64 << 20),
             min_insync_replicas: 1,
-            failover: "manual".into(),
+            failover: "automatic".into(),
             failover_timeout: 1500,
         }
     }

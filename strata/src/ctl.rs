@@ -183,6 +183,11 @@ pub fn run(options: &CtlOptions) -> ExitCode {
             let id = value["job_id"].as_u64().unwrap_or_default();
             wait_for_job(&options.http, id)
         }
+        // A join through the controller: its job follows the catch-up.
+        CtlCommand::SetRole { .. } => match value["job_id"].as_u64() {
+            Some(id) => wait_for_job(&options.http, id),
+            None => ExitCode::SUCCESS,
+        },
         _ => ExitCode::SUCCESS,
     }
 }
@@ -268,7 +273,10 @@ pub fn render(command: &CtlCommand, value: &Value) -> String {
     match command {
         CtlCommand::Nodes => node_table(value["nodes"].as_array().map_or(&[][..], Vec::as_slice)),
         CtlCommand::Node { .. } => node_table(std::slice::from_ref(&value["node"])),
-        CtlCommand::SetRole { .. } => "OK\n".into(),
+        CtlCommand::SetRole { .. } => match value["job_id"].as_u64() {
+            Some(id) => format!("OK, joining: job {id}\n"),
+            None => "OK\n".into(),
+        },
         CtlCommand::Remove { .. } => format!("{}\n", value["message"].as_str().unwrap_or("OK")),
         CtlCommand::Transfer { .. } => format!("job {}\n", value["job_id"]),
         CtlCommand::Jobs => job_table(value["jobs"].as_array().map_or(&[][..], Vec::as_slice)),

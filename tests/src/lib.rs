@@ -119,6 +119,9 @@ pub struct NodeSettings {
     pub heartbeat_timeout: u64,
     /// `[cluster] min_insync_replicas`.
     pub min_insync_replicas: u32,
+    /// `[cluster] failover`: `manual` here (most tests drive Infinity's manual roles and
+    /// promotions), `automatic` for the controller's tests.
+    pub failover: &'static str,
     /// Lines added to the `[storage]` section. Empty: nodes in admin mode get a shared
     /// directory common to every node of this test process (cluster roles need shared
     /// storage), standalone nodes none.
@@ -160,6 +163,7 @@ impl Default for NodeSettings {
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
             min_insync_replicas: 1,
+            failover: "manual",
             storage: String::new(),
             wal: String::new(),
             extra: String::new(),
@@ -219,7 +223,7 @@ impl TestNode {
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\nsnapshot_size = \"{}\"\n\
              snapshot_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
-             heartbeat_timeout = {}\nmin_insync_replicas = {}\n{}\n",
+             heartbeat_timeout = {}\nmin_insync_replicas = {}\nfailover = \"{}\"\n{}\n",
             settings.shards,
             settings.io_driver,
             settings.server_mode,
@@ -237,6 +241,7 @@ impl TestNode {
             settings.heartbeat_interval,
             settings.heartbeat_timeout,
             settings.min_insync_replicas,
+            settings.failover,
             settings.extra,
         );
         std::fs::write(self.config_path(), text).expect("write config");

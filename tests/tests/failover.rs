@@ -24,7 +24,8 @@ fn settings() -> NodeSettings {
     let mut settings = NodeSettings::cluster(1);
     settings.partitions = 4;
     settings.min_insync_replicas = 2;
-    settings.extra = "failover = \"automatic\"\nfailover_timeout = 1500".into();
+    settings.failover = "automatic";
+    settings.extra = "failover_timeout = 1500".into();
     if let Ok(directives) = std::env::var("STRATA_TEST_NODE_LOG") {
         settings.environment.push(("STRATA_LOG".into(), directives));
     }
@@ -358,9 +359,8 @@ fn restarting_every_node_at_once_brings_the_cluster_back_by_itself() {
     let leader = leader.expect("a leader");
     // A new leader serves once the controller first confirmed its lease.
     let mut reader = nodes[leader].client();
-    let serving = wait_until(Duration::from_secs(20), || {
-        reader.get::<_, Option<String>>("before:0").is_ok()
-    });
+    let serving =
+        wait_until(Duration::from_secs(20), || reader.get::<_, Option<String>>("before:0").is_ok());
     assert!(serving, "the new leader does not serve:\n{}", all_logs(&nodes));
     assert_holds(&nodes[leader], &expected, "the leader after a restart of every node");
     let mut client = nodes[leader].client();
@@ -601,7 +601,7 @@ fn ctl_makes_a_cluster_in_one_go_and_waits_on_a_transfer_job() {
             let mut settings = NodeSettings::cluster(1);
             settings.partitions = 2;
             settings.min_insync_replicas = 2;
-            settings.extra = "failover = \"automatic\"".into();
+            settings.failover = "automatic";
             TestNode::start(settings)
         })
         .collect();
@@ -621,11 +621,15 @@ fn ctl_makes_a_cluster_in_one_go_and_waits_on_a_transfer_job() {
     assert!(transfer.success(), "{transfer:?}\n{}", all_logs(&nodes));
     assert!(wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(1)));
     let jobs = ctl(&["ctl", "--http", &http(0), "jobs"]);
-    let row = jobs.stdout.lines().nth(1).unwrap_or_default();
-    assert!(
-        row.contains("transfer") && row.contains("hermione") && row.contains("done"),
-        "{jobs:?}"
-    );
+    let row = jobs.stdout.lines().find(|row| row.contains("transfer")).unwrap_or_default();
+    assert!(row.contains("hermione") && row.contains("done"), "{jobs:?}");
+    // The members' joins are jobs too, done once each is in sync (the learner: caught up).
+    let joined = wait_until(Duration::from_secs(30), || {
+        let jobs = ctl(&["ctl", "--http", &http(0), "jobs"]).stdout;
+        jobs.lines().filter(|row| row.contains("join") && row.contains("done")).count() == 2
+    });
+    let jobs = ctl(&["ctl", "--http", &http(0), "jobs"]);
+    assert!(joined, "{jobs:?}\n{}", all_logs(&nodes));
     // A learner cannot lead: the job is refused before it starts.
     let refused = ctl(&["ctl", "--http", &http(0), "transfer", "ron"]);
     assert_eq!(refused.status.and_then(|status| status.code()), Some(1), "{refused:?}");
@@ -683,10 +687,12 @@ fn a_voter_whose_disk_filled_opens_its_controller_again_and_still_votes() {
     form_cluster(&nodes);
     let mut writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
-    // Fill ron's disk: its log refuses, the leader drops it from the in-sync sets, and the
-    // controller's record of that change cannot be written on ron: its Raft stops.
+    // Fill ron's disk, then have the controller commit something (a transfer's job): ron
+    // cannot write it, and its Raft stops.
     let ballast = nodes[2].data_dir().join("ballast");
     fill(&ballast);
+    let body = r#"{"to": "hermione"}"#;
+    nodes[0].admin("POST", "/admin/leader/transfer", Some(body)).assert_ok();
     let stopped = wait_until(Duration::from_secs(30), || {
         nodes[2].log().contains("the controller stopped; opening it again")
     });
@@ -696,15 +702,15 @@ fn a_voter_whose_disk_filled_opens_its_controller_again_and_still_votes() {
         nodes[2].log().contains("the controller runs again")
     });
     assert!(reopened, "ron's controller was not opened again:\n{}", all_logs(&nodes));
-    // With harry gone, hermione and ron are the controller's majority: without ron's
+    // With the leader gone, the other two are the controller's majority: without ron's
     // controller nobody could be appointed.
     writer = finish_and_restart(writer, &nodes);
-    nodes[0].kill();
+    let leader = new_or_same_leader(&nodes);
+    nodes[leader].kill();
     let logs = || all_logs(&nodes);
-    let successor = new_leader(&nodes, 0, &logs);
-    assert_eq!(successor, 1, "hermione, the one in sync, leads:\n{}", all_logs(&nodes));
+    let successor = new_leader(&nodes, leader, &logs);
     let acknowledged = writer.finish();
-    assert_holds(&nodes[1], &acknowledged, "every acknowledged write");
+    assert_holds(&nodes[successor], &acknowledged, "every acknowledged write");
 }
 
 /// Stops `writer`, checks what it wrote is on the leader, and starts another one.
@@ -740,7 +746,12 @@ fn removed_members_leave_when_they_lead_the_controller_or_were_paused_when_remov
     let writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
     // The member leading the controller's Raft removed: it hands that over and leaves.
-    let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+    let mut listed = serde_json::Value::Null;
+    let known = wait_until(Duration::from_secs(20), || {
+        listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+        listed["controller_leader"].is_string()
+    });
+    assert!(known, "no controller leader: {listed}");
     let controller_leader = listed["controller_leader"].as_str().expect("a controller leader");
     let first = names.iter().position(|name| *name == controller_leader).expect("a member");
     let leader = leader_of(&nodes).expect("a leader");
@@ -836,4 +847,36 @@ fn with_min_insync_one_every_shrink_is_recorded_by_the_controller_before_it_take
     assert_eq!(successor, 1, "only hermione is in the recorded set:\n{}", all_logs(&nodes));
     let acknowledged = writer.finish();
     assert_holds(&nodes[1], &acknowledged, "every acknowledged write");
+}
+
+#[test]
+fn a_join_answers_a_job_that_ends_once_the_member_is_in_sync_or_caught_up() {
+    let nodes = three_nodes();
+    set_role(&nodes[0], "leader", NAMES[0], None);
+    let leader = nodes[0].peer_address();
+    let joins = [(1, "follower", NAMES[1]), (2, "learner", NAMES[2])];
+    for (index, role, name) in joins {
+        if role == "learner" {
+            // Something to catch up on (min_insync_replicas = 2: writes need the follower).
+            let mut client = nodes[0].client();
+            for number in 0..200 {
+                let _: String = client.set(format!("key:{number}"), number).expect("a write");
+            }
+        }
+        let body = role_body(role, Some(name), Some(&leader));
+        let reply = nodes[index].admin("POST", "/admin/node/current", Some(&body));
+        let id = reply.assert_ok()["job_id"].as_u64().expect("a job id");
+        let mut job = serde_json::Value::Null;
+        let done = wait_until(Duration::from_secs(30), || {
+            job = nodes[0].admin("GET", &format!("/admin/jobs/{id}"), None).json["job"].clone();
+            job["state"] == "done"
+        });
+        assert!(done, "{job}\n{}", all_logs(&nodes));
+        assert_eq!((job["kind"].as_str(), job["subject"].as_str()), (Some("join"), Some(name)));
+    }
+    // The follower is in sync everywhere once its job is done.
+    let rows = nodes[0].admin("GET", "/admin/nodes", None).json;
+    let rows = rows["nodes"].as_array().cloned().unwrap_or_default();
+    let follower = rows.iter().find(|row| row["name"] == NAMES[1]).expect("hermione listed");
+    assert_eq!(follower["in_sync"], true, "{rows:?}");
 }

@@ -1,7 +1,9 @@
 //! Long operations the controller keeps a record of (Klustron's async jobs): a planned
-//! transfer, a removal. A job is started and finished by commands, so its record survives a
-//! change of the controller's leader and of the data leader; the member running it is named,
-//! so that when that member is lost its running jobs can be failed.
+//! transfer, a removal, a member joining (until it is in sync; a learner: caught up).
+//! Transfers and removals run one at a time; a join runs beside them, one per member. A job
+//! is started and finished by commands, so its record survives a change of the controller's
+//! leader and of the data leader; the member running it is named, so that when that member
+//! is lost its running jobs can be failed.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +18,7 @@ pub const FINISHED_JOBS_KEPT: usize = 64;
 pub enum JobKind {
     Transfer,
     Remove,
+    Join,
 }
 
 /// Where a job is.
@@ -57,8 +60,13 @@ impl ClusterState {
         if self.jobs.contains_key(&id) {
             return Err(Refusal::BadSettings { reason: format!("job {id} exists already") });
         }
-        if let Some((running, _)) = self.jobs.iter().find(|(_, job)| job.state == JobState::Running)
-        {
+        let conflicts = |job: &JobRecord| match (record.kind, job.kind) {
+            (JobKind::Join, JobKind::Join) => job.subject == record.subject,
+            (JobKind::Join, _) | (_, JobKind::Join) => false,
+            _ => true,
+        };
+        let mut running = self.jobs.iter().filter(|(_, job)| job.state == JobState::Running);
+        if let Some((running, _)) = running.find(|(_, job)| conflicts(job)) {
             return Err(Refusal::Busy { job: *running });
         }
         self.jobs.insert(id, JobRecord { state: JobState::Running, error: None, ..record });

@@ -15,7 +15,7 @@
 
 use super::{ClusterState, Command, MemberKind};
 use crate::ids::Epoch;
-use crate::replication::mutations::Mutations;
+use crate::replication::mutations::{Mutation, Mutations};
 use crate::replication::promotion::{plan_promotion, Guard, MemberReport};
 
 /// Why nobody could be appointed: per candidate considered, why not.
@@ -62,7 +62,9 @@ pub fn plan_succession(
         let name = &candidate.member.name;
         let left_out =
             state.partitions.iter().position(|partition| !partition.in_sync.contains(name));
-        if let Some(index) = left_out {
+        // The mutation that takes the promotion guard out takes this check out with it.
+        let unguarded = mutations.has(Mutation::PromoteOutOfSync);
+        if let Some(index) = left_out.filter(|_| !unguarded) {
             reasons.push(format!(
                 "{name}: not in the in-sync set the controller recorded for partition {index}"
             ));

@@ -17,6 +17,7 @@ fn applicant(name: &str, kind: MemberKind) -> Applicant {
         kind,
         incarnation: 1,
         version: "0.2.0".into(),
+        metadata_version: 0,
     }
 }
 
@@ -96,6 +97,12 @@ fn a_node_of_another_cluster_or_version_is_refused_and_named() {
     old.version = "0.1.9".into();
     let refusal = state.apply(Command::Join { tag_id: None, applicant: old }).unwrap_err();
     assert!(matches!(refusal, Refusal::VersionMismatch { .. }), "{refusal}");
+    // A node that saw a newer state of the cluster than the controller has.
+    let mut ahead = applicant("draco", MemberKind::Voter);
+    ahead.metadata_version = state.metadata_version + 5;
+    let refusal = state.apply(Command::Join { tag_id: None, applicant: ahead }).unwrap_err();
+    assert!(matches!(refusal, Refusal::MetadataAhead { .. }), "{refusal}");
+    assert!(refusal.to_string().contains("metadata version"), "{refusal}");
 }
 
 #[test]
@@ -499,6 +506,15 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     assert_eq!(state.running_jobs_of("harry"), vec![1]);
     let busy = state.apply(Command::StartJob { id: 2, record: record("ron") });
     assert_eq!(busy, Err(Refusal::Busy { job: 1 }));
+    // A join runs beside a transfer, one per member; a transfer waits for no join.
+    let join = |subject: &str| JobRecord { kind: JobKind::Join, ..record(subject) };
+    state.apply(Command::StartJob { id: 2, record: join("neville") }).unwrap();
+    let twice = state.apply(Command::StartJob { id: 3, record: join("neville") });
+    assert_eq!(twice, Err(Refusal::Busy { job: 2 }));
+    state.apply(Command::StartJob { id: 3, record: join("ginny") }).unwrap();
+    for id in [2, 3] {
+        state.apply(Command::FinishJob { id, error: None, at_ms: 15 }).unwrap();
+    }
     let taken = state.apply(Command::StartJob { id: 1, record: record("ron") });
     assert!(matches!(taken, Err(Refusal::BadSettings { .. })), "{taken:?}");
     state.apply(Command::AdvanceJob { id: 1, progress: "caught up".into() }).unwrap();
@@ -514,7 +530,7 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     }
     assert_eq!(state.jobs.len(), FINISHED_JOBS_KEPT);
     assert!(!state.jobs.contains_key(&1), "the oldest went first");
-    assert_eq!(state.next_job_id(), FINISHED_JOBS_KEPT as u64 + 5);
+    assert_eq!(state.next_job_id(), FINISHED_JOBS_KEPT as u64 + 7);
 }
 
 #[test]

@@ -87,6 +87,7 @@ fn applicant(name: &str) -> Applicant {
         kind: MemberKind::Voter,
         incarnation: 1,
         version: "0.2.0".to_string(),
+        metadata_version: 0,
     }
 }
 

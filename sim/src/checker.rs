@@ -9,7 +9,9 @@
 //! - **I6** logs agree with the committed log on every LSN a node committed;
 //! - **timeouts** a member is declared timed out only after it was silent for the timeout;
 //! - **liveness** a leader that takes writes does not hold one longer than twice the progress
-//!   timeout plus a second (checked by the world, which knows when writes were taken);
+//!   timeout plus a second (checked by the world, which knows when writes were taken); under
+//!   the controller, a second more, counted only while the leader's lease runs and it reaches
+//!   a controller's leader that can commit (changes of its sets wait for the controller);
 //! - **C1–C3** under automatic failover, the controller's appointments (`controller.rs`).
 //!
 //! I1 (acknowledged means durable on every in-sync member) is what I2 checks from the outside.

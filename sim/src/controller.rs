@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use strata_core::controller::Refusal;
 use strata_core::controller::{Applicant, ClusterState, ClusterTag, Command, Effect, MemberKind};
+use strata_core::Epoch;
 
 /// The product version every simulated node runs.
 const VERSION: &str = "1.0.0";
@@ -34,6 +35,19 @@ pub struct Founder {
     pub learner: bool,
 }
 
+/// Why a command was proposed, and who waits for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// An appointment: the proposer's watch of the data leader waits for it.
+    Appointment,
+    /// An in-sync set the data leader mirrors: nobody waits.
+    Mirror,
+    /// A version of an in-sync set a controlled leader asked the controller to record
+    /// (`LeaderCommand::RecordWithController`): partition `part` of `node`, in its life
+    /// `incarnation`, hears back once it commits.
+    Record { node: usize, incarnation: u64, part: usize, version: (Epoch, u64) },
+}
+
 /// A command on its way to commit.
 #[derive(Clone, Debug)]
 pub struct Proposal {
@@ -41,9 +55,14 @@ pub struct Proposal {
     pub term: u64,
     pub proposer: usize,
     pub command: Command,
-    /// Whether the proposer's watch of the data leader waits for it (an appointment), or
-    /// not (a mirrored in-sync set).
-    pub watched: bool,
+    pub purpose: Purpose,
+}
+
+impl Proposal {
+    /// Whether the proposer's watch of the data leader waits for it.
+    pub fn watched(&self) -> bool {
+        self.purpose == Purpose::Appointment
+    }
 }
 
 /// The modeled controller (module doc).
@@ -197,11 +216,11 @@ impl Controller {
     }
 
     /// Records a proposal of the current leader; its number.
-    pub fn propose(&mut self, proposer: usize, command: Command, watched: bool) -> u64 {
+    pub fn propose(&mut self, proposer: usize, command: Command, purpose: Purpose) -> u64 {
         assert_eq!(self.leader, Some(proposer), "only the leader proposes");
         let id = self.next_proposal;
         self.next_proposal += 1;
-        self.proposals.insert(id, Proposal { term: self.term, proposer, command, watched });
+        self.proposals.insert(id, Proposal { term: self.term, proposer, command, purpose });
         id
     }
 
@@ -217,7 +236,7 @@ impl Controller {
 
     /// Whether the watch of `node` waits for one of its proposals to commit.
     pub fn proposing(&self, node: usize) -> bool {
-        self.proposals.values().any(|proposal| proposal.proposer == node && proposal.watched)
+        self.proposals.values().any(|proposal| proposal.proposer == node && proposal.watched())
     }
 }
 
@@ -228,6 +247,7 @@ fn applicant(founder: &Founder) -> Applicant {
         kind: if founder.learner { MemberKind::Learner } else { MemberKind::Voter },
         incarnation: 1,
         version: VERSION.into(),
+        metadata_version: 0,
     }
 }
 
@@ -251,7 +271,7 @@ mod tests {
         let controller = Controller::new(&founders(), 7, 2, 2);
         let state = controller.committed();
         assert_eq!(state.data_leader.as_deref(), Some("n0"));
-        assert_eq!(state.leader_epoch, strata_core::Epoch(1));
+        assert_eq!(state.leader_epoch, Epoch(1));
         assert_eq!(state.members.len(), 4);
         assert_eq!(controller.voters(), &[0, 1, 2]);
         assert_eq!(controller.majority(), 2);
@@ -273,7 +293,7 @@ mod tests {
     #[test]
     fn an_election_takes_the_next_term_and_hands_back_earlier_proposals() {
         let mut controller = Controller::new(&founders(), 7, 1, 2);
-        let id = controller.propose(0, Command::Remove { name: "n3".into() }, true);
+        let id = controller.propose(0, Command::Remove { name: "n3".into() }, Purpose::Appointment);
         assert!(controller.proposing(0));
         let earlier = controller.elect(1, 5_000);
         assert_eq!((controller.leader(), controller.term()), (Some(1), 2));

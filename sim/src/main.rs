@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use strata_core::replication::mutations::{Mutation, Mutations};
-use strata_sim::{run, Config, Failover};
+use strata_sim::{run, Config};
 
 #[derive(Parser, Debug)]
 #[command(about = "Strata's deterministic replication simulator")]
@@ -69,10 +69,11 @@ fn main() -> ExitCode {
     let (mut simulated_ms, mut failures, mut events) = (0u64, 0u64, 0u64);
     let (mut promotions, mut appointments) = (0u64, 0u64);
     for seed in &seeds {
-        let mut config = Config::for_seed(*seed, mutations);
-        if arguments.automatic {
-            config.failover = Failover::Automatic;
-        }
+        let mut config = if arguments.automatic {
+            Config::automatic(*seed, mutations)
+        } else {
+            Config::for_seed(*seed, mutations)
+        };
         config.check_leases = arguments.check_leases;
         config.trace = arguments.trace;
         if let Some(seconds) = arguments.seconds {

@@ -10,8 +10,9 @@
 //! The operator is a person ([`Failover::Manual`]: guarded, sometimes forced, promotions and
 //! re-pointing at random) or the controller ([`Failover::Automatic`], `failover.rs`): a model
 //! of the Raft-replicated controller appoints a successor with
-//! `strata_core::controller::plan_succession` when the data leader is lost, and every member
-//! carries out what the controller's log says, as `control/src/failover.rs` does.
+//! `strata_core::controller::plan_succession` when the data leader is lost, every member
+//! carries out what the controller's log says, as `control/src/failover.rs` does, and each
+//! new version of an in-sync set takes effect only once the controller recorded it.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -43,6 +44,10 @@ const RECONNECT_US: u64 = 30_000;
 const FLUSH_DELAY_US: u64 = 500;
 /// A write held longer than this by a leader that takes writes is a liveness failure.
 const STALL_LIMIT_US: u64 = (2 * TIMEOUT_MS + 1000) * 1000;
+/// Under the controller, a leader's set changes take effect only once the controller recorded
+/// them, and a request lost to a fault is made again this much later
+/// (`CONTROLLER_RECORD_RETRY_MS` in core's leader): the limit grows by it.
+const CONTROLLED_STALL_LIMIT_US: u64 = STALL_LIMIT_US + 1_000_000;
 const TRACE_LINES_KEPT: usize = 400;
 /// Events one run may take at most: far more than a run needs, so that a loop is caught.
 const EVENTS_MAX: u64 = 50_000_000;
@@ -87,16 +92,32 @@ pub enum Failover {
 
 impl Config {
     /// A cluster shape drawn from the seed: 3 to 5 voters, at most one learner, one or two
-    /// partitions, `min_insync_replicas` 2 (or 3 with five voters, sometimes).
+    /// partitions, `min_insync_replicas` 2 (or 3 with five voters, sometimes); a person
+    /// operates it.
     #[must_use]
     pub fn for_seed(seed: u64, mutations: Mutations) -> Config {
+        Config::drawn(seed, mutations, Failover::Manual)
+    }
+
+    /// The cluster [`Config::for_seed`] draws, with the controller replacing lost leaders;
+    /// `min_insync_replicas` is 1 in one run of three (drawn last): the controller records
+    /// every shrink of a set before it takes effect, so a leader left alone is known to be.
+    #[must_use]
+    pub fn automatic(seed: u64, mutations: Mutations) -> Config {
+        Config::drawn(seed, mutations, Failover::Automatic)
+    }
+
+    fn drawn(seed: u64, mutations: Mutations, failover: Failover) -> Config {
         let mut random = Random::new(seed ^ 0x5EED_C0FF_EE00_0001);
         let voters = usize::try_from(random.between(3, 5)).expect("small");
         let learners = usize::try_from(random.below(2)).expect("small");
         let partitions = usize::try_from(random.between(1, 2)).expect("small");
-        let min_insync = if voters == 5 && random.chance(1, 2) { 3 } else { 2 };
+        let mut min_insync = if voters == 5 && random.chance(1, 2) { 3 } else { 2 };
         // Drawn last, so that the shapes drawn before stay what they were.
         let failover_timeout_ms = random.between(900, 2_000);
+        if failover == Failover::Automatic && random.chance(1, 3) {
+            min_insync = 1;
+        }
         Config {
             seed,
             voters,
@@ -106,17 +127,11 @@ impl Config {
             safety_ms: 20_000,
             liveness_ms: 8_000,
             mutations,
-            failover: Failover::Manual,
+            failover,
             failover_timeout_ms,
             check_leases: false,
             trace: false,
         }
-    }
-
-    /// The cluster [`Config::for_seed`] draws, with the controller replacing lost leaders.
-    #[must_use]
-    pub fn automatic(seed: u64, mutations: Mutations) -> Config {
-        Config { failover: Failover::Automatic, ..Config::for_seed(seed, mutations) }
     }
 }
 
@@ -256,6 +271,35 @@ pub enum Event {
         node: usize,
         incarnation: u64,
     },
+    /// The node asks the controller to record a version of a partition's set (a
+    /// controlled leader's `RecordWithController`, or the runtime asking again while the
+    /// controller has no leader), in a request it started at `started_us`.
+    RecordInSync {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+        set: Box<InSyncSet>,
+        started_us: u64,
+    },
+    /// Such a request of partition `part` of `from` reaches `node`, which led the
+    /// controller when it was sent (a paused node takes it when it resumes).
+    RecordArrives {
+        node: usize,
+        incarnation: u64,
+        from: usize,
+        from_incarnation: u64,
+        part: usize,
+        set: Box<InSyncSet>,
+    },
+    /// The answer to such a request reaches the node: the controller recorded the version,
+    /// or it did not (the node then looks at the controller's state as it learned it).
+    RecordAnswer {
+        node: usize,
+        incarnation: u64,
+        part: usize,
+        version: (Epoch, u64),
+        recorded: bool,
+    },
 }
 
 impl Event {
@@ -268,6 +312,9 @@ impl Event {
             | Event::LogChanged { node, incarnation, .. }
             | Event::Tick { node, incarnation }
             | Event::Follow { node, incarnation }
+            | Event::RecordInSync { node, incarnation, .. }
+            | Event::RecordArrives { node, incarnation, .. }
+            | Event::RecordAnswer { node, incarnation, .. }
             | Event::StepDown { node, incarnation }
             | Event::AcceptArrives { node, incarnation, .. }
             | Event::InstallArrives { node, incarnation, .. } => Some((*node, *incarnation)),
@@ -564,6 +611,15 @@ impl World {
             Event::ControllerTick => self.controller_tick(),
             Event::ControllerCommit { proposal } => self.controller_commit(proposal),
             Event::Follow { node, .. } => self.follow_controller(node),
+            Event::RecordInSync { node, part, set, started_us, .. } => {
+                self.record_in_sync(node, part, *set, started_us);
+            }
+            Event::RecordArrives { node, from, from_incarnation, part, set, .. } => {
+                self.record_arrives(node, (from, from_incarnation, part), *set);
+            }
+            Event::RecordAnswer { node, part, version, recorded, .. } => {
+                self.record_answered(node, part, version, recorded);
+            }
         }
     }
 
@@ -1000,6 +1056,9 @@ impl World {
                 let fence = requested.fence.max(set.leader_epoch);
                 self.write_facts(node, part, PartitionFacts { fence, in_sync: Some(set) });
             }
+            LeaderCommand::RecordWithController { set } => {
+                self.record_in_sync(node, part, set, self.now);
+            }
             LeaderCommand::StepDown { epoch } => {
                 self.note(format!("n{node} p{part}: learns of epoch {epoch}; steps down"));
                 let incarnation = self.nodes[node].incarnation;
@@ -1218,20 +1277,26 @@ impl World {
         }
     }
 
-    /// Liveness: a leader that takes writes holds none of them too long.
+    /// Liveness: a leader that takes writes holds none of them too long. Under the controller
+    /// the clock runs only while the leader's lease runs (it takes writes) and it reaches a
+    /// controller's leader that can commit: without one, no change of its sets can take
+    /// effect, and it waits for the followers it lost.
     fn check_stall(&mut self, node: usize, part: usize) {
         let resumed = self.nodes[node].resumed_at_us;
         let now = self.now;
+        let served = self.serves_under_lease(node) && self.controller_answers(node);
+        let limit =
+            if self.controller.is_some() { CONTROLLED_STALL_LIMIT_US } else { STALL_LIMIT_US };
         let target = &mut self.nodes[node].parts[part];
         let Machine::Leader(leader) = &target.machine else { return };
-        if !leader.accepts_writes() {
+        if !leader.accepts_writes() || !served {
             target.accepting_since_us = None;
             return;
         }
         let since = *target.accepting_since_us.get_or_insert(now);
         let Some(oldest) = target.pending.front().copied() else { return };
         let waited = now - oldest.submitted_us.max(resumed).max(since);
-        if waited > STALL_LIMIT_US {
+        if waited > limit {
             let message = format!(
                 "n{node} takes writes on partition {part} but has held LSN {} for {} ms \
                  (commit {})",
@@ -1643,6 +1708,7 @@ impl World {
                 me: self.nodes[node].member.clone(),
                 min_insync: self.config.min_insync,
                 progress_timeout_ms: TIMEOUT_MS,
+                controlled: self.config.failover == Failover::Automatic,
                 mutations: self.config.mutations,
             };
             let target = &mut self.nodes[node].parts[part];

@@ -17,17 +17,32 @@
 //! - **The lease.** The data leader confirms with the controller's leader every 100 ms that
 //!   it still leads at its epoch and takes writes only while its lease (two thirds of the
 //!   timeout, counted from when it asked) runs. Every fifth round it mirrors the in-sync sets
-//!   it recorded to the controller (`RecordInSync`, taken when newer than the copy kept).
+//!   it recorded to the controller (`RecordInSync`, taken when newer than the copy kept;
+//!   nobody is answered).
+//! - **In-sync sets go through the controller.** The data leader's partitions run with
+//!   `LeaderConfig::controlled`: a new version of a set takes effect only once the controller
+//!   recorded it, besides every member of it. Each `RecordWithController` is carried out as
+//!   `record_in_sync` does: the request goes to the controller's leader (asked again every
+//!   50 ms for 3 s while there is none, or it is down, as `propose_anywhere` does; lost if
+//!   the two are cut apart; held by a paused leader until it resumes), which proposes
+//!   `RecordInSync` if it still leads, committing a round trip later if it still can. The
+//!   answer travels back: recorded (applied, or the same version already held), and the
+//!   partition gets `ControllerRecorded`; not recorded, and the node looks at the
+//!   controller's state as it learned it: if it holds that version or a later one of the
+//!   epoch, the partition gets `ControllerRefused`. Either reaches the partition only if its
+//!   node is up in the same life and still leads it at that epoch. A lost request or answer
+//!   is covered by the partition asking again every second.
 //! - **Faults** aimed at the controller: its leader or the data leader crash, pause or are cut
 //!   off, the two lose each other, or the cluster splits in two.
 
 use strata_core::controller::{plan_succession, ClusterState, Command, Effect};
 use strata_core::replication::promotion::Guard;
+use strata_core::replication::{InSyncSet, LeaderEvent};
 use strata_core::Epoch;
 
 use super::{Event, World};
-use crate::controller::{Controller, Founder};
-use crate::node::{AppointedStatus, Role};
+use crate::controller::{Controller, Founder, Purpose};
+use crate::node::{partition_id, AppointedStatus, Machine, Role};
 
 /// How often the controller's leader looks at the data leader (`PROBE_INTERVAL`).
 const PROBE_INTERVAL_US: u64 = 100_000;
@@ -49,6 +64,10 @@ const ELECTION_TIMEOUT_MIN_US: u64 = 200_000;
 const ELECTION_TIMEOUT_MAX_US: u64 = 400_000;
 /// How long a proposal whose proposer cannot reach a majority waits before it looks again.
 const COMMIT_RETRY_US: u64 = 50_000;
+/// A proposal passed on towards the controller's leader is asked again this often, for this
+/// long, while there is no leader to take it (`propose_anywhere`, `PROPOSE_RETRY`).
+const PROPOSE_AGAIN_US: u64 = 50_000;
+const PROPOSE_RETRY_US: u64 = 3_000_000;
 
 /// What the data leader answers the controller's probe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -95,6 +114,15 @@ impl World {
     /// controller, while its lease runs.
     pub(super) fn serves_under_lease(&self, node: usize) -> bool {
         self.controller.is_none() || self.nodes[node].failover.lease_until_us > self.now
+    }
+
+    /// Whether `node` reaches a controller's leader that can commit (always, with a person
+    /// operating the cluster).
+    pub(super) fn controller_answers(&self, node: usize) -> bool {
+        let Some(controller) = &self.controller else { return true };
+        controller
+            .leader()
+            .is_some_and(|leader| self.reachable(node, leader) && self.leads_controller(leader))
     }
 
     /// A running node's periodic part in automatic failover.
@@ -281,7 +309,7 @@ impl World {
             Ok(appoint) => {
                 self.note(format!("controller: n{leader} proposes {appoint:?}"));
                 let Some(controller) = self.controller.as_mut() else { return };
-                let proposal = controller.propose(leader, appoint, true);
+                let proposal = controller.propose(leader, appoint, Purpose::Appointment);
                 let round_trip = self.latency() + self.latency();
                 self.schedule(round_trip, Event::ControllerCommit { proposal });
             }
@@ -293,7 +321,8 @@ impl World {
     }
 
     /// A proposal commits if its proposer still leads the controller in the term it proposed
-    /// in and reaches a majority; it waits while the proposer leads but cannot.
+    /// in and reaches a majority; it waits while the proposer leads but cannot. A set
+    /// recorded for a controlled leader is answered.
     pub(super) fn controller_commit(&mut self, id: u64) {
         let Some(controller) = &self.controller else { return };
         let Some(proposal) = controller.proposal(id) else { return };
@@ -307,8 +336,12 @@ impl World {
         else {
             return;
         };
+        let watched = proposal.watched();
         let applied = current && self.commit_command(proposal.command);
-        if !proposal.watched {
+        if let Purpose::Record { node, incarnation, part, version } = proposal.purpose {
+            self.answer_record(proposer, (node, incarnation, part), version, applied);
+        }
+        if !watched {
             return;
         }
         let memory = &mut self.nodes[proposer].failover;
@@ -526,10 +559,157 @@ impl World {
         }
         for command in commands {
             let Some(controller) = self.controller.as_mut() else { return };
-            let proposal = controller.propose(leader, command, false);
+            let proposal = controller.propose(leader, command, Purpose::Mirror);
             let round_trips = self.latency() + self.latency() + self.latency() + self.latency();
             self.schedule(round_trips, Event::ControllerCommit { proposal });
         }
+    }
+
+    /// Partition `part` of `node` asks the controller to record this version of its set
+    /// (`record_in_sync`, on a controlled leader's `RecordWithController`): the request goes
+    /// to the controller's leader. As `propose_anywhere` does, the node asks again every 50 ms,
+    /// for 3 s from `started_us`, while the controller has no leader or the one it has is
+    /// down; a leader cut off from it never answers (the runtime's request times out), and
+    /// the partition's own retry covers that.
+    pub(super) fn record_in_sync(
+        &mut self,
+        node: usize,
+        part: usize,
+        set: InSyncSet,
+        started_us: u64,
+    ) {
+        let Some(controller) = &self.controller else {
+            panic!("n{node} p{part}: a leader not under a controller asked it to record {set}");
+        };
+        let first = started_us == self.now;
+        let incarnation = self.nodes[node].incarnation;
+        let known = controller.leader().filter(|leader| self.nodes[*leader].up);
+        let Some(leader) = known else {
+            if first {
+                self.note(format!("n{node} p{part}: no controller's leader to record {set} yet"));
+            }
+            if self.now + PROPOSE_AGAIN_US <= started_us + PROPOSE_RETRY_US {
+                let set = Box::new(set);
+                let again = Event::RecordInSync { node, incarnation, part, set, started_us };
+                self.schedule(PROPOSE_AGAIN_US, again);
+            }
+            return;
+        };
+        if !self.reachable_or_paused(node, leader) {
+            if first {
+                self.note(format!("n{node} p{part}: cannot reach n{leader} to record {set}"));
+            }
+            return;
+        }
+        self.note(format!("n{node} p{part}: asks the controller (n{leader}) to record {set}"));
+        let delay = if leader == node { 0 } else { self.latency() };
+        let set = Box::new(set);
+        let at = self.nodes[leader].incarnation;
+        let from_incarnation = incarnation;
+        let arrives = Event::RecordArrives {
+            node: leader,
+            incarnation: at,
+            from: node,
+            from_incarnation,
+            part,
+            set,
+        };
+        self.schedule(delay, arrives);
+    }
+
+    /// A request to record `set` reaches `node`: if it still leads the controller, it
+    /// proposes `RecordInSync`, which commits a round trip later if it still can; if not, the
+    /// request fails.
+    pub(super) fn record_arrives(
+        &mut self,
+        node: usize,
+        (from, from_incarnation, part): (usize, u64, usize),
+        set: InSyncSet,
+    ) {
+        let asker = (from, from_incarnation, part);
+        let version = set.version();
+        let Some(controller) = self.controller.as_mut() else { return };
+        if controller.leader() != Some(node) {
+            self.answer_record(node, asker, version, false);
+            return;
+        }
+        let leader = &set.leader;
+        let mut in_sync = vec![leader.clone()];
+        let followers = set.members.iter().map(|member| &member.name);
+        in_sync.extend(followers.filter(|name| *name != leader).cloned());
+        let command = Command::RecordInSync {
+            partition: partition_id(part),
+            epoch: version.0,
+            version: version.1,
+            in_sync,
+        };
+        let purpose = Purpose::Record { node: from, incarnation: from_incarnation, part, version };
+        let proposal = controller.propose(node, command, purpose);
+        let round_trip = self.latency() + self.latency();
+        self.schedule(round_trip, Event::ControllerCommit { proposal });
+    }
+
+    /// The controller's leader `proposer` committed a version a controlled leader asked it to
+    /// record (or found it recorded already), or it did not (refused, or no longer leading):
+    /// the answer travels back to `node`, unless the two cannot reach each other.
+    fn answer_record(
+        &mut self,
+        proposer: usize,
+        (node, incarnation, part): (usize, u64, usize),
+        version: (Epoch, u64),
+        recorded: bool,
+    ) {
+        if !self.reachable_or_paused(proposer, node) {
+            let (epoch, isr_epoch) = version;
+            self.note(format!(
+                "controller: n{proposer} cannot answer n{node} p{part} about {epoch}/{isr_epoch}"
+            ));
+            return;
+        }
+        let delay = if node == proposer { 0 } else { self.latency() };
+        let answer = Event::RecordAnswer { node, incarnation, part, version, recorded };
+        self.schedule(delay, answer);
+    }
+
+    /// The controller's answer about `version` reaches `node` (up, in the life that asked);
+    /// the partition hears of it only if it still leads at that epoch. Recorded: it hears so.
+    /// Not recorded: if the controller's state as the node learned it holds that version or a
+    /// later one of that epoch, it hears that the controller refused (and numbers its set
+    /// above); otherwise nothing (it asks again a second later).
+    pub(super) fn record_answered(
+        &mut self,
+        node: usize,
+        part: usize,
+        version: (Epoch, u64),
+        recorded: bool,
+    ) {
+        let (leader_epoch, isr_epoch) = version;
+        let leads = self.nodes[node].role == Role::Leader
+            && matches!(&self.nodes[node].parts[part].machine,
+                Machine::Leader(leader) if leader.epoch() == leader_epoch);
+        if !leads {
+            return;
+        }
+        let event = if recorded {
+            self.note(format!(
+                "n{node} p{part}: the controller recorded {leader_epoch}/{isr_epoch}"
+            ));
+            LeaderEvent::ControllerRecorded { leader_epoch, isr_epoch }
+        } else {
+            let Some(controller) = &self.controller else { return };
+            let view = controller.view(node);
+            let Some(record) = view.partitions.get(part) else { return };
+            if view.leader_epoch != leader_epoch || record.isr_epoch < isr_epoch {
+                return;
+            }
+            let recorded = record.isr_epoch;
+            self.note(format!(
+                "n{node} p{part}: the controller refused {leader_epoch}/{isr_epoch}: it holds \
+                 {leader_epoch}/{recorded}"
+            ));
+            LeaderEvent::ControllerRefused { leader_epoch, isr_epoch, recorded }
+        };
+        self.leader_step(node, part, event);
     }
 
     // ----- faults aimed at the controller -----

@@ -353,6 +353,7 @@ impl Control {
                 }
             }
             let shared = &self.handle.shared;
+            // A follower may lead by now (a transfer): in its own sets, it is done too.
             let done = match role {
                 Role::Follower => {
                     let state = controller.state();
@@ -360,10 +361,10 @@ impl Control {
                 }
                 _ => {
                     let streaming = shared.streaming_partitions();
-                    streaming > 0 && shared.caught_up_partitions() == streaming
+                    following && streaming > 0 && shared.caught_up_partitions() == streaming
                 }
             };
-            if following && done {
+            if done {
                 break None;
             }
             if started.elapsed() > JOIN_JOB_LIMIT {

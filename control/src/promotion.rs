@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use strata_core::cluster::AdminError;
 use strata_core::replication::promotion::{
-    plan_promotion, Guard, MemberReport, PartitionReport, PromotionPlan,
+    plan_appointment, plan_promotion, Guard, MemberReport, PartitionReport, PromotionPlan,
 };
 use strata_core::replication::{mutations::Mutations, InSyncSet, Member, IN_SYNC_MEMBERS_MAX};
 use strata_core::{Epoch, Lsn, PartitionId};
@@ -31,28 +31,18 @@ impl Control {
     ) -> Result<PromotionPlan, AdminError> {
         let own = self.own_report(name, false).await;
         let others = self.gather_reports(&own).await;
-        let plan = plan_promotion(
-            &own,
-            &others,
-            guard,
-            self.config.min_insync_replicas,
-            Mutations::in_force(),
-        )
+        let mutations = Mutations::in_force();
+        let plan = match (guard, self.controller()) {
+            // Appointed: the controller's sets decide (`plan_appointment`).
+            (Guard::Appointed { at_least }, Some(controller)) => {
+                let recorded = controller.state().recorded_members(None);
+                plan_appointment(&own, &others, at_least, &recorded, mutations)
+            }
+            _ => plan_promotion(&own, &others, guard, self.config.min_insync_replicas, mutations),
+        }
         .map_err(|refusal| {
             AdminError::promotion_refused(&refusal.to_string(), refusal.forceable())
         })?;
-        if let Guard::Appointed { at_least } = guard {
-            // Epochs come from the controller: a member has seen the appointed epoch already
-            // (an earlier attempt of this very promotion got that far), so the controller
-            // must appoint again, above it.
-            if plan.epoch != at_least {
-                let reason = format!(
-                    "appointed at epoch {at_least}, but members have seen it already: the \
-                     controller appoints again"
-                );
-                return Err(AdminError::promotion_failed(name, &reason));
-            }
-        }
         if plan.forced {
             tracing::warn!(
                 epoch = plan.epoch.0,

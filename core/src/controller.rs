@@ -168,14 +168,21 @@ pub enum Command {
     /// A planned change of leader to `to`, once it holds everything (checked by the caller
     /// before proposing; here only its eligibility).
     Transfer { to: String },
-    /// The data leader is lost and the proposer checked `leader` against what the members
-    /// themselves recorded (the promotion guard: it is in the newest in-sync set every
-    /// answering member knows, and every other follower of that set answered): `leader`
-    /// leads at the next epoch, at least `at_least` (above every epoch a member has
-    /// seen), with `in_sync` (per partition, the leader first) as its first sets. Applies
-    /// only if the leader epoch is still `previous_epoch`, so two proposers racing appoint
-    /// one leader.
-    Appoint { leader: String, previous_epoch: Epoch, at_least: Epoch, in_sync: Vec<Vec<String>> },
+    /// The data leader is lost and the proposer checked `leader` against the in-sync sets the
+    /// controller recorded (`plan_succession`): `leader` leads at the next epoch, at least
+    /// `at_least` (above every epoch a member has seen), with `in_sync` (per partition, the
+    /// leader first) as its first sets. Applies only if the leader epoch is still
+    /// `previous_epoch` and every partition's set is still at the version in `basis` (what
+    /// the choice was made on; empty: not checked), so two proposers racing appoint one
+    /// leader, and a set changed meanwhile makes the proposer choose again.
+    Appoint {
+        leader: String,
+        previous_epoch: Epoch,
+        at_least: Epoch,
+        in_sync: Vec<Vec<String>>,
+        #[serde(default)]
+        basis: Vec<u64>,
+    },
     /// The data leader of `epoch` tells the set it recorded for `partition`, version
     /// `version` of that epoch (members recorded it first; the controller keeps the newest it
     /// was told, for the record and for display).
@@ -366,7 +373,8 @@ impl ClusterState {
             }
             Command::Elect { durable } => next.elect(&durable)?,
             Command::Transfer { to } => next.transfer(&to)?,
-            Command::Appoint { leader, previous_epoch, at_least, in_sync } => {
+            Command::Appoint { leader, previous_epoch, at_least, in_sync, basis } => {
+                next.check_basis(&basis)?;
                 next.appoint(leader, previous_epoch, at_least, in_sync)?
             }
             Command::RecordInSync { partition, epoch, version, in_sync } => {
@@ -649,6 +657,45 @@ impl ClusterState {
             return Err(not_eligible("it is not in the in-sync set of every partition"));
         }
         Ok(vec![self.new_leader(to.to_string(), Successor::Transfer)])
+    }
+
+    /// The in-sync sets recorded, per partition, as members with their peer addresses, each
+    /// without `without` (a lost leader).
+    #[must_use]
+    pub fn recorded_members(
+        &self,
+        without: Option<&str>,
+    ) -> BTreeMap<PartitionId, Vec<crate::replication::Member>> {
+        let member = |name: &String| crate::replication::Member {
+            name: name.clone(),
+            address: self
+                .members
+                .get(name)
+                .map(|record| record.peer_address.clone())
+                .unwrap_or_default(),
+        };
+        let partitions = self.partitions.iter().enumerate();
+        partitions
+            .map(|(index, partition)| {
+                let kept = partition.in_sync.iter().filter(|name| Some(name.as_str()) != without);
+                (PartitionId(index as u32), kept.map(member).collect())
+            })
+            .collect()
+    }
+
+    /// Every partition's set is still at the version an appointment was chosen on.
+    fn check_basis(&self, basis: &[u64]) -> Result<(), Refusal> {
+        if basis.is_empty() {
+            return Ok(());
+        }
+        for (index, record) in self.partitions.iter().enumerate() {
+            let given = basis.get(index).copied().unwrap_or(u64::MAX);
+            if given != record.isr_epoch {
+                let partition = PartitionId(index as u32);
+                return Err(Refusal::StaleIsrEpoch { partition, current: record.isr_epoch, given });
+            }
+        }
+        Ok(())
     }
 
     fn appoint(

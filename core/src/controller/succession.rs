@@ -1,22 +1,18 @@
 //! Who replaces a lost data leader: the decision the controller's leader makes from what
 //! every answering member reports of itself, before it proposes [`Command::Appoint`].
 //!
-//! The controller's own in-sync sets may lag the sets the members recorded (the leader
-//! changes them by itself within its epoch), so the choice is checked against the members'
-//! records with the promotion guard of the safe-replication work: a candidate is acceptable
-//! only if it is in the newest set any answering member recorded, on every partition, and
-//! every other follower of that set answered. Among acceptable voters, the one with the most
-//! durable records leads; ties go to the first name.
-//!
-//! A candidate must also be in the set the controller recorded for every partition: a leader
-//! under the controller records every new version there before it takes effect, so the
-//! controller's set holds every member the leader still waits for, and a member left out may
-//! lack acknowledged writes even when no member that could say so answered.
+//! A leader under the controller records every new version of an in-sync set there before
+//! it takes effect, so the controller's set holds every member the leader still waits for,
+//! and every member of it holds every acknowledged write. A candidate must be in that set for
+//! every partition (`plan_appointment`); a member's own newer record is a proposal that never
+//! took effect, and does not count. Among acceptable voters that answered, the one with the
+//! most durable records leads; ties go to the first name. The appointment carries the set
+//! versions it was chosen on, and applies only if none changed meanwhile.
 
 use super::{ClusterState, Command, MemberKind};
 use crate::ids::Epoch;
-use crate::replication::mutations::{Mutation, Mutations};
-use crate::replication::promotion::{plan_promotion, Guard, MemberReport};
+use crate::replication::mutations::Mutations;
+use crate::replication::promotion::{plan_appointment, MemberReport};
 
 /// Why nobody could be appointed: per candidate considered, why not.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,8 +34,9 @@ impl std::fmt::Display for NoSuccessor {
 ///
 /// # Errors
 ///
-/// [`NoSuccessor`] when no unfenced voter passes the promotion guard: appointing anyone
-/// could lose acknowledged writes, so the cluster waits (a member that comes back may pass).
+/// [`NoSuccessor`] when no unfenced voter that answered is in every set the controller
+/// recorded (or each such one is a learner or has a failed log): appointing anyone could
+/// lose acknowledged writes, so the cluster waits (a member that comes back may pass).
 pub fn plan_succession(
     state: &ClusterState,
     reports: &[MemberReport],
@@ -56,26 +53,24 @@ pub fn plan_succession(
     candidates.sort_by(|one, other| {
         durable(other).cmp(&durable(one)).then(one.member.name.cmp(&other.member.name))
     });
-    let guard = Guard::Appointed { at_least: Epoch(state.leader_epoch.0 + 1) };
+    // The lost leader holds every acknowledged write and may lead again; under another
+    // leader it may hold records it never committed, and catches up before it is in sync.
+    let lost = state.data_leader.as_deref();
+    let with_lost = state.recorded_members(None);
+    let without_lost = state.recorded_members(lost);
+    // Above the controller's epoch and every epoch an answering member has seen.
+    let seen = reports.iter().map(MemberReport::highest_epoch).max().unwrap_or(Epoch(0));
+    let at_least = Epoch(state.leader_epoch.max(seen).0 + 1);
     let mut reasons = Vec::new();
     for candidate in candidates {
-        let name = &candidate.member.name;
-        let left_out =
-            state.partitions.iter().position(|partition| !partition.in_sync.contains(name));
-        // The mutation that takes the promotion guard out takes this check out with it.
-        let unguarded = mutations.has(Mutation::PromoteOutOfSync);
-        if let Some(index) = left_out.filter(|_| !unguarded) {
-            reasons.push(format!(
-                "{name}: not in the in-sync set the controller recorded for partition {index}"
-            ));
-            continue;
-        }
         let others: Vec<MemberReport> = reports
             .iter()
             .filter(|report| report.member.name != candidate.member.name)
             .cloned()
             .collect();
-        match plan_promotion(candidate, &others, guard, state.min_insync, mutations) {
+        let again = Some(candidate.member.name.as_str()) == lost;
+        let recorded = if again { &with_lost } else { &without_lost };
+        match plan_appointment(candidate, &others, at_least, recorded, mutations) {
             Ok(plan) => {
                 let leader = candidate.member.name.clone();
                 let in_sync = plan
@@ -88,11 +83,13 @@ pub fn plan_succession(
                         names
                     })
                     .collect();
+                let basis = state.partitions.iter().map(|partition| partition.isr_epoch).collect();
                 return Ok(Command::Appoint {
                     leader,
                     previous_epoch: state.leader_epoch,
                     at_least: plan.epoch,
                     in_sync,
+                    basis,
                 });
             }
             Err(refusal) => reasons.push(format!("{}: {refusal}", candidate.member.name)),

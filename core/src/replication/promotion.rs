@@ -69,7 +69,9 @@ pub struct MemberReport {
 }
 
 impl MemberReport {
-    fn highest_epoch(&self) -> Epoch {
+    /// The highest epoch it has seen: its fences and the epochs of the sets it recorded.
+    #[must_use]
+    pub fn highest_epoch(&self) -> Epoch {
         let fences = self.partitions.iter().map(|report| report.fence);
         let sets = self.partitions.iter().filter_map(|report| report.in_sync.as_ref());
         fences.chain(sets.map(|set| set.leader_epoch)).max().unwrap_or(Epoch(0))
@@ -124,6 +126,18 @@ pub enum PromotionRefusal {
         set: InSyncSet,
         missing: Vec<String>,
     },
+    /// Appointed: the candidate is not in the set the controller recorded for the partition.
+    NotInControllerSet {
+        partition: PartitionId,
+        members: Vec<String>,
+    },
+    /// Appointed at `appointed`, but a member has seen `seen`, as high or higher: another
+    /// leader was appointed since (this node's view of the controller is old), or an earlier
+    /// attempt of this promotion got that far. The controller appoints again.
+    AppointmentOutdated {
+        appointed: Epoch,
+        seen: Epoch,
+    },
 }
 
 impl PromotionRefusal {
@@ -157,6 +171,17 @@ impl fmt::Display for PromotionRefusal {
                 formatter,
                 "no member that answered recorded an in-sync set of partition {partition}, though \
                  the cluster has led epochs: the members that did are out of reach"
+            ),
+            PromotionRefusal::AppointmentOutdated { appointed, seen } => write!(
+                formatter,
+                "appointed at epoch {appointed}, but a member has seen epoch {seen} already: \
+                 the controller appoints again"
+            ),
+            PromotionRefusal::NotInControllerSet { partition, members } => write!(
+                formatter,
+                "this node is not in the in-sync set the controller recorded for partition \
+                 {partition}: {}",
+                members.join(", ")
             ),
             PromotionRefusal::Unreached { partition, set, missing } => write!(
                 formatter,
@@ -235,6 +260,69 @@ pub fn plan_promotion(
     };
     let records_behind = records_behind(candidate, others);
     Ok(PromotionPlan { epoch, required, sets, basis, records_behind, forced: force })
+}
+
+/// Decides whether `candidate`, appointed by the cluster's controller at epoch `appointed`,
+/// may lead, given the reports of the members that answered (`others`) and the in-sync sets the
+/// controller recorded (`recorded`, per partition). Under a controller a set takes effect only
+/// once the controller recorded it, so the controller's set holds every member the leader
+/// waited for, and a member's newer record is a proposal that never took effect: the
+/// candidate must be in the controller's set of every partition, and its first set of each is
+/// that set with it as leader (its old leader taken out by the caller). No member's newer
+/// record refuses the epoch (`basis` is `None`): the controller's compare-and-set on the set
+/// versions (`Command::Appoint`'s basis) took that role. It leads at exactly `appointed`: a
+/// member that has seen that epoch or a higher one makes the appointment outdated (the
+/// candidate's view of the controller may be old, as after a restart).
+///
+/// # Errors
+///
+/// The candidate is a learner, a log of it failed, it is not in a set the controller
+/// recorded, or the appointment is outdated.
+pub fn plan_appointment(
+    candidate: &MemberReport,
+    others: &[MemberReport],
+    appointed: Epoch,
+    recorded: &BTreeMap<PartitionId, Vec<Member>>,
+    mutations: Mutations,
+) -> Result<PromotionPlan, PromotionRefusal> {
+    if candidate.learner {
+        return Err(PromotionRefusal::Learner);
+    }
+    if let Some(report) = candidate.partitions.iter().find(|report| report.failed.is_some()) {
+        let reason = report.failed.clone().unwrap_or_default();
+        return Err(PromotionRefusal::LogFailed { partition: report.partition, reason });
+    }
+    let unguarded = mutations.has(Mutation::PromoteOutOfSync);
+    let no_fencing = mutations.has(Mutation::NoFencing);
+    let considered: &[MemberReport] = if no_fencing { &[] } else { others };
+    let highest = considered.iter().map(MemberReport::highest_epoch).max().unwrap_or(Epoch(0));
+    let seen = highest.max(candidate.highest_epoch());
+    if seen >= appointed {
+        return Err(PromotionRefusal::AppointmentOutdated { appointed, seen });
+    }
+    let epoch = appointed;
+    let name = &candidate.member.name;
+    let mut sets = BTreeMap::new();
+    let mut basis = BTreeMap::new();
+    for own in &candidate.partitions {
+        let members = recorded.get(&own.partition).map_or(&[][..], Vec::as_slice);
+        if !unguarded && !members.iter().any(|member| member.name == *name) {
+            let members = members.iter().map(|member| member.name.clone()).collect();
+            return Err(PromotionRefusal::NotInControllerSet { partition: own.partition, members });
+        }
+        let mut first: Vec<Member> =
+            members.iter().filter(|member| member.name != *name).cloned().collect();
+        first.push(candidate.member.clone());
+        sets.insert(own.partition, InSyncSet::new(epoch, 0, name, first));
+        basis.insert(own.partition, None);
+    }
+    let required = if no_fencing {
+        BTreeSet::new()
+    } else {
+        others.iter().map(|report| report.member.name.clone()).collect()
+    };
+    let records_behind = records_behind(candidate, others);
+    Ok(PromotionPlan { epoch, required, sets, basis, records_behind, forced: false })
 }
 
 fn newest_version(

@@ -36,7 +36,7 @@
 //!   off, the two lose each other, or the cluster splits in two.
 
 use strata_core::controller::{plan_succession, ClusterState, Command, Effect};
-use strata_core::replication::promotion::Guard;
+use strata_core::replication::promotion::{plan_appointment, PromotionPlan};
 use strata_core::replication::{InSyncSet, LeaderEvent};
 use strata_core::Epoch;
 
@@ -479,13 +479,29 @@ impl World {
         }
         self.note(format!("n{node}: appointed at epoch {epoch}, promotes itself"));
         self.nodes[node].failover.status = Some(AppointedStatus::Promoting);
-        match self.plan_with(node, Guard::Appointed { at_least: epoch }) {
+        match self.plan_appointed(node, epoch) {
             Ok(plan) => self.launch_promotion(node, plan, Some(epoch)),
             Err(refusal) => {
                 self.note(format!("n{node}: appointed promotion refused: {refusal}"));
                 self.nodes[node].failover.status = Some(AppointedStatus::Failed);
             }
         }
+    }
+
+    /// The appointee's guard, as `control/src/promotion.rs` runs it: the sets the controller
+    /// recorded, as this node learned them, decide (`plan_appointment`).
+    fn plan_appointed(&self, node: usize, at_least: Epoch) -> Result<PromotionPlan, String> {
+        let Some(controller) = &self.controller else {
+            return Err("no controller".into());
+        };
+        let recorded = controller.view(node).recorded_members(None);
+        let own = self.nodes[node].report();
+        let others: Vec<_> = (0..self.nodes.len())
+            .filter(|other| *other != node && self.reachable(node, *other))
+            .map(|other| self.nodes[other].report())
+            .collect();
+        plan_appointment(&own, &others, at_least, &recorded, self.config.mutations)
+            .map_err(|refusal| refusal.to_string())
     }
 
     /// An appointed promotion succeeded: the node leads with a fresh lease.

@@ -93,6 +93,89 @@ pub fn strata_binary() -> PathBuf {
     target.join("debug").join("strata")
 }
 
+/// The options of a schedule a test runs: every fault of `failover`'s mode, the default
+/// workloads, output in a temporary directory named after `name`. `None`, with a message,
+/// when there is no `strata` binary to run.
+#[must_use]
+pub fn test_options(
+    name: &str,
+    seed: u64,
+    duration: Duration,
+    failover: Failover,
+) -> Option<RunOptions> {
+    let binary = strata_binary();
+    if !binary.is_file() {
+        eprintln!("skipped: no strata binary at {binary:?} (build it or set STRATA_BIN)");
+        return None;
+    }
+    let out_dir = std::env::temp_dir().join(format!("strata-{name}-{}", std::process::id()));
+    let faults = match failover {
+        Failover::Manual => Fault::MANUAL.to_vec(),
+        Failover::Automatic => Fault::AUTOMATIC.to_vec(),
+    };
+    Some(RunOptions {
+        duration,
+        seed,
+        out_dir,
+        faults_max: None,
+        binary,
+        workloads: WorkloadSettings::default(),
+        faults,
+        mutations: String::new(),
+        failover,
+    })
+}
+
+/// Runs a test's schedule to its end and prints the verdict.
+///
+/// # Panics
+///
+/// When the harness cannot set up.
+#[must_use]
+pub fn run_printing(options: &RunOptions) -> RunSummary {
+    let interrupt = AtomicBool::new(false);
+    let summary = run(options, &interrupt).expect("the harness runs");
+    println!("{}", summary.verdict);
+    summary
+}
+
+/// Runs a test's schedule and checks that it threw faults and passed; removes the run's
+/// files when it did.
+///
+/// # Panics
+///
+/// When the schedule threw no fault or did not pass (its files are kept, and named).
+pub fn assert_schedule_passes(options: &RunOptions) {
+    let summary = run_printing(options);
+    assert!(summary.faults > 0, "the nemesis threw no fault");
+    let out = options.out_dir.display();
+    assert!(summary.pass, "{} (history, report and logs in {out})", summary.verdict);
+    let _ = std::fs::remove_dir_all(&options.out_dir);
+}
+
+/// Runs a test's schedule of two `fault`s with the known bug `mutation` put back in the
+/// nodes, and checks that the checker finds the writes it loses; removes the run's files
+/// when it did.
+///
+/// # Panics
+///
+/// When the run passes, or fails on something else than the checker.
+pub fn assert_mutation_caught(mut options: RunOptions, fault: Fault, mutation: &str) {
+    options.faults = vec![fault];
+    options.faults_max = Some(2);
+    options.mutations = mutation.to_string();
+    let summary = run_printing(&options);
+    let out = options.out_dir.display();
+    assert!(!summary.pass, "the bug went unseen: {} (files in {out})", summary.verdict);
+    assert!(
+        !summary.report.violations.is_empty(),
+        "the run failed, but not on the checker: {} {:?} (files in {out})",
+        summary.verdict,
+        summary.problems
+    );
+    let _ = std::fs::remove_dir_all(&options.out_dir);
+}
+
 /// Runs the whole schedule; `interrupt` (Ctrl-C) ends it early, without the final phase.
 ///
 /// # Errors

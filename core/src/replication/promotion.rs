@@ -209,13 +209,7 @@ pub fn plan_promotion(
     mutations: Mutations,
 ) -> Result<PromotionPlan, PromotionRefusal> {
     let force = matches!(guard, Guard::Forced { .. });
-    if candidate.learner {
-        return Err(PromotionRefusal::Learner);
-    }
-    if let Some(report) = candidate.partitions.iter().find(|report| report.failed.is_some()) {
-        let reason = report.failed.clone().unwrap_or_default();
-        return Err(PromotionRefusal::LogFailed { partition: report.partition, reason });
-    }
+    may_lead_at_all(candidate)?;
     let unguarded = mutations.has(Mutation::PromoteOutOfSync);
     let no_fencing = mutations.has(Mutation::NoFencing);
     // A node that never saw an epoch nor recorded a set was never in a cluster: nothing
@@ -253,11 +247,7 @@ pub fn plan_promotion(
         let newest = (!force).then(|| newest_version(candidate, others, own.partition)).flatten();
         basis.insert(own.partition, newest);
     }
-    let required = if no_fencing {
-        BTreeSet::new()
-    } else {
-        others.iter().map(|report| report.member.name.clone()).collect()
-    };
+    let required = required_members(others, no_fencing);
     let records_behind = records_behind(candidate, others);
     Ok(PromotionPlan { epoch, required, sets, basis, records_behind, forced: force })
 }
@@ -285,13 +275,7 @@ pub fn plan_appointment(
     recorded: &BTreeMap<PartitionId, Vec<Member>>,
     mutations: Mutations,
 ) -> Result<PromotionPlan, PromotionRefusal> {
-    if candidate.learner {
-        return Err(PromotionRefusal::Learner);
-    }
-    if let Some(report) = candidate.partitions.iter().find(|report| report.failed.is_some()) {
-        let reason = report.failed.clone().unwrap_or_default();
-        return Err(PromotionRefusal::LogFailed { partition: report.partition, reason });
-    }
+    may_lead_at_all(candidate)?;
     let unguarded = mutations.has(Mutation::PromoteOutOfSync);
     let no_fencing = mutations.has(Mutation::NoFencing);
     let considered: &[MemberReport] = if no_fencing { &[] } else { others };
@@ -316,13 +300,30 @@ pub fn plan_appointment(
         sets.insert(own.partition, InSyncSet::new(epoch, 0, name, first));
         basis.insert(own.partition, None);
     }
-    let required = if no_fencing {
-        BTreeSet::new()
-    } else {
-        others.iter().map(|report| report.member.name.clone()).collect()
-    };
+    let required = required_members(others, no_fencing);
     let records_behind = records_behind(candidate, others);
     Ok(PromotionPlan { epoch, required, sets, basis, records_behind, forced: false })
+}
+
+/// What no promotion lifts: a learner never leads, nor a node whose log failed (until it
+/// restarts).
+fn may_lead_at_all(candidate: &MemberReport) -> Result<(), PromotionRefusal> {
+    if candidate.learner {
+        return Err(PromotionRefusal::Learner);
+    }
+    if let Some(report) = candidate.partitions.iter().find(|report| report.failed.is_some()) {
+        let reason = report.failed.clone().unwrap_or_default();
+        return Err(PromotionRefusal::LogFailed { partition: report.partition, reason });
+    }
+    Ok(())
+}
+
+/// Every member that answered must accept the epoch (none under the `NoFencing` mutation).
+fn required_members(others: &[MemberReport], no_fencing: bool) -> BTreeSet<String> {
+    if no_fencing {
+        return BTreeSet::new();
+    }
+    others.iter().map(|report| report.member.name.clone()).collect()
 }
 
 fn newest_version(

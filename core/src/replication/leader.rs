@@ -203,7 +203,7 @@ pub enum LeaderCommand {
     PersistInSyncSet { set: InSyncSet },
     /// Have the cluster's controller record this version of the set (a compare-and-set on
     /// its version); answer `ControllerRecorded` once it did. Asked again every
-    /// [`CONTROLLER_RECORD_RETRY_MS`] while unanswered.
+    /// `CONTROLLER_RECORD_RETRY_MS` (a second) while unanswered.
     RecordWithController { set: InSyncSet },
     /// A newer epoch exists: stop leading, fail what waits, hand the role back.
     StepDown { epoch: Epoch },

@@ -133,9 +133,30 @@ pub struct ClusterState {
     pub leader_epoch: Epoch,
     pub min_insync: usize,
     pub partitions: Vec<PartitionRecord>,
-    /// Long operations by id (transfers, removals).
+    /// Long operations by id (transfers, removals, joins).
     #[serde(default)]
     pub jobs: BTreeMap<u64, JobRecord>,
+    /// Room for the slot table of the scale-out work: which member serves which hash slots.
+    /// No command sets it yet, so it stays empty; it travels in snapshots already, so that
+    /// state written without it reads back (empty) and state with it is kept whole.
+    #[serde(default)]
+    pub slot_table: SlotTable,
+}
+
+/// Which member serves which ranges of hash slots, by version.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlotTable {
+    /// Bumped by every change of the table.
+    pub version: u64,
+    pub ranges: Vec<SlotRange>,
+}
+
+/// Hash slots `first..=last`, served by `member`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SlotRange {
+    pub first: u16,
+    pub last: u16,
+    pub member: String,
 }
 
 /// One change the controller's log carries.

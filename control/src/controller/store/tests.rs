@@ -511,3 +511,27 @@ async fn a_damaged_snapshot_file_is_refused() {
         Ok(_) => panic!("expected damage, the machine opened"),
     }
 }
+
+#[test]
+fn the_slot_table_is_kept_in_snapshots_and_absent_reads_as_empty() {
+    use strata_core::controller::{ClusterState, SlotRange, SlotTable};
+    let mut state = ClusterState::default();
+    state
+        .apply(Command::Init {
+            tag: strata_core::controller::ClusterTag { name: "hogwarts".into(), id: 7 },
+            leader: applicant("harry"),
+            partitions: 2,
+            min_insync: 1,
+        })
+        .unwrap();
+    let older = serde_json::to_value(&state).unwrap();
+    let mut older = older.as_object().cloned().unwrap();
+    assert!(older.remove("slot_table").is_some(), "the table is written");
+    let read: ClusterState = serde_json::from_value(older.into()).unwrap();
+    assert_eq!(read.slot_table, SlotTable::default(), "state written without it");
+    assert_eq!(read, state);
+    let range = SlotRange { first: 0, last: 16383, member: "harry".into() };
+    state.slot_table = SlotTable { version: 1, ranges: vec![range] };
+    let again: ClusterState = serde_json::from_slice(&serde_json::to_vec(&state).unwrap()).unwrap();
+    assert_eq!(again, state);
+}

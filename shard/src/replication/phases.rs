@@ -95,12 +95,16 @@ impl Shard {
                 let reason = format!("cannot record the replication state: {error}");
                 let what = "partition refuses writes until restart";
                 tracing::error!(partition = partition.0, %reason, "{what}");
-                let mut partitions = self.partitions.borrow_mut();
-                let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-                slot.facts_writing = false;
-                slot.facts_queued = None;
-                slot.state.fail(reason);
-                crate::shard::fail_waiters(slot);
+                {
+                    let mut partitions = self.partitions.borrow_mut();
+                    let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+                    slot.facts_writing = false;
+                    slot.facts_queued = None;
+                    slot.state.fail(reason.clone());
+                    crate::shard::fail_waiters(slot);
+                }
+                // A promotion phase waiting on this write is refused now, not left to time out.
+                self.phase_answer(partition, Err(reason));
                 return;
             }
             self.facts_persisted(partition, facts);

@@ -61,6 +61,12 @@ pub struct ControlConfig {
     pub failover_timeout: Duration,
     /// `[cluster] name`: the human part of a new cluster's tag.
     pub cluster_name: String,
+    /// `[security] admin_token`: the bearer token the admin API asks for; `None` asks none.
+    pub admin_token: Option<String>,
+    /// `[security] cluster_secret`: proven on every peer connection; `None` proves nothing.
+    pub cluster_secret: Option<String>,
+    /// `[security] allow_insecure_peers`: a cluster role may be taken without a secret.
+    pub allow_insecure_peers: bool,
 }
 
 /// Reports the archive's state as JSON.

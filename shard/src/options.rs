@@ -57,4 +57,10 @@ pub struct NodeOptions {
     /// Present when segments and snapshots go to the archive: each partition's committed
     /// LSN is published here for the uploader, and sealed segments wait for its floor.
     pub archive: Option<std::sync::Arc<strata_wal::ArchiveMarks>>,
+    /// `[security] requirepass`: the password a client connection gives (`AUTH`) before any
+    /// other command; `None` asks for none.
+    pub requirepass: Option<String>,
+    /// `[security] cluster_secret`: proven on every peer connection this node opens or
+    /// accepts; `None` proves nothing (`allow_insecure_peers`).
+    pub cluster_secret: Option<String>,
 }

@@ -159,6 +159,35 @@ pub struct Log {
     pub log_level: String,
 }
 
+/// The `[security]` section: the secrets each port asks for. Each secret may instead be read
+/// from a file (`<key>_file`, its content with the trailing newline cut) so that it stays out
+/// of the config file; giving both is refused. An empty secret asks for nothing.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Security {
+    /// Bearer token of the admin HTTP API (`Authorization: Bearer <token>`).
+    pub admin_token: String,
+    pub admin_token_file: Option<PathBuf>,
+    /// Password of the client port (`AUTH`, `HELLO ... AUTH`), as Redis's `requirepass`.
+    pub requirepass: String,
+    pub requirepass_file: Option<PathBuf>,
+    /// Secret the nodes of one cluster share; each peer connection proves it in both
+    /// directions before anything else is read.
+    pub cluster_secret: String,
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Lets a node take a cluster role with an empty `cluster_secret` (any host that reaches
+    /// the peer port can then take part in replication).
+    pub allow_insecure_peers: bool,
+}
+
+/// The secrets in force, read from the config or from their files. `None`: not asked for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Secrets {
+    pub admin_token: Option<String>,
+    pub requirepass: Option<String>,
+    pub cluster_secret: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -168,6 +197,7 @@ pub struct Config {
     pub wal: Wal,
     pub cluster: Cluster,
     pub log: Log,
+    pub security: Security,
 }
 
 /// A size in bytes, written as a number or a string with a unit (KB, MB, GB: powers of 1024).
@@ -313,10 +343,30 @@ impl Config {
         Ok(config)
     }
 
+    /// The secrets in force: each from its key, or read from its `_file`.
+    pub fn secrets(&self) -> Result<Secrets, Invalid> {
+        let security = &self.security;
+        Ok(Secrets {
+            admin_token: read_secret(
+                ("security.admin_token", &security.admin_token),
+                ("security.admin_token_file", &security.admin_token_file),
+            )?,
+            requirepass: read_secret(
+                ("security.requirepass", &security.requirepass),
+                ("security.requirepass_file", &security.requirepass_file),
+            )?,
+            cluster_secret: read_secret(
+                ("security.cluster_secret", &security.cluster_secret),
+                ("security.cluster_secret_file", &security.cluster_secret_file),
+            )?,
+        })
+    }
+
     /// Every option as (name, value as text), for the admin API's `GET /admin/configs`.
     #[must_use]
     pub fn listing(&self) -> Vec<(String, String)> {
         let text = |value: &dyn std::fmt::Display| value.to_string();
+        let secrets = self.secrets().unwrap_or_default();
         vec![
             ("server_mode".into(), format!("{:?}", self.general.server_mode).to_lowercase()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
@@ -356,6 +406,10 @@ impl Config {
             ("failover_timeout".into(), text(&self.cluster.failover_timeout)),
             ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
+            ("admin_token".into(), shown_secret(&secrets.admin_token)),
+            ("requirepass".into(), shown_secret(&secrets.requirepass)),
+            ("cluster_secret".into(), shown_secret(&secrets.cluster_secret)),
+            ("allow_insecure_peers".into(), text(&self.security.allow_insecure_peers)),
         ]
     }
 
@@ -396,6 +450,7 @@ impl Config {
             .and_then(|()| self.check_storage())
             .and_then(|()| self.check_wal())
             .and_then(|()| self.check_cluster_and_log())
+            .and_then(|()| self.secrets().map(drop))
             .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })
     }
 
@@ -530,6 +585,33 @@ impl Config {
     }
 }
 
+/// A secret from its key or its file; both given is refused, an empty one is `None`.
+fn read_secret(
+    (key, value): (&'static str, &String),
+    (file_key, file): (&'static str, &Option<PathBuf>),
+) -> Result<Option<String>, Invalid> {
+    let secret = match file {
+        None => value.clone(),
+        Some(_) if !value.is_empty() => {
+            return Err((file_key, format!("give {key} or {file_key}, not both")));
+        }
+        Some(path) => {
+            let content = std::fs::read_to_string(path)
+                .map_err(|error| (file_key, format!("cannot read {}: {error}", path.display())))?;
+            content.trim_end_matches(['\n', '\r']).to_string()
+        }
+    };
+    if secret.chars().any(char::is_control) {
+        return Err((key, "must not hold control characters".into()));
+    }
+    Ok(Some(secret).filter(|secret| !secret.is_empty()))
+}
+
+/// How the admin API's config listing shows a secret: whether it is set, never its value.
+fn shown_secret(secret: &Option<String>) -> String {
+    if secret.is_some() { "(set)" } else { "" }.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,5 +706,30 @@ mod tests {
         assert!(parse(timeout).unwrap_err().to_string().contains("cluster.failover_timeout"));
         let automatic = "[cluster]\nfailover = \"automatic\"\nmin_insync_replicas = 2\n";
         assert_eq!(parse(automatic).unwrap().cluster.failover, "automatic");
+    }
+
+    #[test]
+    fn secrets_come_from_the_config_or_from_files() {
+        assert_eq!(parse("").unwrap().secrets().unwrap(), Secrets::default());
+        let directory = tempfile::tempdir().unwrap();
+        let token_file = directory.path().join("token");
+        std::fs::write(&token_file, "from-a-file\n").unwrap();
+        let text = format!(
+            "[security]\nadmin_token_file = {:?}\nrequirepass = \"pass\"\n",
+            token_file.display().to_string()
+        );
+        let secrets = parse(&text).unwrap().secrets().unwrap();
+        assert_eq!(secrets.admin_token.as_deref(), Some("from-a-file"));
+        assert_eq!(secrets.requirepass.as_deref(), Some("pass"));
+        assert_eq!(secrets.cluster_secret, None);
+        let listing = parse(&text).unwrap().listing();
+        assert!(listing.contains(&("admin_token".into(), "(set)".into())), "{listing:?}");
+        assert!(!listing.iter().any(|(_, value)| value.contains("from-a-file")));
+        let both = format!("{text}admin_token = \"x\"\n");
+        let error = parse(&both).unwrap_err().to_string();
+        assert!(error.contains("security.admin_token_file"), "{error}");
+        let missing = "[security]\ncluster_secret_file = \"/nonexistent/secret\"\n";
+        let error = parse(missing).unwrap_err().to_string();
+        assert!(error.contains("security.cluster_secret_file"), "{error}");
     }
 }

@@ -41,7 +41,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use config::{Config, ServerMode, WalFlush};
+use config::{Config, Secrets, ServerMode, WalFlush};
 use strata_core::cluster::Role;
 use strata_core::replication::mutations::Mutations;
 use strata_core::Epoch;
@@ -109,7 +109,7 @@ pub(crate) fn init_logging(level: &str) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
+fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
     NodeOptions {
         shard_count: config.shard_count(),
         partition_count: config.cluster.partitions,
@@ -134,6 +134,8 @@ fn node_options(config: &Config, config_file: &Path) -> NodeOptions {
         resp_limits: strata_core::resp::RespLimits::default(),
         config_file: config_file.display().to_string(),
         archive: None,
+        requirepass: secrets.requirepass.clone(),
+        cluster_secret: secrets.cluster_secret.clone(),
     }
 }
 
@@ -189,7 +191,14 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut options = node_options(&config, config_file);
+    let secrets = match config.secrets() {
+        Ok(secrets) => secrets,
+        Err((key, message)) => {
+            tracing::error!(key, %message, "cannot read a secret");
+            return ExitCode::from(2);
+        }
+    };
+    let mut options = node_options(&config, &secrets, config_file);
     let archive = config.archive_location();
     if let Some(location) = &archive {
         if let Err(error) = archive::complete_local_logs(&config, location, &cluster_id) {
@@ -211,7 +220,8 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(3);
         }
     };
-    serve(options, &config, listeners, archive.map(|location| (location, cluster_id)))
+    let archive = archive.map(|location| (location, cluster_id));
+    serve(options, &config, &secrets, listeners, archive)
 }
 
 /// The admin HTTP and peer listeners, bound before anything starts so that a taken port stops
@@ -247,6 +257,7 @@ fn stored_epoch(data_dir: &Path) -> Epoch {
 fn serve(
     options: NodeOptions,
     config: &Config,
+    secrets: &Secrets,
     listeners: ControlListeners,
     archive: Option<(strata_archive::StoreLocation, String)>,
 ) -> ExitCode {
@@ -297,6 +308,9 @@ fn serve(
         },
         failover_timeout: Duration::from_millis(config.cluster.failover_timeout),
         cluster_name: config.cluster.name.clone(),
+        admin_token: secrets.admin_token.clone(),
+        cluster_secret: secrets.cluster_secret.clone(),
+        allow_insecure_peers: config.security.allow_insecure_peers,
     };
     let control =
         match strata_control::start(control, node.handle(), listeners.http, listeners.peer) {

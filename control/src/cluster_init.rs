@@ -48,7 +48,9 @@ impl Control {
         let mut outcomes = Vec::new();
         for joiner in joiners {
             let body = json!({ "role": joiner.role.name(), "name": joiner.name, "address": peer });
-            let answer = post_json(&joiner.admin, "/admin/node/current", &body.to_string()).await;
+            let token = self.config.admin_token.as_deref();
+            let path = "/admin/node/current";
+            let answer = post_json(&joiner.admin, token, path, &body.to_string()).await;
             let outcome = match answer {
                 Ok(answer) if answer["error_code"] == 0 => json!("ok"),
                 Ok(answer) => answer["error_message"].clone(),
@@ -92,15 +94,23 @@ fn parse_init(body: &[u8]) -> Result<(String, Vec<Joiner>), AdminError> {
     Ok((name.to_string(), joiners))
 }
 
-/// One JSON POST to another node's admin API (HTTP/1.1, `Connection: close`).
-async fn post_json(address: &str, path: &str, body: &str) -> Result<Value, String> {
+/// One JSON POST to another node's admin API (HTTP/1.1, `Connection: close`), with this
+/// node's admin token (the members of a cluster share one).
+async fn post_json(
+    address: &str,
+    token: Option<&str>,
+    path: &str,
+    body: &str,
+) -> Result<Value, String> {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(address)
             .await
             .map_err(|error| format!("cannot reach {address}: {error}"))?;
+        let authorization =
+            token.map_or_else(String::new, |token| format!("Authorization: Bearer {token}\r\n"));
         let request = format!(
             "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+             {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
         stream.write_all(request.as_bytes()).await.map_err(|error| error.to_string())?;

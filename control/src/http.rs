@@ -5,8 +5,9 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -28,7 +29,88 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/variables/{name}", get(variable))
         .route("/admin/configs", get(configs))
         .route("/admin/storage", get(storage))
+        .route("/admin/health", get(cluster_health))
+        .route_layer(middleware::from_fn_with_state(Arc::clone(&control), require_token))
+        .route("/healthz", get(liveness))
+        .route("/readyz", get(readiness))
         .with_state(control)
+}
+
+/// With `[security] admin_token`: every route above the layer answers 401 without
+/// `Authorization: Bearer <token>`. The health routes stay open: they tell a load balancer
+/// whether to send traffic, and nothing else.
+async fn require_token(
+    State(control): State<Arc<Control>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(expected) = control.config.admin_token.as_deref() else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match given {
+        Some(token) if secrets_match(token, expected) => next.run(request).await,
+        _ => unauthorized(given.is_some()),
+    }
+}
+
+/// Equal or not, in a time that depends on neither value: the digests of both are compared
+/// in constant time.
+pub(crate) fn secrets_match(given: &str, expected: &str) -> bool {
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let given = sha2::Sha256::digest(given.as_bytes());
+    let expected = sha2::Sha256::digest(expected.as_bytes());
+    given.as_slice().ct_eq(expected.as_slice()).into()
+}
+
+fn unauthorized(token_given: bool) -> Response {
+    let error = AdminError::unauthorized(token_given);
+    let body = json!({
+        "error_code": error.code,
+        "error_message": error.message,
+        "error_msg": error.message,
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::CONTENT_TYPE, "application/json"), (header::WWW_AUTHENTICATE, "Bearer")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+/// `GET /admin/health`: this node's view of its cluster, with the problems it sees, and the
+/// archive's upload backlog where there is one.
+async fn cluster_health(State(control): State<Arc<Control>>) -> Response {
+    let mut fields = control.cluster_health().json();
+    if let Some(status) = &control.config.storage_status {
+        let status = status();
+        let upload = json!({
+            "backlog_objects": status["backlog_objects"],
+            "backlog_bytes": status["backlog_bytes"],
+            "failures": status["failures"],
+            "last_error": status["last_error"],
+        });
+        fields.insert("upload".into(), upload);
+    }
+    success(fields)
+}
+
+/// `GET /healthz`: the process serves.
+async fn liveness() -> Response {
+    reply(StatusCode::OK, &json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: 200 when the node can do its job in its role, 503 with the reason.
+async fn readiness(State(control): State<Arc<Control>>) -> Response {
+    let observed = control.observed_health();
+    let outcome = crate::health::readiness(&observed);
+    let status = if outcome.is_ok() { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    reply(status, &crate::health::readiness_json(&observed, &outcome))
 }
 
 fn reply(status: StatusCode, body: &Value) -> Response {

@@ -7,6 +7,7 @@ pub mod archive;
 mod cluster_init;
 pub mod controller;
 mod failover;
+mod health;
 mod http;
 mod jobs;
 pub mod json;

@@ -117,6 +117,8 @@ pub struct Control {
     /// Removals under way here: a member that sees its own removal waits for them to end
     /// before it leaves (it may be running the removal of itself).
     pub(crate) removals_running: std::sync::atomic::AtomicU32,
+    /// The process was told to stop: `/readyz` answers 503 from then on.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -154,6 +156,7 @@ impl Control {
             transferring: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(None),
             removals_running: std::sync::atomic::AtomicU32::new(0),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -212,6 +215,24 @@ impl Control {
 
     pub(crate) fn role(&self) -> Role {
         self.state().role
+    }
+
+    /// What `/readyz` decides from.
+    pub(crate) fn observed_health(&self) -> crate::health::Observed {
+        let (role, leader_status) = {
+            let state = self.state();
+            (state.role, state.leader.as_ref().map(|leader| leader.status))
+        };
+        let shared = &self.handle.shared;
+        crate::health::Observed {
+            role,
+            shutting_down: self.shutting_down.load(std::sync::atomic::Ordering::Acquire),
+            leader_status,
+            partitions: self.handle.partition_count as usize,
+            caught_up_partitions: shared.caught_up_partitions(),
+            refusing_partitions: shared.refusing_partitions(),
+            lease_expired: shared.lease_expired(),
+        }
     }
 
     // ----- role changes -----
@@ -305,6 +326,7 @@ impl Control {
 
     /// Before the process stops: a replica unregisters from its leader.
     pub(crate) async fn leave_cluster(&self) {
+        self.shutting_down.store(true, std::sync::atomic::Ordering::Release);
         let _serialized = self.role_change.lock().await;
         if self.role().is_replica() {
             tracing::info!("leaving the cluster before stopping");

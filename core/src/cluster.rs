@@ -251,6 +251,16 @@ impl AdminError {
         error(7035, format!("Controller unavailable: {reason}"))
     }
     /// 7037: no job by that id.
+    /// The admin API asks for `Authorization: Bearer <admin_token>` (HTTP 401).
+    #[must_use]
+    pub fn unauthorized(token_given: bool) -> AdminError {
+        let message = if token_given {
+            "Unauthorized: the bearer token is not this node's admin_token"
+        } else {
+            "Unauthorized: send the admin token as Authorization: Bearer <token>"
+        };
+        error(7040, message.to_string())
+    }
     #[must_use]
     pub fn no_such_job(id: &str) -> AdminError {
         error(7037, format!("No such job: {id}"))

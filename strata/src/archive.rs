@@ -97,7 +97,7 @@ pub fn run_restore(options: &RestoreOptions) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    crate::init_logging("warn");
+    crate::init_logging("warn", crate::config::LogFormat::Text);
     let (location, layout) = match source(&config, &options.from) {
         Ok(source) => source,
         Err(error) => {

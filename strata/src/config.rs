@@ -152,11 +152,23 @@ pub struct Cluster {
     pub failover_timeout: u64,
 }
 
+/// How log lines are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines (coloured only on a terminal).
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Log {
     /// error, warn, info, debug or trace; the STRATA_LOG environment variable overrides it.
     pub log_level: String,
+    pub log_format: LogFormat,
 }
 
 /// The `[security]` section: the secrets each port asks for. Each secret may instead be read
@@ -306,7 +318,7 @@ impl Default for Cluster {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { log_level: "info".into() }
+        Log { log_level: "info".into(), log_format: LogFormat::Text }
     }
 }
 
@@ -406,6 +418,7 @@ impl Config {
             ("failover_timeout".into(), text(&self.cluster.failover_timeout)),
             ("replica_window".into(), text(&self.cluster.replica_window.0)),
             ("log_level".into(), self.log.log_level.clone()),
+            ("log_format".into(), format!("{:?}", self.log.log_format).to_lowercase()),
             ("admin_token".into(), shown_secret(&secrets.admin_token)),
             ("requirepass".into(), shown_secret(&secrets.requirepass)),
             ("cluster_secret".into(), shown_secret(&secrets.cluster_secret)),

@@ -1,8 +1,6 @@
 //! `strata ctl`: a small client of the admin HTTP API that prints tables (or the JSON with
-//! `--json`), and the blocking HTTP/1.1 exchange `strata demo` uses too.
+//! `--json`), and the blocking HTTP exchange `strata demo` uses too.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -14,6 +12,12 @@ pub struct CtlOptions {
     /// The node's admin HTTP address.
     #[arg(long, default_value = "127.0.0.1:23820")]
     pub http: String,
+    /// The node's `[security] admin_token`, sent as a bearer token.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// A file holding the admin token (its trailing newline cut), instead of --token.
+    #[arg(long, conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -68,6 +72,37 @@ pub enum CtlCommand {
     Variables,
     /// This node's configuration (admin mode only).
     Configs,
+    /// The cluster's state at a glance, as this node sees it (ask the leader): every member
+    /// answers, a leader exists, the in-sync sets are large enough, lag, upload backlog.
+    /// Exits 1 when something is wrong.
+    Health,
+}
+
+/// A node's admin API: its address, and the bearer token it asks for, if any.
+#[derive(Clone, Debug)]
+pub struct Admin {
+    pub address: String,
+    pub token: Option<String>,
+}
+
+impl Admin {
+    /// The admin API `options` name, with the token from `--token` or `--token-file`.
+    ///
+    /// # Errors
+    ///
+    /// When the token file cannot be read.
+    pub fn of(options: &CtlOptions) -> Result<Admin, String> {
+        let token = match &options.token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|error| format!("cannot read {}: {error}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => options.token.clone(),
+        };
+        Ok(Admin { address: options.http.clone(), token: token.filter(|token| !token.is_empty()) })
+    }
 }
 
 /// An HTTP response: status code and body.
@@ -76,42 +111,42 @@ pub struct HttpResponse {
     pub body: String,
 }
 
-/// One HTTP/1.1 exchange with `Connection: close`.
+/// One HTTP exchange with a node's admin API; any status is an answer.
 ///
 /// # Errors
 ///
 /// A message when the node cannot be reached or answers something that is not HTTP.
 pub fn http(
-    address: &str,
+    admin: &Admin,
     method: &str,
     path: &str,
     body: Option<&str>,
 ) -> Result<HttpResponse, String> {
-    let mut stream =
-        TcpStream::connect(address).map_err(|error| format!("cannot reach {address}: {error}"))?;
-    let timeout = Some(Duration::from_secs(120));
-    stream
-        .set_read_timeout(timeout)
-        .and_then(|()| stream.set_write_timeout(timeout))
-        .map_err(|error| error.to_string())?;
-    let body = body.unwrap_or("");
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nAccept: application/json\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).map_err(|error| format!("{address}: {error}"))?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|error| format!("{address}: {error}"))?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) =
-        text.split_once("\r\n\r\n").ok_or_else(|| format!("{address}: not an HTTP response"))?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("{address}: no HTTP status"))?;
-    Ok(HttpResponse { status, body: body.to_string() })
+    let address = &admin.address;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://{address}{path}"))
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/json");
+    if let Some(token) = &admin.token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(body.unwrap_or("").to_string())
+        .map_err(|error| format!("{address}: {error}"))?;
+    let mut response = agent.run(request).map_err(|error| match error {
+        ureq::Error::Io(error) => format!("cannot reach {address}: {error}"),
+        error => format!("{address}: {error}"),
+    })?;
+    let status = response.status().as_u16();
+    let body =
+        response.body_mut().read_to_string().map_err(|error| format!("{address}: {error}"))?;
+    Ok(HttpResponse { status, body })
 }
 
 fn request_of(command: &CtlCommand) -> (&'static str, String, Option<String>) {
@@ -139,12 +174,20 @@ fn request_of(command: &CtlCommand) -> (&'static str, String, Option<String>) {
         CtlCommand::Init { .. } => ("GET", "/admin/configs".into(), None),
         CtlCommand::Variables => ("GET", "/admin/variables".into(), None),
         CtlCommand::Configs => ("GET", "/admin/configs".into(), None),
+        CtlCommand::Health => ("GET", "/admin/health".into(), None),
     }
 }
 
 pub fn run(options: &CtlOptions) -> ExitCode {
+    let admin = match Admin::of(options) {
+        Ok(admin) => admin,
+        Err(error) => {
+            eprintln!("strata ctl: {error}");
+            return ExitCode::from(2);
+        }
+    };
     if let CtlCommand::Init { leader, follower, learner } = &options.command {
-        return match init_cluster(leader, follower, learner) {
+        return match init_cluster(&admin, leader, follower, learner) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
                 eprintln!("strata ctl init: {error}");
@@ -153,7 +196,7 @@ pub fn run(options: &CtlOptions) -> ExitCode {
         };
     }
     let (method, path, body) = request_of(&options.command);
-    let response = match http(&options.http, method, &path, body.as_deref()) {
+    let response = match http(&admin, method, &path, body.as_deref()) {
         Ok(response) => response,
         Err(error) => {
             eprintln!("strata ctl: {error}");
@@ -181,24 +224,25 @@ pub fn run(options: &CtlOptions) -> ExitCode {
     match &options.command {
         CtlCommand::Transfer { no_wait: false, .. } => {
             let id = value["job_id"].as_u64().unwrap_or_default();
-            wait_for_job(&options.http, id)
+            wait_for_job(&admin, id)
         }
         // A join through the controller: its job follows the catch-up.
         CtlCommand::SetRole { .. } => match value["job_id"].as_u64() {
-            Some(id) => wait_for_job(&options.http, id),
+            Some(id) => wait_for_job(&admin, id),
             None => ExitCode::SUCCESS,
         },
+        CtlCommand::Health if value["healthy"] != true => ExitCode::from(1),
         _ => ExitCode::SUCCESS,
     }
 }
 
 /// Polls job `id` until it ends, showing its progress; exits non-zero when it failed.
-fn wait_for_job(address: &str, id: u64) -> ExitCode {
+fn wait_for_job(admin: &Admin, id: u64) -> ExitCode {
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(100));
     let deadline = std::time::Instant::now() + Duration::from_secs(600);
     while std::time::Instant::now() < deadline {
-        let shown = http(address, "GET", &format!("/admin/jobs/{id}"), None)
+        let shown = http(admin, "GET", &format!("/admin/jobs/{id}"), None)
             .ok()
             .and_then(|response| serde_json::from_str::<Value>(&response.body).ok());
         if let Some(job) = shown.as_ref().map(|value| &value["job"]) {
@@ -225,7 +269,12 @@ fn wait_for_job(address: &str, id: u64) -> ExitCode {
 
 /// `strata ctl init`: `POST /admin/cluster/init` on the leader-to-be with the member list;
 /// prints what each member answered, and fails when one did not join.
-fn init_cluster(leader: &str, followers: &[String], learners: &[String]) -> Result<(), String> {
+fn init_cluster(
+    admin: &Admin,
+    leader: &str,
+    followers: &[String],
+    learners: &[String],
+) -> Result<(), String> {
     let (leader_name, leader_http) = member(leader)?;
     let listed = |texts: &[String]| -> Result<Vec<Value>, String> {
         texts
@@ -241,7 +290,8 @@ fn init_cluster(leader: &str, followers: &[String], learners: &[String]) -> Resu
         "followers": listed(followers)?,
         "learners": listed(learners)?,
     });
-    let response = http(leader_http, "POST", "/admin/cluster/init", Some(&body.to_string()))?;
+    let leader_admin = Admin { address: leader_http.to_string(), token: admin.token.clone() };
+    let response = http(&leader_admin, "POST", "/admin/cluster/init", Some(&body.to_string()))?;
     let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
     if value["error_code"] != 0 {
         return Err(format!("error {}: {}", value["error_code"], value["error_message"]));
@@ -282,6 +332,7 @@ pub fn render(command: &CtlCommand, value: &Value) -> String {
         CtlCommand::Jobs => job_table(value["jobs"].as_array().map_or(&[][..], Vec::as_slice)),
         CtlCommand::Job { .. } => job_table(std::slice::from_ref(&value["job"])),
         CtlCommand::Init { .. } => String::new(),
+        CtlCommand::Health => health_text(value),
         CtlCommand::Variables | CtlCommand::Configs => {
             let Some(object) = value.as_object() else { return String::new() };
             let mut lines = String::new();
@@ -294,6 +345,54 @@ pub fn render(command: &CtlCommand, value: &Value) -> String {
             lines
         }
     }
+}
+
+/// `strata ctl health`: a verdict, the problems, then the members.
+fn health_text(value: &Value) -> String {
+    let text = |field: &Value| field.as_str().unwrap_or("").to_string();
+    let mut lines =
+        if value["healthy"] == true { "healthy\n".to_string() } else { "UNHEALTHY\n".to_string() };
+    for problem in value["problems"].as_array().map_or(&[][..], Vec::as_slice) {
+        lines.push_str(&format!("  - {}\n", text(problem)));
+    }
+    let role = text(&value["role"]);
+    if matches!(role.as_str(), "admin" | "standalone") {
+        lines.push_str(&format!("node in {role} mode\n"));
+    } else {
+        lines.push_str(&format!(
+            "node {} ({role}), leader {}, smallest in-sync set {} (min_insync_replicas {})\n",
+            text(&value["name"]),
+            value["leader"].as_str().unwrap_or("(none)"),
+            value["smallest_in_sync_set"].as_u64().map_or("-".into(), |size| size.to_string()),
+            value["min_insync_replicas"],
+        ));
+    }
+    if value["upload"].is_object() {
+        let upload = &value["upload"];
+        lines.push_str(&format!(
+            "upload backlog: {} objects, {} bytes; {} failures\n",
+            upload["backlog_objects"], upload["backlog_bytes"], upload["failures"]
+        ));
+    }
+    let members = value["members"].as_array().map_or(&[][..], Vec::as_slice);
+    if !members.is_empty() {
+        lines.push_str(&format!(
+            "{:<16} {:<10} {:<16} {:<8} {:>8}\n",
+            "NAME", "ROLE", "STATUS", "IN SYNC", "LAG"
+        ));
+    }
+    for member in members {
+        let in_sync =
+            member["in_sync"].as_bool().map_or("", |in_sync| if in_sync { "yes" } else { "no" });
+        let lag = member["lag"].as_u64().map_or(String::new(), |lag| lag.to_string());
+        lines.push_str(&format!(
+            "{:<16} {:<10} {:<16} {in_sync:<8} {lag:>8}\n",
+            text(&member["name"]),
+            text(&member["role"]),
+            text(&member["status"]),
+        ));
+    }
+    lines
 }
 
 /// A fixed-width table of jobs: id, kind, subject, runner, state, progress or error.

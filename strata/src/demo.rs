@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde_json::Value;
 
-use crate::ctl::{http, node_table};
+use crate::ctl::{http, node_table, Admin};
 
 #[derive(Args, Debug)]
 pub struct DemoOptions {
@@ -43,6 +43,12 @@ struct DemoNode {
     client_port: u16,
     http: String,
     peer: String,
+}
+
+impl DemoNode {
+    fn admin(&self) -> Admin {
+        Admin { address: self.http.clone(), token: None }
+    }
 }
 
 fn nodes(base: u16) -> Vec<DemoNode> {
@@ -115,7 +121,7 @@ fn spawn_node(node: &DemoNode, directory: &Path) -> Result<Child, String> {
 fn wait_ready(node: &DemoNode) -> Result<(), String> {
     let started = Instant::now();
     loop {
-        if let Ok(response) = http(&node.http, "GET", "/admin/node/current", None) {
+        if let Ok(response) = http(&node.admin(), "GET", "/admin/node/current", None) {
             if response.status == 200 {
                 return Ok(());
             }
@@ -133,7 +139,7 @@ fn set_role(node: &DemoNode, leader_peer: &str) -> Result<(), String> {
     } else {
         serde_json::json!({ "role": node.role, "name": node.name, "address": leader_peer })
     };
-    let response = http(&node.http, "POST", "/admin/node/current", Some(&body.to_string()))?;
+    let response = http(&node.admin(), "POST", "/admin/node/current", Some(&body.to_string()))?;
     let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
     if value["error_code"] == 0 {
         Ok(())
@@ -143,7 +149,7 @@ fn set_role(node: &DemoNode, leader_peer: &str) -> Result<(), String> {
 }
 
 fn print_table(leader: &DemoNode) {
-    match http(&leader.http, "GET", "/admin/nodes", None) {
+    match http(&leader.admin(), "GET", "/admin/nodes", None) {
         Ok(response) => match serde_json::from_str::<Value>(&response.body) {
             Ok(value) => {
                 print!("{}", node_table(value["nodes"].as_array().map_or(&[][..], Vec::as_slice)))

@@ -40,7 +40,7 @@ use std::time::Duration;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use config::{Config, Secrets, ServerMode, WalFlush};
 use strata_core::cluster::Role;
 use strata_core::replication::mutations::Mutations;
@@ -59,8 +59,12 @@ enum Commands {
     /// Run a node from a config file.
     Node {
         /// TOML config file (see examples/).
-        #[arg(long)]
+        #[arg(long, env = "STRATA_CONFIG")]
         config: PathBuf,
+        /// Check the config file (and read the secret files it names), print what is wrong
+        /// or that it is valid, and exit: 0 valid, 2 not.
+        #[arg(long)]
+        check_config: bool,
     },
     /// Run a local cluster on loopback (a leader, two followers and a learner, each a
     /// process with a temporary data directory) until Ctrl-C.
@@ -71,6 +75,10 @@ enum Commands {
     Bench(strata_benches::load::LoadOptions),
     /// Build a node's data directory from the archive alone (segments and snapshots).
     Restore(archive::RestoreOptions),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff) of `strata`.
+    Man,
 }
 
 /// A panic is a bug: a shard that died would leave the node half alive, so the whole process
@@ -88,25 +96,80 @@ fn main() -> ExitCode {
     abort_on_panic();
     let cli = Cli::parse();
     match cli.command {
-        Commands::Node { config } => run_node(&config),
+        Commands::Node { config, check_config: true } => check_config(&config),
+        Commands::Node { config, check_config: false } => run_node(&config),
         Commands::Demo(options) => demo::run(&options),
         Commands::Ctl(options) => ctl::run(&options),
         Commands::Bench(options) => run_bench(&options),
         Commands::Restore(options) => archive::run_restore(&options),
+        Commands::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+            print_bytes(&script)
+        }
+        Commands::Man => {
+            let mut page = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut page) {
+                Ok(()) => print_bytes(&page),
+                Err(error) => {
+                    eprintln!("strata man: {error}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}
+
+/// Writes generated text to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_bytes(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(_) => ExitCode::from(1),
+    }
+}
+
+/// `strata node --check-config`: 0 when the config and the secret files it names are good.
+fn check_config(config_file: &Path) -> ExitCode {
+    match Config::load(config_file) {
+        Ok(config) => {
+            println!(
+                "{}: valid (data_dir {}, client port {}, admin port {}, peer port {})",
+                config_file.display(),
+                config.storage.data_dir.display(),
+                config.network.client_port,
+                config.network.http_port,
+                config.network.peer_port,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("strata: {error}");
+            ExitCode::from(2)
+        }
     }
 }
 
 /// Logs at `level`, or as `STRATA_LOG` says. The controller's Raft library logs every
 /// heartbeat to an unreachable member: only its errors are shown unless `STRATA_LOG` names it.
-pub(crate) fn init_logging(level: &str) {
+/// Lines are coloured only when stderr is a terminal (a journal or a file gets plain text);
+/// with `json`, each line is one JSON object.
+pub(crate) fn init_logging(level: &str, format: config::LogFormat) {
+    use std::io::IsTerminal;
     let mut directives = std::env::var("STRATA_LOG").unwrap_or_else(|_| level.to_string());
     if !directives.contains("openraft") {
         directives.push_str(",openraft=error");
     }
     let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let _ = match format {
+        config::LogFormat::Text => builder.try_init(),
+        config::LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
@@ -171,7 +234,7 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&config.log.log_level);
+    init_logging(&config.log.log_level, config.log.log_format);
     if let Err(error) = put_mutations_in_force() {
         tracing::error!(%error, "cannot start");
         return ExitCode::from(2);
@@ -324,6 +387,10 @@ fn serve(
     tracing::info!(%address, shards, partitions, wal_flush = mode, role = role.name(),
         http = config.network.http_port, peer = config.network.peer_port,
         recovery_ms = node.recovery_time.as_millis() as u64, "ready to serve");
+    // Under systemd (`Type=notify`), `systemctl start` returns now; elsewhere nothing happens.
+    if let Err(error) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(%error, "cannot tell systemd the node is ready");
+    }
     node.wait();
     ExitCode::SUCCESS
 }
@@ -333,6 +400,7 @@ fn serve(
 fn install_stop_handler(control: strata_control::ControlHandle) {
     let result = ctrlc::set_handler(move || {
         tracing::info!("stopping");
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
         control.leave(Duration::from_secs(2));
         std::process::exit(0);
     });

@@ -1,7 +1,5 @@
 //! A blocking client of a node's admin HTTP API, for tests.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -47,7 +45,7 @@ impl AdminReply {
     }
 }
 
-/// One HTTP/1.1 request to 127.0.0.1:`port`, with `Connection: close`.
+/// One request to 127.0.0.1:`port`.
 ///
 /// # Panics
 /// When the node cannot be reached or does not answer HTTP.
@@ -57,8 +55,7 @@ pub fn request(port: u16, method: &str, path: &str, body: Option<&str>) -> Admin
         .unwrap_or_else(|error| panic!("admin port {port}: {error}"))
 }
 
-/// One HTTP/1.1 request, or why it got no answer within `timeout` (a node stopped or
-/// paused).
+/// One request, or why it got no answer within `timeout` (a node stopped or paused).
 ///
 /// # Errors
 /// The node cannot be reached, does not answer in time, or does not answer HTTP.
@@ -69,25 +66,41 @@ pub fn try_request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<AdminReply, String> {
-    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream =
-        TcpStream::connect_timeout(&address, timeout).map_err(|error| error.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    let body = body.unwrap_or("");
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(text.as_bytes()).map_err(|error| format!("send: {error}"))?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|error| format!("read: {error}"))?;
-    let response = String::from_utf8_lossy(&response).into_owned();
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
-    let status =
-        head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).ok_or("no status")?;
-    let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    Ok(AdminReply { status, text: body.to_string(), json })
+    try_request_with(port, None, method, path, body, timeout)
+}
+
+/// One request with `Authorization: Bearer <token>` when a token is given.
+///
+/// # Errors
+/// The node cannot be reached, does not answer in time, or does not answer HTTP.
+pub fn try_request_with(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<AdminReply, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/json");
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let request =
+        request.body(body.unwrap_or("").to_string()).map_err(|error| error.to_string())?;
+    let mut response = agent.run(request).map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().map_err(|error| error.to_string())?;
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Ok(AdminReply { status, text, json })
 }
 
 /// The body of a set-role request.

@@ -61,6 +61,9 @@ pub struct Network {
     pub server_address: IpAddr,
     pub client_port: u16,
     pub http_port: u16,
+    /// Address the admin HTTP API binds to; default `server_address`. Keep it private (e.g.
+    /// 127.0.0.1 or a management network): the admin API changes roles.
+    pub http_address: Option<IpAddr>,
     pub peer_ip: IpAddr,
     pub peer_port: u16,
     /// Most client connections served at once, over all shards.
@@ -260,6 +263,14 @@ impl Default for General {
     }
 }
 
+impl Network {
+    /// The admin API's address: `http_address`, or `server_address`.
+    #[must_use]
+    pub fn admin_address(&self) -> IpAddr {
+        self.http_address.unwrap_or(self.server_address)
+    }
+}
+
 impl Default for Network {
     fn default() -> Self {
         let any = IpAddr::from([0, 0, 0, 0]);
@@ -267,6 +278,7 @@ impl Default for Network {
             server_address: any,
             client_port: 23817,
             http_port: 23820,
+            http_address: None,
             peer_ip: any,
             peer_port: 23850,
             connections_max: 10_000,
@@ -386,6 +398,7 @@ impl Config {
             ("server_address".into(), text(&self.network.server_address)),
             ("client_port".into(), text(&self.network.client_port)),
             ("http_port".into(), text(&self.network.http_port)),
+            ("http_address".into(), text(&self.network.admin_address())),
             ("peer_ip".into(), text(&self.network.peer_ip)),
             ("peer_port".into(), text(&self.network.peer_port)),
             ("connections_max".into(), text(&self.network.connections_max)),
@@ -447,6 +460,12 @@ impl Config {
                 })
             }
         }
+    }
+
+    /// Where the admin HTTP API listens.
+    #[must_use]
+    pub fn admin_listen_address(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::new(self.network.admin_address(), self.network.http_port)
     }
 
     /// Shards to run: the configured count, or the number of cores.

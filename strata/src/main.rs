@@ -302,7 +302,7 @@ impl ControlListeners {
         };
         let network = &config.network;
         Ok(ControlListeners {
-            http: bind(SocketAddr::new(network.server_address, network.http_port), "admin HTTP")?,
+            http: bind(config.admin_listen_address(), "admin HTTP")?,
             peer: bind(SocketAddr::new(network.peer_ip, network.peer_port), "peers")?,
         })
     }

@@ -111,7 +111,7 @@ pub fn parse_unauthenticated(arguments: &[&[u8]]) -> Result<Command, CommandErro
         return parsed;
     }
     match parsed {
-        Err(error) if reported_before_authentication(arguments, &error) => Err(error),
+        Err(error) if reported_before_authentication(name, arguments.len(), &error) => Err(error),
         _ => Err(CommandError(NO_AUTH.into())),
     }
 }
@@ -124,11 +124,11 @@ fn allowed_before_authentication(name: &[u8]) -> bool {
 /// Whether Redis finds `error` while looking the command up, before it checks authentication:
 /// an unknown command or subcommand, or an argument count the command table rules out. Other
 /// errors (options, values, counts only the command itself checks) come from running it.
-fn reported_before_authentication(arguments: &[&[u8]], error: &CommandError) -> bool {
-    let name = String::from_utf8_lossy(arguments[0]).to_ascii_lowercase();
+fn reported_before_authentication(name: &[u8], count: usize, error: &CommandError) -> bool {
+    let name = String::from_utf8_lossy(name).to_ascii_lowercase();
     match command::declared_arity(&name) {
         None => true,
-        Some(arity) if !command::arity_allows(arity, arguments.len()) => true,
+        Some(arity) if !command::arity_allows(arity, count) => true,
         Some(_) => error.is_subcommand_lookup(),
     }
 }
@@ -206,6 +206,7 @@ mod tests {
         for (line, text) in reported {
             assert_eq!(unauthenticated(line).unwrap_err().0, text, "{line}");
         }
+        assert_eq!(parse_unauthenticated(&[]).unwrap_err().0, "ERR empty command");
         for allowed in ["AUTH secret", "auth default secret", "HELLO", "HELLO 2 AUTH u p", "QUIT"] {
             assert!(unauthenticated(allowed).is_ok(), "{allowed} refused");
         }

@@ -98,6 +98,9 @@ pub struct LoadOptions {
     /// then runs until its answer arrives; it is not counted as a request.
     #[arg(long)]
     pub after_batch: Option<String>,
+    /// Password sent with AUTH on every connection before the run (as redis-benchmark's -a).
+    #[arg(long, short = 'a')]
+    pub password: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -121,6 +124,7 @@ impl Default for LoadOptions {
             threads: THREADS_DEFAULT,
             seed: None,
             after_batch: None,
+            password: None,
             json: false,
             quiet: false,
         }
@@ -198,6 +202,8 @@ pub enum LoadError {
     Closed { address: SocketAddr, pending: u64 },
     #[error("no reply from {address} within {:?}", REPLY_TIMEOUT)]
     ReplyTimeout { address: SocketAddr },
+    #[error("{address} refused the password: {reply}")]
+    Authentication { address: SocketAddr, reply: String },
     #[error("malformed reply from {address}: {reason}")]
     Protocol { address: SocketAddr, reason: String },
     #[error("cannot start a load thread: {source}")]
@@ -355,7 +361,8 @@ fn run_thread(
             return Err(LoadError::Runtime { source });
         }
     };
-    let connected = runtime.block_on(connection::connect_all(plan.address, plan.connections));
+    let connecting = connection::connect_all(plan.address, plan.connections, workload);
+    let connected = runtime.block_on(connecting);
     if connected.is_err() {
         shared.failed.store(true, Ordering::Relaxed);
     }

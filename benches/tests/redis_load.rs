@@ -155,3 +155,35 @@ fn error_replies_are_counted_not_fatal() {
     let first_error = report.first_error.expect("an error text");
     assert!(first_error.starts_with("OOM"), "{first_error}");
 }
+
+#[test]
+fn the_password_is_sent_on_every_connection() {
+    if !redis_available() {
+        return;
+    }
+    let server = RedisServer::start();
+    let password = server.cli(&["config", "set", "requirepass", "load-secret"]);
+    assert_eq!(password.as_deref(), Some("OK"));
+    let options = LoadOptions {
+        requests: Some(200),
+        password: Some("load-secret".to_owned()),
+        ..options_for(&server)
+    };
+    let report = load::run(&options).expect("load run with the password");
+    assert_eq!(report.requests, 200, "{report:?}");
+    assert_eq!(report.errors, 0, "{report:?}");
+    let wrong = LoadOptions { password: Some("wrong".to_owned()), ..options.clone() };
+    match load::run(&wrong) {
+        Err(load::LoadError::Authentication { reply, .. }) => {
+            assert!(reply.starts_with("WRONGPASS"), "{reply}");
+        }
+        other => panic!("a wrong password ran: {other:?}"),
+    }
+    let none = LoadOptions { password: None, ..options };
+    let report = load::run(&none).expect("a run without the password still runs");
+    assert_eq!(report.errors, report.requests, "{report:?}");
+    let first_error = report.first_error.expect("an error text");
+    assert!(first_error.starts_with("NOAUTH"), "{first_error}");
+    let keys = server.cli(&["-a", "load-secret", "--no-auth-warning", "dbsize"]);
+    assert_eq!(keys.as_deref(), Some("10"), "the authenticated SETs reached every key");
+}

@@ -22,6 +22,31 @@ impl CommandError {
     pub fn arity(name: &str) -> CommandError {
         CommandError(format!("ERR wrong number of arguments for '{name}' command"))
     }
+
+    /// Whether this is an error about a subcommand's name or its number of arguments, which
+    /// Redis finds while looking the command up (before checking authentication).
+    #[must_use]
+    pub fn is_subcommand_lookup(&self) -> bool {
+        let text = self.0.as_str();
+        let subcommand_arity =
+            text.starts_with("ERR wrong number of arguments for '") && text.contains('|');
+        subcommand_arity || text.starts_with("ERR unknown subcommand '")
+    }
+}
+
+/// A user and password, from `AUTH [username] password` (no user: the default user) or from
+/// `HELLO`'s `AUTH` option. `Debug` does not show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: Option<Vec<u8>>,
+    pub password: Vec<u8>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let username = self.username.as_deref().map(String::from_utf8_lossy);
+        formatter.debug_struct("Credentials").field("username", &username).finish_non_exhaustive()
+    }
 }
 
 /// When SET writes.
@@ -163,8 +188,15 @@ pub enum NodeCommand {
     ClientGetName,
     ClientSetInfo,
     ClientId,
+    /// AUTH: authenticates the connection with the credentials.
+    Auth {
+        credentials: Credentials,
+    },
+    /// HELLO [protover [AUTH username password] [SETNAME name]]: only protocol 2 parses.
     Hello {
         version: Option<i64>,
+        credentials: Option<Credentials>,
+        name: Option<Vec<u8>>,
     },
     /// WAITAOF numlocal numreplicas timeout: every earlier write of the connection is already
     /// durable here and on every in-sync follower when this is answered.
@@ -455,6 +487,7 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         }),
         "config" => parse_config(rest),
         "client" => parse_client(rest),
+        "auth" => parse_auth(rest),
         "hello" => parse_hello(rest),
         "quit" => Ok(NodeCommand::Quit),
         "waitaof" => {
@@ -474,14 +507,15 @@ fn parse_config(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
     let Some(subcommand) = rest.first() else {
         return Err(CommandError::arity("config"));
     };
-    match String::from_utf8_lossy(subcommand).to_ascii_lowercase().as_str() {
+    let given = String::from_utf8_lossy(subcommand);
+    match given.to_ascii_lowercase().as_str() {
         "get" if rest.len() >= 2 => {
             Ok(NodeCommand::ConfigGet { patterns: lowercase_strings(&rest[1..]) })
         }
         "get" => Err(CommandError::arity("config|get")),
         "set" if rest.len() >= 3 && rest.len() % 2 == 1 => Ok(NodeCommand::ConfigSet),
         "set" => Err(CommandError::arity("config|set")),
-        other => Err(unknown_subcommand(other, "CONFIG")),
+        _ => Err(unknown_subcommand(&given, "CONFIG")),
     }
 }
 
@@ -489,36 +523,71 @@ fn parse_client(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
     let Some(subcommand) = rest.first() else {
         return Err(CommandError::arity("client"));
     };
-    let subcommand = String::from_utf8_lossy(subcommand).to_ascii_lowercase();
+    let given = String::from_utf8_lossy(subcommand);
+    let subcommand = given.to_ascii_lowercase();
     match (subcommand.as_str(), rest.len()) {
-        ("setname", 2) => {
-            let name = rest[1];
-            if name.iter().any(|&byte| byte <= b' ' || byte > b'~') {
-                return Err(CommandError(
-                    "ERR Client names cannot contain spaces, newlines or special characters."
-                        .into(),
-                ));
-            }
-            Ok(NodeCommand::ClientSetName { name: name.to_vec() })
-        }
+        ("setname", 2) => Ok(NodeCommand::ClientSetName { name: client_name(rest[1])? }),
         ("getname", 1) => Ok(NodeCommand::ClientGetName),
         ("id", 1) => Ok(NodeCommand::ClientId),
         ("setinfo", 3) => Ok(NodeCommand::ClientSetInfo),
         ("setname" | "getname" | "id" | "setinfo", _) => {
             Err(CommandError::arity(&format!("client|{subcommand}")))
         }
-        (other, _) => Err(unknown_subcommand(other, "CLIENT")),
+        _ => Err(unknown_subcommand(&given, "CLIENT")),
     }
 }
 
+/// A name for CLIENT SETNAME or HELLO's SETNAME option: printable, without spaces.
+fn client_name(name: &[u8]) -> Result<Vec<u8>, CommandError> {
+    if name.iter().any(|&byte| byte <= b' ' || byte > b'~') {
+        return Err(CommandError(
+            "ERR Client names cannot contain spaces, newlines or special characters.".into(),
+        ));
+    }
+    Ok(name.to_vec())
+}
+
+/// AUTH password, or AUTH username password.
+fn parse_auth(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
+    let (username, password) = match rest {
+        [] => return Err(CommandError::arity("auth")),
+        [password] => (None, password),
+        [username, password] => (Some(username.to_vec()), password),
+        _ => return Err(CommandError::syntax()),
+    };
+    Ok(NodeCommand::Auth { credentials: Credentials { username, password: password.to_vec() } })
+}
+
+/// HELLO [protover [AUTH username password] [SETNAME name]], checked in Redis's order: the
+/// version first (only 2 is spoken here), then the options.
 fn parse_hello(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
-    let Some(version) = rest.first() else {
-        return Ok(NodeCommand::Hello { version: None });
+    let Some((version, options)) = rest.split_first() else {
+        return Ok(NodeCommand::Hello { version: None, credentials: None, name: None });
     };
     let version = parse_integer(version).map_err(|_| {
         CommandError("ERR Protocol version is not an integer or out of range".into())
     })?;
-    Ok(NodeCommand::Hello { version: Some(version) })
+    if version != 2 {
+        return Err(CommandError("NOPROTO unsupported protocol version".into()));
+    }
+    let (mut credentials, mut name) = (None, None);
+    let mut index = 0;
+    while index < options.len() {
+        let option = options[index];
+        let more = options.len() - index - 1;
+        if option.eq_ignore_ascii_case(b"auth") && more >= 2 {
+            let username = Some(options[index + 1].to_vec());
+            credentials = Some(Credentials { username, password: options[index + 2].to_vec() });
+            index += 3;
+        } else if option.eq_ignore_ascii_case(b"setname") && more >= 1 {
+            name = Some(client_name(options[index + 1])?);
+            index += 2;
+        } else {
+            let option = String::from_utf8_lossy(option);
+            return Err(CommandError(format!("ERR Syntax error in HELLO option '{option}'")));
+        }
+    }
+    Ok(NodeCommand::Hello { version: Some(version), credentials, name })
 }
 
 fn unknown_subcommand(subcommand: &str, command: &str) -> CommandError {
@@ -539,6 +608,65 @@ pub fn unknown_command(arguments: &[&[u8]]) -> CommandError {
 fn printable(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(128)]);
     text.chars().map(|character| if character.is_control() { ' ' } else { character }).collect()
+}
+
+/// Commands this server knows, as Redis's command table describes them (COMMAND, COMMAND
+/// COUNT): (name, arity, first key, last key, step). The arity counts the name; a negative one
+/// is a minimum.
+pub const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
+    ("get", 2, 1, 1, 1),
+    ("set", -3, 1, 1, 1),
+    ("getset", 3, 1, 1, 1),
+    ("setnx", 3, 1, 1, 1),
+    ("del", -2, 1, -1, 1),
+    ("unlink", -2, 1, -1, 1),
+    ("exists", -2, 1, -1, 1),
+    ("mset", -3, 1, -1, 2),
+    ("mget", -2, 1, -1, 1),
+    ("incr", 2, 1, 1, 1),
+    ("incrby", 3, 1, 1, 1),
+    ("decr", 2, 1, 1, 1),
+    ("decrby", 3, 1, 1, 1),
+    ("append", 3, 1, 1, 1),
+    ("strlen", 2, 1, 1, 1),
+    ("expire", -3, 1, 1, 1),
+    ("pexpire", -3, 1, 1, 1),
+    ("expireat", -3, 1, 1, 1),
+    ("pexpireat", -3, 1, 1, 1),
+    ("ttl", 2, 1, 1, 1),
+    ("pttl", 2, 1, 1, 1),
+    ("persist", 2, 1, 1, 1),
+    ("dbsize", 1, 0, 0, 0),
+    ("flushall", -1, 0, 0, 0),
+    ("flushdb", -1, 0, 0, 0),
+    ("ping", -1, 0, 0, 0),
+    ("echo", 2, 0, 0, 0),
+    ("info", -1, 0, 0, 0),
+    ("select", 2, 0, 0, 0),
+    ("command", -1, 0, 0, 0),
+    ("config", -2, 0, 0, 0),
+    ("client", -2, 0, 0, 0),
+    ("auth", -2, 0, 0, 0),
+    ("hello", -1, 0, 0, 0),
+    ("quit", -1, 0, 0, 0),
+    ("waitaof", 4, 0, 0, 0),
+];
+
+/// The arity of `name` (lower case) in [`COMMAND_TABLE`]; `None` for an unknown command.
+#[must_use]
+pub fn declared_arity(name: &str) -> Option<i64> {
+    COMMAND_TABLE.iter().find(|entry| entry.0 == name).map(|entry| entry.1)
+}
+
+/// Whether `count` arguments (the name included) fit a command table `arity`.
+#[must_use]
+pub fn arity_allows(arity: i64, count: usize) -> bool {
+    let count = i64::try_from(count).unwrap_or(i64::MAX);
+    if arity >= 0 {
+        count == arity
+    } else {
+        count >= -arity
+    }
 }
 
 #[cfg(test)]
@@ -598,6 +726,61 @@ mod tests {
         assert_eq!(
             parse_words("DECRBY k -9223372036854775808").unwrap_err().0,
             "ERR decrement would overflow"
+        );
+    }
+
+    #[test]
+    fn auth_and_hello_parse_like_redis() {
+        let Command::Node(NodeCommand::Auth { credentials }) = parse_words("AUTH pass").unwrap()
+        else {
+            panic!("not AUTH");
+        };
+        assert_eq!((credentials.username, credentials.password), (None, b"pass".to_vec()));
+        let parsed = parse_words("auth someone hunter2").unwrap();
+        let Command::Node(NodeCommand::Auth { credentials }) = parsed else { panic!() };
+        assert_eq!(credentials.username.as_deref(), Some(&b"someone"[..]));
+        let shown = format!("{credentials:?}");
+        assert!(shown.contains("someone"), "{shown}");
+        assert!(!shown.contains("hunter2"), "Debug shows the password: {shown}");
+        assert_eq!(parse_words("AUTH").unwrap_err(), CommandError::arity("auth"));
+        assert_eq!(parse_words("AUTH a b c").unwrap_err(), CommandError::syntax());
+        let parsed = parse_words("HELLO 2 SETNAME app AUTH default pass").unwrap();
+        let Command::Node(NodeCommand::Hello { version, credentials, name }) = parsed else {
+            panic!("not HELLO");
+        };
+        assert_eq!(version, Some(2));
+        assert_eq!(credentials.unwrap().password, b"pass");
+        assert_eq!(name.as_deref(), Some(&b"app"[..]));
+        let errors = [
+            ("HELLO 3 AUTH default pass", "NOPROTO unsupported protocol version"),
+            ("HELLO x", "ERR Protocol version is not an integer or out of range"),
+            ("HELLO 2 AUTH default", "ERR Syntax error in HELLO option 'AUTH'"),
+            ("HELLO 2 SETNAME", "ERR Syntax error in HELLO option 'SETNAME'"),
+            ("HELLO 2 foo", "ERR Syntax error in HELLO option 'foo'"),
+        ];
+        for (line, text) in errors {
+            assert_eq!(parse_words(line).unwrap_err().0, text, "{line}");
+        }
+    }
+
+    #[test]
+    fn every_command_in_the_table_parses() {
+        for &(name, arity, ..) in COMMAND_TABLE {
+            assert_eq!(declared_arity(name), Some(arity));
+            let error = parse_words(name).err().map(|error| error.0).unwrap_or_default();
+            assert!(!error.starts_with("ERR unknown command"), "{name}: {error}");
+        }
+        assert_eq!(declared_arity("foo"), None);
+        assert!(arity_allows(2, 2));
+        assert!(!arity_allows(2, 3));
+        assert!(arity_allows(-3, 3));
+        assert!(arity_allows(-3, 9));
+        assert!(!arity_allows(-3, 2));
+        assert!(CommandError::arity("config|get").is_subcommand_lookup());
+        assert!(!CommandError::arity("get").is_subcommand_lookup());
+        assert_eq!(
+            parse_words("CONFIG Foo").unwrap_err().0,
+            "ERR unknown subcommand 'Foo'. Try CONFIG HELP."
         );
     }
 }

@@ -1,6 +1,7 @@
 //! Strata's core: identifiers, the record and frame formats, the RESP codec, commands and the
 //! keyspace state machine. Nothing here does I/O; clocks are passed in as parameters.
 
+pub mod auth;
 pub mod cluster;
 pub mod command;
 pub mod controller;

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use strata_core::command::{self, Command, KeyCommand, NodeCommand};
+use strata_core::auth::{self, AuthError};
+use strata_core::command::{self, Command, Credentials, KeyCommand, NodeCommand};
 use strata_core::resp;
 use strata_core::PartitionId;
 
 use crate::cluster::ServingMode;
 use crate::reply::{self, Merge};
-use crate::shard::{now_ms, Outbox, Pending, Shard};
+use crate::shard::{now_ms, Mesh, Outbox, Pending, Shard};
 
 /// Commands taken from the input before their replies are written: bounds the memory one
 /// pipelining client can hold.
@@ -53,10 +54,34 @@ pub(crate) struct Session {
     pub(crate) client_id: u64,
     pub(crate) name: Option<Vec<u8>>,
     pub(crate) quit: bool,
+    /// Whether commands run: from the start without `requirepass`, else after AUTH (or HELLO
+    /// with AUTH) succeeds. A failed attempt changes nothing, as in Redis.
+    pub(crate) authenticated: bool,
+}
+
+impl Session {
+    /// Checks AUTH's or HELLO's credentials; success authenticates the connection, wrong
+    /// credentials are counted.
+    pub(crate) fn authenticate(
+        &mut self,
+        mesh: &Mesh,
+        credentials: &Credentials,
+    ) -> Result<(), AuthError> {
+        let result = auth::authenticate(mesh.password.as_ref(), credentials);
+        match result {
+            Ok(()) => self.authenticated = true,
+            Err(AuthError::WrongPassword) => {
+                mesh.counters.authentication_failures.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        result
+    }
 }
 
 pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u64) {
-    let mut session = Session { client_id, name: None, quit: false };
+    let authenticated = shard.mesh.password.is_none();
+    let mut session = Session { client_id, name: None, quit: false, authenticated };
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
     loop {
@@ -163,7 +188,12 @@ fn dispatch(
     session: &mut Session,
     arguments: &[&[u8]],
 ) -> Item {
-    match command::parse(arguments) {
+    let parsed = if session.authenticated {
+        command::parse(arguments)
+    } else {
+        auth::parse_unauthenticated(arguments)
+    };
+    match parsed {
         Err(error) => Item::Now(reply::error_bytes(&error)),
         Ok(Command::Node(node_command)) => node(shard, outbox, session, node_command),
         Ok(Command::Key(key_command)) => route(shard, outbox, key_command),
@@ -301,6 +331,12 @@ fn node(shard: &Shard, outbox: &mut Outbox, session: &mut Session, command: Node
         NodeCommand::Quit => {
             session.quit = true;
             Item::Now(b"+OK\r\n".to_vec())
+        }
+        NodeCommand::Auth { credentials } => {
+            match session.authenticate(&shard.mesh, &credentials) {
+                Ok(()) => Item::Now(b"+OK\r\n".to_vec()),
+                Err(error) => Item::Now(reply::error_bytes(&error.into())),
+            }
         }
         other => Item::Now(reply::node_reply(shard, session, other)),
     }

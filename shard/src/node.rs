@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
+use strata_core::auth::Password;
 use strata_core::ShardId;
 
 use crate::cluster::{ClusterShared, NodeHandle};
@@ -78,7 +79,9 @@ pub fn start(options: NodeOptions, shared: Arc<ClusterShared>) -> Result<Running
         (0..shard_count).map(|_| flume::bounded::<ShardMessage>(SHARD_MESSAGES_MAX)).unzip();
     let handle =
         NodeHandle { senders: senders.clone(), shared: Arc::clone(&shared), partition_count };
-    let mesh = Arc::new(Mesh { senders, options, counters: Counters::default(), started, shared });
+    let password = options.requirepass.as_deref().map(|text| Password::new(text.as_bytes()));
+    let counters = Counters::default();
+    let mesh = Arc::new(Mesh { senders, options, counters, started, shared, password });
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();
     let mut threads = Vec::new();

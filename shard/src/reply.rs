@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use strata_core::command::{CommandError, NodeCommand};
+use strata_core::auth;
+use strata_core::command::{CommandError, Credentials, NodeCommand, COMMAND_TABLE};
 use strata_core::partition::Answer;
 use strata_core::resp;
 
@@ -173,10 +174,11 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\n\r\n",
+             rejected_connections:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
             counters.connections_received.load(Ordering::Relaxed),
             counters.commands_processed.load(Ordering::Relaxed),
             counters.connections_rejected.load(Ordering::Relaxed),
+            counters.authentication_failures.load(Ordering::Relaxed),
         );
     }
     if wants(sections, "replication") {
@@ -240,46 +242,6 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
         _ => false,
     }
 }
-
-/// Commands this server knows, for COMMAND COUNT / COMMAND:
-/// (name, arity, first key, last key, step).
-const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
-    ("get", 2, 1, 1, 1),
-    ("set", -3, 1, 1, 1),
-    ("getset", 3, 1, 1, 1),
-    ("setnx", 3, 1, 1, 1),
-    ("del", -2, 1, -1, 1),
-    ("unlink", -2, 1, -1, 1),
-    ("exists", -2, 1, -1, 1),
-    ("mset", -3, 1, -1, 2),
-    ("mget", -2, 1, -1, 1),
-    ("incr", 2, 1, 1, 1),
-    ("incrby", 3, 1, 1, 1),
-    ("decr", 2, 1, 1, 1),
-    ("decrby", 3, 1, 1, 1),
-    ("append", 3, 1, 1, 1),
-    ("strlen", 2, 1, 1, 1),
-    ("expire", -3, 1, 1, 1),
-    ("pexpire", -3, 1, 1, 1),
-    ("expireat", -3, 1, 1, 1),
-    ("pexpireat", -3, 1, 1, 1),
-    ("ttl", 2, 1, 1, 1),
-    ("pttl", 2, 1, 1, 1),
-    ("persist", 2, 1, 1, 1),
-    ("dbsize", 1, 0, 0, 0),
-    ("flushall", -1, 0, 0, 0),
-    ("flushdb", -1, 0, 0, 0),
-    ("ping", -1, 0, 0, 0),
-    ("echo", 2, 0, 0, 0),
-    ("info", -1, 0, 0, 0),
-    ("select", 2, 0, 0, 0),
-    ("command", -1, 0, 0, 0),
-    ("config", -2, 0, 0, 0),
-    ("client", -2, 0, 0, 0),
-    ("hello", -1, 0, 0, 0),
-    ("quit", -1, 0, 0, 0),
-    ("waitaof", 4, 0, 0, 0),
-];
 
 fn command_reply(output: &mut Vec<u8>, subcommand: Option<&str>) {
     match subcommand {
@@ -350,13 +312,39 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
         },
         NodeCommand::ClientSetInfo => resp::encode_simple(&mut output, "OK"),
         NodeCommand::ClientId => resp::encode_integer(&mut output, session.client_id as i64),
-        NodeCommand::Hello { version: Some(version) } if version != 2 => {
-            resp::encode_error(&mut output, "NOPROTO unsupported protocol version");
+        NodeCommand::Hello { credentials, name, .. } => {
+            hello(&mut output, shard, session, credentials.as_ref(), name);
         }
-        NodeCommand::Hello { .. } => hello_reply(&mut output, session),
-        NodeCommand::Info { .. } | NodeCommand::Quit => unreachable!("handled by the connection"),
+        NodeCommand::Info { .. } | NodeCommand::Quit | NodeCommand::Auth { .. } => {
+            unreachable!("handled by the connection")
+        }
     }
     output
+}
+
+/// HELLO in Redis's order: authenticate with the AUTH option if given, refuse a connection
+/// still unauthenticated, then take the name and answer.
+fn hello(
+    output: &mut Vec<u8>,
+    shard: &Shard,
+    session: &mut Session,
+    credentials: Option<&Credentials>,
+    name: Option<Vec<u8>>,
+) {
+    if let Some(credentials) = credentials {
+        if let Err(error) = session.authenticate(&shard.mesh, credentials) {
+            resp::encode_error(output, &error.to_string());
+            return;
+        }
+    }
+    if !session.authenticated {
+        resp::encode_error(output, auth::HELLO_NO_AUTH);
+        return;
+    }
+    if let Some(name) = name {
+        session.name = if name.is_empty() { None } else { Some(name) };
+    }
+    hello_reply(output, session);
 }
 
 fn hello_reply(output: &mut Vec<u8>, session: &Session) {

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_channel::oneshot;
+use strata_core::auth::Password;
 use strata_core::command::KeyCommand;
 use strata_core::frame::encode_batch_frame;
 use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
@@ -93,6 +94,8 @@ pub(crate) struct Counters {
     pub(crate) records_discarded: AtomicU64,
     /// Logs a replica replaced whole with its leader's snapshot.
     pub(crate) snapshots_installed: AtomicU64,
+    /// AUTH and HELLO AUTH refused for wrong credentials (INFO's `acl_access_denied_auth`).
+    pub(crate) authentication_failures: AtomicU64,
 }
 
 /// What every shard shares: the channels to each other, the options, the counters.
@@ -102,6 +105,8 @@ pub(crate) struct Mesh {
     pub(crate) counters: Counters,
     pub(crate) started: Instant,
     pub(crate) shared: Arc<ClusterShared>,
+    /// `options.requirepass` as its digest; `None`: connections start authenticated.
+    pub(crate) password: Option<Password>,
 }
 
 impl Mesh {

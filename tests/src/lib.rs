@@ -132,6 +132,8 @@ pub struct NodeSettings {
     /// Variables set in the node process's environment, besides `STRATA_LOG` (e.g. to run it
     /// under an `LD_PRELOAD` library).
     pub environment: Vec<(String, String)>,
+    /// `[security] requirepass`: the client port's password (`None`: none).
+    pub requirepass: Option<String>,
 }
 
 impl NodeSettings {
@@ -168,6 +170,7 @@ impl Default for NodeSettings {
             wal: String::new(),
             extra: String::new(),
             environment: Vec::new(),
+            requirepass: None,
         }
     }
 }
@@ -244,6 +247,10 @@ impl TestNode {
             settings.failover,
             settings.extra,
         );
+        let text = match &settings.requirepass {
+            Some(password) => format!("{text}[security]\nrequirepass = {password:?}\n"),
+            None => text,
+        };
         std::fs::write(self.config_path(), text).expect("write config");
     }
 
@@ -288,12 +295,20 @@ impl TestNode {
             if let Some(status) = self.try_exit_status() {
                 panic!("node exited with {status} during start-up:\n{}", self.log());
             }
-            if ping(self.port) {
+            if self.answers_ping() {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("node did not start within {START_TIMEOUT:?}:\n{}", self.log());
+    }
+
+    /// Whether the node answers PING, after AUTH when it has a password.
+    fn answers_ping(&self) -> bool {
+        match &self.settings.requirepass {
+            None => ping(self.port),
+            Some(password) => ping_with_password(self.port, password),
+        }
     }
 
     /// The exit status, if the process has ended.
@@ -434,6 +449,22 @@ pub fn ping(port: u16) -> bool {
     }
     let mut reply = [0u8; 7];
     stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+}
+
+/// Whether a RESP server on `port` accepts `password` (AUTH) and then answers PING.
+#[must_use]
+pub fn ping_with_password(port: u16, password: &str) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut request = raw::encode_command(&[b"AUTH", password.as_bytes()]);
+    request.extend_from_slice(b"PING\r\n");
+    if stream.write_all(&request).is_err() {
+        return false;
+    }
+    let mut reply = [0u8; 12];
+    stream.read_exact(&mut reply).is_ok() && &reply == b"+OK\r\n+PONG\r\n"
 }
 
 /// Runs a command-line tool and returns (success, stdout, stderr).

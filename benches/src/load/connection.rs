@@ -33,6 +33,8 @@ pub(super) struct Workload {
     pipeline: u64,
     /// The encoded command sent after each batch, if any.
     after_batch: Option<Arc<[u8]>>,
+    /// The encoded AUTH command each connection sends once, if a password is given.
+    authentication: Option<Arc<[u8]>>,
 }
 
 impl Workload {
@@ -46,6 +48,11 @@ impl Workload {
                 let words: Vec<&[u8]> = text.split_whitespace().map(str::as_bytes).collect();
                 let mut encoded = Vec::new();
                 resp::encode_command(&mut encoded, &words);
+                encoded.into()
+            }),
+            authentication: options.password.as_deref().map(|password| {
+                let mut encoded = Vec::new();
+                resp::encode_command(&mut encoded, &[b"AUTH", password.as_bytes()]);
                 encoded.into()
             }),
         }
@@ -103,18 +110,23 @@ impl ThreadStats {
     }
 }
 
-/// Opens `count` connections to `address`, all within [`CONNECT_TIMEOUT`].
+/// Opens `count` connections to `address`, each authenticated when the workload has a
+/// password, all within [`CONNECT_TIMEOUT`].
 pub(super) async fn connect_all(
     address: SocketAddr,
     count: u32,
+    workload: &Workload,
 ) -> Result<Vec<TcpStream>, LoadError> {
     let connecting = async {
         let mut streams = Vec::with_capacity(count as usize);
         for _ in 0..count {
-            let stream = TcpStream::connect_addr(address)
+            let mut stream = TcpStream::connect_addr(address)
                 .await
                 .map_err(|source| LoadError::Connect { address, source })?;
             stream.set_nodelay(true).map_err(|source| LoadError::Io { address, source })?;
+            if let Some(command) = &workload.authentication {
+                authenticate(&mut stream, address, command).await?;
+            }
             streams.push(stream);
         }
         Ok(streams)
@@ -122,6 +134,40 @@ pub(super) async fn connect_all(
     monoio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
         .map_err(|_| LoadError::ConnectTimeout { address })?
+}
+
+/// Sends the encoded AUTH `command` and waits for its reply, which must be `+OK`.
+async fn authenticate(
+    stream: &mut TcpStream,
+    address: SocketAddr,
+    command: &[u8],
+) -> Result<(), LoadError> {
+    let (written, _) = stream.write_all(command.to_vec()).await;
+    written.map_err(|source| LoadError::Io { address, source })?;
+    let limits = RespLimits::default();
+    let mut input = Vec::with_capacity(READ_BUFFER_BYTES);
+    loop {
+        let parsed = resp::parse_reply(&input, &limits)
+            .map_err(|error| LoadError::Protocol { address, reason: error.to_string() })?;
+        match parsed {
+            Some((Reply::Simple(text), _)) if text == "OK" => return Ok(()),
+            Some((Reply::Error(reply), _)) => {
+                return Err(LoadError::Authentication { address, reply })
+            }
+            Some((other, _)) => {
+                let reply = format!("{other:?}");
+                return Err(LoadError::Authentication { address, reply });
+            }
+            None => {}
+        }
+        let filled = input.len();
+        input.reserve(READ_BUFFER_BYTES);
+        let (result, buffer) = stream.read(input.slice_mut(filled..)).await;
+        input = buffer.into_inner();
+        if result.map_err(|source| LoadError::Io { address, source })? == 0 {
+            return Err(LoadError::Closed { address, pending: 1 });
+        }
+    }
 }
 
 /// Drives every connection of one thread until the deadline or the request budget ends.

@@ -28,7 +28,7 @@ fn command_line_defaults_match_default() {
 fn command_line_flags_set_every_option() {
     let arguments = "--host localhost --port 6379 --connections 8 --pipeline 16 --value-bytes 32 \
                      --keyspace 10 --read-ratio 0.25 --duration-seconds 1.5 --requests 1000 \
-                     --threads 2 --seed 7 --after-batch PING --json --quiet";
+                     --threads 2 --seed 7 --after-batch PING -a secret --json --quiet";
     let options = parse(&arguments.split_whitespace().collect::<Vec<_>>());
     let expected = LoadOptions {
         host: "localhost".to_owned(),
@@ -43,6 +43,7 @@ fn command_line_flags_set_every_option() {
         threads: 2,
         seed: Some(7),
         after_batch: Some("PING".to_owned()),
+        password: Some("secret".to_owned()),
         json: true,
         quiet: true,
     };

@@ -4,8 +4,9 @@
 # /etc/strata/strata.toml, shell completions, the manual page and a postinst script that
 # creates the `strata` system user.
 #
-# Usage: scripts/package.sh [--debug]
-#   --debug  package the debug build (quick; what the package test installs)
+# Usage: scripts/package.sh [--debug] [--no-build]
+#   --debug     package the debug build (quick; what the package test installs)
+#   --no-build  package the binary already built (e.g. the test suite's)
 # Prints the path of the package on its last line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,10 +15,14 @@ log() { printf 'package: %s\n' "$*" >&2; }
 
 profile=release
 directory=release
-if [ "${1:-}" = "--debug" ]; then
-    profile=dev
-    directory=debug
-fi
+build=yes
+for argument in "$@"; do
+    case "$argument" in
+        --debug) profile=dev; directory=debug ;;
+        --no-build) build=no ;;
+        *) printf 'usage: %s [--debug] [--no-build]\n' "$0" >&2; exit 2 ;;
+    esac
+done
 
 if ! cargo deb --version >/dev/null 2>&1; then
     log "installing cargo-deb (this compiles it, a few minutes)"
@@ -25,9 +30,12 @@ if ! cargo deb --version >/dev/null 2>&1; then
 fi
 
 target="${CARGO_TARGET_DIR:-$PWD/target}"
-log "building the binary ($profile)"
-cargo build --quiet -p strata --bin strata --profile "$profile"
 binary="$target/$directory/strata"
+if [ "$build" = yes ]; then
+    log "building the binary ($profile)"
+    cargo build --quiet -p strata --bin strata --profile "$profile"
+fi
+[ -x "$binary" ] || { log "no binary at $binary"; exit 1; }
 
 assets="$PWD/target/package-assets"
 mkdir -p "$assets"

@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod command;
 pub mod controller;
 pub mod frame;
+pub mod handshake;
 pub mod ids;
 pub mod keyspace;
 pub mod partition;

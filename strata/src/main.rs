@@ -109,6 +109,11 @@ pub(crate) fn init_logging(level: &str) {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// The cluster secret in force, as the handshake takes it.
+fn cluster_secret(secrets: &Secrets) -> Option<strata_core::handshake::ClusterSecret> {
+    secrets.cluster_secret.as_deref().and_then(strata_core::handshake::ClusterSecret::new)
+}
+
 fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
     NodeOptions {
         shard_count: config.shard_count(),
@@ -135,7 +140,7 @@ fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeO
         config_file: config_file.display().to_string(),
         archive: None,
         requirepass: secrets.requirepass.clone(),
-        cluster_secret: secrets.cluster_secret.clone(),
+        cluster_secret: cluster_secret(secrets),
     }
 }
 
@@ -309,7 +314,7 @@ fn serve(
         failover_timeout: Duration::from_millis(config.cluster.failover_timeout),
         cluster_name: config.cluster.name.clone(),
         admin_token: secrets.admin_token.clone(),
-        cluster_secret: secrets.cluster_secret.clone(),
+        cluster_secret: cluster_secret(secrets),
         allow_insecure_peers: config.security.allow_insecure_peers,
     };
     let control =

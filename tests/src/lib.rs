@@ -10,6 +10,7 @@ pub mod admin;
 pub mod data;
 pub mod disk;
 pub mod keys;
+pub mod peer;
 pub mod raw;
 pub mod s3;
 pub mod wal_files;
@@ -73,6 +74,14 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
+/// A cluster secret drawn once per test process: every node a test starts shares it unless
+/// the test says otherwise ([`NodeSettings::cluster_secret`]).
+#[must_use]
+pub fn test_cluster_secret() -> String {
+    static SECRET: OnceLock<String> = OnceLock::new();
+    SECRET.get_or_init(|| format!("{:032x}", rand::random::<u128>())).clone()
+}
+
 const SHARED_DIR_PREFIX: &str = "strata-test-shared-";
 
 /// A directory serving as shared storage for the nodes of this test process. The first call
@@ -129,6 +138,11 @@ pub struct NodeSettings {
     /// Lines added to the `[wal]` section.
     pub wal: String,
     pub extra: String,
+    /// `[security] cluster_secret`: by default [`test_cluster_secret`], the same for every
+    /// node of the test process, so that its nodes form clusters; `None` writes none.
+    pub cluster_secret: Option<String>,
+    /// `[security] allow_insecure_peers`.
+    pub allow_insecure_peers: bool,
     /// Variables set in the node process's environment, besides `STRATA_LOG` (e.g. to run it
     /// under an `LD_PRELOAD` library).
     pub environment: Vec<(String, String)>,
@@ -167,6 +181,8 @@ impl Default for NodeSettings {
             storage: String::new(),
             wal: String::new(),
             extra: String::new(),
+            cluster_secret: Some(test_cluster_secret()),
+            allow_insecure_peers: false,
             environment: Vec::new(),
         }
     }
@@ -223,7 +239,8 @@ impl TestNode {
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\nsnapshot_size = \"{}\"\n\
              snapshot_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
-             heartbeat_timeout = {}\nmin_insync_replicas = {}\nfailover = \"{}\"\n{}\n",
+             heartbeat_timeout = {}\nmin_insync_replicas = {}\nfailover = \"{}\"\n{}\n\
+             [security]\n{}allow_insecure_peers = {}\n",
             settings.shards,
             settings.io_driver,
             settings.server_mode,
@@ -243,6 +260,11 @@ impl TestNode {
             settings.min_insync_replicas,
             settings.failover,
             settings.extra,
+            settings
+                .cluster_secret
+                .as_ref()
+                .map_or(String::new(), |secret| { format!("cluster_secret = \"{secret}\"\n") }),
+            settings.allow_insecure_peers,
         );
         std::fs::write(self.config_path(), text).expect("write config");
     }

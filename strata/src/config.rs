@@ -638,6 +638,9 @@ mod tests {
             let path = directory.join(format!("{role}.toml"));
             let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
             assert_eq!(config.archive_location().is_some(), role != "standalone", "{role}");
+            // A cluster node without a secret would refuse its role.
+            let secret = config.secrets().unwrap().cluster_secret;
+            assert_eq!(secret.is_some(), role != "standalone", "{role}");
         }
     }
 

@@ -114,6 +114,24 @@ fn cluster_secret(secrets: &Secrets) -> Option<strata_core::handshake::ClusterSe
     secrets.cluster_secret.as_deref().and_then(strata_core::handshake::ClusterSecret::new)
 }
 
+/// The value the example configs carry, to be replaced.
+const EXAMPLE_CLUSTER_SECRET: &str = "example-only-replace-with-openssl-rand-hex-32";
+/// A secret shorter than this is guessable by anyone who can try handshakes for long enough.
+const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+fn warn_about_a_weak_cluster_secret(secrets: &Secrets) {
+    let Some(secret) = &secrets.cluster_secret else { return };
+    if secret == EXAMPLE_CLUSTER_SECRET {
+        tracing::warn!("[security] cluster_secret is the example configs' value: replace it");
+    } else if secret.len() < CLUSTER_SECRET_BYTES_MIN {
+        tracing::warn!(
+            bytes = secret.len(),
+            "[security] cluster_secret is short: use {CLUSTER_SECRET_BYTES_MIN} bytes or more \
+             (openssl rand -hex 32)"
+        );
+    }
+}
+
 fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
     NodeOptions {
         shard_count: config.shard_count(),
@@ -203,6 +221,7 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_about_a_weak_cluster_secret(&secrets);
     let mut options = node_options(&config, &secrets, config_file);
     let archive = config.archive_location();
     if let Some(location) = &archive {

@@ -91,6 +91,8 @@ wal_flush = "FlushAtOnce"
 [cluster]
 name = "bench"
 failover = "manual"
+[security]
+cluster_secret_file = "$(cluster_secret_file)"
 EOF
     "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
     PIDS+=($!)

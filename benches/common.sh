@@ -15,6 +15,17 @@ free_port() {
     fail "no free port found after $attempt tries"
 }
 
+# The path of a cluster secret shared by the nodes the script starts: a fresh random one,
+# written once to $WORK/cluster_secret (readable by this user only). Configs name it in
+# `[security] cluster_secret_file`.
+cluster_secret_file() {
+    local file="$WORK/cluster_secret"
+    if [ ! -f "$file" ]; then
+        (umask 077 && od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$file")
+    fi
+    echo "$file"
+}
+
 # The Strata binary: STRATA_BIN, or a release build made now.
 strata_binary() {
     if [ -n "${STRATA_BIN:-}" ]; then

@@ -174,6 +174,8 @@ wal_flush = "FlushAtOnce"
 [cluster]
 failover = "$FAILOVER"
 min_insync_replicas = 2
+[security]
+cluster_secret_file = "$(cluster_secret_file)"
 EOF
 }
 

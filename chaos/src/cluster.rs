@@ -293,6 +293,8 @@ impl Cluster {
         let count = settings.voters + settings.learners;
         let automatic = settings.failover == Failover::Automatic;
         let groups = if automatic && settings.firewall { Firewall::groups(count) } else { vec![] };
+        // Every node of the cluster proves this secret on its peer connections.
+        let secret = format!("{:032x}", rand::random::<u128>());
         for index in 0..count {
             let kind = if index < settings.voters { Kind::Voter } else { Kind::Learner };
             let name = format!("n{}", index + 1);
@@ -324,7 +326,7 @@ impl Cluster {
                 group: groups.get(index).copied(),
                 child: None,
             };
-            std::fs::write(node.config_path(), config_text(&settings, &node, &shared))
+            std::fs::write(node.config_path(), config_text(&settings, &node, &shared, &secret))
                 .map_err(|error| format!("writing {:?}: {error}", node.config_path()))?;
             nodes.push(node);
         }
@@ -695,7 +697,7 @@ fn ping(port: u16) -> bool {
     matches!(connection.command(&["PING"]), Ok(Reply::Status(status)) if status == "PONG")
 }
 
-fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String {
+fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path, secret: &str) -> String {
     format!(
         "[general]\nshards = {}\nserver_mode = \"admin\"\n\
          [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\nhttp_port = {}\n\
@@ -705,7 +707,8 @@ fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path) -> String
          [wal]\nwal_flush = \"FlushAtOnce\"\nsegment_size = \"4MB\"\n\
          snapshot_size = \"16MB\"\nsnapshot_interval = 20\n\
          [cluster]\npartitions = {}\nheartbeat_interval = {}\nheartbeat_timeout = {}\n\
-         min_insync_replicas = {}\nfailover = \"{}\"\nfailover_timeout = {}\n",
+         min_insync_replicas = {}\nfailover = \"{}\"\nfailover_timeout = {}\n\
+         [security]\ncluster_secret = \"{secret}\"\n",
         settings.shards,
         node.client_port,
         node.http_port,

@@ -122,6 +122,10 @@ impl Control {
             Ok(None) => return,
             Err(reason) => stop_on_damage(&reason),
         };
+        if let Err(refusal) = self.check_peer_security() {
+            tracing::error!(name = %identity.name, %refusal, "cannot rejoin the cluster");
+            return;
+        }
         tracing::info!(name = %identity.name, "rejoining the cluster this node belongs to");
         if let Err(reason) = self.start_controller(identity).await {
             stop_on_damage(&reason);
@@ -132,7 +136,7 @@ impl Control {
         self: &Arc<Self>,
         identity: Identity,
     ) -> Result<Arc<Controller>, String> {
-        let controller = Controller::open(&self.config.data_dir, identity)
+        let controller = Controller::open(&self.config.data_dir, identity, self.dialer.clone())
             .await
             .map_err(|error| error.to_string())?;
         let controller = Arc::new(controller);
@@ -166,7 +170,7 @@ impl Control {
                 return;
             }
             let identity = controller.identity.clone();
-            match Controller::open(&self.config.data_dir, identity).await {
+            match Controller::open(&self.config.data_dir, identity, self.dialer.clone()).await {
                 Ok(reopened) => {
                     let reopened = Arc::new(reopened);
                     {
@@ -244,7 +248,7 @@ impl Control {
             tag_id: state.tag.as_ref().map(|tag| format!("{:032x}", tag.id)),
             hops: 0,
         };
-        match wire::call(address, &join).await {
+        match self.dialer.call(address, &join).await {
             Ok(response) => match response.into_result() {
                 Ok(_) => Err(AdminError::controlled(&name)),
                 Err(error) => Err(AdminError::from_leader(&error)),
@@ -308,7 +312,7 @@ impl Control {
         self.start_controller(identity)
             .await
             .map_err(|reason| AdminError::controller_unavailable(&reason))?;
-        let outcome = match wire::call(address, &request).await {
+        let outcome = match self.dialer.call(address, &request).await {
             Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
             Err(WireError::Io(error)) => {
                 Err(AdminError::cannot_connect(address, &error.to_string()))
@@ -709,7 +713,7 @@ impl Control {
         // Follow the new leader once it leads: leaving the old one earlier would change its
         // in-sync sets under the new leader's promotion, which then fails its
         // compare-and-set.
-        if !leads_at(&address, epoch).await {
+        if !leads_at(&self.dialer, &address, epoch).await {
             return;
         }
         match self.repoint(role, &me, &address).await {
@@ -848,7 +852,7 @@ impl Control {
             Ok(self.leader_status().await)
         } else {
             let Some(record) = state.members.get(leader) else { return LeaderHealth::Gone };
-            let call = wire::call(&record.peer_address, &Request::LeaderStatus {});
+            let call = self.dialer.call(&record.peer_address, &Request::LeaderStatus {});
             match tokio::time::timeout(PROBE_TIMEOUT, call).await {
                 Ok(Ok(response)) => Ok(response),
                 Ok(Err(WireError::Io(error)))
@@ -1008,7 +1012,7 @@ impl Control {
             return Err(LeaseRefusal::Unconfirmed("no controller leader known".into()));
         };
         let request = Request::ConfirmLease { name: name.to_string(), epoch: epoch.0 };
-        let call = wire::call(&leader.peer_address, &request);
+        let call = self.dialer.call(&leader.peer_address, &request);
         match tokio::time::timeout(PROBE_TIMEOUT, call).await {
             Ok(Ok(response)) if response.error_code == 0 => Ok(()),
             Ok(Ok(response)) if response.sender_status == STATUS_IDLE => {
@@ -1076,8 +1080,8 @@ pub(crate) struct ControllerView {
 }
 
 /// Whether the member at `address` says it leads at `epoch` or later.
-async fn leads_at(address: &str, epoch: Epoch) -> bool {
-    let call = wire::call(address, &Request::LeaderStatus {});
+async fn leads_at(dialer: &wire::Dialer, address: &str, epoch: Epoch) -> bool {
+    let call = dialer.call(address, &Request::LeaderStatus {});
     match tokio::time::timeout(PROBE_TIMEOUT, call).await {
         Ok(Ok(response)) => {
             response.sender_status == STATUS_LEADING && response.epoch >= Some(epoch.0)
@@ -1212,7 +1216,7 @@ async fn forward_to_leader(controller: &Controller, request: &Request) -> Respon
     if leader.name == controller.identity.name {
         return Response::error(&AdminError::controller_unavailable("the leader is moving"));
     }
-    match wire::call(&leader.peer_address, &request).await {
+    match controller.dialer.call(&leader.peer_address, &request).await {
         Ok(response) => response,
         Err(error) => Response::error(&AdminError::controller_unavailable(&error.to_string())),
     }

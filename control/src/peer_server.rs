@@ -1,6 +1,10 @@
 //! The peer port: control requests from other nodes, and replication subscriptions, which are
-//! handed to the shard owning their partitions.
+//! handed to the shard owning their partitions. Every connection starts with the handshake
+//! (`strata_core::handshake`): nothing else is read from a peer that has not proven the
+//! cluster secret, and a node with no secret that does not allow insecure peers takes no
+//! peer connection at all.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use strata_core::peer::{MessageKind, Subscribe};
@@ -31,11 +35,46 @@ pub(crate) async fn serve(control: Arc<Control>, listener: TcpListener) {
         let _ = stream.set_nodelay(true);
         let control = Arc::clone(&control);
         tokio::spawn(async move {
-            if let Err(error) = serve_connection(&control, stream).await {
-                tracing::debug!(%peer, %error, "peer connection closed");
+            if let Some(stream) = authenticate(&control, stream, peer).await {
+                if let Err(error) = serve_connection(&control, stream).await {
+                    tracing::debug!(%peer, %error, "peer connection closed");
+                }
             }
             drop(permit);
         });
+    }
+}
+
+/// The handshake on a connection just accepted: the connection if the peer proved the
+/// secret (or neither side has one and insecure peers are allowed), `None` once it is closed.
+async fn authenticate(
+    control: &Control,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TcpStream> {
+    let secret = control.config.cluster_secret.clone();
+    if secret.is_none() && !control.config.allow_insecure_peers {
+        tracing::warn!(
+            %peer,
+            "peer connection refused: this node has no [security] cluster_secret and \
+             allow_insecure_peers is off"
+        );
+        return None;
+    }
+    match wire::accept_handshake(&mut stream, secret).await {
+        Ok(trust) => {
+            tracing::debug!(%peer, ?trust, "peer handshake done");
+            Some(stream)
+        }
+        // Closed between messages: a port probe, or a connector that refused this node.
+        Err(error @ wire::WireError::HandshakeClosed) => {
+            tracing::debug!(%peer, %error, "peer connection closed");
+            None
+        }
+        Err(error) => {
+            tracing::warn!(%peer, %error, "peer connection refused");
+            None
+        }
     }
 }
 

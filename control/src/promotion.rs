@@ -70,13 +70,13 @@ impl Control {
             basis: basis_to_wire(&plan.basis),
             candidate: name.to_string(),
         };
-        ask_all(&required, &accept).await?;
+        ask_all(&self.dialer, &required, &accept).await?;
         self.handle
             .install_sets(&plan.sets)
             .await
             .map_err(|reason| AdminError::promotion_failed(name, &reason))?;
         let install = Request::InstallSets { epoch: plan.epoch.0, sets: sets_to_wire(&plan.sets) };
-        ask_all(&required, &install).await?;
+        ask_all(&self.dialer, &required, &install).await?;
         Ok(plan)
     }
 
@@ -115,8 +115,9 @@ impl Control {
     ) -> Vec<MemberReport> {
         let mut tasks = Vec::new();
         for address in addresses {
+            let dialer = self.dialer.clone();
             tasks.push(tokio::spawn(async move {
-                let answer = wire::call(&address, &Request::ReplicationState {}).await;
+                let answer = dialer.call(&address, &Request::ReplicationState {}).await;
                 (address, answer)
             }));
         }
@@ -190,12 +191,17 @@ fn known_names(own: &MemberReport) -> BTreeMap<String, String> {
 }
 
 /// Sends `request` to every `(name, address)` at once; any refusal or silence fails the whole.
-async fn ask_all(members: &[(String, String)], request: &Request) -> Result<(), AdminError> {
+async fn ask_all(
+    dialer: &wire::Dialer,
+    members: &[(String, String)],
+    request: &Request,
+) -> Result<(), AdminError> {
     let mut tasks = Vec::new();
     for (name, address) in members {
         let (name, address, request) = (name.clone(), address.clone(), request.clone());
+        let dialer = dialer.clone();
         tasks.push(tokio::spawn(async move {
-            let answer = wire::call(&address, &request).await;
+            let answer = dialer.call(&address, &request).await;
             (name, answer)
         }));
     }

@@ -15,7 +15,7 @@ use strata_shard::ControlMessage;
 
 use crate::controller::runtime::Controller;
 use crate::roles::Control;
-use crate::wire::{self, Request, Response};
+use crate::wire::{Request, Response};
 
 /// How long a removed member that does not hold its removal yet stays in the controller's
 /// Raft (milliseconds).
@@ -98,7 +98,7 @@ impl Control {
         }
         let address = state.members.get(&leader).map(|member| member.peer_address.clone());
         let address = address.ok_or_else(|| AdminError::controller_unavailable("no leader"))?;
-        match wire::call(&address, &Request::RemoveMember { name: name.clone() }).await {
+        match self.dialer.call(&address, &Request::RemoveMember { name: name.clone() }).await {
             Ok(response) => response.into_result().map(|_| ()),
             Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
         }
@@ -171,7 +171,7 @@ impl Control {
         if let Some(address) = address {
             let epoch = controller.state().leader_epoch.0;
             let request = Request::ChangeRole { role: Role::Admin.name().to_string(), epoch };
-            let answer = wire::call(&address, &request).await;
+            let answer = self.dialer.call(&address, &request).await;
             if let Err(error) = answer.map_err(|error| error.to_string()).and_then(|response| {
                 response.into_result().map(|_| ()).map_err(|error| error.message)
             }) {

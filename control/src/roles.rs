@@ -13,6 +13,7 @@ use strata_core::cluster::{
     check_transition, normalize_name, parse_address, validate_name, AdminError, Membership,
     NodeRow, NodeStatus, Now, Role, Transition, FOLLOWERS_MAX, LEARNERS_MAX,
 };
+use strata_core::handshake::ClusterSecret;
 use strata_core::peer::ReplicaKind;
 use strata_core::replication::mutations::Mutations;
 use strata_core::replication::promotion::Guard;
@@ -63,9 +64,12 @@ pub struct ControlConfig {
     pub cluster_name: String,
     /// `[security] admin_token`: the bearer token the admin API asks for; `None` asks none.
     pub admin_token: Option<String>,
-    /// `[security] cluster_secret`: proven on every peer connection; `None` proves nothing.
-    pub cluster_secret: Option<String>,
-    /// `[security] allow_insecure_peers`: a cluster role may be taken without a secret.
+    /// `[security] cluster_secret`: proven on every peer connection, both ways
+    /// (`strata_core::handshake`); `None` proves nothing.
+    pub cluster_secret: Option<ClusterSecret>,
+    /// `[security] allow_insecure_peers`: without a secret, the node may still take a cluster
+    /// role and its peer port takes connections from other nodes without one; otherwise it
+    /// refuses both.
     pub allow_insecure_peers: bool,
 }
 
@@ -98,6 +102,8 @@ struct State {
 
 pub struct Control {
     pub(crate) config: ControlConfig,
+    /// Opens this node's peer connections, proving the cluster secret on each.
+    pub(crate) dialer: wire::Dialer,
     pub(crate) handle: NodeHandle,
     state: Mutex<State>,
     pub(crate) role_change: tokio::sync::Mutex<()>,
@@ -146,6 +152,7 @@ impl Control {
             leader_epoch: None,
         };
         Arc::new(Control {
+            dialer: wire::Dialer::new(config.cluster_secret.clone()),
             config,
             handle,
             state: Mutex::new(state),
@@ -249,6 +256,9 @@ impl Control {
         self: &Arc<Self>,
         request: SetRole,
     ) -> Result<Option<u64>, AdminError> {
+        if request.role.is_cluster() {
+            self.check_peer_security()?;
+        }
         let automatic = self.config.failover == crate::failover::Failover::Automatic;
         if automatic && (request.role.is_cluster() || self.controller().is_some()) {
             if request.role.is_cluster() && self.config.archive.is_none() {
@@ -261,6 +271,15 @@ impl Control {
             self.wait_for_catch_up(session).await;
         }
         Ok(None)
+    }
+
+    /// A cluster role needs the cluster secret, or `allow_insecure_peers`: without either, the
+    /// node's peer port takes no connection and it opens none worth opening.
+    pub(crate) fn check_peer_security(&self) -> Result<(), AdminError> {
+        if self.config.cluster_secret.is_none() && !self.config.allow_insecure_peers {
+            return Err(AdminError::needs_cluster_secret());
+        }
+        Ok(())
     }
 
     /// The role change itself, under the role-change lock; answers the new replica session to
@@ -348,7 +367,7 @@ impl Control {
                 let alive = leader.as_ref().is_some_and(|view| view.status == NodeStatus::Alive);
                 if let (true, true, Some(view)) = (notify_leader, alive, leader) {
                     let request = Request::Unregister { name, epoch: self.handle.shared.epoch().0 };
-                    if let Err(error) = wire::call(&view.address, &request).await {
+                    if let Err(error) = self.dialer.call(&view.address, &request).await {
                         tracing::warn!(%error, "could not tell the leader this node leaves");
                     }
                 }
@@ -364,6 +383,7 @@ impl Control {
         name: String,
         guard: Guard,
     ) -> Result<(), AdminError> {
+        self.check_peer_security()?;
         let plan = self.promote(&name, guard).await?;
         let session = self.enter(Role::Leader, name.clone(), ServingMode::Leader);
         let settings = LeaderSettings {
@@ -440,6 +460,7 @@ impl Control {
         name: String,
         leader_address: String,
     ) -> Result<u64, AdminError> {
+        self.check_peer_security()?;
         let from = self.role();
         if from == Role::Leader && leader_address == self.config.advertised_address {
             let (ip, port) = leader_address.rsplit_once(':').unwrap_or((&leader_address, ""));
@@ -459,7 +480,7 @@ impl Control {
             partitions: self.handle.partition_count,
             epoch: seen.0,
         };
-        let response = match wire::call(&leader_address, &request).await {
+        let response = match self.dialer.call(&leader_address, &request).await {
             Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
             Err(WireError::Io(error)) => {
                 Err(AdminError::cannot_connect(&leader_address, &error.to_string()))
@@ -593,7 +614,8 @@ impl Control {
         for address in silent {
             let control = Arc::clone(self);
             tokio::spawn(async move {
-                let Ok(response) = wire::call(&address, &Request::ReplicationState {}).await else {
+                let request = Request::ReplicationState {};
+                let Ok(response) = control.dialer.call(&address, &request).await else {
                     return;
                 };
                 let newest =
@@ -624,7 +646,7 @@ impl Control {
                 };
                 (request, leader.address.clone())
             };
-            let outcome = heartbeat_once(&mut connection, &address, &request).await;
+            let outcome = heartbeat_once(&self.dialer, &mut connection, &address, &request).await;
             self.record_heartbeat(session, outcome);
         }
     }
@@ -910,7 +932,7 @@ impl Control {
         if member.status == NodeStatus::Alive {
             let epoch = self.state().leader_epoch.map_or(0, |epoch| epoch.0);
             let request = Request::ChangeRole { role: Role::Admin.name().to_string(), epoch };
-            if let Err(error) = wire::call(&member.address, &request).await {
+            if let Err(error) = self.dialer.call(&member.address, &request).await {
                 tracing::warn!(name, %error, "the removed node did not confirm it left");
             }
         }
@@ -999,17 +1021,13 @@ fn major_minor(version: &str) -> (&str, &str) {
 
 /// One heartbeat over a kept connection, reconnecting when it broke.
 async fn heartbeat_once(
+    dialer: &wire::Dialer,
     connection: &mut Option<tokio::net::TcpStream>,
     address: &str,
     request: &Request,
 ) -> Result<Response, WireError> {
     if connection.is_none() {
-        let connect = tokio::net::TcpStream::connect(address);
-        let stream = tokio::time::timeout(wire::EXCHANGE_TIMEOUT, connect)
-            .await
-            .map_err(|_| WireError::Timeout(wire::EXCHANGE_TIMEOUT))??;
-        let _ = stream.set_nodelay(true);
-        *connection = Some(stream);
+        *connection = Some(dialer.connect(address).await?);
     }
     let stream = connection.as_mut().expect("connected above");
     let outcome = wire::exchange(stream, request).await;

@@ -16,7 +16,7 @@ use strata_core::{Lsn, PartitionId};
 use strata_shard::monotonic_ms;
 
 use crate::roles::Control;
-use crate::wire::{self, Request, Response};
+use crate::wire::{Request, Response};
 
 /// How long the leader waits, writes paused, for the target to hold everything.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(5);
@@ -83,7 +83,7 @@ impl Control {
         let Some(record) = state.members.get(leader) else {
             return Err(AdminError::controller_unavailable("the leader is not a member"));
         };
-        match wire::call(&record.peer_address, request).await {
+        match self.dialer.call(&record.peer_address, request).await {
             Ok(response) => response.into_result(),
             Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
         }
@@ -177,7 +177,7 @@ impl Control {
             let own = durable_by_partition(
                 reports.iter().map(|report| (report.partition, report.durable_lsn)),
             );
-            let theirs = match wire::call(address, &Request::ReplicationState {}).await {
+            let theirs = match self.dialer.call(address, &Request::ReplicationState {}).await {
                 Ok(response) if response.error_code == 0 => {
                     durable_by_partition(response.partitions.iter().map(|partition| {
                         (PartitionId(partition.partition), Lsn(partition.durable_lsn))

@@ -5,6 +5,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use strata_core::cluster::AdminError;
+use strata_core::handshake::{
+    ClusterSecret, Handshake, HandshakeError, HandshakeMessage, Nonce, Progress, Trust,
+    HANDSHAKE_MESSAGE_BYTES, HANDSHAKE_TIMEOUT_MS,
+};
 use strata_core::peer::{decode_message, encode_message, MessageKind, ENVELOPE_HEADER_BYTES};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -228,6 +232,118 @@ pub(crate) enum WireError {
     TooLarge,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    #[error("peer handshake refused: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("peer handshake not done within {HANDSHAKE_TIMEOUT:?}")]
+    HandshakeTimeout,
+    /// The peer closed the connection between two handshake messages (a node that refuses
+    /// every peer closes it before its first).
+    #[error("the peer closed the connection during the handshake")]
+    HandshakeClosed,
+}
+
+/// How long a peer handshake may take, on either side.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
+
+/// Opens peer connections: connects, then proves the cluster secret (`strata_core::handshake`)
+/// before the connection carries anything else.
+#[derive(Clone, Debug)]
+pub(crate) struct Dialer {
+    secret: Option<ClusterSecret>,
+}
+
+impl Dialer {
+    pub(crate) fn new(secret: Option<ClusterSecret>) -> Dialer {
+        Dialer { secret }
+    }
+
+    /// Connects to `address` (within [`EXCHANGE_TIMEOUT`]) and makes the handshake (within
+    /// [`HANDSHAKE_TIMEOUT`]).
+    pub(crate) async fn connect(&self, address: &str) -> Result<TcpStream, WireError> {
+        let connect = TcpStream::connect(address);
+        let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, connect)
+            .await
+            .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))??;
+        let _ = stream.set_nodelay(true);
+        let (handshake, hello) = Handshake::connector(self.secret.clone(), nonce()?);
+        let work = run_handshake(&mut stream, handshake, Some(hello));
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
+            .await
+            .map_err(|_| WireError::HandshakeTimeout)??;
+        Ok(stream)
+    }
+
+    /// Connects to `address` and makes one exchange.
+    pub(crate) async fn call(
+        &self,
+        address: &str,
+        request: &Request,
+    ) -> Result<Response, WireError> {
+        let mut stream = self.connect(address).await?;
+        exchange(&mut stream, request).await
+    }
+}
+
+/// The acceptor's side of the handshake on a connection just accepted, within
+/// [`HANDSHAKE_TIMEOUT`]: nothing else is read from the connection before it succeeds.
+pub(crate) async fn accept_handshake(
+    stream: &mut TcpStream,
+    secret: Option<ClusterSecret>,
+) -> Result<Trust, WireError> {
+    let handshake = Handshake::acceptor(secret, nonce()?);
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, run_handshake(stream, handshake, None))
+        .await
+        .map_err(|_| WireError::HandshakeTimeout)?
+}
+
+/// Carries the handshake's messages: sends `first` (the connector's Hello), then reads one
+/// message at a time, exactly, and sends what each step answers.
+async fn run_handshake(
+    stream: &mut TcpStream,
+    mut handshake: Handshake,
+    first: Option<HandshakeMessage>,
+) -> Result<Trust, WireError> {
+    if let Some(hello) = first {
+        stream.write_all(&hello).await?;
+    }
+    let mut message = [0u8; HANDSHAKE_MESSAGE_BYTES];
+    loop {
+        read_message(stream, &mut message).await?;
+        let step = handshake.step(&message);
+        if let Some(answer) = step.send {
+            stream.write_all(&answer).await?;
+        }
+        match step.progress {
+            Progress::Continue => {}
+            Progress::Done(trust) => return Ok(trust),
+            Progress::Failed(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Reads one whole handshake message; [`WireError::HandshakeClosed`] when the connection ends
+/// before a byte of it came.
+async fn read_message(
+    stream: &mut TcpStream,
+    message: &mut HandshakeMessage,
+) -> Result<(), WireError> {
+    let mut filled = 0;
+    while filled < message.len() {
+        match stream.read(&mut message[filled..]).await? {
+            0 if filled == 0 => return Err(WireError::HandshakeClosed),
+            0 => return Err(WireError::Io(std::io::ErrorKind::UnexpectedEof.into())),
+            read => filled += read,
+        }
+    }
+    Ok(())
+}
+
+/// A fresh nonce from the operating system's random source.
+fn nonce() -> std::io::Result<Nonce> {
+    use rand::RngCore;
+    let mut nonce = [0u8; strata_core::handshake::NONCE_BYTES];
+    rand::rngs::OsRng.try_fill_bytes(&mut nonce).map_err(std::io::Error::other)?;
+    Ok(nonce)
 }
 
 /// Writes one message.
@@ -286,14 +402,4 @@ pub(crate) async fn exchange(
     tokio::time::timeout(EXCHANGE_TIMEOUT, work)
         .await
         .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))?
-}
-
-/// Connects to `address` and makes one exchange.
-pub(crate) async fn call(address: &str, request: &Request) -> Result<Response, WireError> {
-    let connect = TcpStream::connect(address);
-    let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, connect)
-        .await
-        .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))??;
-    let _ = stream.set_nodelay(true);
-    exchange(&mut stream, request).await
 }

@@ -165,6 +165,18 @@ impl AdminError {
     pub fn needs_shared_storage() -> AdminError {
         error(7024, "Expect storage type: shared storage, actual storage type: local".into())
     }
+    /// 7038: a cluster role on a node without a cluster secret that does not allow insecure
+    /// peers.
+    #[must_use]
+    pub fn needs_cluster_secret() -> AdminError {
+        error(
+            7038,
+            "A cluster role needs a cluster secret: set [security] cluster_secret (or \
+             cluster_secret_file) to the secret every member shares, or set [security] \
+             allow_insecure_peers = true to let any host that reaches the peer port take part"
+                .into(),
+        )
+    }
     #[must_use]
     pub fn same_address_as_leader(ip: &str, port: &str) -> AdminError {
         error(

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod command;
 pub mod controller;
 pub mod frame;
+pub mod handshake;
 pub mod ids;
 pub mod keyspace;
 pub mod partition;

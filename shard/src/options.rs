@@ -62,5 +62,5 @@ pub struct NodeOptions {
     pub requirepass: Option<String>,
     /// `[security] cluster_secret`: proven on every peer connection this node opens or
     /// accepts; `None` proves nothing (`allow_insecure_peers`).
-    pub cluster_secret: Option<String>,
+    pub cluster_secret: Option<strata_core::handshake::ClusterSecret>,
 }

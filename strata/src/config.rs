@@ -670,6 +670,11 @@ mod tests {
             let path = directory.join(format!("{role}.toml"));
             let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
             assert_eq!(config.archive_location().is_some(), role != "standalone", "{role}");
+            // A cluster node without a secret would refuse its role; the node warns about
+            // the examples' placeholder.
+            let secret = config.secrets().unwrap().cluster_secret;
+            let expected = (role != "standalone").then_some(crate::EXAMPLE_CLUSTER_SECRET);
+            assert_eq!(secret.as_deref(), expected, "{role}");
         }
     }
 

@@ -68,7 +68,29 @@ fn nodes(base: u16) -> Vec<DemoNode> {
         .collect()
 }
 
-fn config_text(node: &DemoNode, data_dir: &Path) -> String {
+/// Writes a fresh random cluster secret for the demo's nodes to `directory/cluster_secret`,
+/// readable by this user only, and returns its path (the configs name it in
+/// `cluster_secret_file`).
+fn write_cluster_secret(directory: &Path) -> Result<PathBuf, String> {
+    use rand::RngCore;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|error| error.to_string())?;
+    let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let path = directory.join("cluster_secret");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    file.write_all(format!("{secret}\n").as_bytes())
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(path)
+}
+
+fn config_text(node: &DemoNode, data_dir: &Path, secret_file: &Path) -> String {
     let http_port = node.http.rsplit(':').next().unwrap_or_default();
     let peer_port = node.peer.rsplit(':').next().unwrap_or_default();
     format!(
@@ -78,10 +100,12 @@ fn config_text(node: &DemoNode, data_dir: &Path) -> String {
          [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\
          [wal]\nwal_flush = \"FlushAtOnce\"\n\
          segment_size = \"16MB\"\nsnapshot_size = \"64MB\"\n\
-         [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\nfailover = \"automatic\"\n",
+         [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\nfailover = \"automatic\"\n\
+         [security]\ncluster_secret_file = \"{}\"\n",
         node.client_port,
         data_dir.display(),
-        data_dir.parent().unwrap_or(data_dir).join("shared").display()
+        data_dir.parent().unwrap_or(data_dir).join("shared").display(),
+        secret_file.display(),
     )
 }
 
@@ -93,10 +117,10 @@ fn stop_children() {
     }
 }
 
-fn spawn_node(node: &DemoNode, directory: &Path) -> Result<Child, String> {
+fn spawn_node(node: &DemoNode, directory: &Path, secret_file: &Path) -> Result<Child, String> {
     let data_dir = directory.join(node.name);
     let config_file = directory.join(format!("{}.toml", node.name));
-    std::fs::write(&config_file, config_text(node, &data_dir))
+    std::fs::write(&config_file, config_text(node, &data_dir, secret_file))
         .map_err(|error| error.to_string())?;
     let log = std::fs::File::create(directory.join(format!("{}.log", node.name)))
         .map_err(|error| error.to_string())?;
@@ -172,8 +196,9 @@ fn start_cluster(options: &DemoOptions, directory: &Path) -> Result<Vec<DemoNode
                 .map_err(|error| format!("{error} (choose another --port)"))?;
         }
     }
+    let secret_file = write_cluster_secret(directory)?;
     for node in &nodes {
-        spawn_node(node, directory)?;
+        spawn_node(node, directory, &secret_file)?;
     }
     for node in &nodes {
         wait_ready(node)?;

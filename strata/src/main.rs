@@ -172,6 +172,29 @@ pub(crate) fn init_logging(level: &str, format: config::LogFormat) {
     };
 }
 
+/// The cluster secret in force, as the handshake takes it.
+fn cluster_secret(secrets: &Secrets) -> Option<strata_core::handshake::ClusterSecret> {
+    secrets.cluster_secret.as_deref().and_then(strata_core::handshake::ClusterSecret::new)
+}
+
+/// The value the example configs carry, to be replaced.
+const EXAMPLE_CLUSTER_SECRET: &str = "example-only-replace-with-openssl-rand-hex-32";
+/// A secret shorter than this is guessable by anyone who can try handshakes for long enough.
+const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+fn warn_about_a_weak_cluster_secret(secrets: &Secrets) {
+    let Some(secret) = &secrets.cluster_secret else { return };
+    if secret == EXAMPLE_CLUSTER_SECRET {
+        tracing::warn!("[security] cluster_secret is the example configs' value: replace it");
+    } else if secret.len() < CLUSTER_SECRET_BYTES_MIN {
+        tracing::warn!(
+            bytes = secret.len(),
+            "[security] cluster_secret is short: use {CLUSTER_SECRET_BYTES_MIN} bytes or more \
+             (openssl rand -hex 32)"
+        );
+    }
+}
+
 fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
     NodeOptions {
         shard_count: config.shard_count(),
@@ -198,7 +221,7 @@ fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeO
         config_file: config_file.display().to_string(),
         archive: None,
         requirepass: secrets.requirepass.clone(),
-        cluster_secret: secrets.cluster_secret.clone(),
+        cluster_secret: cluster_secret(secrets),
     }
 }
 
@@ -261,6 +284,7 @@ fn run_node(config_file: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    warn_about_a_weak_cluster_secret(&secrets);
     let mut options = node_options(&config, &secrets, config_file);
     let archive = config.archive_location();
     if let Some(location) = &archive {
@@ -372,7 +396,7 @@ fn serve(
         failover_timeout: Duration::from_millis(config.cluster.failover_timeout),
         cluster_name: config.cluster.name.clone(),
         admin_token: secrets.admin_token.clone(),
-        cluster_secret: secrets.cluster_secret.clone(),
+        cluster_secret: cluster_secret(secrets),
         allow_insecure_peers: config.security.allow_insecure_peers,
     };
     let control =

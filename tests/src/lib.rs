@@ -10,6 +10,7 @@ pub mod admin;
 pub mod data;
 pub mod disk;
 pub mod keys;
+pub mod peer;
 pub mod raw;
 pub mod s3;
 pub mod wal_files;
@@ -73,6 +74,14 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
+/// A cluster secret drawn once per test process: every node a test starts shares it unless
+/// the test says otherwise ([`NodeSettings::cluster_secret`]).
+#[must_use]
+pub fn test_cluster_secret() -> String {
+    static SECRET: OnceLock<String> = OnceLock::new();
+    SECRET.get_or_init(|| format!("{:032x}", rand::random::<u128>())).clone()
+}
+
 const SHARED_DIR_PREFIX: &str = "strata-test-shared-";
 
 /// A directory serving as shared storage for the nodes of this test process. The first call
@@ -129,11 +138,18 @@ pub struct NodeSettings {
     /// Lines added to the `[wal]` section.
     pub wal: String,
     pub extra: String,
+    /// `[security] cluster_secret`: by default [`test_cluster_secret`], the same for every
+    /// node of the test process, so that its nodes form clusters; `None` writes none.
+    pub cluster_secret: Option<String>,
+    /// `[security] allow_insecure_peers`.
+    pub allow_insecure_peers: bool,
     /// Variables set in the node process's environment, besides `STRATA_LOG` (e.g. to run it
     /// under an `LD_PRELOAD` library).
     pub environment: Vec<(String, String)>,
     /// `[security] requirepass`: the client port's password (`None`: none).
     pub requirepass: Option<String>,
+    /// `[security] admin_token`: the admin API's bearer token (`None`: none).
+    pub admin_token: Option<String>,
 }
 
 impl NodeSettings {
@@ -169,8 +185,11 @@ impl Default for NodeSettings {
             storage: String::new(),
             wal: String::new(),
             extra: String::new(),
+            cluster_secret: Some(test_cluster_secret()),
+            allow_insecure_peers: false,
             environment: Vec::new(),
             requirepass: None,
+            admin_token: None,
         }
     }
 }
@@ -226,7 +245,8 @@ impl TestNode {
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\nsnapshot_size = \"{}\"\n\
              snapshot_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
-             heartbeat_timeout = {}\nmin_insync_replicas = {}\nfailover = \"{}\"\n{}\n",
+             heartbeat_timeout = {}\nmin_insync_replicas = {}\nfailover = \"{}\"\n{}\n\
+             [security]\n{}",
             settings.shards,
             settings.io_driver,
             settings.server_mode,
@@ -246,12 +266,25 @@ impl TestNode {
             settings.min_insync_replicas,
             settings.failover,
             settings.extra,
+            self.security_lines(),
         );
-        let text = match &settings.requirepass {
-            Some(password) => format!("{text}[security]\nrequirepass = {password:?}\n"),
-            None => text,
-        };
         std::fs::write(self.config_path(), text).expect("write config");
+    }
+
+    /// The `[security]` section's lines.
+    fn security_lines(&self) -> String {
+        let settings = &self.settings;
+        let mut lines = format!("allow_insecure_peers = {}\n", settings.allow_insecure_peers);
+        for (key, value) in [
+            ("cluster_secret", &settings.cluster_secret),
+            ("requirepass", &settings.requirepass),
+            ("admin_token", &settings.admin_token),
+        ] {
+            if let Some(value) = value {
+                lines.push_str(&format!("{key} = {value:?}\n"));
+            }
+        }
+        lines
     }
 
     fn storage_lines(&self) -> String {

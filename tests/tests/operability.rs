@@ -161,10 +161,7 @@ fn a_leader_short_of_in_sync_members_is_not_ready_and_unhealthy() {
 }
 
 fn with_token(settings: NodeSettings) -> NodeSettings {
-    NodeSettings {
-        extra: format!("{}\n[security]\nadmin_token = \"{TOKEN}\"\n", settings.extra),
-        ..settings
-    }
+    NodeSettings { admin_token: Some(TOKEN.into()), ..settings }
 }
 
 fn request(node: &TestNode, token: Option<&str>, method: &str, path: &str) -> AdminReply {

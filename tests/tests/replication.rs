@@ -513,8 +513,7 @@ fn a_replica_that_keeps_subscribing_from_the_same_place_gets_a_snapshot() {
     // soon as its stream starts.
     let mut modes = Vec::new();
     for _ in 0..4 {
-        let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut stream = authenticated(&leader);
         stream.write_all(&stream_envelope(3, 0, &subscribe_payload(&[0], "l1"))).unwrap();
         let start = read_envelope(&mut stream).expect("a stream start");
         assert_eq!(start.0, 4, "a StreamStart");
@@ -611,17 +610,19 @@ fn garbage_on_the_peer_port_is_refused_without_harm() {
         let length = (random() % 200) as usize;
         inputs.push((0..length).map(|_| random() as u8).collect());
     }
+    // Each input once where the handshake should be, once after a good handshake.
     for input in &inputs {
-        let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-        let _ = stream.write_all(input);
-        let _ = stream.shutdown(std::net::Shutdown::Write);
-        let mut answer = Vec::new();
-        let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+        let unauthenticated = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
+        for mut stream in [unauthenticated, authenticated(&leader)] {
+            stream.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let _ = stream.write_all(input);
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+            let mut answer = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut stream, &mut answer);
+        }
     }
     // An acknowledgement for a partition the connection does not stream closes it.
-    let mut stream = TcpStream::connect(("127.0.0.1", leader.peer_port)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut stream = authenticated(&leader);
     stream.write_all(&envelope(3, &subscribe_payload(&[0], "f1"), None)).unwrap();
     let start = read_envelope(&mut stream).map(|(kind, _)| kind);
     assert_eq!(start, Some(4), "the leader started the stream");
@@ -708,6 +709,10 @@ fn fake_leader(listener: TcpListener, outcomes: Arc<Mutex<Vec<bool>>>) {
         let (bad, sent, outcomes) = (Arc::clone(&bad), Arc::clone(&sent), Arc::clone(&outcomes));
         std::thread::spawn(move || {
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+            let secret = strata_tests::test_cluster_secret();
+            if strata_tests::peer::accept(&mut stream, Some(&secret)).is_err() {
+                return;
+            }
             while let Some((kind, payload)) = read_envelope(&mut stream) {
                 if kind == 1 {
                     let answer = concat!(
@@ -769,6 +774,12 @@ fn a_follower_refuses_bad_frames_from_its_leader() {
     let size: i64 = redis::cmd("DBSIZE").query(&mut client).unwrap();
     assert_eq!(size, 0, "nothing was applied");
     assert!(follower.log().contains("replication stream ended"), "the follower logged it");
+}
+
+/// A connection to `node`'s peer port that proved the test's cluster secret.
+fn authenticated(node: &TestNode) -> TcpStream {
+    let secret = strata_tests::test_cluster_secret();
+    strata_tests::peer::connect(node.peer_port, Some(&secret)).expect("the handshake succeeds")
 }
 
 /// A registration under the name of an alive follower.

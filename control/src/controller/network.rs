@@ -59,13 +59,16 @@ pub(crate) enum RaftResponse {
 }
 
 /// Makes a [`Peer`] per member Raft talks to.
-pub(crate) struct Network;
+pub(crate) struct Network {
+    pub(crate) dialer: wire::Dialer,
+}
 
 impl RaftNetworkFactory<Types> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: u64, node: &ControllerNode) -> Peer {
-        Peer { target, address: node.peer_address.clone(), connection: None }
+        let dialer = self.dialer.clone();
+        Peer { target, address: node.peer_address.clone(), dialer, connection: None }
     }
 }
 
@@ -73,6 +76,8 @@ impl RaftNetworkFactory<Types> for Network {
 pub(crate) struct Peer {
     target: u64,
     address: String,
+    /// Proves the cluster secret on every connection it opens.
+    dialer: wire::Dialer,
     connection: Option<TcpStream>,
 }
 
@@ -111,10 +116,9 @@ impl Peer {
 
     async fn exchange_bytes(&mut self, body: &[u8]) -> Result<RaftResponse, ExchangeError> {
         if self.connection.is_none() {
-            let stream = TcpStream::connect(&self.address).await.map_err(|error| {
+            let stream = self.dialer.connect(&self.address).await.map_err(|error| {
                 ExchangeError::Unreachable(format!("{}: {error}", self.address))
             })?;
-            let _ = stream.set_nodelay(true);
             self.connection = Some(stream);
         }
         let stream = self.connection.as_mut().expect("connected above");

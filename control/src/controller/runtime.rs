@@ -128,6 +128,8 @@ pub(crate) enum ProposeError {
 pub(crate) struct Controller {
     pub(crate) raft: ControllerRaft,
     pub(crate) identity: Identity,
+    /// Opens peer connections for the controller's calls to other members.
+    pub(crate) dialer: crate::wire::Dialer,
     applied: watch::Receiver<Applied>,
 }
 
@@ -138,7 +140,11 @@ impl Controller {
     ///
     /// A damaged log or snapshot (the node must not start on it), a file the system would not
     /// read or write, or Raft refusing to start.
-    pub(crate) async fn open(data_dir: &Path, identity: Identity) -> Result<Controller, OpenError> {
+    pub(crate) async fn open(
+        data_dir: &Path,
+        identity: Identity,
+        dialer: crate::wire::Dialer,
+    ) -> Result<Controller, OpenError> {
         let directory = directory(data_dir);
         let log = LogStore::open(&directory)?;
         let (machine, applied) = StateMachine::open(&directory)?;
@@ -154,13 +160,14 @@ impl Controller {
         }
         .validate()
         .map_err(|error| OpenError::Unavailable(format!("controller settings: {error}")))?;
-        let raft = ControllerRaft::new(identity.node_id, Arc::new(config), Network, log, machine)
+        let network = Network { dialer: dialer.clone() };
+        let raft = ControllerRaft::new(identity.node_id, Arc::new(config), network, log, machine)
             .await
             .map_err(|error| {
                 OpenError::Unavailable(format!("the controller's Raft cannot start: {error}"))
             })?;
         tracing::info!(node_id = identity.node_id, name = %identity.name, "controller started");
-        Ok(Controller { raft, identity, applied })
+        Ok(Controller { raft, identity, dialer, applied })
     }
 
     /// Why this controller's Raft stopped by itself (a file it could not write), once it has;

@@ -14,6 +14,7 @@
 //! subscribes to all of them on it; every stream message names its partition. What the
 //! partitions of a shard send in one turn goes out in one write.
 
+mod handshake;
 mod leader;
 mod phases;
 mod replica;
@@ -83,6 +84,10 @@ pub(crate) enum StreamError {
     Protocol(String),
     #[error("no longer following")]
     Stopped,
+    #[error("peer handshake refused: {0}")]
+    Handshake(#[from] strata_core::handshake::HandshakeError),
+    #[error("peer handshake not done within {0:?}")]
+    HandshakeTimeout(std::time::Duration),
 }
 
 pub(crate) fn protocol(reason: &str) -> StreamError {

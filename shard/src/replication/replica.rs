@@ -291,8 +291,10 @@ impl Shard {
         target: &FollowTarget,
     ) -> Result<(), StreamError> {
         let streams = self.subscriptions_of(group, target).await?;
-        let stream = TcpStream::connect(target.leader).await?;
+        let mut stream = TcpStream::connect(target.leader).await?;
         let _ = stream.set_nodelay(true);
+        let secret = self.mesh.options.cluster_secret.clone();
+        super::handshake::prove(&mut stream, secret).await?;
         if self.follow_generation.get() != target.generation {
             return Err(StreamError::Stopped);
         }

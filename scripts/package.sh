@@ -45,6 +45,8 @@ mkdir -p "$assets"
 "$binary" man >"$assets/strata.1"
 
 log "building the package"
-output=$(cargo deb -p strata --no-build --profile "$profile" --no-strip \
+fast=()
+[ "$profile" = dev ] && fast=(--fast)
+output=$(cargo deb -p strata --no-build --profile "$profile" --no-strip "${fast[@]}" \
     --output "$target/debian/" 2>&1) || { printf '%s\n' "$output" >&2; exit 1; }
 printf '%s\n' "$output" | tail -n 1

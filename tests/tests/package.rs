@@ -61,11 +61,16 @@ fn unit_line(key: &str) -> String {
     line.unwrap_or_else(|| panic!("no {key} in the unit")).trim_start_matches(&prefix).into()
 }
 
-/// Points the installed config at free ports on loopback, as an operator edits it.
+/// Points the installed config at free ports on loopback and a fresh data directory the
+/// unit's user owns, as an operator edits it.
 fn configure_ports() -> (u16, u16) {
     let (client, http, peer) = (free_port(), free_port(), free_port());
+    let data_dir = format!("/var/lib/strata/package-test-{}", std::process::id());
+    let (ok, text) = run("install", &["-d", "-o", "strata", "-g", "strata", &data_dir]);
+    assert!(ok, "{text}");
     let config = std::fs::read_to_string(CONFIG).expect("the installed config");
     let config = config
+        .replace("data_dir = \"/var/lib/strata\"", &format!("data_dir = {data_dir:?}"))
         .replace("client_port = 23817", &format!("client_port = {client}"))
         .replace("http_port = 23820", &format!("http_port = {http}"))
         .replace("peer_port = 23850", &format!("peer_port = {peer}"))
@@ -148,6 +153,9 @@ fn the_debian_package_installs_and_its_unit_starts_a_node() {
         return;
     }
     let package = build_package();
+    // A package left by an earlier run keeps its edited config through an upgrade: start
+    // from nothing.
+    let _ = run("dpkg", &["--purge", "strata"]);
     let (ok, text) = run("dpkg", &["-i", &package]);
     assert!(ok, "dpkg -i {package}: {text}");
     assert_installed();
@@ -160,5 +168,10 @@ fn the_debian_package_installs_and_its_unit_starts_a_node() {
     let (ok, text) = run("dpkg", &["--purge", "strata"]);
     assert!(ok, "dpkg --purge strata: {text}");
     assert!(!Path::new("/usr/bin/strata").exists());
-    let _ = std::fs::remove_dir_all("/var/lib/strata");
+    let leftovers = std::fs::read_dir("/var/lib/strata").expect("/var/lib/strata");
+    for entry in leftovers.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("package-test-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

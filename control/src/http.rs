@@ -28,6 +28,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/variables/{name}", get(variable))
         .route("/admin/configs", get(configs))
         .route("/admin/storage", get(storage))
+        .route("/metrics", get(crate::metrics::serve))
         .with_state(control)
 }
 

@@ -10,6 +10,7 @@ mod failover;
 mod http;
 mod jobs;
 pub mod json;
+mod metrics;
 mod peer_server;
 mod promotion;
 mod removal;

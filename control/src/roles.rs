@@ -117,6 +117,8 @@ pub struct Control {
     /// Removals under way here: a member that sees its own removal waits for them to end
     /// before it leaves (it may be running the removal of itself).
     pub(crate) removals_running: std::sync::atomic::AtomicU32,
+    /// Data leaders this node's controller replaced after losing them (`GET /metrics`).
+    pub(crate) failovers: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -154,6 +156,7 @@ impl Control {
             transferring: std::sync::atomic::AtomicBool::new(false),
             replacing: Mutex::new(None),
             removals_running: std::sync::atomic::AtomicU32::new(0),
+            failovers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -112,7 +112,7 @@ fn add_commands(families: &mut Families, metrics: &NodeMetrics) {
 /// The WAL: appends, syncs, bytes, group-commit batches, snapshots, LSNs per partition.
 fn add_storage(families: &mut Families, metrics: &NodeMetrics) {
     let counters = metrics.counters();
-    let bytes = metrics.shards().iter().map(|shard| load(&shard.wal_bytes_written)).sum::<u64>();
+    let bytes = metrics.shards().iter().map(|shard| shard.wal_bytes_written()).sum::<u64>();
     families.counter_value(
         "strata_wal_frames_written_total",
         "Frames appended to partition logs.",
@@ -457,6 +457,32 @@ mod tests {
         assert!(text.contains("strata_test_seconds_bucket{le=\"+Inf\"} 4\n"), "{text}");
         assert!(text.contains("strata_test_seconds_count 4\n"), "{text}");
         assert!(text.contains("strata_test_seconds_sum 20.00004\n"), "{text}");
+    }
+
+    #[test]
+    fn the_archive_status_becomes_counters_and_gauges() {
+        let status = serde_json::json!({
+            "uploaded_objects": 7, "uploaded_bytes": 4096, "failures": 2,
+            "backlog_objects": 3, "backlog_bytes": 1024,
+            "bootstrap": {
+                "state": "loading", "partitions": 8, "partitions_loaded": 5,
+                "bytes_total": 100, "bytes_loaded": 60,
+            },
+        });
+        let mut families = Families::default();
+        super::add_archive(&mut families, &status);
+        let text = encode(families);
+        for line in [
+            "strata_archive_uploaded_objects_total 7\n",
+            "strata_archive_upload_failures_total 2\n",
+            "strata_archive_backlog_bytes 1024\n",
+            "strata_bootstrap_state{state=\"loading\"} 1\n",
+            "strata_bootstrap_state{state=\"done\"} 0\n",
+            "strata_bootstrap_partitions_loaded 5\n",
+            "strata_bootstrap_loaded_bytes 60\n",
+        ] {
+            assert!(text.contains(line), "no {line} in {text}");
+        }
     }
 
     #[test]

@@ -2,11 +2,13 @@
 //! kind, and histograms of reply, WAL append and WAL sync latency and of group-commit batch
 //! sizes; per partition, the committed and durable LSN and the key count.
 //!
-//! Each [`ShardMetrics`] is written by its own shard's thread only, with relaxed atomic adds
-//! on memory no other shard writes: no lock and no shared cache line on the data path. The
-//! control thread reads them at scrape time and sums the shards. A reader may see a histogram
-//! between two of its adds; the count it reports is the sum of its buckets, so the `+Inf`
-//! bucket and the count always agree.
+//! Each [`ShardMetrics`] is written by its own shard's thread only, on memory no other shard
+//! writes: no lock, no locked instruction and no shared cache line on the data path. A value
+//! with one writer needs no read-modify-write: [`add`] is a relaxed load and store, as cheap
+//! as a plain add, and readers on other threads still never see a torn value. The control
+//! thread reads them at scrape time and sums the shards. A reader may see a histogram between
+//! two of its adds; the count it reports is the sum of its buckets, so the `+Inf` bucket and
+//! the count always agree.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,7 +33,8 @@ const _: () = assert!(BATCH_BOUNDS_RECORDS.len() < BUCKETS_MAX);
 /// Buckets of a histogram at most, the `+Inf` bucket included.
 const BUCKETS_MAX: usize = 24;
 
-/// A fixed-bucket histogram of `u64` observations written by one thread and read by any.
+/// A fixed-bucket histogram of `u64` observations written by one thread and read by any:
+/// records from two threads at once would lose some (see [`add`]).
 #[derive(Debug)]
 pub struct Histogram {
     /// Ascending upper bounds; observations above the last fall in the `+Inf` bucket.
@@ -61,8 +64,8 @@ impl Histogram {
     /// Records `times` observations of `value`.
     pub fn record(&self, value: u64, times: u64) {
         let index = self.bounds.partition_point(|bound| *bound < value);
-        self.buckets[index].fetch_add(times, Ordering::Relaxed);
-        self.sum.fetch_add(value.saturating_mul(times), Ordering::Relaxed);
+        add(&self.buckets[index], times);
+        add(&self.sum, value.saturating_mul(times));
     }
 
     #[must_use]
@@ -90,6 +93,13 @@ impl HistogramSnapshot {
         }
         self.sum += other.sum;
     }
+}
+
+/// Adds `amount` to a counter that only the calling thread writes. A relaxed load and store
+/// instead of `fetch_add`: no locked instruction on the data path. With two writers, adds
+/// would be lost; the shards never share a [`ShardMetrics`].
+pub fn add(counter: &AtomicU64, amount: u64) {
+    counter.store(counter.load(Ordering::Relaxed).wrapping_add(amount), Ordering::Relaxed);
 }
 
 /// Microseconds in `elapsed`, saturating.
@@ -320,7 +330,7 @@ pub struct ShardMetrics {
     /// Records per frame a partition's group commit cut.
     pub batch_records: Histogram,
     /// Bytes of frames appended to the WAL.
-    pub wal_bytes_written: AtomicU64,
+    wal_bytes_written: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -337,14 +347,23 @@ impl ShardMetrics {
     }
 
     pub fn count_command(&self, kind: CommandKind) {
-        self.commands[kind as usize].fetch_add(1, Ordering::Relaxed);
+        add(&self.commands[kind as usize], 1);
     }
 
     /// Counts `reply` if it is an error reply.
     pub fn count_if_error(&self, reply: &[u8]) {
         if reply.first() == Some(&b'-') {
-            self.errors[ErrorKind::of_reply(reply) as usize].fetch_add(1, Ordering::Relaxed);
+            add(&self.errors[ErrorKind::of_reply(reply) as usize], 1);
         }
+    }
+
+    pub fn count_wal_bytes(&self, bytes: u64) {
+        add(&self.wal_bytes_written, bytes);
+    }
+
+    #[must_use]
+    pub fn wal_bytes_written(&self) -> u64 {
+        self.wal_bytes_written.load(Ordering::Relaxed)
     }
 
     #[must_use]

@@ -697,7 +697,7 @@ impl Shard {
             let started = Instant::now();
             result = wal.append(frames).await.map(drop).map_err(|error| error.to_string());
             metrics.wal_append_us.record(crate::metrics::micros(started.elapsed()), 1);
-            metrics.wal_bytes_written.fetch_add(bytes, Ordering::Relaxed);
+            metrics.count_wal_bytes(bytes);
             counters.frames_written.fetch_add(1, Ordering::Relaxed);
         }
         if result.is_ok() && sync {

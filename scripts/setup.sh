@@ -13,24 +13,30 @@ fail() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 # shellcheck source=scripts/packages.sh
 . "$(dirname "${BASH_SOURCE[0]}")/packages.sh"
 
-# The Debian package enables and starts redis-server on 6379. Stop it and keep it from coming
-# back at boot. systemctl may be missing, or present without systemd running (containers).
-disable_redis_service() {
+# Debian's packages enable and start their services: redis-server on 6379, prometheus on 9090.
+# Stop one and keep it from coming back at boot. systemctl may be missing, or present without
+# systemd running (containers).
+disable_service() {
+    local service="$1"
     if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-        as_root systemctl stop redis-server >/dev/null 2>&1 || true
-        as_root systemctl disable redis-server >/dev/null 2>&1 || true
+        as_root systemctl stop "$service" >/dev/null 2>&1 || true
+        as_root systemctl disable "$service" >/dev/null 2>&1 || true
     else
-        if [ -x /etc/init.d/redis-server ]; then
-            as_root /etc/init.d/redis-server stop >/dev/null 2>&1 || true
+        if [ -x "/etc/init.d/$service" ]; then
+            as_root "/etc/init.d/$service" stop >/dev/null 2>&1 || true
         fi
         if command -v systemctl >/dev/null 2>&1; then
             # Works offline: only removes the unit's symlinks.
-            as_root systemctl disable redis-server >/dev/null 2>&1 || true
+            as_root systemctl disable "$service" >/dev/null 2>&1 || true
         fi
         if command -v update-rc.d >/dev/null 2>&1; then
-            as_root update-rc.d redis-server disable >/dev/null 2>&1 || true
+            as_root update-rc.d "$service" disable >/dev/null 2>&1 || true
         fi
     fi
+}
+
+disable_redis_service() {
+    disable_service redis-server
     stop_packaged_redis
 }
 
@@ -73,15 +79,19 @@ main() {
     # python3-redis: redis-py, for the test that drives a node with it (Debian's python3).
     # faketime: libfaketime, which steps a node's wall clock in the replication safety tests
     # and the chaos harness. nftables: nft, with which the chaos harness isolates a node.
+    # prometheus: promtool, which checks the text of GET /metrics (Debian ships it only in the
+    # server's package, about 19 MB; the server's service is disabled, only promtool is used).
     install_packages redis-server redis-tools python3-redis build-essential pkg-config faketime \
-        nftables
+        nftables prometheus
     disable_redis_service
+    disable_service prometheus
     command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
     command -v redis-benchmark >/dev/null 2>&1 \
         || fail "redis-benchmark is not on PATH after install"
     dpkg-query -L libfaketime 2>/dev/null | grep '/libfaketime\.so\.1$' >/dev/null \
         || fail "libfaketime.so.1 is not installed after install"
     command -v nft >/dev/null 2>&1 || fail "nft is not on PATH after install"
+    command -v promtool >/dev/null 2>&1 || fail "promtool is not on PATH after install"
     ensure_rust
     ensure_nextest
     log "done"

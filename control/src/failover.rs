@@ -829,6 +829,7 @@ impl Control {
             match outcome {
                 Ok(appointed) => {
                     tracing::warn!(appointed, "the controller appointed a new data leader");
+                    self.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backoff.appointed = Some(appointed);
                     self.fail_jobs_of(&leader).await;
                     // The new leader gets a whole timeout to promote itself.

@@ -30,6 +30,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/variables/{name}", get(variable))
         .route("/admin/configs", get(configs))
         .route("/admin/storage", get(storage))
+        .route("/metrics", get(crate::metrics::serve))
         .route("/admin/health", get(cluster_health))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&control), require_token))
         .route("/healthz", get(liveness))

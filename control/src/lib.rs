@@ -11,6 +11,7 @@ mod health;
 mod http;
 mod jobs;
 pub mod json;
+mod metrics;
 mod peer_server;
 mod promotion;
 mod removal;

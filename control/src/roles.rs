@@ -125,6 +125,8 @@ pub struct Control {
     pub(crate) removals_running: std::sync::atomic::AtomicU32,
     /// The process was told to stop: `/readyz` answers 503 from then on.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// Data leaders this node's controller replaced after losing them (`GET /metrics`).
+    pub(crate) failovers: std::sync::atomic::AtomicU64,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -164,6 +166,7 @@ impl Control {
             replacing: Mutex::new(None),
             removals_running: std::sync::atomic::AtomicU32::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            failovers: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -337,6 +337,8 @@ pub struct NodeHandle {
     pub(crate) senders: Vec<flume::Sender<ShardMessage>>,
     pub shared: Arc<ClusterShared>,
     pub partition_count: u32,
+    /// What the shards measure, read at scrape time.
+    pub metrics: Arc<crate::metrics::NodeMetrics>,
 }
 
 impl NodeHandle {

@@ -138,6 +138,7 @@ async fn process(
     output: &mut Vec<u8>,
 ) -> Round {
     let limits = shard.mesh.options.resp_limits;
+    let started = std::time::Instant::now();
     let mut items = Vec::new();
     let mut consumed = 0;
     let mut protocol_error = None;
@@ -166,7 +167,9 @@ async fn process(
     input.drain(..consumed);
     outbox.send(&shard.mesh).await;
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
+    let commands = items.len() as u64;
     for item in items {
+        let reply_start = output.len();
         match item {
             Item::Now(bytes) => output.extend_from_slice(&bytes),
             Item::One(pending) => reply::encode_answer(output, &pending.resolve(shard).await),
@@ -178,6 +181,11 @@ async fn process(
                 reply::encode_merged(output, &merge, answers, shard);
             }
         }
+        shard.metrics().count_if_error(&output[reply_start..]);
+    }
+    if commands > 0 {
+        let elapsed = crate::metrics::micros(started.elapsed());
+        shard.metrics().reply_latency_us.record(elapsed, commands);
     }
     Round { protocol_error, more_in_input }
 }
@@ -193,6 +201,7 @@ fn dispatch(
     } else {
         auth::parse_unauthenticated(arguments)
     };
+    shard.metrics().count_command(crate::metrics::CommandKind::of(&parsed));
     match parsed {
         Err(error) => Item::Now(reply::error_bytes(&error)),
         Ok(Command::Node(node_command)) => node(shard, outbox, session, node_command),

@@ -7,6 +7,7 @@
 mod cluster;
 mod connection;
 mod link;
+pub mod metrics;
 mod node;
 mod options;
 mod replication;

@@ -15,6 +15,7 @@ use strata_core::auth::Password;
 use strata_core::ShardId;
 
 use crate::cluster::{ClusterShared, NodeHandle};
+use crate::metrics::NodeMetrics;
 use crate::options::NodeOptions;
 use crate::shard::{Counters, Mesh, Shard, ShardMessage, SHARD_MESSAGES_MAX};
 
@@ -77,11 +78,16 @@ pub fn start(options: NodeOptions, shared: Arc<ClusterShared>) -> Result<Running
     let partition_count = options.partition_count;
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..shard_count).map(|_| flume::bounded::<ShardMessage>(SHARD_MESSAGES_MAX)).unzip();
-    let handle =
-        NodeHandle { senders: senders.clone(), shared: Arc::clone(&shared), partition_count };
+    let counters = Arc::new(Counters::default());
+    let metrics = Arc::new(NodeMetrics::new(Arc::clone(&counters), shard_count, partition_count));
+    let handle = NodeHandle {
+        senders: senders.clone(),
+        shared: Arc::clone(&shared),
+        partition_count,
+        metrics: Arc::clone(&metrics),
+    };
     let password = options.requirepass.as_deref().map(|text| Password::new(text.as_bytes()));
-    let counters = Counters::default();
-    let mesh = Arc::new(Mesh { senders, options, counters, started, shared, password });
+    let mesh = Arc::new(Mesh { senders, options, counters, metrics, started, shared, password });
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();
     let mut threads = Vec::new();

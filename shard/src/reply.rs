@@ -194,7 +194,7 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
 }
 
 /// The process's resident set size in bytes, from /proc (0 where unavailable).
-fn resident_bytes() -> u64 {
+pub(crate) fn resident_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|text| text.split_whitespace().nth(1).and_then(|field| field.parse::<u64>().ok()))

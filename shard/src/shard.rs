@@ -27,6 +27,7 @@ use strata_core::replication::{
 };
 
 use crate::cluster::{ClusterShared, ControlMessage, ServingMode};
+use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::options::{Durability, NodeOptions};
 use crate::replication::{ReplicaSide, Role};
 use crate::signal::Signal;
@@ -96,13 +97,17 @@ pub(crate) struct Counters {
     pub(crate) snapshots_installed: AtomicU64,
     /// AUTH and HELLO AUTH refused for wrong credentials (INFO's `acl_access_denied_auth`).
     pub(crate) authentication_failures: AtomicU64,
+    /// Snapshots a leader sent to replicas that could not continue from its log.
+    pub(crate) snapshots_sent: AtomicU64,
 }
 
 /// What every shard shares: the channels to each other, the options, the counters.
 pub(crate) struct Mesh {
     pub(crate) senders: Vec<flume::Sender<ShardMessage>>,
     pub(crate) options: NodeOptions,
-    pub(crate) counters: Counters,
+    pub(crate) counters: Arc<Counters>,
+    /// Per-shard and per-partition measurements (`crate::metrics`); `counters` among them.
+    pub(crate) metrics: Arc<NodeMetrics>,
     pub(crate) started: Instant,
     pub(crate) shared: Arc<ClusterShared>,
     /// `options.requirepass` as its digest; `None`: connections start authenticated.
@@ -259,6 +264,11 @@ struct FlushOutcome {
 }
 
 impl Shard {
+    /// This shard's measurements: written here only.
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        self.mesh.metrics.shard(self.id.0 as usize)
+    }
+
     pub(crate) fn new(id: ShardId, mesh: Arc<Mesh>) -> Shard {
         let count = mesh.options.partition_count as usize;
         Shard {
@@ -643,6 +653,7 @@ impl Shard {
         };
         let first_lsn = batch.first_lsn;
         let last_lsn = batch.last_lsn();
+        self.metrics().batch_records.record(batch.records.len() as u64, 1);
         let frame = encode_frame_of(partition, epoch, slot.state.commit_lsn(), batch);
         slot.framed_lsn = last_lsn;
         slot.last_epoch = epoch;
@@ -684,15 +695,22 @@ impl Shard {
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
         let FlushJob { partition, frames, durable_lsn, mut wal, sync, snapshot } = job;
         let counters = &self.mesh.counters;
+        let metrics = self.metrics();
         let mut result = Ok(());
         if let Some(frames) = frames {
+            let bytes = frames.len() as u64;
+            let started = Instant::now();
             result = wal.append(frames).await.map(drop).map_err(|error| error.to_string());
+            metrics.wal_append_us.record(crate::metrics::micros(started.elapsed()), 1);
+            metrics.count_wal_bytes(bytes);
             counters.frames_written.fetch_add(1, Ordering::Relaxed);
         }
         if result.is_ok() && sync {
+            let started = Instant::now();
             match wal.sync().await {
                 Ok(ran) => {
                     counters.fdatasyncs.fetch_add(u64::from(ran), Ordering::Relaxed);
+                    metrics.wal_sync_us.record(crate::metrics::micros(started.elapsed()), 1);
                 }
                 Err(error) => result = Err(error.to_string()),
             }
@@ -772,6 +790,18 @@ impl Shard {
             self.request_idle_syncs();
             self.request_idle_snapshots();
             self.publish_progress();
+            self.publish_gauges();
+        }
+    }
+
+    /// Publishes each owned partition's committed and durable LSN and key count for
+    /// `GET /metrics`.
+    fn publish_gauges(&self) {
+        for slot in self.partitions.borrow().iter().flatten() {
+            let gauges = self.mesh.metrics.partition(slot.state.id());
+            gauges.committed_lsn.store(slot.state.commit_lsn().0, Ordering::Relaxed);
+            gauges.durable_lsn.store(slot.durable_lsn.0, Ordering::Relaxed);
+            gauges.keys.store(slot.state.keyspace().len() as u64, Ordering::Relaxed);
         }
     }
 

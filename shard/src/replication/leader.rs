@@ -367,6 +367,8 @@ impl Shard {
             link.push_position(MessageKind::Commit, partition, slot.state.commit_lsn(), epoch);
             commands.push((stream, lsn));
         }
+        let sent = commands.len() as u64;
+        self.mesh.counters.snapshots_sent.fetch_add(sent, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(partition = partition.0, lsn = lsn.0, bytes = image.len(), "snapshot sent");
         let events: Vec<LeaderEvent> = commands
             .into_iter()

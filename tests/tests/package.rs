@@ -106,16 +106,13 @@ fn start_as_the_unit_would(client_port: u16) {
         .expect("chmod");
     let socket_path = directory.path().join("notify");
     let socket = UnixDatagram::bind(&socket_path).expect("notify socket");
-    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777))
-        .expect("chmod");
+    std::fs::set_permissions(&socket_path, std::fs::Permissions::from_mode(0o777)).expect("chmod");
     socket.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
     let check: Vec<String> =
         unit_line("ExecStartPre").split_whitespace().map(str::to_string).collect();
     let mut arguments = vec!["-u".to_string(), "strata".into(), "--".into()];
-    let (ok, text) = run(
-        "runuser",
-        &arguments.iter().chain(&check).map(String::as_str).collect::<Vec<_>>(),
-    );
+    let (ok, text) =
+        run("runuser", &arguments.iter().chain(&check).map(String::as_str).collect::<Vec<_>>());
     assert!(ok, "ExecStartPre failed: {text}");
     arguments.extend(unit_line("ExecStart").split_whitespace().map(str::to_string));
     let mut node = Command::new("runuser")

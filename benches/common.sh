@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Functions the comparison scripts share. Source it after defining `log` and `fail` and
 # setting ROOT (the repository root).
 

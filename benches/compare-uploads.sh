@@ -139,8 +139,9 @@ run_test() {
     fi
     start_node "$setup" "$directory" "$port"
     output="$directory/bench.json"
-    # shellcheck disable=SC2046
-    node_before="$(ticks_of "$NODE_PID")"; s3_before="$(ticks_of $(s3_pids))"
+    node_before="$(ticks_of "$NODE_PID")"
+    # shellcheck disable=SC2046 # one argument per process id
+    s3_before="$(ticks_of $(s3_pids))"
     timeout $((SECONDS_PER_TEST + 120)) "$STRATA" bench --port "$port" \
         --connections "$CLIENTS" --pipeline "$PIPELINE" --value-bytes "$VALUE_BYTES" \
         --keyspace "$KEYSPACE" --duration-seconds "$SECONDS_PER_TEST" --json --quiet \

@@ -26,7 +26,9 @@ fi
 work=$(mktemp -d /var/tmp/strata-measure-XXXXXX)
 node_pid=""
 cleanup() {
-    [ -n "$node_pid" ] && { kill -9 "$node_pid"; wait "$node_pid"; } 2>/dev/null || true
+    if [ -n "$node_pid" ]; then
+        { kill -9 "$node_pid"; wait "$node_pid"; } 2>/dev/null || true
+    fi
     [ "${KEEP_WORK:-0}" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT

@@ -282,7 +282,7 @@ impl PartitionWriter {
     }
 
     fn open_segment(&mut self, first_lsn: Lsn) -> Result<(), WalError> {
-        assert!(self.segment_bytes % SEGMENT_BYTES_MULTIPLE == 0);
+        assert!(self.segment_bytes.is_multiple_of(SEGMENT_BYTES_MULTIPLE));
         assert!(self.segment_bytes <= SEGMENT_BYTES_MAX);
         let header = SegmentHeader {
             partition: self.partition,

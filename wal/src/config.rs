@@ -14,10 +14,10 @@ pub const SEGMENT_BYTES_MAX: u64 = 1024 * 1024 * 1024;
 /// Segment sizes are whole blocks, so that every segment ends on a block boundary.
 pub const SEGMENT_BYTES_MULTIPLE: u64 = 4096;
 
-const _: () = assert!(SEGMENT_BYTES_DEFAULT % SEGMENT_BYTES_MULTIPLE == 0);
-const _: () = assert!(SEGMENT_BYTES_MIN % SEGMENT_BYTES_MULTIPLE == 0);
-const _: () = assert!(SEGMENT_BYTES_MAX % SEGMENT_BYTES_MULTIPLE == 0);
-const _: () = assert!(SEGMENT_HEADER_BYTES % FRAME_ALIGNMENT_BYTES as u64 == 0);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT.is_multiple_of(SEGMENT_BYTES_MULTIPLE));
+const _: () = assert!(SEGMENT_BYTES_MIN.is_multiple_of(SEGMENT_BYTES_MULTIPLE));
+const _: () = assert!(SEGMENT_BYTES_MAX.is_multiple_of(SEGMENT_BYTES_MULTIPLE));
+const _: () = assert!(SEGMENT_HEADER_BYTES.is_multiple_of(FRAME_ALIGNMENT_BYTES as u64));
 
 /// Configuration of one partition's WAL.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl WalConfig {
                 ),
             });
         }
-        if bytes % SEGMENT_BYTES_MULTIPLE != 0 {
+        if !bytes.is_multiple_of(SEGMENT_BYTES_MULTIPLE) {
             return Err(WalError::Config {
                 reason: format!(
                     "segment_bytes {bytes} is not a multiple of {SEGMENT_BYTES_MULTIPLE}"

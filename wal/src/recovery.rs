@@ -451,7 +451,7 @@ pub(crate) fn segment_header_problem(
 ) -> Option<String> {
     let size = header.segment_bytes;
     if !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&size)
-        || size % SEGMENT_BYTES_MULTIPLE != 0
+        || !size.is_multiple_of(SEGMENT_BYTES_MULTIPLE)
     {
         return Some(format!("segment header gives an impossible size {size}"));
     }

@@ -35,7 +35,7 @@ const LSN_DIGITS: usize = 20;
 
 const _: () = assert!(SEGMENT_HEADER_BLOCK_BYTES as u64 == SEGMENT_HEADER_BYTES);
 const _: () = assert!(SEGMENT_HEADER_USED_BYTES <= SEGMENT_HEADER_BLOCK_BYTES);
-const _: () = assert!(PREWRITE_CHUNK_BYTES as u64 % SEGMENT_HEADER_BYTES == 0);
+const _: () = assert!((PREWRITE_CHUNK_BYTES as u64).is_multiple_of(SEGMENT_HEADER_BYTES));
 
 /// The fields of a segment header block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

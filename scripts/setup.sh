@@ -75,14 +75,26 @@ ensure_nextest() {
     cargo install --locked --quiet cargo-nextest
 }
 
+# A cargo subcommand installed from crates.io when missing: $1 the crate, $2 what it is for.
+ensure_cargo_tool() {
+    local crate="$1" purpose="$2" command="${1#cargo-}"
+    if cargo "$command" --version >/dev/null 2>&1; then
+        log "$crate present"
+        return 0
+    fi
+    log "installing $crate for $purpose (this compiles it, a few minutes)"
+    cargo install --locked --quiet "$crate"
+}
+
 main() {
     # python3-redis: redis-py, for the test that drives a node with it (Debian's python3).
     # faketime: libfaketime, which steps a node's wall clock in the replication safety tests
     # and the chaos harness. nftables: nft, with which the chaos harness isolates a node.
     # prometheus: promtool, which checks the text of GET /metrics (Debian ships it only in the
     # server's package, about 19 MB; the server's service is disabled, only promtool is used).
+    # The shellcheck package: the test command checks the project's shell scripts with it.
     install_packages redis-server redis-tools python3-redis build-essential pkg-config faketime \
-        nftables prometheus
+        nftables prometheus shellcheck
     disable_redis_service
     disable_service prometheus
     command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
@@ -94,6 +106,9 @@ main() {
     command -v promtool >/dev/null 2>&1 || fail "promtool is not on PATH after install"
     ensure_rust
     ensure_nextest
+    ensure_cargo_tool cargo-deb "the Debian package and its test"
+    ensure_cargo_tool cargo-deny "the dependency check (bans, licenses, sources)"
+    command -v shellcheck >/dev/null 2>&1 || fail "shellcheck is not on PATH after install"
     log "done"
 }
 

@@ -16,6 +16,12 @@ eval "$(./scripts/s3-server.sh env)"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
+echo "== shellcheck"
+shellcheck scripts/*.sh benches/*.sh .ci/run
+
+echo "== cargo deny (bans, licenses, sources; the advisory database cannot be fetched here)"
+cargo deny --log-level error --all-features check bans licenses sources
+
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

@@ -1,9 +1,7 @@
-//! A small blocking client of a node's admin HTTP API (HTTP/1.1 over a std `TcpStream`, one
-//! request a connection). Every call is bounded by a timeout and reports failure as an error,
-//! never a panic: a paused or dead node is an ordinary event in a chaos run.
+//! A small blocking client of a node's admin HTTP API (ureq, one request a connection). Every
+//! call is bounded by a timeout and reports failure as an error, never a panic: a paused or
+//! dead node is an ordinary event in a chaos run.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -36,11 +34,11 @@ impl AdminReply {
     }
 }
 
-/// One request to 127.0.0.1:`port`; `timeout` bounds every read and write.
+/// One request to 127.0.0.1:`port`; `timeout` bounds the whole exchange.
 ///
 /// # Errors
 ///
-/// A connection, I/O or HTTP framing problem, as text.
+/// A connection, I/O or HTTP problem, as text.
 pub fn request(
     port: u16,
     method: &str,
@@ -48,36 +46,33 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<AdminReply, String> {
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
-    let mut stream = TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
-        .map_err(|error| format!("admin port {port}: {error}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    stream.set_write_timeout(Some(timeout)).map_err(|error| error.to_string())?;
-    let body = body.unwrap_or("");
-    let text = format!(
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: application/json\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(text.as_bytes()).map_err(|error| format!("sending: {error}"))?;
-    let mut response = Vec::new();
-    stream
-        .take(RESPONSE_BYTES_MAX)
-        .read_to_end(&mut response)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_global(Some(timeout))
+        .build()
+        .into();
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(format!("http://127.0.0.1:{port}{path}"))
+        .header("Accept", "application/json")
+        .header("Content-Type", "application/json")
+        .body(body.unwrap_or("").to_string())
+        .map_err(|error| error.to_string())?;
+    let mut response = agent.run(request).map_err(|error| format!("admin port {port}: {error}"))?;
+    let status = response.status().as_u16();
+    let text = response
+        .body_mut()
+        .with_config()
+        .limit(RESPONSE_BYTES_MAX)
+        .read_to_string()
         .map_err(|error| format!("reading: {error}"))?;
-    parse_response(&response)
+    Ok(reply(status, text))
 }
 
-fn parse_response(response: &[u8]) -> Result<AdminReply, String> {
-    let response = String::from_utf8_lossy(response);
-    let (head, body) = response.split_once("\r\n\r\n").ok_or("not an HTTP response")?;
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or("no HTTP status")?;
-    let json = serde_json::from_str(body).unwrap_or(Value::Null);
-    Ok(AdminReply { status, json, text: body.to_string() })
+fn reply(status: u16, text: String) -> AdminReply {
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    AdminReply { status, json, text }
 }
 
 /// The body of a set-role request; `address` is the leader's peer address.
@@ -99,9 +94,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_response_is_split_into_status_and_json() {
-        let reply =
-            parse_response(b"HTTP/1.1 500 Err\r\nA: b\r\n\r\n{\"error_code\": 7031}").unwrap();
+    fn a_response_is_read_as_json() {
+        let reply = reply(500, "{\"error_code\": 7031}".into());
         assert_eq!(reply.status, 500);
         assert_eq!(reply.code(), Some(7031));
         assert!(!reply.ok());

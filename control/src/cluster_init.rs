@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use strata_core::cluster::{AdminError, Role};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::json::SetRole;
 use crate::roles::Control;
@@ -94,33 +93,37 @@ fn parse_init(body: &[u8]) -> Result<(String, Vec<Joiner>), AdminError> {
     Ok((name.to_string(), joiners))
 }
 
-/// One JSON POST to another node's admin API (HTTP/1.1, `Connection: close`), with this
-/// node's admin token (the members of a cluster share one).
+/// One JSON POST to another node's admin API, with this node's admin token (the members of a
+/// cluster share one). The blocking client runs on the runtime's blocking pool.
 async fn post_json(
     address: &str,
     token: Option<&str>,
     path: &str,
     body: &str,
 ) -> Result<Value, String> {
-    let exchange = async {
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .map_err(|error| format!("cannot reach {address}: {error}"))?;
-        let authorization =
-            token.map_or_else(String::new, |token| format!("Authorization: Bearer {token}\r\n"));
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
-             {authorization}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|error| error.to_string())?;
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).await.map_err(|error| error.to_string())?;
-        let text = String::from_utf8_lossy(&response);
-        let (_, body) = text.split_once("\r\n\r\n").ok_or("not an HTTP answer")?;
-        serde_json::from_str::<Value>(body).map_err(|error| format!("not JSON: {error}"))
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(MEMBER_CALL_TIMEOUT))
+        .build()
+        .into();
+    let mut request = ureq::http::Request::builder()
+        .method("POST")
+        .uri(format!("http://{address}{path}"))
+        .header("Content-Type", "application/json");
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let request = request.body(body.to_string()).map_err(|error| error.to_string())?;
+    let address = address.to_string();
+    let exchange = move || -> Result<Value, String> {
+        let mut response = agent.run(request).map_err(|error| match error {
+            ureq::Error::Timeout(_) => {
+                format!("{address} did not answer in {MEMBER_CALL_TIMEOUT:?}")
+            }
+            error => format!("cannot reach {address}: {error}"),
+        })?;
+        let text = response.body_mut().read_to_string().map_err(|error| error.to_string())?;
+        serde_json::from_str::<Value>(&text).map_err(|error| format!("not JSON: {error}"))
     };
-    tokio::time::timeout(MEMBER_CALL_TIMEOUT, exchange)
-        .await
-        .map_err(|_| format!("{address} did not answer in {MEMBER_CALL_TIMEOUT:?}"))?
+    tokio::task::spawn_blocking(exchange).await.map_err(|error| error.to_string())?
 }

@@ -216,7 +216,8 @@ impl crate::roles::Control {
         let own = rows.next();
         let members = rows
             .map(|row| MemberHealth {
-                in_sync: in_sync_of(&row.name),
+                // Learners are never waited for: no flag rather than a misleading "no".
+                in_sync: if row.role == Role::Follower { in_sync_of(&row.name) } else { None },
                 name: row.name,
                 role: row.role,
                 status: row.status,

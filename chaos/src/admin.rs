@@ -46,19 +46,39 @@ pub fn request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<AdminReply, String> {
+    request_with(port, None, method, path, body, timeout)
+}
+
+/// One request with `Authorization: Bearer <token>` when a token is given (a node with
+/// `[security] admin_token`).
+///
+/// # Errors
+///
+/// A connection, I/O or HTTP problem, as text.
+pub fn request_with(
+    port: u16,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<AdminReply, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_global(Some(timeout))
         .build()
         .into();
-    let request = ureq::http::Request::builder()
+    let mut request = ureq::http::Request::builder()
         .method(method)
         .uri(format!("http://127.0.0.1:{port}{path}"))
         .header("Accept", "application/json")
-        .header("Content-Type", "application/json")
-        .body(body.unwrap_or("").to_string())
-        .map_err(|error| error.to_string())?;
+        .header("Content-Type", "application/json");
+    if let Some(token) = token {
+        request = request.header("Authorization", format!("Bearer {token}"));
+    }
+    let request =
+        request.body(body.unwrap_or("").to_string()).map_err(|error| error.to_string())?;
     let mut response = agent.run(request).map_err(|error| format!("admin port {port}: {error}"))?;
     let status = response.status().as_u16();
     let text = response

@@ -81,26 +81,8 @@ pub fn try_request_with(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<AdminReply, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(timeout))
-        .build()
-        .into();
-    let mut request = ureq::http::Request::builder()
-        .method(method)
-        .uri(format!("http://127.0.0.1:{port}{path}"))
-        .header("Accept", "application/json")
-        .header("Content-Type", "application/json");
-    if let Some(token) = token {
-        request = request.header("Authorization", format!("Bearer {token}"));
-    }
-    let request =
-        request.body(body.unwrap_or("").to_string()).map_err(|error| error.to_string())?;
-    let mut response = agent.run(request).map_err(|error| error.to_string())?;
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().map_err(|error| error.to_string())?;
-    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Ok(AdminReply { status, text, json })
+    let reply = strata_chaos::admin::request_with(port, token, method, path, body, timeout)?;
+    Ok(AdminReply { status: reply.status, text: reply.text, json: reply.json })
 }
 
 /// The body of a set-role request.

@@ -99,7 +99,8 @@ pub(crate) async fn state(State(control): State<Arc<Control>>) -> Response {
 }
 
 /// Without a controller, `in_sync` comes from the leader's own view (the health's); the
-/// leader itself is in sync by definition. Rows that have it already keep it.
+/// leader itself is in sync by definition, a member that is not alive is not. Rows that have
+/// it from the controller keep it.
 fn add_leader_view_of_in_sync(members: &mut Value, health: &crate::health::ClusterHealth) {
     let Some(members) = members.as_array_mut() else { return };
     for member in members {
@@ -109,6 +110,8 @@ fn add_leader_view_of_in_sync(members: &mut Value, health: &crate::health::Clust
         let name = member["name"].as_str().unwrap_or_default();
         let in_sync = if name == health.name && health.observed.role == Role::Leader {
             Some(true)
+        } else if member["status"] != "alive" {
+            Some(false)
         } else {
             health.members.iter().find(|other| other.name == name).and_then(|other| other.in_sync)
         };

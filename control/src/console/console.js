@@ -6,6 +6,7 @@
 const POLL_INTERVAL_MS = 1000;
 const TOKEN_KEY = "strata-admin-token";
 const SVG = "http://www.w3.org/2000/svg";
+const MINUTE_POINTS = 60;
 const CHART = { width: 640, height: 180, left: 48, right: 48, top: 10, bottom: 22 };
 
 let token = takeToken();
@@ -106,7 +107,10 @@ function render(state) {
   setConnection("connected", "Live, updated " + clock(state.node.time_ms));
   const node = state.node;
   element("node").textContent = (node.name || "(no name)") + " · " + node.role +
-    " · epoch " + node.epoch + (state.health.healthy ? " · healthy" : " · unhealthy");
+    " · epoch " + node.epoch;
+  const health = element("health");
+  health.textContent = state.health.healthy ? "healthy" : "unhealthy";
+  health.className = state.health.healthy ? "ok" : "bad";
   renderMembers(state);
   renderProblems(state.health.problems || []);
   renderSeries(state.series);
@@ -198,7 +202,8 @@ function renderSeries(series) {
 function drawChart(series) {
   const chart = element("chart");
   clear(chart);
-  const slots = series.samples_max - 1;
+  // The time axis spans the data, at least a minute and at most the ring.
+  const slots = Math.min(series.samples_max - 1, Math.max(MINUTE_POINTS, rates(series).length));
   const rateTop = Math.max(1, ...series.commands_per_second);
   const latencyTop = Math.max(0.001, ...series.p99_ms.filter((value) => value !== null));
   const bottom = CHART.height - CHART.bottom;
@@ -206,11 +211,19 @@ function drawChart(series) {
   chart.appendChild(label(2, CHART.top + 10, rateTop.toFixed(0) + "/s"));
   chart.appendChild(label(CHART.width - CHART.right + 4, CHART.top + 10,
     latencyTop.toFixed(2) + "ms"));
-  chart.appendChild(label(CHART.left, CHART.height - 6,
-    "−" + Math.round(slots * series.interval_ms / 60000) + " min"));
+  chart.appendChild(label(CHART.left, CHART.height - 6, "−" + span(slots * series.interval_ms)));
   chart.appendChild(label(CHART.width - CHART.right - 20, CHART.height - 6, "now"));
   chart.appendChild(path(series.commands_per_second, rateTop, slots, "throughput"));
   chart.appendChild(path(series.p99_ms, latencyTop, slots, "latency"));
+}
+
+function rates(series) {
+  return series.commands_per_second;
+}
+
+function span(milliseconds) {
+  const seconds = Math.round(milliseconds / 1000);
+  return seconds < 120 ? seconds + " s" : Math.round(seconds / 60) + " min";
 }
 
 // A polyline of `values` (newest at the right), scaled to `top`; gaps where a value is null.

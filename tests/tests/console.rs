@@ -294,3 +294,85 @@ fn the_console_shows_the_cluster_and_its_changes_in_chromium() {
     assert!(!dom.contains("data-member="), "no member data without the token: {dom}");
     assert!(!dom.contains(NAMES[1]), "no member names without the token: {dom}");
 }
+
+/// The events of `node`'s console whose kind is `kind`, as their texts.
+fn events_of(node: &TestNode, kind: &str) -> Vec<String> {
+    let Ok(reply) = try_request_with(
+        node.http_port,
+        Some(TOKEN),
+        "GET",
+        "/admin/console",
+        None,
+        Duration::from_secs(2),
+    ) else {
+        return Vec::new();
+    };
+    let events = reply.json["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .filter(|event| event["kind"] == kind)
+        .filter_map(|event| event["text"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn writes_refused_for_lack_of_in_sync_members_are_an_event() {
+    let settings = NodeSettings { min_insync_replicas: 2, ..settings() };
+    let leader = TestNode::start(settings.clone());
+    let mut follower = TestNode::start(settings);
+    set_role(&leader, "leader", "boss", None);
+    set_role(&follower, "follower", "f1", Some(&leader));
+    let ready = wait_until(Duration::from_secs(20), || {
+        request(&leader, None, "GET", "/readyz").status == 200
+    });
+    assert!(ready, "the leader takes writes with its follower in sync");
+    // Two samples, so that the sampler has seen the leader take writes.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = events_of(&leader, "refusal");
+    follower.kill();
+    let refused = wait_until(Duration::from_secs(20), || {
+        let refusals = events_of(&leader, "refusal");
+        refusals.len() > before.len() && refusals[0].contains("refuse writes")
+    });
+    assert!(refused, "{:?}", events_of(&leader, "refusal"));
+    let timed_out = wait_until(Duration::from_secs(20), || {
+        events_of(&leader, "member").iter().any(|text| text == "f1 timed out: no heartbeat")
+    });
+    let members = events_of(&leader, "member");
+    assert!(timed_out, "{members:?}");
+    assert!(members.iter().any(|text| text.starts_with("f1 joined as follower")), "{members:?}");
+}
+
+#[test]
+fn a_failover_is_an_event_of_the_controller_that_made_it() {
+    let automatic = NodeSettings {
+        partitions: 4,
+        failover: "automatic",
+        extra: "failover_timeout = 1500".into(),
+        ..settings()
+    };
+    let mut nodes: Vec<TestNode> = (0..3).map(|_| TestNode::start(automatic.clone())).collect();
+    set_role(&nodes[0], "leader", NAMES[0], None);
+    for index in 1..3 {
+        set_role(&nodes[index], "follower", NAMES[index], Some(&nodes[0]));
+    }
+    nodes[0].kill();
+    let failover = |node: &TestNode| {
+        events_of(node, "failover").into_iter().find(|text| text.starts_with("failover: harry"))
+    };
+    let recorded =
+        wait_until(Duration::from_secs(30), || nodes[1..].iter().any(|n| failover(n).is_some()));
+    assert!(
+        recorded,
+        "{:?}",
+        nodes[1..].iter().map(|n| events_of(n, "failover")).collect::<Vec<_>>()
+    );
+    let text = nodes[1..].iter().find_map(failover).unwrap_or_default();
+    assert!(text.contains("appointed leader"), "{text}");
+    let promoted = wait_until(Duration::from_secs(30), || {
+        nodes[1..].iter().any(|node| {
+            events_of(node, "role").iter().any(|text| text.starts_with("this node is now leader"))
+        })
+    });
+    assert!(promoted, "the new leader records its role change");
+}

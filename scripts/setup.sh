@@ -93,8 +93,9 @@ main() {
     # prometheus: promtool, which checks the text of GET /metrics (Debian ships it only in the
     # server's package, about 19 MB; the server's service is disabled, only promtool is used).
     # The shellcheck package: the test command checks the project's shell scripts with it.
+    # chromium: the headless browser the admin console's test loads the page in.
     install_packages redis-server redis-tools python3-redis build-essential pkg-config faketime \
-        nftables prometheus shellcheck
+        nftables prometheus shellcheck chromium
     disable_redis_service
     disable_service prometheus
     command -v redis-server >/dev/null 2>&1 || fail "redis-server is not on PATH after install"
@@ -104,6 +105,7 @@ main() {
         || fail "libfaketime.so.1 is not installed after install"
     command -v nft >/dev/null 2>&1 || fail "nft is not on PATH after install"
     command -v promtool >/dev/null 2>&1 || fail "promtool is not on PATH after install"
+    command -v chromium >/dev/null 2>&1 || fail "chromium is not on PATH after install"
     ensure_rust
     ensure_nextest
     ensure_cargo_tool cargo-deb "the Debian package and its test"

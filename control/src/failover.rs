@@ -505,6 +505,8 @@ impl Control {
             }
         }
         tracing::info!(name, role, "the controller admitted a member");
+        let text = format!("the controller admitted {name} as {role}");
+        self.events.record(crate::events::EventKind::Member, text);
         Response::default()
     }
 
@@ -744,6 +746,8 @@ impl Control {
             }
             Err(error) => {
                 tracing::warn!(%error, epoch = epoch.0, "the appointed promotion failed");
+                let text = format!("the appointed promotion failed: {}", error.message);
+                self.events.record(crate::events::EventKind::Refusal, text);
                 self.set_promotion(Some(STATUS_FAILED));
             }
         }
@@ -829,6 +833,8 @@ impl Control {
             match outcome {
                 Ok(appointed) => {
                     tracing::warn!(appointed, "the controller appointed a new data leader");
+                    let text = format!("failover: {leader} lost, {appointed} appointed leader");
+                    self.events.record(crate::events::EventKind::Failover, text);
                     self.failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     backoff.appointed = Some(appointed);
                     self.fail_jobs_of(&leader).await;
@@ -988,6 +994,8 @@ impl Control {
             }
             Err(LeaseRefusal::Replaced(reason)) => {
                 tracing::warn!(%reason, "the controller no longer names this node leader");
+                let text = "the controller no longer names this node leader";
+                self.events.record(crate::events::EventKind::Failover, text);
                 self.handle.shared.set_lease_deadline(0);
                 false
             }

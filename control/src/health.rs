@@ -208,9 +208,12 @@ impl crate::roles::Control {
         let rows = self.rows().unwrap_or_default();
         let progress = self.handle.shared.progress();
         let leading = observed.role == Role::Leader;
+        // In sync on every partition it streams, and streaming at all: a member whose
+        // streams are gone (killed, timed out) is not in sync.
         let in_sync_of = |name: &str| {
-            let mut streams = progress.iter().filter(|((member, _), _)| member == name);
-            leading.then(|| streams.all(|(_, progress)| progress.in_sync))
+            let mut streams = progress.iter().filter(|((member, _), _)| member == name).peekable();
+            let streaming = streams.peek().is_some();
+            leading.then(|| streaming && streams.all(|(_, progress)| progress.in_sync))
         };
         let mut rows = rows.into_iter();
         let own = rows.next();

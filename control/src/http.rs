@@ -32,7 +32,11 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/admin/storage", get(storage))
         .route("/metrics", get(crate::metrics::serve))
         .route("/admin/health", get(cluster_health))
+        .route("/admin/console", get(crate::console::state))
         .route_layer(middleware::from_fn_with_state(Arc::clone(&control), require_token))
+        .route("/", get(crate::console::page))
+        .route("/console.js", get(crate::console::script))
+        .route("/console.css", get(crate::console::style))
         .route("/healthz", get(liveness))
         .route("/readyz", get(readiness))
         .with_state(control)
@@ -40,7 +44,8 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
 
 /// With `[security] admin_token`: every route above the layer answers 401 without
 /// `Authorization: Bearer <token>`. The health routes stay open: they tell a load balancer
-/// whether to send traffic, and nothing else.
+/// whether to send traffic, and nothing else. So do the console's page and assets: they hold
+/// no data, and the page asks for it with the token.
 async fn require_token(
     State(control): State<Arc<Control>>,
     request: Request,
@@ -82,17 +87,21 @@ fn unauthorized(token_given: bool) -> Response {
 /// archive's upload backlog where there is one.
 async fn cluster_health(State(control): State<Arc<Control>>) -> Response {
     let mut fields = control.cluster_health().json();
-    if let Some(status) = &control.config.storage_status {
-        let status = status();
-        let upload = json!({
-            "backlog_objects": status["backlog_objects"],
-            "backlog_bytes": status["backlog_bytes"],
-            "failures": status["failures"],
-            "last_error": status["last_error"],
-        });
+    if let Some(upload) = upload_json(&control) {
         fields.insert("upload".into(), upload);
     }
     success(fields)
+}
+
+/// The uploader's backlog, failures and last error; `None` when nothing is archived.
+pub(crate) fn upload_json(control: &Control) -> Option<Value> {
+    let status = (control.config.storage_status.as_ref()?)();
+    Some(json!({
+        "backlog_objects": status["backlog_objects"],
+        "backlog_bytes": status["backlog_bytes"],
+        "failures": status["failures"],
+        "last_error": status["last_error"],
+    }))
 }
 
 /// `GET /healthz`: the process serves.
@@ -112,7 +121,7 @@ fn reply(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
-fn success(fields: Map<String, Value>) -> Response {
+pub(crate) fn success(fields: Map<String, Value>) -> Response {
     let mut body = fields;
     body.insert("error_code".into(), json!(0));
     reply(StatusCode::OK, &Value::Object(body))
@@ -155,13 +164,24 @@ async fn set_role(State(control): State<Arc<Control>>, body: Bytes) -> Response 
         Ok(request) => request,
         Err(error) => return failure(&error),
     };
-    answer(control.set_role(request).await.map(|job| {
+    let what = format!("role change to {}", request.role.name());
+    let outcome = control.set_role(request).await;
+    note_refusal(&control, &what, &outcome);
+    answer(outcome.map(|job| {
         let mut fields = Map::new();
         if let Some(id) = job {
             fields.insert("job_id".into(), json!(id));
         }
         fields
     }))
+}
+
+/// Records a refused role change, transfer or removal among the console's events.
+fn note_refusal<T>(control: &Control, what: &str, outcome: &Result<T, AdminError>) {
+    if let Err(error) = outcome {
+        let text = format!("{what} refused ({}): {}", error.code, error.message);
+        control.events.record(crate::events::EventKind::Refusal, text);
+    }
 }
 
 /// `POST /admin/leader/transfer {"to": NAME}`.
@@ -174,7 +194,9 @@ async fn transfer_leader(State(control): State<Arc<Control>>, body: Bytes) -> Re
         Ok(_) => return failure(&AdminError::invalid_json("the body must be a JSON object")),
         Err(error) => return failure(&AdminError::invalid_json(&error.to_string())),
     };
-    answer(control.start_transfer(&to).await.map(|id| {
+    let outcome = control.start_transfer(&to).await;
+    note_refusal(&control, &format!("leader transfer to {to}"), &outcome);
+    answer(outcome.map(|id| {
         let mut fields = Map::new();
         fields.insert("job_id".into(), json!(id));
         fields
@@ -244,8 +266,13 @@ fn row_json(row: &NodeRow, time_key: &str) -> Value {
 }
 
 async fn list_nodes(State(control): State<Arc<Control>>) -> Response {
+    answer(nodes_fields(&control))
+}
+
+/// `GET /admin/nodes`'s fields: `nodes`, and the controller's view where there is one.
+pub(crate) fn nodes_fields(control: &Control) -> Result<Map<String, Value>, AdminError> {
     let view = control.controller_view();
-    answer(control.rows().map(|rows| {
+    control.rows().map(|rows| {
         let mut nodes: Vec<Value> = rows.iter().map(|row| row_json(row, "last_update")).collect();
         let mut fields = Map::new();
         if let Some(view) = &view {
@@ -253,7 +280,7 @@ async fn list_nodes(State(control): State<Arc<Control>>) -> Response {
         }
         fields.insert("nodes".into(), Value::Array(nodes));
         fields
-    }))
+    })
 }
 
 /// In a cluster with a controller: each node's in-sync flag and controller vote, the members
@@ -305,7 +332,9 @@ async fn show_node(State(control): State<Arc<Control>>, Path(name): Path<String>
 }
 
 async fn remove_node(State(control): State<Arc<Control>>, Path(name): Path<String>) -> Response {
-    answer(control.remove(&name).await.map(|job| {
+    let outcome = control.remove(&name).await;
+    note_refusal(&control, &format!("removal of {name}"), &outcome);
+    answer(outcome.map(|job| {
         let mut fields = Map::new();
         fields.insert("message".into(), json!(format!("Node {name} removed successfully.")));
         if let Some(id) = job {

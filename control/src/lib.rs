@@ -5,7 +5,9 @@
 
 pub mod archive;
 mod cluster_init;
+mod console;
 pub mod controller;
+mod events;
 mod failover;
 mod health;
 mod http;
@@ -16,6 +18,7 @@ mod peer_server;
 mod promotion;
 mod removal;
 mod roles;
+mod series;
 mod transfer;
 mod wire;
 
@@ -106,6 +109,7 @@ pub fn start(
                 }
             };
             tokio::spawn(peer_server::serve(Arc::clone(&control), peer));
+            tokio::spawn(console::sample_every_second(Arc::clone(&control)));
             control.resume_controller().await;
             if let Some(events) = control.handle.shared.take_events() {
                 tokio::spawn(watch_node_events(Arc::clone(&control), events));

@@ -179,6 +179,8 @@ impl Control {
             }
         }
         tracing::info!(name, "node removed from the cluster");
+        let text = format!("{name} was removed from the cluster");
+        self.events.record(crate::events::EventKind::Member, text);
         Ok(())
     }
 
@@ -199,6 +201,8 @@ impl Control {
         }
         let _serialized = self.role_change.lock().await;
         tracing::warn!("the controller removed this node from the cluster");
+        let text = "the controller removed this node from the cluster";
+        self.events.record(crate::events::EventKind::Member, text);
         if self.role() != Role::Admin {
             self.become_admin(false).await;
         }

@@ -21,6 +21,7 @@ use strata_core::replication::{Member, Moment};
 use strata_core::Epoch;
 use strata_shard::{ControlMessage, LeaderSettings, NodeHandle, ServingMode};
 
+use crate::events::EventKind;
 use crate::json::SetRole;
 use crate::wire::{self, PeerNode, Request, Response, WireError};
 
@@ -127,6 +128,10 @@ pub struct Control {
     shutting_down: std::sync::atomic::AtomicBool,
     /// Data leaders this node's controller replaced after losing them (`GET /metrics`).
     pub(crate) failovers: std::sync::atomic::AtomicU64,
+    /// Recent events, for the console.
+    pub(crate) events: crate::events::Events,
+    /// The console's throughput and latency samples (`Control::series`).
+    pub(crate) series: Mutex<crate::series::Series>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -167,6 +172,8 @@ impl Control {
             removals_running: std::sync::atomic::AtomicU32::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             failovers: std::sync::atomic::AtomicU64::new(0),
+            events: crate::events::Events::default(),
+            series: Mutex::new(crate::series::Series::default()),
         })
     }
 
@@ -343,6 +350,7 @@ impl Control {
         self.handle.shared.set_lease_deadline(u64::MAX);
         self.handle.shared.set_mode(mode);
         tracing::info!(role = role.name(), "role changed");
+        self.events.record(EventKind::Role, role_text(role, &state.name));
         state.session
     }
 
@@ -590,6 +598,7 @@ impl Control {
             };
             for name in expired {
                 tracing::warn!(name, "no heartbeat within the timeout: member marked timeout");
+                self.events.record(EventKind::Member, format!("{name} timed out: no heartbeat"));
                 self.handle.broadcast(|| ControlMessage::MemberGone { name: name.clone() });
             }
             rounds += 1;
@@ -680,6 +689,8 @@ impl Control {
             }
             if leader.status != status {
                 tracing::info!(leader = leader.name, status = status.name(), "leader status");
+                let text = format!("the leader {} is {}", leader.name, status.name());
+                self.events.record(EventKind::Member, text);
             }
             leader.status = status;
         }
@@ -827,6 +838,9 @@ impl Control {
         let returning = membership.get(name).is_some();
         membership.register(name, role, address, now())?;
         tracing::info!(name, role = role.name(), address, returning, "node registered");
+        let verb = if returning { "came back" } else { "joined" };
+        let text = format!("{name} {verb} as {} from {address}", role.name());
+        self.events.record(EventKind::Member, text);
         let epoch = state.leader_epoch.map(|epoch| epoch.0);
         drop(state);
         Ok(Response {
@@ -855,6 +869,7 @@ impl Control {
             Ok(outcome) => {
                 if outcome.returned {
                     tracing::info!(name, "member heartbeats again: alive");
+                    self.events.record(EventKind::Member, format!("{name} heartbeats again"));
                 }
                 let nodes = membership
                     .members()
@@ -893,6 +908,7 @@ impl Control {
         })?;
         drop(state);
         tracing::info!(name, "node unregistered");
+        self.events.record(EventKind::Member, format!("{name} left the cluster"));
         self.handle.broadcast(|| ControlMessage::MemberGone { name: name.to_string() });
         Ok(())
     }
@@ -1008,6 +1024,15 @@ impl Control {
         let name = normalize_name(raw_name);
         let rows = self.rows()?;
         rows.into_iter().find(|row| row.name == name).ok_or_else(|| AdminError::node_missing(&name))
+    }
+}
+
+/// The console's words for a role change: `this node is now follower "ron"`.
+fn role_text(role: Role, name: &str) -> String {
+    if name.is_empty() {
+        format!("this node is now {}", role.name())
+    } else {
+        format!("this node is now {} \"{name}\"", role.name())
     }
 }
 

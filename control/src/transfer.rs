@@ -147,9 +147,13 @@ impl Control {
                     paused_ms = monotonic_ms() - paused_at,
                     "leader transfer committed"
                 );
+                let text = format!("leadership transferred to {to}");
+                self.events.record(crate::events::EventKind::Failover, text);
             }
             Err(error) => {
                 tracing::warn!(%error, to, "leader transfer failed: this node serves again");
+                let text = format!("leader transfer to {to} failed: {}", error.message);
+                self.events.record(crate::events::EventKind::Refusal, text);
                 self.pause_serving(false);
             }
         }

@@ -43,15 +43,17 @@ struct DemoNode {
     client_port: u16,
     http: String,
     peer: String,
+    /// The admin token every demo node asks for.
+    token: String,
 }
 
 impl DemoNode {
     fn admin(&self) -> Admin {
-        Admin { address: self.http.clone(), token: None }
+        Admin { address: self.http.clone(), token: Some(self.token.clone()) }
     }
 }
 
-fn nodes(base: u16) -> Vec<DemoNode> {
+fn nodes(base: u16, token: &str) -> Vec<DemoNode> {
     NODES
         .iter()
         .enumerate()
@@ -63,22 +65,36 @@ fn nodes(base: u16) -> Vec<DemoNode> {
                 client_port: base + offset,
                 http: format!("127.0.0.1:{}", base + 10 + offset),
                 peer: format!("127.0.0.1:{}", base + 20 + offset),
+                token: token.to_string(),
             }
         })
         .collect()
 }
 
-/// Writes a fresh random cluster secret for the demo's nodes to `directory/cluster_secret`,
-/// readable by this user only, and returns its path (the configs name it in
-/// `cluster_secret_file`).
-fn write_cluster_secret(directory: &Path) -> Result<PathBuf, String> {
+/// The files the demo's nodes read their secrets from (`cluster_secret_file`,
+/// `admin_token_file`), and the admin token itself, for the demo's own admin calls.
+struct Secrets {
+    cluster_secret_file: PathBuf,
+    admin_token_file: PathBuf,
+    admin_token: String,
+}
+
+fn write_secrets(directory: &Path) -> Result<Secrets, String> {
+    let (cluster_secret_file, _) = write_secret(directory, "cluster_secret")?;
+    let (admin_token_file, admin_token) = write_secret(directory, "admin_token")?;
+    Ok(Secrets { cluster_secret_file, admin_token_file, admin_token })
+}
+
+/// Writes a fresh random secret to `directory/name`, readable by this user only, and returns
+/// its path and the secret.
+fn write_secret(directory: &Path, name: &str) -> Result<(PathBuf, String), String> {
     use rand::RngCore;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.try_fill_bytes(&mut bytes).map_err(|error| error.to_string())?;
     let secret: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
-    let path = directory.join("cluster_secret");
+    let path = directory.join(name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -87,10 +103,10 @@ fn write_cluster_secret(directory: &Path) -> Result<PathBuf, String> {
         .map_err(|error| format!("{}: {error}", path.display()))?;
     file.write_all(format!("{secret}\n").as_bytes())
         .map_err(|error| format!("{}: {error}", path.display()))?;
-    Ok(path)
+    Ok((path, secret))
 }
 
-fn config_text(node: &DemoNode, data_dir: &Path, secret_file: &Path) -> String {
+fn config_text(node: &DemoNode, data_dir: &Path, secrets: &Secrets) -> String {
     let http_port = node.http.rsplit(':').next().unwrap_or_default();
     let peer_port = node.peer.rsplit(':').next().unwrap_or_default();
     format!(
@@ -101,11 +117,12 @@ fn config_text(node: &DemoNode, data_dir: &Path, secret_file: &Path) -> String {
          [wal]\nwal_flush = \"FlushAtOnce\"\n\
          segment_size = \"16MB\"\nsnapshot_size = \"64MB\"\n\
          [cluster]\nname = \"demo\"\nmin_insync_replicas = 2\nfailover = \"automatic\"\n\
-         [security]\ncluster_secret_file = \"{}\"\n",
+         [security]\ncluster_secret_file = \"{}\"\nadmin_token_file = \"{}\"\n",
         node.client_port,
         data_dir.display(),
         data_dir.parent().unwrap_or(data_dir).join("shared").display(),
-        secret_file.display(),
+        secrets.cluster_secret_file.display(),
+        secrets.admin_token_file.display(),
     )
 }
 
@@ -117,10 +134,10 @@ fn stop_children() {
     }
 }
 
-fn spawn_node(node: &DemoNode, directory: &Path, secret_file: &Path) -> Result<Child, String> {
+fn spawn_node(node: &DemoNode, directory: &Path, secrets: &Secrets) -> Result<Child, String> {
     let data_dir = directory.join(node.name);
     let config_file = directory.join(format!("{}.toml", node.name));
-    std::fs::write(&config_file, config_text(node, &data_dir, secret_file))
+    std::fs::write(&config_file, config_text(node, &data_dir, secrets))
         .map_err(|error| error.to_string())?;
     let log = std::fs::File::create(directory.join(format!("{}.log", node.name)))
         .map_err(|error| error.to_string())?;
@@ -185,7 +202,8 @@ fn print_table(leader: &DemoNode) {
 }
 
 fn start_cluster(options: &DemoOptions, directory: &Path) -> Result<Vec<DemoNode>, String> {
-    let nodes = nodes(options.port);
+    let secrets = write_secrets(directory)?;
+    let nodes = nodes(options.port, &secrets.admin_token);
     for node in &nodes {
         for address in
             [format!("127.0.0.1:{}", node.client_port), node.http.clone(), node.peer.clone()]
@@ -196,9 +214,8 @@ fn start_cluster(options: &DemoOptions, directory: &Path) -> Result<Vec<DemoNode
                 .map_err(|error| format!("{error} (choose another --port)"))?;
         }
     }
-    let secret_file = write_cluster_secret(directory)?;
     for node in &nodes {
-        spawn_node(node, directory, &secret_file)?;
+        spawn_node(node, directory, &secrets)?;
     }
     for node in &nodes {
         wait_ready(node)?;
@@ -278,19 +295,7 @@ pub fn run(options: &DemoOptions) -> ExitCode {
             node.name, node.role, node.client_port, node.http
         );
     }
-    let executable =
-        std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
-    println!("  list nodes: {executable} ctl --http {} nodes", nodes[0].http);
-    println!(
-        "  failover:  kill the leader's process and a follower takes over by itself; \
-         planned: curl -X POST http://{}/admin/leader/transfer -d '{{\"to\": \"hermione\"}}'",
-        nodes[0].http
-    );
-    println!(
-        "  archive in shared storage: {}  status: curl http://{}/admin/storage",
-        directory.join("shared").display(),
-        nodes[0].http
-    );
+    print_usage(&nodes[0], &directory);
     if options.bench {
         let outcome = run_bench(&nodes[0]);
         print_table(&nodes[0]);
@@ -304,6 +309,31 @@ pub fn run(options: &DemoOptions) -> ExitCode {
     loop {
         std::thread::park();
     }
+}
+
+/// The console's address, and how to reach the admin API with the demo's token.
+fn print_usage(leader: &DemoNode, directory: &Path) {
+    let executable =
+        std::env::current_exe().map_or_else(|_| "strata".into(), |path| path.display().to_string());
+    let token_file = directory.join("admin_token");
+    let bearer = format!("-H \"Authorization: Bearer $(cat {})\"", token_file.display());
+    println!("  console:   http://{}/?token={}", leader.http, leader.token);
+    println!(
+        "  list nodes: {executable} ctl --http {} --token-file {} nodes",
+        leader.http,
+        token_file.display()
+    );
+    println!(
+        "  failover:  kill the leader's process and a follower takes over by itself; \
+         planned: curl {bearer} -X POST http://{}/admin/leader/transfer \
+         -d '{{\"to\": \"hermione\"}}'",
+        leader.http
+    );
+    println!(
+        "  archive in shared storage: {}  status: curl {bearer} http://{}/admin/storage",
+        directory.join("shared").display(),
+        leader.http
+    );
 }
 
 fn run_bench(leader: &DemoNode) -> ExitCode {

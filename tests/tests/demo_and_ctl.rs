@@ -23,6 +23,11 @@ fn demo_base_port() -> u16 {
     panic!("no free range of demo ports");
 }
 
+/// The leader's admin port of a demo started at `base`.
+fn demo_http_port(base: &str) -> u16 {
+    base.parse::<u16>().expect("a port") + 10
+}
+
 #[test]
 fn demo_runs_a_cluster_writes_to_it_and_cleans_up() {
     let base = demo_base_port().to_string();
@@ -41,6 +46,11 @@ fn demo_runs_a_cluster_writes_to_it_and_cleans_up() {
         assert!(row.contains(role) && row.contains("alive"), "{name}: {text}");
     }
     assert!(text.contains("throughput") && text.contains("(0 errors)"), "{text}");
+    let console = text.lines().find_map(|line| line.trim().strip_prefix("console:"));
+    let console = console.map(str::trim).unwrap_or_default();
+    let expected = format!("http://127.0.0.1:{}/?token=", demo_http_port(&base));
+    assert!(console.starts_with(&expected), "the demo prints its console's address: {text}");
+    assert!(console.len() > expected.len() + 32, "with the admin token: {text}");
     let directory = text
         .lines()
         .find_map(|line| line.split("data and logs in ").nth(1))

@@ -92,8 +92,14 @@ fn health_follows_a_node_through_its_life() {
         assert!(allowed.iter().any(|prefix| state.starts_with(prefix)), "{seen:?}");
     }
     println!("readiness while joining: {seen:?}");
-    let (code, out, _) = ctl(&leader, &["health"]);
-    assert_eq!(code, 0, "{out}");
+    // The leader's shards publish the new follower's progress a moment later.
+    let mut out = String::new();
+    let healthy = wait_until(Duration::from_secs(10), || {
+        let (code, text, _) = ctl(&leader, &["health"]);
+        out = text;
+        code == 0
+    });
+    assert!(healthy, "{out}");
     assert!(out.starts_with("healthy"), "{out}");
     assert!(out.contains("f1") && out.contains("yes"), "{out}");
 

@@ -91,8 +91,9 @@ fn allowed(package: &str) -> &'static [&'static str] {
         // The control thread orders the shards through the node handle, and bootstraps a
         // replica from the archive.
         "strata-control" => &["strata-core", "strata-shard", "strata-wal", "strata-archive"],
-        // Tests drive node processes; they read the archive in the bucket to check it.
-        "strata-tests" => &["strata-core", "strata-archive"],
+        // Tests drive node processes; they read the archive in the bucket to check it, and
+        // share the chaos harness's admin API client.
+        "strata-tests" => &["strata-core", "strata-archive", "strata-chaos"],
         "strata" => &[
             "strata-core",
             "strata-shard",

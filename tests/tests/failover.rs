@@ -778,6 +778,12 @@ fn removed_members_leave_when_they_lead_the_controller_or_were_paused_when_remov
     let second = (0..4)
         .find(|index| ![first, leader].contains(index) && names[*index] != controller_leader)
         .expect("a follower");
+    // One job at a time: the first removal's job ends after its member left.
+    let idle = wait_until(Duration::from_secs(20), || {
+        let jobs = nodes[leader].admin("GET", "/admin/jobs", None).json;
+        jobs["jobs"].as_array().is_some_and(|jobs| jobs.iter().all(|job| job["state"] != "running"))
+    });
+    assert!(idle, "{}", nodes[leader].admin("GET", "/admin/jobs", None).text);
     let pid = nodes[second].pid().expect("running").to_string();
     assert!(std::process::Command::new("kill").args(["-STOP", &pid]).status().unwrap().success());
     let path = format!("/admin/node/{}", names[second]);

@@ -84,3 +84,17 @@ pub fn read_message(stream: &mut TcpStream) -> std::io::Result<HandshakeMessage>
 pub fn nonce() -> [u8; NONCE_BYTES] {
     rand::random()
 }
+
+/// CRC32C (Castagnoli), bit by bit: the envelope checksum, computed independently of the
+/// node's code.
+#[must_use]
+pub fn crc32c(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in bytes {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+        }
+    }
+    !crc
+}

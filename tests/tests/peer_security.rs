@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use strata_core::handshake::{ClusterSecret, Handshake, HandshakeError};
 use strata_tests::admin::{role_body, set_role, wait_until};
-use strata_tests::peer::{self, Refusal};
+use strata_tests::peer::{self, crc32c, Refusal};
 use strata_tests::{NodeSettings, TestNode};
 
 /// A registration that would list "mallory" as a follower of the leader.
@@ -26,17 +26,6 @@ fn control_request(json: &str) -> Vec<u8> {
     bytes.extend_from_slice(&crc32c(json.as_bytes()).to_le_bytes());
     bytes.extend_from_slice(json.as_bytes());
     bytes
-}
-
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
 }
 
 /// Sends a registration on `stream` and returns every byte the node answers until it closes

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 use strata_tests::admin::{role_body, set_role, wait_until};
 use strata_tests::data::{assert_holds, write_numbered};
+use strata_tests::peer::crc32c;
 use strata_tests::{NodeSettings, TestNode};
 
 fn status_on(leader: &TestNode, name: &str) -> String {
@@ -857,16 +858,4 @@ fn frames_of(epoch: u64, frames: &[u8]) -> Vec<u8> {
     let mut payload = epoch.to_le_bytes().to_vec();
     payload.extend_from_slice(frames);
     payload
-}
-
-/// CRC32C (Castagnoli), bit by bit: the envelope checksum, computed independently.
-fn crc32c(bytes: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in bytes {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = if crc & 1 == 1 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
-        }
-    }
-    !crc
 }

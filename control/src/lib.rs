@@ -11,6 +11,7 @@ mod events;
 mod failover;
 mod health;
 mod http;
+mod https;
 mod jobs;
 pub mod json;
 mod metrics;
@@ -114,7 +115,14 @@ pub fn start(
             if let Some(events) = control.handle.shared.take_events() {
                 tokio::spawn(watch_node_events(Arc::clone(&control), events));
             }
-            if let Err(error) = axum::serve(http, http::router(control)).await {
+            let served = match control.config.admin_tls.clone() {
+                Some(tls) => match https::TlsListener::new(http, tls) {
+                    Ok(listener) => axum::serve(listener, http::router(control)).await,
+                    Err(error) => Err(error),
+                },
+                None => axum::serve(http, http::router(control)).await,
+            };
+            if let Err(error) = served {
                 tracing::error!(%error, "admin HTTP server stopped");
             }
         });

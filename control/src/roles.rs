@@ -65,6 +65,8 @@ pub struct ControlConfig {
     pub cluster_name: String,
     /// `[security] admin_token`: the bearer token the admin API asks for; `None` asks none.
     pub admin_token: Option<String>,
+    /// `[security] admin_tls`: the admin API is served over TLS with this configuration.
+    pub admin_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `[security] cluster_secret`: proven on every peer connection, both ways
     /// (`strata_core::handshake`); `None` proves nothing.
     pub cluster_secret: Option<ClusterSecret>,

@@ -193,6 +193,12 @@ pub struct Security {
     /// Lets a node take a cluster role with an empty `cluster_secret` (any host that reaches
     /// the peer port can then take part in replication).
     pub allow_insecure_peers: bool,
+    /// This node's certificate chain (PEM), for the ports served with TLS.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The private key of that certificate (PEM).
+    pub tls_key_file: Option<PathBuf>,
+    /// Serve the admin API over TLS (HTTPS) with `tls_cert_file` and `tls_key_file`.
+    pub admin_tls: bool,
 }
 
 /// The secrets in force, read from the config or from their files. `None`: not asked for.
@@ -436,6 +442,7 @@ impl Config {
             ("requirepass".into(), shown_secret(&secrets.requirepass)),
             ("cluster_secret".into(), shown_secret(&secrets.cluster_secret)),
             ("allow_insecure_peers".into(), text(&self.security.allow_insecure_peers)),
+            ("admin_tls".into(), text(&self.security.admin_tls)),
         ]
     }
 
@@ -483,6 +490,7 @@ impl Config {
             .and_then(|()| self.check_wal())
             .and_then(|()| self.check_cluster_and_log())
             .and_then(|()| self.secrets().map(drop))
+            .and_then(|()| self.check_tls())
             .map_err(|(key, message)| ConfigError::Invalid { path: path.into(), key, message })
     }
 
@@ -612,6 +620,16 @@ impl Config {
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.log_level.as_str()) {
             return Err(("log.log_level", format!("{:?} is not a log level", self.log.log_level)));
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The TLS settings: a port served with TLS needs a certificate and key that load.
+    fn check_tls(&self) -> Result<(), Invalid> {
+        if self.security.admin_tls {
+            crate::tls::server_config(&self.security)?;
         }
         Ok(())
     }

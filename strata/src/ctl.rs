@@ -18,6 +18,10 @@ pub struct CtlOptions {
     /// A file holding the admin token (its trailing newline cut), instead of --token.
     #[arg(long, conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+    /// The admin API is served over TLS (`[security] admin_tls`): trust the certificates this
+    /// PEM file holds (the CA that signed the node's certificate), and speak HTTPS.
+    #[arg(long, env = "STRATA_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -78,11 +82,13 @@ pub enum CtlCommand {
     Health,
 }
 
-/// A node's admin API: its address, and the bearer token it asks for, if any.
+/// A node's admin API: its address, the bearer token it asks for, if any, and the
+/// certificates to trust when it is served over TLS.
 #[derive(Clone, Debug)]
 pub struct Admin {
     pub address: String,
     pub token: Option<String>,
+    pub trusted: Option<Vec<ureq::tls::Certificate<'static>>>,
 }
 
 impl Admin {
@@ -101,8 +107,48 @@ impl Admin {
             ),
             None => options.token.clone(),
         };
-        Ok(Admin { address: options.http.clone(), token: token.filter(|token| !token.is_empty()) })
+        let trusted = match &options.ca_file {
+            Some(path) => Some(trusted_certificates(path)?),
+            None => None,
+        };
+        let token = token.filter(|token| !token.is_empty());
+        Ok(Admin { address: options.http.clone(), token, trusted })
     }
+
+    /// The agent for this node: HTTPS trusting only the given certificates, or plain HTTP.
+    fn agent(&self) -> (ureq::Agent, &'static str) {
+        let builder = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)));
+        let Some(trusted) = &self.trusted else {
+            return (builder.build().into(), "http");
+        };
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(provider)
+            .root_certs(ureq::tls::RootCerts::new_with_certs(trusted))
+            .build();
+        (builder.tls_config(tls).build().into(), "https")
+    }
+}
+
+/// The certificates of a PEM file.
+fn trusted_certificates(
+    path: &std::path::Path,
+) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem =
+        std::fs::read(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let certificates: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(certificate),
+            _ => None,
+        })
+        .collect();
+    if certificates.is_empty() {
+        return Err(format!("no certificate in {}", path.display()));
+    }
+    Ok(certificates)
 }
 
 /// An HTTP response: status code and body.
@@ -123,14 +169,10 @@ pub fn http(
     body: Option<&str>,
 ) -> Result<HttpResponse, String> {
     let address = &admin.address;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(120)))
-        .build()
-        .into();
+    let (agent, scheme) = admin.agent();
     let mut request = ureq::http::Request::builder()
         .method(method)
-        .uri(format!("http://{address}{path}"))
+        .uri(format!("{scheme}://{address}{path}"))
         .header("Accept", "application/json")
         .header("Content-Type", "application/json");
     if let Some(token) = &admin.token {
@@ -290,7 +332,7 @@ fn init_cluster(
         "followers": listed(followers)?,
         "learners": listed(learners)?,
     });
-    let leader_admin = Admin { address: leader_http.to_string(), token: admin.token.clone() };
+    let leader_admin = Admin { address: leader_http.to_string(), ..admin.clone() };
     let response = http(&leader_admin, "POST", "/admin/cluster/init", Some(&body.to_string()))?;
     let value: Value = serde_json::from_str(&response.body).map_err(|error| error.to_string())?;
     if value["error_code"] != 0 {

@@ -49,7 +49,7 @@ struct DemoNode {
 
 impl DemoNode {
     fn admin(&self) -> Admin {
-        Admin { address: self.http.clone(), token: Some(self.token.clone()) }
+        Admin { address: self.http.clone(), token: Some(self.token.clone()), trusted: None }
     }
 }
 

@@ -5,6 +5,7 @@ mod config;
 mod ctl;
 mod demo;
 mod meta;
+mod tls;
 
 /// Shards allocate and free on every command, and a buffer made on one shard is often freed on
 /// another: mimalloc's per-thread heaps avoid the arena lock contention of the system
@@ -396,6 +397,16 @@ fn serve(
         failover_timeout: Duration::from_millis(config.cluster.failover_timeout),
         cluster_name: config.cluster.name.clone(),
         admin_token: secrets.admin_token.clone(),
+        admin_tls: match config.security.admin_tls {
+            true => match tls::server_config(&config.security) {
+                Ok(tls) => Some(tls),
+                Err((key, message)) => {
+                    tracing::error!(key, %message, "cannot serve the admin API over TLS");
+                    return ExitCode::from(2);
+                }
+            },
+            false => None,
+        },
         cluster_secret: cluster_secret(secrets),
         allow_insecure_peers: config.security.allow_insecure_peers,
     };

@@ -150,6 +150,8 @@ pub struct NodeSettings {
     pub requirepass: Option<String>,
     /// `[security] admin_token`: the admin API's bearer token (`None`: none).
     pub admin_token: Option<String>,
+    /// Lines added to the `[security]` section (e.g. TLS files).
+    pub security: String,
 }
 
 impl NodeSettings {
@@ -190,6 +192,7 @@ impl Default for NodeSettings {
             environment: Vec::new(),
             requirepass: None,
             admin_token: None,
+            security: String::new(),
         }
     }
 }
@@ -284,6 +287,7 @@ impl TestNode {
                 lines.push_str(&format!("{key} = {value:?}\n"));
             }
         }
+        lines.push_str(&settings.security);
         lines
     }
 

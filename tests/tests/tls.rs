@@ -1,0 +1,146 @@
+//! The admin API over TLS (`[security] admin_tls`), with certificates the test makes: a
+//! client trusting the node's CA gets its answers, plain HTTP and clients trusting another CA
+//! get nothing, and bad TLS settings stop the node with the key named.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_tests::{run_tool, strata_binary, NodeSettings, TestNode};
+
+/// A CA and a certificate it signed for 127.0.0.1, as PEM files in `directory`.
+struct Certificates {
+    ca: PathBuf,
+    certificate: PathBuf,
+    key: PathBuf,
+}
+
+fn make_certificates(directory: &Path, name: &str) -> Certificates {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
+    let node_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("params");
+    let node_key = rcgen::KeyPair::generate().expect("node key");
+    let node = node_params.signed_by(&node_key, &ca, &ca_key).expect("node certificate");
+    let write = |file: &str, text: String| {
+        let path = directory.join(format!("{name}-{file}"));
+        std::fs::write(&path, text).expect("write PEM");
+        path
+    };
+    Certificates {
+        ca: write("ca.pem", ca.pem()),
+        certificate: write("node.pem", node.pem()),
+        key: write("node-key.pem", node_key.serialize_pem()),
+    }
+}
+
+fn tls_lines(certificates: &Certificates) -> String {
+    format!(
+        "admin_tls = true\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        certificates.certificate.display().to_string(),
+        certificates.key.display().to_string()
+    )
+}
+
+/// `GET path` over HTTPS trusting `ca`: the status, or why there was none.
+fn https_get(port: u16, ca: &Path, path: &str) -> Result<u16, String> {
+    let pem = std::fs::read(ca).expect("CA file");
+    let trusted: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|item| match item {
+            Ok(ureq::tls::PemItem::Certificate(certificate)) => Some(certificate),
+            _ => None,
+        })
+        .collect();
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&trusted))
+        .build();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .tls_config(tls)
+        .build()
+        .into();
+    let url = format!("https://127.0.0.1:{port}{path}");
+    agent.get(&url).call().map(|response| response.status().as_u16()).map_err(|e| e.to_string())
+}
+
+fn ctl(node: &TestNode, ca: &Path, arguments: &[&str]) -> (i32, String) {
+    let output = Command::new(strata_binary())
+        .args(["ctl", "--http", &format!("127.0.0.1:{}", node.http_port)])
+        .arg("--ca-file")
+        .arg(ca)
+        .args(arguments)
+        .output()
+        .expect("run strata ctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_admin_api_over_tls_answers_only_clients_that_trust_its_ca() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let own = make_certificates(directory.path(), "own");
+    let other = make_certificates(directory.path(), "other");
+    let node = TestNode::start(NodeSettings { security: tls_lines(&own), ..Default::default() });
+
+    assert_eq!(https_get(node.http_port, &own.ca, "/readyz"), Ok(200));
+    let (code, out) = ctl(&node, &own.ca, &["health"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("standalone"), "{out}");
+
+    // Plain HTTP gets no answer.
+    let plain = strata_tests::admin::try_request(
+        node.http_port,
+        "GET",
+        "/readyz",
+        None,
+        Duration::from_secs(5),
+    );
+    assert!(plain.is_err() || plain.as_ref().is_ok_and(|reply| reply.status != 200), "{plain:?}");
+    // A client trusting another CA refuses the node's certificate, and gets nothing.
+    let refused = https_get(node.http_port, &other.ca, "/readyz");
+    assert!(refused.is_err(), "{refused:?}");
+    let (code, out) = ctl(&node, &other.ca, &["health"]);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.to_lowercase().contains("certificate"), "{out}");
+    let logged = strata_tests::admin::wait_until(Duration::from_secs(5), || {
+        node.log().contains("TLS handshake failed")
+    });
+    assert!(logged, "{}", node.log());
+}
+
+#[test]
+fn bad_tls_settings_stop_the_node_naming_the_key() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let own = make_certificates(directory.path(), "own");
+    let other = make_certificates(directory.path(), "other");
+    let config = directory.path().join("strata.toml");
+    let check = |security: &str| {
+        std::fs::write(&config, format!("[security]\n{security}")).expect("write config");
+        let path = config.display().to_string();
+        let binary = strata_binary();
+        run_tool(binary.to_str().expect("path"), &["node", "--config", &path, "--check-config"])
+    };
+    let (ok, _, err) = check("admin_tls = true\n");
+    assert!(!ok && err.contains("security.tls_cert_file"), "{err}");
+    let mismatched = format!(
+        "admin_tls = true\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
+        own.certificate.display().to_string(),
+        other.key.display().to_string()
+    );
+    let (ok, _, err) = check(&mismatched);
+    assert!(!ok && err.contains("security.tls_key_file"), "{err}");
+    let (ok, out, err) = check(&tls_lines(&own));
+    assert!(ok, "{out}{err}");
+}

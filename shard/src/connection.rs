@@ -4,9 +4,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use crate::tls::ClientIo;
 use strata_core::auth::{self, AuthError};
 use strata_core::command::{self, Command, Credentials, KeyCommand, NodeCommand};
 use strata_core::resp;
@@ -79,7 +77,7 @@ impl Session {
     }
 }
 
-pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u64) {
+pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl ClientIo, client_id: u64) {
     let authenticated = shard.mesh.password.is_none();
     let mut session = Session { client_id, name: None, quit: false, authenticated };
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
@@ -96,7 +94,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
             resp::encode_error(&mut output, error);
         }
         if !output.is_empty() {
-            let (result, buffer) = stream.write_all(output).await;
+            let (result, buffer) = stream.write_from(output).await;
             output = buffer;
             output.clear();
             shrink_if_large(&mut output);
@@ -118,9 +116,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: TcpStream, client_id: u6
         if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
             input.reserve(READ_CHUNK_BYTES);
         }
-        let length = input.len();
-        let (result, slice) = stream.read(input.slice_mut(length..)).await;
-        input = slice.into_inner();
+        let (result, buffer) = stream.read_into(input).await;
+        input = buffer;
         match result {
             Ok(0) | Err(_) => break,
             Ok(_) => {}

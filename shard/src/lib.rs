@@ -14,6 +14,7 @@ mod replication;
 mod reply;
 mod shard;
 mod signal;
+mod tls;
 
 pub use cluster::{
     monotonic_ms, ClusterShared, ControlMessage, LeaderSettings, NodeEvent, NodeHandle,

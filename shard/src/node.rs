@@ -245,7 +245,26 @@ async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
         }
         let _ = stream.set_nodelay(true);
         let client_id = counters.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        monoio::spawn(crate::connection::serve(Rc::clone(&shard), stream, client_id));
+        match shard.mesh.options.client_tls.clone() {
+            Some(tls) => monoio::spawn(serve_tls(Rc::clone(&shard), stream, tls, client_id)),
+            None => monoio::spawn(crate::connection::serve(Rc::clone(&shard), stream, client_id)),
+        };
+    }
+}
+
+/// A client over TLS: the handshake, then the same connection loop.
+async fn serve_tls(
+    shard: Rc<Shard>,
+    stream: monoio::net::TcpStream,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    client_id: u64,
+) {
+    match crate::tls::TlsClient::accept(stream, tls).await {
+        Ok(client) => crate::connection::serve(shard, client, client_id).await,
+        Err(error) => {
+            shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
+            tracing::info!(shard = shard.id.0, %error, "client port: TLS handshake failed");
+        }
     }
 }
 

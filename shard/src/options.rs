@@ -57,6 +57,8 @@ pub struct NodeOptions {
     /// Present when segments and snapshots go to the archive: each partition's committed
     /// LSN is published here for the uploader, and sealed segments wait for its floor.
     pub archive: Option<std::sync::Arc<strata_wal::ArchiveMarks>>,
+    /// `[security] client_tls`: the client port is served over TLS with this configuration.
+    pub client_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     /// `[security] requirepass`: the password a client connection gives (`AUTH`) before any
     /// other command; `None` asks for none.
     pub requirepass: Option<String>,

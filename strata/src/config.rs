@@ -199,6 +199,8 @@ pub struct Security {
     pub tls_key_file: Option<PathBuf>,
     /// Serve the admin API over TLS (HTTPS) with `tls_cert_file` and `tls_key_file`.
     pub admin_tls: bool,
+    /// Serve the client port over TLS (`redis-cli --tls`) with the same certificate.
+    pub client_tls: bool,
 }
 
 /// The secrets in force, read from the config or from their files. `None`: not asked for.
@@ -443,6 +445,7 @@ impl Config {
             ("cluster_secret".into(), shown_secret(&secrets.cluster_secret)),
             ("allow_insecure_peers".into(), text(&self.security.allow_insecure_peers)),
             ("admin_tls".into(), text(&self.security.admin_tls)),
+            ("client_tls".into(), text(&self.security.client_tls)),
         ]
     }
 
@@ -628,7 +631,7 @@ impl Config {
 impl Config {
     /// The TLS settings: a port served with TLS needs a certificate and key that load.
     fn check_tls(&self) -> Result<(), Invalid> {
-        if self.security.admin_tls {
+        if self.security.admin_tls || self.security.client_tls {
             crate::tls::server_config(&self.security)?;
         }
         Ok(())

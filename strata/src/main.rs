@@ -222,6 +222,7 @@ fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeO
         config_file: config_file.display().to_string(),
         archive: None,
         requirepass: secrets.requirepass.clone(),
+        client_tls: None,
         cluster_secret: cluster_secret(secrets),
     }
 }
@@ -287,6 +288,15 @@ fn run_node(config_file: &Path) -> ExitCode {
     };
     warn_about_a_weak_cluster_secret(&secrets);
     let mut options = node_options(&config, &secrets, config_file);
+    if config.security.client_tls {
+        match tls::server_config(&config.security) {
+            Ok(tls) => options.client_tls = Some(tls),
+            Err((key, message)) => {
+                tracing::error!(key, %message, "cannot serve the client port over TLS");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let archive = config.archive_location();
     if let Some(location) = &archive {
         if let Err(error) = archive::complete_local_logs(&config, location, &cluster_id) {

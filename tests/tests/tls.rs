@@ -1,6 +1,7 @@
-//! The admin API over TLS (`[security] admin_tls`), with certificates the test makes: a
-//! client trusting the node's CA gets its answers, plain HTTP and clients trusting another CA
-//! get nothing, and bad TLS settings stop the node with the key named.
+//! The admin API and the client port over TLS (`[security] admin_tls`, `client_tls`), with
+//! certificates the test makes: a client trusting the node's CA gets its answers, plaintext
+//! and clients trusting another CA get nothing, and bad TLS settings stop the node with the
+//! key named.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -143,4 +144,56 @@ fn bad_tls_settings_stop_the_node_naming_the_key() {
     assert!(!ok && err.contains("security.tls_key_file"), "{err}");
     let (ok, out, err) = check(&tls_lines(&own));
     assert!(ok, "{out}{err}");
+}
+
+fn redis_cli(port: u16, tls: &[&str], command: &[&str]) -> (bool, String) {
+    let port = port.to_string();
+    let mut arguments = vec!["-h", "127.0.0.1", "-p", port.as_str()];
+    arguments.extend_from_slice(tls);
+    arguments.extend_from_slice(command);
+    let (ok, out, err) = run_tool("redis-cli", &arguments);
+    (ok, format!("{out}{err}"))
+}
+
+#[test]
+fn redis_cli_speaks_tls_to_the_client_port() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let own = make_certificates(directory.path(), "own");
+    let other = make_certificates(directory.path(), "other");
+    let security = format!("{}client_tls = true\n", tls_lines(&own));
+    // Created and spawned, not started: start-up waits for a plaintext PING.
+    let mut node = TestNode::create(NodeSettings { security, ..Default::default() });
+    node.spawn();
+    let own_ca = own.ca.display().to_string();
+    let tls = ["--tls", "--cacert", own_ca.as_str()];
+    let started = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+        redis_cli(node.port, &tls, &["PING"]).1.contains("PONG")
+    });
+    assert!(started, "{}", node.log());
+    let (_, out) = redis_cli(node.port, &tls, &["SET", "greeting", "hello"]);
+    assert!(out.contains("OK"), "{out}");
+    let (_, out) = redis_cli(node.port, &tls, &["GET", "greeting"]);
+    assert_eq!(out.trim(), "hello");
+    // A pipeline larger than one TLS record crosses whole.
+    let value = "v".repeat(100_000);
+    let (_, out) = redis_cli(node.port, &tls, &["SET", "big", &value]);
+    assert!(out.contains("OK"), "{out}");
+    let (_, out) = redis_cli(node.port, &tls, &["STRLEN", "big"]);
+    assert_eq!(out.trim(), "100000");
+
+    // Plaintext RESP gets nothing served.
+    let (_, out) = redis_cli(node.port, &[], &["GET", "greeting"]);
+    assert!(!out.contains("hello"), "{out}");
+    // A client trusting another CA refuses the node.
+    let other_ca = other.ca.display().to_string();
+    let (_, out) = redis_cli(node.port, &["--tls", "--cacert", &other_ca], &["GET", "greeting"]);
+    assert!(!out.contains("hello"), "{out}");
+    assert!(out.to_lowercase().contains("certificate") || out.contains("SSL"), "{out}");
+    let logged = strata_tests::admin::wait_until(Duration::from_secs(5), || {
+        node.log().contains("client port: TLS handshake failed")
+    });
+    assert!(logged, "{}", node.log());
+    // The node still serves the good client after the bad ones.
+    let (_, out) = redis_cli(node.port, &tls, &["GET", "greeting"]);
+    assert_eq!(out.trim(), "hello");
 }

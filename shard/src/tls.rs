@@ -2,7 +2,7 @@
 //! connection loop reads and writes plaintext through [`ClientIo`], the same for a plain
 //! socket and a TLS one, so the plain path costs nothing more.
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, Write};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,21 +114,20 @@ impl TlsClient {
 impl ClientIo for TlsClient {
     async fn read_into(&mut self, mut input: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            let length = input.len();
-            input.resize(input.capacity().max(length + 1), 0);
-            let outcome = self.session.reader().read(&mut input[length..]);
-            match outcome {
-                Ok(read) => {
-                    input.truncate(length + read);
+            // Plaintext rustls holds is copied straight from its buffer: no zero-filled
+            // staging area per read.
+            let mut reader = self.session.reader();
+            match reader.fill_buf() {
+                Ok(plaintext) if !plaintext.is_empty() => {
+                    let read = plaintext.len();
+                    input.extend_from_slice(plaintext);
+                    reader.consume(read);
                     return (Ok(read), input);
                 }
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    input.truncate(length);
-                }
-                Err(error) => {
-                    input.truncate(length);
-                    return (Err(error), input);
-                }
+                // The peer closed the session cleanly.
+                Ok(_) => return (Ok(0), input),
+                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+                Err(error) => return (Err(error), input),
             }
             match self.receive().await {
                 Ok(0) => return (Ok(0), input),

@@ -33,7 +33,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .route("/admin/health", get(cluster_health))
         .route("/admin/console", get(crate::console::state))
-        .route_layer(middleware::from_fn_with_state(Arc::clone(&control), require_token))
+        .route_layer(middleware::from_fn_with_state(admin_password(&control), require_token))
         .route("/", get(crate::console::page))
         .route("/console.js", get(crate::console::script))
         .route("/console.css", get(crate::console::style))
@@ -46,12 +46,18 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
 /// `Authorization: Bearer <token>`. The health routes stay open: they tell a load balancer
 /// whether to send traffic, and nothing else. So do the console's page and assets: they hold
 /// no data, and the page asks for it with the token.
+/// The admin token's digest, computed once: `None` when no token is asked for.
+fn admin_password(control: &Control) -> Option<Arc<Password>> {
+    let token = control.config.admin_token.as_deref()?;
+    Some(Arc::new(Password::new(token.as_bytes())))
+}
+
 async fn require_token(
-    State(control): State<Arc<Control>>,
+    State(expected): State<Option<Arc<Password>>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(expected) = control.config.admin_token.as_deref() else {
+    let Some(expected) = expected else {
         return next.run(request).await;
     };
     let given = request
@@ -61,9 +67,7 @@ async fn require_token(
         .and_then(|value| value.strip_prefix("Bearer "));
     match given {
         // Digests compared in constant time: the timing tells nothing of the token.
-        Some(token) if Password::new(expected.as_bytes()).matches(token.as_bytes()) => {
-            next.run(request).await
-        }
+        Some(token) if expected.matches(token.as_bytes()) => next.run(request).await,
         _ => unauthorized(given.is_some()),
     }
 }

@@ -71,6 +71,9 @@ const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(200);
 const REOPEN_LONGEST_DELAY: Duration = Duration::from_secs(5);
 /// How long a proposal forwarded while the controller's leader changes is tried again.
 const PROPOSE_RETRY: Duration = Duration::from_secs(3);
+/// How long a join is asked again while the controller has no leader (an election takes a
+/// heartbeat timeout and a vote).
+const JOIN_RETRY: Duration = Duration::from_secs(10);
 /// How long the job of a join follows the member's catch-up at most.
 const JOIN_JOB_LIMIT: Duration = Duration::from_secs(600);
 /// How long a role call that makes or joins a cluster waits for the node to take its role.
@@ -312,14 +315,7 @@ impl Control {
         self.start_controller(identity)
             .await
             .map_err(|reason| AdminError::controller_unavailable(&reason))?;
-        let outcome = match self.dialer.call(address, &request).await {
-            Ok(response) => response.into_result().map_err(|error| AdminError::from_leader(&error)),
-            Err(WireError::Io(error)) => {
-                Err(AdminError::cannot_connect(address, &error.to_string()))
-            }
-            Err(error) => Err(AdminError::leader_unreachable(&error.to_string())),
-        };
-        if let Err(error) = outcome {
+        if let Err(error) = self.ask_to_join(address, &request).await {
             self.forget_controller().await;
             return Err(error);
         }
@@ -376,6 +372,32 @@ impl Control {
             }
         };
         self.finish_job(id, outcome).await;
+    }
+
+    /// Puts `request` (a join) to the member at `address`; asks again, for [`JOIN_RETRY`] at
+    /// most, while the controller elects a leader (the one that led it may be the node joining
+    /// again after losing its data): nothing was committed meanwhile.
+    async fn ask_to_join(&self, address: &str, request: &Request) -> Result<(), AdminError> {
+        let started = tokio::time::Instant::now();
+        loop {
+            let outcome = match self.dialer.call(address, request).await {
+                Ok(response) => response
+                    .into_result()
+                    .map(|_| ())
+                    .map_err(|error| AdminError::from_leader(&error)),
+                Err(WireError::Io(error)) => {
+                    return Err(AdminError::cannot_connect(address, &error.to_string()));
+                }
+                Err(error) => return Err(AdminError::leader_unreachable(&error.to_string())),
+            };
+            match outcome {
+                Err(error) if not_committed(&error) && started.elapsed() < JOIN_RETRY => {
+                    tracing::info!(%error, "the controller elects a leader: the join is asked again");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                outcome => return outcome,
+            }
+        }
     }
 
     /// A join that failed: the node is in no cluster again.

@@ -648,32 +648,51 @@ fn a_node_that_lost_its_data_comes_back_as_a_new_member_and_catches_up() {
         expected.insert(key, value);
     }
     assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])));
-    nodes[2].kill();
-    std::fs::remove_dir_all(nodes[2].data_dir()).expect("lose ron's data");
-    nodes[2].restart();
+    // The node that loses its data is the one leading the controller's Raft (the data leader
+    // hands that over to a follower): its join then meets an election.
+    let lost = controller_leader_among_followers(&nodes);
+    let name = NAMES[lost];
+    let other = 3 - lost;
+    nodes[lost].kill();
+    std::fs::remove_dir_all(nodes[lost].data_dir()).expect("lose the node's data");
+    nodes[lost].restart();
     // Without its identity it waits in admin mode for a role, as any new node.
-    assert_eq!(role_of(&nodes[2]).as_deref(), Some("admin"));
-    let body = role_body("follower", Some("ron"), Some(&nodes[1].peer_address()));
-    let joined = nodes[2].admin("POST", "/admin/node/current", Some(&body));
+    assert_eq!(role_of(&nodes[lost]).as_deref(), Some("admin"));
+    let body = role_body("follower", Some(name), Some(&nodes[other].peer_address()));
+    let joined = nodes[lost].admin("POST", "/admin/node/current", Some(&body));
     assert!(joined.is_ok(), "{}\n{}", joined.text, all_logs(&nodes));
     assert!(wait_until(Duration::from_secs(30), || all_in_sync(&nodes[0])), "{}", all_logs(&nodes));
-    // The controller has one Raft member named ron (the new one) among three voters.
+    // The controller has one Raft member of that name (the new one) among three voters.
     let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
     let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
-    assert_eq!(rows.iter().filter(|row| row["name"] == "ron").count(), 1, "{listed}");
-    // Ron holds everything: the leader can die and ron or hermione takes over with it all.
+    assert_eq!(rows.iter().filter(|row| row["name"] == name).count(), 1, "{listed}");
+    // It holds everything: the leader can die and a follower takes over with it all.
     nodes[0].kill();
     let logs = || all_logs(&nodes);
     let successor = new_leader(&nodes, 0, &logs);
-    assert_holds(&nodes[successor], &expected, "the new leader after ron came back");
-    // Ron reads what it holds durably up to what its leader told it committed: it converges.
-    let mut ron = nodes[2].client();
+    assert_holds(&nodes[successor], &expected, "the new leader after the node came back");
+    // It reads what it holds durably up to what its leader told it committed: it converges.
+    let mut reader = nodes[lost].client();
     let converged = wait_until(Duration::from_secs(20), || {
         expected.iter().all(|(key, value)| {
-            ron.get::<_, Option<String>>(key).ok().flatten().as_deref() == Some(value.as_str())
+            reader.get::<_, Option<String>>(key).ok().flatten().as_deref() == Some(value.as_str())
         })
     });
-    assert!(converged, "ron lacks writes it acknowledged before:\n{}", all_logs(&nodes));
+    assert!(converged, "{name} lacks writes it acknowledged before:\n{}", all_logs(&nodes));
+}
+
+/// The follower (index 1 or 2) leading the controller's Raft, once harry handed it over.
+fn controller_leader_among_followers(nodes: &[TestNode]) -> usize {
+    let mut listed = serde_json::Value::Null;
+    let mut found = None;
+    let handed_over = wait_until(Duration::from_secs(20), || {
+        listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+        let leader = listed["controller_leader"].as_str().unwrap_or_default();
+        found = NAMES[1..].iter().position(|name| *name == leader).map(|index| index + 1);
+        found.is_some()
+    });
+    assert!(handed_over, "harry kept the controller's leadership: {listed}");
+    found.expect("a follower leads the controller")
 }
 
 #[test]

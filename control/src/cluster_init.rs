@@ -47,9 +47,8 @@ impl Control {
         let mut outcomes = Vec::new();
         for joiner in joiners {
             let body = json!({ "role": joiner.role.name(), "name": joiner.name, "address": peer });
-            let token = self.config.admin_token.as_deref();
             let path = "/admin/node/current";
-            let answer = post_json(&joiner.admin, token, path, &body.to_string()).await;
+            let answer = post_json(self, &joiner.admin, path, &body.to_string()).await;
             let outcome = match answer {
                 Ok(answer) if answer["error_code"] == 0 => json!("ok"),
                 Ok(answer) => answer["error_message"].clone(),
@@ -95,20 +94,33 @@ fn parse_init(body: &[u8]) -> Result<(String, Vec<Joiner>), AdminError> {
 
 /// One JSON POST to another node's admin API, with this node's admin token (the members of a
 /// cluster share one). The blocking client runs on the runtime's blocking pool.
+/// Over HTTPS when this node serves its admin API so (`[security] admin_tls`): the members do
+/// too, with certificates the cluster's CA (`tls_ca_file`) signed.
 async fn post_json(
+    control: &Control,
     address: &str,
-    token: Option<&str>,
     path: &str,
     body: &str,
 ) -> Result<Value, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
+    let builder = ureq::Agent::config_builder()
         .http_status_as_error(false)
-        .timeout_global(Some(MEMBER_CALL_TIMEOUT))
-        .build()
-        .into();
+        .timeout_global(Some(MEMBER_CALL_TIMEOUT));
+    let (agent, scheme): (ureq::Agent, _) =
+        match (&control.config.admin_tls, &control.config.admin_ca) {
+            (None, _) => (builder.build().into(), "http"),
+            (Some(_), Some(trusted)) => {
+                (builder.tls_config(crate::https_trusting(trusted)).build().into(), "https")
+            }
+            (Some(_), None) => {
+                return Err("the admin API is served over HTTPS (admin_tls): set [security] \
+                        tls_ca_file to the CA that signs the members' certificates"
+                    .to_string())
+            }
+        };
+    let token = control.config.admin_token.as_deref();
     let mut request = ureq::http::Request::builder()
         .method("POST")
-        .uri(format!("http://{address}{path}"))
+        .uri(format!("{scheme}://{address}{path}"))
         .header("Content-Type", "application/json");
     if let Some(token) = token {
         request = request.header("Authorization", format!("Bearer {token}"));

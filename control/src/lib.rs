@@ -72,6 +72,18 @@ async fn watch_node_events(
     }
 }
 
+/// A client TLS configuration (for `ureq`) that trusts only `trusted`: `strata ctl` calling a
+/// node's admin API over HTTPS, and a node calling its members' (`cluster init`).
+#[must_use]
+pub fn https_trusting(trusted: &[ureq::tls::Certificate<'static>]) -> ureq::tls::TlsConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(provider)
+        .root_certs(ureq::tls::RootCerts::new_with_certs(trusted))
+        .build()
+}
+
 /// Starts the control thread serving the admin API on `http` and peers on `peer` (both bound
 /// already, so that a taken port is reported before anything runs).
 ///

@@ -1,8 +1,9 @@
 //! The peer port: control requests from other nodes, and replication subscriptions, which are
-//! handed to the shard owning their partitions. Every connection starts with the handshake
-//! (`strata_core::handshake`): nothing else is read from a peer that has not proven the
-//! cluster secret, and a node with no secret that does not allow insecure peers takes no
-//! peer connection at all.
+//! handed to the shard owning their partitions. Every connection starts with TLS when
+//! `[security] peer_tls` is on (the peer's certificate must chain to the cluster's CA), then
+//! the handshake (`strata_core::handshake`): nothing else is read from a peer that has not
+//! proven the cluster secret, and a node with no secret that does not allow insecure peers
+//! takes no peer connection at all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use strata_shard::ControlMessage;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::roles::Control;
-use crate::wire::{self, Request, Response};
+use crate::wire::{self, PeerConnection, Request, Response};
 
 /// Peer connections served at once, at most; more wait in the kernel's backlog.
 const PEER_CONNECTIONS_MAX: usize = 1024;
@@ -49,9 +50,9 @@ pub(crate) async fn serve(control: Arc<Control>, listener: TcpListener) {
 /// secret (or neither side has one and insecure peers are allowed), `None` once it is closed.
 async fn authenticate(
     control: &Control,
-    mut stream: TcpStream,
+    socket: TcpStream,
     peer: SocketAddr,
-) -> Option<TcpStream> {
+) -> Option<PeerConnection> {
     let secret = control.config.cluster_secret.clone();
     if secret.is_none() && !control.config.allow_insecure_peers {
         tracing::warn!(
@@ -61,6 +62,10 @@ async fn authenticate(
         );
         return None;
     }
+    let mut stream = match &control.config.peer_tls {
+        None => PeerConnection::Plain(socket),
+        Some(tls) => accept_tls(tls, socket, peer).await?,
+    };
     match wire::accept_handshake(&mut stream, secret).await {
         Ok(trust) => {
             tracing::debug!(%peer, ?trust, "peer handshake done");
@@ -78,10 +83,33 @@ async fn authenticate(
     }
 }
 
+/// The server side of TLS on a peer connection, the peer's certificate required: the
+/// connection, or `None` once it is closed (a peer without a certificate the CA signed).
+async fn accept_tls(
+    tls: &strata_shard::PeerTls,
+    socket: TcpStream,
+    peer: SocketAddr,
+) -> Option<PeerConnection> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+    match tokio::time::timeout(wire::HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            Some(PeerConnection::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))))
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%peer, %error, "peer connection refused: TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%peer, "peer connection refused: no TLS handshake in time");
+            None
+        }
+    }
+}
+
 /// Serves one peer connection: control requests until it closes, or one subscription.
 async fn serve_connection(
     control: &Arc<Control>,
-    mut stream: TcpStream,
+    mut stream: PeerConnection,
 ) -> Result<(), wire::WireError> {
     let mut input = Vec::new();
     loop {
@@ -119,7 +147,7 @@ async fn serve_connection(
 
 async fn subscribe(
     control: &Arc<Control>,
-    mut stream: TcpStream,
+    mut stream: PeerConnection,
     payload: &[u8],
 ) -> Result<(), wire::WireError> {
     let subscribe = Subscribe::decode(payload)?;
@@ -143,9 +171,10 @@ async fn subscribe(
         wire::send(&mut stream, MessageKind::Refused, reason.as_bytes()).await?;
         return Ok(());
     }
-    let stream = stream.into_std()?;
+    let (socket, tls) = stream.into_parts();
+    let stream = socket.into_std()?;
     stream.set_nonblocking(false)?;
-    if !control.handle.send_to_owner(first, ControlMessage::Attach { stream, subscribe }) {
+    if !control.handle.send_to_owner(first, ControlMessage::Attach { stream, tls, subscribe }) {
         tracing::warn!(partition = first.0, "the shard owning the partitions is gone");
     }
     Ok(())

@@ -67,6 +67,9 @@ pub struct ControlConfig {
     pub admin_token: Option<String>,
     /// `[security] admin_tls`: the admin API is served over TLS with this configuration.
     pub admin_tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `[security] tls_ca_file`'s certificates: what the members' admin APIs are trusted by
+    /// when this node calls them over HTTPS (`POST /admin/cluster/init`).
+    pub admin_ca: Option<Vec<ureq::tls::Certificate<'static>>>,
     /// `[security] cluster_secret`: proven on every peer connection, both ways
     /// (`strata_core::handshake`); `None` proves nothing.
     pub cluster_secret: Option<ClusterSecret>,
@@ -74,6 +77,9 @@ pub struct ControlConfig {
     /// role and its peer port takes connections from other nodes without one; otherwise it
     /// refuses both.
     pub allow_insecure_peers: bool,
+    /// `[security] peer_tls`: peer connections are TLS both ways, every node's certificate
+    /// checked against the cluster's CA.
+    pub peer_tls: Option<strata_shard::PeerTls>,
 }
 
 /// Reports the archive's state as JSON.
@@ -161,7 +167,7 @@ impl Control {
             leader_epoch: None,
         };
         Arc::new(Control {
-            dialer: wire::Dialer::new(config.cluster_secret.clone()),
+            dialer: wire::Dialer::new(config.cluster_secret.clone(), config.peer_tls.as_ref()),
             config,
             handle,
             state: Mutex::new(state),
@@ -643,7 +649,7 @@ impl Control {
 
     /// Replica: heartbeats to the leader every `interval` until the session changes.
     async fn send_heartbeats(self: Arc<Self>, session: u64, interval: Duration) {
-        let mut connection: Option<tokio::net::TcpStream> = None;
+        let mut connection: Option<wire::PeerConnection> = None;
         loop {
             tokio::time::sleep(interval).await;
             let (request, address) = {
@@ -1052,7 +1058,7 @@ fn major_minor(version: &str) -> (&str, &str) {
 /// One heartbeat over a kept connection, reconnecting when it broke.
 async fn heartbeat_once(
     dialer: &wire::Dialer,
-    connection: &mut Option<tokio::net::TcpStream>,
+    connection: &mut Option<wire::PeerConnection>,
     address: &str,
     request: &Request,
 ) -> Result<Response, WireError> {

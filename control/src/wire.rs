@@ -10,7 +10,7 @@ use strata_core::handshake::{
     HANDSHAKE_MESSAGE_BYTES, HANDSHAKE_TIMEOUT_MS,
 };
 use strata_core::peer::{decode_message, encode_message, MessageKind, ENVELOPE_HEADER_BYTES};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Largest control message accepted (they are a few hundred bytes).
@@ -236,6 +236,8 @@ pub(crate) enum WireError {
     Handshake(#[from] HandshakeError),
     #[error("peer handshake not done within {HANDSHAKE_TIMEOUT:?}")]
     HandshakeTimeout,
+    #[error("peer TLS: {0}")]
+    Tls(String),
     /// The peer closed the connection between two handshake messages (a node that refuses
     /// every peer closes it before its first).
     #[error("the peer closed the connection during the handshake")]
@@ -245,26 +247,115 @@ pub(crate) enum WireError {
 /// How long a peer handshake may take, on either side.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(HANDSHAKE_TIMEOUT_MS);
 
-/// Opens peer connections: connects, then proves the cluster secret (`strata_core::handshake`)
-/// before the connection carries anything else.
-#[derive(Clone, Debug)]
+/// A peer connection on the control thread: plain, or TLS (`[security] peer_tls`) from the
+/// side that connected or the side that accepted.
+pub(crate) enum PeerConnection {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl PeerConnection {
+    /// The socket and, over TLS, the session made on it (for a shard to carry on with).
+    pub(crate) fn into_parts(self) -> (TcpStream, Option<Box<rustls::ServerConnection>>) {
+        match self {
+            PeerConnection::Plain(socket) => (socket, None),
+            PeerConnection::Tls(tls) => match *tls {
+                tokio_rustls::TlsStream::Server(server) => {
+                    let (socket, session) = server.into_inner();
+                    (socket, Some(Box::new(session)))
+                }
+                tokio_rustls::TlsStream::Client(client) => (client.into_inner().0, None),
+            },
+        }
+    }
+}
+
+impl AsyncRead for PeerConnection {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerConnection::Plain(socket) => std::pin::Pin::new(socket).poll_read(context, buffer),
+            PeerConnection::Tls(tls) => std::pin::Pin::new(tls).poll_read(context, buffer),
+        }
+    }
+}
+
+impl AsyncWrite for PeerConnection {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        bytes: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            PeerConnection::Plain(socket) => std::pin::Pin::new(socket).poll_write(context, bytes),
+            PeerConnection::Tls(tls) => std::pin::Pin::new(tls).poll_write(context, bytes),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerConnection::Plain(socket) => std::pin::Pin::new(socket).poll_flush(context),
+            PeerConnection::Tls(tls) => std::pin::Pin::new(tls).poll_flush(context),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            PeerConnection::Plain(socket) => std::pin::Pin::new(socket).poll_shutdown(context),
+            PeerConnection::Tls(tls) => std::pin::Pin::new(tls).poll_shutdown(context),
+        }
+    }
+}
+
+/// Opens peer connections: connects (over TLS when the peer port uses it), then proves the
+/// cluster secret (`strata_core::handshake`) before the connection carries anything else.
+#[derive(Clone)]
 pub(crate) struct Dialer {
     secret: Option<ClusterSecret>,
+    tls: Option<tokio_rustls::TlsConnector>,
 }
 
 impl Dialer {
-    pub(crate) fn new(secret: Option<ClusterSecret>) -> Dialer {
-        Dialer { secret }
+    pub(crate) fn new(
+        secret: Option<ClusterSecret>,
+        tls: Option<&strata_shard::PeerTls>,
+    ) -> Dialer {
+        let tls =
+            tls.map(|tls| tokio_rustls::TlsConnector::from(std::sync::Arc::clone(&tls.client)));
+        Dialer { secret, tls }
     }
 
-    /// Connects to `address` (within [`EXCHANGE_TIMEOUT`]) and makes the handshake (within
-    /// [`HANDSHAKE_TIMEOUT`]).
-    pub(crate) async fn connect(&self, address: &str) -> Result<TcpStream, WireError> {
+    /// Connects to `address` (within [`EXCHANGE_TIMEOUT`]) and makes the handshakes, TLS's
+    /// then the secret's (each within [`HANDSHAKE_TIMEOUT`]).
+    pub(crate) async fn connect(&self, address: &str) -> Result<PeerConnection, WireError> {
         let connect = TcpStream::connect(address);
-        let mut stream = tokio::time::timeout(EXCHANGE_TIMEOUT, connect)
+        let socket = tokio::time::timeout(EXCHANGE_TIMEOUT, connect)
             .await
             .map_err(|_| WireError::Timeout(EXCHANGE_TIMEOUT))??;
-        let _ = stream.set_nodelay(true);
+        let _ = socket.set_nodelay(true);
+        let mut stream = match &self.tls {
+            None => PeerConnection::Plain(socket),
+            Some(connector) => {
+                let host = address.rsplit_once(':').map_or(address, |(host, _)| host);
+                let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|error| WireError::Tls(error.to_string()))?;
+                let work = connector.connect(name, socket);
+                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
+                    .await
+                    .map_err(|_| WireError::HandshakeTimeout)?
+                    .map_err(|error| WireError::Tls(error.to_string()))?;
+                PeerConnection::Tls(Box::new(tokio_rustls::TlsStream::Client(tls)))
+            }
+        };
         let (handshake, hello) = Handshake::connector(self.secret.clone(), nonce()?);
         let work = run_handshake(&mut stream, handshake, Some(hello));
         tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
@@ -287,7 +378,7 @@ impl Dialer {
 /// The acceptor's side of the handshake on a connection just accepted, within
 /// [`HANDSHAKE_TIMEOUT`]: nothing else is read from the connection before it succeeds.
 pub(crate) async fn accept_handshake(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     secret: Option<ClusterSecret>,
 ) -> Result<Trust, WireError> {
     let handshake = Handshake::acceptor(secret, nonce()?);
@@ -299,12 +390,13 @@ pub(crate) async fn accept_handshake(
 /// Carries the handshake's messages: sends `first` (the connector's Hello), then reads one
 /// message at a time, exactly, and sends what each step answers.
 async fn run_handshake(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     mut handshake: Handshake,
     first: Option<HandshakeMessage>,
 ) -> Result<Trust, WireError> {
     if let Some(hello) = first {
         stream.write_all(&hello).await?;
+        stream.flush().await?;
     }
     let mut message = [0u8; HANDSHAKE_MESSAGE_BYTES];
     loop {
@@ -312,6 +404,7 @@ async fn run_handshake(
         let step = handshake.step(&message);
         if let Some(answer) = step.send {
             stream.write_all(&answer).await?;
+            stream.flush().await?;
         }
         match step.progress {
             Progress::Continue => {}
@@ -324,7 +417,7 @@ async fn run_handshake(
 /// Reads one whole handshake message; [`WireError::HandshakeClosed`] when the connection ends
 /// before a byte of it came.
 async fn read_message(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     message: &mut HandshakeMessage,
 ) -> Result<(), WireError> {
     let mut filled = 0;
@@ -348,19 +441,20 @@ fn nonce() -> std::io::Result<Nonce> {
 
 /// Writes one message.
 pub(crate) async fn send(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     kind: MessageKind,
     payload: &[u8],
 ) -> std::io::Result<()> {
     let mut bytes = Vec::with_capacity(ENVELOPE_HEADER_BYTES + payload.len());
     encode_message(&mut bytes, kind, payload);
-    stream.write_all(&bytes).await
+    stream.write_all(&bytes).await?;
+    stream.flush().await
 }
 
 /// Reads one whole message into `input` and returns its kind and payload, leaving any bytes
 /// after it in `input`. `Ok(None)` at a clean end of stream.
 pub(crate) async fn receive(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     input: &mut Vec<u8>,
 ) -> Result<Option<(MessageKind, Vec<u8>)>, WireError> {
     loop {
@@ -386,7 +480,7 @@ pub(crate) async fn receive(
 
 /// Sends `request` on `stream` and waits for the response.
 pub(crate) async fn exchange(
-    stream: &mut TcpStream,
+    stream: &mut PeerConnection,
     request: &Request,
 ) -> Result<Response, WireError> {
     let body = serde_json::to_vec(request)?;

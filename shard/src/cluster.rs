@@ -270,8 +270,12 @@ pub type PhaseReply = flume::Sender<Result<(), String>>;
 #[derive(Debug)]
 pub enum ControlMessage {
     /// Leader: a replica's connection for some partitions of the receiving shard, after its
-    /// Subscribe message.
-    Attach { stream: std::net::TcpStream, subscribe: Subscribe },
+    /// Subscribe message; over TLS with the session the control thread made on it.
+    Attach {
+        stream: std::net::TcpStream,
+        tls: Option<Box<rustls::ServerConnection>>,
+        subscribe: Subscribe,
+    },
     /// Leader: the member `name` left, was removed or timed out: its streams close, and the
     /// in-sync sets drop it when they may.
     MemberGone { name: String },

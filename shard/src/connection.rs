@@ -4,7 +4,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
-use crate::tls::ClientIo;
+use crate::tls::StreamIo;
 use strata_core::auth::{self, AuthError};
 use strata_core::command::{self, Command, Credentials, KeyCommand, NodeCommand};
 use strata_core::resp;
@@ -77,7 +77,7 @@ impl Session {
     }
 }
 
-pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl ClientIo, client_id: u64) {
+pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id: u64) {
     let authenticated = shard.mesh.password.is_none();
     let mut session = Session { client_id, name: None, quit: false, authenticated };
     let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);

@@ -10,6 +10,7 @@ mod link;
 pub mod metrics;
 mod node;
 mod options;
+mod peer_stream;
 mod replication;
 mod reply;
 mod shard;
@@ -22,3 +23,4 @@ pub use cluster::{
 };
 pub use node::{start, NodeError, RunningNode};
 pub use options::{Durability, NodeOptions};
+pub use tls::PeerTls;

@@ -8,8 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::rc::Rc;
 
-use monoio::io::{AsyncWriteRentExt, OwnedWriteHalf};
-use monoio::net::TcpStream;
+use crate::peer_stream::PeerWriter;
 use strata_core::peer::{
     encode_position_message, encode_stream_message, encode_stream_parts, MessageKind, Position,
 };
@@ -25,7 +24,9 @@ pub(crate) struct Link {
     /// Bytes queued at most, beyond snapshots and catch-up frames in flight
     /// (`[cluster] replica_window`, plus their allowances).
     queue_limit: Cell<usize>,
-    signal: Signal,
+    /// Raised by producers, and by the reader when the connection's TLS session has
+    /// something to send of its own.
+    signal: Rc<Signal>,
     closed: Cell<bool>,
     /// Set by [`finish`](Self::finish): the writer sends what is queued, then closes.
     finishing: Cell<bool>,
@@ -37,11 +38,16 @@ impl Link {
         Rc::new(Link {
             queue: RefCell::new(Vec::new()),
             queue_limit: Cell::new(window),
-            signal: Signal::default(),
+            signal: Rc::new(Signal::default()),
             closed: Cell::new(false),
             finishing: Cell::new(false),
             fd,
         })
+    }
+
+    /// What wakes this link's writer: given to the connection's reader half.
+    pub(crate) fn writer_signal(&self) -> Rc<Signal> {
+        Rc::clone(&self.signal)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -143,7 +149,7 @@ impl Link {
     }
 
     /// Writes queued messages until the link closes or a write fails.
-    pub(crate) async fn run_writer(self: Rc<Self>, mut writer: OwnedWriteHalf<TcpStream>) {
+    pub(crate) async fn run_writer(self: Rc<Self>, mut writer: PeerWriter) {
         let mut spare = Vec::new();
         loop {
             self.signal.wait().await;
@@ -153,7 +159,7 @@ impl Link {
             let batch =
                 std::mem::replace(&mut *self.queue.borrow_mut(), std::mem::take(&mut spare));
             if batch.is_empty() {
-                if self.finishing.get() {
+                if self.finishing.get() || writer.flush().await.is_err() {
                     self.close();
                     break;
                 }

@@ -259,7 +259,7 @@ async fn serve_tls(
     tls: std::sync::Arc<rustls::ServerConfig>,
     client_id: u64,
 ) {
-    match crate::tls::TlsClient::accept(stream, tls).await {
+    match crate::tls::TlsSocket::accept(stream, tls).await {
         Ok(client) => crate::connection::serve(shard, client, client_id).await,
         Err(error) => {
             shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);

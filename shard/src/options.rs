@@ -65,4 +65,6 @@ pub struct NodeOptions {
     /// `[security] cluster_secret`: proven on every peer connection this node opens or
     /// accepts; `None` proves nothing (`allow_insecure_peers`).
     pub cluster_secret: Option<strata_core::handshake::ClusterSecret>,
+    /// `[security] peer_tls`: peer connections are TLS, both ways, with these configurations.
+    pub peer_tls: Option<crate::tls::PeerTls>,
 }

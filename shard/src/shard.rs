@@ -542,7 +542,9 @@ impl Shard {
 
     fn control(self: &Rc<Self>, message: ControlMessage) {
         match message {
-            ControlMessage::Attach { stream, subscribe } => self.attach_replica(subscribe, stream),
+            ControlMessage::Attach { stream, tls, subscribe } => {
+                self.attach_replica(subscribe, stream, tls);
+            }
             ControlMessage::MemberGone { name } => self.member_gone(&name),
             ControlMessage::Idle => self.go_idle(),
             ControlMessage::Standalone => self.become_standalone(),

@@ -1,6 +1,8 @@
-//! The client port over TLS: rustls's session (sans-IO) driven over a monoio socket. The
-//! connection loop reads and writes plaintext through [`ClientIo`], the same for a plain
-//! socket and a TLS one, so the plain path costs nothing more.
+//! TLS on the shard's sockets: rustls's session (sans-IO) driven over monoio. A client
+//! connection reads and writes plaintext through [`StreamIo`], the same for a plain socket and
+//! a TLS one, so the plain path costs nothing more. A peer connection is split in two halves
+//! ([`crate::peer_stream`]) that share one session; the functions here move bytes between the
+//! session and buffers, and never hold it across an `await`.
 
 use std::io::{self, BufRead, Write};
 use std::sync::Arc;
@@ -9,22 +11,37 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ClientConfig, Connection, ServerConfig, ServerConnection};
 
 /// How long a client may take over its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Ciphertext read from the socket at once (a TLS record is at most 16 KiB plus overhead).
-const CIPHERTEXT_CHUNK_BYTES: usize = 18 * 1024;
+pub(crate) const CIPHERTEXT_CHUNK_BYTES: usize = 18 * 1024;
+/// Ciphertext rustls may hold unsent: what one socket write carries at most, for a large
+/// reply or a batch of frames (rustls's default is 64 KiB).
+const SENDABLE_BYTES_MAX: usize = 1024 * 1024;
 
-/// What a client connection reads its commands from and writes its replies to.
-pub(crate) trait ClientIo {
+/// The configurations of the peer port's TLS (`[security] peer_tls`): the node's certificate
+/// on both sides, and the cluster's CA that every other node's certificate must chain to.
+#[derive(Clone, Debug)]
+pub struct PeerTls {
+    /// Accepting a peer: presents the node's certificate, requires the peer's.
+    pub server: Arc<ServerConfig>,
+    /// Connecting to a peer: presents the node's certificate, verifies the peer's against
+    /// the CA for the host of the address it dials.
+    pub client: Arc<ClientConfig>,
+}
+
+/// What a connection reads plaintext from and writes it to: a client's commands and replies,
+/// a peer's handshake.
+pub(crate) trait StreamIo {
     /// Appends what arrives to `input`: how many bytes, 0 at the end of the stream.
     async fn read_into(&mut self, input: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `output`, and hands the buffer back.
     async fn write_from(&mut self, output: Vec<u8>) -> (io::Result<()>, Vec<u8>);
 }
 
-impl ClientIo for TcpStream {
+impl StreamIo for TcpStream {
     async fn read_into(&mut self, input: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         let length = input.len();
         let (result, slice) = self.read(input.slice_mut(length..)).await;
@@ -37,43 +54,71 @@ impl ClientIo for TcpStream {
     }
 }
 
-/// A client connection with a finished TLS handshake.
-pub(crate) struct TlsClient {
-    socket: TcpStream,
-    session: ServerConnection,
+/// A socket with a finished TLS handshake, whole (a client connection, or a peer connection
+/// before it is split).
+pub(crate) struct TlsSocket {
+    pub(crate) socket: TcpStream,
+    pub(crate) session: Connection,
     /// Ciphertext read from the socket; rustls takes it from here.
     ciphertext: Vec<u8>,
     /// Ciphertext for the socket, reused between writes.
     outgoing: Vec<u8>,
 }
 
-impl TlsClient {
-    /// Runs the server side of the handshake on `socket` (at most 5 s).
+impl TlsSocket {
+    /// Runs the server side of a client's handshake on `socket` (at most 5 s).
     pub(crate) async fn accept(
         socket: TcpStream,
         config: Arc<ServerConfig>,
-    ) -> io::Result<TlsClient> {
+    ) -> io::Result<TlsSocket> {
         let session = ServerConnection::new(config).map_err(io::Error::other)?;
-        let mut client = TlsClient {
+        TlsSocket::handshake(socket, session.into()).await
+    }
+
+    /// Runs the client side of a handshake with the peer at `host` (at most 5 s).
+    pub(crate) async fn connect(
+        socket: TcpStream,
+        config: Arc<ClientConfig>,
+        host: &str,
+    ) -> io::Result<TlsSocket> {
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+        let session = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
+        TlsSocket::handshake(socket, session.into()).await
+    }
+
+    /// Takes a session whose handshake was made elsewhere (the control thread's, on a peer
+    /// connection it hands to this shard) with the socket it was made on.
+    pub(crate) fn resume(socket: TcpStream, session: Connection) -> TlsSocket {
+        TlsSocket::new(socket, session)
+    }
+
+    fn new(socket: TcpStream, mut session: Connection) -> TlsSocket {
+        session.set_buffer_limit(Some(SENDABLE_BYTES_MAX));
+        TlsSocket {
             socket,
             session,
             ciphertext: Vec::with_capacity(CIPHERTEXT_CHUNK_BYTES),
             outgoing: Vec::new(),
-        };
+        }
+    }
+
+    async fn handshake(socket: TcpStream, session: Connection) -> io::Result<TlsSocket> {
+        let mut tls = TlsSocket::new(socket, session);
         let handshake = async {
-            while client.session.is_handshaking() {
-                client.flush().await?;
-                if !client.session.is_handshaking() {
+            while tls.session.is_handshaking() {
+                tls.flush().await?;
+                if !tls.session.is_handshaking() {
                     break;
                 }
-                if client.receive().await? == 0 {
+                if tls.receive().await? == 0 {
                     return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
                 }
             }
-            client.flush().await
+            tls.flush().await
         };
         match monoio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
-            Ok(outcome) => outcome.map(|()| client),
+            Ok(outcome) => outcome.map(|()| tls),
             Err(_) => Err(io::Error::from(io::ErrorKind::TimedOut)),
         }
     }
@@ -81,19 +126,13 @@ impl TlsClient {
     /// Reads ciphertext from the socket and gives it to rustls: the bytes read, 0 at the end.
     /// A record rustls refuses is an error, after its alert went out.
     async fn receive(&mut self) -> io::Result<usize> {
-        self.ciphertext.clear();
-        self.ciphertext.reserve(CIPHERTEXT_CHUNK_BYTES);
-        let buffer = std::mem::take(&mut self.ciphertext);
-        let (result, slice) = self.socket.read(buffer.slice_mut(0..CIPHERTEXT_CHUNK_BYTES)).await;
-        self.ciphertext = slice.into_inner();
+        let (result, buffer) =
+            read_ciphertext(&mut self.socket, std::mem::take(&mut self.ciphertext)).await;
+        self.ciphertext = buffer;
         let read = result?;
-        let mut offered = &self.ciphertext[..read];
-        while !offered.is_empty() {
-            self.session.read_tls(&mut offered)?;
-            if let Err(error) = self.session.process_new_packets() {
-                let _ = self.flush().await;
-                return Err(io::Error::new(io::ErrorKind::InvalidData, error));
-            }
+        if let Err(error) = absorb(&mut self.session, &self.ciphertext[..read]) {
+            let _ = self.flush().await;
+            return Err(error);
         }
         Ok(read)
     }
@@ -111,22 +150,12 @@ impl TlsClient {
     }
 }
 
-impl ClientIo for TlsClient {
+impl StreamIo for TlsSocket {
     async fn read_into(&mut self, mut input: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         loop {
-            // Plaintext rustls holds is copied straight from its buffer: no zero-filled
-            // staging area per read.
-            let mut reader = self.session.reader();
-            match reader.fill_buf() {
-                Ok(plaintext) if !plaintext.is_empty() => {
-                    let read = plaintext.len();
-                    input.extend_from_slice(plaintext);
-                    reader.consume(read);
-                    return (Ok(read), input);
-                }
-                // The peer closed the session cleanly.
-                Ok(_) => return (Ok(0), input),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            match take_plaintext(&mut self.session, &mut input) {
+                Ok(Some(read)) => return (Ok(read), input),
+                Ok(None) => {}
                 Err(error) => return (Err(error), input),
             }
             match self.receive().await {
@@ -138,9 +167,59 @@ impl ClientIo for TlsClient {
     }
 
     async fn write_from(&mut self, output: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
-        if let Err(error) = self.session.writer().write_all(&output) {
-            return (Err(error), output);
+        let mut offset = 0;
+        while offset < output.len() {
+            match self.session.writer().write(&output[offset..]) {
+                Ok(accepted) => offset += accepted,
+                Err(error) => return (Err(error), output),
+            }
+            if let Err(error) = self.flush().await {
+                return (Err(error), output);
+            }
         }
-        (self.flush().await, output)
+        (Ok(()), output)
+    }
+}
+
+/// Reads one chunk of ciphertext from `socket` into `buffer` (replacing what it held).
+pub(crate) async fn read_ciphertext<S: AsyncReadRent>(
+    socket: &mut S,
+    mut buffer: Vec<u8>,
+) -> (io::Result<usize>, Vec<u8>) {
+    buffer.clear();
+    buffer.reserve(CIPHERTEXT_CHUNK_BYTES);
+    let (result, slice) = socket.read(buffer.slice_mut(0..CIPHERTEXT_CHUNK_BYTES)).await;
+    (result, slice.into_inner())
+}
+
+/// Gives `ciphertext` to rustls and decrypts what it completes. A record rustls refuses is an
+/// error (its alert is then queued for the peer).
+pub(crate) fn absorb(session: &mut Connection, ciphertext: &[u8]) -> io::Result<()> {
+    let mut offered = ciphertext;
+    while !offered.is_empty() {
+        session.read_tls(&mut offered)?;
+        session
+            .process_new_packets()
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, error))?;
+    }
+    Ok(())
+}
+
+/// Appends the plaintext rustls holds to `input`, copied straight from its buffer: `Some` of
+/// the bytes taken (0 when the peer closed the session cleanly), `None` when it holds none.
+pub(crate) fn take_plaintext(
+    session: &mut Connection,
+    input: &mut Vec<u8>,
+) -> io::Result<Option<usize>> {
+    let mut reader = session.reader();
+    match reader.fill_buf() {
+        Ok(plaintext) => {
+            let read = plaintext.len();
+            input.extend_from_slice(plaintext);
+            reader.consume(read);
+            Ok(Some(read))
+        }
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(None),
+        Err(error) => Err(error),
     }
 }

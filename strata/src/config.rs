@@ -201,6 +201,11 @@ pub struct Security {
     pub admin_tls: bool,
     /// Serve the client port over TLS (`redis-cli --tls`) with the same certificate.
     pub client_tls: bool,
+    /// Peer connections over TLS, both ways: each node presents its certificate and checks
+    /// the other's against `tls_ca_file` (for the IP address of the peer it dials).
+    pub peer_tls: bool,
+    /// The certificate(s) of the CA that signs every node's certificate (PEM), for `peer_tls`.
+    pub tls_ca_file: Option<PathBuf>,
 }
 
 /// The secrets in force, read from the config or from their files. `None`: not asked for.
@@ -446,6 +451,7 @@ impl Config {
             ("allow_insecure_peers".into(), text(&self.security.allow_insecure_peers)),
             ("admin_tls".into(), text(&self.security.admin_tls)),
             ("client_tls".into(), text(&self.security.client_tls)),
+            ("peer_tls".into(), text(&self.security.peer_tls)),
         ]
     }
 
@@ -633,6 +639,13 @@ impl Config {
     fn check_tls(&self) -> Result<(), Invalid> {
         if self.security.admin_tls || self.security.client_tls {
             crate::tls::server_config(&self.security)?;
+        }
+        if self.security.peer_tls {
+            crate::tls::peer_config(&self.security)?;
+        }
+        if let Some(file) = &self.security.tls_ca_file {
+            crate::ctl::trusted_certificates(file)
+                .map_err(|message| ("security.tls_ca_file", message))?;
         }
         Ok(())
     }

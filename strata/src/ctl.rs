@@ -123,18 +123,13 @@ impl Admin {
         let Some(trusted) = &self.trusted else {
             return (builder.build().into(), "http");
         };
-        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(provider)
-            .root_certs(ureq::tls::RootCerts::new_with_certs(trusted))
-            .build();
+        let tls = strata_control::https_trusting(trusted);
         (builder.tls_config(tls).build().into(), "https")
     }
 }
 
 /// The certificates of a PEM file.
-fn trusted_certificates(
+pub fn trusted_certificates(
     path: &std::path::Path,
 ) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
     let pem =

@@ -223,6 +223,7 @@ fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeO
         archive: None,
         requirepass: secrets.requirepass.clone(),
         client_tls: None,
+        peer_tls: None,
         cluster_secret: cluster_secret(secrets),
     }
 }
@@ -297,6 +298,15 @@ fn run_node(config_file: &Path) -> ExitCode {
             }
         }
     }
+    if config.security.peer_tls {
+        match tls::peer_config(&config.security) {
+            Ok(tls) => options.peer_tls = Some(tls),
+            Err((key, message)) => {
+                tracing::error!(key, %message, "cannot use TLS on the peer port");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let archive = config.archive_location();
     if let Some(location) = &archive {
         if let Err(error) = archive::complete_local_logs(&config, location, &cluster_id) {
@@ -360,6 +370,7 @@ fn serve(
     archive: Option<(strata_archive::StoreLocation, String)>,
 ) -> ExitCode {
     let marks = options.archive.clone();
+    let peer_tls = options.peer_tls.clone();
     let address = options.client_address;
     let (shards, partitions, mode) =
         (options.shard_count, options.partition_count, options.durability.name());
@@ -417,8 +428,19 @@ fn serve(
             },
             false => None,
         },
+        admin_ca: match (&config.security.tls_ca_file, config.security.admin_tls) {
+            (Some(path), true) => match ctl::trusted_certificates(path) {
+                Ok(trusted) => Some(trusted),
+                Err(message) => {
+                    tracing::error!(key = "security.tls_ca_file", %message, "cannot read the CA");
+                    return ExitCode::from(2);
+                }
+            },
+            _ => None,
+        },
         cluster_secret: cluster_secret(secrets),
         allow_insecure_peers: config.security.allow_insecure_peers,
+        peer_tls,
     };
     let control =
         match strata_control::start(control, node.handle(), listeners.http, listeners.peer) {

@@ -1,7 +1,8 @@
-//! The admin API and the client port over TLS (`[security] admin_tls`, `client_tls`), with
+//! The three ports over TLS (`[security] admin_tls`, `client_tls`, `peer_tls`), with
 //! certificates the test makes: a client trusting the node's CA gets its answers, plaintext
-//! and clients trusting another CA get nothing, and bad TLS settings stop the node with the
-//! key named.
+//! and clients trusting another CA get nothing; nodes replicate over TLS and refuse a node
+//! whose certificate another CA signed, or that speaks plaintext; bad TLS settings stop the
+//! node with the key named.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -17,27 +18,47 @@ struct Certificates {
     key: PathBuf,
 }
 
-fn make_certificates(directory: &Path, name: &str) -> Certificates {
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
-    let ca_key = rcgen::KeyPair::generate().expect("CA key");
-    let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let node_params =
-        rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-            .expect("params");
-    let node_key = rcgen::KeyPair::generate().expect("node key");
-    let node = node_params.signed_by(&node_key, &ca, &ca_key).expect("node certificate");
-    let write = |file: &str, text: String| {
-        let path = directory.join(format!("{name}-{file}"));
-        std::fs::write(&path, text).expect("write PEM");
-        path
-    };
-    Certificates {
-        ca: write("ca.pem", ca.pem()),
-        certificate: write("node.pem", node.pem()),
-        key: write("node-key.pem", node_key.serialize_pem()),
+/// A certificate authority the test made: it signs node certificates.
+struct Authority {
+    certificate: rcgen::Certificate,
+    key: rcgen::KeyPair,
+    file: PathBuf,
+}
+
+impl Authority {
+    fn new(directory: &Path, name: &str) -> Authority {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, format!("{name} test CA"));
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let certificate = params.self_signed(&key).expect("CA certificate");
+        let file = directory.join(format!("{name}-ca.pem"));
+        std::fs::write(&file, certificate.pem()).expect("write PEM");
+        Authority { certificate, key, file }
     }
+
+    /// A certificate for 127.0.0.1 (and localhost) named `name`, signed by this CA.
+    fn issue(&self, directory: &Path, name: &str) -> Certificates {
+        let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+        let mut params = rcgen::CertificateParams::new(names).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().expect("node key");
+        let node = params.signed_by(&key, &self.certificate, &self.key).expect("certificate");
+        let write = |file: &str, text: String| {
+            let path = directory.join(format!("{name}-{file}"));
+            std::fs::write(&path, text).expect("write PEM");
+            path
+        };
+        Certificates {
+            ca: self.file.clone(),
+            certificate: write("node.pem", node.pem()),
+            key: write("node-key.pem", key.serialize_pem()),
+        }
+    }
+}
+
+fn make_certificates(directory: &Path, name: &str) -> Certificates {
+    Authority::new(directory, name).issue(directory, name)
 }
 
 fn tls_lines(certificates: &Certificates) -> String {
@@ -144,6 +165,15 @@ fn bad_tls_settings_stop_the_node_naming_the_key() {
     assert!(!ok && err.contains("security.tls_key_file"), "{err}");
     let (ok, out, err) = check(&tls_lines(&own));
     assert!(ok, "{out}{err}");
+    // The peer port needs the cluster's CA, and a file that holds one.
+    let (ok, _, err) = check(&format!("{}peer_tls = true\n", tls_lines(&own)));
+    assert!(!ok && err.contains("security.tls_ca_file"), "{err}");
+    let not_a_ca =
+        format!("{}tls_ca_file = {:?}\n", tls_lines(&own), own.key.display().to_string());
+    let (ok, _, err) = check(&not_a_ca);
+    assert!(!ok && err.contains("security.tls_ca_file"), "{err}");
+    let (ok, out, err) = check(&peer_tls_lines(&own, &own.ca));
+    assert!(ok, "{out}{err}");
 }
 
 fn redis_cli(port: u16, tls: &[&str], command: &[&str]) -> (bool, String) {
@@ -180,6 +210,9 @@ fn redis_cli_speaks_tls_to_the_client_port() {
     assert!(out.contains("OK"), "{out}");
     let (_, out) = redis_cli(node.port, &tls, &["STRLEN", "big"]);
     assert_eq!(out.trim(), "100000");
+    // So does a reply larger than what rustls buffers by default (64 KiB).
+    let (_, out) = redis_cli(node.port, &tls, &["GET", "big"]);
+    assert_eq!(out.trim(), value);
 
     // Plaintext RESP gets nothing served.
     let (_, out) = redis_cli(node.port, &[], &["GET", "greeting"]);
@@ -196,4 +229,118 @@ fn redis_cli_speaks_tls_to_the_client_port() {
     // The node still serves the good client after the bad ones.
     let (_, out) = redis_cli(node.port, &tls, &["GET", "greeting"]);
     assert_eq!(out.trim(), "hello");
+}
+
+/// `[security]` lines for TLS on the peer port with `certificates`, trusting `ca`.
+fn peer_tls_lines(certificates: &Certificates, ca: &Path) -> String {
+    format!(
+        "peer_tls = true\ntls_cert_file = {:?}\ntls_key_file = {:?}\ntls_ca_file = {:?}\n",
+        certificates.certificate.display().to_string(),
+        certificates.key.display().to_string(),
+        ca.display().to_string()
+    )
+}
+
+fn cluster_node(security: String) -> TestNode {
+    TestNode::start(NodeSettings { security, failover: "automatic", ..NodeSettings::cluster(1) })
+}
+
+/// Asks `node` to join `leader`'s cluster as a follower named `name`: whether it was let in,
+/// and the answer.
+fn join(node: &TestNode, name: &str, leader: &TestNode) -> (bool, String) {
+    let body = strata_tests::admin::role_body("follower", Some(name), Some(&leader.peer_address()));
+    let reply = node.admin("POST", "/admin/node/current", Some(&body));
+    (reply.is_ok(), reply.text)
+}
+
+#[test]
+fn nodes_replicate_over_tls_and_refuse_a_peer_another_ca_signed_or_speaking_plaintext() {
+    use redis::Commands;
+    let directory = tempfile::tempdir().expect("tempdir");
+    let cluster = Authority::new(directory.path(), "cluster");
+    let rogue = Authority::new(directory.path(), "rogue");
+    let lines = |name: &str| peer_tls_lines(&cluster.issue(directory.path(), name), &cluster.file);
+    let leader = cluster_node(lines("harry"));
+    let follower = cluster_node(lines("hermione"));
+    strata_tests::admin::set_role(&leader, "leader", "harry", None);
+    strata_tests::admin::set_role(&follower, "follower", "hermione", Some(&leader));
+    let mut client = leader.client();
+    for number in 0..100 {
+        let _: String = client.set(format!("key:{number}"), number).expect("write");
+    }
+    let mut reader = follower.client();
+    let replicated = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+        reader.get::<_, Option<u32>>("key:99").ok().flatten() == Some(99)
+    });
+    assert!(replicated, "{}\n{}", leader.log(), follower.log());
+
+    // An impostor with the cluster's secret, trusting the cluster's CA, but whose
+    // certificate another CA signed: the leader refuses its certificate.
+    let impostor_certificate = rogue.issue(directory.path(), "impostor");
+    let impostor = cluster_node(peer_tls_lines(&impostor_certificate, &cluster.file));
+    let (joined, answer) = join(&impostor, "impostor", &leader);
+    assert!(!joined && answer.contains("alert"), "{answer}");
+    let logged = strata_tests::admin::wait_until(Duration::from_secs(5), || {
+        leader.log().contains("peer connection refused: TLS handshake failed")
+    });
+    assert!(logged, "{}", leader.log());
+    // A node trusting another CA refuses the leader's certificate.
+    let wary_certificate = rogue.issue(directory.path(), "wary");
+    let wary = cluster_node(peer_tls_lines(&wary_certificate, &rogue.file));
+    let (joined, answer) = join(&wary, "wary", &leader);
+    assert!(!joined, "{answer}");
+    assert!(answer.to_lowercase().contains("certificate"), "{answer}");
+    // A node speaking plaintext on the peer port, with the right secret, gets nothing.
+    let plain = cluster_node(String::new());
+    let (joined, answer) = join(&plain, "plain", &leader);
+    assert!(!joined, "{answer}");
+
+    // None of them took part: the cluster still has its two members, and replicates.
+    let listed = leader.admin("GET", "/admin/nodes", None).json;
+    let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(rows.len(), 2, "{listed}");
+    let _: String = client.set("after", "impostors").expect("write");
+    let replicated = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+        reader.get::<_, Option<String>>("after").ok().flatten().as_deref() == Some("impostors")
+    });
+    assert!(replicated, "{}\n{}", leader.log(), follower.log());
+}
+
+#[test]
+fn ctl_init_makes_a_cluster_whose_every_port_between_nodes_is_tls() {
+    let directory = tempfile::tempdir().expect("tempdir");
+    let cluster = Authority::new(directory.path(), "cluster");
+    let nodes: Vec<TestNode> = ["harry", "hermione"]
+        .iter()
+        .map(|name| {
+            let certificates = cluster.issue(directory.path(), name);
+            let security =
+                format!("admin_tls = true\n{}", peer_tls_lines(&certificates, &cluster.file));
+            let mut node = TestNode::create(NodeSettings {
+                security,
+                failover: "automatic",
+                ..NodeSettings::cluster(1)
+            });
+            node.spawn();
+            node
+        })
+        .collect();
+    for node in &nodes {
+        let up = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+            https_get(node.http_port, &cluster.file, "/healthz") == Ok(200)
+        });
+        assert!(up, "{}", node.log());
+    }
+    let (leader, follower) = (
+        format!("harry@127.0.0.1:{}", nodes[0].http_port),
+        format!("hermione@127.0.0.1:{}", nodes[1].http_port),
+    );
+    let (code, out) =
+        ctl(&nodes[0], &cluster.file, &["init", "--leader", &leader, "--follower", &follower]);
+    assert_eq!(code, 0, "{out}\n{}\n{}", nodes[0].log(), nodes[1].log());
+    let (code, out) = ctl(&nodes[1], &cluster.file, &["health"]);
+    let healthy = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+        ctl(&nodes[1], &cluster.file, &["health"]).0 == 0
+    });
+    assert!(healthy, "{code} {out}\n{}\n{}", nodes[0].log(), nodes[1].log());
 }

@@ -19,7 +19,6 @@ use openraft::raft::{
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 use serde::{Deserialize, Serialize};
 use strata_core::peer::MessageKind;
-use tokio::net::TcpStream;
 
 use super::{ControllerNode, SnapshotBytes, Types};
 use crate::wire::{self, WireError};
@@ -78,7 +77,7 @@ pub(crate) struct Peer {
     address: String,
     /// Proves the cluster secret on every connection it opens.
     dialer: wire::Dialer,
-    connection: Option<TcpStream>,
+    connection: Option<wire::PeerConnection>,
 }
 
 /// Why an exchange with a member failed, before any answer came.

@@ -3,10 +3,8 @@
 //! [`Leader`] machine moves.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 
-use monoio::io::{OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 use strata_core::frame::decode_frame;
 use strata_core::peer::{
@@ -21,7 +19,9 @@ use strata_core::{Epoch, Lsn, PartitionId};
 use super::{protocol, read_more, refuse, take_messages, Role, StreamError};
 use crate::cluster::{NodeEvent, ReplicaProgress, ServingMode};
 use crate::link::Link;
+use crate::peer_stream::{PeerReader, PeerStream};
 use crate::shard::{PartitionSlot, RecentFrame, Shard, RECENT_FRAMES_BYTES_MAX};
+use crate::tls::TlsSocket;
 
 /// One partition's leading: the machine, and the connection of each of its streams.
 pub(crate) struct LeaderSide {
@@ -196,21 +196,28 @@ impl Shard {
         self: &Rc<Self>,
         subscribe: Subscribe,
         stream: std::net::TcpStream,
+        tls: Option<Box<rustls::ServerConnection>>,
     ) {
-        let stream = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
-            Ok(stream) => stream,
+        let socket = match stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream)) {
+            Ok(socket) => socket,
             Err(error) => {
                 tracing::warn!(%error, "cannot take a replica connection");
                 return;
             }
         };
+        let _ = socket.set_nodelay(true);
+        let stream = match tls {
+            Some(session) => {
+                PeerStream::Tls(Box::new(TlsSocket::resume(socket, (*session).into())))
+            }
+            None => PeerStream::Plain(socket),
+        };
         if let Some(reason) = self.subscription_refusal(&subscribe) {
             monoio::spawn(refuse(stream, reason));
             return;
         }
-        let _ = stream.set_nodelay(true);
-        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
-        let (reader, writer) = stream.into_split();
+        let link = Link::new(stream.raw_fd(), self.mesh.options.replica_window);
+        let (reader, writer) = stream.split(link.writer_signal());
         monoio::spawn(Rc::clone(&link).run_writer(writer));
         let streams: Vec<(PartitionId, StreamId)> = subscribe
             .streams
@@ -480,7 +487,7 @@ impl Shard {
         name: String,
         streams: Vec<(PartitionId, StreamId)>,
         link: Rc<Link>,
-        mut reader: OwnedReadHalf<TcpStream>,
+        mut reader: PeerReader,
     ) {
         let mut input = Vec::with_capacity(4096);
         let outcome = loop {

@@ -21,8 +21,6 @@ mod replica;
 
 use std::time::Duration;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf};
-use monoio::net::TcpStream;
 use strata_core::peer::{decode_message, encode_message, Message, MessageKind, PeerError};
 use strata_core::replication::Moment;
 
@@ -31,7 +29,9 @@ pub(crate) use phases::replica_start;
 pub(crate) use phases::PhaseTracker;
 pub(crate) use replica::{replica_step_in, ReplicaSide};
 
+use crate::peer_stream::{PeerReader, PeerStream};
 use crate::shard::Shard;
+use crate::tls::StreamIo;
 
 /// How long a replica waits before it connects to the leader again.
 const RECONNECT_DELAY: Duration = Duration::from_millis(300);
@@ -136,17 +136,12 @@ fn take_messages(
 }
 
 /// Reads more bytes into `input`; end of stream is an error.
-async fn read_more(
-    reader: &mut OwnedReadHalf<TcpStream>,
-    input: &mut Vec<u8>,
-) -> Result<(), StreamError> {
-    use monoio::buf::IoBufMut;
+async fn read_more(reader: &mut PeerReader, input: &mut Vec<u8>) -> Result<(), StreamError> {
     if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
         input.reserve(READ_CHUNK_BYTES);
     }
-    let length = input.len();
-    let (result, slice) = reader.read(std::mem::take(input).slice_mut(length..)).await;
-    *input = slice.into_inner();
+    let (result, buffer) = reader.read_into(std::mem::take(input)).await;
+    *input = buffer;
     match result {
         Ok(0) => Err(StreamError::Io(std::io::ErrorKind::UnexpectedEof.into())),
         Ok(_) => Ok(()),
@@ -154,8 +149,8 @@ async fn read_more(
     }
 }
 
-async fn refuse(mut stream: TcpStream, reason: &str) {
+async fn refuse(mut stream: PeerStream, reason: &str) {
     let mut bytes = Vec::new();
     encode_message(&mut bytes, MessageKind::Refused, reason.as_bytes());
-    let _ = stream.write_all(bytes).await;
+    let _ = stream.write_from(bytes).await;
 }

@@ -3,11 +3,9 @@
 //! [`Replica`] machine's commands: acknowledgements, truncation, snapshot installs, commits.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Duration;
 
-use monoio::io::{AsyncWriteRentExt, OwnedReadHalf, Splitable};
 use monoio::net::TcpStream;
 use strata_core::frame::{decode_frame, decode_records};
 use strata_core::peer::{
@@ -22,7 +20,9 @@ use super::{
     READ_CHUNK_BYTES, RECONNECT_DELAY, SNAPSHOT_BYTES_MAX,
 };
 use crate::link::Link;
+use crate::peer_stream::{PeerReader, PeerStream};
 use crate::shard::{PartitionSlot, Shard};
+use crate::tls::TlsSocket;
 
 /// One partition following a leader, or idle.
 pub(crate) struct ReplicaSide {
@@ -285,20 +285,32 @@ impl Shard {
         }
     }
 
+    /// Connects to the leader's peer port: over TLS when `[security] peer_tls` is on, its
+    /// certificate verified against the cluster's CA for the leader's address.
+    async fn connect_to(&self, leader: SocketAddr) -> Result<PeerStream, StreamError> {
+        let socket = TcpStream::connect(leader).await?;
+        let _ = socket.set_nodelay(true);
+        let Some(tls) = &self.mesh.options.peer_tls else {
+            return Ok(PeerStream::Plain(socket));
+        };
+        let config = std::sync::Arc::clone(&tls.client);
+        let tls = TlsSocket::connect(socket, config, &leader.ip().to_string()).await?;
+        Ok(PeerStream::Tls(Box::new(tls)))
+    }
+
     async fn stream_group(
         self: &Rc<Self>,
         group: &[PartitionId],
         target: &FollowTarget,
     ) -> Result<(), StreamError> {
         let streams = self.subscriptions_of(group, target).await?;
-        let mut stream = TcpStream::connect(target.leader).await?;
-        let _ = stream.set_nodelay(true);
+        let mut stream = self.connect_to(target.leader).await?;
         let secret = self.mesh.options.cluster_secret.clone();
         super::handshake::prove(&mut stream, secret).await?;
         if self.follow_generation.get() != target.generation {
             return Err(StreamError::Stopped);
         }
-        let link = Link::new(stream.as_raw_fd(), self.mesh.options.replica_window);
+        let link = Link::new(stream.raw_fd(), self.mesh.options.replica_window);
         let opened = self.open_streams(&streams, &link);
         let subscribe = Subscribe {
             kind: target.kind,
@@ -306,7 +318,7 @@ impl Shard {
             address: target.member.address.clone(),
             streams,
         };
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = stream.split(link.writer_signal());
         let mut hello = Vec::new();
         encode_message(&mut hello, MessageKind::Subscribe, &subscribe.encode());
         let (result, _) = writer.write_all(hello).await;
@@ -412,7 +424,7 @@ impl Shard {
         opened: &[(PartitionId, u64)],
         target: &FollowTarget,
         link: &Rc<Link>,
-        reader: &mut OwnedReadHalf<TcpStream>,
+        reader: &mut PeerReader,
     ) -> Result<(), StreamError> {
         let mut input = Vec::with_capacity(READ_CHUNK_BYTES);
         loop {

@@ -392,7 +392,7 @@ impl Control {
             };
             match outcome {
                 Err(error) if not_committed(&error) && started.elapsed() < JOIN_RETRY => {
-                    tracing::info!(%error, "the controller elects a leader: the join is asked again");
+                    tracing::info!(%error, "no controller leader yet: the join is asked again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 outcome => return outcome,

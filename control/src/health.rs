@@ -2,8 +2,12 @@
 //! answers while the process serves its admin port; `GET /readyz` answers 200 only when the
 //! node can do its job in its role, and 503 with the reason otherwise.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value};
 use strata_core::cluster::{NodeStatus, Role};
+use strata_core::PartitionId;
+use strata_shard::ReplicaProgress;
 
 /// What readiness is decided from, read from the control thread and the shards at once.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,13 +212,7 @@ impl crate::roles::Control {
         let rows = self.rows().unwrap_or_default();
         let progress = self.handle.shared.progress();
         let leading = observed.role == Role::Leader;
-        // In sync on every partition it streams, and streaming at all: a member whose
-        // streams are gone (killed, timed out) is not in sync.
-        let in_sync_of = |name: &str| {
-            let mut streams = progress.iter().filter(|((member, _), _)| member == name).peekable();
-            let streaming = streams.peek().is_some();
-            leading.then(|| streaming && streams.all(|(_, progress)| progress.in_sync))
-        };
+        let in_sync_of = |name: &str| leading.then(|| streams_in_sync(&progress, name));
         let mut rows = rows.into_iter();
         let own = rows.next();
         let members = rows
@@ -250,6 +248,18 @@ impl crate::roles::Control {
     }
 }
 
+/// Whether the leader's member `name` is in sync: on every partition it streams, and
+/// streaming at all (a member whose streams are gone, killed or timed out, is not, even while
+/// an in-sync set still names it).
+fn streams_in_sync(
+    progress: &BTreeMap<(String, PartitionId), ReplicaProgress>,
+    name: &str,
+) -> bool {
+    let mut streams = progress.iter().filter(|((member, _), _)| member == name).peekable();
+    let streaming = streams.peek().is_some();
+    streaming && streams.all(|(_, progress)| progress.in_sync)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,6 +274,28 @@ mod tests {
             refusing_partitions: 0,
             lease_expired: false,
         }
+    }
+
+    #[test]
+    fn a_member_is_in_sync_only_while_it_streams_every_partition_in_sync() {
+        let entry = |in_sync| ReplicaProgress {
+            kind: strata_core::peer::ReplicaKind::Follower,
+            acked_lsn: strata_core::Lsn(10),
+            leader_lsn: strata_core::Lsn(10),
+            in_sync,
+        };
+        let mut progress = BTreeMap::new();
+        progress.insert(("hermione".to_string(), PartitionId(0)), entry(true));
+        progress.insert(("hermione".to_string(), PartitionId(1)), entry(true));
+        progress.insert(("ron".to_string(), PartitionId(0)), entry(true));
+        progress.insert(("ron".to_string(), PartitionId(1)), entry(false));
+        assert!(streams_in_sync(&progress, "hermione"));
+        // One partition behind: not in sync.
+        assert!(!streams_in_sync(&progress, "ron"));
+        // No stream at all (killed, timed out), whatever an in-sync set still says: not.
+        assert!(!streams_in_sync(&progress, "neville"));
+        progress.retain(|(name, _), _| name != "hermione");
+        assert!(!streams_in_sync(&progress, "hermione"));
     }
 
     #[test]

@@ -359,38 +359,63 @@ fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
     }
 }
 
+/// SET's options, as Redis takes them: an option may repeat (the last expiry wins) but not
+/// meet a conflicting one (NX with XX, two kinds of expiry, KEEPTTL with an expiry); every
+/// option is read before the expiry's number is, so a syntax error comes first.
 fn parse_set(rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
     let mut condition = SetCondition::Always;
-    let mut expiry = SetExpiry::None;
+    let mut keep = false;
+    let mut expiry: Option<(String, &[u8])> = None;
     let mut get = false;
     let mut index = 2;
     while index < rest.len() {
         let option = String::from_utf8_lossy(rest[index]).to_ascii_lowercase();
+        let next = rest.get(index + 1);
         match option.as_str() {
-            "nx" if condition == SetCondition::Always => condition = SetCondition::IfAbsent,
-            "xx" if condition == SetCondition::Always => condition = SetCondition::IfPresent,
+            "nx" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
+            "xx" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
             "get" => get = true,
-            "keepttl" if expiry == SetExpiry::None => expiry = SetExpiry::Keep,
-            "ex" | "px" | "exat" | "pxat" if expiry == SetExpiry::None => {
+            "keepttl" if expiry.is_none() => keep = true,
+            "ex" | "px" | "exat" | "pxat"
+                if !keep
+                    && next.is_some()
+                    && expiry.as_ref().is_none_or(|(kind, _)| *kind == option) =>
+            {
                 index += 1;
-                let argument = rest.get(index).ok_or_else(CommandError::syntax)?;
-                expiry = parse_set_expiry(&option, argument)?;
+                expiry = Some((option, rest[index]));
             }
             _ => return Err(CommandError::syntax()),
         }
         index += 1;
     }
+    let expiry = match expiry {
+        Some((option, argument)) => parse_set_expiry(&option, argument)?,
+        None if keep => SetExpiry::Keep,
+        None => SetExpiry::None,
+    };
     Ok(KeyCommand::Set { key: rest[0].to_vec(), value: rest[1].to_vec(), condition, expiry, get })
+}
+
+/// The latest time a key may expire at, in Unix milliseconds (Redis's `LLONG_MAX`).
+pub const EXPIRE_AT_MS_MAX: u64 = i64::MAX as u64;
+
+/// Redis's error for an expiry that is not positive or whose absolute time overflows, naming
+/// the command called.
+#[must_use]
+pub fn invalid_expire_time(command: &str) -> CommandError {
+    CommandError(format!("ERR invalid expire time in '{command}' command"))
 }
 
 fn parse_set_expiry(option: &str, argument: &[u8]) -> Result<SetExpiry, CommandError> {
     let amount = parse_integer(argument)?;
-    let invalid = || CommandError("ERR invalid expire time in 'set' command".into());
+    let invalid = || invalid_expire_time("set");
     if amount <= 0 {
         return Err(invalid());
     }
     let amount = amount as u64;
-    let milliseconds = |value: u64| value.checked_mul(1000).ok_or_else(invalid);
+    let milliseconds = |value: u64| {
+        value.checked_mul(1000).filter(|value| *value <= EXPIRE_AT_MS_MAX).ok_or_else(invalid)
+    };
     Ok(match option {
         "ex" => SetExpiry::RelativeMs(milliseconds(amount)?),
         "px" => SetExpiry::RelativeMs(amount),
@@ -408,8 +433,9 @@ fn parse_expiry_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
         "persist" => exact(name, rest, 1).map(|()| KeyCommand::Persist { key: rest[0].to_vec() }),
         _ => {
             at_least(name, rest, 2)?;
-            let amount = parse_integer(rest[1])?;
+            // Redis reads the options before the time.
             let condition = parse_expire_conditions(&rest[2..])?;
+            let amount = parse_integer(rest[1])?;
             let unit =
                 if name.starts_with('p') { TimeUnit::Milliseconds } else { TimeUnit::Seconds };
             let absolute = name.ends_with("at");

@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use crate::command::{
-    CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry, TimeUnit,
+    invalid_expire_time, CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry,
+    TimeUnit, EXPIRE_AT_MS_MAX,
 };
 use crate::ids::{Lsn, PartitionId};
 use crate::keyspace::Keyspace;
@@ -406,6 +407,17 @@ impl Context<'_> {
             || condition != SetCondition::Always
             || matches!(expiry, SetExpiry::Keep | SetExpiry::AbsoluteMs(_));
         let old = if needs_old { self.read(&key) } else { None };
+        // The expiry is checked first, as Redis does, whether or not the condition holds.
+        let expire_at_ms = match expiry {
+            SetExpiry::None => 0,
+            SetExpiry::Keep => old.as_ref().map_or(0, |entry| entry.expire_at_ms),
+            SetExpiry::RelativeMs(milliseconds) => self
+                .now_ms
+                .checked_add(milliseconds)
+                .filter(|at| *at <= EXPIRE_AT_MS_MAX)
+                .ok_or_else(|| invalid_expire_time("set"))?,
+            SetExpiry::AbsoluteMs(at) => at,
+        };
         let allowed = match condition {
             SetCondition::Always => true,
             SetCondition::IfAbsent => old.is_none(),
@@ -415,12 +427,6 @@ impl Context<'_> {
         if !allowed {
             return Ok(if get { old_value() } else { Answer::Bulk(None) });
         }
-        let expire_at_ms = match expiry {
-            SetExpiry::None => 0,
-            SetExpiry::Keep => old.as_ref().map_or(0, |entry| entry.expire_at_ms),
-            SetExpiry::RelativeMs(milliseconds) => self.now_ms.saturating_add(milliseconds),
-            SetExpiry::AbsoluteMs(at) => at,
-        };
         if expire_at_ms != 0 && expire_at_ms <= self.now_ms {
             // An absolute time in the past: the key is set and gone at once, as in Redis.
             if old.is_some() {
@@ -480,7 +486,13 @@ impl Context<'_> {
         absolute: bool,
         condition: ExpireCondition,
     ) -> Result<Answer, CommandError> {
-        let invalid = || CommandError("ERR invalid expire time in 'expire' command".into());
+        let command = match (unit, absolute) {
+            (TimeUnit::Seconds, false) => "expire",
+            (TimeUnit::Milliseconds, false) => "pexpire",
+            (TimeUnit::Seconds, true) => "expireat",
+            (TimeUnit::Milliseconds, true) => "pexpireat",
+        };
+        let invalid = || invalid_expire_time(command);
         let milliseconds = match unit {
             TimeUnit::Seconds => amount.checked_mul(1000).ok_or_else(invalid)?,
             TimeUnit::Milliseconds => amount,

@@ -12,6 +12,7 @@ pub mod disk;
 pub mod keys;
 pub mod peer;
 pub mod raw;
+pub mod redis_server;
 pub mod s3;
 pub mod wal_files;
 

@@ -72,6 +72,18 @@ pub enum SetExpiry {
     AbsoluteMs(u64),
 }
 
+/// What GETEX does to the key's expiry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetExpiry {
+    /// No option: the expiry stays.
+    Unchanged,
+    /// PERSIST: the key loses its expiry.
+    Persist,
+    /// EX/PX/EXAT/PXAT (`option`, lower case) with its argument, read as a number only once
+    /// the key is found: Redis answers nil for a missing key whatever the argument.
+    At { option: &'static str, argument: Vec<u8> },
+}
+
 /// EXPIRE's NX/XX/GT/LT options.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExpireCondition {
@@ -105,6 +117,47 @@ pub enum KeyCommand {
         condition: SetCondition,
         expiry: SetExpiry,
         get: bool,
+        /// The command called (`set`, `setex`, `psetex`), for its errors.
+        command: &'static str,
+    },
+    /// GETDEL.
+    GetDelete {
+        key: Vec<u8>,
+    },
+    /// GETEX.
+    GetExpire {
+        key: Vec<u8>,
+        expiry: GetExpiry,
+    },
+    /// GETRANGE and SUBSTR: Redis's inclusive, negative-from-the-end offsets.
+    GetRange {
+        key: Vec<u8>,
+        start: i64,
+        end: i64,
+    },
+    /// SETRANGE: `offset` is not negative.
+    SetRange {
+        key: Vec<u8>,
+        offset: u64,
+        value: Vec<u8>,
+    },
+    /// INCRBYFLOAT: the increment as the client wrote it (see [`crate::float`]).
+    IncrementByFloat {
+        key: Vec<u8>,
+        increment: Vec<u8>,
+    },
+    /// TYPE.
+    Type {
+        key: Vec<u8>,
+    },
+    /// TOUCH: how many of the keys exist (split per partition as EXISTS).
+    Touch {
+        keys: Vec<Vec<u8>>,
+    },
+    /// EXPIRETIME and PEXPIRETIME.
+    ExpireTime {
+        key: Vec<u8>,
+        unit: TimeUnit,
     },
     GetSet {
         key: Vec<u8>,
@@ -206,6 +259,8 @@ pub enum NodeCommand {
         timeout_ms: i64,
     },
     Quit,
+    /// TIME: the node's clock, seconds and microseconds.
+    Time,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -225,6 +280,10 @@ impl KeyCommand {
                 | KeyCommand::MultiGet { .. }
                 | KeyCommand::Strlen { .. }
                 | KeyCommand::Ttl { .. }
+                | KeyCommand::GetRange { .. }
+                | KeyCommand::Type { .. }
+                | KeyCommand::Touch { .. }
+                | KeyCommand::ExpireTime { .. }
                 | KeyCommand::DbSize
                 | KeyCommand::Status
         )
@@ -243,9 +302,17 @@ impl KeyCommand {
             | KeyCommand::Strlen { key }
             | KeyCommand::Expire { key, .. }
             | KeyCommand::Ttl { key, .. }
-            | KeyCommand::Persist { key } => Some(key),
+            | KeyCommand::Persist { key }
+            | KeyCommand::GetDelete { key }
+            | KeyCommand::GetExpire { key, .. }
+            | KeyCommand::GetRange { key, .. }
+            | KeyCommand::SetRange { key, .. }
+            | KeyCommand::IncrementByFloat { key, .. }
+            | KeyCommand::Type { key }
+            | KeyCommand::ExpireTime { key, .. } => Some(key),
             KeyCommand::Delete { keys }
             | KeyCommand::Exists { keys }
+            | KeyCommand::Touch { keys }
             | KeyCommand::MultiGet { keys } => keys.first().map(Vec::as_slice),
             KeyCommand::MultiSet { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
             KeyCommand::DbSize | KeyCommand::Status | KeyCommand::FlushAll => None,
@@ -278,6 +345,18 @@ pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
         "incr" | "incrby" | "decr" | "decrby" | "append" | "strlen" => {
             parse_string_command(name, rest).map(Command::Key)
         }
+        "setex" | "psetex" | "getdel" | "getex" | "getrange" | "substr" | "setrange"
+        | "incrbyfloat" => parse_more_string_command(name, rest).map(Command::Key),
+        "type" => {
+            exact(name, rest, 1).map(|()| Command::Key(KeyCommand::Type { key: rest[0].to_vec() }))
+        }
+        "touch" => at_least(name, rest, 1)
+            .map(|()| Command::Key(KeyCommand::Touch { keys: owned_keys(rest) })),
+        "expiretime" | "pexpiretime" => exact(name, rest, 1).map(|()| {
+            let unit =
+                if name == "expiretime" { TimeUnit::Seconds } else { TimeUnit::Milliseconds };
+            Command::Key(KeyCommand::ExpireTime { key: rest[0].to_vec(), unit })
+        }),
         "expire" | "pexpire" | "expireat" | "pexpireat" | "ttl" | "pttl" | "persist" => {
             parse_expiry_command(name, rest).map(Command::Key)
         }
@@ -363,37 +442,124 @@ fn parse_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, Comman
 /// meet a conflicting one (NX with XX, two kinds of expiry, KEEPTTL with an expiry); every
 /// option is read before the expiry's number is, so a syntax error comes first.
 fn parse_set(rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
-    let mut condition = SetCondition::Always;
-    let mut keep = false;
-    let mut expiry: Option<(String, &[u8])> = None;
-    let mut get = false;
-    let mut index = 2;
-    while index < rest.len() {
-        let option = String::from_utf8_lossy(rest[index]).to_ascii_lowercase();
-        let next = rest.get(index + 1);
+    let options = parse_extended_options(&rest[2..], true)?;
+    let expiry = match options.expiry {
+        Some((option, argument)) => parse_set_expiry(&option, argument, "set")?,
+        None if options.keep => SetExpiry::Keep,
+        None => SetExpiry::None,
+    };
+    Ok(KeyCommand::Set {
+        key: rest[0].to_vec(),
+        value: rest[1].to_vec(),
+        condition: options.condition,
+        expiry,
+        get: options.get,
+        command: "set",
+    })
+}
+
+/// SET's and GETEX's options, read as Redis reads them.
+struct ExtendedOptions<'a> {
+    condition: SetCondition,
+    get: bool,
+    /// KEEPTTL (SET).
+    keep: bool,
+    /// PERSIST (GETEX).
+    persist: bool,
+    /// The expiry option (lower case) and its argument, not yet read as a number.
+    expiry: Option<(String, &'a [u8])>,
+}
+
+/// NX, XX, GET and KEEPTTL belong to SET, PERSIST to GETEX; an option may repeat, but not
+/// meet one it conflicts with, and an expiry option needs an argument after it.
+fn parse_extended_options<'a>(
+    options: &[&'a [u8]],
+    for_set: bool,
+) -> Result<ExtendedOptions<'a>, CommandError> {
+    let mut parsed = ExtendedOptions {
+        condition: SetCondition::Always,
+        get: false,
+        keep: false,
+        persist: false,
+        expiry: None,
+    };
+    let mut index = 0;
+    while index < options.len() {
+        let option = String::from_utf8_lossy(options[index]).to_ascii_lowercase();
+        let has_next = index + 1 < options.len();
         match option.as_str() {
-            "nx" if condition != SetCondition::IfPresent => condition = SetCondition::IfAbsent,
-            "xx" if condition != SetCondition::IfAbsent => condition = SetCondition::IfPresent,
-            "get" => get = true,
-            "keepttl" if expiry.is_none() => keep = true,
+            "nx" if for_set && parsed.condition != SetCondition::IfPresent => {
+                parsed.condition = SetCondition::IfAbsent;
+            }
+            "xx" if for_set && parsed.condition != SetCondition::IfAbsent => {
+                parsed.condition = SetCondition::IfPresent;
+            }
+            "get" if for_set => parsed.get = true,
+            "keepttl" if for_set && parsed.expiry.is_none() => parsed.keep = true,
+            "persist" if !for_set && parsed.expiry.is_none() => parsed.persist = true,
             "ex" | "px" | "exat" | "pxat"
-                if !keep
-                    && next.is_some()
-                    && expiry.as_ref().is_none_or(|(kind, _)| *kind == option) =>
+                if !parsed.keep
+                    && !parsed.persist
+                    && has_next
+                    && parsed.expiry.as_ref().is_none_or(|(kind, _)| *kind == option) =>
             {
                 index += 1;
-                expiry = Some((option, rest[index]));
+                parsed.expiry = Some((option, options[index]));
             }
             _ => return Err(CommandError::syntax()),
         }
         index += 1;
     }
-    let expiry = match expiry {
-        Some((option, argument)) => parse_set_expiry(&option, argument)?,
-        None if keep => SetExpiry::Keep,
-        None => SetExpiry::None,
-    };
-    Ok(KeyCommand::Set { key: rest[0].to_vec(), value: rest[1].to_vec(), condition, expiry, get })
+    Ok(parsed)
+}
+
+/// SETEX, PSETEX, GETDEL, GETEX, GETRANGE, SUBSTR, SETRANGE, INCRBYFLOAT.
+fn parse_more_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
+    let key = || rest[0].to_vec();
+    match name {
+        "setex" | "psetex" => {
+            exact(name, rest, 3)?;
+            let (option, command) =
+                if name == "setex" { ("ex", "setex") } else { ("px", "psetex") };
+            let expiry = parse_set_expiry(option, rest[1], command)?;
+            let value = rest[2].to_vec();
+            let condition = SetCondition::Always;
+            Ok(KeyCommand::Set { key: key(), value, condition, expiry, get: false, command })
+        }
+        "getdel" => exact(name, rest, 1).map(|()| KeyCommand::GetDelete { key: key() }),
+        "getex" => {
+            at_least(name, rest, 1)?;
+            let options = parse_extended_options(&rest[1..], false)?;
+            let expiry = match options.expiry {
+                Some((option, argument)) => {
+                    let option = match option.as_str() {
+                        "ex" => "ex",
+                        "px" => "px",
+                        "exat" => "exat",
+                        _ => "pxat",
+                    };
+                    GetExpiry::At { option, argument: argument.to_vec() }
+                }
+                None if options.persist => GetExpiry::Persist,
+                None => GetExpiry::Unchanged,
+            };
+            Ok(KeyCommand::GetExpire { key: key(), expiry })
+        }
+        "getrange" | "substr" => {
+            exact(name, rest, 3)?;
+            let (start, end) = (parse_integer(rest[1])?, parse_integer(rest[2])?);
+            Ok(KeyCommand::GetRange { key: key(), start, end })
+        }
+        "setrange" => {
+            exact(name, rest, 3)?;
+            let offset = u64::try_from(parse_integer(rest[1])?)
+                .map_err(|_| CommandError("ERR offset is out of range".into()))?;
+            Ok(KeyCommand::SetRange { key: key(), offset, value: rest[2].to_vec() })
+        }
+        "incrbyfloat" => exact(name, rest, 2)
+            .map(|()| KeyCommand::IncrementByFloat { key: key(), increment: rest[1].to_vec() }),
+        _ => unreachable!("dispatched by name"),
+    }
 }
 
 /// The latest time a key may expire at, in Unix milliseconds (Redis's `LLONG_MAX`).
@@ -406,9 +572,18 @@ pub fn invalid_expire_time(command: &str) -> CommandError {
     CommandError(format!("ERR invalid expire time in '{command}' command"))
 }
 
-fn parse_set_expiry(option: &str, argument: &[u8]) -> Result<SetExpiry, CommandError> {
+/// The expiry of SET's (or GETEX's) `option` (`ex`, `px`, `exat`, `pxat`) and its argument.
+///
+/// # Errors
+///
+/// Not an integer, not positive, or past Redis's limit, named after `command`.
+pub fn parse_set_expiry(
+    option: &str,
+    argument: &[u8],
+    command: &str,
+) -> Result<SetExpiry, CommandError> {
     let amount = parse_integer(argument)?;
-    let invalid = || invalid_expire_time("set");
+    let invalid = || invalid_expire_time(command);
     if amount <= 0 {
         return Err(invalid());
     }
@@ -516,6 +691,7 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         "auth" => parse_auth(rest),
         "hello" => parse_hello(rest),
         "quit" => Ok(NodeCommand::Quit),
+        "time" => exact(name, rest, 0).map(|()| NodeCommand::Time),
         "waitaof" => {
             exact(name, rest, 3)?;
             let [local, replicas, timeout_ms] = [rest[0], rest[1], rest[2]].map(parse_integer);
@@ -662,6 +838,19 @@ pub const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
     ("ttl", 2, 1, 1, 1),
     ("pttl", 2, 1, 1, 1),
     ("persist", 2, 1, 1, 1),
+    ("setex", 4, 1, 1, 1),
+    ("psetex", 4, 1, 1, 1),
+    ("getdel", 2, 1, 1, 1),
+    ("getex", -2, 1, 1, 1),
+    ("getrange", 4, 1, 1, 1),
+    ("substr", 4, 1, 1, 1),
+    ("setrange", 4, 1, 1, 1),
+    ("incrbyfloat", 3, 1, 1, 1),
+    ("type", 2, 1, 1, 1),
+    ("touch", -2, 1, -1, 1),
+    ("expiretime", 2, 1, 1, 1),
+    ("pexpiretime", 2, 1, 1, 1),
+    ("time", 1, 0, 0, 0),
     ("dbsize", 1, 0, 0, 0),
     ("flushall", -1, 0, 0, 0),
     ("flushdb", -1, 0, 0, 0),

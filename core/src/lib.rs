@@ -1,10 +1,12 @@
 //! Strata's core: identifiers, the record and frame formats, the RESP codec, commands and the
-//! keyspace state machine. Nothing here does I/O; clocks are passed in as parameters.
+//! keyspace state machine. Nothing here does I/O; clocks are passed in as parameters. The one
+//! piece of C (`c/long_double.c`) is arithmetic: INCRBYFLOAT in the C library's long double.
 
 pub mod auth;
 pub mod cluster;
 pub mod command;
 pub mod controller;
+pub mod float;
 pub mod frame;
 pub mod handshake;
 pub mod ids;

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::command::{
     invalid_expire_time, CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry,
-    TimeUnit, EXPIRE_AT_MS_MAX,
+    TimeUnit,
 };
 use crate::ids::{Lsn, PartitionId};
 use crate::keyspace::Keyspace;
@@ -22,6 +22,8 @@ use crate::record::Record;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Answer {
     Ok,
+    /// A simple string other than OK (TYPE's).
+    Status(&'static str),
     Integer(i64),
     Bulk(Option<Vec<u8>>),
     Bulks(Vec<Option<Vec<u8>>>),
@@ -340,8 +342,24 @@ impl Context<'_> {
     fn dispatch(&mut self, command: KeyCommand) -> Result<Answer, CommandError> {
         match command {
             KeyCommand::Get { key } => Ok(Answer::Bulk(self.read(&key).map(|found| found.value))),
-            KeyCommand::Set { key, value, condition, expiry, get } => {
-                self.set_command(key, value, condition, expiry, get)
+            KeyCommand::Set { key, value, condition, expiry, get, command } => {
+                self.set_command(key, value, condition, expiry, get, command)
+            }
+            KeyCommand::GetDelete { key } => self.get_delete(key),
+            KeyCommand::GetExpire { key, expiry } => self.get_expire(key, expiry),
+            KeyCommand::GetRange { key, start, end } => Ok(self.get_range(&key, start, end)),
+            KeyCommand::SetRange { key, offset, value } => self.set_range(key, offset, &value),
+            KeyCommand::IncrementByFloat { key, increment } => {
+                self.increment_by_float(key, &increment)
+            }
+            KeyCommand::Type { key } => {
+                Ok(Answer::Status(if self.exists(&key) { "string" } else { "none" }))
+            }
+            KeyCommand::Touch { keys } => {
+                Ok(Answer::Integer(keys.iter().filter(|key| self.exists(key)).count() as i64))
+            }
+            KeyCommand::ExpireTime { key, unit } => {
+                Ok(Answer::Integer(self.expire_time(&key, unit)))
             }
             KeyCommand::GetSet { key, value } => {
                 let old = self.read(&key).map(|found| found.value);
@@ -400,6 +418,7 @@ impl Context<'_> {
         condition: SetCondition,
         expiry: SetExpiry,
         get: bool,
+        command: &'static str,
     ) -> Result<Answer, CommandError> {
         // A plain SET needs nothing of the old value: skip the lookup and its copy. An absolute
         // expiry may lie in the past, which deletes the key if it exists.
@@ -411,11 +430,7 @@ impl Context<'_> {
         let expire_at_ms = match expiry {
             SetExpiry::None => 0,
             SetExpiry::Keep => old.as_ref().map_or(0, |entry| entry.expire_at_ms),
-            SetExpiry::RelativeMs(milliseconds) => self
-                .now_ms
-                .checked_add(milliseconds)
-                .filter(|at| *at <= EXPIRE_AT_MS_MAX)
-                .ok_or_else(|| invalid_expire_time("set"))?,
+            SetExpiry::RelativeMs(milliseconds) => self.relative_expiry(milliseconds, command)?,
             SetExpiry::AbsoluteMs(at) => at,
         };
         let allowed = match condition {
@@ -553,5 +568,6 @@ impl Context<'_> {
     }
 }
 
+mod strings;
 #[cfg(test)]
 mod tests;

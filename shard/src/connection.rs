@@ -239,6 +239,9 @@ fn route(shard: &Shard, outbox: &mut Outbox, command: KeyCommand) -> Item {
         KeyCommand::Exists { keys } => {
             split_keys(shard, outbox, keys, now, |keys| KeyCommand::Exists { keys }, Merge::Sum)
         }
+        KeyCommand::Touch { keys } => {
+            split_keys(shard, outbox, keys, now, |keys| KeyCommand::Touch { keys }, Merge::Sum)
+        }
         KeyCommand::MultiGet { keys } => split_multi_get(shard, outbox, keys, now),
         KeyCommand::MultiSet { pairs } => split_multi_set(shard, outbox, pairs, now),
         single => {

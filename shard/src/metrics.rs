@@ -128,6 +128,14 @@ pub enum CommandKind {
     Persist,
     DbSize,
     FlushAll,
+    GetDel,
+    GetEx,
+    GetRange,
+    SetRange,
+    IncrByFloat,
+    Type,
+    Touch,
+    ExpireTime,
     Ping,
     Echo,
     Info,
@@ -139,12 +147,13 @@ pub enum CommandKind {
     Auth,
     WaitAof,
     Quit,
+    Time,
     /// Unknown commands and commands with wrong arguments.
     Invalid,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 28] = [
+    pub const ALL: [CommandKind; 37] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -161,6 +170,14 @@ impl CommandKind {
         CommandKind::Persist,
         CommandKind::DbSize,
         CommandKind::FlushAll,
+        CommandKind::GetDel,
+        CommandKind::GetEx,
+        CommandKind::GetRange,
+        CommandKind::SetRange,
+        CommandKind::IncrByFloat,
+        CommandKind::Type,
+        CommandKind::Touch,
+        CommandKind::ExpireTime,
         CommandKind::Ping,
         CommandKind::Echo,
         CommandKind::Info,
@@ -172,6 +189,7 @@ impl CommandKind {
         CommandKind::Auth,
         CommandKind::WaitAof,
         CommandKind::Quit,
+        CommandKind::Time,
         CommandKind::Invalid,
     ];
 
@@ -204,6 +222,14 @@ impl CommandKind {
             KeyCommand::Persist { .. } => CommandKind::Persist,
             KeyCommand::DbSize | KeyCommand::Status => CommandKind::DbSize,
             KeyCommand::FlushAll => CommandKind::FlushAll,
+            KeyCommand::GetDelete { .. } => CommandKind::GetDel,
+            KeyCommand::GetExpire { .. } => CommandKind::GetEx,
+            KeyCommand::GetRange { .. } => CommandKind::GetRange,
+            KeyCommand::SetRange { .. } => CommandKind::SetRange,
+            KeyCommand::IncrementByFloat { .. } => CommandKind::IncrByFloat,
+            KeyCommand::Type { .. } => CommandKind::Type,
+            KeyCommand::Touch { .. } => CommandKind::Touch,
+            KeyCommand::ExpireTime { .. } => CommandKind::ExpireTime,
         }
     }
 
@@ -223,6 +249,7 @@ impl CommandKind {
             NodeCommand::Auth { .. } => CommandKind::Auth,
             NodeCommand::WaitAof { .. } => CommandKind::WaitAof,
             NodeCommand::Quit => CommandKind::Quit,
+            NodeCommand::Time => CommandKind::Time,
         }
     }
 
@@ -246,6 +273,15 @@ impl CommandKind {
             CommandKind::Persist => "persist",
             CommandKind::DbSize => "dbsize",
             CommandKind::FlushAll => "flushall",
+            CommandKind::GetDel => "getdel",
+            CommandKind::GetEx => "getex",
+            CommandKind::GetRange => "getrange",
+            CommandKind::SetRange => "setrange",
+            CommandKind::IncrByFloat => "incrbyfloat",
+            CommandKind::Type => "type",
+            CommandKind::Touch => "touch",
+            CommandKind::ExpireTime => "expiretime",
+            CommandKind::Time => "time",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",
             CommandKind::Info => "info",

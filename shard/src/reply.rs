@@ -42,6 +42,7 @@ pub(crate) fn error_bytes(error: &CommandError) -> Vec<u8> {
 pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
     match answer {
         Answer::Ok => resp::encode_simple(output, "OK"),
+        Answer::Status(status) => resp::encode_simple(output, status),
         Answer::Integer(value) => resp::encode_integer(output, *value),
         Answer::Bulk(Some(value)) => resp::encode_bulk(output, value),
         Answer::Bulk(None) => resp::encode_null(output),
@@ -311,6 +312,14 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
             None => resp::encode_null(&mut output),
         },
         NodeCommand::ClientSetInfo => resp::encode_simple(&mut output, "OK"),
+        NodeCommand::Time => {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            resp::encode_array_header(&mut output, 2);
+            resp::encode_bulk(&mut output, since_epoch.as_secs().to_string().as_bytes());
+            resp::encode_bulk(&mut output, since_epoch.subsec_micros().to_string().as_bytes());
+        }
         NodeCommand::ClientId => resp::encode_integer(&mut output, session.client_id as i64),
         NodeCommand::Hello { credentials, name, .. } => {
             hello(&mut output, shard, session, credentials.as_ref(), name);

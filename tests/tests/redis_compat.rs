@@ -102,3 +102,202 @@ fn the_comparison_sees_a_difference() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].contains("unknown command"), "{found:?}");
 }
+
+#[test]
+fn setex_getdel_getex_as_in_redis() {
+    assert_same(&[
+        &[&["SETEX", "{k}", "100", "v"], &["GET", "{k}"], &["TTL", "{k}"]],
+        &[&["PSETEX", "{k}", "100000", "v"], &["TTL", "{k}"]],
+        &[&["SETEX", "{k}", "0", "v"], &["PSETEX", "{k}", "-5", "v"], &["EXISTS", "{k}"]],
+        &[&["SETEX", "{k}", "abc", "v"], &["SETEX", "{k}", "10"], &["PSETEX", "{k}"]],
+        &[
+            &["SETEX", "{k}", "9223372036854775", "v"],
+            &["PSETEX", "{k}", "9223372036854775807", "v"],
+        ],
+        &[&["SET", "{k}", "v"], &["GETDEL", "{k}"], &["GETDEL", "{k}"], &["EXISTS", "{k}"]],
+        &[&["GETDEL"], &["GETDEL", "{k}", "extra"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX", "100"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "PX", "100000"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v", "EX", "100"], &["GETEX", "{k}", "PERSIST"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EXAT", "1"], &["EXISTS", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "PXAT", "1"], &["EXISTS", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX", "10", "EX", "100"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX", "0"], &["GETEX", "{k}", "PX", "abc"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX", "10", "PERSIST"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "PERSIST", "EX", "10"], &["GETEX", "{k}", "NX"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX"], &["GETEX", "{k}", "KEEPTTL"]],
+        &[&["GETEX", "{k}", "EX", "10"], &["GETEX", "{k}", "EX", "0"], &["GETEX"]],
+        &[&["SET", "{k}", "v"], &["GETEX", "{k}", "EX", "9223372036854775"], &["TTL", "{k}"]],
+    ]);
+}
+
+#[test]
+fn ranges_of_strings_as_in_redis() {
+    let mut cases: Vec<Vec<Vec<String>>> = Vec::new();
+    let offsets = ["0", "1", "3", "-1", "-3", "-20", "20", "100", "-9223372036854775808"];
+    for start in offsets {
+        for end in offsets {
+            cases.push(vec![
+                vec!["SET".into(), "{k}".into(), "Hello World".into()],
+                vec!["GETRANGE".into(), "{k}".into(), start.into(), end.into()],
+                vec!["SUBSTR".into(), "{k}".into(), start.into(), end.into()],
+            ]);
+        }
+    }
+    let owned: Vec<Vec<Vec<&str>>> = cases
+        .iter()
+        .map(|case| {
+            case.iter().map(|command| command.iter().map(String::as_str).collect()).collect()
+        })
+        .collect();
+    let commands: Vec<Vec<&[&str]>> =
+        owned.iter().map(|case| case.iter().map(Vec::as_slice).collect()).collect();
+    let mut all: Vec<&[&[&str]]> = commands.iter().map(Vec::as_slice).collect();
+    let more: &[&[&[&str]]] = &[
+        &[&["GETRANGE", "{k}", "0", "-1"], &["SET", "{k}", ""], &["GETRANGE", "{k}", "0", "-1"]],
+        &[&["GETRANGE", "{k}", "a", "1"], &["GETRANGE", "{k}", "0"], &["SUBSTR", "{k}", "0", "b"]],
+        &[&["SETRANGE", "{k}", "0", ""], &["EXISTS", "{k}"], &["SETRANGE", "{k}", "5", "abc"]],
+        &[&["SETRANGE", "{k}", "2", "xyz"], &["GET", "{k}"], &["STRLEN", "{k}"]],
+        &[&["SET", "{k}", "Hello World"], &["SETRANGE", "{k}", "6", "Redis"], &["GET", "{k}"]],
+        &[&["SET", "{k}", "Hello"], &["SETRANGE", "{k}", "10", "!"], &["GET", "{k}"]],
+        &[&["SET", "{k}", "Hello"], &["SETRANGE", "{k}", "1", ""], &["GET", "{k}"]],
+        &[&["SET", "{k}", "v", "EX", "100"], &["SETRANGE", "{k}", "1", "w"], &["TTL", "{k}"]],
+        &[&["SETRANGE", "{k}", "-1", "x"], &["SETRANGE", "{k}", "x", "x"], &["EXISTS", "{k}"]],
+        &[&["SETRANGE", "{k}", "600000000", "x"], &["SETRANGE", "{k}", "1"], &["EXISTS", "{k}"]],
+    ];
+    all.extend_from_slice(more);
+    let found = differences(&all);
+    assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
+}
+
+#[test]
+fn incrbyfloat_counts_in_redis_long_double() {
+    assert_same(&[
+        &[&["INCRBYFLOAT", "{k}", "10.5"], &["GET", "{k}"], &["INCRBYFLOAT", "{k}", "0.1"]],
+        &[&["SET", "{k}", "1"], &["INCRBYFLOAT", "{k}", "-1.1"], &["INCRBYFLOAT", "{k}", "1.1"]],
+        &[
+            &["SET", "{k}", "0.1"],
+            &["INCRBYFLOAT", "{k}", "0.2"],
+            &["INCRBYFLOAT", "{k}", "12345678.9"],
+        ],
+        &[
+            &["INCRBYFLOAT", "{k}", "5.0e3"],
+            &["INCRBYFLOAT", "{k}", "3.0e-5"],
+            &["INCRBYFLOAT", "{k}", "-5000.00003"],
+        ],
+        &[&["INCRBYFLOAT", "{k}", "123456789012.123"], &["INCRBYFLOAT", "{k}", "1e300"]],
+        &[&["SET", "{k}", "abc"], &["INCRBYFLOAT", "{k}", "1"], &["GET", "{k}"]],
+        &[
+            &["INCRBYFLOAT", "{k}", "abc"],
+            &["INCRBYFLOAT", "{k}", ""],
+            &["INCRBYFLOAT", "{k}", " 1"],
+        ],
+        &[
+            &["INCRBYFLOAT", "{k}", "1e5000"],
+            &["INCRBYFLOAT", "{k}", "inf"],
+            &["INCRBYFLOAT", "{k}", "nan"],
+        ],
+        &[&["SET", "{k}", "1e4932"], &["INCRBYFLOAT", "{k}", "1e4932"], &["GET", "{k}"]],
+        &[&["SET", "{k}", "5", "EX", "100"], &["INCRBYFLOAT", "{k}", "1.5"], &["TTL", "{k}"]],
+        &[&["INCRBYFLOAT", "{k}"], &["INCRBYFLOAT", "{k}", "1", "2"]],
+        &[&["INCRBYFLOAT", "{k}", "0x10"], &["INCRBYFLOAT", "{k}", "-0"], &["GET", "{k}"]],
+    ]);
+}
+
+#[test]
+fn type_touch_expiretime_and_time_as_in_redis() {
+    assert_same(&[
+        &[&["TYPE", "{k}"], &["SET", "{k}", "v"], &["TYPE", "{k}"], &["TYPE"]],
+        &[&["SET", "{k}", "v"], &["TOUCH", "{k}", "{k}", "missing:{k}"], &["TOUCH"]],
+        &[
+            &["EXPIRETIME", "{k}"],
+            &["PEXPIRETIME", "{k}"],
+            &["SET", "{k}", "v"],
+            &["EXPIRETIME", "{k}"],
+        ],
+        &[
+            &["SET", "{k}", "v", "PXAT", "33177117420123"],
+            &["PEXPIRETIME", "{k}"],
+            &["EXPIRETIME", "{k}"],
+        ],
+        &[
+            &["SET", "{k}", "v", "EXAT", "33177117420"],
+            &["PEXPIRETIME", "{k}"],
+            &["EXPIRETIME", "{k}", "x"],
+        ],
+        &[&["TIME", "now"], &["PING"]],
+    ]);
+}
+
+/// Runs `words` on `connection` and answers the reply.
+fn run(connection: &mut RawConnection, words: &[&str]) -> Reply {
+    connection.command_words(words)
+}
+
+#[test]
+fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
+    use strata_tests::admin::set_role;
+    let leader = TestNode::start(NodeSettings::cluster(2));
+    set_role(&leader, "leader", "boss", None);
+    let follower = TestNode::start(NodeSettings::cluster(1));
+    let learner = TestNode::start(NodeSettings::cluster(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    set_role(&learner, "learner", "l1", Some(&leader));
+    let mut client = leader.raw();
+    let writes: &[&[&str]] = &[
+        &["SET", "float", "1"],
+        &["INCRBYFLOAT", "float", "-1.1"],
+        &["INCRBYFLOAT", "sum", "12345678.9"],
+        &["SETRANGE", "ranged", "3", "abc"],
+        &["SET", "patched", "Hello World"],
+        &["SETRANGE", "patched", "6", "Redis"],
+        &["SETEX", "timed", "1000", "v"],
+        &["SET", "lasting", "v", "EX", "1000"],
+        &["GETEX", "lasting", "PERSIST"],
+        &["SET", "doomed", "v"],
+        &["GETDEL", "doomed"],
+        &["SET", "later", "v"],
+        &["GETEX", "later", "PXAT", "33177117420123"],
+    ];
+    for words in writes {
+        let reply = run(&mut client, words);
+        assert!(!matches!(reply, Reply::Error(_)), "{words:?}: {reply:?}");
+    }
+    let reads: &[&[&str]] = &[
+        &["GET", "float"],
+        &["GET", "sum"],
+        &["GET", "ranged"],
+        &["GET", "patched"],
+        &["TTL", "lasting"],
+        &["EXISTS", "doomed"],
+        &["PEXPIRETIME", "later"],
+        &["TYPE", "timed"],
+    ];
+    let expected: Vec<Reply> = reads.iter().map(|words| run(&mut client, words)).collect();
+    assert_eq!(expected[0], Reply::bulk("-0.1"));
+    assert_eq!(expected[1], Reply::bulk("12345678.8999999999996362"));
+    assert_eq!(expected[2], Reply::Bulk(Some(b"\0\0\0abc".to_vec())));
+    assert_eq!(expected[3], Reply::bulk("Hello Redis"));
+    let same_everywhere = |node: &TestNode, what: &str| {
+        let mut connection = node.raw();
+        let held = strata_tests::admin::wait_until(std::time::Duration::from_secs(20), || {
+            reads.iter().zip(&expected).all(|(words, reply)| run(&mut connection, words) == *reply)
+        });
+        let got: Vec<Reply> = reads.iter().map(|words| run(&mut connection, words)).collect();
+        assert!(held, "{what}: {got:?}, leader {expected:?}");
+    };
+    same_everywhere(&follower, "follower");
+    same_everywhere(&learner, "learner");
+    assert_eq!(run(&mut follower.raw(), &["TTL", "timed"]), run(&mut client, &["TTL", "timed"]));
+    // A standalone node's log holds the same effects over kill -9.
+    let mut standalone = TestNode::start(NodeSettings::default());
+    let mut connection = standalone.raw();
+    for words in writes {
+        run(&mut connection, words);
+    }
+    drop(connection);
+    standalone.kill();
+    standalone.restart();
+    same_everywhere(&standalone, "a standalone node after kill -9");
+}

@@ -159,6 +159,22 @@ pub enum KeyCommand {
         key: Vec<u8>,
         unit: TimeUnit,
     },
+    /// RENAME and RENAMENX (`only_if_absent`): both keys in one hash slot.
+    Rename {
+        source: Vec<u8>,
+        destination: Vec<u8>,
+        only_if_absent: bool,
+    },
+    /// COPY: both keys in one hash slot.
+    Copy {
+        source: Vec<u8>,
+        destination: Vec<u8>,
+        replace: bool,
+    },
+    /// MSETNX: every key in one hash slot, so all or none are set, atomically.
+    MultiSetIfAbsent {
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     GetSet {
         key: Vec<u8>,
         value: Vec<u8>,
@@ -310,6 +326,8 @@ impl KeyCommand {
             | KeyCommand::IncrementByFloat { key, .. }
             | KeyCommand::Type { key }
             | KeyCommand::ExpireTime { key, .. } => Some(key),
+            KeyCommand::Rename { source, .. } | KeyCommand::Copy { source, .. } => Some(source),
+            KeyCommand::MultiSetIfAbsent { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
             KeyCommand::Delete { keys }
             | KeyCommand::Exists { keys }
             | KeyCommand::Touch { keys }
@@ -347,6 +365,9 @@ pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
         }
         "setex" | "psetex" | "getdel" | "getex" | "getrange" | "substr" | "setrange"
         | "incrbyfloat" => parse_more_string_command(name, rest).map(Command::Key),
+        "rename" | "renamenx" | "copy" | "msetnx" => {
+            parse_slot_command(name, rest).map(Command::Key)
+        }
         "type" => {
             exact(name, rest, 1).map(|()| Command::Key(KeyCommand::Type { key: rest[0].to_vec() }))
         }
@@ -511,6 +532,64 @@ fn parse_extended_options<'a>(
         index += 1;
     }
     Ok(parsed)
+}
+
+/// Redis Cluster's refusal of a command whose keys lie in several hash slots.
+#[must_use]
+pub fn cross_slot() -> CommandError {
+    CommandError("CROSSSLOT Keys in request don't hash to the same slot".into())
+}
+
+/// Refuses keys that do not all hash to one slot (`{tag}`s make them).
+fn one_slot<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Result<(), CommandError> {
+    let Some(first) = keys.next().map(crate::slot::key_slot) else { return Ok(()) };
+    if keys.all(|key| crate::slot::key_slot(key) == first) {
+        Ok(())
+    } else {
+        Err(cross_slot())
+    }
+}
+
+/// RENAME, RENAMENX, COPY and MSETNX: atomic within one partition, so their keys must share
+/// a hash slot, as in Redis Cluster; that is checked right after the arity.
+fn parse_slot_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
+    if name == "msetnx" {
+        if rest.is_empty() || !rest.len().is_multiple_of(2) {
+            return Err(CommandError::arity(name));
+        }
+        one_slot(rest.iter().step_by(2).copied())?;
+        let pairs = rest.chunks_exact(2).map(|pair| (pair[0].to_vec(), pair[1].to_vec()));
+        return Ok(KeyCommand::MultiSetIfAbsent { pairs: pairs.collect() });
+    }
+    if name == "copy" {
+        at_least(name, rest, 2)?;
+    } else {
+        exact(name, rest, 2)?;
+    }
+    one_slot(rest[..2].iter().copied())?;
+    let (source, destination) = (rest[0].to_vec(), rest[1].to_vec());
+    if name != "copy" {
+        let only_if_absent = name == "renamenx";
+        return Ok(KeyCommand::Rename { source, destination, only_if_absent });
+    }
+    let mut replace = false;
+    let mut index = 2;
+    while index < rest.len() {
+        let option = rest[index].to_ascii_lowercase();
+        match option.as_slice() {
+            b"replace" => replace = true,
+            b"db" if index + 1 < rest.len() => {
+                index += 1;
+                let database = parse_integer(rest[index])?;
+                if database != 0 {
+                    return Err(CommandError("ERR DB index is out of range".into()));
+                }
+            }
+            _ => return Err(CommandError::syntax()),
+        }
+        index += 1;
+    }
+    Ok(KeyCommand::Copy { source, destination, replace })
 }
 
 /// SETEX, PSETEX, GETDEL, GETEX, GETRANGE, SUBSTR, SETRANGE, INCRBYFLOAT.
@@ -851,6 +930,10 @@ pub const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
     ("expiretime", 2, 1, 1, 1),
     ("pexpiretime", 2, 1, 1, 1),
     ("time", 1, 0, 0, 0),
+    ("rename", 3, 1, 2, 1),
+    ("renamenx", 3, 1, 2, 1),
+    ("copy", -3, 1, 2, 1),
+    ("msetnx", -3, 1, -1, 2),
     ("dbsize", 1, 0, 0, 0),
     ("flushall", -1, 0, 0, 0),
     ("flushdb", -1, 0, 0, 0),

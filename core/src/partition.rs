@@ -361,6 +361,13 @@ impl Context<'_> {
             KeyCommand::ExpireTime { key, unit } => {
                 Ok(Answer::Integer(self.expire_time(&key, unit)))
             }
+            KeyCommand::Rename { source, destination, only_if_absent } => {
+                self.rename(source, destination, only_if_absent)
+            }
+            KeyCommand::Copy { source, destination, replace } => {
+                self.copy(&source, destination, replace)
+            }
+            KeyCommand::MultiSetIfAbsent { pairs } => self.multi_set_if_absent(pairs),
             KeyCommand::GetSet { key, value } => {
                 let old = self.read(&key).map(|found| found.value);
                 self.set(key, value, 0)?;

@@ -136,6 +136,9 @@ pub enum CommandKind {
     Type,
     Touch,
     ExpireTime,
+    Rename,
+    Copy,
+    MSetNx,
     Ping,
     Echo,
     Info,
@@ -153,7 +156,7 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 37] = [
+    pub const ALL: [CommandKind; 40] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -178,6 +181,9 @@ impl CommandKind {
         CommandKind::Type,
         CommandKind::Touch,
         CommandKind::ExpireTime,
+        CommandKind::Rename,
+        CommandKind::Copy,
+        CommandKind::MSetNx,
         CommandKind::Ping,
         CommandKind::Echo,
         CommandKind::Info,
@@ -230,6 +236,9 @@ impl CommandKind {
             KeyCommand::Type { .. } => CommandKind::Type,
             KeyCommand::Touch { .. } => CommandKind::Touch,
             KeyCommand::ExpireTime { .. } => CommandKind::ExpireTime,
+            KeyCommand::Rename { .. } => CommandKind::Rename,
+            KeyCommand::Copy { .. } => CommandKind::Copy,
+            KeyCommand::MultiSetIfAbsent { .. } => CommandKind::MSetNx,
         }
     }
 
@@ -281,6 +290,9 @@ impl CommandKind {
             CommandKind::Type => "type",
             CommandKind::Touch => "touch",
             CommandKind::ExpireTime => "expiretime",
+            CommandKind::Rename => "rename",
+            CommandKind::Copy => "copy",
+            CommandKind::MSetNx => "msetnx",
             CommandKind::Time => "time",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",

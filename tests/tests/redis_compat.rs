@@ -259,6 +259,10 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
         &["GETDEL", "doomed"],
         &["SET", "later", "v"],
         &["GETEX", "later", "PXAT", "33177117420123"],
+        &["SET", "{r}a", "moved"],
+        &["RENAME", "{r}a", "{r}b"],
+        &["COPY", "{r}b", "{r}c"],
+        &["MSETNX", "{m}a", "1", "{m}b", "2"],
     ];
     for words in writes {
         let reply = run(&mut client, words);
@@ -273,6 +277,10 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
         &["EXISTS", "doomed"],
         &["PEXPIRETIME", "later"],
         &["TYPE", "timed"],
+        &["EXISTS", "{r}a"],
+        &["GET", "{r}b"],
+        &["GET", "{r}c"],
+        &["MGET", "{m}a", "{m}b"],
     ];
     let expected: Vec<Reply> = reads.iter().map(|words| run(&mut client, words)).collect();
     assert_eq!(expected[0], Reply::bulk("-0.1"));
@@ -300,4 +308,117 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
     standalone.kill();
     standalone.restart();
     same_everywhere(&standalone, "a standalone node after kill -9");
+}
+
+#[test]
+fn rename_copy_and_msetnx_within_one_slot_as_in_redis() {
+    // `{{k}}` becomes the hash tag `{k:<case>}`: every key of a case shares its slot.
+    assert_same(&[
+        &[
+            &["SET", "{{k}}:a", "v", "EX", "100"],
+            &["RENAME", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:a"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "v", "EX", "100"],
+            &["RENAME", "{{k}}:a", "{{k}}:b"],
+            &["TTL", "{{k}}:b"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["SET", "{{k}}:b", "2", "EX", "100"],
+            &["RENAME", "{{k}}:a", "{{k}}:b"],
+            &["TTL", "{{k}}:b"],
+        ],
+        &[
+            &["RENAME", "{{k}}:a", "{{k}}:b"],
+            &["RENAMENX", "{{k}}:a", "{{k}}:b"],
+            &["RENAME", "{{k}}:a"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "v"],
+            &["RENAME", "{{k}}:a", "{{k}}:a"],
+            &["RENAMENX", "{{k}}:a", "{{k}}:a"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["SET", "{{k}}:b", "2"],
+            &["RENAMENX", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:b"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["RENAMENX", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:b"],
+            &["EXISTS", "{{k}}:a"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "v", "EX", "100"],
+            &["COPY", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:b"],
+            &["TTL", "{{k}}:b"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["SET", "{{k}}:b", "2"],
+            &["COPY", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:b"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["SET", "{{k}}:b", "2"],
+            &["COPY", "{{k}}:a", "{{k}}:b", "REPLACE"],
+            &["GET", "{{k}}:b"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["COPY", "{{k}}:a", "{{k}}:a"],
+            &["COPY", "{{k}}:x", "{{k}}:y"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "1"],
+            &["COPY", "{{k}}:a", "{{k}}:b", "DB", "0"],
+            &["GET", "{{k}}:b"],
+        ],
+        &[
+            &["COPY", "{{k}}:a", "{{k}}:b", "BOGUS"],
+            &["COPY", "{{k}}:a", "{{k}}:b", "DB"],
+            &["COPY", "{{k}}:a", "{{k}}:b", "DB", "x"],
+        ],
+        &[&["COPY", "{{k}}:a"], &["COPY"]],
+        &[
+            &["MSETNX", "{{k}}:a", "1", "{{k}}:b", "2"],
+            &["MGET", "{{k}}:a", "{{k}}:b"],
+            &["MSETNX", "{{k}}:a", "3", "{{k}}:c", "4"],
+        ],
+        &[&["MSETNX", "{{k}}:c", "1"], &["EXISTS", "{{k}}:c"], &["MSETNX", "{{k}}:a"], &["MSETNX"]],
+    ]);
+}
+
+#[test]
+fn keys_of_several_slots_are_refused_as_redis_cluster_refuses_them() {
+    let node = TestNode::start(NodeSettings::default());
+    let mut raw = node.raw();
+    let crossslot = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+    assert_eq!(raw.command_words(&["SET", "a", "1"]), Reply::Simple("OK".into()));
+    for words in [
+        &["RENAME", "a", "b"][..],
+        &["RENAMENX", "a", "b"],
+        &["COPY", "a", "b"],
+        &["COPY", "a", "b", "BOGUS"],
+        &["MSETNX", "a", "1", "b", "2"],
+    ] {
+        assert_eq!(raw.command_words(words), crossslot, "{words:?}");
+    }
+    // Arity comes first, as in Redis Cluster; one database only.
+    assert_eq!(
+        raw.command_words(&["RENAME", "a"]),
+        Reply::error("ERR wrong number of arguments for 'rename' command")
+    );
+    assert_eq!(
+        raw.command_words(&["COPY", "{t}a", "{t}b", "DB", "1"]),
+        Reply::error("ERR DB index is out of range")
+    );
+    assert_eq!(raw.command_words(&["GET", "a"]), Reply::bulk("1"), "nothing moved");
+    assert_eq!(raw.command_words(&["EXISTS", "b"]), Reply::Integer(0));
 }

@@ -134,6 +134,63 @@ impl Context<'_> {
     }
 }
 
+impl Context<'_> {
+    /// RENAME (OK) and RENAMENX (1, or 0 when the destination exists): the destination takes
+    /// the value and expiry, the source goes.
+    pub(super) fn rename(
+        &mut self,
+        source: Vec<u8>,
+        destination: Vec<u8>,
+        only_if_absent: bool,
+    ) -> Result<Answer, CommandError> {
+        let found = self.read(&source).ok_or_else(|| CommandError("ERR no such key".into()))?;
+        if source == destination {
+            return Ok(if only_if_absent { Answer::Integer(0) } else { Answer::Ok });
+        }
+        if only_if_absent && self.exists(&destination) {
+            return Ok(Answer::Integer(0));
+        }
+        self.set(destination, found.value, found.expire_at_ms)?;
+        self.write(Record::Delete { key: source })?;
+        Ok(if only_if_absent { Answer::Integer(1) } else { Answer::Ok })
+    }
+
+    /// COPY: 1 once the destination holds the source's value and expiry; 0 without the
+    /// source, or with a destination and no REPLACE.
+    pub(super) fn copy(
+        &mut self,
+        source: &[u8],
+        destination: Vec<u8>,
+        replace: bool,
+    ) -> Result<Answer, CommandError> {
+        if source == destination.as_slice() {
+            return Err(CommandError("ERR source and destination objects are the same".into()));
+        }
+        let Some(found) = self.read(source) else {
+            return Ok(Answer::Integer(0));
+        };
+        if !replace && self.exists(&destination) {
+            return Ok(Answer::Integer(0));
+        }
+        self.set(destination, found.value, found.expire_at_ms)?;
+        Ok(Answer::Integer(1))
+    }
+
+    /// MSETNX: sets every pair (1) unless one of the keys exists (0, nothing set).
+    pub(super) fn multi_set_if_absent(
+        &mut self,
+        pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    ) -> Result<Answer, CommandError> {
+        if pairs.iter().any(|(key, _)| self.exists(key)) {
+            return Ok(Answer::Integer(0));
+        }
+        for (key, value) in pairs {
+            self.set(key, value, 0)?;
+        }
+        Ok(Answer::Integer(1))
+    }
+}
+
 /// The bytes of `value` from `start` to `end` (inclusive), as Redis's GETRANGE counts them.
 pub(crate) fn range_of(value: &[u8], start: i64, end: i64) -> &[u8] {
     let length = value.len() as i64;

@@ -208,8 +208,9 @@ fn bulk_data(
 /// `input`.
 ///
 /// On `Complete`, `arguments` holds one [`Argument`] per argument (it is cleared first); on
-/// `Incomplete` or an error it is left empty. An empty array (`*0`), a null array (`*-1`) and
-/// an empty inline line are consumed with zero arguments: the caller skips them.
+/// `Incomplete` or an error it is left empty. An empty array (`*0`), an array of negative
+/// length (`*-1`, `*-10`: Redis ignores them) and an empty inline line are consumed with zero
+/// arguments: the caller skips them.
 ///
 /// # Errors
 ///
@@ -258,7 +259,8 @@ fn parse_array_command(
         Decimal::Invalid => return Err(RespError::InvalidMultibulkLength),
         Decimal::Complete { value, end } => (value, end),
     };
-    if length == 0 || length == -1 {
+    // Redis consumes any length of zero or less and runs nothing (`*-10` too).
+    if length <= 0 {
         return Ok(Parsed::Complete { consumed: position });
     }
     let length = usize::try_from(length)
@@ -892,7 +894,7 @@ mod tests {
 
     #[test]
     fn empty_commands_are_consumed_without_arguments() {
-        for input in [&b"*0\r\n"[..], b"*-1\r\n", b"\r\n", b"\n", b"   \t\r\n"] {
+        for input in [&b"*0\r\n"[..], b"*-1\r\n", b"*-10\r\n", b"\r\n", b"\n", b"   \t\r\n"] {
             let (consumed, arguments) = command(input);
             assert_eq!(consumed, input.len());
             assert!(arguments.is_empty());
@@ -946,9 +948,8 @@ mod tests {
 
     #[test]
     fn malformed_arrays_give_redis_errors() {
-        let cases: [(&[u8], &str); 17] = [
+        let cases: [(&[u8], &str); 16] = [
             (b"*abc\r\n", "Protocol error: invalid multibulk length"),
-            (b"*-2\r\n", "Protocol error: invalid multibulk length"),
             (b"*-0\r\n", "Protocol error: invalid multibulk length"),
             (b"*01\r\n", "Protocol error: invalid multibulk length"),
             (b"*\r\n", "Protocol error: invalid multibulk length"),

@@ -233,11 +233,17 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// Limits of one record and one batch so that a frame always fits a segment.
+/// The largest record: a value of the largest bulk string (8 MiB) under a key of up to 64 KiB
+/// (a record's size estimate adds 32 bytes).
+const RECORD_BYTES_MAX: usize = strata_core::resp::BULK_BYTES_MAX_DEFAULT + (64 << 10) + 32;
+
+/// Limits of one record and one batch so that a frame always fits a segment: a record may
+/// fill a batch alone, so that the default 64 MiB segments take the largest value a client
+/// can send.
 pub(crate) fn partition_limits(segment_bytes: u64) -> PartitionLimits {
     let frame_budget = strata_wal::frame_bytes_max(segment_bytes) as usize;
     let batch_bytes_max = (frame_budget * 3 / 4).min(12 << 20);
-    let record_bytes_max = (batch_bytes_max / 2).min(8 << 20);
+    let record_bytes_max = batch_bytes_max.min(RECORD_BYTES_MAX);
     PartitionLimits { record_bytes_max, batch_bytes_max }
 }
 

@@ -422,3 +422,43 @@ fn keys_of_several_slots_are_refused_as_redis_cluster_refuses_them() {
     assert_eq!(raw.command_words(&["GET", "a"]), Reply::bulk("1"), "nothing moved");
     assert_eq!(raw.command_words(&["EXISTS", "b"]), Reply::Integer(0));
 }
+
+/// Sends `bytes` to a connection and reads one reply, or how the connection ended.
+fn raw_exchange(connection: &mut RawConnection, bytes: &[u8]) -> Result<Reply, std::io::ErrorKind> {
+    connection.send(bytes).map_err(|error| error.kind())?;
+    connection.read_reply().map_err(|error| error.kind())
+}
+
+#[test]
+fn negative_multibulk_lengths_are_skipped_as_redis_skips_them() {
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    let inputs: [&[u8]; 4] = [
+        b"*-10\r\n*1\r\n$4\r\nPING\r\n",
+        b"*-1\r\n*0\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n",
+        b"*-9223372036854775808\r\n*1\r\n$4\r\nPING\r\n",
+        b"*1\r\n$-1\r\n",
+    ];
+    for input in inputs {
+        let (expected, got) = (raw_exchange(&mut theirs, input), raw_exchange(&mut ours, input));
+        assert_eq!(expected, got, "{:?}", String::from_utf8_lossy(input));
+    }
+}
+
+#[test]
+fn a_value_of_8_mib_is_taken_with_the_default_segments() {
+    let settings =
+        NodeSettings { segment_size: "64MB", partitions: 1, shards: 1, ..NodeSettings::default() };
+    let node = TestNode::start(settings);
+    let mut raw = node.raw();
+    let value = vec![b'v'; 8 * 1024 * 1024];
+    assert_eq!(raw.command(&[b"SET", b"big", &value]), Reply::Simple("OK".into()));
+    assert_eq!(raw.command(&[b"STRLEN", b"big"]), Reply::Integer(8 * 1024 * 1024));
+    // Beyond the record's limit (the value and a 64 KiB key allowance), growing is refused.
+    let more = vec![b'w'; 100 * 1024];
+    let refused = Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    assert_eq!(raw.command(&[b"APPEND", b"big", &more]), refused);
+    assert_eq!(raw.command(&[b"STRLEN", b"big"]), Reply::Integer(8 * 1024 * 1024));
+}

@@ -567,11 +567,14 @@ impl Control {
             return Err(AdminError::controller_unavailable("this node is in no cluster"));
         };
         if controller.leads() {
-            return match controller.propose(command).await {
-                Ok(Answer(Ok(_))) => Ok(()),
-                Ok(Answer(Err(refusal))) => Err(refused(&refusal)),
-                Err(error) => Err(unavailable(&error)),
-            };
+            match controller.propose(command.clone()).await {
+                Ok(Answer(Ok(_))) => return Ok(()),
+                Ok(Answer(Err(refusal))) => return Err(refused(&refusal)),
+                // The leadership moved meanwhile (the data leader hands it off): nothing was
+                // committed, so the new leader is asked below.
+                Err(ProposeError::NotLeader { .. }) => {}
+                Err(error) => return Err(unavailable(&error)),
+            }
         }
         // While the controller's leader changes (it left, it stopped), the forward finds no
         // leader or one that no longer leads: nothing was committed, so it is asked again.

@@ -306,6 +306,33 @@ fn a_corrupt_object_in_the_bucket_is_refused_by_name() {
     assert!(stderr.contains(&victim) && stderr.contains("corrupt"), "{stderr}");
 }
 
+/// The LSN of `partition`'s newest snapshot in the archive.
+fn newest_archived_snapshot(
+    store: &Store,
+    layout: &Layout,
+    partition: strata_core::PartitionId,
+) -> u64 {
+    block_on(strata_archive::read_partition_manifest(store, layout, partition))
+        .expect("manifest")
+        .newest_snapshot()
+        .expect("an archived snapshot")
+        .lsn
+}
+
+/// The segment files of a partition directory with their first LSNs, oldest first.
+fn segments_by_first_lsn(directory: &std::path::Path) -> Vec<(u64, std::path::PathBuf)> {
+    let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(directory)
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            segment_first_lsn(&name).map(|lsn| (lsn, entry.path()))
+        })
+        .collect();
+    segments.sort();
+    segments
+}
+
 /// The LSN in a segment file name (`<20 digits>.wal`).
 fn segment_first_lsn(name: &str) -> Option<u64> {
     name.strip_suffix(".wal").and_then(|digits| digits.parse().ok())
@@ -319,32 +346,35 @@ fn a_node_whose_disk_kept_only_the_tail_recovers_from_s3() {
     let store = s3.store();
     let layout = layout_of(&node);
     wait_until_archived(&store, &layout, expected.len() as u64);
+    // Snapshots come every second with writes: wait for one recent enough that a segment
+    // lies wholly before it on every partition (a busy machine may have taken the last one
+    // early in the writes).
+    let older_segments = |partition| {
+        let snapshot = newest_archived_snapshot(&store, &layout, partition);
+        segments_by_first_lsn(&node.partition_dir(partition.0))
+            .windows(2)
+            .filter(|pair| pair[1].0 <= snapshot + 1)
+            .count()
+    };
+    let long_enough = wait_until(Duration::from_secs(30), || {
+        (0..4).map(strata_core_partition).all(|partition| older_segments(partition) > 0)
+    });
+    assert!(long_enough, "no snapshot beyond a whole segment on every partition");
     expected.extend(write_keys(&node, "tail", 300));
     node.kill();
     // Keep only what follows each partition's newest archived snapshot: the segment holding
     // the LSN after it, and later ones. Snapshots and older segments are gone.
     let mut deleted = 0;
     for partition in (0..4).map(strata_core_partition) {
-        let snapshot =
-            block_on(strata_archive::read_partition_manifest(&store, &layout, partition))
-                .expect("manifest")
-                .newest_snapshot()
-                .expect("an archived snapshot")
-                .lsn;
+        let snapshot = newest_archived_snapshot(&store, &layout, partition);
         let directory = node.partition_dir(partition.0);
-        let mut segments: Vec<(u64, std::path::PathBuf)> = std::fs::read_dir(&directory)
-            .unwrap()
-            .flatten()
-            .filter_map(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with("snapshot-") {
-                    std::fs::remove_file(entry.path()).unwrap();
-                    deleted += 1;
-                }
-                segment_first_lsn(&name).map(|lsn| (lsn, entry.path()))
-            })
-            .collect();
-        segments.sort();
+        for entry in std::fs::read_dir(&directory).unwrap().flatten() {
+            if entry.file_name().to_string_lossy().starts_with("snapshot-") {
+                std::fs::remove_file(entry.path()).unwrap();
+                deleted += 1;
+            }
+        }
+        let segments = segments_by_first_lsn(&directory);
         let keep_from = segments.iter().rposition(|(first, _)| *first <= snapshot + 1).unwrap();
         for (_, path) in &segments[..keep_from] {
             std::fs::remove_file(path).unwrap();

@@ -19,6 +19,24 @@ free_port() {
 # The path of a cluster secret shared by the nodes the script starts: a fresh random one,
 # written once to $WORK/cluster_secret (readable by this user only). Configs name it in
 # `[security] cluster_secret_file`.
+# `[security]` lines for TLS on the peer port ([security] peer_tls): one CA and one certificate
+# for 127.0.0.1 made with openssl in $WORK on first use, shared by every node of the run.
+peer_tls_lines() {
+    local ca="$WORK/tls/ca.pem" certificate="$WORK/tls/node.pem" key="$WORK/tls/node-key.pem"
+    if [ ! -f "$certificate" ]; then
+        mkdir -p "$WORK/tls"
+        openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+            -subj /CN=strata-bench-ca -keyout "$WORK/tls/ca-key.pem" -out "$ca" 2>/dev/null
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=node \
+            -keyout "$key" -out "$WORK/tls/node.csr" 2>/dev/null
+        printf 'subjectAltName=IP:127.0.0.1\n' >"$WORK/tls/san.ext"
+        openssl x509 -req -in "$WORK/tls/node.csr" -CA "$ca" -CAkey "$WORK/tls/ca-key.pem" \
+            -CAcreateserial -days 2 -extfile "$WORK/tls/san.ext" -out "$certificate" 2>/dev/null
+    fi
+    printf 'peer_tls = true\ntls_cert_file = "%s"\ntls_key_file = "%s"\ntls_ca_file = "%s"\n' \
+        "$certificate" "$key" "$ca"
+}
+
 cluster_secret_file() {
     local file="$WORK/cluster_secret"
     if [ ! -f "$file" ]; then

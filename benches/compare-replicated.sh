@@ -27,6 +27,8 @@
 #   SHARDS          shard threads per Strata node (default 1: three nodes share two cores)
 #   FAILOVER        Strata cluster's [cluster] failover: manual (default) or automatic (the
 #                   Raft controller runs beside the data path; compare two runs for its cost)
+#   PEER_TLS=1      the Strata cluster's peer connections over TLS ([security] peer_tls, a CA
+#                   and certificate made with openssl); compare with a run without
 #   KEEP_WORK=1     keep the temporary directory (configs, logs, JSON) for inspection
 set -euo pipefail
 
@@ -37,6 +39,7 @@ readonly PIPELINES=(1 16)
 readonly VALKEY_VERSION=9.1.2.post2
 SHARDS=${SHARDS:-1}
 FAILOVER=${FAILOVER:-manual}
+PEER_TLS=${PEER_TLS:-0}
 
 log() { printf 'compare-replicated: %s\n' "$*" >&2; }
 fail() { printf 'compare-replicated: error: %s\n' "$*" >&2; exit 1; }
@@ -176,6 +179,7 @@ failover = "$FAILOVER"
 min_insync_replicas = 2
 [security]
 cluster_secret_file = "$(cluster_secret_file)"
+$( [ "$PEER_TLS" = 1 ] && peer_tls_lines )
 EOF
 }
 

@@ -320,18 +320,24 @@ pub enum ErrorKind {
     Loading,
     NoReplicas,
     TryAgain,
+    NoAuth,
+    WrongPass,
+    CrossSlot,
     /// Any other first word.
     Other,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 7] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Err,
         ErrorKind::WrongType,
         ErrorKind::ReadOnly,
         ErrorKind::Loading,
         ErrorKind::NoReplicas,
         ErrorKind::TryAgain,
+        ErrorKind::NoAuth,
+        ErrorKind::WrongPass,
+        ErrorKind::CrossSlot,
         ErrorKind::Other,
     ];
 
@@ -347,6 +353,9 @@ impl ErrorKind {
             b"LOADING" => ErrorKind::Loading,
             b"NOREPLICAS" => ErrorKind::NoReplicas,
             b"TRYAGAIN" => ErrorKind::TryAgain,
+            b"NOAUTH" => ErrorKind::NoAuth,
+            b"WRONGPASS" => ErrorKind::WrongPass,
+            b"CROSSSLOT" => ErrorKind::CrossSlot,
             _ => ErrorKind::Other,
         }
     }
@@ -360,6 +369,9 @@ impl ErrorKind {
             ErrorKind::Loading => "loading",
             ErrorKind::NoReplicas => "noreplicas",
             ErrorKind::TryAgain => "tryagain",
+            ErrorKind::NoAuth => "noauth",
+            ErrorKind::WrongPass => "wrongpass",
+            ErrorKind::CrossSlot => "crossslot",
             ErrorKind::Other => "other",
         }
     }

@@ -185,13 +185,64 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
     if wants(sections, "replication") {
         replication_section(&mut text, shard);
     }
+    if wants(sections, "cpu") {
+        cpu_section(&mut text);
+    }
+    if wants(sections, "errorstats") {
+        errorstats_section(&mut text, shard);
+    }
     if wants(sections, "keyspace") {
         text.push_str("# Keyspace\r\n");
         if keys > 0 {
             let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
         }
     }
+    // Sections are separated by a blank line; as in Redis, none follows the last.
+    if text.ends_with("\r\n\r\n") {
+        text.truncate(text.len() - 2);
+    }
     text
+}
+
+/// INFO's cpu section: the CPU seconds of the process, its children and the shard thread that
+/// answers (getrusage), as Redis's.
+fn cpu_section(text: &mut String) {
+    let seconds = |time: libc::timeval| time.tv_sec as f64 + time.tv_usec as f64 / 1e6;
+    let usage = |who| {
+        // SAFETY: getrusage writes one rusage into the zeroed value it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let done = unsafe { libc::getrusage(who, &raw mut usage) } == 0;
+        if done {
+            (seconds(usage.ru_stime), seconds(usage.ru_utime))
+        } else {
+            (0.0, 0.0)
+        }
+    };
+    let (system, user) = usage(libc::RUSAGE_SELF);
+    let (children_system, children_user) = usage(libc::RUSAGE_CHILDREN);
+    // Redis's main thread runs the commands: here, the shard thread answering.
+    let (thread_system, thread_user) = usage(libc::RUSAGE_THREAD);
+    let _ = write!(
+        text,
+        "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\
+         used_cpu_sys_children:{children_system:.6}\r\nused_cpu_user_children:{children_user:.6}\r\n\
+         used_cpu_sys_main_thread:{thread_system:.6}\r\nused_cpu_user_main_thread:{thread_user:.6}\r\n\r\n"
+    );
+}
+
+/// INFO's errorstats section: error replies by their first word, summed over the shards
+/// (words other than the ones counted apart are `errorstat_OTHER`).
+fn errorstats_section(text: &mut String, shard: &Shard) {
+    text.push_str("# Errorstats\r\n");
+    for kind in crate::metrics::ErrorKind::ALL {
+        let count: u64 =
+            shard.mesh.metrics.shards().iter().map(|metrics| metrics.errors(kind)).sum();
+        if count > 0 {
+            let word = kind.name().to_ascii_uppercase();
+            let _ = write!(text, "errorstat_{word}:count={count}\r\n");
+        }
+    }
+    text.push_str("\r\n");
 }
 
 /// The process's resident set size in bytes, from /proc (0 where unavailable).

@@ -462,3 +462,34 @@ fn a_value_of_8_mib_is_taken_with_the_default_segments() {
     assert_eq!(raw.command(&[b"APPEND", b"big", &more]), refused);
     assert_eq!(raw.command(&[b"STRLEN", b"big"]), Reply::Integer(8 * 1024 * 1024));
 }
+
+/// The field names of an INFO section's reply, in order.
+fn info_fields(reply: &Reply) -> Vec<String> {
+    let Reply::Bulk(Some(text)) = reply else { panic!("INFO answered {reply:?}") };
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| line.split(':').next().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn info_cpu_and_errorstats_read_as_redis_writes_them() {
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    for connection in [&mut theirs, &mut ours] {
+        connection.command_words(&["GET"]);
+        connection.command_words(&["INCR"]);
+        connection.command_words(&["SET", "{a}1", "x"]);
+        connection.command_words(&["INCR", "{a}1"]);
+    }
+    let cpu =
+        |connection: &mut RawConnection| info_fields(&connection.command_words(&["INFO", "cpu"]));
+    assert_eq!(cpu(&mut ours), cpu(&mut theirs));
+    let errors = |connection: &mut RawConnection| connection.command_words(&["INFO", "errorstats"]);
+    assert_eq!(errors(&mut ours), errors(&mut theirs));
+    let Reply::Bulk(Some(text)) = errors(&mut ours) else { panic!("no errorstats") };
+    assert!(String::from_utf8_lossy(&text).contains("errorstat_ERR:count=3"));
+}

@@ -225,8 +225,10 @@ fn cpu_section(text: &mut String) {
     let _ = write!(
         text,
         "# CPU\r\nused_cpu_sys:{system:.6}\r\nused_cpu_user:{user:.6}\r\n\
-         used_cpu_sys_children:{children_system:.6}\r\nused_cpu_user_children:{children_user:.6}\r\n\
-         used_cpu_sys_main_thread:{thread_system:.6}\r\nused_cpu_user_main_thread:{thread_user:.6}\r\n\r\n"
+         used_cpu_sys_children:{children_system:.6}\r\n\
+         used_cpu_user_children:{children_user:.6}\r\n\
+         used_cpu_sys_main_thread:{thread_system:.6}\r\n\
+         used_cpu_user_main_thread:{thread_user:.6}\r\n\r\n"
     );
 }
 

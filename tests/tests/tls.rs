@@ -263,14 +263,24 @@ fn nodes_replicate_over_tls_and_refuse_a_peer_another_ca_signed_or_speaking_plai
     let leader = cluster_node(lines("harry"));
     let follower = cluster_node(lines("hermione"));
     strata_tests::admin::set_role(&leader, "leader", "harry", None);
-    strata_tests::admin::set_role(&follower, "follower", "hermione", Some(&leader));
     let mut client = leader.client();
+    // Written before the follower joins: it catches up through TLS records of many MiB.
+    let value = "v".repeat(1024);
+    for chunk in 0..20 {
+        let mut pipe = redis::pipe();
+        for number in chunk * 500..(chunk + 1) * 500 {
+            pipe.set(format!("early:{number}"), &value).ignore();
+        }
+        let _: () = pipe.query(&mut client).expect("write");
+    }
+    strata_tests::admin::set_role(&follower, "follower", "hermione", Some(&leader));
     for number in 0..100 {
         let _: String = client.set(format!("key:{number}"), number).expect("write");
     }
     let mut reader = follower.client();
-    let replicated = strata_tests::admin::wait_until(Duration::from_secs(20), || {
+    let replicated = strata_tests::admin::wait_until(Duration::from_secs(30), || {
         reader.get::<_, Option<u32>>("key:99").ok().flatten() == Some(99)
+            && reader.get::<_, Option<String>>("early:9999").ok().flatten().as_ref() == Some(&value)
     });
     assert!(replicated, "{}\n{}", leader.log(), follower.log());
 

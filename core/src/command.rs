@@ -244,6 +244,15 @@ pub enum NodeCommand {
     Select {
         database: i64,
     },
+    /// SWAPDB: only `SWAPDB 0 0` is not out of range.
+    SwapDb {
+        first: i32,
+        second: i32,
+    },
+    /// MOVE key db: database 0 is the key's own.
+    Move {
+        database: i32,
+    },
     CommandInfo {
         subcommand: Option<String>,
     },
@@ -762,6 +771,28 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
             exact(name, rest, 1)?;
             Ok(NodeCommand::Select { database: parse_integer(rest[0])? })
         }
+        // One database: SWAPDB and MOVE are parsed as Redis parses them, then refused as a
+        // Redis with `databases 1` refuses them.
+        "swapdb" => {
+            exact(name, rest, 2)?;
+            let index = |word: &[u8], which: &str| {
+                parse_integer(word)
+                    .ok()
+                    .and_then(|index| i32::try_from(index).ok())
+                    .ok_or_else(|| CommandError(format!("ERR invalid {which} DB index")))
+            };
+            let first = index(rest[0], "first")?;
+            let second = index(rest[1], "second")?;
+            Ok(NodeCommand::SwapDb { first, second })
+        }
+        "move" => {
+            exact(name, rest, 2)?;
+            let database = parse_integer(rest[1])
+                .ok()
+                .and_then(|index| i32::try_from(index).ok())
+                .ok_or_else(CommandError::not_integer)?;
+            Ok(NodeCommand::Move { database })
+        }
         "command" => Ok(NodeCommand::CommandInfo {
             subcommand: rest.first().map(|word| String::from_utf8_lossy(word).to_ascii_lowercase()),
         }),
@@ -941,6 +972,8 @@ pub const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
     ("echo", 2, 0, 0, 0),
     ("info", -1, 0, 0, 0),
     ("select", 2, 0, 0, 0),
+    ("swapdb", 3, 0, 0, 0),
+    ("move", 3, 1, 1, 1),
     ("command", -1, 0, 0, 0),
     ("config", -2, 0, 0, 0),
     ("client", -2, 0, 0, 0),

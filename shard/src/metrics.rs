@@ -247,7 +247,9 @@ impl CommandKind {
             NodeCommand::Ping { .. } => CommandKind::Ping,
             NodeCommand::Echo { .. } => CommandKind::Echo,
             NodeCommand::Info { .. } => CommandKind::Info,
-            NodeCommand::Select { .. } => CommandKind::Select,
+            NodeCommand::Select { .. } | NodeCommand::SwapDb { .. } | NodeCommand::Move { .. } => {
+                CommandKind::Select
+            }
             NodeCommand::CommandInfo { .. } => CommandKind::Command,
             NodeCommand::ConfigGet { .. } | NodeCommand::ConfigSet => CommandKind::Config,
             NodeCommand::ClientSetName { .. }

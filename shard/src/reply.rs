@@ -328,7 +328,15 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
         NodeCommand::Ping { message: Some(message) } | NodeCommand::Echo { message } => {
             resp::encode_bulk(&mut output, &message);
         }
-        NodeCommand::Select { database: 0 } => resp::encode_simple(&mut output, "OK"),
+        NodeCommand::Select { database: 0 } | NodeCommand::SwapDb { first: 0, second: 0 } => {
+            resp::encode_simple(&mut output, "OK");
+        }
+        NodeCommand::Move { database: 0 } => {
+            resp::encode_error(&mut output, "ERR source and destination objects are the same");
+        }
+        NodeCommand::SwapDb { .. } | NodeCommand::Move { .. } => {
+            resp::encode_error(&mut output, "ERR DB index is out of range");
+        }
         NodeCommand::Select { .. } => {
             resp::encode_error(&mut output, "ERR DB index is out of range")
         }

@@ -23,11 +23,22 @@ impl RedisServer {
     /// When `redis-server` cannot run or does not answer within 10 s.
     #[must_use]
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with more `redis-server` options (`["--databases", "1"]`).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    #[must_use]
+    pub fn start_with(options: &[&str]) -> RedisServer {
         let directory = tempfile::tempdir().expect("temporary directory");
         let port = crate::free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
-            .args(["--appendonly", "no", "--dir"])
+            .args(["--appendonly", "no"])
+            .args(options)
+            .arg("--dir")
             .arg(directory.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

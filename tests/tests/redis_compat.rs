@@ -8,7 +8,12 @@ use strata_tests::{NodeSettings, TestNode};
 
 /// Sends every command of every case to both servers; answers the differences found.
 fn differences(cases: &[&[&[&str]]]) -> Vec<String> {
-    let redis = RedisServer::start();
+    differences_with(&[], cases)
+}
+
+/// [`differences`] against a `redis-server` started with `options`.
+fn differences_with(options: &[&str], cases: &[&[&[&str]]]) -> Vec<String> {
+    let redis = RedisServer::start_with(options);
     let node = TestNode::start(NodeSettings::default());
     let mut theirs = RawConnection::connect(redis.port);
     let mut ours = node.raw();
@@ -492,4 +497,20 @@ fn info_cpu_and_errorstats_read_as_redis_writes_them() {
     assert_eq!(errors(&mut ours), errors(&mut theirs));
     let Reply::Bulk(Some(text)) = errors(&mut ours) else { panic!("no errorstats") };
     assert!(String::from_utf8_lossy(&text).contains("errorstat_ERR:count=3"));
+}
+
+#[test]
+fn one_database_as_a_redis_with_databases_1() {
+    let found = differences_with(
+        &["--databases", "1"],
+        &[
+            &[&["SELECT", "0"], &["SELECT", "1"], &["SELECT", "x"]],
+            &[&["SWAPDB", "0", "0"], &["SWAPDB", "0", "1"], &["SWAPDB", "x", "0"]],
+            &[&["SWAPDB", "0", "y"], &["SWAPDB", "0"], &["SWAPDB", "99999999999", "0"]],
+            &[&["SET", "{k}", "v"], &["MOVE", "{k}", "0"], &["MOVE", "{k}", "1"]],
+            &[&["MOVE", "{k}", "x"], &["MOVE", "{k}"], &["MOVE", "missing:{k}", "1"]],
+            &[&["MOVE", "{k}", "-1"], &["GET", "{k}"]],
+        ],
+    );
+    assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
 }

@@ -416,6 +416,11 @@ fn owned_keys(rest: &[&[u8]]) -> Vec<Vec<u8>> {
     rest.iter().map(|key| key.to_vec()).collect()
 }
 
+/// A database index as Redis reads one (an integer that fits an `int`).
+fn database_index(word: &[u8]) -> Option<i32> {
+    parse_integer(word).ok().and_then(|index| i32::try_from(index).ok())
+}
+
 /// Parses a decimal i64 as Redis does: no spaces, no leading '+', no leading zeros.
 pub fn parse_integer(bytes: &[u8]) -> Result<i64, CommandError> {
     let text = std::str::from_utf8(bytes).map_err(|_| CommandError::not_integer())?;
@@ -776,9 +781,7 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         "swapdb" => {
             exact(name, rest, 2)?;
             let index = |word: &[u8], which: &str| {
-                parse_integer(word)
-                    .ok()
-                    .and_then(|index| i32::try_from(index).ok())
+                database_index(word)
                     .ok_or_else(|| CommandError(format!("ERR invalid {which} DB index")))
             };
             let first = index(rest[0], "first")?;
@@ -787,10 +790,7 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         }
         "move" => {
             exact(name, rest, 2)?;
-            let database = parse_integer(rest[1])
-                .ok()
-                .and_then(|index| i32::try_from(index).ok())
-                .ok_or_else(CommandError::not_integer)?;
+            let database = database_index(rest[1]).ok_or_else(CommandError::not_integer)?;
             Ok(NodeCommand::Move { database })
         }
         "command" => Ok(NodeCommand::CommandInfo {

@@ -40,7 +40,8 @@ pub fn add(current: &[u8], increment: &[u8]) -> Result<Vec<u8>, FloatError> {
         CString::new(bytes).map_err(|_| FloatError::Invalid)
     };
     let (current, increment) = (text(current)?, text(increment)?);
-    let mut output = vec![0u8; FLOAT_TEXT_BYTES_MAX];
+    // On the stack: only the written digits are copied out.
+    let mut output = [0u8; FLOAT_TEXT_BYTES_MAX];
     let mut written = 0usize;
     // SAFETY: both inputs are NUL-terminated strings that outlive the call; `output` holds
     // `output.len()` writable bytes and the C function writes at most that many (snprintf's
@@ -57,8 +58,7 @@ pub fn add(current: &[u8], increment: &[u8]) -> Result<Vec<u8>, FloatError> {
     match outcome {
         0 => {
             assert!(written < output.len(), "the sum fits its buffer");
-            output.truncate(written);
-            Ok(output)
+            Ok(output[..written].to_vec())
         }
         2 => Err(FloatError::NotFinite),
         _ => Err(FloatError::Invalid),

@@ -87,13 +87,9 @@ impl TlsSocket {
         TlsSocket::handshake(socket, session.into()).await
     }
 
-    /// Takes a session whose handshake was made elsewhere (the control thread's, on a peer
-    /// connection it hands to this shard) with the socket it was made on.
-    pub(crate) fn resume(socket: TcpStream, session: Connection) -> TlsSocket {
-        TlsSocket::new(socket, session)
-    }
-
-    fn new(socket: TcpStream, mut session: Connection) -> TlsSocket {
+    /// Takes `session` on `socket`: one whose handshake is still to run, or one made
+    /// elsewhere (the control thread's, on a peer connection it hands to this shard).
+    pub(crate) fn resume(socket: TcpStream, mut session: Connection) -> TlsSocket {
         session.set_buffer_limit(Some(SENDABLE_BYTES_MAX));
         TlsSocket {
             socket,
@@ -104,7 +100,7 @@ impl TlsSocket {
     }
 
     async fn handshake(socket: TcpStream, session: Connection) -> io::Result<TlsSocket> {
-        let mut tls = TlsSocket::new(socket, session);
+        let mut tls = TlsSocket::resume(socket, session);
         let handshake = async {
             while tls.session.is_handshaking() {
                 tls.flush().await?;

@@ -2,6 +2,9 @@
 
 use std::fmt::Write as _;
 
+mod keys;
+pub use keys::{ObjectQuestion, ScanCursor, SCAN_COUNT_DEFAULT};
+
 /// A command error, as the text after `-` in a RESP error reply (`ERR ...`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -227,6 +230,28 @@ pub enum KeyCommand {
     Status,
     /// Run on every partition.
     FlushAll,
+    /// KEYS: run on every partition, the keys gathered.
+    Keys {
+        pattern: Vec<u8>,
+    },
+    /// SCAN, on the cursor's partition: its keys from the cursor's bucket on. `other_type`: TYPE
+    /// named a type other than string, so no key qualifies.
+    Scan {
+        cursor: ScanCursor,
+        count: usize,
+        pattern: Option<Vec<u8>>,
+        other_type: bool,
+    },
+    /// RANDOMKEY: run on every partition, each naming a key chosen from `seed` with its count
+    /// of keys; the router picks one in proportion.
+    RandomKey {
+        seed: u64,
+    },
+    /// OBJECT ENCODING|FREQ|IDLETIME|REFCOUNT.
+    Object {
+        key: Vec<u8>,
+        question: ObjectQuestion,
+    },
 }
 
 /// Commands about the connection or the node, answered without touching a partition.
@@ -284,6 +309,8 @@ pub enum NodeCommand {
         timeout_ms: i64,
     },
     Quit,
+    /// OBJECT HELP.
+    ObjectHelp,
     /// TIME: the node's clock, seconds and microseconds.
     Time,
 }
@@ -311,6 +338,10 @@ impl KeyCommand {
                 | KeyCommand::ExpireTime { .. }
                 | KeyCommand::DbSize
                 | KeyCommand::Status
+                | KeyCommand::Keys { .. }
+                | KeyCommand::Scan { .. }
+                | KeyCommand::RandomKey { .. }
+                | KeyCommand::Object { .. }
         )
     }
 
@@ -334,6 +365,7 @@ impl KeyCommand {
             | KeyCommand::SetRange { key, .. }
             | KeyCommand::IncrementByFloat { key, .. }
             | KeyCommand::Type { key }
+            | KeyCommand::Object { key, .. }
             | KeyCommand::ExpireTime { key, .. } => Some(key),
             KeyCommand::Rename { source, .. } | KeyCommand::Copy { source, .. } => Some(source),
             KeyCommand::MultiSetIfAbsent { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
@@ -342,7 +374,12 @@ impl KeyCommand {
             | KeyCommand::Touch { keys }
             | KeyCommand::MultiGet { keys } => keys.first().map(Vec::as_slice),
             KeyCommand::MultiSet { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
-            KeyCommand::DbSize | KeyCommand::Status | KeyCommand::FlushAll => None,
+            KeyCommand::DbSize
+            | KeyCommand::Status
+            | KeyCommand::FlushAll
+            | KeyCommand::Keys { .. }
+            | KeyCommand::Scan { .. }
+            | KeyCommand::RandomKey { .. } => None,
         }
     }
 }
@@ -391,6 +428,10 @@ pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
             parse_expiry_command(name, rest).map(Command::Key)
         }
         "dbsize" => exact(name, rest, 0).map(|()| Command::Key(KeyCommand::DbSize)),
+        "keys" => keys::parse_keys(rest),
+        "scan" => keys::parse_scan(rest),
+        "randomkey" => keys::parse_random_key(rest),
+        "object" => keys::parse_object(rest),
         "flushall" | "flushdb" => parse_flush(name, rest),
         _ => parse_node_command(name, arguments).map(Command::Node),
     }

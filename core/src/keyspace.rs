@@ -3,10 +3,13 @@
 //! Owned by the shard that owns the partition. Each entry remembers the LSN of the record that
 //! last wrote it, so that a read can tell whether the value it sees is committed yet.
 
+use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::command::ScanCursor;
 use crate::ids::Lsn;
 use crate::record::{ExpireAtMs, Record};
 
@@ -16,17 +19,20 @@ use crate::record::{ExpireAtMs, Record};
 struct Slot {
     bytes: Box<[u8]>,
     key_bytes: u32,
+    /// Unix seconds of the last read or write (OBJECT IDLETIME); fits the struct's padding.
+    accessed_s: Cell<u32>,
     expire_at_ms: ExpireAtMs,
     lsn: Lsn,
 }
 
 impl Slot {
-    fn new(key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) -> Slot {
+    fn new(key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn, now_s: u32) -> Slot {
         let key_bytes = u32::try_from(key.len()).expect("keys are bounded by the RESP limits");
         let mut bytes = Vec::with_capacity(key.len() + value.len());
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(value);
-        Slot { bytes: bytes.into_boxed_slice(), key_bytes, expire_at_ms, lsn }
+        let accessed_s = Cell::new(now_s);
+        Slot { bytes: bytes.into_boxed_slice(), key_bytes, accessed_s, expire_at_ms, lsn }
     }
 
     fn key(&self) -> &[u8] {
@@ -65,8 +71,19 @@ pub struct Keyspace {
     slots: HashTable<Slot>,
     hasher: foldhash::fast::RandomState,
     payload_bytes: u64,
-    /// Keys with an expiry time: when none, the expiry sweep has nothing to look at.
+    /// Keys with an expiry time.
     expiring: usize,
+    /// (expiry time, key hash) of every key with an expiry time, soonest first: what active
+    /// expiry looks at. Two keys with one hash and one expiry time share an entry, and both are
+    /// found through it; if one of them then changes, the other is left to lazy expiry (reads
+    /// hide it), a cost of a 64-bit hash collision at the same millisecond.
+    deadlines: BTreeSet<(ExpireAtMs, u64)>,
+    /// Changes each time the table may have moved its entries (it grew or rehashed): a SCAN
+    /// position taken before is no longer a position in the same order.
+    layout: u32,
+    /// Unix seconds as last told (by reads and by [`Keyspace::set_clock`]): what writes record as
+    /// their keys' access time.
+    clock_s: u32,
 }
 
 impl std::fmt::Debug for Keyspace {
@@ -104,10 +121,29 @@ impl Keyspace {
         self.slots.find(self.hash(key), |slot| slot.key() == key)
     }
 
-    /// The live entry for `key`, hiding expired ones.
+    /// The live entry for `key`, hiding expired ones. Counts as an access of the key.
     #[must_use]
     pub fn get(&self, key: &[u8], now_ms: u64) -> Option<Entry<'_>> {
-        self.get_raw(key).filter(|entry| !entry.is_expired(now_ms))
+        let slot = self.find(key)?;
+        let entry = slot.entry();
+        if entry.is_expired(now_ms) {
+            return None;
+        }
+        slot.accessed_s.set(seconds(now_ms));
+        Some(entry)
+    }
+
+    /// The time writes record as an access, from now on.
+    pub fn set_clock(&mut self, now_ms: u64) {
+        self.clock_s = seconds(now_ms);
+    }
+
+    /// Seconds since `key` was last read or written (OBJECT IDLETIME), without counting this
+    /// question as an access.
+    #[must_use]
+    pub fn idle_seconds(&self, key: &[u8], now_ms: u64) -> Option<u64> {
+        let slot = self.find(key).filter(|slot| !slot.entry().is_expired(now_ms))?;
+        Some(u64::from(seconds(now_ms).saturating_sub(slot.accessed_s.get())))
     }
 
     /// The entry for `key`, expired or not.
@@ -118,31 +154,36 @@ impl Keyspace {
 
     pub fn insert(&mut self, key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) {
         let hash = self.hash(key);
+        if self.slots.len() == self.slots.capacity() {
+            // A new key would make the table grow or rehash first.
+            self.layout = self.layout.wrapping_add(1);
+        }
         let hasher = &self.hasher;
         let entry =
             self.slots.entry(hash, |slot| slot.key() == key, |slot| hasher.hash_one(slot.key()));
         match entry {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 let slot = occupied.get_mut();
-                self.expiring -= usize::from(slot.expire_at_ms != 0);
+                forget_deadline(&mut self.deadlines, &mut self.expiring, slot.expire_at_ms, hash);
                 if slot.bytes.len() == key.len() + value.len() {
                     // Same size (the common overwrite): reuse the allocation.
                     slot.bytes[key.len()..].copy_from_slice(value);
                     slot.expire_at_ms = expire_at_ms;
                     slot.lsn = lsn;
+                    slot.accessed_s.set(self.clock_s);
                 } else {
                     self.payload_bytes -= slot.bytes.len() as u64;
-                    *slot = Slot::new(key, value, expire_at_ms, lsn);
+                    *slot = Slot::new(key, value, expire_at_ms, lsn, self.clock_s);
                     self.payload_bytes += slot.bytes.len() as u64;
                 }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let slot = Slot::new(key, value, expire_at_ms, lsn);
+                let slot = Slot::new(key, value, expire_at_ms, lsn, self.clock_s);
                 self.payload_bytes += slot.bytes.len() as u64;
                 vacant.insert(slot);
             }
         }
-        self.expiring += usize::from(expire_at_ms != 0);
+        remember_deadline(&mut self.deadlines, &mut self.expiring, expire_at_ms, hash);
     }
 
     /// Removes `key`; returns whether it was present (expired or not).
@@ -152,7 +193,7 @@ impl Keyspace {
             Ok(occupied) => {
                 let (slot, _) = occupied.remove();
                 self.payload_bytes -= slot.bytes.len() as u64;
-                self.expiring -= usize::from(slot.expire_at_ms != 0);
+                forget_deadline(&mut self.deadlines, &mut self.expiring, slot.expire_at_ms, hash);
                 true
             }
             Err(_) => false,
@@ -163,10 +204,10 @@ impl Keyspace {
         let hash = self.hash(key);
         match self.slots.find_mut(hash, |slot| slot.key() == key) {
             Some(slot) => {
-                let before = usize::from(slot.expire_at_ms != 0);
+                forget_deadline(&mut self.deadlines, &mut self.expiring, slot.expire_at_ms, hash);
                 slot.expire_at_ms = expire_at_ms;
                 slot.lsn = lsn;
-                self.expiring = self.expiring - before + usize::from(expire_at_ms != 0);
+                remember_deadline(&mut self.deadlines, &mut self.expiring, expire_at_ms, hash);
                 true
             }
             None => false,
@@ -177,6 +218,7 @@ impl Keyspace {
         self.slots.clear();
         self.payload_bytes = 0;
         self.expiring = 0;
+        self.deadlines.clear();
     }
 
     /// Applies a record's effect, as replay and followers do. Idempotent.
@@ -195,27 +237,28 @@ impl Keyspace {
         }
     }
 
-    /// Removes up to `limit` entries that expired before `now_ms` and whose writes are
-    /// committed (LSN at most `commit_lsn`). Returns how many were removed. Expiry is not
-    /// logged: the expiry time itself is in the log, so replay reaches the same state.
-    pub fn remove_expired(&mut self, now_ms: u64, commit_lsn: Lsn, limit: usize) -> usize {
-        if self.expiring == 0 {
-            return 0;
-        }
-        let mut removed = 0;
-        let mut bytes = 0;
-        self.slots.retain(|slot| {
-            let expired =
-                removed < limit && slot.entry().is_expired(now_ms) && slot.lsn <= commit_lsn;
-            if expired {
-                removed += 1;
-                bytes += slot.bytes.len() as u64;
+    /// Up to `limit` keys whose expiry time is at or before `now_ms`, soonest first. The caller
+    /// deletes them (as logged deletes), which takes them out of the deadlines.
+    #[must_use]
+    pub fn expired_keys(&mut self, now_ms: u64, limit: usize) -> Vec<Vec<u8>> {
+        let mut keys = Vec::new();
+        let mut stale = Vec::new();
+        for &(expire_at_ms, hash) in self.deadlines.range(..=(now_ms, u64::MAX)) {
+            if keys.len() >= limit {
+                break;
             }
-            !expired
-        });
-        self.payload_bytes -= bytes;
-        self.expiring -= removed;
-        removed
+            let before = keys.len();
+            // Every key found here has expired, whatever its hash: it is due either way.
+            let due = self.slots.iter_hash(hash).filter(|slot| slot.expire_at_ms == expire_at_ms);
+            keys.extend(due.map(|slot| slot.key().to_vec()));
+            if keys.len() == before {
+                stale.push((expire_at_ms, hash));
+            }
+        }
+        for deadline in stale {
+            self.deadlines.remove(&deadline);
+        }
+        keys
     }
 
     /// Keys that have an expiry time.
@@ -224,14 +267,101 @@ impl Keyspace {
         self.expiring
     }
 
+    /// Every key that has not expired by `now_ms` (KEYS).
+    pub fn iter_live(&self, now_ms: u64) -> impl Iterator<Item = &[u8]> {
+        self.slots.iter().filter(move |slot| !slot.entry().is_expired(now_ms)).map(Slot::key)
+    }
+
     /// Every entry, for snapshots: (key, value, expire_at_ms).
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8], u64)> {
         self.slots.iter().map(|slot| (slot.key(), slot.entry().value, slot.expire_at_ms))
     }
 
+    /// The low bits of the count of the table's layout changes, as a SCAN cursor carries them.
+    #[must_use]
+    pub fn layout_tag(&self) -> u32 {
+        self.layout & ScanCursor::LAYOUT_MASK
+    }
+
+    /// Visits live keys from `bucket` on, until `count` keys were seen (or ten times as many
+    /// empty buckets, as Redis bounds a call). Returns the bucket to go on from (None once the
+    /// table's end is reached) and how many keys were seen. A bucket of 0 starts over; so does
+    /// one from another layout (the table moved its entries since), which may give keys twice
+    /// but misses none.
+    pub fn scan(
+        &self,
+        (bucket, layout): (u64, u32),
+        count: usize,
+        now_ms: u64,
+        mut visit: impl FnMut(&[u8]),
+    ) -> (Option<u64>, usize) {
+        let buckets = self.slots.num_buckets();
+        let mut bucket = if layout == self.layout_tag() { bucket as usize } else { 0 };
+        let (mut seen, mut empty) = (0, 0);
+        let empty_max = count.saturating_mul(10);
+        while bucket < buckets && seen < count && empty < empty_max {
+            match self.slots.get_bucket(bucket) {
+                Some(slot) => {
+                    seen += 1;
+                    if !slot.entry().is_expired(now_ms) {
+                        visit(slot.key());
+                    }
+                }
+                None => empty += 1,
+            }
+            bucket += 1;
+        }
+        ((bucket < buckets).then_some(bucket as u64), seen)
+    }
+
+    /// A live key, from the first occupied bucket at or after one chosen by `seed`; None when
+    /// no key is live.
+    #[must_use]
+    pub fn random_key(&self, seed: u64, now_ms: u64) -> Option<&[u8]> {
+        let buckets = self.slots.num_buckets();
+        if self.slots.is_empty() || buckets == 0 {
+            return None;
+        }
+        let start = (seed % buckets as u64) as usize;
+        (0..buckets)
+            .filter_map(|offset| self.slots.get_bucket((start + offset) % buckets))
+            .find(|slot| !slot.entry().is_expired(now_ms))
+            .map(Slot::key)
+    }
+
     pub fn reserve(&mut self, additional: usize) {
+        self.layout = self.layout.wrapping_add(1);
         let hasher = &self.hasher;
         self.slots.reserve(additional, |slot| hasher.hash_one(slot.key()));
+    }
+}
+
+/// Unix seconds of `now_ms`, as an access time holds them (good until 2106).
+fn seconds(now_ms: u64) -> u32 {
+    u32::try_from(now_ms / 1000).unwrap_or(u32::MAX)
+}
+
+fn remember_deadline(
+    deadlines: &mut BTreeSet<(ExpireAtMs, u64)>,
+    expiring: &mut usize,
+    expire_at_ms: ExpireAtMs,
+    hash: u64,
+) {
+    if expire_at_ms != 0 {
+        deadlines.insert((expire_at_ms, hash));
+        *expiring += 1;
+    }
+}
+
+fn forget_deadline(
+    deadlines: &mut BTreeSet<(ExpireAtMs, u64)>,
+    expiring: &mut usize,
+    expire_at_ms: ExpireAtMs,
+    hash: u64,
+) {
+    if expire_at_ms != 0 {
+        deadlines.remove(&(expire_at_ms, hash));
+        *expiring -= 1;
     }
 }
 
@@ -252,17 +382,57 @@ mod tests {
     }
 
     #[test]
-    fn expired_entries_are_hidden_and_swept_once_committed() {
+    fn expired_keys_are_hidden_and_found_soonest_first() {
         let mut keyspace = Keyspace::default();
         keyspace.insert(b"a", b"1", 100, Lsn(1));
-        keyspace.insert(b"b", b"2", 100, Lsn(5));
+        keyspace.insert(b"b", b"2", 50, Lsn(2));
+        keyspace.insert(b"c", b"3", 300, Lsn(3));
+        keyspace.insert(b"d", b"4", 0, Lsn(4));
         assert!(keyspace.get(b"a", 99).is_some());
         assert!(keyspace.get(b"a", 100).is_none());
-        assert_eq!(keyspace.remove_expired(200, Lsn(4), 10), 1);
-        assert!(keyspace.get_raw(b"b").is_some());
-        assert_eq!(keyspace.remove_expired(200, Lsn(5), 10), 1);
-        assert!(keyspace.is_empty());
-        assert_eq!(keyspace.expiring(), 0);
+        assert!(keyspace.expired_keys(49, 10).is_empty());
+        assert_eq!(keyspace.expired_keys(200, 1), vec![b"b".to_vec()]);
+        assert_eq!(keyspace.expired_keys(200, 10), vec![b"b".to_vec(), b"a".to_vec()]);
+        // A new expiry time replaces the old one in the deadlines.
+        keyspace.set_expiry(b"a", 400, Lsn(5));
+        keyspace.insert(b"b", b"5", 0, Lsn(6));
+        assert!(keyspace.expired_keys(200, 10).is_empty());
+        assert_eq!(keyspace.expired_keys(500, 10), vec![b"c".to_vec(), b"a".to_vec()]);
+        assert!(keyspace.remove(b"c"));
+        assert_eq!(keyspace.expired_keys(500, 10), vec![b"a".to_vec()]);
+        keyspace.clear();
+        assert!(keyspace.expired_keys(500, 10).is_empty());
+    }
+
+    /// Every key present from a scan's start to its end is visited, while the table grows
+    /// several times over and other keys come and go between the steps; once the growth stops,
+    /// the scan ends.
+    #[test]
+    fn a_scan_visits_every_lasting_key_while_the_table_grows() {
+        let mut keyspace = Keyspace::default();
+        let lasting: Vec<Vec<u8>> = (0..300).map(|n| format!("l{n}").into_bytes()).collect();
+        for key in &lasting {
+            keyspace.insert(key, b"v", 0, Lsn(1));
+        }
+        let mut visited = std::collections::HashSet::new();
+        let mut position = (0, keyspace.layout_tag());
+        for step in 0.. {
+            let (next, _) = keyspace.scan(position, 3, 0, |key| {
+                visited.insert(key.to_vec());
+            });
+            // The position belongs to the layout the table had when it was given.
+            let Some(bucket) = next else { break };
+            position = (bucket, keyspace.layout_tag());
+            if step < 200 {
+                for number in 0..20 {
+                    keyspace.insert(format!("n{step}:{number}").as_bytes(), b"v", 0, Lsn(2));
+                }
+            }
+            keyspace.remove(format!("n{}:{}", step.max(1) - 1, step % 20).as_bytes());
+            assert!(step < 50_000, "the scan did not end");
+        }
+        assert!(keyspace.len() > 4 * lasting.len());
+        assert!(lasting.iter().all(|key| visited.contains(key)));
     }
 
     #[test]

@@ -11,8 +11,8 @@
 use std::collections::HashMap;
 
 use crate::command::{
-    invalid_expire_time, CommandError, ExpireCondition, KeyCommand, SetCondition, SetExpiry,
-    TimeUnit,
+    invalid_expire_time, CommandError, ExpireCondition, KeyCommand, ScanCursor, SetCondition,
+    SetExpiry, TimeUnit,
 };
 use crate::ids::{Lsn, PartitionId};
 use crate::keyspace::Keyspace;
@@ -27,6 +27,24 @@ pub enum Answer {
     Integer(i64),
     Bulk(Option<Vec<u8>>),
     Bulks(Vec<Option<Vec<u8>>>),
+    /// A partition's key counts, for INFO (not sent to clients as such).
+    Counts {
+        keys: usize,
+        expires: usize,
+    },
+    /// A partition's page of a SCAN: its keys, where the next call goes on (None once the
+    /// partition is done), and how many keys it looked at. The router turns it into SCAN's
+    /// reply.
+    Scanned {
+        next: Option<ScanCursor>,
+        keys: Vec<Vec<u8>>,
+        seen: usize,
+    },
+    /// A partition's part of RANDOMKEY: a key chosen at random, and how many it holds.
+    Sampled {
+        key: Option<Vec<u8>>,
+        keys: usize,
+    },
     Error(CommandError),
 }
 
@@ -225,9 +243,19 @@ impl Partition {
         })
     }
 
-    /// Removes committed expired keys, at most `limit`.
-    pub fn remove_expired(&mut self, now_ms: u64, limit: usize) -> usize {
-        self.keyspace.remove_expired(now_ms, self.commit_lsn, limit)
+    /// Active expiry: deletes up to `limit` keys whose expiry time has passed, as DEL would.
+    /// The deletes are logged, so replicas and replay remove the same keys at the same LSNs
+    /// (only a partition that takes writes runs this). Returns how many keys were deleted.
+    pub fn delete_expired(&mut self, now_ms: u64, limit: usize) -> usize {
+        if self.failure.is_some() {
+            return 0;
+        }
+        let keys = self.keyspace.expired_keys(now_ms, limit);
+        let count = keys.len();
+        for key in keys {
+            self.append(Record::Delete { key });
+        }
+        count
     }
 
     /// Executes one command against the latest state.
@@ -237,6 +265,7 @@ impl Partition {
                 return Execution { answer: Answer::Error(error), wait_lsn: Lsn::ZERO };
             }
         }
+        self.keyspace.set_clock(now_ms);
         let mut context = Context { partition: self, now_ms, wait_lsn: Lsn::ZERO };
         let answer = context.run(command);
         let wait_lsn = context.wait_lsn;
@@ -409,12 +438,21 @@ impl Context<'_> {
             }
             KeyCommand::Status => match self.partition.failure_error() {
                 Some(error) => Err(error),
-                None => Ok(Answer::Integer(self.partition.keyspace.len() as i64)),
+                None => {
+                    let keyspace = &self.partition.keyspace;
+                    Ok(Answer::Counts { keys: keyspace.len(), expires: keyspace.expiring() })
+                }
             },
             KeyCommand::FlushAll => {
                 self.write(Record::FlushAll)?;
                 Ok(Answer::Ok)
             }
+            KeyCommand::Keys { pattern } => Ok(self.keys(&pattern)),
+            KeyCommand::Scan { cursor, count, pattern, other_type } => {
+                Ok(self.scan(cursor, count, pattern.as_deref(), other_type))
+            }
+            KeyCommand::RandomKey { seed } => Ok(self.random_key(seed)),
+            KeyCommand::Object { key, question } => self.object(&key, question),
         }
     }
 
@@ -578,3 +616,4 @@ impl Context<'_> {
 mod strings;
 #[cfg(test)]
 mod tests;
+mod walk;

@@ -13,6 +13,7 @@ use strata_core::PartitionId;
 use crate::cluster::ServingMode;
 use crate::reply::{self, Merge};
 use crate::shard::{now_ms, Mesh, Outbox, Pending, Shard};
+use crate::walk::ScanWalk;
 
 /// Commands taken from the input before their replies are written: bounds the memory one
 /// pipelining client can hold.
@@ -44,7 +45,12 @@ struct Round {
 pub(crate) enum Item {
     Now(Vec<u8>),
     One(Pending),
-    Many { parts: Vec<Pending>, merge: Merge },
+    Many {
+        parts: Vec<Pending>,
+        merge: Merge,
+    },
+    /// SCAN, which may go on from one partition to the next.
+    Scan(ScanWalk),
 }
 
 /// Per-connection state that commands can change.
@@ -177,6 +183,7 @@ async fn process(
                 }
                 reply::encode_merged(output, &merge, answers, shard);
             }
+            Item::Scan(walk) => walk.finish(shard, output).await,
         }
         shard.metrics().count_if_error(&output[reply_start..]);
     }
@@ -244,6 +251,20 @@ fn route(shard: &Shard, outbox: &mut Outbox, command: KeyCommand) -> Item {
         }
         KeyCommand::MultiGet { keys } => split_multi_get(shard, outbox, keys, now),
         KeyCommand::MultiSet { pairs } => split_multi_set(shard, outbox, pairs, now),
+        KeyCommand::Keys { pattern } => {
+            broadcast(shard, outbox, &KeyCommand::Keys { pattern }, Merge::Concatenate, now)
+        }
+        KeyCommand::Scan { cursor, count, pattern, other_type } => {
+            Item::Scan(ScanWalk::start(shard, outbox, cursor, count, pattern, other_type))
+        }
+        KeyCommand::RandomKey { .. } => {
+            let mut parts = Vec::new();
+            for partition in 0..shard.mesh.options.partition_count {
+                let command = KeyCommand::RandomKey { seed: rand::random() };
+                parts.push(shard.submit(outbox, PartitionId(partition), command, now));
+            }
+            Item::Many { parts, merge: Merge::RandomKey { roll: rand::random() } }
+        }
         single => {
             let key = single.first_key().expect("one-key commands name a key");
             let partition = shard.mesh.partition_of(key);

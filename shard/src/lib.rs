@@ -16,6 +16,7 @@ mod reply;
 mod shard;
 mod signal;
 mod tls;
+mod walk;
 
 pub use cluster::{
     monotonic_ms, ClusterShared, ControlMessage, LeaderSettings, NodeEvent, NodeHandle,

@@ -139,6 +139,10 @@ pub enum CommandKind {
     Rename,
     Copy,
     MSetNx,
+    Keys,
+    Scan,
+    RandomKey,
+    Object,
     Ping,
     Echo,
     Info,
@@ -156,7 +160,7 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 40] = [
+    pub const ALL: [CommandKind; 44] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -184,6 +188,10 @@ impl CommandKind {
         CommandKind::Rename,
         CommandKind::Copy,
         CommandKind::MSetNx,
+        CommandKind::Keys,
+        CommandKind::Scan,
+        CommandKind::RandomKey,
+        CommandKind::Object,
         CommandKind::Ping,
         CommandKind::Echo,
         CommandKind::Info,
@@ -239,6 +247,10 @@ impl CommandKind {
             KeyCommand::Rename { .. } => CommandKind::Rename,
             KeyCommand::Copy { .. } => CommandKind::Copy,
             KeyCommand::MultiSetIfAbsent { .. } => CommandKind::MSetNx,
+            KeyCommand::Keys { .. } => CommandKind::Keys,
+            KeyCommand::Scan { .. } => CommandKind::Scan,
+            KeyCommand::RandomKey { .. } => CommandKind::RandomKey,
+            KeyCommand::Object { .. } => CommandKind::Object,
         }
     }
 
@@ -261,6 +273,7 @@ impl CommandKind {
             NodeCommand::WaitAof { .. } => CommandKind::WaitAof,
             NodeCommand::Quit => CommandKind::Quit,
             NodeCommand::Time => CommandKind::Time,
+            NodeCommand::ObjectHelp => CommandKind::Object,
         }
     }
 
@@ -295,6 +308,10 @@ impl CommandKind {
             CommandKind::Rename => "rename",
             CommandKind::Copy => "copy",
             CommandKind::MSetNx => "msetnx",
+            CommandKind::Keys => "keys",
+            CommandKind::Scan => "scan",
+            CommandKind::RandomKey => "randomkey",
+            CommandKind::Object => "object",
             CommandKind::Time => "time",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",

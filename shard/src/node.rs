@@ -220,6 +220,7 @@ async fn shard_main(
         monoio::spawn(Rc::clone(&shard).run_flusher(partition));
     }
     monoio::spawn(Rc::clone(&shard).run_housekeeping());
+    monoio::spawn(Rc::clone(&shard).run_active_expiry());
     monoio::spawn(Rc::clone(&shard).run_ticks());
     accept_clients(shard, listener).await;
 }

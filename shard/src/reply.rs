@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use strata_core::auth;
-use strata_core::command::{CommandError, Credentials, NodeCommand, COMMAND_TABLE};
+use strata_core::command::{CommandError, Credentials, NodeCommand, ScanCursor, COMMAND_TABLE};
 use strata_core::partition::Answer;
 use strata_core::resp;
 
@@ -23,6 +23,10 @@ pub(crate) enum Merge {
     MultiGet { positions: Vec<(usize, usize)> },
     /// INFO, with the key count summed from the parts.
     Info { sections: Vec<String> },
+    /// Every part's keys, one after the other (KEYS).
+    Concatenate,
+    /// RANDOMKEY: the key of the part that `roll` falls in, the parts weighted by their keys.
+    RandomKey { roll: u64 },
 }
 
 /// The bytes of each parsed argument; `input` is the slice the parser was given.
@@ -55,6 +59,11 @@ pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
                 }
             }
         }
+        Answer::Counts { keys, .. } => resp::encode_integer(output, *keys as i64),
+        Answer::Scanned { next, keys, .. } => {
+            encode_scan_page(output, next.map_or(0, ScanCursor::encode), keys);
+        }
+        Answer::Sampled { key, .. } => encode_answer(output, &Answer::Bulk(key.clone())),
         Answer::Error(error) => resp::encode_error(output, &error.0),
     }
 }
@@ -94,12 +103,63 @@ pub(crate) fn encode_merged(
                 }
             }
         }
+        Merge::Concatenate => {
+            let total = answers.iter().map(|answer| bulks(answer).len()).sum();
+            resp::encode_array_header(output, total);
+            for key in answers.iter().flat_map(bulks).flatten() {
+                resp::encode_bulk(output, key);
+            }
+        }
+        Merge::RandomKey { roll } => {
+            encode_answer(output, &Answer::Bulk(pick_random(&answers, *roll)))
+        }
         Merge::Info { sections } => {
             let failed = answers.iter().filter(|answer| matches!(answer, Answer::Error(_))).count();
-            let text = info_text(shard, sections, integer_sum(&answers), failed);
+            let text = info_text(shard, sections, key_counts(&answers), failed);
             resp::encode_bulk(output, text.as_bytes());
         }
     }
+}
+
+fn bulks(answer: &Answer) -> &[Option<Vec<u8>>] {
+    match answer {
+        Answer::Bulks(values) => values,
+        other => unreachable!("a part of KEYS answered {other:?}"),
+    }
+}
+
+/// SCAN's reply: the cursor as a bulk string, then the keys.
+pub(crate) fn encode_scan_page(output: &mut Vec<u8>, cursor: u64, keys: &[Vec<u8>]) {
+    resp::encode_array_header(output, 2);
+    resp::encode_bulk(output, cursor.to_string().as_bytes());
+    resp::encode_array_header(output, keys.len());
+    for key in keys {
+        resp::encode_bulk(output, key);
+    }
+}
+
+/// The key of the part `roll` falls in when each part weighs its count of keys; a part whose
+/// keys have all expired gives way to any that has a key.
+fn pick_random(answers: &[Answer], roll: u64) -> Option<Vec<u8>> {
+    let sampled: Vec<(&Option<Vec<u8>>, u64)> = answers
+        .iter()
+        .filter_map(|answer| match answer {
+            Answer::Sampled { key, keys } => Some((key, *keys as u64)),
+            _ => None,
+        })
+        .collect();
+    let total: u64 = sampled.iter().map(|(_, keys)| keys).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut target = roll % total;
+    for (key, keys) in &sampled {
+        if target < *keys && key.is_some() {
+            return (*key).clone();
+        }
+        target = target.saturating_sub(*keys);
+    }
+    sampled.iter().find_map(|(key, _)| (*key).clone())
 }
 
 /// The sum of the integer answers (others count 0).
@@ -113,6 +173,16 @@ fn integer_sum(answers: &[Answer]) -> i64 {
         .sum()
 }
 
+/// The keys and the keys with an expiry time, summed over the partitions' status answers.
+fn key_counts(answers: &[Answer]) -> (usize, usize) {
+    answers.iter().fold((0, 0), |(keys, expires), answer| match answer {
+        Answer::Counts { keys: more, expires: more_expires } => {
+            (keys + more, expires + more_expires)
+        }
+        _ => (keys, expires),
+    })
+}
+
 fn wants(sections: &[String], name: &str) -> bool {
     sections.is_empty()
         || sections.iter().any(|section| {
@@ -120,9 +190,15 @@ fn wants(sections: &[String], name: &str) -> bool {
         })
 }
 
-/// `keys` counts the keys of the partitions that answered (without waiting for a commit:
-/// `KeyCommand::Status`); `failed_partitions` answered with their WAL failure.
-fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: usize) -> String {
+/// `keys` counts the keys, and the keys with an expiry time, of the partitions that answered
+/// (without waiting for a commit: `KeyCommand::Status`); `failed_partitions` answered with
+/// their WAL failure.
+fn info_text(
+    shard: &Shard,
+    sections: &[String],
+    (keys, expires): (usize, usize),
+    failed_partitions: usize,
+) -> String {
     let mesh = &shard.mesh;
     let options = &mesh.options;
     let counters = &mesh.counters;
@@ -175,10 +251,11 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
+             rejected_connections:{}\r\nexpired_keys:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
             counters.connections_received.load(Ordering::Relaxed),
             counters.commands_processed.load(Ordering::Relaxed),
             counters.connections_rejected.load(Ordering::Relaxed),
+            counters.expired_keys.load(Ordering::Relaxed),
             counters.authentication_failures.load(Ordering::Relaxed),
         );
     }
@@ -194,7 +271,7 @@ fn info_text(shard: &Shard, sections: &[String], keys: i64, failed_partitions: u
     if wants(sections, "keyspace") {
         text.push_str("# Keyspace\r\n");
         if keys > 0 {
-            let _ = write!(text, "db0:keys={keys},expires=0,avg_ttl=0\r\n");
+            let _ = write!(text, "db0:keys={keys},expires={expires},avg_ttl=0\r\n");
         }
     }
     // Sections are separated by a blank line; as in Redis, none follows the last.
@@ -297,6 +374,29 @@ fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
     }
 }
 
+/// OBJECT HELP's lines, in Redis's shape (subcommands, then what each answers).
+const OBJECT_HELP: &[&str] = &[
+    "OBJECT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+    "ENCODING <key>",
+    "    The encoding Redis would give the key's value: int, embstr or raw.",
+    "FREQ <key>",
+    "    Refused: no LFU maxmemory policy, so access frequency is not tracked.",
+    "IDLETIME <key>",
+    "    Seconds since the key was last read or written (1 s resolution).",
+    "REFCOUNT <key>",
+    "    References to the key's value: always 1 here.",
+    "HELP",
+    "    Prints this help.",
+];
+
+/// An array of simple strings, as Redis's HELP replies are.
+fn encode_lines(output: &mut Vec<u8>, lines: &[&str]) {
+    resp::encode_array_header(output, lines.len());
+    for line in lines {
+        resp::encode_simple(output, line);
+    }
+}
+
 fn command_reply(output: &mut Vec<u8>, subcommand: Option<&str>) {
     match subcommand {
         None => {
@@ -373,6 +473,7 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
             None => resp::encode_null(&mut output),
         },
         NodeCommand::ClientSetInfo => resp::encode_simple(&mut output, "OK"),
+        NodeCommand::ObjectHelp => encode_lines(&mut output, OBJECT_HELP),
         NodeCommand::Time => {
             let since_epoch = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)

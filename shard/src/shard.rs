@@ -35,8 +35,11 @@ use crate::signal::Signal;
 /// Messages queued for one shard at most; senders wait when it is full. A message holds the
 /// requests one connection round sends to that shard, so it is bounded too.
 pub(crate) const SHARD_MESSAGES_MAX: usize = 4096;
-/// Expired keys removed per partition per sweep.
-const EXPIRED_SWEEP_KEYS_MAX: usize = 1000;
+/// How often active expiry looks for keys whose time has passed (Redis's default `hz` 10).
+const ACTIVE_EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
+/// Expired keys deleted per partition per turn of active expiry: bounds the turn's work (and
+/// its records); a partition with more left goes on at the next turn.
+const ACTIVE_EXPIRY_KEYS_MAX: usize = 500;
 
 /// A command for a partition another shard owns.
 pub struct ShardRequest {
@@ -99,6 +102,8 @@ pub(crate) struct Counters {
     pub(crate) authentication_failures: AtomicU64,
     /// Snapshots a leader sent to replicas that could not continue from its log.
     pub(crate) snapshots_sent: AtomicU64,
+    /// Keys active expiry deleted (INFO's `expired_keys`).
+    pub(crate) expired_keys: AtomicU64,
 }
 
 /// What every shard shares: the channels to each other, the options, the counters.
@@ -790,11 +795,10 @@ impl Shard {
         }
     }
 
-    /// Once a second: sync in FlushPerSecond mode, sweep expired keys, start due snapshots.
+    /// Once a second: sync in FlushPerSecond mode, start due snapshots, publish gauges.
     pub(crate) async fn run_housekeeping(self: Rc<Self>) {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
-            self.remove_expired_keys(now_ms());
             self.request_idle_syncs();
             self.request_idle_snapshots();
             self.publish_progress();
@@ -813,10 +817,36 @@ impl Shard {
         }
     }
 
-    fn remove_expired_keys(&self, now_ms: u64) {
-        for slot in self.partitions.borrow_mut().iter_mut().flatten() {
-            slot.state.remove_expired(now_ms, EXPIRED_SWEEP_KEYS_MAX);
+    /// Ten times a second: deletes keys whose expiry time has passed, in the partitions that
+    /// take writes, as logged deletes (replicas apply them like any other write).
+    pub(crate) async fn run_active_expiry(self: Rc<Self>) {
+        loop {
+            monoio::time::sleep(ACTIVE_EXPIRY_INTERVAL).await;
+            self.delete_expired_keys(now_ms());
         }
+    }
+
+    fn delete_expired_keys(&self, now_ms: u64) {
+        let writes_allowed = match self.mesh.shared.mode() {
+            ServingMode::Standalone => true,
+            ServingMode::Leader => !self.mesh.shared.lease_expired(),
+            ServingMode::Replica | ServingMode::Admin => false,
+        };
+        if !writes_allowed {
+            return;
+        }
+        let mut deleted = 0;
+        for slot in self.partitions.borrow_mut().iter_mut().flatten() {
+            if write_refusal(&slot.role).is_some() {
+                continue;
+            }
+            let count = slot.state.delete_expired(now_ms, ACTIVE_EXPIRY_KEYS_MAX);
+            if count > 0 {
+                self.flush_signals[slot.state.id().0 as usize].raise();
+                deleted += count as u64;
+            }
+        }
+        self.mesh.counters.expired_keys.fetch_add(deleted, Ordering::Relaxed);
     }
 
     /// A partition that had writes and then none for a snapshot interval gets its

@@ -7,6 +7,7 @@
 //! `docs/wal-format.md` describes it, and [`keys`] computes a key's partition.
 
 pub mod admin;
+pub mod compare;
 pub mod data;
 pub mod disk;
 pub mod keys;

@@ -2,41 +2,10 @@
 //! every reply compared whole (values, types and error texts). Each case is a short sequence,
 //! so a write's effect is compared through the reads that follow it.
 
+use strata_tests::compare::{assert_same, differences, differences_with};
 use strata_tests::raw::{RawConnection, Reply};
 use strata_tests::redis_server::RedisServer;
 use strata_tests::{NodeSettings, TestNode};
-
-/// Sends every command of every case to both servers; answers the differences found.
-fn differences(cases: &[&[&[&str]]]) -> Vec<String> {
-    differences_with(&[], cases)
-}
-
-/// [`differences`] against a `redis-server` started with `options`.
-fn differences_with(options: &[&str], cases: &[&[&[&str]]]) -> Vec<String> {
-    let redis = RedisServer::start_with(options);
-    let node = TestNode::start(NodeSettings::default());
-    let mut theirs = RawConnection::connect(redis.port);
-    let mut ours = node.raw();
-    let mut found = Vec::new();
-    for (number, case) in cases.iter().enumerate() {
-        // Each case on keys of its own: `{k}` becomes `k:<case number>`.
-        let key = format!("k:{number}");
-        for command in *case {
-            let words: Vec<String> = command.iter().map(|word| word.replace("{k}", &key)).collect();
-            let words: Vec<&str> = words.iter().map(String::as_str).collect();
-            let (expected, got) = (theirs.command_words(&words), ours.command_words(&words));
-            if expected != got {
-                found.push(format!("{words:?}: redis {expected:?}, strata {got:?}"));
-            }
-        }
-    }
-    found
-}
-
-fn assert_same(cases: &[&[&[&str]]]) {
-    let found = differences(cases);
-    assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
-}
 
 #[test]
 fn expiry_overflow_is_refused_as_redis_refuses_it() {

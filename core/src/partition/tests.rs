@@ -196,9 +196,33 @@ fn status_counts_keys_without_waiting_and_names_a_failure() {
     // for as long as commits stall.
     assert_eq!(run(&mut partition, "DBSIZE").wait_lsn, Lsn(2));
     let status = partition.execute(KeyCommand::Status, NOW);
-    assert_eq!(status, Execution { answer: Answer::Integer(2), wait_lsn: Lsn::ZERO });
+    let counts = Answer::Counts { keys: 2, expires: 0 };
+    assert_eq!(status, Execution { answer: counts, wait_lsn: Lsn::ZERO });
     partition.fail("fdatasync: EIO".into());
     let failed = partition.execute(KeyCommand::Status, NOW).answer;
     let Answer::Error(error) = failed else { panic!("{failed:?}") };
     assert!(error.0.contains("WAL failure"), "{}", error.0);
+}
+
+#[test]
+fn active_expiry_logs_a_delete_per_expired_key() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET a 1 PX 100");
+    run(&mut partition, "SET b 2 PX 50");
+    run(&mut partition, "SET c 3");
+    run(&mut partition, "SET d 4 PX 5000");
+    partition.take_batch();
+    partition.commit(Lsn(4));
+    assert_eq!(partition.delete_expired(NOW + 49, 10), 0);
+    assert_eq!(partition.delete_expired(NOW + 100, 1), 1);
+    assert_eq!(partition.delete_expired(NOW + 100, 10), 1);
+    let batch = partition.take_batch().unwrap();
+    assert_eq!(batch.first_lsn, Lsn(5));
+    let deleted = [Record::Delete { key: b"b".to_vec() }, Record::Delete { key: b"a".to_vec() }];
+    assert_eq!(batch.records, deleted);
+    assert_eq!(partition.keyspace().len(), 2);
+    assert_eq!(partition.keyspace().expiring(), 1);
+    // A partition whose log failed writes nothing, deletes included.
+    partition.fail("fdatasync: EIO".into());
+    assert_eq!(partition.delete_expired(NOW + 10_000, 10), 0);
 }

@@ -8,6 +8,7 @@ pub mod command;
 pub mod controller;
 pub mod float;
 pub mod frame;
+pub mod glob;
 pub mod handshake;
 pub mod ids;
 pub mod keyspace;

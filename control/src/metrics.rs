@@ -187,6 +187,11 @@ fn add_snapshot_counters(families: &mut Families, metrics: &NodeMetrics) {
         "Records a replica cut from its log where it diverged from its leader.",
         counters.records_discarded as f64,
     );
+    families.counter_value(
+        "strata_expired_keys_total",
+        "Keys active expiry deleted (logged deletes; a replica counts none).",
+        counters.expired_keys as f64,
+    );
 }
 
 /// Role, epoch, in-sync members, failovers.

@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 
 mod keys;
+pub mod table;
+
 pub use keys::{ObjectQuestion, ScanCursor, SCAN_COUNT_DEFAULT};
+pub use table::{arity_allows, declared_arity};
 
 /// A command error, as the text after `-` in a RESP error reply (`ERR ...`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -278,13 +281,17 @@ pub enum NodeCommand {
     Move {
         database: i32,
     },
-    CommandInfo {
-        subcommand: Option<String>,
-    },
+    /// COMMAND and its subcommands.
+    Command(CommandQuery),
     ConfigGet {
         patterns: Vec<String>,
     },
-    ConfigSet,
+    /// CONFIG SET name value [name value ...]: names as given.
+    ConfigSet {
+        settings: Vec<(String, Vec<u8>)>,
+    },
+    ConfigResetStat,
+    ConfigRewrite,
     ClientSetName {
         name: Vec<u8>,
     },
@@ -313,6 +320,38 @@ pub enum NodeCommand {
     ObjectHelp,
     /// TIME: the node's clock, seconds and microseconds.
     Time,
+}
+
+/// What COMMAND is asked (see [`table`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CommandQuery {
+    /// COMMAND: every command.
+    All,
+    Count,
+    /// COMMAND LIST [FILTERBY MODULE name | ACLCAT category | PATTERN pattern].
+    List {
+        filter: Option<ListFilter>,
+    },
+    /// COMMAND INFO [name ...]: none names every command.
+    Info {
+        names: Vec<Vec<u8>>,
+    },
+    /// COMMAND DOCS [name ...]: none names every command.
+    Docs {
+        names: Vec<Vec<u8>>,
+    },
+    /// COMMAND GETKEYS command [argument ...].
+    GetKeys {
+        arguments: Vec<Vec<u8>>,
+    },
+}
+
+/// COMMAND LIST's FILTERBY.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListFilter {
+    Module(Vec<u8>),
+    Category(Vec<u8>),
+    Pattern(Vec<u8>),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,6 +419,25 @@ impl KeyCommand {
             | KeyCommand::Keys { .. }
             | KeyCommand::Scan { .. }
             | KeyCommand::RandomKey { .. } => None,
+        }
+    }
+}
+
+impl KeyCommand {
+    /// Every key the command names, in the order of its arguments.
+    #[must_use]
+    pub fn keys(&self) -> Vec<&[u8]> {
+        match self {
+            KeyCommand::Rename { source, destination, .. }
+            | KeyCommand::Copy { source, destination, .. } => vec![source, destination],
+            KeyCommand::MultiSetIfAbsent { pairs } | KeyCommand::MultiSet { pairs } => {
+                pairs.iter().map(|(key, _)| key.as_slice()).collect()
+            }
+            KeyCommand::Delete { keys }
+            | KeyCommand::Exists { keys }
+            | KeyCommand::Touch { keys }
+            | KeyCommand::MultiGet { keys } => keys.iter().map(Vec::as_slice).collect(),
+            other => other.first_key().into_iter().collect(),
         }
     }
 }
@@ -834,9 +892,7 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
             let database = database_index(rest[1]).ok_or_else(CommandError::not_integer)?;
             Ok(NodeCommand::Move { database })
         }
-        "command" => Ok(NodeCommand::CommandInfo {
-            subcommand: rest.first().map(|word| String::from_utf8_lossy(word).to_ascii_lowercase()),
-        }),
+        "command" => parse_command_query(rest).map(NodeCommand::Command),
         "config" => parse_config(rest),
         "client" => parse_client(rest),
         "auth" => parse_auth(rest),
@@ -866,9 +922,57 @@ fn parse_config(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
             Ok(NodeCommand::ConfigGet { patterns: lowercase_strings(&rest[1..]) })
         }
         "get" => Err(CommandError::arity("config|get")),
-        "set" if rest.len() >= 3 && rest.len() % 2 == 1 => Ok(NodeCommand::ConfigSet),
+        "set" if rest.len() >= 3 && rest.len() % 2 == 1 => {
+            let settings = rest[1..]
+                .chunks_exact(2)
+                .map(|pair| (String::from_utf8_lossy(pair[0]).into_owned(), pair[1].to_vec()));
+            Ok(NodeCommand::ConfigSet { settings: settings.collect() })
+        }
+        "set" if rest.len() >= 3 => Err(CommandError::syntax()),
         "set" => Err(CommandError::arity("config|set")),
+        "resetstat" if rest.len() == 1 => Ok(NodeCommand::ConfigResetStat),
+        "rewrite" if rest.len() == 1 => Ok(NodeCommand::ConfigRewrite),
+        "resetstat" | "rewrite" => {
+            Err(CommandError::arity(&format!("config|{}", given.to_ascii_lowercase())))
+        }
         _ => Err(unknown_subcommand(&given, "CONFIG")),
+    }
+}
+
+/// COMMAND's subcommands, with Redis 7.0's arities (`command|count` takes no argument,
+/// `command|getkeys` a command and at least one argument).
+fn parse_command_query(rest: &[&[u8]]) -> Result<CommandQuery, CommandError> {
+    let Some(subcommand) = rest.first() else {
+        return Ok(CommandQuery::All);
+    };
+    let given = String::from_utf8_lossy(subcommand);
+    let subcommand = given.to_ascii_lowercase();
+    let arguments = &rest[1..];
+    match (subcommand.as_str(), arguments.len()) {
+        ("count", 0) => Ok(CommandQuery::Count),
+        ("list", _) => parse_list_filter(arguments).map(|filter| CommandQuery::List { filter }),
+        ("info", _) => Ok(CommandQuery::Info { names: owned_keys(arguments) }),
+        ("docs", _) => Ok(CommandQuery::Docs { names: owned_keys(arguments) }),
+        ("getkeys", 2..) => Ok(CommandQuery::GetKeys { arguments: owned_keys(arguments) }),
+        ("count" | "getkeys", _) => Err(CommandError::arity(&format!("command|{subcommand}"))),
+        _ => Err(unknown_subcommand(&given, "COMMAND")),
+    }
+}
+
+/// COMMAND LIST's `FILTERBY MODULE|ACLCAT|PATTERN argument`, or nothing.
+fn parse_list_filter(arguments: &[&[u8]]) -> Result<Option<ListFilter>, CommandError> {
+    match arguments {
+        [] => Ok(None),
+        [filterby, kind, argument] if filterby.eq_ignore_ascii_case(b"filterby") => {
+            let argument = argument.to_vec();
+            match kind.to_ascii_lowercase().as_slice() {
+                b"module" => Ok(Some(ListFilter::Module(argument))),
+                b"aclcat" => Ok(Some(ListFilter::Category(argument))),
+                b"pattern" => Ok(Some(ListFilter::Pattern(argument))),
+                _ => Err(CommandError::syntax()),
+            }
+        }
+        _ => Err(CommandError::syntax()),
     }
 }
 
@@ -961,84 +1065,6 @@ pub fn unknown_command(arguments: &[&[u8]]) -> CommandError {
 fn printable(bytes: &[u8]) -> String {
     let text = String::from_utf8_lossy(&bytes[..bytes.len().min(128)]);
     text.chars().map(|character| if character.is_control() { ' ' } else { character }).collect()
-}
-
-/// Commands this server knows, as Redis's command table describes them (COMMAND, COMMAND
-/// COUNT): (name, arity, first key, last key, step). The arity counts the name; a negative one
-/// is a minimum.
-pub const COMMAND_TABLE: &[(&str, i64, i64, i64, i64)] = &[
-    ("get", 2, 1, 1, 1),
-    ("set", -3, 1, 1, 1),
-    ("getset", 3, 1, 1, 1),
-    ("setnx", 3, 1, 1, 1),
-    ("del", -2, 1, -1, 1),
-    ("unlink", -2, 1, -1, 1),
-    ("exists", -2, 1, -1, 1),
-    ("mset", -3, 1, -1, 2),
-    ("mget", -2, 1, -1, 1),
-    ("incr", 2, 1, 1, 1),
-    ("incrby", 3, 1, 1, 1),
-    ("decr", 2, 1, 1, 1),
-    ("decrby", 3, 1, 1, 1),
-    ("append", 3, 1, 1, 1),
-    ("strlen", 2, 1, 1, 1),
-    ("expire", -3, 1, 1, 1),
-    ("pexpire", -3, 1, 1, 1),
-    ("expireat", -3, 1, 1, 1),
-    ("pexpireat", -3, 1, 1, 1),
-    ("ttl", 2, 1, 1, 1),
-    ("pttl", 2, 1, 1, 1),
-    ("persist", 2, 1, 1, 1),
-    ("setex", 4, 1, 1, 1),
-    ("psetex", 4, 1, 1, 1),
-    ("getdel", 2, 1, 1, 1),
-    ("getex", -2, 1, 1, 1),
-    ("getrange", 4, 1, 1, 1),
-    ("substr", 4, 1, 1, 1),
-    ("setrange", 4, 1, 1, 1),
-    ("incrbyfloat", 3, 1, 1, 1),
-    ("type", 2, 1, 1, 1),
-    ("touch", -2, 1, -1, 1),
-    ("expiretime", 2, 1, 1, 1),
-    ("pexpiretime", 2, 1, 1, 1),
-    ("time", 1, 0, 0, 0),
-    ("rename", 3, 1, 2, 1),
-    ("renamenx", 3, 1, 2, 1),
-    ("copy", -3, 1, 2, 1),
-    ("msetnx", -3, 1, -1, 2),
-    ("dbsize", 1, 0, 0, 0),
-    ("flushall", -1, 0, 0, 0),
-    ("flushdb", -1, 0, 0, 0),
-    ("ping", -1, 0, 0, 0),
-    ("echo", 2, 0, 0, 0),
-    ("info", -1, 0, 0, 0),
-    ("select", 2, 0, 0, 0),
-    ("swapdb", 3, 0, 0, 0),
-    ("move", 3, 1, 1, 1),
-    ("command", -1, 0, 0, 0),
-    ("config", -2, 0, 0, 0),
-    ("client", -2, 0, 0, 0),
-    ("auth", -2, 0, 0, 0),
-    ("hello", -1, 0, 0, 0),
-    ("quit", -1, 0, 0, 0),
-    ("waitaof", 4, 0, 0, 0),
-];
-
-/// The arity of `name` (lower case) in [`COMMAND_TABLE`]; `None` for an unknown command.
-#[must_use]
-pub fn declared_arity(name: &str) -> Option<i64> {
-    COMMAND_TABLE.iter().find(|entry| entry.0 == name).map(|entry| entry.1)
-}
-
-/// Whether `count` arguments (the name included) fit a command table `arity`.
-#[must_use]
-pub fn arity_allows(arity: i64, count: usize) -> bool {
-    let count = i64::try_from(count).unwrap_or(i64::MAX);
-    if arity >= 0 {
-        count == arity
-    } else {
-        count >= -arity
-    }
 }
 
 #[cfg(test)]
@@ -1137,10 +1163,8 @@ mod tests {
 
     #[test]
     fn every_command_in_the_table_parses() {
-        for &(name, arity, ..) in COMMAND_TABLE {
-            assert_eq!(declared_arity(name), Some(arity));
-            let error = parse_words(name).err().map(|error| error.0).unwrap_or_default();
-            assert!(!error.starts_with("ERR unknown command"), "{name}: {error}");
+        for command in table::served() {
+            assert_eq!(declared_arity(command.name), Some(command.arity));
         }
         assert_eq!(declared_arity("foo"), None);
         assert!(arity_allows(2, 2));

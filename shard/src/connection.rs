@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 
 use crate::tls::StreamIo;
 use strata_core::auth::{self, AuthError};
-use strata_core::command::{self, Command, Credentials, KeyCommand, NodeCommand};
+use strata_core::command::table::{self, CommandId};
+use strata_core::command::{self, Command, CommandError, Credentials, KeyCommand, NodeCommand};
 use strata_core::resp;
 use strata_core::PartitionId;
 
@@ -51,6 +52,16 @@ pub(crate) enum Item {
     },
     /// SCAN, which may go on from one partition to the next.
     Scan(ScanWalk),
+}
+
+/// How a command of a round counts in INFO commandstats.
+#[derive(Clone, Copy)]
+enum Accounting {
+    /// Not a command of the table (unknown), or refused before it ran: counted already.
+    Done,
+    /// It ran: its share of the round's time is added, and once answered it is counted as a
+    /// call, and as failed if the answer is an error.
+    Called(CommandId),
 }
 
 /// Per-connection state that commands can change.
@@ -168,10 +179,11 @@ async fn process(
     }
     let more_in_input = items.len() == PIPELINE_COMMANDS_MAX && consumed < input.len();
     input.drain(..consumed);
+    share_round_time(shard, &items, started.elapsed());
     outbox.send(&shard.mesh).await;
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
     let commands = items.len() as u64;
-    for item in items {
+    for (item, accounting) in items {
         let reply_start = output.len();
         match item {
             Item::Now(bytes) => output.extend_from_slice(&bytes),
@@ -185,7 +197,16 @@ async fn process(
             }
             Item::Scan(walk) => walk.finish(shard, output).await,
         }
-        shard.metrics().count_if_error(&output[reply_start..]);
+        let reply = &output[reply_start..];
+        shard.metrics().count_if_error(reply);
+        // Counted once answered, as Redis counts a call once run: INFO's own call is not in
+        // its commandstats.
+        if let Accounting::Called(id) = accounting {
+            shard.metrics().count_call(id);
+            if reply.first() == Some(&b'-') {
+                shard.metrics().count_failed(id);
+            }
+        }
     }
     if commands > 0 {
         let elapsed = crate::metrics::micros(started.elapsed());
@@ -194,23 +215,80 @@ async fn process(
     Round { protocol_error, more_in_input }
 }
 
+/// Adds the time of the round's parsing and executing here (`elapsed`), split evenly among
+/// the commands that ran, to their commandstats: one clock read per round, not per command.
+/// Their parts run by other shards are timed there (`Shard::serve_requests`).
+fn share_round_time(shard: &Shard, items: &[(Item, Accounting)], elapsed: std::time::Duration) {
+    let called = items.iter().filter(|(_, accounting)| matches!(accounting, Accounting::Called(_)));
+    let count = called.clone().count() as u64;
+    if count == 0 {
+        return;
+    }
+    let share = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX) / count;
+    for (_, accounting) in called {
+        if let Accounting::Called(id) = accounting {
+            shard.metrics().add_command_time(*id, share);
+        }
+    }
+}
+
 fn dispatch(
     shard: &Shard,
     outbox: &mut Outbox,
     session: &mut Session,
     arguments: &[&[u8]],
-) -> Item {
+) -> (Item, Accounting) {
     let parsed = if session.authenticated {
         command::parse(arguments)
     } else {
         auth::parse_unauthenticated(arguments)
     };
     shard.metrics().count_command(crate::metrics::CommandKind::of(&parsed));
+    let Some(id) = table::lookup(arguments) else {
+        // Unknown to the table: an unknown command or subcommand, counted in errorstats only.
+        let item = match parsed {
+            Err(error) => Item::Now(reply::error_bytes(&error)),
+            Ok(command) => run(shard, outbox, session, command),
+        };
+        return (item, Accounting::Done);
+    };
     match parsed {
-        Err(error) => Item::Now(reply::error_bytes(&error)),
-        Ok(Command::Node(node_command)) => node(shard, outbox, session, node_command),
-        Ok(Command::Key(key_command)) => route(shard, outbox, key_command),
+        Err(error) if is_rejection(&error) => {
+            shard.metrics().count_rejected(id);
+            (Item::Now(reply::error_bytes(&error)), Accounting::Done)
+        }
+        Err(error) => (Item::Now(reply::error_bytes(&error)), Accounting::Called(id)),
+        Ok(Command::Key(key_command)) => {
+            outbox.command = Some(id);
+            match route(shard, outbox, key_command) {
+                refused @ Item::Now(_) => {
+                    shard.metrics().count_rejected(id);
+                    (refused, Accounting::Done)
+                }
+                item => (item, Accounting::Called(id)),
+            }
+        }
+        Ok(Command::Node(node_command)) => {
+            (node(shard, outbox, session, node_command), Accounting::Called(id))
+        }
     }
+}
+
+fn run(shard: &Shard, outbox: &mut Outbox, session: &mut Session, command: Command) -> Item {
+    match command {
+        Command::Node(node_command) => node(shard, outbox, session, node_command),
+        Command::Key(key_command) => route(shard, outbox, key_command),
+    }
+}
+
+/// Whether Redis refuses a command with `error` before running it (its `rejected_calls`):
+/// a wrong number of arguments, keys in several slots, no authentication. Other errors of
+/// the parser (options, numbers) Redis finds while running it (`failed_calls`).
+fn is_rejection(error: &CommandError) -> bool {
+    let text = error.0.as_str();
+    text.starts_with("ERR wrong number of arguments")
+        || text.starts_with("CROSSSLOT ")
+        || text.starts_with("NOAUTH ")
 }
 
 /// Why this node does not run `command` in its current mode, as a Redis error reply.

@@ -5,8 +5,10 @@
 //! owned elsewhere hops to the owning shard over a bounded channel and its answer hops back.
 
 mod cluster;
+mod config;
 mod connection;
 mod link;
+pub mod memory;
 pub mod metrics;
 mod node;
 mod options;

@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use strata_core::command::table::{self, CommandId};
 use strata_core::command::{Command, CommandError, KeyCommand, NodeCommand};
 use strata_core::PartitionId;
 
@@ -262,8 +263,11 @@ impl CommandKind {
             NodeCommand::Select { .. } | NodeCommand::SwapDb { .. } | NodeCommand::Move { .. } => {
                 CommandKind::Select
             }
-            NodeCommand::CommandInfo { .. } => CommandKind::Command,
-            NodeCommand::ConfigGet { .. } | NodeCommand::ConfigSet => CommandKind::Config,
+            NodeCommand::Command(_) => CommandKind::Command,
+            NodeCommand::ConfigGet { .. }
+            | NodeCommand::ConfigSet { .. }
+            | NodeCommand::ConfigResetStat
+            | NodeCommand::ConfigRewrite => CommandKind::Config,
             NodeCommand::ClientSetName { .. }
             | NodeCommand::ClientGetName
             | NodeCommand::ClientSetInfo
@@ -396,6 +400,59 @@ impl ErrorKind {
     }
 }
 
+/// One command's counts for INFO commandstats, on one shard.
+#[derive(Debug, Default)]
+struct CommandStat {
+    /// Times the command ran (its reply an error or not).
+    calls: AtomicU64,
+    /// Nanoseconds of the shards' threads spent on it (see [`ShardMetrics::add_command_time`]).
+    nanos: AtomicU64,
+    /// Times it was refused before running: wrong arity, CROSSSLOT, NOAUTH, READONLY, ...
+    rejected: AtomicU64,
+    /// Times it ran and answered an error.
+    failed: AtomicU64,
+}
+
+/// One command's counts for INFO commandstats, summed over the shards.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommandStatValues {
+    pub calls: u64,
+    pub nanos: u64,
+    pub rejected: u64,
+    pub failed: u64,
+}
+
+impl CommandStatValues {
+    /// These counts less `baseline`'s (values read at CONFIG RESETSTAT).
+    #[must_use]
+    pub fn since(self, baseline: CommandStatValues) -> CommandStatValues {
+        CommandStatValues {
+            calls: self.calls.saturating_sub(baseline.calls),
+            nanos: self.nanos.saturating_sub(baseline.nanos),
+            rejected: self.rejected.saturating_sub(baseline.rejected),
+            failed: self.failed.saturating_sub(baseline.failed),
+        }
+    }
+
+    fn add(&mut self, other: CommandStatValues) {
+        self.calls += other.calls;
+        self.nanos += other.nanos;
+        self.rejected += other.rejected;
+        self.failed += other.failed;
+    }
+}
+
+/// What INFO counts from: the counts read at the last CONFIG RESETSTAT (zero before any), so
+/// that INFO starts again from zero while `GET /metrics` counters never go back.
+#[derive(Clone, Debug, Default)]
+pub struct StatsBaseline {
+    /// Per [`CommandId`].
+    pub commands: Vec<CommandStatValues>,
+    /// Per [`ErrorKind`].
+    pub errors: [u64; ErrorKind::ALL.len()],
+    pub counters: CounterValues,
+}
+
 /// One shard's measurements. Aligned to its own cache lines, so that shards writing their
 /// own never contend.
 #[derive(Debug)]
@@ -414,6 +471,8 @@ pub struct ShardMetrics {
     pub batch_records: Histogram,
     /// Bytes of frames appended to the WAL.
     wal_bytes_written: AtomicU64,
+    /// Per [`CommandId`], for INFO commandstats.
+    command_stats: Box<[CommandStat]>,
 }
 
 impl ShardMetrics {
@@ -426,6 +485,39 @@ impl ShardMetrics {
             wal_sync_us: Histogram::new(&LATENCY_BOUNDS_US),
             batch_records: Histogram::new(&BATCH_BOUNDS_RECORDS),
             wal_bytes_written: AtomicU64::new(0),
+            command_stats: (0..table::count()).map(|_| CommandStat::default()).collect(),
+        }
+    }
+
+    /// Counts a run of the command `id` (whatever its reply).
+    pub fn count_call(&self, id: CommandId) {
+        add(&self.command_stats[usize::from(id.0)].calls, 1);
+    }
+
+    /// Counts a refusal of the command `id` before it ran.
+    pub fn count_rejected(&self, id: CommandId) {
+        add(&self.command_stats[usize::from(id.0)].rejected, 1);
+    }
+
+    /// Counts a run of the command `id` that answered an error.
+    pub fn count_failed(&self, id: CommandId) {
+        add(&self.command_stats[usize::from(id.0)].failed, 1);
+    }
+
+    /// Adds time this shard's thread spent on the command `id`: its share of a round of
+    /// parsing and executing (see `connection::process` and `Shard::serve_requests`).
+    pub fn add_command_time(&self, id: CommandId, nanos: u64) {
+        add(&self.command_stats[usize::from(id.0)].nanos, nanos);
+    }
+
+    #[must_use]
+    pub fn command_stat(&self, id: CommandId) -> CommandStatValues {
+        let stat = &self.command_stats[usize::from(id.0)];
+        CommandStatValues {
+            calls: stat.calls.load(Ordering::Relaxed),
+            nanos: stat.nanos.load(Ordering::Relaxed),
+            rejected: stat.rejected.load(Ordering::Relaxed),
+            failed: stat.failed.load(Ordering::Relaxed),
         }
     }
 
@@ -482,6 +574,8 @@ pub struct CounterValues {
     pub snapshots_sent: u64,
     pub snapshots_installed: u64,
     pub records_discarded: u64,
+    pub authentication_failures: u64,
+    pub expired_keys: u64,
 }
 
 /// Everything the shards measure, shared with the control thread.
@@ -489,6 +583,8 @@ pub struct NodeMetrics {
     pub(crate) counters: Arc<Counters>,
     shards: Vec<ShardMetrics>,
     partitions: Vec<PartitionGauges>,
+    /// Taken by CONFIG RESETSTAT and INFO only, never on the data path.
+    baseline: std::sync::Mutex<StatsBaseline>,
 }
 
 impl NodeMetrics {
@@ -497,7 +593,41 @@ impl NodeMetrics {
             counters,
             shards: (0..shards).map(|_| ShardMetrics::new()).collect(),
             partitions: (0..partitions).map(|_| PartitionGauges::default()).collect(),
+            baseline: std::sync::Mutex::new(StatsBaseline {
+                commands: vec![CommandStatValues::default(); table::count()],
+                ..StatsBaseline::default()
+            }),
         }
+    }
+
+    /// The command `id`'s counts, summed over the shards.
+    #[must_use]
+    pub fn command_stat(&self, id: CommandId) -> CommandStatValues {
+        let mut total = CommandStatValues::default();
+        for shard in &self.shards {
+            total.add(shard.command_stat(id));
+        }
+        total
+    }
+
+    /// Error replies of `kind`, summed over the shards.
+    #[must_use]
+    pub fn errors(&self, kind: ErrorKind) -> u64 {
+        self.shards.iter().map(|shard| shard.errors(kind)).sum()
+    }
+
+    /// What INFO subtracts: the counts at the last CONFIG RESETSTAT.
+    #[must_use]
+    pub fn baseline(&self) -> StatsBaseline {
+        self.baseline.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// CONFIG RESETSTAT: INFO's stats, commandstats and errorstats count from now on.
+    pub fn reset_info_stats(&self) {
+        let commands = table::ids().map(|id| self.command_stat(id)).collect();
+        let errors = ErrorKind::ALL.map(|kind| self.errors(kind));
+        let baseline = StatsBaseline { commands, errors, counters: self.counters() };
+        *self.baseline.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = baseline;
     }
 
     /// Shard `index`'s measurements; only that shard's thread writes them.
@@ -549,6 +679,8 @@ impl NodeMetrics {
             snapshots_sent: load(&counters.snapshots_sent),
             snapshots_installed: load(&counters.snapshots_installed),
             records_discarded: load(&counters.records_discarded),
+            authentication_failures: load(&counters.authentication_failures),
+            expired_keys: load(&counters.expired_keys),
         }
     }
 }
@@ -556,7 +688,7 @@ impl NodeMetrics {
 /// The process's resident set size in bytes (0 where /proc is unavailable).
 #[must_use]
 pub fn resident_bytes() -> u64 {
-    crate::reply::resident_bytes()
+    crate::memory::resident_bytes()
 }
 
 #[cfg(test)]

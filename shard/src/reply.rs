@@ -5,12 +5,14 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
 use strata_core::auth;
-use strata_core::command::{CommandError, Credentials, NodeCommand, ScanCursor, COMMAND_TABLE};
+use strata_core::command::table;
+use strata_core::command::{CommandError, Credentials, NodeCommand, ScanCursor};
 use strata_core::partition::Answer;
 use strata_core::resp;
 
 use crate::cluster::ServingMode;
 use crate::connection::Session;
+use crate::metrics::StatsBaseline;
 use crate::shard::Shard;
 
 /// How the answers of a command's parts become one reply.
@@ -183,11 +185,34 @@ fn key_counts(answers: &[Answer]) -> (usize, usize) {
     })
 }
 
+/// The sections INFO prints with no argument or `default`, as Redis 7 (no modules here).
+const DEFAULT_SECTIONS: [&str; 10] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "errorstats",
+    "cluster",
+    "keyspace",
+];
+
+/// Whether INFO `sections` (lower case) print the section `name`: `default` (or none) the
+/// default ones, `all` and `everything` those and commandstats, other words their section.
 fn wants(sections: &[String], name: &str) -> bool {
-    sections.is_empty()
-        || sections.iter().any(|section| {
-            section == name || section == "all" || section == "everything" || section == "default"
-        })
+    let default = DEFAULT_SECTIONS.contains(&name);
+    let wanted = |section: &str| match section {
+        "default" => default,
+        "all" | "everything" => default || name == "commandstats",
+        other => other == name,
+    };
+    if sections.is_empty() {
+        wanted("default")
+    } else {
+        sections.iter().any(|section| wanted(section))
+    }
 }
 
 /// `keys` counts the keys, and the keys with an expiry time, of the partitions that answered
@@ -202,6 +227,7 @@ fn info_text(
     let mesh = &shard.mesh;
     let options = &mesh.options;
     let counters = &mesh.counters;
+    let baseline = mesh.metrics.baseline();
     let mut text = String::new();
     if wants(sections, "server") {
         let _ = write!(
@@ -229,7 +255,7 @@ fn info_text(
         );
     }
     if wants(sections, "memory") {
-        let _ = write!(text, "# Memory\r\nused_memory_rss:{}\r\n\r\n", resident_bytes());
+        crate::memory::section(&mut text);
     }
     if wants(sections, "persistence") {
         let _ = write!(
@@ -252,11 +278,26 @@ fn info_text(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
-            counters.connections_received.load(Ordering::Relaxed),
-            counters.commands_processed.load(Ordering::Relaxed),
-            counters.connections_rejected.load(Ordering::Relaxed),
-            counters.expired_keys.load(Ordering::Relaxed),
-            counters.authentication_failures.load(Ordering::Relaxed),
+            counters
+                .connections_received
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.counters.connections_received),
+            counters
+                .commands_processed
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.counters.commands_processed),
+            counters
+                .connections_rejected
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.counters.connections_rejected),
+            counters
+                .expired_keys
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.counters.expired_keys),
+            counters
+                .authentication_failures
+                .load(Ordering::Relaxed)
+                .saturating_sub(baseline.counters.authentication_failures),
         );
     }
     if wants(sections, "replication") {
@@ -265,8 +306,14 @@ fn info_text(
     if wants(sections, "cpu") {
         cpu_section(&mut text);
     }
+    if wants(sections, "commandstats") {
+        commandstats_section(&mut text, shard, &baseline);
+    }
     if wants(sections, "errorstats") {
-        errorstats_section(&mut text, shard);
+        errorstats_section(&mut text, shard, &baseline);
+    }
+    if wants(sections, "cluster") {
+        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
     }
     if wants(sections, "keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -309,69 +356,44 @@ fn cpu_section(text: &mut String) {
     );
 }
 
+/// INFO's commandstats section, as Redis writes it: per command that ran or was refused since
+/// the start (or CONFIG RESETSTAT), its calls, time, refusals and failures. `usec` is the time
+/// the shards' threads spent parsing and executing it (see `connection::share_round_time`).
+fn commandstats_section(text: &mut String, shard: &Shard, baseline: &StatsBaseline) {
+    text.push_str("# Commandstats\r\n");
+    for id in table::ids() {
+        let since = baseline.commands.get(usize::from(id.0)).copied().unwrap_or_default();
+        let stat = shard.mesh.metrics.command_stat(id).since(since);
+        if stat.calls == 0 && stat.rejected == 0 && stat.failed == 0 {
+            continue;
+        }
+        let usec = stat.nanos / 1000;
+        let per_call = if stat.calls == 0 { 0.0 } else { usec as f64 / stat.calls as f64 };
+        let _ = write!(
+            text,
+            "cmdstat_{}:calls={},usec={usec},usec_per_call={per_call:.2},rejected_calls={},\
+             failed_calls={}\r\n",
+            table::spec(id).name,
+            stat.calls,
+            stat.rejected,
+            stat.failed,
+        );
+    }
+    text.push_str("\r\n");
+}
+
 /// INFO's errorstats section: error replies by their first word, summed over the shards
 /// (words other than the ones counted apart are `errorstat_OTHER`).
-fn errorstats_section(text: &mut String, shard: &Shard) {
+fn errorstats_section(text: &mut String, shard: &Shard, baseline: &StatsBaseline) {
     text.push_str("# Errorstats\r\n");
     for kind in crate::metrics::ErrorKind::ALL {
-        let count: u64 =
-            shard.mesh.metrics.shards().iter().map(|metrics| metrics.errors(kind)).sum();
+        let count = shard.mesh.metrics.errors(kind).saturating_sub(baseline.errors[kind as usize]);
         if count > 0 {
             let word = kind.name().to_ascii_uppercase();
             let _ = write!(text, "errorstat_{word}:count={count}\r\n");
         }
     }
     text.push_str("\r\n");
-}
-
-/// The process's resident set size in bytes, from /proc (0 where unavailable).
-pub(crate) fn resident_bytes() -> u64 {
-    let pages = std::fs::read_to_string("/proc/self/statm")
-        .ok()
-        .and_then(|text| text.split_whitespace().nth(1).and_then(|field| field.parse::<u64>().ok()))
-        .unwrap_or(0);
-    // SAFETY: sysconf has no preconditions.
-    let page_bytes = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    pages * u64::try_from(page_bytes).unwrap_or(4096)
-}
-
-/// CONFIG GET answers: what redis-benchmark and common tools ask for.
-fn config_values(shard: &Shard) -> Vec<(&'static str, String)> {
-    let options = &shard.mesh.options;
-    let appendfsync = match options.durability {
-        crate::options::Durability::SyncEachBatch => "always",
-        crate::options::Durability::SyncEverySecond => "everysec",
-        crate::options::Durability::WriteOnly => "no",
-    };
-    vec![
-        ("appendonly", "yes".into()),
-        ("appendfsync", appendfsync.into()),
-        ("save", String::new()),
-        ("databases", "1".into()),
-        ("maxmemory", "0".into()),
-        ("maxclients", options.connections_max.to_string()),
-        ("port", options.client_address.port().to_string()),
-        ("bind", options.client_address.ip().to_string()),
-        ("dir", options.data_dir.display().to_string()),
-        ("proto-max-bulk-len", options.resp_limits.bulk_bytes_max.to_string()),
-        ("cluster-enabled", "no".into()),
-    ]
-}
-
-/// Glob matching with `*` and `?`, as CONFIG GET patterns use.
-fn glob_matches(pattern: &[u8], text: &[u8]) -> bool {
-    match (pattern.first(), text.first()) {
-        (None, None) => true,
-        (Some(b'*'), _) => {
-            glob_matches(&pattern[1..], text)
-                || (!text.is_empty() && glob_matches(pattern, &text[1..]))
-        }
-        (Some(b'?'), Some(_)) => glob_matches(&pattern[1..], &text[1..]),
-        (Some(expected), Some(actual)) if expected == actual => {
-            glob_matches(&pattern[1..], &text[1..])
-        }
-        _ => false,
-    }
 }
 
 /// OBJECT HELP's lines, in Redis's shape (subcommands, then what each answers).
@@ -397,30 +419,6 @@ fn encode_lines(output: &mut Vec<u8>, lines: &[&str]) {
     }
 }
 
-fn command_reply(output: &mut Vec<u8>, subcommand: Option<&str>) {
-    match subcommand {
-        None => {
-            resp::encode_array_header(output, COMMAND_TABLE.len());
-            for &(name, arity, first, last, step) in COMMAND_TABLE {
-                resp::encode_array_header(output, 6);
-                resp::encode_bulk(output, name.as_bytes());
-                resp::encode_integer(output, arity);
-                resp::encode_array_header(output, 0);
-                resp::encode_integer(output, first);
-                resp::encode_integer(output, last);
-                resp::encode_integer(output, step);
-            }
-        }
-        Some("count") => resp::encode_integer(output, COMMAND_TABLE.len() as i64),
-        // redis-cli asks for DOCS to offer hints; an empty map is a valid answer.
-        Some("docs" | "info") => resp::encode_array_header(output, 0),
-        Some(other) => resp::encode_error(
-            output,
-            &format!("ERR unknown subcommand '{other}'. Try COMMAND HELP."),
-        ),
-    }
-}
-
 pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeCommand) -> Vec<u8> {
     let mut output = Vec::new();
     match command {
@@ -440,30 +438,15 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
         NodeCommand::Select { .. } => {
             resp::encode_error(&mut output, "ERR DB index is out of range")
         }
-        NodeCommand::CommandInfo { subcommand } => {
-            command_reply(&mut output, subcommand.as_deref())
+        NodeCommand::Command(query) => table::answer(&mut output, &query),
+        NodeCommand::ConfigGet { patterns } => crate::config::get(&mut output, shard, &patterns),
+        NodeCommand::ConfigSet { settings } => crate::config::set(&mut output, shard, &settings),
+        NodeCommand::ConfigResetStat => {
+            shard.mesh.metrics.reset_info_stats();
+            resp::encode_simple(&mut output, "OK");
         }
-        NodeCommand::ConfigGet { patterns } => {
-            let values = config_values(shard);
-            let matched: Vec<&(&str, String)> = values
-                .iter()
-                .filter(|(name, _)| {
-                    patterns.iter().any(|pattern| glob_matches(pattern.as_bytes(), name.as_bytes()))
-                })
-                .collect();
-            resp::encode_array_header(&mut output, matched.len() * 2);
-            for (name, value) in matched {
-                resp::encode_bulk(&mut output, name.as_bytes());
-                resp::encode_bulk(&mut output, value.as_bytes());
-            }
-        }
+        NodeCommand::ConfigRewrite => crate::config::rewrite(&mut output, shard),
         NodeCommand::WaitAof { .. } => wait_aof_reply(&mut output, shard),
-        NodeCommand::ConfigSet => {
-            resp::encode_error(
-                &mut output,
-                "ERR CONFIG SET is not supported; edit the config file and restart",
-            );
-        }
         NodeCommand::ClientSetName { name } => {
             session.name = if name.is_empty() { None } else { Some(name) };
             resp::encode_simple(&mut output, "OK");
@@ -601,18 +584,4 @@ fn wait_aof_reply(output: &mut Vec<u8>, shard: &Shard) {
     resp::encode_array_header(output, 2);
     resp::encode_integer(output, local);
     resp::encode_integer(output, shared.in_sync_followers() as i64);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::glob_matches;
-
-    #[test]
-    fn glob_patterns_match_like_redis() {
-        assert!(glob_matches(b"*", b"save"));
-        assert!(glob_matches(b"append*", b"appendfsync"));
-        assert!(glob_matches(b"sa?e", b"save"));
-        assert!(!glob_matches(b"save", b"saves"));
-        assert!(!glob_matches(b"x*", b"save"));
-    }
 }

@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use strata_core::command::table::CommandId;
+
 use futures_channel::oneshot;
 use strata_core::auth::Password;
 use strata_core::command::KeyCommand;
@@ -45,6 +47,8 @@ const ACTIVE_EXPIRY_KEYS_MAX: usize = 500;
 pub struct ShardRequest {
     pub(crate) partition: PartitionId,
     pub(crate) command: KeyCommand,
+    /// The client command this is (part of), whose commandstats the execution time joins.
+    pub(crate) command_id: Option<CommandId>,
     pub(crate) now_ms: u64,
     pub(crate) reply: oneshot::Sender<Answer>,
 }
@@ -60,11 +64,13 @@ pub enum ShardMessage {
 /// so a pipeline crosses to another shard once, not once per command.
 pub(crate) struct Outbox {
     batches: Vec<Vec<ShardRequest>>,
+    /// The client command being routed: its requests carry it (see `ShardRequest`).
+    pub(crate) command: Option<CommandId>,
 }
 
 impl Outbox {
     pub(crate) fn new(shard_count: u32) -> Outbox {
-        Outbox { batches: (0..shard_count).map(|_| Vec::new()).collect() }
+        Outbox { batches: (0..shard_count).map(|_| Vec::new()).collect(), command: None }
     }
 
     /// Sends every gathered batch to its shard. A shard that stopped drops its requests, and
@@ -454,7 +460,9 @@ impl Shard {
         } else {
             oneshot::channel()
         };
-        outbox.batches[owner.0 as usize].push(ShardRequest { partition, command, now_ms, reply });
+        let command_id = outbox.command;
+        let request = ShardRequest { partition, command, command_id, now_ms, reply };
+        outbox.batches[owner.0 as usize].push(request);
         Pending::Remote(receiver)
     }
 
@@ -484,7 +492,7 @@ impl Shard {
 
     /// Runs a request from another shard.
     pub(crate) fn execute_request(&self, request: ShardRequest) {
-        let ShardRequest { partition, command, now_ms, reply } = request;
+        let ShardRequest { partition, command, now_ms, reply, .. } = request;
         match self.execute_owned(partition, command, now_ms) {
             Ok(answer) => {
                 let _ = reply.send(answer);
@@ -536,16 +544,28 @@ impl Shard {
         slot.waiters.push(Waiter { lsn, answer, reply });
     }
 
+    /// Runs a batch of requests from another shard; the batch's time, split evenly among its
+    /// requests, joins the commandstats of the commands they are parts of.
+    fn execute_requests(&self, requests: Vec<ShardRequest>) {
+        let started = Instant::now();
+        let ids: Vec<Option<CommandId>> =
+            requests.iter().map(|request| request.command_id).collect();
+        for request in requests {
+            self.execute_request(request);
+        }
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        let share = nanos / ids.len().max(1) as u64;
+        for id in ids.into_iter().flatten() {
+            self.metrics().add_command_time(id, share);
+        }
+    }
+
     /// Serves requests from other shards and orders from the control thread until every
     /// sender is gone.
     pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardMessage>) {
         while let Ok(message) = receiver.recv_async().await {
             match message {
-                ShardMessage::Requests(requests) => {
-                    for request in requests {
-                        self.execute_request(request);
-                    }
-                }
+                ShardMessage::Requests(requests) => self.execute_requests(requests),
                 ShardMessage::Control(control) => self.control(control),
             }
         }

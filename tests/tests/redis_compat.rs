@@ -483,3 +483,269 @@ fn one_database_as_a_redis_with_databases_1() {
     );
     assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
 }
+
+/// The words of an array reply of bulk strings.
+fn bulk_words(reply: &Reply) -> Vec<String> {
+    let Reply::Array(Some(items)) = reply else { panic!("not an array: {reply:?}") };
+    items
+        .iter()
+        .map(|item| match item {
+            Reply::Bulk(Some(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+            other => panic!("not a bulk string: {other:?}"),
+        })
+        .collect()
+}
+
+/// Commands Redis 7.0 does not have (7.2 brought them), and containers whose subcommands
+/// here are fewer than Redis's: their entries are compared without the subcommands.
+const NEWER_THAN_REDIS: [&str; 2] = ["waitaof", "client|setinfo"];
+
+#[test]
+fn command_info_matches_redis_for_every_command_served() {
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    let names = bulk_words(&ours.command_words(&["COMMAND", "LIST"]));
+    let top_level = names.iter().filter(|name| !name.contains('|')).count();
+    assert_eq!(ours.command_words(&["COMMAND", "COUNT"]), Reply::Integer(top_level as i64));
+    let Reply::Array(Some(all)) = ours.command_words(&["COMMAND"]) else { panic!("COMMAND") };
+    assert_eq!(all.len(), top_level);
+    let mut found = Vec::new();
+    for name in names.iter().filter(|name| !NEWER_THAN_REDIS.contains(&name.as_str())) {
+        let info = |connection: &mut RawConnection| {
+            let reply = connection.command_words(&["COMMAND", "INFO", name]);
+            let Reply::Array(Some(mut entries)) = reply else { panic!("{name}: {reply:?}") };
+            let Some(Reply::Array(Some(mut fields))) = entries.pop() else { panic!("{name}") };
+            // A container's subcommands: only some are served here; compared one by one.
+            fields.truncate(9);
+            fields
+        };
+        let (expected, got) = (info(&mut theirs), info(&mut ours));
+        if expected != got {
+            found.push(format!("{name}: redis {expected:?}\n  strata {got:?}"));
+        }
+    }
+    assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
+    assert_eq!(
+        ours.command_words(&["COMMAND", "INFO", "get", "nosuch"]),
+        theirs.command_words(&["COMMAND", "INFO", "get", "nosuch"])
+    );
+}
+
+#[test]
+fn command_getkeys_count_and_docs_as_in_redis() {
+    assert_same(&[
+        &[&["COMMAND", "GETKEYS", "GET", "a"], &["COMMAND", "GETKEYS", "SET", "a", "b", "EX", "1"]],
+        &[
+            &["COMMAND", "GETKEYS", "MSET", "a", "1", "b", "2"],
+            &["COMMAND", "GETKEYS", "MSET", "a"],
+        ],
+        &[&["COMMAND", "GETKEYS", "mset", "a", "1", "b"], &["COMMAND", "GETKEYS", "DEL", "a", "b"]],
+        &[&["COMMAND", "GETKEYS", "RENAME", "a", "b"], &["COMMAND", "GETKEYS", "COPY", "a", "b"]],
+        &[&["COMMAND", "GETKEYS", "MSETNX", "a", "1"], &["COMMAND", "GETKEYS", "GETEX", "a"]],
+        &[&["COMMAND", "GETKEYS", "EXPIRE", "a", "1"], &["COMMAND", "GETKEYS", "MOVE", "a", "1"]],
+        &[&["COMMAND", "GETKEYS", "TOUCH", "a", "b"], &["COMMAND", "GETKEYS", "MGET", "a", "b"]],
+        &[&["COMMAND", "GETKEYS", "ECHO", "a", "b"], &["COMMAND", "GETKEYS", "PING", "x"]],
+        &[&["COMMAND", "GETKEYS", "NOSUCH", "a"], &["COMMAND", "GETKEYS", "CONFIG", "x", "y"]],
+        &[&["COMMAND", "GETKEYS", "GET", "a", "b"], &["COMMAND", "GETKEYS", "GET"]],
+        &[&["COMMAND", "GETKEYS"], &["COMMAND", "COUNT", "x"], &["COMMAND", "NOSUCH"]],
+        &[&["COMMAND", "LIST", "x"], &["COMMAND", "LIST", "FILTERBY", "MODULE", "x"]],
+        &[&["COMMAND", "DOCS", "nosuch"], &["COMMAND", "INFO", "config|get"]],
+        &[&["COMMAND", "LIST", "FILTERBY", "ACLCAT", "nosuch"]],
+    ]);
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    // Redis lists its own order; it also has `config|help`, not served here.
+    let pattern = ["COMMAND", "LIST", "FILTERBY", "PATTERN", "config|*"];
+    let (mut listed, redis_listed) =
+        (bulk_words(&ours.command_words(&pattern)), bulk_words(&theirs.command_words(&pattern)));
+    listed.sort();
+    assert_eq!(listed, ["config|get", "config|resetstat", "config|rewrite", "config|set"]);
+    assert!(listed.iter().all(|name| redis_listed.contains(name)), "{redis_listed:?}");
+    // Docs as Redis's, without its `arguments` and `history`.
+    for name in ["get", "getset", "client|setname", "set", "substr"] {
+        let docs = |connection: &mut RawConnection| {
+            let reply = connection.command_words(&["COMMAND", "DOCS", name]);
+            let Reply::Array(Some(mut map)) = reply else { panic!("{name}: {reply:?}") };
+            let Some(Reply::Array(Some(fields))) = map.pop() else { panic!("{name}") };
+            let kept = fields.chunks(2).filter(|pair| {
+                pair[0] != Reply::bulk("arguments") && pair[0] != Reply::bulk("history")
+            });
+            kept.flat_map(|pair| pair.to_vec()).collect::<Vec<_>>()
+        };
+        assert_eq!(docs(&mut ours), docs(&mut theirs), "{name}");
+    }
+}
+
+#[test]
+fn config_get_names_and_values_as_in_redis() {
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    let pairs = |reply: &Reply| -> std::collections::BTreeMap<String, String> {
+        let words = bulk_words(reply);
+        words.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect()
+    };
+    let all_ours = pairs(&ours.command_words(&["CONFIG", "GET", "*"]));
+    let all_theirs = pairs(&theirs.command_words(&["CONFIG", "GET", "*"]));
+    for name in all_ours.keys() {
+        assert!(all_theirs.contains_key(name), "redis has no setting {name}");
+    }
+    let asked = [
+        "maxmemory",
+        "maxclients",
+        "databases",
+        "save",
+        "appendonly",
+        "appendfsync",
+        "timeout",
+        "maxmemory-policy",
+        "io-threads",
+        "cluster-enabled",
+        "port",
+        "requirepass",
+    ];
+    for name in asked {
+        assert!(all_ours.contains_key(name), "CONFIG GET * lacks {name}");
+    }
+    // Values true of a node as of a Redis like it.
+    for name in [
+        "maxmemory",
+        "save",
+        "timeout",
+        "maxmemory-policy",
+        "cluster-enabled",
+        "requirepass",
+        "replica-read-only",
+        "notify-keyspace-events",
+        "tls-port",
+    ] {
+        assert_eq!(all_ours[name], all_theirs[name], "{name}");
+    }
+    assert_eq!(all_ours["port"], node.port.to_string());
+    assert_eq!(all_ours["databases"], "1");
+    assert_eq!(all_ours["appendonly"], "yes");
+    assert_eq!(all_ours["appendfsync"], "always");
+    let max = pairs(&ours.command_words(&["CONFIG", "GET", "max*"]));
+    let expected = ["maxclients", "maxmemory", "maxmemory-policy"];
+    assert_eq!(max.keys().collect::<Vec<_>>(), expected);
+    let several = pairs(&ours.command_words(&["CONFIG", "GET", "port", "save", "port", "x*"]));
+    assert_eq!(several.keys().collect::<Vec<_>>(), ["port", "save"]);
+    assert_same(&[
+        &[&["CONFIG", "GET"], &["CONFIG", "GET", "nosuch"], &["CONFIG", "GET", "maxmemory"]],
+        &[&["CONFIG", "SET", "nosuch", "1"], &["CONFIG", "SET", "databases", "1"]],
+        &[
+            &["CONFIG", "SET", "io-threads", "2", "x", "1"],
+            &["CONFIG", "SET", "x", "1", "port", "1"],
+        ],
+        &[&["CONFIG", "SET", "cluster-enabled", "yes"], &["CONFIG", "SET", "a"]],
+        &[&["CONFIG", "SET", "a", "b", "c"], &["CONFIG", "RESETSTAT", "x"], &["CONFIG", "NOSUCH"]],
+        &[&["CONFIG", "REWRITE", "x"], &["CONFIG", "RESETSTAT"]],
+    ]);
+}
+
+/// The field names of `reply`'s INFO lines, in order, and the section titles.
+fn info_titles(reply: &Reply) -> Vec<String> {
+    let Reply::Bulk(Some(text)) = reply else { panic!("INFO answered {reply:?}") };
+    let text = String::from_utf8_lossy(text);
+    text.lines().filter(|line| line.starts_with('#')).map(str::to_string).collect()
+}
+
+/// Whether `ours` appear in `theirs` in the same order.
+fn in_order(ours: &[String], theirs: &[String]) -> bool {
+    let mut rest = theirs.iter();
+    ours.iter().all(|name| rest.any(|theirs| theirs == name))
+}
+
+#[test]
+fn info_memory_commandstats_and_sections_read_as_redis_writes_them() {
+    let redis = RedisServer::start();
+    let node = TestNode::start(NodeSettings::default());
+    let mut theirs = RawConnection::connect(redis.port);
+    let mut ours = node.raw();
+    let memory = |connection: &mut RawConnection| {
+        info_fields(&connection.command_words(&["INFO", "memory"]))
+    };
+    let (memory_ours, memory_theirs) = (memory(&mut ours), memory(&mut theirs));
+    assert!(in_order(&memory_ours, &memory_theirs), "{memory_ours:?} not in {memory_theirs:?}");
+    for name in ["used_memory", "used_memory_rss", "used_memory_peak", "mem_allocator"] {
+        assert!(memory_ours.iter().any(|field| field == name), "INFO memory lacks {name}");
+    }
+    let Reply::Bulk(Some(text)) = ours.command_words(&["INFO", "memory"]) else { panic!() };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let used: u64 = strata_tests::info_field(&text, "used_memory").unwrap().parse().unwrap();
+    assert!(used > 1 << 20, "used_memory {used}:\n{text}");
+    assert!(strata_tests::info_field(&text, "mem_allocator").unwrap().starts_with("mimalloc-"));
+    for section in [&["INFO"][..], &["INFO", "default"], &["INFO", "all"], &["INFO", "everything"]]
+    {
+        let (titles_ours, titles_theirs) = (
+            info_titles(&ours.command_words(section)),
+            info_titles(&theirs.command_words(section)),
+        );
+        assert!(in_order(&titles_ours, &titles_theirs), "{section:?}: {titles_ours:?}");
+    }
+    let several = info_titles(&ours.command_words(&["INFO", "cpu", "CLUSTER", "nosuch"]));
+    assert_eq!(several, ["# CPU", "# Cluster"]);
+    for connection in [&mut theirs, &mut ours] {
+        connection.command_words(&["CONFIG", "RESETSTAT"]);
+        connection.command_words(&["SET", "{a}1", "x"]);
+        connection.command_words(&["GET", "{a}1"]);
+        connection.command_words(&["GET"]);
+        connection.command_words(&["INCR", "{a}1"]);
+        connection.command_words(&["SET", "{a}1", "x", "NX", "XX"]);
+        connection.command_words(&["CONFIG", "GET", "maxmemory"]);
+        connection.command_words(&["NOSUCH"]);
+    }
+    // Everything but the times.
+    let stats = |connection: &mut RawConnection| {
+        let Reply::Bulk(Some(text)) = connection.command_words(&["INFO", "commandstats"]) else {
+            panic!("no commandstats")
+        };
+        let mut lines: Vec<String> = String::from_utf8_lossy(&text)
+            .lines()
+            .map(|line| {
+                let fields = line.split(',').filter(|field| !field.contains("usec"));
+                fields.collect::<Vec<_>>().join(",")
+            })
+            .collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(stats(&mut ours), stats(&mut theirs));
+    let Reply::Bulk(Some(text)) = ours.command_words(&["INFO", "commandstats"]) else { panic!() };
+    let text = String::from_utf8_lossy(&text).into_owned();
+    let line = text.lines().find(|line| line.starts_with("cmdstat_set:")).unwrap();
+    let shape = line.split(',').map(|field| field.split('=').next().unwrap()).collect::<Vec<_>>();
+    let expected = ["cmdstat_set:calls", "usec", "usec_per_call", "rejected_calls", "failed_calls"];
+    assert_eq!(shape, expected, "{line}");
+    let per_call = line.split("usec_per_call=").nth(1).unwrap().split(',').next().unwrap();
+    assert!(per_call.split_once('.').is_some_and(|(_, decimals)| decimals.len() == 2), "{line}");
+}
+
+#[test]
+fn redis_cli_and_redis_benchmark_work_against_a_node() {
+    let node = TestNode::start(NodeSettings::default());
+    let port = node.port.to_string();
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "INFO", "memory"])
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("used_memory_human:"), "{text}");
+    let output = std::process::Command::new("redis-benchmark")
+        .args(["-p", &port, "-t", "set", "-n", "100", "-q"])
+        .output()
+        .expect("redis-benchmark runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && text.contains("SET"), "{text}");
+    let output = std::process::Command::new("redis-cli")
+        .args(["-p", &port, "INFO", "commandstats"])
+        .output()
+        .expect("redis-cli runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("cmdstat_set:calls=100,"), "{text}");
+}

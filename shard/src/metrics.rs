@@ -139,6 +139,14 @@ pub enum CommandKind {
     Rename,
     Copy,
     MSetNx,
+    SetBit,
+    GetBit,
+    BitCount,
+    BitPos,
+    BitOp,
+    BitField,
+    BitFieldRo,
+    Lcs,
     Ping,
     Echo,
     Info,
@@ -156,7 +164,7 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 40] = [
+    pub const ALL: [CommandKind; 48] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -184,6 +192,14 @@ impl CommandKind {
         CommandKind::Rename,
         CommandKind::Copy,
         CommandKind::MSetNx,
+        CommandKind::SetBit,
+        CommandKind::GetBit,
+        CommandKind::BitCount,
+        CommandKind::BitPos,
+        CommandKind::BitOp,
+        CommandKind::BitField,
+        CommandKind::BitFieldRo,
+        CommandKind::Lcs,
         CommandKind::Ping,
         CommandKind::Echo,
         CommandKind::Info,
@@ -239,6 +255,14 @@ impl CommandKind {
             KeyCommand::Rename { .. } => CommandKind::Rename,
             KeyCommand::Copy { .. } => CommandKind::Copy,
             KeyCommand::MultiSetIfAbsent { .. } => CommandKind::MSetNx,
+            KeyCommand::SetBit { .. } => CommandKind::SetBit,
+            KeyCommand::GetBit { .. } => CommandKind::GetBit,
+            KeyCommand::BitCount { .. } => CommandKind::BitCount,
+            KeyCommand::BitPosition { .. } => CommandKind::BitPos,
+            KeyCommand::BitOperation { .. } => CommandKind::BitOp,
+            KeyCommand::BitField { read_only: false, .. } => CommandKind::BitField,
+            KeyCommand::BitField { read_only: true, .. } => CommandKind::BitFieldRo,
+            KeyCommand::Lcs { .. } => CommandKind::Lcs,
         }
     }
 
@@ -295,6 +319,14 @@ impl CommandKind {
             CommandKind::Rename => "rename",
             CommandKind::Copy => "copy",
             CommandKind::MSetNx => "msetnx",
+            CommandKind::SetBit => "setbit",
+            CommandKind::GetBit => "getbit",
+            CommandKind::BitCount => "bitcount",
+            CommandKind::BitPos => "bitpos",
+            CommandKind::BitOp => "bitop",
+            CommandKind::BitField => "bitfield",
+            CommandKind::BitFieldRo => "bitfield_ro",
+            CommandKind::Lcs => "lcs",
             CommandKind::Time => "time",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",

@@ -55,6 +55,12 @@ pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
                 }
             }
         }
+        Answer::Array(answers) => {
+            resp::encode_array_header(output, answers.len());
+            for answer in answers {
+                encode_answer(output, answer);
+            }
+        }
         Answer::Error(error) => resp::encode_error(output, &error.0),
     }
 }

@@ -2,9 +2,14 @@
 
 use std::fmt::Write as _;
 
+mod bits;
 mod keys;
 pub mod table;
 
+pub use bits::{
+    BitOperator, BitRange, BitUnit, FieldAction, FieldOperation, FieldType, LcsReply, Overflow,
+    BIT_OFFSET_MAX,
+};
 pub use keys::{ObjectQuestion, ScanCursor, SCAN_COUNT_DEFAULT};
 pub use table::{arity_allows, declared_arity};
 
@@ -176,6 +181,46 @@ pub enum KeyCommand {
         source: Vec<u8>,
         destination: Vec<u8>,
         replace: bool,
+    },
+    /// SETBIT: `offset` is at most [`BIT_OFFSET_MAX`].
+    SetBit {
+        key: Vec<u8>,
+        offset: u64,
+        bit: bool,
+    },
+    GetBit {
+        key: Vec<u8>,
+        offset: u64,
+    },
+    /// BITCOUNT: Redis answers 0 for a missing key before it reads the range, so the range is
+    /// kept with its error, if any, to be answered only when the key exists.
+    BitCount {
+        key: Vec<u8>,
+        range: Result<BitRange, CommandError>,
+    },
+    /// BITPOS: as BITCOUNT, the range (or its error) counts only when the key exists.
+    BitPosition {
+        key: Vec<u8>,
+        bit: bool,
+        range: Result<BitRange, CommandError>,
+    },
+    /// BITOP: every key in one hash slot.
+    BitOperation {
+        operator: BitOperator,
+        destination: Vec<u8>,
+        sources: Vec<Vec<u8>>,
+    },
+    /// BITFIELD, and BITFIELD_RO (`read_only`: GETs only).
+    BitField {
+        key: Vec<u8>,
+        operations: Vec<FieldOperation>,
+        read_only: bool,
+    },
+    /// LCS: both keys in one hash slot.
+    Lcs {
+        first: Vec<u8>,
+        second: Vec<u8>,
+        reply: LcsReply,
     },
     /// MSETNX: every key in one hash slot, so all or none are set, atomically.
     MultiSetIfAbsent {
@@ -375,6 +420,11 @@ impl KeyCommand {
                 | KeyCommand::Type { .. }
                 | KeyCommand::Touch { .. }
                 | KeyCommand::ExpireTime { .. }
+                | KeyCommand::GetBit { .. }
+                | KeyCommand::BitCount { .. }
+                | KeyCommand::BitPosition { .. }
+                | KeyCommand::BitField { read_only: true, .. }
+                | KeyCommand::Lcs { .. }
                 | KeyCommand::DbSize
                 | KeyCommand::Status
                 | KeyCommand::Keys { .. }
@@ -405,8 +455,15 @@ impl KeyCommand {
             | KeyCommand::IncrementByFloat { key, .. }
             | KeyCommand::Type { key }
             | KeyCommand::Object { key, .. }
-            | KeyCommand::ExpireTime { key, .. } => Some(key),
+            | KeyCommand::ExpireTime { key, .. }
+            | KeyCommand::SetBit { key, .. }
+            | KeyCommand::GetBit { key, .. }
+            | KeyCommand::BitCount { key, .. }
+            | KeyCommand::BitPosition { key, .. }
+            | KeyCommand::BitField { key, .. } => Some(key),
             KeyCommand::Rename { source, .. } | KeyCommand::Copy { source, .. } => Some(source),
+            KeyCommand::BitOperation { destination, .. } => Some(destination),
+            KeyCommand::Lcs { first, .. } => Some(first),
             KeyCommand::MultiSetIfAbsent { pairs } => pairs.first().map(|(key, _)| key.as_slice()),
             KeyCommand::Delete { keys }
             | KeyCommand::Exists { keys }
@@ -472,6 +529,8 @@ pub fn parse(arguments: &[&[u8]]) -> Result<Command, CommandError> {
         "rename" | "renamenx" | "copy" | "msetnx" => {
             parse_slot_command(name, rest).map(Command::Key)
         }
+        "setbit" | "getbit" | "bitcount" | "bitpos" | "bitop" | "bitfield" | "bitfield_ro"
+        | "lcs" => bits::parse_bit_command(name, rest).map(Command::Key),
         "type" => {
             exact(name, rest, 1).map(|()| Command::Key(KeyCommand::Type { key: rest[0].to_vec() }))
         }

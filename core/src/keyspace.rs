@@ -248,8 +248,11 @@ impl Keyspace {
                 break;
             }
             let before = keys.len();
-            // Every key found here has expired, whatever its hash: it is due either way.
-            let due = self.slots.iter_hash(hash).filter(|slot| slot.expire_at_ms == expire_at_ms);
+            // The probe finds keys of other hashes too (a 7-bit tag matches): each key is
+            // taken under its own deadline only, so none is deleted twice.
+            let due = self.slots.iter_hash(hash).filter(|slot| {
+                slot.expire_at_ms == expire_at_ms && self.hasher.hash_one(slot.key()) == hash
+            });
             keys.extend(due.map(|slot| slot.key().to_vec()));
             if keys.len() == before {
                 stale.push((expire_at_ms, hash));
@@ -402,6 +405,19 @@ mod tests {
         assert_eq!(keyspace.expired_keys(500, 10), vec![b"a".to_vec()]);
         keyspace.clear();
         assert!(keyspace.expired_keys(500, 10).is_empty());
+    }
+
+    #[test]
+    fn keys_expiring_at_one_moment_are_each_found_once() {
+        let mut keyspace = Keyspace::default();
+        for number in 0..5000 {
+            keyspace.insert(format!("k{number}").as_bytes(), b"v", 100, Lsn(1));
+        }
+        let mut keys = keyspace.expired_keys(100, usize::MAX);
+        assert_eq!(keys.len(), 5000);
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 5000, "a key was found twice");
     }
 
     /// Every key present from a scan's start to its end is visited, while the table grows

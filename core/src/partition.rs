@@ -45,6 +45,9 @@ pub enum Answer {
         key: Option<Vec<u8>>,
         keys: usize,
     },
+    /// An array of answers, nested as deep as needed (BITFIELD's integers and nils, LCS's
+    /// matches).
+    Array(Vec<Answer>),
     Error(CommandError),
 }
 
@@ -343,6 +346,13 @@ impl Context<'_> {
         Some(Found { value: entry.value.to_vec(), expire_at_ms: entry.expire_at_ms })
     }
 
+    /// Runs `reader` on the live value of `key` (`None` without one) where it lies, for reads
+    /// that need a few bytes of a value that may be large.
+    fn inspect<T>(&mut self, key: &[u8], reader: impl FnOnce(Option<&[u8]>) -> T) -> T {
+        self.wait_lsn = self.wait_lsn.max(self.partition.dependency(key));
+        reader(self.partition.keyspace.get(key, self.now_ms).map(|entry| entry.value))
+    }
+
     fn exists(&mut self, key: &[u8]) -> bool {
         self.wait_lsn = self.wait_lsn.max(self.partition.dependency(key));
         self.partition.keyspace.get(key, self.now_ms).is_some()
@@ -397,6 +407,15 @@ impl Context<'_> {
                 self.copy(&source, destination, replace)
             }
             KeyCommand::MultiSetIfAbsent { pairs } => self.multi_set_if_absent(pairs),
+            KeyCommand::SetBit { key, offset, bit } => self.set_bit(key, offset, bit),
+            KeyCommand::GetBit { key, offset } => Ok(self.get_bit(&key, offset)),
+            KeyCommand::BitCount { key, range } => self.bit_count(&key, range),
+            KeyCommand::BitPosition { key, bit, range } => self.bit_position(&key, bit, range),
+            KeyCommand::BitOperation { operator, destination, sources } => {
+                self.bit_operation(operator, destination, &sources)
+            }
+            KeyCommand::BitField { key, operations, .. } => self.bit_field(key, &operations),
+            KeyCommand::Lcs { first, second, reply } => self.lcs(&first, &second, reply),
             KeyCommand::GetSet { key, value } => {
                 let old = self.read(&key).map(|found| found.value);
                 self.set(key, value, 0)?;
@@ -613,6 +632,7 @@ impl Context<'_> {
     }
 }
 
+mod bits;
 mod strings;
 #[cfg(test)]
 mod tests;

@@ -144,6 +144,14 @@ pub enum CommandKind {
     Scan,
     RandomKey,
     Object,
+    SetBit,
+    GetBit,
+    BitCount,
+    BitPos,
+    BitOp,
+    BitField,
+    BitFieldRo,
+    Lcs,
     Ping,
     Echo,
     Info,
@@ -161,7 +169,7 @@ pub enum CommandKind {
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 44] = [
+    pub const ALL: [CommandKind; 52] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -193,6 +201,14 @@ impl CommandKind {
         CommandKind::Scan,
         CommandKind::RandomKey,
         CommandKind::Object,
+        CommandKind::SetBit,
+        CommandKind::GetBit,
+        CommandKind::BitCount,
+        CommandKind::BitPos,
+        CommandKind::BitOp,
+        CommandKind::BitField,
+        CommandKind::BitFieldRo,
+        CommandKind::Lcs,
         CommandKind::Ping,
         CommandKind::Echo,
         CommandKind::Info,
@@ -252,6 +268,14 @@ impl CommandKind {
             KeyCommand::Scan { .. } => CommandKind::Scan,
             KeyCommand::RandomKey { .. } => CommandKind::RandomKey,
             KeyCommand::Object { .. } => CommandKind::Object,
+            KeyCommand::SetBit { .. } => CommandKind::SetBit,
+            KeyCommand::GetBit { .. } => CommandKind::GetBit,
+            KeyCommand::BitCount { .. } => CommandKind::BitCount,
+            KeyCommand::BitPosition { .. } => CommandKind::BitPos,
+            KeyCommand::BitOperation { .. } => CommandKind::BitOp,
+            KeyCommand::BitField { read_only: false, .. } => CommandKind::BitField,
+            KeyCommand::BitField { read_only: true, .. } => CommandKind::BitFieldRo,
+            KeyCommand::Lcs { .. } => CommandKind::Lcs,
         }
     }
 
@@ -316,6 +340,14 @@ impl CommandKind {
             CommandKind::Scan => "scan",
             CommandKind::RandomKey => "randomkey",
             CommandKind::Object => "object",
+            CommandKind::SetBit => "setbit",
+            CommandKind::GetBit => "getbit",
+            CommandKind::BitCount => "bitcount",
+            CommandKind::BitPos => "bitpos",
+            CommandKind::BitOp => "bitop",
+            CommandKind::BitField => "bitfield",
+            CommandKind::BitFieldRo => "bitfield_ro",
+            CommandKind::Lcs => "lcs",
             CommandKind::Time => "time",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",

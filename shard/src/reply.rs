@@ -66,6 +66,12 @@ pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
             encode_scan_page(output, next.map_or(0, ScanCursor::encode), keys);
         }
         Answer::Sampled { key, .. } => encode_answer(output, &Answer::Bulk(key.clone())),
+        Answer::Array(answers) => {
+            resp::encode_array_header(output, answers.len());
+            for answer in answers {
+                encode_answer(output, answer);
+            }
+        }
         Answer::Error(error) => resp::encode_error(output, &error.0),
     }
 }

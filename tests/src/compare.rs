@@ -37,3 +37,17 @@ pub fn assert_same(cases: &[&[&[&str]]]) {
     let found = differences(cases);
     assert!(found.is_empty(), "{} differences:\n{}", found.len(), found.join("\n"));
 }
+
+/// [`assert_same`] for cases built at run time.
+pub fn assert_same_owned(cases: &[Vec<Vec<String>>]) {
+    let words: Vec<Vec<Vec<&str>>> = cases
+        .iter()
+        .map(|case| {
+            case.iter().map(|command| command.iter().map(String::as_str).collect()).collect()
+        })
+        .collect();
+    let commands: Vec<Vec<&[&str]>> =
+        words.iter().map(|case| case.iter().map(Vec::as_slice).collect()).collect();
+    let all: Vec<&[&[&str]]> = commands.iter().map(Vec::as_slice).collect();
+    assert_same(&all);
+}

@@ -2,10 +2,15 @@
 //! every reply compared whole (values, types and error texts). Each case is a short sequence,
 //! so a write's effect is compared through the reads that follow it.
 
-use strata_tests::compare::{assert_same, differences, differences_with};
+use strata_tests::compare::{assert_same, assert_same_owned, differences, differences_with};
 use strata_tests::raw::{RawConnection, Reply};
 use strata_tests::redis_server::RedisServer;
 use strata_tests::{NodeSettings, TestNode};
+
+/// A command of words, owned.
+fn owned(words: &[&str]) -> Vec<String> {
+    words.iter().map(|word| (*word).to_string()).collect()
+}
 
 #[test]
 fn expiry_overflow_is_refused_as_redis_refuses_it() {
@@ -237,6 +242,15 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
         &["RENAME", "{r}a", "{r}b"],
         &["COPY", "{r}b", "{r}c"],
         &["MSETNX", "{m}a", "1", "{m}b", "2"],
+        &["SETBIT", "bits", "7", "1"],
+        &["SETBIT", "bits", "100", "1"],
+        &["SET", "kept", "v", "PXAT", "33177117420123"],
+        &["SETBIT", "kept", "0", "1"],
+        &["MSET", "{b}a", "foobar", "{b}b", "abcdef", "{b}gone", "v"],
+        &["BITOP", "XOR", "{b}c", "{b}a", "{b}b"],
+        &["BITOP", "AND", "{b}gone", "{b}missing"],
+        &["BITFIELD", "field", "SET", "i8", "0", "-100", "INCRBY", "u4", "#3", "7"],
+        &["BITFIELD", "field", "OVERFLOW", "SAT", "INCRBY", "i8", "0", "-100"],
     ];
     for words in writes {
         let reply = run(&mut client, words);
@@ -255,12 +269,29 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
         &["GET", "{r}b"],
         &["GET", "{r}c"],
         &["MGET", "{m}a", "{m}b"],
+        &["GET", "bits"],
+        &["GET", "kept"],
+        &["PEXPIRETIME", "kept"],
+        &["GET", "{b}c"],
+        &["EXISTS", "{b}gone"],
+        &["GET", "field"],
+        &["BITFIELD_RO", "field", "GET", "i8", "0", "GET", "u4", "#3"],
+        &["BITCOUNT", "bits"],
+        &["LCS", "{b}a", "{b}b", "IDX"],
     ];
     let expected: Vec<Reply> = reads.iter().map(|words| run(&mut client, words)).collect();
     assert_eq!(expected[0], Reply::bulk("-0.1"));
     assert_eq!(expected[1], Reply::bulk("12345678.8999999999996362"));
     assert_eq!(expected[2], Reply::Bulk(Some(b"\0\0\0abc".to_vec())));
     assert_eq!(expected[3], Reply::bulk("Hello Redis"));
+    let mut bits = vec![0u8; 13];
+    (bits[0], bits[12]) = (0x01, 0x08);
+    assert_eq!(expected[12], Reply::Bulk(Some(bits)), "SETBIT's whole new value");
+    assert_eq!(expected[14], Reply::Integer(33_177_117_420_123), "SETBIT keeps the expiry");
+    assert_eq!(expected[15], Reply::Bulk(Some(b"\x07\x0d\x0c\x06\x04\x14".to_vec())));
+    assert_eq!(expected[16], Reply::Integer(0), "an empty BITOP result deletes");
+    let field = Reply::Array(Some(vec![Reply::Integer(-128), Reply::Integer(7)]));
+    assert_eq!(expected[18], field);
     let same_everywhere = |node: &TestNode, what: &str| {
         let mut connection = node.raw();
         let held = strata_tests::admin::wait_until(std::time::Duration::from_secs(20), || {
@@ -272,6 +303,9 @@ fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
     same_everywhere(&follower, "follower");
     same_everywhere(&learner, "learner");
     assert_eq!(run(&mut follower.raw(), &["TTL", "timed"]), run(&mut client, &["TTL", "timed"]));
+    // BITFIELD is a write even with GETs only, as in Redis; BITFIELD_RO is not.
+    let refused = run(&mut follower.raw(), &["BITFIELD", "field", "GET", "i8", "0"]);
+    assert!(matches!(&refused, Reply::Error(text) if text.starts_with("READONLY")), "{refused:?}");
     // A standalone node's log holds the same effects over kill -9.
     let mut standalone = TestNode::start(NodeSettings::default());
     let mut connection = standalone.raw();
@@ -381,9 +415,29 @@ fn keys_of_several_slots_are_refused_as_redis_cluster_refuses_them() {
         &["COPY", "a", "b"],
         &["COPY", "a", "b", "BOGUS"],
         &["MSETNX", "a", "1", "b", "2"],
+        &["BITOP", "AND", "a", "b"],
+        &["BITOP", "OR", "{t}a", "{t}b", "c"],
+        &["BITOP", "FOO", "a", "b"],
+        &["BITOP", "NOT", "a", "b", "c"],
+        &["LCS", "a", "b"],
+        &["LCS", "a", "b", "LEN", "IDX"],
+        &["LCS", "a", "b", "FOO"],
     ] {
         assert_eq!(raw.command_words(words), crossslot, "{words:?}");
     }
+    // BITOP's keys are the destination and the sources; the operation is not a key.
+    assert_eq!(
+        raw.command_words(&["BITOP", "{a}", "{a}x", "{a}y"]),
+        Reply::error("ERR syntax error")
+    );
+    assert_eq!(
+        raw.command_words(&["BITOP", "AND", "a"]),
+        Reply::error("ERR wrong number of arguments for 'bitop' command")
+    );
+    assert_eq!(
+        raw.command_words(&["LCS", "a"]),
+        Reply::error("ERR wrong number of arguments for 'lcs' command")
+    );
     // Arity comes first, as in Redis Cluster; one database only.
     assert_eq!(
         raw.command_words(&["RENAME", "a"]),
@@ -748,4 +802,548 @@ fn redis_cli_and_redis_benchmark_work_against_a_node() {
         .expect("redis-cli runs");
     let text = String::from_utf8_lossy(&output.stdout);
     assert!(text.contains("cmdstat_set:calls=100,"), "{text}");
+}
+
+#[test]
+fn setbit_and_getbit_as_in_redis() {
+    assert_same(&[
+        &[&["SETBIT", "{k}", "7", "1"], &["GET", "{k}"], &["GETBIT", "{k}", "7"]],
+        &[&["SETBIT", "{k}", "0", "1"], &["SETBIT", "{k}", "0", "1"], &["SETBIT", "{k}", "0", "0"]],
+        &[&["SETBIT", "{k}", "100", "0"], &["STRLEN", "{k}"], &["GETBIT", "{k}", "100"]],
+        &[&["SETBIT", "{k}", "0", "0"], &["EXISTS", "{k}"], &["GET", "{k}"]],
+        &[&["SETBIT", "{k}", "-1", "1"], &["SETBIT", "{k}", "x", "1"], &["EXISTS", "{k}"]],
+        &[
+            &["SETBIT", "{k}", "1", "2"],
+            &["SETBIT", "{k}", "1", "-1"],
+            &["SETBIT", "{k}", "1", "x"],
+        ],
+        &[
+            &["SETBIT", "{k}", "1", "01"],
+            &["SETBIT", "{k}", "1", " 1"],
+            &["SETBIT", "{k}", "1", ""],
+        ],
+        &[&["SETBIT", "{k}", "-1", "2"], &["SETBIT", "{k}", "4294967296", "x"], &["EXISTS", "{k}"]],
+        &[&["SETBIT", "{k}", "9223372036854775808", "1"], &["SETBIT", "{k}", "01", "1"]],
+        &[&["SETBIT", "{k}", "1"], &["SETBIT", "{k}", "1", "1", "1"], &["SETBIT"]],
+        &[&["GETBIT", "{k}", "0"], &["GETBIT", "{k}", "4294967295"], &["EXISTS", "{k}"]],
+        &[&["GETBIT", "{k}", "4294967296"], &["GETBIT", "{k}", "-1"], &["GETBIT", "{k}", "a"]],
+        &[&["GETBIT", "{k}"], &["GETBIT", "{k}", "1", "2"]],
+        &[&["SET", "{k}", "v", "EX", "100"], &["SETBIT", "{k}", "3", "1"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "v", "EX", "100"], &["SETBIT", "{k}", "100", "1"], &["TTL", "{k}"]],
+        &[&["SET", "{k}", "12345"], &["GETBIT", "{k}", "2"], &["SETBIT", "{k}", "2", "1"]],
+        &[&["SET", "{k}", "12345"], &["SETBIT", "{k}", "6", "0"], &["GET", "{k}"]],
+        &[
+            &["SET", "{k}", ""],
+            &["GETBIT", "{k}", "0"],
+            &["SETBIT", "{k}", "9", "1"],
+            &["GET", "{k}"],
+        ],
+        &[&["SETBIT", "{k}", "0", "1"], &["SETBIT", "{k}", "9", "1"], &["GETBIT", "{k}", "9"]],
+    ]);
+}
+
+/// A value with every kind of byte: zeros, ones, mixed, near-empty and near-full.
+const BITS_VALUE: &str = "a\u{0}\u{ff}\u{7f}\u{1}z";
+
+#[test]
+fn bitcount_and_bitpos_ranges_as_in_redis() {
+    let offsets = ["0", "1", "3", "7", "-1", "-3", "-9", "-60", "13", "100"];
+    let mut cases = Vec::new();
+    for start in offsets {
+        for end in offsets {
+            let mut case = vec![owned(&["SET", "{k}", BITS_VALUE])];
+            for unit in ["BYTE", "BIT"] {
+                case.push(owned(&["BITCOUNT", "{k}", start, end, unit]));
+                case.push(owned(&["BITPOS", "{k}", "0", start, end, unit]));
+                case.push(owned(&["BITPOS", "{k}", "1", start, end, unit]));
+            }
+            case.push(owned(&["BITCOUNT", "{k}", start, end]));
+            case.push(owned(&["BITPOS", "{k}", "1", start, end]));
+            cases.push(case);
+        }
+        cases.push(vec![
+            owned(&["SET", "{k}", BITS_VALUE]),
+            owned(&["BITPOS", "{k}", "0", start]),
+            owned(&["BITPOS", "{k}", "1", start]),
+            // Four bytes of ones: a 0 is found past their end when no end is given.
+            owned(&["DEL", "{k}"]),
+            owned(&["BITFIELD", "{k}", "SET", "u32", "0", "4294967295"]),
+            owned(&["BITPOS", "{k}", "0", start]),
+            owned(&["BITPOS", "{k}", "0", start, "-1"]),
+            owned(&["BITPOS", "{k}", "0", start, "-1", "BIT"]),
+            owned(&["BITPOS", "{k}", "1", start, "-1", "BIT"]),
+        ]);
+    }
+    assert_same_owned(&cases);
+}
+
+#[test]
+fn bitcount_and_bitpos_arguments_as_in_redis() {
+    assert_same(&[
+        &[&["SET", "{k}", "foobar"], &["BITCOUNT", "{k}"], &["BITCOUNT", "{k}", "1", "1", "byte"]],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITCOUNT", "{k}", "5", "30", "bit"],
+            &["BITPOS", "{k}", "1"],
+        ],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITCOUNT", "{k}", "0"],
+            &["BITCOUNT", "{k}", "0", "1", "x"],
+        ],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITCOUNT", "{k}", "-1", "-5", "x"],
+            &["BITCOUNT", "{k}", "a", "1"],
+        ],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITCOUNT", "{k}", "1", "b"],
+            &["BITCOUNT", "{k}", "0", "1", "BIT", "x"],
+        ],
+        // A missing key counts 0 before its arguments are read.
+        &[
+            &["BITCOUNT", "{k}", "a", "b"],
+            &["BITCOUNT", "{k}", "0"],
+            &["BITCOUNT", "{k}", "0", "1", "x"],
+        ],
+        &[&["BITCOUNT"], &["BITPOS", "{k}"], &["BITPOS"]],
+        &[&["SET", "{k}", ""], &["BITCOUNT", "{k}"], &["BITCOUNT", "{k}", "0", "-1", "BIT"]],
+        &[
+            &["SET", "{k}", ""],
+            &["BITPOS", "{k}", "0"],
+            &["BITPOS", "{k}", "1"],
+            &["BITPOS", "{k}", "0", "0"],
+        ],
+        &[
+            &["BITPOS", "{k}", "2"],
+            &["BITPOS", "{k}", "x"],
+            &["BITPOS", "{k}", "-1"],
+            &["BITPOS", "{k}", "01"],
+        ],
+        &[
+            &["BITPOS", "{k}", "0"],
+            &["BITPOS", "{k}", "1"],
+            &["BITPOS", "{k}", "0", "a", "b", "c", "d"],
+        ],
+        &[&["BITPOS", "{k}", "2", "a"], &["EXISTS", "{k}"]],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITPOS", "{k}", "1", "a"],
+            &["BITPOS", "{k}", "1", "0", "b"],
+        ],
+        // The unit is read before the end, the start before both.
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITPOS", "{k}", "1", "0", "b", "x"],
+            &["BITPOS", "{k}", "1", "a", "b", "x"],
+        ],
+        &[
+            &["SET", "{k}", "foobar"],
+            &["BITPOS", "{k}", "1", "0", "1", "BIT", "x"],
+            &["BITPOS", "{k}", "0", "0", "1", "bit"],
+        ],
+        &[
+            &["BITFIELD", "{k}", "SET", "u16", "0", "65535"],
+            &["BITPOS", "{k}", "0"],
+            &["BITPOS", "{k}", "0", "1"],
+            &["BITPOS", "{k}", "0", "0", "-1"],
+            &["BITPOS", "{k}", "0", "3"],
+        ],
+        &[
+            &["SETBIT", "{k}", "23", "0"],
+            &["BITPOS", "{k}", "1"],
+            &["BITPOS", "{k}", "0"],
+            &["BITPOS", "{k}", "0", "-3", "-3"],
+        ],
+        &[
+            &["SETBIT", "{k}", "0", "1"],
+            &["BITPOS", "{k}", "0", "-2", "-1", "BYTE"],
+            &["BITPOS", "{k}", "1", "-9", "-1", "BIT"],
+        ],
+    ]);
+}
+
+#[test]
+fn bitop_as_in_redis() {
+    let long_a = "the quick brown fox jumps over the lazy dog, twice over";
+    let long_b = "THE QUICK BROWN FOX JUMPS OVER THE LAZY DOG";
+    assert_same(&[
+        &[
+            &["MSET", "{{k}}:a", "foobar", "{{k}}:b", "abcdef"],
+            &["BITOP", "AND", "{{k}}:d", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "or", "{{k}}:d", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "Xor", "{{k}}:d", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "NOT", "{{k}}:d", "{{k}}:a"],
+            &["GET", "{{k}}:d"],
+        ],
+        &[
+            &["MSET", "{{k}}:a", "abc", "{{k}}:b", "abcdefgh", "{{k}}:c", "\u{7f}"],
+            &["BITOP", "AND", "{{k}}:d", "{{k}}:a", "{{k}}:b", "{{k}}:c"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "OR", "{{k}}:d", "{{k}}:a", "{{k}}:b", "{{k}}:c", "{{k}}:missing"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "XOR", "{{k}}:d", "{{k}}:c", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:d"],
+        ],
+        &[
+            &["MSET", "{{k}}:a", long_a, "{{k}}:b", long_b],
+            &["BITOP", "AND", "{{k}}:d", "{{k}}:a", "{{k}}:b"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "XOR", "{{k}}:d", "{{k}}:a", "{{k}}:b", "{{k}}:a"],
+            &["GET", "{{k}}:d"],
+            &["BITOP", "NOT", "{{k}}:d", "{{k}}:a"],
+            &["GET", "{{k}}:d"],
+        ],
+        // An empty result deletes the destination; a result replaces it, expiry and all.
+        &[
+            &["SET", "{{k}}:d", "v"],
+            &["BITOP", "OR", "{{k}}:d", "{{k}}:x", "{{k}}:y"],
+            &["EXISTS", "{{k}}:d"],
+            &["BITOP", "NOT", "{{k}}:d", "{{k}}:x"],
+            &["EXISTS", "{{k}}:d"],
+        ],
+        &[
+            &["SET", "{{k}}:a", ""],
+            &["SET", "{{k}}:d", "v"],
+            &["BITOP", "NOT", "{{k}}:d", "{{k}}:a"],
+            &["EXISTS", "{{k}}:d"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "abc"],
+            &["SET", "{{k}}:d", "v", "EX", "100"],
+            &["BITOP", "AND", "{{k}}:d", "{{k}}:a", "{{k}}:missing"],
+            &["GET", "{{k}}:d"],
+            &["TTL", "{{k}}:d"],
+        ],
+        &[
+            &["SET", "{{k}}:a", "abc", "EX", "100"],
+            &["BITOP", "NOT", "{{k}}:a", "{{k}}:a"],
+            &["GET", "{{k}}:a"],
+            &["TTL", "{{k}}:a"],
+        ],
+        &[
+            &["BITOP", "NOT", "{{k}}:d", "{{k}}:a", "{{k}}:b"],
+            &["BITOP", "FOO", "{{k}}:d", "{{k}}:a"],
+            &["BITOP", "NOT", "{{k}}:d"],
+        ],
+        &[&["BITOP", "AND", "{{k}}:d"], &["BITOP", "AND"], &["BITOP"], &["EXISTS", "{{k}}:d"]],
+        &[&["BITOP", "", "{{k}}:d", "{{k}}:a"], &["BITOP", "ANDX", "{{k}}:d", "{{k}}:a"]],
+    ]);
+}
+
+#[test]
+fn bitfield_as_in_redis() {
+    assert_same(&[
+        &[
+            &[
+                "BITFIELD", "{k}", "SET", "i8", "0", "100", "GET", "i8", "0", "INCRBY", "i8", "0",
+                "100",
+            ],
+            &["BITFIELD", "{k}", "GET", "u8", "0", "GET", "i4", "0", "GET", "u4", "4"],
+            &["GET", "{k}"],
+        ],
+        &[
+            &[
+                "BITFIELD", "{k}", "SET", "i8", "0", "100", "OVERFLOW", "SAT", "INCRBY", "i8", "0",
+                "100",
+            ],
+            &["BITFIELD", "{k}", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "1", "GET", "i8", "0"],
+            &["BITFIELD", "{k}", "overflow", "sat", "incrby", "i8", "0", "-300", "get", "i8", "0"],
+            &["BITFIELD", "{k}", "OVERFLOW", "FAIL", "INCRBY", "i8", "0", "-1"],
+            &["BITFIELD", "{k}", "OVERFLOW", "WRAP", "INCRBY", "i8", "0", "-1"],
+        ],
+        &[
+            &[
+                "BITFIELD", "{k}", "INCRBY", "u2", "100", "1", "OVERFLOW", "SAT", "INCRBY", "u2",
+                "102", "1",
+            ],
+            &[
+                "BITFIELD", "{k}", "INCRBY", "u2", "100", "3", "OVERFLOW", "FAIL", "INCRBY", "u2",
+                "102", "3",
+            ],
+            &[
+                "BITFIELD", "{k}", "INCRBY", "u2", "100", "-5", "OVERFLOW", "SAT", "INCRBY", "u2",
+                "102", "-9",
+            ],
+            &[
+                "BITFIELD", "{k}", "OVERFLOW", "FAIL", "INCRBY", "u2", "100", "-5", "GET", "u4",
+                "100",
+            ],
+            &["GET", "{k}"],
+        ],
+        &[
+            &["BITFIELD", "{k}", "SET", "u8", "#1", "255", "GET", "u8", "#1", "GET", "u4", "#3"],
+            &["BITFIELD", "{k}", "SET", "i5", "#2", "-3", "GET", "u16", "#0", "GET", "i5", "#2"],
+            &["GET", "{k}"],
+        ],
+        &[
+            &[
+                "BITFIELD", "{k}", "SET", "u5", "7", "23", "GET", "u16", "0", "SET", "i64", "9",
+                "-2",
+            ],
+            &["BITFIELD", "{k}", "GET", "i64", "9", "GET", "u63", "9", "GET", "i1", "9"],
+            &["GET", "{k}"],
+        ],
+        &[
+            &[
+                "BITFIELD",
+                "{k}",
+                "SET",
+                "i64",
+                "0",
+                "-9223372036854775808",
+                "INCRBY",
+                "i64",
+                "0",
+                "-1",
+            ],
+            &[
+                "BITFIELD",
+                "{k}",
+                "OVERFLOW",
+                "SAT",
+                "INCRBY",
+                "i64",
+                "0",
+                "1",
+                "INCRBY",
+                "i64",
+                "0",
+                "-9223372036854775808",
+            ],
+            &[
+                "BITFIELD",
+                "{k}",
+                "OVERFLOW",
+                "FAIL",
+                "INCRBY",
+                "i64",
+                "0",
+                "-9223372036854775808",
+                "GET",
+                "i64",
+                "0",
+            ],
+            &[
+                "BITFIELD",
+                "{k}",
+                "SET",
+                "u63",
+                "0",
+                "9223372036854775807",
+                "INCRBY",
+                "u63",
+                "0",
+                "1",
+            ],
+            &[
+                "BITFIELD", "{k}", "OVERFLOW", "SAT", "SET", "u63", "0", "-1", "INCRBY", "u63",
+                "0", "1",
+            ],
+        ],
+        &[
+            &[
+                "BITFIELD", "{k}", "SET", "u8", "0", "-1", "SET", "u8", "8", "256", "GET", "u16",
+                "0",
+            ],
+            &[
+                "BITFIELD",
+                "{k}",
+                "OVERFLOW",
+                "SAT",
+                "SET",
+                "u8",
+                "0",
+                "-1",
+                "SET",
+                "i8",
+                "8",
+                "-9223372036854775808",
+            ],
+            &[
+                "BITFIELD", "{k}", "OVERFLOW", "SAT", "SET", "i8", "0", "200", "SET", "i8", "8",
+                "-200",
+            ],
+            &[
+                "BITFIELD", "{k}", "OVERFLOW", "FAIL", "SET", "i8", "0", "128", "SET", "u1", "0",
+                "2",
+            ],
+            &["BITFIELD", "{k}", "SET", "i1", "0", "1", "GET", "i1", "0", "SET", "u1", "1", "3"],
+            &["GET", "{k}"],
+        ],
+        // A failed SET still creates the key, as Redis does.
+        &[&["BITFIELD", "{k}", "OVERFLOW", "FAIL", "SET", "u2", "0", "5"], &["GET", "{k}"]],
+        &[&["BITFIELD", "{k}"], &["BITFIELD", "{k}", "OVERFLOW", "SAT"], &["EXISTS", "{k}"]],
+        &[&["BITFIELD", "{k}", "GET", "u8", "0", "GET", "i64", "4294967295"], &["EXISTS", "{k}"]],
+        &[
+            &["SET", "{k}", "abcdefghij"],
+            &["BITFIELD", "{k}", "GET", "i64", "3", "GET", "u63", "70", "GET", "i64", "#1"],
+            &["BITFIELD", "{k}", "GET", "u8", "80", "GET", "i16", "76", "GET", "u1", "#79"],
+        ],
+        &[
+            &["SET", "{k}", "v", "EX", "100"],
+            &["BITFIELD", "{k}", "SET", "u8", "0", "65"],
+            &["TTL", "{k}"],
+        ],
+        &[
+            &["SET", "{k}", "v", "EX", "100"],
+            &["BITFIELD", "{k}", "SET", "u8", "80", "65"],
+            &["GET", "{k}"],
+        ],
+        &[
+            &["BITFIELD", "{k}", "SET", "u8", "100000", "1"],
+            &["STRLEN", "{k}"],
+            &["BITCOUNT", "{k}"],
+        ],
+    ]);
+}
+
+#[test]
+fn bitfield_errors_come_in_redis_order() {
+    let mut cases: Vec<Vec<Vec<String>>> = Vec::new();
+    let types = [
+        "i64", "u63", "u64", "i65", "i0", "u0", "I8", "U8", "x8", "i", "", "i08", "i-1", "u 8",
+        "i8x",
+    ];
+    for field in types {
+        cases.push(vec![
+            owned(&["BITFIELD", "{k}", "GET", field, "0"]),
+            owned(&["BITFIELD", "{k}", "SET", field, "0", "1"]),
+            owned(&["EXISTS", "{k}"]),
+        ]);
+    }
+    let offsets = [
+        "-1",
+        "#-1",
+        "#",
+        "#x",
+        "x",
+        "",
+        "4294967295",
+        "4294967296",
+        "#536870911",
+        "#536870912",
+        "##1",
+        "01",
+        "#01",
+    ];
+    for offset in offsets {
+        cases.push(vec![
+            owned(&["BITFIELD", "{k}", "GET", "u8", offset]),
+            owned(&["BITFIELD", "{k}", "GET", "u1", offset]),
+            owned(&["BITFIELD_RO", "{k}", "GET", "i8", offset]),
+        ]);
+    }
+    let more: &[&[&str]] = &[
+        &["BITFIELD", "{k}", "FOO"],
+        &["BITFIELD", "{k}", "GET", "i8"],
+        &["BITFIELD", "{k}", "SET", "i8", "0"],
+        &["BITFIELD", "{k}", "INCRBY", "i8", "0"],
+        &["BITFIELD", "{k}", "SET", "i8", "0", "x"],
+        &["BITFIELD", "{k}", "SET", "i8", "0", "9223372036854775808"],
+        &["BITFIELD", "{k}", "OVERFLOW"],
+        &["BITFIELD", "{k}", "OVERFLOW", "BAD", "GET", "x8", "0"],
+        &["BITFIELD", "{k}", "GET", "x8", "-1"],
+        &["BITFIELD", "{k}", "SET", "i8", "-1", "x"],
+        &["BITFIELD", "{k}", "GET", "i8", "0", "FOO"],
+        &["BITFIELD", "{k}", "SET", "i8", "0", "1", "GET", "x8", "0"],
+        &["BITFIELD", "{k}", "SET", "i8", "0", "1", "OVERFLOW", "NOPE"],
+        &["BITFIELD_RO", "{k}", "SET", "i8", "0", "1"],
+        &["BITFIELD_RO", "{k}", "INCRBY", "x8", "0", "1"],
+        &["BITFIELD_RO", "{k}", "GET", "i8", "0", "SET", "i8", "0", "1"],
+        &["BITFIELD_RO", "{k}", "OVERFLOW", "SAT", "GET", "u8", "0"],
+        &["BITFIELD_RO", "{k}"],
+        &["BITFIELD_RO"],
+        &["BITFIELD"],
+        &["EXISTS", "{k}"],
+        &["SET", "{k}", "A"],
+        &["BITFIELD_RO", "{k}", "get", "u8", "0", "GET", "i4", "#1"],
+    ];
+    cases.push(more.iter().map(|words| owned(words)).collect());
+    assert_same_owned(&cases);
+}
+
+#[test]
+fn lcs_as_in_redis() {
+    let text_a = "ohmytext";
+    let text_b = "mynewtext";
+    let options: &[&[&str]] = &[
+        &[],
+        &["LEN"],
+        &["IDX"],
+        &["idx", "withmatchlen"],
+        &["IDX", "MINMATCHLEN", "4"],
+        &["IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"],
+        &["MINMATCHLEN", "-5", "IDX"],
+        &["IDX", "MINMATCHLEN", "2", "MINMATCHLEN", "1"],
+        &["WITHMATCHLEN"],
+        &["LEN", "MINMATCHLEN", "3"],
+        &["LEN", "LEN"],
+        &["LEN", "IDX"],
+        &["IDX", "LEN"],
+        &["LEN", "IDX", "FOO"],
+        &["MINMATCHLEN", "x", "LEN", "IDX"],
+        &["IDX", "MINMATCHLEN"],
+        &["IDX", "MINMATCHLEN", "1.5"],
+        &["FOO"],
+    ];
+    let pairs = [
+        (text_a, text_b),
+        ("abcabcabc", "cbacbacba"),
+        ("aaaa", "aa"),
+        ("", "abc"),
+        ("same", "same"),
+        ("the quick brown fox", "a quick brown dog jumps"),
+        ("ACCGGTCGAGTGCGCGGAAGCCGGCCGAA", "GTCGTTCGGAATGCCGTTGCTCTGTAAA"),
+    ];
+    let mut cases = Vec::new();
+    for (first, second) in pairs {
+        let mut case = vec![owned(&["MSET", "{{k}}:a", first, "{{k}}:b", second])];
+        for option in options {
+            let mut command = owned(&["LCS", "{{k}}:a", "{{k}}:b"]);
+            command.extend(owned(option));
+            case.push(command);
+        }
+        case.push(owned(&["LCS", "{{k}}:b", "{{k}}:a", "IDX", "WITHMATCHLEN"]));
+        cases.push(case);
+    }
+    let long = "x".repeat(12_000);
+    cases.push(vec![
+        owned(&["LCS", "{{k}}:a", "{{k}}:missing"]),
+        owned(&["LCS", "{{k}}:missing", "{{k}}:other", "IDX"]),
+        owned(&["LCS", "{{k}}:missing", "{{k}}:other", "LEN"]),
+        owned(&["LCS", "{{k}}:a"]),
+        owned(&["LCS"]),
+        owned(&["SET", "{{k}}:a", "same"]),
+        owned(&["LCS", "{{k}}:a", "{{k}}:a", "IDX", "WITHMATCHLEN"]),
+        owned(&["MSET", "{{k}}:a", &long, "{{k}}:b", &long]),
+        owned(&["LCS", "{{k}}:a", "{{k}}:b", "LEN"]),
+        owned(&["LCS", "{{k}}:a", "{{k}}:b", "FOO"]),
+    ]);
+    assert_same_owned(&cases);
+}
+
+#[test]
+fn bit_writes_past_the_record_limit_are_refused_as_setrange_refuses_them() {
+    let node = TestNode::start(NodeSettings::default());
+    let mut raw = node.raw();
+    let refused = Reply::error("ERR string exceeds maximum allowed size (proto-max-bulk-len)");
+    // Redis takes offsets up to 2^32 - 1 bits (512 MiB); a record here holds less.
+    assert_eq!(raw.command_words(&["SETBIT", "k", "4294967295", "1"]), refused);
+    assert_eq!(raw.command_words(&["BITFIELD", "k", "SET", "u8", "4294967280", "1"]), refused);
+    assert_eq!(raw.command_words(&["BITFIELD", "k", "INCRBY", "i8", "#536870911", "1"]), refused);
+    assert_eq!(raw.command_words(&["EXISTS", "k"]), Reply::Integer(0));
+    // Reads that far are fine, and so are writes within the limit.
+    assert_eq!(raw.command_words(&["GETBIT", "k", "4294967295"]), Reply::Integer(0));
+    let read = raw.command_words(&["BITFIELD", "k", "GET", "u8", "4294967280"]);
+    assert_eq!(read, Reply::Array(Some(vec![Reply::Integer(0)])));
+    assert_eq!(raw.command_words(&["SETBIT", "k", "8000000", "1"]), Reply::Integer(0));
+    assert_eq!(raw.command_words(&["STRLEN", "k"]), Reply::Integer(1_000_001));
+    // Out of Redis's own range, the offset is refused as Redis refuses it.
+    let out_of_range = Reply::error("ERR bit offset is not an integer or out of range");
+    assert_eq!(raw.command_words(&["SETBIT", "k", "4294967296", "1"]), out_of_range);
 }

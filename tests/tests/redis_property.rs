@@ -51,7 +51,7 @@ fn command(rng: &mut StdRng) -> Vec<String> {
     let key = pick(rng, KEYS).to_string();
     let other = pick(rng, KEYS).to_string();
     let value = pick(rng, VALUES).to_string();
-    let words: Vec<String> = match rng.gen_range(0..30) {
+    let words: Vec<String> = match rng.gen_range(0..36) {
         0 => set_command(rng, key, value),
         1 | 2 => vec!["GET".into(), key],
         3 => vec!["GETSET".into(), key, value],
@@ -86,6 +86,37 @@ fn command(rng: &mut StdRng) -> Vec<String> {
         26 => vec!["SETEX".into(), key, pick(rng, EXPIRY_SECONDS).into(), value],
         27 => vec!["SUBSTR".into(), key, pick(rng, OFFSETS).into(), pick(rng, OFFSETS).into()],
         28 => vec!["PTTL".into(), key, "extra".into()],
+        29 => vec![
+            "SETBIT".into(),
+            key,
+            pick(rng, OFFSETS).into(),
+            pick(rng, &["0", "1", "2"]).into(),
+        ],
+        30 => vec!["GETBIT".into(), key, pick(rng, OFFSETS).into()],
+        31 => range_command(rng, "BITCOUNT", key),
+        32 => {
+            let mut words = vec!["BITPOS".into(), key, pick(rng, &["0", "1"]).into()];
+            words.extend(range_command(rng, "BITPOS", String::new()).into_iter().skip(2));
+            words
+        }
+        33 => {
+            let operator = pick(rng, &["AND", "OR", "XOR", "NOT"]);
+            vec!["BITOP".into(), operator.into(), key, other, pick(rng, KEYS).into()]
+        }
+        34 => vec![
+            "BITFIELD".into(),
+            key,
+            pick(rng, &["GET", "SET", "INCRBY"]).into(),
+            pick(rng, &["u8", "i5", "u1", "i64", "x"]).into(),
+            pick(rng, OFFSETS).into(),
+            pick(rng, INTEGERS).into(),
+        ],
+        35 => {
+            let mut words = vec!["LCS".into(), key, other];
+            words
+                .extend(["LEN", "IDX", "WITHMATCHLEN"].choose(rng).map(|word| (*word).to_string()));
+            words
+        }
         _ => vec!["EXISTS".into(), key],
     };
     words
@@ -101,6 +132,18 @@ fn set_command(rng: &mut StdRng, key: String, value: String) -> Vec<String> {
             3 => words.push("KEEPTTL".into()),
             4 => words.extend(["EX".into(), pick(rng, EXPIRY_SECONDS).into()]),
             _ => words.push("BAD".into()),
+        }
+    }
+    words
+}
+
+/// `name key [start end [BYTE|BIT]]`.
+fn range_command(rng: &mut StdRng, name: &str, key: String) -> Vec<String> {
+    let mut words = vec![name.to_string(), key];
+    if rng.gen_bool(0.6) {
+        words.extend([pick(rng, OFFSETS).into(), pick(rng, OFFSETS).into()]);
+        if rng.gen_bool(0.5) {
+            words.push(pick(rng, &["BYTE", "BIT", "bad"]).into());
         }
     }
     words

@@ -226,3 +226,45 @@ fn active_expiry_logs_a_delete_per_expired_key() {
     partition.fail("fdatasync: EIO".into());
     assert_eq!(partition.delete_expired(NOW + 10_000, 10), 0);
 }
+
+#[test]
+fn bit_writes_are_logged_as_the_whole_new_value() {
+    let mut partition = new_partition();
+    run(&mut partition, "SET k v PX 5000");
+    assert_eq!(run(&mut partition, "SETBIT k 15 1").answer, Answer::Integer(0));
+    // Setting a bit to what it is writes nothing; the answer waits for what it read.
+    let unchanged = run(&mut partition, "SETBIT k 15 1");
+    assert_eq!(unchanged, Execution { answer: Answer::Integer(1), wait_lsn: Lsn(2) });
+    let field = run(&mut partition, "BITFIELD k OVERFLOW FAIL INCRBY u8 0 200 GET u4 #3");
+    let integers = vec![Answer::Bulk(None), Answer::Integer(1)];
+    assert_eq!(field.answer, Answer::Array(integers));
+    run(&mut partition, "SET {t}a ab");
+    assert_eq!(run(&mut partition, "BITOP NOT {t}d {t}a").answer, Answer::Integer(2));
+    assert_eq!(run(&mut partition, "BITOP AND {t}d {t}x {t}y").answer, Answer::Integer(0));
+    let batch = partition.take_batch().unwrap();
+    let expire_at_ms = NOW + 5000;
+    assert_eq!(
+        batch.records[1..],
+        [
+            Record::Set { key: b"k".to_vec(), value: b"v\x01".to_vec(), expire_at_ms },
+            Record::Set { key: b"{t}a".to_vec(), value: b"ab".to_vec(), expire_at_ms: 0 },
+            Record::Set { key: b"{t}d".to_vec(), value: vec![!b'a', !b'b'], expire_at_ms: 0 },
+            Record::Delete { key: b"{t}d".to_vec() },
+        ]
+    );
+}
+
+#[test]
+fn bit_reads_answer_before_their_ranges_on_missing_keys() {
+    let mut partition = new_partition();
+    assert_eq!(run(&mut partition, "BITCOUNT k a b").answer, Answer::Integer(0));
+    assert_eq!(run(&mut partition, "BITPOS k 0 a").answer, Answer::Integer(0));
+    run(&mut partition, "SET k foobar");
+    let not_integer = Answer::Error(CommandError::not_integer());
+    assert_eq!(run(&mut partition, "BITCOUNT k a b").answer, not_integer);
+    assert_eq!(run(&mut partition, "BITPOS k 1 2 -1 BIT").answer, Answer::Integer(2));
+    let matches = run(&mut partition, "LCS k k IDX MINMATCHLEN 7").answer;
+    let length = Answer::Integer(6);
+    let expected = vec![bulk("matches"), Answer::Array(Vec::new()), bulk("len"), length];
+    assert_eq!(matches, Answer::Array(expected));
+}

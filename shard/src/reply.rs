@@ -2,7 +2,7 @@
 //! replies of node commands (PING, INFO, CONFIG GET, CLIENT, HELLO, COMMAND).
 
 use std::fmt::Write as _;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use strata_core::auth;
 use strata_core::command::table;
@@ -280,30 +280,20 @@ fn info_text(
         );
     }
     if wants(sections, "stats") {
+        // Counted since CONFIG RESETSTAT.
+        let base = &baseline.counters;
+        let since = |counter: &AtomicU64, at_reset: u64| {
+            counter.load(Ordering::Relaxed).saturating_sub(at_reset)
+        };
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
              rejected_connections:{}\r\nexpired_keys:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
-            counters
-                .connections_received
-                .load(Ordering::Relaxed)
-                .saturating_sub(baseline.counters.connections_received),
-            counters
-                .commands_processed
-                .load(Ordering::Relaxed)
-                .saturating_sub(baseline.counters.commands_processed),
-            counters
-                .connections_rejected
-                .load(Ordering::Relaxed)
-                .saturating_sub(baseline.counters.connections_rejected),
-            counters
-                .expired_keys
-                .load(Ordering::Relaxed)
-                .saturating_sub(baseline.counters.expired_keys),
-            counters
-                .authentication_failures
-                .load(Ordering::Relaxed)
-                .saturating_sub(baseline.counters.authentication_failures),
+            since(&counters.connections_received, base.connections_received),
+            since(&counters.commands_processed, base.commands_processed),
+            since(&counters.connections_rejected, base.connections_rejected),
+            since(&counters.expired_keys, base.expired_keys),
+            since(&counters.authentication_failures, base.authentication_failures),
         );
     }
     if wants(sections, "replication") {

@@ -101,6 +101,18 @@ pub fn role_body(role: &str, name: Option<&str>, address: Option<&str>) -> Strin
 
 /// Sets `node`'s role through its admin API, as `name`, following `leader` if given; asserts
 /// the node accepted it.
+/// A leader (two shards) with a follower `f1` and a learner `l1` (one shard each), roles set.
+#[must_use]
+pub fn leader_follower_and_learner() -> (crate::TestNode, crate::TestNode, crate::TestNode) {
+    let leader = crate::TestNode::start(crate::NodeSettings::cluster(2));
+    set_role(&leader, "leader", "boss", None);
+    let follower = crate::TestNode::start(crate::NodeSettings::cluster(1));
+    let learner = crate::TestNode::start(crate::NodeSettings::cluster(1));
+    set_role(&follower, "follower", "f1", Some(&leader));
+    set_role(&learner, "learner", "l1", Some(&leader));
+    (leader, follower, learner)
+}
+
 pub fn set_role(node: &crate::TestNode, role: &str, name: &str, leader: Option<&crate::TestNode>) {
     let address = leader.map(crate::TestNode::peer_address);
     let body = role_body(role, Some(name), address.as_deref());

@@ -216,13 +216,8 @@ fn run(connection: &mut RawConnection, words: &[&str]) -> Reply {
 
 #[test]
 fn the_new_writes_reach_replicas_and_survive_a_crash_with_the_same_values() {
-    use strata_tests::admin::set_role;
-    let leader = TestNode::start(NodeSettings::cluster(2));
-    set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(NodeSettings::cluster(1));
-    let learner = TestNode::start(NodeSettings::cluster(1));
-    set_role(&follower, "follower", "f1", Some(&leader));
-    set_role(&learner, "learner", "l1", Some(&leader));
+    use strata_tests::admin::leader_follower_and_learner;
+    let (leader, follower, learner) = leader_follower_and_learner();
     let mut client = leader.raw();
     let writes: &[&[&str]] = &[
         &["SET", "float", "1"],

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use strata_tests::admin::{set_role, wait_until};
+use strata_tests::admin::{leader_follower_and_learner, wait_until};
 use strata_tests::compare::assert_same;
 use strata_tests::raw::{encode_command, RawConnection, Reply};
 use strata_tests::redis_server::RedisServer;
@@ -319,12 +319,7 @@ fn expired_keys_are_deleted_actively_as_redis_deletes_them() {
 
 #[test]
 fn active_expiry_reaches_followers_and_learners_as_deletes() {
-    let leader = TestNode::start(NodeSettings::cluster(2));
-    set_role(&leader, "leader", "boss", None);
-    let follower = TestNode::start(NodeSettings::cluster(1));
-    let learner = TestNode::start(NodeSettings::cluster(1));
-    set_role(&follower, "follower", "f1", Some(&leader));
-    set_role(&learner, "learner", "l1", Some(&leader));
+    let (leader, follower, learner) = leader_follower_and_learner();
     let mut client = leader.raw();
     for number in 0..100 {
         client.command_words(&["SET", &format!("e:{number}"), "v", "PX", "300"]);

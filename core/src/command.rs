@@ -109,6 +109,26 @@ pub enum ExpireCondition {
     IfHasExpiryAndLess,
 }
 
+/// The command that asked for a SET (a byte, not a string: commands are moved on every
+/// command's way and must stay small).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetName {
+    Set,
+    SetEx,
+    PSetEx,
+}
+
+impl SetName {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetName::Set => "set",
+            SetName::SetEx => "setex",
+            SetName::PSetEx => "psetex",
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimeUnit {
     Seconds,
@@ -128,8 +148,8 @@ pub enum KeyCommand {
         condition: SetCondition,
         expiry: SetExpiry,
         get: bool,
-        /// The command called (`set`, `setex`, `psetex`), for its errors.
-        command: &'static str,
+        /// The command called, for its errors.
+        command: SetName,
     },
     /// GETDEL.
     GetDelete {
@@ -647,7 +667,7 @@ fn parse_set(rest: &[&[u8]]) -> Result<KeyCommand, CommandError> {
         condition: options.condition,
         expiry,
         get: options.get,
-        command: "set",
+        command: SetName::Set,
     })
 }
 
@@ -771,8 +791,8 @@ fn parse_more_string_command(name: &str, rest: &[&[u8]]) -> Result<KeyCommand, C
         "setex" | "psetex" => {
             exact(name, rest, 3)?;
             let (option, command) =
-                if name == "setex" { ("ex", "setex") } else { ("px", "psetex") };
-            let expiry = parse_set_expiry(option, rest[1], command)?;
+                if name == "setex" { ("ex", SetName::SetEx) } else { ("px", SetName::PSetEx) };
+            let expiry = parse_set_expiry(option, rest[1], command.as_str())?;
             let value = rest[2].to_vec();
             let condition = SetCondition::Always;
             Ok(KeyCommand::Set { key: key(), value, condition, expiry, get: false, command })

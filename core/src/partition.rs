@@ -12,7 +12,7 @@ use std::collections::HashMap;
 
 use crate::command::{
     invalid_expire_time, CommandError, ExpireCondition, KeyCommand, ScanCursor, SetCondition,
-    SetExpiry, TimeUnit,
+    SetExpiry, SetName, TimeUnit,
 };
 use crate::ids::{Lsn, PartitionId};
 use crate::keyspace::Keyspace;
@@ -32,23 +32,25 @@ pub enum Answer {
         keys: usize,
         expires: usize,
     },
-    /// A partition's page of a SCAN: its keys, where the next call goes on (None once the
-    /// partition is done), and how many keys it looked at. The router turns it into SCAN's
-    /// reply.
-    Scanned {
-        next: Option<ScanCursor>,
-        keys: Vec<Vec<u8>>,
-        seen: usize,
-    },
+    /// A partition's page of a SCAN (boxed: answers are moved on every command's way, and
+    /// must stay small). The router turns it into SCAN's reply.
+    Scanned(Box<ScanPage>),
     /// A partition's part of RANDOMKEY: a key chosen at random, and how many it holds.
-    Sampled {
-        key: Option<Vec<u8>>,
-        keys: usize,
-    },
+    Sampled(Box<(Option<Vec<u8>>, usize)>),
     /// An array of answers, nested as deep as needed (BITFIELD's integers and nils, LCS's
     /// matches).
     Array(Vec<Answer>),
     Error(CommandError),
+}
+
+/// One partition's page of a SCAN.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPage {
+    /// Where the next call goes on; None once the partition is done.
+    pub next: Option<ScanCursor>,
+    pub keys: Vec<Vec<u8>>,
+    /// How many keys the page looked at (matching or not).
+    pub seen: usize,
 }
 
 /// The result of executing a command: its answer, to be sent once `wait_lsn` is committed.
@@ -482,7 +484,7 @@ impl Context<'_> {
         condition: SetCondition,
         expiry: SetExpiry,
         get: bool,
-        command: &'static str,
+        command: SetName,
     ) -> Result<Answer, CommandError> {
         // A plain SET needs nothing of the old value: skip the lookup and its copy. An absolute
         // expiry may lie in the past, which deletes the key if it exists.
@@ -494,7 +496,9 @@ impl Context<'_> {
         let expire_at_ms = match expiry {
             SetExpiry::None => 0,
             SetExpiry::Keep => old.as_ref().map_or(0, |entry| entry.expire_at_ms),
-            SetExpiry::RelativeMs(milliseconds) => self.relative_expiry(milliseconds, command)?,
+            SetExpiry::RelativeMs(milliseconds) => {
+                self.relative_expiry(milliseconds, command.as_str())?
+            }
             SetExpiry::AbsoluteMs(at) => at,
         };
         let allowed = match condition {

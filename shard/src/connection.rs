@@ -50,8 +50,9 @@ pub(crate) enum Item {
         parts: Vec<Pending>,
         merge: Merge,
     },
-    /// SCAN, which may go on from one partition to the next.
-    Scan(ScanWalk),
+    /// SCAN, which may go on from one partition to the next (boxed: items are moved for every
+    /// command, and must stay small).
+    Scan(Box<ScanWalk>),
 }
 
 /// How a command of a round counts in INFO commandstats.
@@ -333,7 +334,7 @@ fn route(shard: &Shard, outbox: &mut Outbox, command: KeyCommand) -> Item {
             broadcast(shard, outbox, &KeyCommand::Keys { pattern }, Merge::Concatenate, now)
         }
         KeyCommand::Scan { cursor, count, pattern, other_type } => {
-            Item::Scan(ScanWalk::start(shard, outbox, cursor, count, pattern, other_type))
+            Item::Scan(Box::new(ScanWalk::start(shard, outbox, cursor, count, pattern, other_type)))
         }
         KeyCommand::RandomKey { .. } => {
             let mut parts = Vec::new();

@@ -62,10 +62,10 @@ pub(crate) fn encode_answer(output: &mut Vec<u8>, answer: &Answer) {
             }
         }
         Answer::Counts { keys, .. } => resp::encode_integer(output, *keys as i64),
-        Answer::Scanned { next, keys, .. } => {
-            encode_scan_page(output, next.map_or(0, ScanCursor::encode), keys);
+        Answer::Scanned(page) => {
+            encode_scan_page(output, page.next.map_or(0, ScanCursor::encode), &page.keys);
         }
-        Answer::Sampled { key, .. } => encode_answer(output, &Answer::Bulk(key.clone())),
+        Answer::Sampled(sample) => encode_answer(output, &Answer::Bulk(sample.0.clone())),
         Answer::Array(answers) => {
             resp::encode_array_header(output, answers.len());
             for answer in answers {
@@ -152,7 +152,7 @@ fn pick_random(answers: &[Answer], roll: u64) -> Option<Vec<u8>> {
     let sampled: Vec<(&Option<Vec<u8>>, u64)> = answers
         .iter()
         .filter_map(|answer| match answer {
-            Answer::Sampled { key, keys } => Some((key, *keys as u64)),
+            Answer::Sampled(sample) => Some((&sample.0, sample.1 as u64)),
             _ => None,
         })
         .collect();

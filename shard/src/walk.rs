@@ -3,7 +3,7 @@
 //! shard owns them), so a small keyspace is scanned in one call as Redis scans it.
 
 use strata_core::command::{KeyCommand, ScanCursor};
-use strata_core::partition::Answer;
+use strata_core::partition::{Answer, ScanPage};
 use strata_core::PartitionId;
 
 use crate::reply;
@@ -53,8 +53,8 @@ impl ScanWalk {
         let partition_count = shard.mesh.options.partition_count;
         let mut next_cursor = 0;
         while let Some((partition, pending)) = self.part.take() {
-            let (next, keys, seen) = match pending.resolve(shard).await {
-                Answer::Scanned { next, keys, seen } => (next, keys, seen),
+            let ScanPage { next, keys, seen } = match pending.resolve(shard).await {
+                Answer::Scanned(page) => *page,
                 other => return reply::encode_answer(output, &other),
             };
             self.keys.extend(keys);

@@ -7,6 +7,7 @@
 //! `COMMAND INFO` and `COMMAND DOCS`. A row is served, and shown, only if the parser knows its
 //! name (and a subcommand's): rows may come before the commands they describe.
 
+use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use crate::command::{CommandError, CommandQuery, ListFilter};
@@ -96,8 +97,9 @@ struct Index {
     all: Vec<&'static CommandSpec>,
     /// Whether [`crate::command::parse`] knows each command of `all`.
     served: Vec<bool>,
-    /// (name, id) of the served commands, sorted by name, for binary search.
-    by_name: Vec<(&'static str, CommandId)>,
+    /// The served commands by name: looked up for every command a client sends, so one hash
+    /// of the name and one comparison.
+    by_name: HashMap<&'static [u8], CommandId, foldhash::fast::FixedState>,
 }
 
 /// Whether the parser knows the command or subcommand `name` (`container|sub`).
@@ -137,16 +139,15 @@ fn index() -> &'static Index {
             all.extend(command.subcommands.iter());
         }
         let served: Vec<bool> = all.iter().map(|spec| parser_knows(spec.name)).collect();
-        let mut by_name: Vec<(&'static str, CommandId)> = all
+        let by_name = all
             .iter()
             .enumerate()
             .filter(|(position, _)| served[*position])
             .map(|(position, spec)| {
                 let id = u16::try_from(position).expect("fewer than 65536 commands");
-                (spec.name, CommandId(id))
+                (spec.name.as_bytes(), CommandId(id))
             })
             .collect();
-        by_name.sort_unstable();
         Index { all, served, by_name }
     })
 }
@@ -156,12 +157,12 @@ fn index() -> &'static Index {
 pub fn find(name: &[u8]) -> Option<CommandId> {
     let mut buffer = [0u8; NAME_BYTES_MAX];
     let lowered = buffer.get_mut(..name.len())?;
-    lowered.copy_from_slice(name);
-    lowered.make_ascii_lowercase();
-    let name = std::str::from_utf8(lowered).ok()?;
-    let by_name = &index().by_name;
-    let position = by_name.binary_search_by(|(entry, _)| (*entry).cmp(name)).ok()?;
-    Some(by_name[position].1)
+    // A byte loop rather than a copy then a pass: names are a few bytes, a call to memmove
+    // costs more than the loop.
+    for (target, byte) in lowered.iter_mut().zip(name) {
+        *target = byte.to_ascii_lowercase();
+    }
+    index().by_name.get(&*lowered).copied()
 }
 
 /// The command `arguments` call: a container's subcommand when the container has any and a

@@ -268,3 +268,15 @@ fn bit_reads_answer_before_their_ranges_on_missing_keys() {
     let expected = vec![bulk("matches"), Answer::Array(Vec::new()), bulk("len"), length];
     assert_eq!(matches, Answer::Array(expected));
 }
+
+#[test]
+fn answers_stay_small_as_they_move_with_every_command() {
+    // Every command's answer is moved through the shard's queues; a large variant would make
+    // every move a call to memmove.
+    assert!(std::mem::size_of::<Answer>() <= 32, "{}", std::mem::size_of::<Answer>());
+}
+
+#[test]
+fn commands_stay_small_as_they_move_with_every_command() {
+    assert!(std::mem::size_of::<KeyCommand>() <= 72, "{}", std::mem::size_of::<KeyCommand>());
+}

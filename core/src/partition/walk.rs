@@ -2,7 +2,7 @@
 //! one key. The walks answer once everything the partition holds now is committed, so that no
 //! key a crash could take away is shown.
 
-use super::{Answer, Context};
+use super::{Answer, Context, ScanPage};
 use crate::command::{parse_integer, CommandError, ObjectQuestion, ScanCursor};
 use crate::glob;
 
@@ -47,14 +47,14 @@ impl Context<'_> {
             layout: keyspace.layout_tag(),
             bucket,
         });
-        Answer::Scanned { next, keys, seen }
+        Answer::Scanned(Box::new(ScanPage { next, keys, seen }))
     }
 
     pub(super) fn random_key(&mut self, seed: u64) -> Answer {
         self.depend_on_everything();
         let keyspace = &self.partition.keyspace;
         let key = keyspace.random_key(seed, self.now_ms).map(<[u8]>::to_vec);
-        Answer::Sampled { key, keys: keyspace.len() }
+        Answer::Sampled(Box::new((key, keyspace.len())))
     }
 
     pub(super) fn object(

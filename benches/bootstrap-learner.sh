@@ -75,6 +75,7 @@ start_node() {
     cat >"$directory/strata.toml" <<EOF
 [general]
 server_mode = "admin"
+cpu_affinity = "none"
 [network]
 server_address = "127.0.0.1"
 client_port = $(free_port)

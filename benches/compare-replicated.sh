@@ -25,6 +25,8 @@
 #   SECONDS_PER_TEST  seconds of load per test (default 10)
 #   STRATA_BIN      Strata binary; default: cargo build --release -p strata
 #   SHARDS          shard threads per Strata node (default 1: three nodes share two cores)
+#   CPU_AFFINITY    each Strata node's [general] cpu_affinity (default none: the three nodes share
+#                   the machine; "auto" would pin every node's shard 0 to the same core)
 #   FAILOVER        Strata cluster's [cluster] failover: manual (default) or automatic (the
 #                   Raft controller runs beside the data path; compare two runs for its cost)
 #   PEER_TLS=1      the Strata cluster's peer connections over TLS ([security] peer_tls, a CA
@@ -38,6 +40,7 @@ readonly KEYSPACE=100000
 readonly PIPELINES=(1 16)
 readonly VALKEY_VERSION=9.1.2.post2
 SHARDS=${SHARDS:-1}
+CPU_AFFINITY=${CPU_AFFINITY:-none}
 FAILOVER=${FAILOVER:-manual}
 PEER_TLS=${PEER_TLS:-0}
 
@@ -163,6 +166,7 @@ strata_config() {
 [general]
 server_mode = "$mode"
 shards = $SHARDS
+cpu_affinity = "$CPU_AFFINITY"
 [network]
 server_address = "127.0.0.1"
 client_port = $client

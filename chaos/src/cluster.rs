@@ -699,7 +699,7 @@ fn ping(port: u16) -> bool {
 
 fn config_text(settings: &ClusterSettings, node: &Node, shared: &Path, secret: &str) -> String {
     format!(
-        "[general]\nshards = {}\nserver_mode = \"admin\"\n\
+        "[general]\nshards = {}\nserver_mode = \"admin\"\ncpu_affinity = \"none\"\n\
          [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\nhttp_port = {}\n\
          peer_ip = \"127.0.0.1\"\npeer_port = {}\n\
          [storage]\ndata_dir = \"{}\"\nstorage_type = \"local\"\nshared_dir = \"{}\"\n\

@@ -154,9 +154,12 @@ fn run_shard(
     report: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) {
-    let cores = std::thread::available_parallelism().map_or(1, |count| count.get());
-    if let Err(error) = monoio::utils::bind_to_cpu_set([id.0 as usize % cores]) {
-        tracing::warn!(shard = id.0, ?error, "cannot pin shard thread to a core");
+    if let Some(cores) = mesh.options.shard_cores.as_deref().filter(|cores| !cores.is_empty()) {
+        let core = cores[id.0 as usize % cores.len()];
+        match monoio::utils::bind_to_cpu_set([core]) {
+            Ok(()) => tracing::info!(shard = id.0, core, "shard thread pinned"),
+            Err(error) => tracing::warn!(shard = id.0, core, ?error, "cannot pin shard thread"),
+        }
     }
     let force_epoll = mesh.options.force_epoll;
     if !force_epoll && monoio::utils::detect_uring() {

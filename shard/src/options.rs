@@ -32,6 +32,8 @@ impl Durability {
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub shard_count: u32,
+    /// The cores shard `i` is pinned to in turn (`[general] cpu_affinity`); None pins nothing.
+    pub shard_cores: Option<Vec<usize>>,
     pub partition_count: u32,
     pub client_address: SocketAddr,
     pub data_dir: PathBuf,

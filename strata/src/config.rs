@@ -53,6 +53,9 @@ pub struct General {
     /// Shard threads; default: the number of cores.
     pub shards: Option<u32>,
     pub io_driver: IoDriver,
+    /// `auto` (shard i on the i-th core this process may use), `none`, or a list of cores
+    /// (`"2,3"`, `"4-7"`): see `affinity`.
+    pub cpu_affinity: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -272,6 +275,7 @@ impl Default for General {
             server_mode: ServerMode::Standalone,
             shards: None,
             io_driver: IoDriver::Auto,
+            cpu_affinity: "auto".into(),
         }
     }
 }
@@ -408,6 +412,7 @@ impl Config {
             ("server_mode".into(), format!("{:?}", self.general.server_mode).to_lowercase()),
             ("version".into(), env!("CARGO_PKG_VERSION").into()),
             ("shards".into(), text(&self.shard_count())),
+            ("cpu_affinity".into(), self.general.cpu_affinity.clone()),
             ("server_address".into(), text(&self.network.server_address)),
             ("client_port".into(), text(&self.network.client_port)),
             ("http_port".into(), text(&self.network.http_port)),
@@ -509,7 +514,13 @@ impl Config {
                 return Err(("general.shards", format!("{shards} is not in 1..={SHARDS_MAX}")));
             }
         }
-        Ok(())
+        self.shard_cores().map(drop).map_err(|message| ("general.cpu_affinity", message))
+    }
+
+    /// The cores shard `i` is pinned to in turn, from `cpu_affinity` (None: no pinning).
+    pub fn shard_cores(&self) -> Result<Option<Vec<usize>>, String> {
+        let affinity = crate::affinity::parse(&self.general.cpu_affinity)?;
+        crate::affinity::shard_cores(&affinity, &crate::affinity::allowed_cores())
     }
 
     fn check_network(&self) -> Result<(), Invalid> {

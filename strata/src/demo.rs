@@ -110,7 +110,7 @@ fn config_text(node: &DemoNode, data_dir: &Path, secrets: &Secrets) -> String {
     let http_port = node.http.rsplit(':').next().unwrap_or_default();
     let peer_port = node.peer.rsplit(':').next().unwrap_or_default();
     format!(
-        "[general]\nserver_mode = \"admin\"\nshards = 1\n\
+        "[general]\nserver_mode = \"admin\"\nshards = 1\ncpu_affinity = \"none\"\n\
          [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\nhttp_port = {http_port}\n\
          peer_ip = \"127.0.0.1\"\npeer_port = {peer_port}\n\
          [storage]\ndata_dir = \"{}\"\nshared_dir = \"{}\"\n\

@@ -1,5 +1,6 @@
 //! The `strata` binary: `strata node`, `strata demo`, `strata bench`. Wiring only.
 
+mod affinity;
 mod archive;
 mod config;
 mod ctl;
@@ -233,9 +234,27 @@ fn warn_about_a_weak_cluster_secret(secrets: &Secrets) {
     }
 }
 
+/// Warns when another node's shard threads are pinned to the cores this node's shards are.
+fn warn_of_shared_cores(cores: Option<&[usize]>, shards: u32) {
+    let Some(cores) = cores else { return };
+    let ours: Vec<usize> = cores.iter().copied().cycle().take(shards as usize).collect();
+    let others = affinity::shards_pinned_elsewhere(Path::new("/proc"), std::process::id(), &ours);
+    for (pid, thread, core) in others {
+        tracing::warn!(
+            pid,
+            thread,
+            core,
+            "another node's shard thread is pinned to a core this node's shards are pinned to: \
+             they will take turns on it; give co-located nodes different cores \
+             ([general] cpu_affinity) or \"none\""
+        );
+    }
+}
+
 fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeOptions {
     NodeOptions {
         shard_count: config.shard_count(),
+        shard_cores: config.shard_cores().unwrap_or_default(),
         partition_count: config.cluster.partitions,
         client_address: std::net::SocketAddr::new(
             config.network.server_address,
@@ -416,6 +435,7 @@ fn serve(
         ServerMode::Standalone => (Role::Standalone, ServingMode::Standalone),
     };
     let shared = Arc::new(ClusterShared::new(serving, stored_epoch(&config.storage.data_dir)));
+    let pinned = options.shard_cores.clone();
     let node = match strata_shard::start(options, shared) {
         Ok(node) => node,
         Err(error) => {
@@ -423,6 +443,7 @@ fn serve(
             return ExitCode::from(error.exit_code() as u8);
         }
     };
+    warn_of_shared_cores(pinned.as_deref(), shards);
     let (mut storage_status, mut archive_access) = (None, None);
     if let (Some((location, cluster_id)), Some(marks)) = (&archive, marks) {
         match archive::start_uploader(config, location, cluster_id, &node.handle().shared, marks) {

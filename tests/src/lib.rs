@@ -125,6 +125,9 @@ pub struct NodeSettings {
     pub io_driver: &'static str,
     /// `standalone` or `admin`.
     pub server_mode: &'static str,
+    /// `[general] cpu_affinity`: `none` by default, since a test's nodes share the machine
+    /// (and a test run's processes with them).
+    pub cpu_affinity: &'static str,
     /// Heartbeat interval and timeout in milliseconds.
     pub heartbeat_interval: u64,
     pub heartbeat_timeout: u64,
@@ -182,6 +185,7 @@ impl Default for NodeSettings {
             snapshot_interval: 300,
             io_driver: "auto",
             server_mode: "standalone",
+            cpu_affinity: "none",
             heartbeat_interval: 1000,
             heartbeat_timeout: 4000,
             min_insync_replicas: 1,
@@ -245,6 +249,7 @@ impl TestNode {
         let settings = &self.settings;
         let text = format!(
             "[general]\nshards = {}\nio_driver = \"{}\"\nserver_mode = \"{}\"\n\
+             cpu_affinity = \"{}\"\n\
              [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
              http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
              [storage]\ndata_dir = \"{}\"\n{}\n\
@@ -255,6 +260,7 @@ impl TestNode {
             settings.shards,
             settings.io_driver,
             settings.server_mode,
+            settings.cpu_affinity,
             self.port,
             self.http_port,
             self.peer_port,

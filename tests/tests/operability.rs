@@ -314,3 +314,47 @@ fn completions_and_the_manual_page_are_generated() {
     let (ok, out, _) = run_tool(binary, &["man"]);
     assert!(ok && out.contains(".TH strata") && out.contains("ctl"), "{out}");
 }
+
+/// The `Cpus_allowed_list` of each of `node`'s shard threads, by thread name.
+fn shard_thread_cores(node: &TestNode) -> Vec<(String, String)> {
+    let pid = node.pid().expect("the node runs");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the node's threads");
+    let mut found: Vec<(String, String)> = tasks
+        .flatten()
+        .filter_map(|task| {
+            let name = std::fs::read_to_string(task.path().join("comm")).ok()?;
+            let status = std::fs::read_to_string(task.path().join("status")).ok()?;
+            let cores = status.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?;
+            let name = name.trim().to_string();
+            name.starts_with("shard-").then(|| (name, cores.trim().to_string()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn cpu_affinity_pins_shards_to_the_cores_given_and_warns_of_a_shared_core() {
+    let own = std::fs::read_to_string("/proc/self/status").expect("status");
+    let allowed = own.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:")).unwrap();
+    let loose = TestNode::start(NodeSettings { cpu_affinity: "none", ..Default::default() });
+    let cores = shard_thread_cores(&loose);
+    assert_eq!(cores.len(), 2, "{cores:?}");
+    assert!(cores.iter().all(|(_, list)| list == allowed.trim()), "{cores:?} vs {allowed}");
+    let pinned = TestNode::start(NodeSettings { cpu_affinity: "0", ..Default::default() });
+    let expected = vec![("shard-0".to_string(), "0".to_string()), ("shard-1".into(), "0".into())];
+    assert_eq!(shard_thread_cores(&pinned), expected);
+    let second = TestNode::start(NodeSettings { cpu_affinity: "0", ..Default::default() });
+    let warned = wait_until(Duration::from_secs(5), || {
+        second.log().contains("another node's shard thread is pinned to a core")
+    });
+    assert!(warned, "{}", second.log());
+    // A core this process may not use is refused before anything starts.
+    let refused = TestNode::create(NodeSettings { cpu_affinity: "1000", ..Default::default() });
+    let config = refused.config_path().display().to_string();
+    let (ok, out, err) = run_tool(
+        strata_binary().to_str().expect("path"),
+        &["node", "--config", &config, "--check-config"],
+    );
+    assert!(!ok && err.contains("general.cpu_affinity"), "{out}{err}");
+}

@@ -105,7 +105,7 @@ fn add_commands(families: &mut Families, metrics: &NodeMetrics) {
     families.gauge_value(
         "strata_resident_memory_bytes",
         "Resident set size of the process.",
-        strata_shard::metrics::resident_bytes() as f64,
+        strata_shard::memory::resident_bytes() as f64,
     );
 }
 

@@ -60,7 +60,8 @@ pub(crate) fn figures() -> MemoryFigures {
 }
 
 /// The process's resident set size in bytes, from /proc (0 where unavailable).
-pub(crate) fn resident_bytes() -> u64 {
+#[must_use]
+pub fn resident_bytes() -> u64 {
     let pages = std::fs::read_to_string("/proc/self/statm")
         .ok()
         .and_then(|text| text.split_whitespace().nth(1).and_then(|field| field.parse::<u64>().ok()))

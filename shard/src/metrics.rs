@@ -717,12 +717,6 @@ impl NodeMetrics {
     }
 }
 
-/// The process's resident set size in bytes (0 where /proc is unavailable).
-#[must_use]
-pub fn resident_bytes() -> u64 {
-    crate::memory::resident_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::{CommandKind, ErrorKind, Histogram, LATENCY_BOUNDS_US};

@@ -33,6 +33,7 @@ pub(crate) fn router(control: Arc<Control>) -> Router {
         .route("/metrics", get(crate::metrics::serve))
         .route("/admin/health", get(cluster_health))
         .route("/admin/console", get(crate::console::state))
+        .route("/debug/events", get(crate::debug::events))
         .route_layer(middleware::from_fn_with_state(admin_password(&control), require_token))
         .route("/", get(crate::console::page))
         .route("/console.js", get(crate::console::script))
@@ -133,7 +134,7 @@ pub(crate) fn success(fields: Map<String, Value>) -> Response {
 
 /// The reference's error body. `error_msg` repeats the message under the key later Infinity
 /// versions use, so clients of either read it.
-fn failure(error: &AdminError) -> Response {
+pub(crate) fn failure(error: &AdminError) -> Response {
     let body = json!({
         "error_code": error.code,
         "error_message": error.message,

@@ -7,6 +7,7 @@ pub mod archive;
 mod cluster_init;
 mod console;
 pub mod controller;
+mod debug;
 mod events;
 mod failover;
 mod health;

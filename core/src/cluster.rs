@@ -136,6 +136,11 @@ impl AdminError {
     pub fn invalid_json(detail: &str) -> AdminError {
         error(3067, detail.to_string())
     }
+    /// A query parameter that does not parse (Strata's own routes; the reference has none).
+    #[must_use]
+    pub fn invalid_parameter(name: &str, value: &str) -> AdminError {
+        error(3067, format!("Invalid value '{value}' for query parameter '{name}'"))
+    }
     #[must_use]
     pub fn field_required(field: &str) -> AdminError {
         error(3076, format!("Field '{field}' is required"))

@@ -7,6 +7,7 @@
 mod cluster;
 mod config;
 mod connection;
+pub mod events;
 mod link;
 pub mod memory;
 pub mod metrics;

@@ -617,6 +617,8 @@ pub struct NodeMetrics {
     partitions: Vec<PartitionGauges>,
     /// Taken by CONFIG RESETSTAT and INFO only, never on the data path.
     baseline: std::sync::Mutex<StatsBaseline>,
+    /// Rare, timestamped moments (slow syncs, rolls, snapshots, replica streams).
+    pub events: crate::events::EventLog,
 }
 
 impl NodeMetrics {
@@ -629,6 +631,7 @@ impl NodeMetrics {
                 commands: vec![CommandStatValues::default(); table::count()],
                 ..StatsBaseline::default()
             }),
+            events: crate::events::EventLog::default(),
         }
     }
 

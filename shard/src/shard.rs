@@ -22,13 +22,14 @@ use strata_core::frame::encode_batch_frame;
 use strata_core::partition::{Answer, Partition, PartitionLimits, TakenBatch};
 use strata_core::record::{Batch, Record};
 use strata_core::{Epoch, Lsn, PartitionId, ShardId};
-use strata_wal::PartitionWal;
+use strata_wal::{PartitionWal, WalActivity};
 
 use strata_core::replication::{
     EpochHistory, LeaderEvent, PartitionFacts, Replica, ReplicaEvent, STATE_FILE_NAME,
 };
 
 use crate::cluster::{ClusterShared, ControlMessage, ServingMode};
+use crate::events::{EventKind, EventLog};
 use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::options::{Durability, NodeOptions};
 use crate::replication::{ReplicaSide, Role};
@@ -720,8 +721,13 @@ impl Shard {
             return None;
         }
         slot.last_snapshot = now;
+        let started = Instant::now();
         let mut image = strata_wal::encode_snapshot(slot.state.id(), slot.state.keyspace().iter());
         strata_wal::stamp_snapshot_epoch(&mut image, slot.last_epoch);
+        let detail = format!("{} keys, {} bytes", slot.state.keyspace().len(), image.len());
+        let partition = Some(slot.state.id());
+        let events = &self.mesh.metrics.events;
+        events.record(EventKind::SnapshotEncoded, partition, started.elapsed(), detail);
         Some(image)
     }
 
@@ -729,21 +735,28 @@ impl Shard {
         let FlushJob { partition, frames, durable_lsn, mut wal, sync, snapshot } = job;
         let counters = &self.mesh.counters;
         let metrics = self.metrics();
+        let events = &self.mesh.metrics.events;
         let mut result = Ok(());
         if let Some(frames) = frames {
             let bytes = frames.len() as u64;
+            let before = wal.activity();
             let started = Instant::now();
             result = wal.append(frames).await.map(drop).map_err(|error| error.to_string());
-            metrics.wal_append_us.record(crate::metrics::micros(started.elapsed()), 1);
+            let took = started.elapsed();
+            metrics.wal_append_us.record(crate::metrics::micros(took), 1);
             metrics.count_wal_bytes(bytes);
             counters.frames_written.fetch_add(1, Ordering::Relaxed);
+            record_append_events(events, partition, before, wal.activity(), took);
         }
         if result.is_ok() && sync {
             let started = Instant::now();
             match wal.sync().await {
                 Ok(ran) => {
+                    let took = started.elapsed();
                     counters.fdatasyncs.fetch_add(u64::from(ran), Ordering::Relaxed);
-                    metrics.wal_sync_us.record(crate::metrics::micros(started.elapsed()), 1);
+                    metrics.wal_sync_us.record(crate::metrics::micros(took), 1);
+                    let detail = || if ran { String::new() } else { "shared".to_owned() };
+                    events.record_if_slow(EventKind::SlowSync, partition, took, detail);
                 }
                 Err(error) => result = Err(error.to_string()),
             }
@@ -754,9 +767,12 @@ impl Shard {
             if let Some(marks) = &self.mesh.options.archive {
                 wal.set_archive_floor(marks.floor(partition));
             }
+            let started = Instant::now();
             match wal.write_snapshot(durable_lsn, image).await {
                 Ok(summary) => {
                     counters.snapshots_written.fetch_add(1, Ordering::Relaxed);
+                    let detail = format!("lsn {}", durable_lsn.0);
+                    events.record(EventKind::Snapshot, Some(partition), started.elapsed(), detail);
                     tracing::info!(partition = partition.0, ?summary, "snapshot written");
                     snapshot_written = Some(durable_lsn);
                 }
@@ -1029,4 +1045,27 @@ pub(crate) fn stepped_down() -> strata_core::command::CommandError {
          have been applied"
             .into(),
     )
+}
+
+/// Events of one WAL append that took `took`: a slow append, the roll to a new segment, a
+/// spare segment begun, or written (noticed at the first append after it ended).
+fn record_append_events(
+    events: &EventLog,
+    partition: PartitionId,
+    before: WalActivity,
+    after: WalActivity,
+    took: Duration,
+) {
+    if after.rolls != before.rolls {
+        events.record(EventKind::SegmentRoll, Some(partition), took, "");
+    } else {
+        events.record_if_slow(EventKind::SlowAppend, partition, took, String::new);
+    }
+    if after.spares_started != before.spares_started {
+        events.record(EventKind::SegmentPrewrite, Some(partition), Duration::ZERO, "started");
+    }
+    if after.spares_finished != before.spares_finished {
+        let took = Duration::from_micros(after.last_spare_micros);
+        events.record(EventKind::SegmentPrewrite, Some(partition), took, "written");
+    }
 }

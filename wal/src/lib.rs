@@ -49,4 +49,4 @@ pub use snapshot::{
 };
 pub use state_file::{read_state_file, write_state_file, STATE_FILE_BYTES_MAX};
 pub use truncate::{truncate_log, TruncateSummary};
-pub use wal::{PartitionWal, SnapshotSummary};
+pub use wal::{PartitionWal, SnapshotSummary, WalActivity};

@@ -5,6 +5,7 @@ use std::io;
 use std::mem;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -58,6 +59,24 @@ enum Spare {
     Preparing { path: PathBuf, task: JoinHandle<io::Result<File>> },
 }
 
+/// What a log did that takes a while besides appending and syncing, counted since it was
+/// opened: the caller compares two readings to learn what an operation included.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WalActivity {
+    /// Moves to a new segment.
+    pub rolls: u64,
+    /// Spare segments whose pre-writing began (in a task of their own, or inside a roll that
+    /// found none ready).
+    pub spares_started: u64,
+    /// Spare segments written (or failed), and how long the newest took (0 before any).
+    pub spares_finished: u64,
+    pub last_spare_micros: u64,
+}
+
+/// Spares finished and the newest one's duration in microseconds, set by the pre-writing
+/// task when it ends.
+type SpareProgress = Rc<Cell<(u64, u64)>>;
+
 /// The write-ahead log of one partition: fixed-size, pre-written segment files in one
 /// directory, plus snapshots.
 ///
@@ -95,6 +114,8 @@ pub struct PartitionWal {
     /// With [`WalConfig::keep_until_archived`]: sealed segments at or below it are archived.
     archive_floor: Lsn,
     spare: Spare,
+    activity: WalActivity,
+    spare_progress: SpareProgress,
     /// Set while an operation awaits I/O; still set on entry means that operation was
     /// cancelled, and the file state is unknown.
     in_flight: bool,
@@ -190,11 +211,20 @@ impl PartitionWal {
             bytes_since_snapshot: log.bytes_since_snapshot,
             archive_floor: Lsn::ZERO,
             spare: Spare::Absent,
+            activity: WalActivity::default(),
+            spare_progress: SpareProgress::default(),
             in_flight: false,
             poison: None,
             #[cfg(test)]
             fault: None,
         })
+    }
+
+    /// What the log did besides appends and syncs, so far.
+    #[must_use]
+    pub fn activity(&self) -> WalActivity {
+        let (spares_finished, last_spare_micros) = self.spare_progress.get();
+        WalActivity { spares_finished, last_spare_micros, ..self.activity }
     }
 
     #[must_use]
@@ -515,6 +545,7 @@ impl PartitionWal {
             "rolled to a new segment"
         );
         self.sealed.push(SealedSegment { path: sealed.path, first_lsn: sealed.first_lsn });
+        self.activity.rolls += 1;
         Ok(())
     }
 
@@ -550,9 +581,10 @@ impl PartitionWal {
             }
         }
         let path = self.spare_path();
-        let file = prewrite_segment(path.clone(), self.config.segment_bytes)
-            .await
-            .map_err(|source| WalError::io("prewrite segment", &path, source))?;
+        self.activity.spares_started += 1;
+        let progress = Rc::clone(&self.spare_progress);
+        let written = timed_prewrite(path.clone(), self.config.segment_bytes, progress).await;
+        let file = written.map_err(|source| WalError::io("prewrite segment", &path, source))?;
         Ok((file, path))
     }
 
@@ -566,8 +598,11 @@ impl PartitionWal {
         let due = self.segment.write_offset * 16 >= self.segment.segment_bytes * sixteenths;
         if due && matches!(self.spare, Spare::Absent) {
             let path = self.spare_path();
-            let task = monoio::spawn(prewrite_segment(path.clone(), self.config.segment_bytes));
+            let progress = Rc::clone(&self.spare_progress);
+            let bytes = self.config.segment_bytes;
+            let task = monoio::spawn(timed_prewrite(path.clone(), bytes, progress));
             self.spare = Spare::Preparing { path, task };
+            self.activity.spares_started += 1;
         }
     }
 
@@ -729,4 +764,17 @@ impl PartitionWal {
         let segment = &self.segment;
         (segment.path.clone(), segment.write_offset, segment.synced_offset)
     }
+}
+
+/// Pre-writes a segment file, and counts it in `progress` with how long it took.
+async fn timed_prewrite(
+    path: PathBuf,
+    segment_bytes: u64,
+    progress: SpareProgress,
+) -> io::Result<File> {
+    let started = Instant::now();
+    let written = prewrite_segment(path, segment_bytes).await;
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    progress.set((progress.get().0 + 1, micros));
+    written
 }

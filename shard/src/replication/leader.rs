@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::time::Duration;
 
 use monoio::net::TcpStream;
 use strata_core::frame::decode_frame;
@@ -18,6 +19,7 @@ use strata_core::{Epoch, Lsn, PartitionId};
 
 use super::{protocol, read_more, refuse, take_messages, Role, StreamError};
 use crate::cluster::{NodeEvent, ReplicaProgress, ServingMode};
+use crate::events::EventKind;
 use crate::link::Link;
 use crate::peer_stream::{PeerReader, PeerStream};
 use crate::shard::{PartitionSlot, RecentFrame, Shard, RECENT_FRAMES_BYTES_MAX};
@@ -326,6 +328,9 @@ impl Shard {
             frames = frames.len(),
             "replica stream starts with the frames it lacks"
         );
+        let detail = format!("after lsn {}, {} frames", after.0, frames.len());
+        let events = &self.mesh.metrics.events;
+        events.record(EventKind::ReplicaConnected, Some(partition), Duration::ZERO, detail);
         self.leader_step(partition, LeaderEvent::TailQueued { stream: start.stream });
         self.send_commit_point(partition, start.stream);
     }
@@ -333,6 +338,8 @@ impl Shard {
     fn start_with_snapshot(self: &Rc<Self>, partition: PartitionId, start: StartOf) {
         let Some(link) = self.leader_link(partition, start.stream) else { return };
         link.push(MessageKind::StreamStart, partition, &start.encode(StartMode::Snapshot));
+        let events = &self.mesh.metrics.events;
+        events.record(EventKind::ReplicaConnected, Some(partition), Duration::ZERO, "snapshot");
         let mut partitions = self.partitions.borrow_mut();
         let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
         let Some(side) = slot.role.leader() else { return };
@@ -513,6 +520,8 @@ impl Shard {
         };
         link.close();
         tracing::info!(name, streams = streams.len(), reason = %outcome, "replica detached");
+        let detail = format!("{name}: {outcome}");
+        self.mesh.metrics.events.record(EventKind::ReplicaDisconnected, None, Duration::ZERO, detail);
         for (partition, stream) in streams {
             let owned = self.partitions.borrow_mut()[partition.0 as usize]
                 .as_mut()

@@ -19,6 +19,7 @@ use super::{
     protocol, read_more, take_messages, PhaseTracker, Role, StreamError, INBOUND_BYTES_MAX,
     READ_CHUNK_BYTES, RECONNECT_DELAY, SNAPSHOT_BYTES_MAX,
 };
+use crate::events::EventKind;
 use crate::link::Link;
 use crate::peer_stream::{PeerReader, PeerStream};
 use crate::shard::{PartitionSlot, Shard};
@@ -312,6 +313,9 @@ impl Shard {
         }
         let link = Link::new(stream.raw_fd(), self.mesh.options.replica_window);
         let opened = self.open_streams(&streams, &link);
+        let events = &self.mesh.metrics.events;
+        let detail = format!("{} ({} partitions)", target.leader, opened.len());
+        events.record(EventKind::LeaderConnected, None, Duration::ZERO, detail);
         let subscribe = Subscribe {
             kind: target.kind,
             name: target.member.name.clone(),
@@ -328,6 +332,11 @@ impl Shard {
             Err(error) => Err(StreamError::Io(error)),
         };
         link.close();
+        let detail = match &outcome {
+            Ok(()) => target.leader.to_string(),
+            Err(error) => format!("{}: {error}", target.leader),
+        };
+        events.record(EventKind::LeaderDisconnected, None, Duration::ZERO, detail);
         for (partition, stream) in opened {
             let ended = {
                 let mut partitions = self.partitions.borrow_mut();

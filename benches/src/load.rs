@@ -10,10 +10,16 @@
 //! requests are claimed from a shared budget one batch at a time, and every connection checks the
 //! deadline before each batch. Rounds already sent when the run ends are still completed.
 //! The clock starts once every connection is established, so connecting is not measured.
+//!
+//! With `--timeline` every reply is also counted in the 100 ms interval in which it arrived, and
+//! with `--events-from` the nodes' counters and events are polled into the same intervals (see
+//! the `timeline` and `events` modules).
 
 mod connection;
+mod events;
 mod gate;
 mod report;
+mod timeline;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -21,13 +27,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use hdrhistogram::Histogram;
 
 use self::connection::{ThreadStats, Workload};
+pub use self::events::{
+    EventsError, NodeEvent, EVENTS_NODES_MAX, EVENTS_PER_NODE_MAX, EVENTS_POLL_INTERVAL,
+    EVENTS_RESPONSE_BYTES_MAX, EVENTS_TIMEOUT,
+};
+use self::events::{NodeRecord, Pollers};
 use self::gate::StartGate;
 pub use self::report::{print_report, LatencySummary, LoadReport};
+pub use self::timeline::{
+    IntervalNode, Timeline, TimelineInterval, TimelineNode, TIMELINE_INTERVAL,
+    TIMELINE_INTERVALS_MAX, TIMELINE_SECONDS_MAX,
+};
 
 pub const HOST_DEFAULT: &str = "127.0.0.1";
 pub const PORT_DEFAULT: u16 = 23817;
@@ -101,6 +116,18 @@ pub struct LoadOptions {
     /// Password sent with AUTH on every connection before the run (as redis-benchmark's -a).
     #[arg(long, short = 'a')]
     pub password: Option<String>,
+    /// Also report latency per 100 ms interval: replies, p50, p99 and max of the replies that
+    /// arrived in each, and the intervals that stand out. Runs of at most one hour.
+    #[arg(long)]
+    pub timeline: bool,
+    /// Admin HTTP address (host:port) of a Strata node whose counters and events
+    /// (`/debug/events`) are polled every 100 ms into the timeline. Repeatable; implies
+    /// --timeline. A node that does not answer is reported, and the run goes on.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub events_from: Vec<String>,
+    /// The nodes' `[security] admin_token`, sent as a bearer token with --events-from.
+    #[arg(long, env = "STRATA_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -125,6 +152,9 @@ impl Default for LoadOptions {
             seed: None,
             after_batch: None,
             password: None,
+            timeline: false,
+            events_from: Vec::new(),
+            admin_token: None,
             json: false,
             quiet: false,
         }
@@ -153,6 +183,32 @@ impl LoadOptions {
             let reason = format!("must be above 0 and at most {DURATION_SECONDS_MAX}");
             return Err(invalid("duration-seconds", reason));
         }
+        self.validate_timeline()
+    }
+
+    /// Whether the run keeps a timeline: `--timeline`, or any `--events-from`.
+    #[must_use]
+    pub fn timeline_enabled(&self) -> bool {
+        self.timeline || !self.events_from.is_empty()
+    }
+
+    fn validate_timeline(&self) -> Result<(), LoadError> {
+        if self.timeline_enabled() && self.duration_seconds > TIMELINE_SECONDS_MAX as f64 {
+            let reason = format!("must be at most {TIMELINE_SECONDS_MAX} with a timeline");
+            return Err(invalid("duration-seconds", reason));
+        }
+        if self.events_from.len() > EVENTS_NODES_MAX {
+            let reason = format!("at most {EVENTS_NODES_MAX} nodes");
+            return Err(invalid("events-from", reason));
+        }
+        for address in &self.events_from {
+            check_node_address(address)?;
+        }
+        let token_breaks_lines =
+            self.admin_token.as_deref().is_some_and(|token| token.contains(['\r', '\n']));
+        if token_breaks_lines {
+            return Err(invalid("admin-token", "must be one line".to_owned()));
+        }
         Ok(())
     }
 
@@ -177,6 +233,18 @@ fn check_range(option: &'static str, value: u64, min: u64, max: u64) -> Result<(
         Ok(())
     } else {
         Err(invalid(option, format!("{value} is outside {min}..={max}")))
+    }
+}
+
+/// An admin address is `host:port`, the port a number above 0.
+fn check_node_address(address: &str) -> Result<(), LoadError> {
+    let port = match address.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() => port.parse::<u16>().ok(),
+        _ => None,
+    };
+    match port {
+        Some(port) if port > 0 => Ok(()),
+        _ => Err(invalid("events-from", format!("{address:?} is not host:port"))),
     }
 }
 
@@ -249,7 +317,7 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
     let workload = Workload::new(options);
     let gate = StartGate::new();
     let seed = options.seed.unwrap_or_else(rand::random);
-    let (results, elapsed) = thread::scope(|scope| {
+    let measured = thread::scope(|scope| {
         let mut handles = Vec::with_capacity(options.threads as usize);
         for (thread_index, connections) in thread_shares(options).into_iter().enumerate() {
             let plan = ThreadPlan {
@@ -258,6 +326,7 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
                 thread_index: thread_index as u64,
                 seed,
                 duration: options.duration(),
+                timeline: options.timeline_enabled(),
             };
             let (workload, shared, gate) = (workload.clone(), Arc::clone(&shared), &gate);
             let spawned = thread::Builder::new()
@@ -267,30 +336,68 @@ pub fn run(options: &LoadOptions) -> Result<LoadReport, LoadError> {
                 Ok(handle) => handles.push(handle),
                 Err(source) => {
                     gate.open(false);
-                    return (vec![Err(LoadError::Thread { source })], Duration::ZERO);
+                    return Measured::failed(LoadError::Thread { source });
                 }
             }
         }
-        measure(handles, &gate, &shared, options.quiet)
+        measure(handles, &gate, &shared, options)
     });
     let mut total = ThreadStats::new();
-    for result in results {
+    for result in measured.results {
         total.merge(&result?);
     }
-    Ok(LoadReport::new(options, &total, elapsed))
+    let mut report = LoadReport::new(options, &total, measured.elapsed);
+    if options.timeline_enabled() {
+        report.timeline = Some(timeline::build(
+            total.timeline.as_ref(),
+            measured.nodes,
+            measured.elapsed,
+            measured.start_unix_us,
+            report.latency_ms.p99,
+        ));
+    }
+    Ok(report)
+}
+
+/// What [`measure`] gives back.
+struct Measured {
+    /// Each thread's statistics or failure.
+    results: Vec<Result<ThreadStats, LoadError>>,
+    /// The measured time of the run.
+    elapsed: Duration,
+    /// The start of the run in Unix time (microseconds), for the nodes' events.
+    start_unix_us: u64,
+    /// What polling each node of `--events-from` gave.
+    nodes: Vec<NodeRecord>,
+}
+
+impl Measured {
+    fn failed(error: LoadError) -> Self {
+        Measured {
+            results: vec![Err(error)],
+            elapsed: Duration::ZERO,
+            start_unix_us: 0,
+            nodes: Vec::new(),
+        }
+    }
 }
 
 /// Waits for every thread to connect, starts them together, and times them until they finish.
+/// Polls the nodes of `--events-from` meanwhile.
 fn measure(
     handles: Vec<thread::ScopedJoinHandle<'_, Result<ThreadStats, LoadError>>>,
     gate: &StartGate,
     shared: &Arc<Shared>,
-    quiet: bool,
-) -> (Vec<Result<ThreadStats, LoadError>>, Duration) {
+    options: &LoadOptions,
+) -> Measured {
     let all_ready = gate.wait_ready(handles.len(), CONNECT_TIMEOUT * 2);
-    let start = gate.open(all_ready && !shared.failed.load(Ordering::Relaxed));
+    let starting = all_ready && !shared.failed.load(Ordering::Relaxed);
+    let start = gate.open(starting);
+    let start_unix_us = unix_micros(SystemTime::now());
+    let polling = starting && !options.events_from.is_empty();
+    let pollers = polling.then(|| start_pollers(options, start));
     let (stop, stopped) = mpsc::channel::<()>();
-    let progress = (!quiet && all_ready).then(|| {
+    let progress = (!options.quiet && all_ready).then(|| {
         let shared = Arc::clone(shared);
         thread::Builder::new()
             .name("load-progress".to_owned())
@@ -305,10 +412,24 @@ fn measure(
     if let Some(Ok(progress)) = progress {
         progress.join().expect("progress thread");
     }
+    let nodes = pollers.map(Pollers::finish).unwrap_or_default();
     if !all_ready {
         results.insert(0, Err(LoadError::StartTimeout));
     }
-    (results, elapsed)
+    Measured { results, elapsed, start_unix_us, nodes }
+}
+
+/// Starts polling the nodes of `--events-from`, until the run ends or could have ended at the
+/// latest: its deadline plus the wait for the last replies.
+fn start_pollers(options: &LoadOptions, start: Instant) -> Pollers {
+    let deadline = start + options.duration() + REPLY_TIMEOUT;
+    let token = options.admin_token.as_deref();
+    events::start_pollers(&options.events_from, token, start, deadline)
+}
+
+fn unix_micros(time: SystemTime) -> u64 {
+    let since_epoch = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    u64::try_from(since_epoch.as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Prints the request rate once per interval until `stopped` disconnects.
@@ -343,6 +464,8 @@ struct ThreadPlan {
     thread_index: u64,
     seed: u64,
     duration: Duration,
+    /// Whether to keep latency per interval (`--timeline`).
+    timeline: bool,
 }
 
 /// One load thread: connect, wait at the gate, drive the connections until the deadline.
@@ -368,11 +491,12 @@ fn run_thread(
     }
     let started = gate.arrive();
     let streams = connected?;
-    if !started {
+    let Some(start) = started else {
         return Ok(ThreadStats::new());
-    }
+    };
     let deadline = Instant::now() + plan.duration;
-    runtime.block_on(connection::drive_all(streams, plan, workload, shared, deadline))
+    let stats = if plan.timeline { ThreadStats::with_timeline(start) } else { ThreadStats::new() };
+    runtime.block_on(connection::drive_all(streams, plan, workload, shared, deadline, stats))
 }
 
 fn new_histogram() -> Histogram<u64> {
@@ -382,3 +506,5 @@ fn new_histogram() -> Histogram<u64> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod timeline_tests;

@@ -116,6 +116,8 @@ fn sets_reach_redis_and_every_key_exists_afterwards() {
     assert_eq!(report.errors, 0, "{report:?}");
     assert!(report.latency_ms.max > 0.0, "{report:?}");
     assert!(report.seconds < 30.0, "the request limit ends the run: {report:?}");
+    assert!(report.timeline.is_none(), "no timeline unless asked");
+    assert!(!report.to_json().contains("timeline"));
     assert_eq!(server.cli(&["dbsize"]).as_deref(), Some("10"));
     assert_eq!(server.cli(&["strlen", "key:0"]).as_deref(), Some("100"));
     assert_eq!(server.cli(&["strlen", "key:9"]).as_deref(), Some("100"));
@@ -186,4 +188,49 @@ fn the_password_is_sent_on_every_connection() {
     assert!(first_error.starts_with("NOAUTH"), "{first_error}");
     let keys = server.cli(&["-a", "load-secret", "--no-auth-warning", "dbsize"]);
     assert_eq!(keys.as_deref(), Some("10"), "the authenticated SETs reached every key");
+}
+
+#[test]
+fn the_timeline_counts_every_reply_once_and_survives_a_silent_node() {
+    if !redis_available() {
+        return;
+    }
+    let server = RedisServer::start();
+    // An admin address where nothing listens: the poller reports it, the run goes on.
+    let silent_node = format!("127.0.0.1:{}", free_port());
+    let options = LoadOptions {
+        duration_seconds: 0.6,
+        pipeline: 16,
+        events_from: vec![silent_node.clone()],
+        ..options_for(&server)
+    };
+    let report = load::run(&options).expect("the poller never fails the run");
+    assert!(report.requests > 0 && report.errors == 0, "{report:?}");
+    let timeline = report.timeline.as_ref().expect("--events-from implies --timeline");
+    assert_eq!(timeline.interval_ms, 100);
+    let replies: u64 = timeline.intervals.iter().map(|interval| interval.replies).sum();
+    assert_eq!(replies, report.requests, "every reply counts in exactly one interval");
+    // One interval per 100 ms of the measured time (give or take the rounding of `seconds`).
+    let covering = (report.seconds * 10.0).ceil() as usize;
+    assert!(timeline.intervals.len().abs_diff(covering) <= 1, "{report:?}");
+    for (index, interval) in timeline.intervals.iter().enumerate() {
+        assert_eq!(interval.start_ms, index as u64 * 100);
+        assert!(interval.p50 <= interval.p99 && interval.p99 <= interval.max, "{interval:?}");
+        assert_eq!(interval.nodes.len(), 1);
+        assert!(interval.nodes[0].counters.is_empty() && interval.nodes[0].events.is_empty());
+    }
+    assert!(timeline.intervals[0].replies > 0, "the load starts in the first interval");
+    assert!(timeline.stalls.iter().all(|&index| index < timeline.intervals.len()));
+    assert_eq!(timeline.nodes.len(), 1);
+    assert_eq!(timeline.nodes[0].address, silent_node);
+    let error = timeline.nodes[0].events_error.as_deref().expect("the node's error");
+    assert!(error.starts_with("cannot connect"), "{error}");
+
+    let text = report.to_text();
+    assert!(text.contains("\n  t(s)   replies   p50 ms   p99 ms   max ms   n0 rounds/syncs"));
+    assert!(text.contains(&format!("n0={silent_node} (error: cannot connect")), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&report.to_json()).expect("JSON");
+    let intervals = json["timeline"]["intervals"].as_array().map(Vec::len);
+    assert_eq!(intervals, Some(timeline.intervals.len()));
+    assert_eq!(json["requests"], report.requests);
 }

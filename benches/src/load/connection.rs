@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use monoio::buf::IoBufMut as _;
@@ -17,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use strata_core::resp::{self, Reply, RespLimits};
 
+use super::timeline::ThreadTimeline;
 use super::{LoadError, LoadOptions, Shared, ThreadPlan, CONNECT_TIMEOUT, REPLY_TIMEOUT};
 
 /// Initial size of a connection's reply buffer; it grows when one reply does not fit.
@@ -83,11 +84,24 @@ pub(super) struct ThreadStats {
     /// Error replies received.
     pub(super) errors: u64,
     pub(super) first_error: Option<String>,
+    /// Latency per interval, with `--timeline` only.
+    pub(super) timeline: Option<ThreadTimeline>,
 }
 
 impl ThreadStats {
     pub(super) fn new() -> Self {
-        ThreadStats { histogram: super::new_histogram(), requests: 0, errors: 0, first_error: None }
+        ThreadStats {
+            histogram: super::new_histogram(),
+            requests: 0,
+            errors: 0,
+            first_error: None,
+            timeline: None,
+        }
+    }
+
+    /// Empty stats that also keep latency per interval of the run started at `start`.
+    pub(super) fn with_timeline(start: Instant) -> Self {
+        ThreadStats { timeline: Some(ThreadTimeline::new(start)), ..ThreadStats::new() }
     }
 
     pub(super) fn merge(&mut self, other: &ThreadStats) {
@@ -97,11 +111,26 @@ impl ThreadStats {
         if self.first_error.is_none() {
             self.first_error.clone_from(&other.first_error);
         }
+        if let Some(timeline) = &other.timeline {
+            self.timeline
+                .get_or_insert_with(|| ThreadTimeline::new(timeline.start()))
+                .merge(timeline);
+        }
     }
 
-    fn record_reply(&mut self, latency: Duration, error: Option<String>) {
+    /// Records one reply to a request sent at `sent_at`, received at `received_at`.
+    pub(super) fn record_reply(
+        &mut self,
+        sent_at: Instant,
+        received_at: Instant,
+        error: Option<String>,
+    ) {
+        let latency = received_at.saturating_duration_since(sent_at);
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         self.histogram.saturating_record(latency_us);
+        if let Some(timeline) = &mut self.timeline {
+            timeline.record(received_at, latency_us);
+        }
         self.requests += 1;
         if let Some(text) = error {
             self.errors += 1;
@@ -177,8 +206,9 @@ pub(super) async fn drive_all(
     workload: &Workload,
     shared: &Arc<Shared>,
     deadline: Instant,
+    stats: ThreadStats,
 ) -> Result<ThreadStats, LoadError> {
-    let stats = Rc::new(RefCell::new(ThreadStats::new()));
+    let stats = Rc::new(RefCell::new(stats));
     let mut tasks = Vec::with_capacity(streams.len());
     for (index, stream) in streams.into_iter().enumerate() {
         let seed = connection_seed(plan.seed, plan.thread_index, index as u64);
@@ -289,7 +319,7 @@ impl Connection {
                 start += consumed;
                 pending -= 1;
                 if extra == 0 {
-                    self.stats.borrow_mut().record_reply(received_at - sent_at, error);
+                    self.stats.borrow_mut().record_reply(sent_at, received_at, error);
                 } else if pending >= extra {
                     waiting.push(error);
                 } else if let Some(error) = error {
@@ -306,7 +336,7 @@ impl Connection {
         }
         let mut stats = self.stats.borrow_mut();
         for error in waiting {
-            stats.record_reply(received_at - sent_at, error);
+            stats.record_reply(sent_at, received_at, error);
         }
         drop(stats);
         if start != input.len() {

@@ -20,14 +20,22 @@ pub(super) struct StartGate {
 
 struct GateState {
     arrived: usize,
-    /// `None` until the coordinator decides; then whether the threads run.
-    decision: Option<bool>,
+    decision: Decision,
+}
+
+/// What the coordinator decided for the threads.
+#[derive(Clone, Copy, PartialEq)]
+enum Decision {
+    Pending,
+    /// Run; the instant is the start of the measured run, shared by every thread.
+    Start(Instant),
+    Abort,
 }
 
 impl StartGate {
     pub(super) fn new() -> Self {
         StartGate {
-            state: Mutex::new(GateState { arrived: 0, decision: None }),
+            state: Mutex::new(GateState { arrived: 0, decision: Decision::Pending }),
             changed: Condvar::new(),
         }
     }
@@ -36,16 +44,22 @@ impl StartGate {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A load thread is ready (or failed and will not run). Returns whether to start.
-    pub(super) fn arrive(&self) -> bool {
+    /// A load thread is ready (or failed and will not run). Returns the start of the measured
+    /// run if the thread is to run, `None` if not.
+    pub(super) fn arrive(&self) -> Option<Instant> {
         let mut state = self.lock();
         state.arrived += 1;
         self.changed.notify_all();
         let (state, _) = self
             .changed
-            .wait_timeout_while(state, DECISION_WAIT_MAX, |state| state.decision.is_none())
+            .wait_timeout_while(state, DECISION_WAIT_MAX, |state| {
+                state.decision == Decision::Pending
+            })
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.decision == Some(true)
+        match state.decision {
+            Decision::Start(start) => Some(start),
+            Decision::Pending | Decision::Abort => None,
+        }
     }
 
     /// Waits until `expected` threads arrived; false if `timeout` passed first.
@@ -62,9 +76,9 @@ impl StartGate {
     /// comes before any thread starts.
     pub(super) fn open(&self, start: bool) -> Instant {
         let mut state = self.lock();
-        assert!(state.decision.is_none(), "the gate opens once");
+        assert!(state.decision == Decision::Pending, "the gate opens once");
         let now = Instant::now();
-        state.decision = Some(start);
+        state.decision = if start { Decision::Start(now) } else { Decision::Abort };
         self.changed.notify_all();
         now
     }

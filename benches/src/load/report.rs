@@ -7,6 +7,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::connection::ThreadStats;
+use super::timeline::Timeline;
 use super::LoadOptions;
 
 /// Measurements of one load run. `--json` prints exactly these fields.
@@ -29,6 +30,9 @@ pub struct LoadReport {
     pub value_bytes: usize,
     pub keyspace: u64,
     pub read_ratio: f64,
+    /// Latency per interval and the nodes' events, with `--timeline` or `--events-from` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 /// Latency percentiles in milliseconds, resolved to three significant digits.
@@ -76,6 +80,7 @@ impl LoadReport {
             value_bytes: options.value_bytes,
             keyspace: options.keyspace,
             read_ratio: options.read_ratio,
+            timeline: None,
         }
     }
 
@@ -114,6 +119,9 @@ impl LoadReport {
         );
         if let Some(error) = &self.first_error {
             text.push_str(&format!("first error  {error}\n"));
+        }
+        if let Some(timeline) = &self.timeline {
+            text.push_str(&timeline.to_text(latency.p99));
         }
         text
     }

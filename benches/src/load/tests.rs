@@ -28,7 +28,9 @@ fn command_line_defaults_match_default() {
 fn command_line_flags_set_every_option() {
     let arguments = "--host localhost --port 6379 --connections 8 --pipeline 16 --value-bytes 32 \
                      --keyspace 10 --read-ratio 0.25 --duration-seconds 1.5 --requests 1000 \
-                     --threads 2 --seed 7 --after-batch PING -a secret --json --quiet";
+                     --threads 2 --seed 7 --after-batch PING -a secret --timeline \
+                     --events-from 127.0.0.1:23827 --events-from node-b:23828 \
+                     --admin-token token --json --quiet";
     let options = parse(&arguments.split_whitespace().collect::<Vec<_>>());
     let expected = LoadOptions {
         host: "localhost".to_owned(),
@@ -44,6 +46,9 @@ fn command_line_flags_set_every_option() {
         seed: Some(7),
         after_batch: Some("PING".to_owned()),
         password: Some("secret".to_owned()),
+        timeline: true,
+        events_from: vec!["127.0.0.1:23827".to_owned(), "node-b:23828".to_owned()],
+        admin_token: Some("token".to_owned()),
         json: true,
         quiet: true,
     };
@@ -61,6 +66,7 @@ fn rejected_option(options: &LoadOptions) -> &'static str {
 #[test]
 fn validation_rejects_out_of_range_options() {
     let base = LoadOptions::default();
+    let node = "127.0.0.1:23827".to_owned();
     let cases: Vec<(LoadOptions, &str)> = vec![
         (LoadOptions { connections: 0, ..base.clone() }, "connections"),
         (LoadOptions { connections: CONNECTIONS_MAX + 1, ..base.clone() }, "connections"),
@@ -81,6 +87,27 @@ fn validation_rejects_out_of_range_options() {
             LoadOptions { duration_seconds: DURATION_SECONDS_MAX * 2.0, ..base.clone() },
             "duration-seconds",
         ),
+        (
+            LoadOptions { timeline: true, duration_seconds: 3_600.5, ..base.clone() },
+            "duration-seconds",
+        ),
+        (
+            LoadOptions {
+                events_from: vec![node.clone()],
+                duration_seconds: 7_200.0,
+                ..base.clone()
+            },
+            "duration-seconds",
+        ),
+        (
+            LoadOptions { events_from: vec![node.clone(); EVENTS_NODES_MAX + 1], ..base.clone() },
+            "events-from",
+        ),
+        (LoadOptions { events_from: vec!["127.0.0.1".to_owned()], ..base.clone() }, "events-from"),
+        (LoadOptions { events_from: vec![":23827".to_owned()], ..base.clone() }, "events-from"),
+        (LoadOptions { events_from: vec!["host:0".to_owned()], ..base.clone() }, "events-from"),
+        (LoadOptions { events_from: vec!["host:port".to_owned()], ..base.clone() }, "events-from"),
+        (LoadOptions { admin_token: Some("a\r\nX: y".to_owned()), ..base.clone() }, "admin-token"),
     ];
     for (options, expected) in cases {
         assert_eq!(rejected_option(&options), expected, "{options:?}");
@@ -90,6 +117,13 @@ fn validation_rejects_out_of_range_options() {
         LoadOptions { read_ratio: 1.0, ..base.clone() },
         LoadOptions { threads: 50, ..base.clone() },
         LoadOptions { pipeline: PIPELINE_MAX, ..base.clone() },
+        LoadOptions { timeline: true, duration_seconds: 3_600.0, ..base.clone() },
+        LoadOptions { duration_seconds: 7_200.0, ..base.clone() },
+        LoadOptions { events_from: vec![node.clone(); EVENTS_NODES_MAX], ..base.clone() },
+        LoadOptions {
+            events_from: vec!["[::1]:23827".to_owned(), "localhost:1".to_owned()],
+            ..base.clone()
+        },
     ];
     for options in edges {
         options.validate().expect("edge values are valid");

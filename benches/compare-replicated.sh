@@ -29,6 +29,16 @@
 #                   the machine; "auto" would pin every node's shard 0 to the same core)
 #   FAILOVER        Strata cluster's [cluster] failover: manual (default) or automatic (the
 #                   Raft controller runs beside the data path; compare two runs for its cost)
+#   PARTITIONS      [cluster] partitions of every Strata node (default: the node's default, 8)
+#   WAL_SETTINGS    lines added to every Strata node's [wal] section, e.g. "direct_io = false"
+#   TIMELINE=1      strata bench --timeline against Strata, with --events-from every node: the
+#                   per-100 ms table of each test is kept beside the JSON (with KEEP_WORK=1)
+#   BASELINE_BIN    another Strata binary (the build before a change): adds the setup
+#                   "baseline", a leader and two followers of that binary (same client), with
+#                   BASELINE_WAL_SETTINGS and BASELINE_PARTITIONS in place of WAL_SETTINGS and
+#                   PARTITIONS; to compare settings, give the same binary
+#   SETUPS          setups to run, of: valkey strata standalone baseline (default: the first
+#                   three, and baseline when BASELINE_BIN is set)
 #   PEER_TLS=1      the Strata cluster's peer connections over TLS ([security] peer_tls, a CA
 #                   and certificate made with openssl); compare with a run without
 #   KEEP_WORK=1     keep the temporary directory (configs, logs, JSON) for inspection
@@ -43,6 +53,20 @@ SHARDS=${SHARDS:-1}
 CPU_AFFINITY=${CPU_AFFINITY:-none}
 FAILOVER=${FAILOVER:-manual}
 PEER_TLS=${PEER_TLS:-0}
+PARTITIONS=${PARTITIONS:-}
+WAL_SETTINGS=${WAL_SETTINGS:-}
+TIMELINE=${TIMELINE:-0}
+BASELINE_BIN=${BASELINE_BIN:-}
+if [ -z "${SETUPS:-}" ]; then
+    SETUPS="valkey strata standalone${BASELINE_BIN:+ baseline}"
+fi
+for setup in $SETUPS; do
+    case "$setup" in
+        valkey | strata | standalone) ;;
+        baseline) [ -n "$BASELINE_BIN" ] || fail "the setup baseline needs BASELINE_BIN" ;;
+        *) fail "unknown setup in SETUPS: $setup" ;;
+    esac
+done
 
 log() { printf 'compare-replicated: %s\n' "$*" >&2; }
 fail() { printf 'compare-replicated: error: %s\n' "$*" >&2; exit 1; }
@@ -178,9 +202,11 @@ data_dir = "$directory/data"
 $( [ "$mode" = admin ] && printf 'shared_dir = "%s"\n' "$(dirname "$directory")/shared" )
 [wal]
 wal_flush = "FlushAtOnce"
+$WAL_SETTINGS
 [cluster]
 failover = "$FAILOVER"
 min_insync_replicas = 2
+$( [ -n "$PARTITIONS" ] && printf 'partitions = %s\n' "$PARTITIONS" )
 [security]
 cluster_secret_file = "$(cluster_secret_file)"
 $( [ "$PEER_TLS" = 1 ] && peer_tls_lines )
@@ -211,8 +237,29 @@ start_strata() {
     done
 }
 
+# The same cluster as start_strata, of BASELINE_BIN with the baseline's settings.
+start_baseline() {
+    local strata="$STRATA" wal_settings="$WAL_SETTINGS" partitions="$PARTITIONS"
+    STRATA="$BASELINE_BIN" WAL_SETTINGS="${BASELINE_WAL_SETTINGS:-}"
+    PARTITIONS="${BASELINE_PARTITIONS:-}"
+    start_strata "$@"
+    STRATA="$strata" WAL_SETTINGS="$wal_settings" PARTITIONS="$partitions"
+}
+
 start_standalone() {
     start_strata_node "$1/alone" "$2" standalone
+}
+
+# With TIMELINE=1, the flags that make strata bench record a timeline with the events of every
+# Strata node of the setup (the JSON report keeps it).
+timeline_flags() {
+    local setup="$1" round="$2" config
+    [ "$TIMELINE" = 1 ] && [ "$setup" != valkey ] || return 0
+    [ "$setup" != baseline ] || return 0
+    printf -- '--timeline'
+    for config in "$WORK/$setup-$round"/*/strata.toml; do
+        printf -- ' --events-from %s' "$(admin_address "$(dirname "$config")")"
+    done
 }
 
 run_test() {
@@ -223,7 +270,8 @@ run_test() {
     timeout $((SECONDS_PER_TEST + 120)) "$STRATA" bench --port "$port" \
         --connections "$CLIENTS" --pipeline "$pipeline" --value-bytes "$VALUE_BYTES" \
         --keyspace "$KEYSPACE" --duration-seconds "$SECONDS_PER_TEST" \
-        --after-batch "WAITAOF 1 2 0" --json --quiet >"$output" \
+        --after-batch "WAITAOF 1 2 0" --json --quiet $(timeline_flags "$setup" "$round") \
+        >"$output" \
         || fail "strata bench failed against $setup"
     snapshot_ticks >"$WORK/after"
     read -r -a after <"$WORK/after"
@@ -243,7 +291,8 @@ def micros(seconds):
 busy = (servers + client) / (cores * report["seconds"]) if report["seconds"] else 0
 print(f"{setup}\t{pipeline}\t{round_}\t{report['ops_per_second']:.0f}\t"
       f"{report['latency_ms']['p99']:.3f}\t{servers:.2f}\t{micros(client)}\t{micros(first)}\t"
-      f"{micros(servers - first)}\t{100 * busy:.0f}")
+      f"{micros(servers - first)}\t{100 * busy:.0f}\t{report['latency_ms']['p50']:.3f}\t"
+      f"{report['latency_ms']['p999']:.3f}\t{report['latency_ms']['max']:.3f}")
 EOF
     log "round $round $setup -P $pipeline: $(tail -n 1 "$RESULTS" | cut -f4) ops/s"
 }
@@ -270,6 +319,11 @@ median() {
 print_table() {
     printf '\n%d round(s) of %ss, %d connections, %d-byte SETs, WAITAOF 1 2 0 after each batch\n' \
         "$ROUNDS" "$SECONDS_PER_TEST" "$CLIENTS" "$VALUE_BYTES"
+    if [ "$SETUPS" != "valkey strata standalone" ] && [ "$SETUPS" != "valkey strata standalone baseline" ]; then
+        print_latency_table
+        print_cpu_table
+        return
+    fi
     local format='%3s %11s %11s %11s %7s %9s %9s %9s %8s %8s %8s\n'
     # shellcheck disable=SC2059
     printf "$format" P valkey_x3 strata_x3 standalone ratio ack_cost valkey_p99 strata_p99 \
@@ -288,7 +342,26 @@ print_table() {
             "$(median standalone "$pipeline" 6 %.2f)"
     done
     printf '\nratio = strata_x3 / valkey_x3; ack_cost = 1 - strata_x3 / standalone.\n'
+    print_latency_table
     print_cpu_table
+}
+
+# Latency percentiles of every setup (medians over the rounds), in milliseconds.
+print_latency_table() {
+    printf '\nThroughput and latency in ms (medians): p50, p99, p99.9, max\n'
+    local format='%3s %-10s %8s %8s %8s %8s %8s\n'
+    # shellcheck disable=SC2059
+    printf "$format" P setup ops/s p50 p99 p99.9 max
+    local pipeline setup
+    for pipeline in "${PIPELINES[@]}"; do
+        for setup in $SETUPS; do
+            # shellcheck disable=SC2059
+            printf "$format" "$pipeline" "$setup" "$(median "$setup" "$pipeline" 4 %.0f)" \
+                "$(median "$setup" "$pipeline" 11 %.2f)" \
+                "$(median "$setup" "$pipeline" 5 %.2f)" "$(median "$setup" "$pipeline" 12 %.2f)" \
+                "$(median "$setup" "$pipeline" 13 %.2f)"
+        done
+    done
 }
 
 # CPU microseconds per write by process, and how busy the cores were (all processes, client
@@ -301,7 +374,7 @@ print_cpu_table() {
     printf "$format" P setup client first others total busy
     local pipeline setup client first others
     for pipeline in "${PIPELINES[@]}"; do
-        for setup in valkey strata standalone; do
+        for setup in $SETUPS; do
             client="$(median "$setup" "$pipeline" 7 %.1f)"
             first="$(median "$setup" "$pipeline" 8 %.1f)"
             others="$(median "$setup" "$pipeline" 9 %.1f)"
@@ -311,6 +384,7 @@ print_cpu_table() {
                     'BEGIN { printf "%.1f", a + b + c }')" \
                 "$(median "$setup" "$pipeline" 10 %.0f)%"
         done
+        case " $SETUPS " in *" strata "*" standalone "* | *" standalone "*" strata "*) ;; *) continue ;; esac
         printf '%3s ack cost from CPU alone: %s (1 - standalone total / strata total, when the cores are the limit)\n' \
             "$pipeline" "$(awk -v a="$(cpu_total standalone "$pipeline")" \
                 -v s="$(cpu_total strata "$pipeline")" \
@@ -330,10 +404,11 @@ main() {
     VALKEY="$(valkey_binary)"
     STRATA="$(strata_binary)"
     : >"$RESULTS"
-    local setups=(valkey strata standalone) round index
+    local setups round index
+    read -r -a setups <<<"$SETUPS"
     for round in $(seq 1 "$ROUNDS"); do
-        for index in 0 1 2; do
-            run_setup "${setups[$(((index + round) % 3))]}" "$round"
+        for index in "${!setups[@]}"; do
+            run_setup "${setups[$(((index + round) % ${#setups[@]}))]}" "$round"
         done
     done
     print_table

@@ -225,7 +225,12 @@ mod tests {
     fn only_slow_operations_are_recorded_and_details_are_bounded() {
         let log = EventLog::default();
         let partition = PartitionId(1);
-        log.record_if_slow(EventKind::SlowSync, partition, Duration::from_micros(1999), String::new);
+        log.record_if_slow(
+            EventKind::SlowSync,
+            partition,
+            Duration::from_micros(1999),
+            String::new,
+        );
         assert!(log.since(0).events.is_empty());
         log.record_if_slow(EventKind::SlowSync, partition, Duration::from_micros(2500), || {
             "é".repeat(DETAIL_BYTES_MAX)

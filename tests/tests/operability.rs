@@ -358,3 +358,84 @@ fn cpu_affinity_pins_shards_to_the_cores_given_and_warns_of_a_shared_core() {
     );
     assert!(!ok && err.contains("general.cpu_affinity"), "{out}{err}");
 }
+
+/// `GET /debug/events` tells a load tool what the node did, and `strata bench --events-from`
+/// puts it on its timeline: a leader with small segments and snapshots rolls and snapshots
+/// under load, its follower streams from it, and both show their rounds per interval.
+#[test]
+fn the_bench_timeline_shows_each_nodes_rounds_and_events() {
+    let small_logs = || NodeSettings {
+        partitions: 2,
+        segment_size: "64KB",
+        snapshot_size: "256KB",
+        ..NodeSettings::cluster(1)
+    };
+    let leader = TestNode::start(small_logs());
+    set_role(&leader, "leader", "boss", None);
+    let follower = TestNode::start(small_logs());
+    set_role(&follower, "follower", "f1", Some(&leader));
+    // The follower's stream started: an event on both sides.
+    let kinds = |node: &TestNode| -> Vec<String> {
+        let reply = node.admin("GET", "/debug/events?since=0", None);
+        let events = reply.assert_ok()["events"].as_array().cloned().unwrap_or_default();
+        events.iter().map(|event| event["kind"].as_str().unwrap_or("").to_owned()).collect()
+    };
+    assert!(wait_until(Duration::from_secs(10), || {
+        kinds(&leader).contains(&"replica_connected".to_owned())
+            && kinds(&follower).contains(&"leader_connected".to_owned())
+    }));
+    follower.admin("GET", "/debug/events?since=ten", None).assert_error(3067);
+    let leader_events = format!("127.0.0.1:{}", leader.http_port);
+    let follower_events = format!("127.0.0.1:{}", follower.http_port);
+    let port = leader.port.to_string();
+    let (ok, stdout, stderr) = run_tool(
+        strata_binary().to_str().unwrap(),
+        &[
+            "bench",
+            "--port",
+            &port,
+            "--connections",
+            "8",
+            "--pipeline",
+            "16",
+            "--value-bytes",
+            "512",
+            "--duration-seconds",
+            "2",
+            "--after-batch",
+            "WAITAOF 1 1 0",
+            "--events-from",
+            &leader_events,
+            "--events-from",
+            &follower_events,
+            "--json",
+            "--quiet",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["errors"].as_u64(), Some(0), "{stdout}");
+    let timeline = &report["timeline"];
+    assert_eq!(timeline["interval_ms"].as_u64(), Some(100), "{timeline}");
+    let intervals = timeline["intervals"].as_array().unwrap();
+    let replies: u64 = intervals.iter().map(|interval| interval["replies"].as_u64().unwrap()).sum();
+    assert_eq!(Some(replies), report["requests"].as_u64(), "every reply is in one interval");
+    for node in timeline["nodes"].as_array().unwrap() {
+        assert!(node["events_error"].is_null(), "{node}");
+    }
+    // Per node: the rounds of the run and the events of the leader's logs.
+    let node_total = |node: usize, counter: &str| -> u64 {
+        let counter_of =
+            |interval: &serde_json::Value| interval["nodes"][node]["counters"][counter].as_u64();
+        intervals.iter().filter_map(counter_of).sum()
+    };
+    assert!(node_total(0, "frames_written") > 0 && node_total(1, "frames_written") > 0);
+    let leader_kinds: Vec<&str> = intervals
+        .iter()
+        .flat_map(|interval| interval["nodes"][0]["events"].as_array().unwrap().iter())
+        .filter_map(|event| event["kind"].as_str())
+        .collect();
+    for kind in ["segment_roll", "snapshot"] {
+        assert!(leader_kinds.contains(&kind), "no {kind} in {leader_kinds:?}");
+    }
+}

@@ -1,11 +1,11 @@
 //! [`PartitionWal`]: the write-ahead log of one partition, owned by the shard that owns it.
 
+use std::cell::Cell;
 use std::fs;
 use std::io;
 use std::mem;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

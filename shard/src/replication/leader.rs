@@ -521,7 +521,12 @@ impl Shard {
         link.close();
         tracing::info!(name, streams = streams.len(), reason = %outcome, "replica detached");
         let detail = format!("{name}: {outcome}");
-        self.mesh.metrics.events.record(EventKind::ReplicaDisconnected, None, Duration::ZERO, detail);
+        self.mesh.metrics.events.record(
+            EventKind::ReplicaDisconnected,
+            None,
+            Duration::ZERO,
+            detail,
+        );
         for (partition, stream) in streams {
             let owned = self.partitions.borrow_mut()[partition.0 as usize]
                 .as_mut()

@@ -51,6 +51,7 @@ fn since_parameter(query: Option<&str>) -> Result<u64, AdminError> {
 fn counters_json(metrics: &NodeMetrics) -> Map<String, Value> {
     let counters = metrics.counters();
     let wal_bytes: u64 = metrics.shards().iter().map(|shard| shard.wal_bytes_written()).sum();
+    let waits = metrics.histogram(|shard| &shard.replication_wait_us);
     let mut map = Map::new();
     for (name, value) in [
         ("commands_processed", counters.commands_processed),
@@ -59,6 +60,8 @@ fn counters_json(metrics: &NodeMetrics) -> Map<String, Value> {
         ("fdatasyncs", counters.fdatasyncs),
         ("snapshots_written", counters.snapshots_written),
         ("wal_bytes_written", wal_bytes),
+        ("replication_waits", waits.count()),
+        ("replication_wait_us", waits.sum),
     ] {
         map.insert(name.into(), json!(value));
     }

@@ -141,6 +141,13 @@ fn add_storage(families: &mut Families, metrics: &NodeMetrics) {
         MICROSECONDS,
     );
     families.histogram(
+        "strata_replication_wait_seconds",
+        "As leader: from the log being durable up to a point to its commit, the wait for the \
+         in-sync followers (0 when they had acknowledged first).",
+        &metrics.histogram(|shard| &shard.replication_wait_us),
+        MICROSECONDS,
+    );
+    families.histogram(
         "strata_group_commit_batch_records",
         "Records per frame a partition's group commit cut.",
         &metrics.histogram(|shard| &shard.batch_records),

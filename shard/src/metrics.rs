@@ -501,6 +501,9 @@ pub struct ShardMetrics {
     pub wal_sync_us: Histogram,
     /// Records per frame a partition's group commit cut.
     pub batch_records: Histogram,
+    /// As leader: from the log being durable up to a point to that point's commit, the wait
+    /// for the in-sync followers' acknowledgements (0 when they came first).
+    pub replication_wait_us: Histogram,
     /// Bytes of frames appended to the WAL.
     wal_bytes_written: AtomicU64,
     /// Per [`CommandId`], for INFO commandstats.
@@ -516,6 +519,7 @@ impl ShardMetrics {
             wal_append_us: Histogram::new(&LATENCY_BOUNDS_US),
             wal_sync_us: Histogram::new(&LATENCY_BOUNDS_US),
             batch_records: Histogram::new(&BATCH_BOUNDS_RECORDS),
+            replication_wait_us: Histogram::new(&LATENCY_BOUNDS_US),
             wal_bytes_written: AtomicU64::new(0),
             command_stats: (0..table::count()).map(|_| CommandStat::default()).collect(),
         }

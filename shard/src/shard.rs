@@ -809,11 +809,12 @@ impl Shard {
             slot.floor = slot.floor.max(lsn);
         }
         let durable = slot.durable_lsn;
-        match &slot.role {
+        match &mut slot.role {
             Role::Standalone { .. } => {
                 commit_alone(slot, &self.mesh);
             }
-            Role::Leader(_) => {
+            Role::Leader(side) => {
+                side.durable_at(durable, Instant::now());
                 let commands =
                     self.leader_step_in(slot, LeaderEvent::LocalDurable { lsn: durable });
                 drop(partitions);

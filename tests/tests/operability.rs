@@ -430,6 +430,9 @@ fn the_bench_timeline_shows_each_nodes_rounds_and_events() {
         intervals.iter().filter_map(counter_of).sum()
     };
     assert!(node_total(0, "frames_written") > 0 && node_total(1, "frames_written") > 0);
+    // Only the leader waits for acknowledgements, and it measures each round's wait.
+    assert!(node_total(0, "replication_waits") > 0);
+    assert_eq!(node_total(1, "replication_waits"), 0);
     let leader_kinds: Vec<&str> = intervals
         .iter()
         .flat_map(|interval| interval["nodes"][0]["events"].as_array().unwrap().iter())

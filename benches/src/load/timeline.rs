@@ -37,8 +37,8 @@ const STALL_LOOKBACK_INTERVALS_MAX: usize = 10;
 const TEXT_EVENTS_PER_INTERVAL_MAX: usize = 8;
 /// Stalls listed in the text summary; the JSON form has them all.
 const TEXT_STALLS_MAX: usize = 50;
-/// Text width of one node's `rounds/syncs` column, its separating spaces included.
-const NODE_COLUMN_WIDTH: usize = 18;
+/// Text width of one node's `rounds/syncs/wait` column, its separating spaces included.
+const NODE_COLUMN_WIDTH: usize = 23;
 
 const _: () = assert!(
     TIMELINE_INTERVALS_MAX as u128 * TIMELINE_INTERVAL.as_millis()
@@ -314,7 +314,7 @@ impl Timeline {
         let mut header =
             format!("{:>6}{:>10}{:>9}{:>9}{:>9}", "t(s)", "replies", "p50 ms", "p99 ms", "max ms");
         for index in 0..self.nodes.len() {
-            header.push_str(&format!("{:>NODE_COLUMN_WIDTH$}", format!("n{index} rounds/syncs")));
+            header.push_str(&format!("{:>NODE_COLUMN_WIDTH$}", format!("n{index} rounds/syncs/wait")));
         }
         if !self.nodes.is_empty() {
             header.push_str("   events");
@@ -334,7 +334,7 @@ impl Timeline {
             }
         }
         for node in &interval.nodes {
-            line.push_str(&format!("{:>NODE_COLUMN_WIDTH$}", rounds_and_syncs(&node.counters)));
+            line.push_str(&format!("{:>NODE_COLUMN_WIDTH$}", node_rounds(&node.counters)));
         }
         let events = self.events_text(interval);
         if !events.is_empty() {
@@ -423,13 +423,20 @@ impl Timeline {
     }
 }
 
-/// `frames_written/syncs` of one interval, `-` without a poll in it.
-fn rounds_and_syncs(counters: &BTreeMap<String, u64>) -> String {
+/// `frames_written/syncs/wait` of one interval, where wait is the mean time in ms a leader's
+/// durable rounds waited for its followers (`-` when it measured none: not a leader, or no
+/// commit); `-` without a poll in the interval.
+pub(super) fn node_rounds(counters: &BTreeMap<String, u64>) -> String {
     if counters.is_empty() {
         return "-".to_owned();
     }
     let value = |name: &str| counters.get(name).map_or("?".to_owned(), u64::to_string);
-    format!("{}/{}", value("frames_written"), value("syncs"))
+    let waits = counters.get("replication_waits").copied().unwrap_or(0);
+    let wait = match counters.get("replication_wait_us") {
+        Some(micros) if waits > 0 => format!("{:.1}", *micros as f64 / waits as f64 / 1000.0),
+        _ => "-".to_owned(),
+    };
+    format!("{}/{}/{wait}", value("frames_written"), value("syncs"))
 }
 
 /// An event in short form: `n1 slow_sync p3 4.5ms`.

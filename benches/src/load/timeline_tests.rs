@@ -504,17 +504,17 @@ fn the_text_timeline_has_a_line_per_interval_the_nodes_and_the_stalls() {
     );
     assert_eq!(
         lines[2],
-        "  t(s)   replies   p50 ms   p99 ms   max ms   n0 rounds/syncs   n1 rounds/syncs   events"
+        "  t(s)   replies   p50 ms   p99 ms   max ms   n0 rounds/syncs/wait   n1 rounds/syncs/wait   events"
     );
     // Two significant digits: 1 ms reads as the top of its bucket.
     let one_ms = timeline.intervals[0].p50;
     assert!(close_to(one_ms, 1.0), "{one_ms}");
     let expected =
-        format!("   0.0       100{one_ms:>9.3}{one_ms:>9.3}{one_ms:>9.3}             40/38");
-    assert_eq!(lines[3], format!("{expected}                 -"));
+        format!("   0.0       100{one_ms:>9.3}{one_ms:>9.3}{one_ms:>9.3}                40/38/-");
+    assert_eq!(lines[3], format!("{expected}                      -"));
     assert!(lines[4].ends_with("   n0 slow_sync p3 4.5ms"), "{:?}", lines[4]);
     assert!(lines[5].starts_with("   0.2       101"), "{:?}", lines[5]);
-    assert!(lines[5].contains("              1/1"), "{:?}", lines[5]);
+    assert!(lines[5].contains("                 1/1/-"), "{:?}", lines[5]);
     assert!(lines[5].ends_with("   n0 snapshot 12.1ms"), "{:?}", lines[5]);
     assert!(
         lines[6].starts_with("stalls       1 intervals with p99 above 2.000 ms"),
@@ -574,4 +574,21 @@ fn the_json_report_carries_the_timeline_only_when_asked() {
         serde_json::json!({"address": "127.0.0.1:9", "events_error": null, "dropped": 0})
     );
     assert_eq!(nodes[1]["events_error"], "cannot connect: refused");
+}
+
+#[test]
+fn a_nodes_column_shows_its_rounds_syncs_and_mean_wait_for_followers() {
+    let counters = |pairs: &[(&str, u64)]| -> std::collections::BTreeMap<String, u64> {
+        pairs.iter().map(|(name, value)| ((*name).to_owned(), *value)).collect()
+    };
+    let leader = counters(&[
+        ("frames_written", 12),
+        ("syncs", 10),
+        ("replication_waits", 4),
+        ("replication_wait_us", 6000),
+    ]);
+    assert_eq!(timeline::node_rounds(&leader), "12/10/1.5");
+    let follower = counters(&[("frames_written", 12), ("syncs", 10), ("replication_waits", 0)]);
+    assert_eq!(timeline::node_rounds(&follower), "12/10/-");
+    assert_eq!(timeline::node_rounds(&counters(&[])), "-");
 }

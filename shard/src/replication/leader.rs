@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use strata_core::frame::decode_frame;
@@ -37,7 +37,14 @@ pub(crate) struct LeaderSide {
     awaiting_snapshot: Vec<StreamId>,
     /// Whether writes are refused, as last published for INFO.
     refusing: Option<bool>,
+    /// Points this leader's log became durable at, oldest first, not yet committed: how long
+    /// each then waited for the in-sync followers is measured at the commit (a measurement
+    /// only; the oldest are dropped beyond `DURABLE_POINTS_MAX`).
+    durable_points: VecDeque<(Lsn, Instant)>,
 }
+
+/// Durable points kept for measuring the followers' wait.
+const DURABLE_POINTS_MAX: usize = 256;
 
 impl LeaderSide {
     pub(crate) fn new(machine: Leader) -> LeaderSide {
@@ -48,6 +55,30 @@ impl LeaderSide {
             recent_bytes: 0,
             awaiting_snapshot: Vec::new(),
             refusing: None,
+            durable_points: VecDeque::new(),
+        }
+    }
+
+    /// The log is durable up to `lsn` from `now` on.
+    pub(crate) fn durable_at(&mut self, lsn: Lsn, now: Instant) {
+        if self.durable_points.back().is_some_and(|(last, _)| *last >= lsn) {
+            return;
+        }
+        if self.durable_points.len() == DURABLE_POINTS_MAX {
+            self.durable_points.pop_front();
+        }
+        self.durable_points.push_back((lsn, now));
+    }
+
+    /// Records in `histogram` how long each durable point up to `lsn`, committed now, waited
+    /// for the followers after the leader's own sync (0: they had acknowledged first).
+    fn committed(&mut self, lsn: Lsn, now: Instant, histogram: &crate::metrics::Histogram) {
+        while let Some((durable, at)) = self.durable_points.front().copied() {
+            if durable > lsn {
+                break;
+            }
+            self.durable_points.pop_front();
+            histogram.record(crate::metrics::micros(now.duration_since(at)), 1);
         }
     }
 
@@ -174,7 +205,8 @@ impl Shard {
             marks.set_committed(partition, lsn);
         }
         crate::shard::release_waiters(slot);
-        let Role::Leader(side) = &slot.role else { return };
+        let Role::Leader(side) = &mut slot.role else { return };
+        side.committed(lsn, Instant::now(), &self.metrics().replication_wait_us);
         let epoch = side.machine.epoch();
         for stream in side.machine.live_streams() {
             if let Some(link) = side.links.get(&stream) {

@@ -26,7 +26,8 @@ const DETAIL_BYTES_MAX: usize = 200;
 /// What happened.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A WAL sync (fdatasync) longer than [`SLOW_MICROS`].
+    /// A WAL sync (fdatasync) longer than [`SLOW_MICROS`], by the partition that ran it (the
+    /// shard's other partitions sharing it waited for the same flush).
     SlowSync,
     /// A WAL append longer than [`SLOW_MICROS`] (durable when it returns in direct I/O mode).
     SlowAppend,

@@ -239,6 +239,9 @@ pub(crate) struct Shard {
     pub(crate) device_sync: Rc<strata_wal::DeviceSync>,
     /// Numbers given to replication streams (see `next_stream_number`).
     pub(crate) stream_numbers: Cell<u64>,
+    /// Set while one of the shard's partitions writes a snapshot: the others wait for their
+    /// turn, so that snapshots do not pile up on the thread and the device at once.
+    snapshot_in_flight: Cell<bool>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -297,6 +300,7 @@ impl Shard {
             follow_generation: Cell::new(0),
             device_sync: Rc::default(),
             stream_numbers: Cell::new(0),
+            snapshot_in_flight: Cell::new(false),
         }
     }
 
@@ -652,11 +656,13 @@ impl Shard {
         };
         let sync_requested = std::mem::take(&mut slot.sync_requested);
         let snapshot_requested = std::mem::take(&mut slot.snapshot_requested);
-        let snapshot = if frames.is_some() || snapshot_requested {
+        let snapshot_allowed = !self.snapshot_in_flight.get();
+        let snapshot = if (frames.is_some() || snapshot_requested) && snapshot_allowed {
             self.snapshot_if_due(slot, now)
         } else {
             None
         };
+        self.snapshot_in_flight.set(snapshot.is_some() || !snapshot_allowed);
         if frames.is_none() && snapshot.is_none() && !sync_requested {
             return (None, commands);
         }
@@ -707,14 +713,16 @@ impl Shard {
 
     /// When a snapshot is due and the batch just taken emptied the open records, the
     /// keyspace is exactly the state at the batch's last LSN: serialize it now, write it once
-    /// the batch is durable.
+    /// the batch is durable. Due by size once the log grew by the partition's share of
+    /// `snapshot_bytes` ([`snapshot_threshold`]), or by time.
     fn snapshot_if_due(&self, slot: &mut PartitionSlot, now: Instant) -> Option<Vec<u8>> {
         if slot.state.has_open_records() || !slot.inbound.is_empty() {
             return None;
         }
         let options = &self.mesh.options;
         let wal = slot.wal.as_ref().expect("WAL is home between rounds");
-        let by_bytes = wal.bytes_since_snapshot() >= options.snapshot_bytes;
+        let threshold = snapshot_threshold(options.snapshot_bytes, slot.state.id());
+        let by_bytes = wal.bytes_since_snapshot() >= threshold;
         let by_time = now.duration_since(slot.last_snapshot) >= options.snapshot_interval
             && wal.bytes_since_snapshot() > 0;
         if !by_bytes && !by_time {
@@ -733,6 +741,7 @@ impl Shard {
 
     async fn flush(&self, job: FlushJob) -> FlushOutcome {
         let FlushJob { partition, frames, durable_lsn, mut wal, sync, snapshot } = job;
+        let snapshot_taken = snapshot.is_some();
         let counters = &self.mesh.counters;
         let metrics = self.metrics();
         let events = &self.mesh.metrics.events;
@@ -755,8 +764,11 @@ impl Shard {
                     let took = started.elapsed();
                     counters.fdatasyncs.fetch_add(u64::from(ran), Ordering::Relaxed);
                     metrics.wal_sync_us.record(crate::metrics::micros(took), 1);
-                    let detail = || if ran { String::new() } else { "shared".to_owned() };
-                    events.record_if_slow(EventKind::SlowSync, partition, took, detail);
+                    // Partitions that shared this fdatasync waited for the same flush: the one
+                    // that ran it tells.
+                    if ran {
+                        events.record_if_slow(EventKind::SlowSync, partition, took, String::new);
+                    }
                 }
                 Err(error) => result = Err(error.to_string()),
             }
@@ -778,6 +790,10 @@ impl Shard {
                 }
                 Err(error) => tracing::warn!(partition = partition.0, %error, "snapshot failed"),
             }
+        }
+        if snapshot_taken {
+            self.snapshot_in_flight.set(false);
+            self.request_deferred_snapshots(partition);
         }
         FlushOutcome { partition, wal, durable_lsn, synced: sync, result, snapshot_written }
     }
@@ -900,6 +916,19 @@ impl Shard {
             if idle && due && wal.bytes_since_snapshot() > 0 {
                 slot.snapshot_requested = true;
                 self.flush_signals[slot.state.id().0 as usize].raise();
+            }
+        }
+    }
+
+    /// A snapshot was written: the shard's other partitions check whether theirs is due (one
+    /// may have waited for its turn), at once or at the end of the round they are in.
+    fn request_deferred_snapshots(&self, written: PartitionId) {
+        let mut partitions = self.partitions.borrow_mut();
+        for slot in partitions.iter_mut().flatten() {
+            let partition = slot.state.id();
+            if partition != written {
+                slot.snapshot_requested = true;
+                self.flush_signals[partition.0 as usize].raise();
             }
         }
     }
@@ -1068,5 +1097,34 @@ fn record_append_events(
     if after.spares_finished != before.spares_finished {
         let took = Duration::from_micros(after.last_spare_micros);
         events.record(EventKind::SegmentPrewrite, Some(partition), took, "written");
+    }
+}
+
+/// The log growth after which `partition` snapshots: between 9/16 of `snapshot_bytes` and all of
+/// it, each partition at its own point. Partitions written at the same rate would otherwise all
+/// snapshot in the same moment, and their serializing and writing, one after the other on the
+/// shard and together on the device, would stall every write for that long.
+fn snapshot_threshold(snapshot_bytes: u64, partition: PartitionId) -> u64 {
+    let sixteenths = 16 - u64::from(partition.0 % 8);
+    snapshot_bytes / 16 * sixteenths
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_snapshot_at_their_own_share_of_the_snapshot_size() {
+        let size = 256 << 20;
+        let thresholds: Vec<u64> =
+            (0..16).map(|partition| snapshot_threshold(size, PartitionId(partition))).collect();
+        assert_eq!(thresholds[0], size);
+        assert_eq!(thresholds[7], size / 16 * 9);
+        assert_eq!(thresholds[8], size, "the pattern repeats every 8 partitions");
+        // Eight distinct points, none above the configured size nor below half of it.
+        let mut distinct = thresholds[..8].to_vec();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 8);
+        assert!(thresholds.iter().all(|threshold| (size / 2..=size).contains(threshold)));
     }
 }

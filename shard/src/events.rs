@@ -3,10 +3,10 @@
 //! tool (`strata bench --events-from`) reads them while it runs and puts them on its latency
 //! timeline, so a stall and what the node did at that moment show side by side.
 //!
-//! Only rare things are events (each at most a few per second and partition in steady state);
-//! what happens on every round (group-commit frames, syncs) is counted in
-//! [`Counters`](crate::shard::Counters) and read at the same time. The log keeps the last
-//! [`EVENTS_MAX`] events; a reader that falls behind learns how many it missed.
+//! Events are the exceptions; what happens on every round (group-commit frames, syncs) is
+//! counted in the node's counters, which the endpoint reads at the same time. On a disk whose
+//! syncs are often slow there can be hundreds of events a second: the log keeps the newest
+//! [`EVENTS_MAX`], and a reader that falls behind learns how many it missed.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;

@@ -314,7 +314,10 @@ impl Timeline {
         let mut header =
             format!("{:>6}{:>10}{:>9}{:>9}{:>9}", "t(s)", "replies", "p50 ms", "p99 ms", "max ms");
         for index in 0..self.nodes.len() {
-            header.push_str(&format!("{:>NODE_COLUMN_WIDTH$}", format!("n{index} rounds/syncs/wait")));
+            header.push_str(&format!(
+                "{:>NODE_COLUMN_WIDTH$}",
+                format!("n{index} rounds/syncs/wait")
+            ));
         }
         if !self.nodes.is_empty() {
             header.push_str("   events");

@@ -263,14 +263,15 @@ timeline_flags() {
 }
 
 run_test() {
-    local setup="$1" round="$2" port="$3" pipeline="$4" output before after
+    local setup="$1" round="$2" port="$3" pipeline="$4" output before after timeline
     output="$WORK/$setup-$round-P$pipeline.json"
+    read -r -a timeline <<<"$(timeline_flags "$setup" "$round")"
     snapshot_ticks >"$WORK/before"
     read -r -a before <"$WORK/before"
     timeout $((SECONDS_PER_TEST + 120)) "$STRATA" bench --port "$port" \
         --connections "$CLIENTS" --pipeline "$pipeline" --value-bytes "$VALUE_BYTES" \
         --keyspace "$KEYSPACE" --duration-seconds "$SECONDS_PER_TEST" \
-        --after-batch "WAITAOF 1 2 0" --json --quiet $(timeline_flags "$setup" "$round") \
+        --after-batch "WAITAOF 1 2 0" --json --quiet "${timeline[@]}" \
         >"$output" \
         || fail "strata bench failed against $setup"
     snapshot_ticks >"$WORK/after"

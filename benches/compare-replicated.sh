@@ -320,7 +320,8 @@ median() {
 print_table() {
     printf '\n%d round(s) of %ss, %d connections, %d-byte SETs, WAITAOF 1 2 0 after each batch\n' \
         "$ROUNDS" "$SECONDS_PER_TEST" "$CLIENTS" "$VALUE_BYTES"
-    if [ "$SETUPS" != "valkey strata standalone" ] && [ "$SETUPS" != "valkey strata standalone baseline" ]; then
+    # The ratios need Valkey, Strata and standalone, in the default order.
+    if [ "${SETUPS% baseline}" != "valkey strata standalone" ]; then
         print_latency_table
         print_cpu_table
         return
@@ -385,7 +386,10 @@ print_cpu_table() {
                     'BEGIN { printf "%.1f", a + b + c }')" \
                 "$(median "$setup" "$pipeline" 10 %.0f)%"
         done
-        case " $SETUPS " in *" strata "*" standalone "* | *" standalone "*" strata "*) ;; *) continue ;; esac
+        case " $SETUPS " in
+            *" strata "*" standalone "* | *" standalone "*" strata "*) ;;
+            *) continue ;;
+        esac
         printf '%3s ack cost from CPU alone: %s (1 - standalone total / strata total, when the cores are the limit)\n' \
             "$pipeline" "$(awk -v a="$(cpu_total standalone "$pipeline")" \
                 -v s="$(cpu_total strata "$pipeline")" \

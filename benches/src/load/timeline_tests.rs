@@ -504,7 +504,10 @@ fn the_text_timeline_has_a_line_per_interval_the_nodes_and_the_stalls() {
     );
     assert_eq!(
         lines[2],
-        "  t(s)   replies   p50 ms   p99 ms   max ms   n0 rounds/syncs/wait   n1 rounds/syncs/wait   events"
+        concat!(
+            "  t(s)   replies   p50 ms   p99 ms   max ms",
+            "   n0 rounds/syncs/wait   n1 rounds/syncs/wait   events"
+        )
     );
     // Two significant digits: 1 ms reads as the top of its bucket.
     let one_ms = timeline.intervals[0].p50;

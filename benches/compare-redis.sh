@@ -19,6 +19,10 @@
 #                   the same machine, so SHARDS=1 leaves it a core, as Redis's one thread does
 #   PARTITIONS      Strata's partitions (default 8, the node's default); a round of writes costs
 #                   one device write per partition it touches
+#   ALSO_SHARDS     also run Strata with this many shard threads in the same rounds (server
+#                   `strata_sN`), e.g. SHARDS=1 ALSO_SHARDS=2 to see what crossing shards costs
+#   BASELINE_BIN    also run this Strata binary (server `baseline`, and `baseline_sN` with
+#                   ALSO_SHARDS) in the same rounds: a change measured against the build before
 #   SKIP_STRATA=1   run the Redis half only (SKIP_REDIS=1: the Strata half only)
 #   CEILING=1       also run Redis without persistence (`appendonly no`) each round: what this
 #                   client can drive on this machine, which bounds any server's figure
@@ -62,7 +66,8 @@ REQUESTS_P16=${REQUESTS_P16:-200000}
 SKIP_STRATA=${SKIP_STRATA:-0}
 SKIP_REDIS=${SKIP_REDIS:-0}
 CEILING=${CEILING:-0}
-for number in "$ROUNDS" "$REQUESTS_P1" "$REQUESTS_P16" "$SHARDS" "$PARTITIONS"; do
+for number in "$ROUNDS" "$REQUESTS_P1" "$REQUESTS_P16" "$SHARDS" "$PARTITIONS" \
+    "${ALSO_SHARDS:-1}"; do
     [[ "$number" =~ ^[1-9][0-9]*$ ]] || fail "ROUNDS, REQUESTS_*, SHARDS and PARTITIONS must be positive integers"
 done
 [ "$SKIP_STRATA" = 1 ] && [ "$SKIP_REDIS" = 1 ] && fail "SKIP_STRATA and SKIP_REDIS both set"
@@ -169,12 +174,27 @@ partitions = $PARTITIONS
 EOF
 }
 
-start_strata() {
-    local directory="$1" port="$2"
-    write_strata_config "$directory" "$port"
-    "$STRATA" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
+# Starts BINARY with SHARD_COUNT shards in DIRECTORY on PORT.
+run_strata() {
+    local binary="$1" shard_count="$2" directory="$3" port="$4"
+    SHARDS=$shard_count write_strata_config "$directory" "$port"
+    "$binary" node --config "$directory/strata.toml" >"$directory/strata.log" 2>&1 &
     SERVER_PID=$!
     wait_until_ready "$port" "$directory/strata.log"
+}
+
+# Starts SERVER (redis, memory, strata, strata_sN, baseline, baseline_sN) in DIRECTORY on PORT.
+start_server() {
+    local server="$1" directory="$2" port="$3" binary shard_count
+    case "$server" in
+        redis) start_redis "$directory" "$port"; return ;;
+        memory) start_memory "$directory" "$port"; return ;;
+        baseline*) binary="$BASELINE_BIN" ;;
+        *) binary="$STRATA" ;;
+    esac
+    shard_count=$SHARDS
+    [[ "$server" != *_s* ]] || shard_count="${server##*_s}"
+    run_strata "$binary" "$shard_count" "$directory" "$port"
 }
 
 stop_server() {
@@ -245,7 +265,7 @@ run_server() {
     local server="$1" round="$2" directory="$WORK/$1-$2" port pipeline test requests
     mkdir -p "$directory"
     port="$(free_port)"
-    "start_$server" "$directory" "$port"
+    start_server "$server" "$directory" "$port"
     for pipeline in "${PIPELINES[@]}"; do
         requests=$REQUESTS_P1
         [ "$pipeline" -eq 1 ] || requests=$REQUESTS_P16
@@ -298,6 +318,32 @@ print_table() {
     done
     printf '\nratio = strata / redis ops/s. redis: appendfsync always; strata: FlushAtOnce.\n'
     print_client_table
+    print_cpu_table
+}
+
+# Every server's ops/s (and ratio to Redis's) and CPU microseconds per request, per test.
+print_cpu_table() {
+    printf '\nEvery server: ops/s (ratio to redis), p99 ms, server CPU us per request\n'
+    local format='%-14s %-5s %3s %10s %7s %9s %8s\n'
+    # shellcheck disable=SC2059
+    printf "$format" server test P ops/s ratio p99 cpu_us/op
+    local server test pipeline requests rps ratio cpu
+    for server in "${SERVERS[@]}"; do
+        for pipeline in "${PIPELINES[@]}"; do
+            requests=$REQUESTS_P1
+            [ "$pipeline" -eq 1 ] || requests=$REQUESTS_P16
+            for test in "${TESTS[@]}"; do
+                rps="$(median "$server" "$test" "$pipeline" 5 %.0f)"
+                ratio="$(awk -v r="$(median redis "$test" "$pipeline" 5 %.0f)" -v s="$rps" \
+                    'BEGIN { if (r + 0 > 0 && s != "-") printf "%.2f", s / r; else print "-" }')"
+                cpu="$(awk -v c="$(median "$server" "$test" "$pipeline" 7 %.3f)" -v n="$requests" \
+                    'BEGIN { if (c != "-") printf "%.2f", c * 1000000 / n; else print "-" }')"
+                # shellcheck disable=SC2059
+                printf "$format" "$server" "$test" "$pipeline" "$rps" "$ratio" \
+                    "$(median "$server" "$test" "$pipeline" 6 %.3f)" "$cpu"
+            done
+        done
+    done
 }
 
 # The client's share of one core during a test: its CPU seconds over the test's duration.
@@ -332,14 +378,23 @@ print_client_table() {
     done
 }
 
+SERVERS=()
+
 main() {
     local servers=()
     [ "$SKIP_REDIS" = 1 ] || servers+=(redis)
-    [ "$SKIP_STRATA" = 1 ] || servers+=(strata)
-    [ "$CEILING" != 1 ] || servers+=(memory)
     if [ "$SKIP_STRATA" != 1 ]; then
+        servers+=(strata)
+        [ -z "${ALSO_SHARDS:-}" ] || servers+=("strata_s$ALSO_SHARDS")
         STRATA="$(strata_binary)"
     fi
+    if [ -n "${BASELINE_BIN:-}" ]; then
+        [ -x "$BASELINE_BIN" ] || fail "BASELINE_BIN $BASELINE_BIN is not an executable"
+        servers+=(baseline)
+        [ -z "${ALSO_SHARDS:-}" ] || servers+=("baseline_s$ALSO_SHARDS")
+    fi
+    [ "$CEILING" != 1 ] || servers+=(memory)
+    SERVERS=("${servers[@]}")
     : >"$RESULTS"
     local filesystem
     filesystem="$(df --output=fstype "$WORK" 2>/dev/null | tail -n 1 || true)"

@@ -11,8 +11,6 @@ use strata_core::replication::promotion::PartitionReport;
 use strata_core::replication::{InSyncSet, Member};
 use strata_core::{Epoch, Lsn, PartitionId};
 
-use crate::shard::ShardMessage;
-
 /// What the node's shards do with client commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ServingMode {
@@ -338,7 +336,7 @@ pub enum ControlMessage {
 /// The control thread's way to the shards.
 #[derive(Clone)]
 pub struct NodeHandle {
-    pub(crate) senders: Vec<flume::Sender<ShardMessage>>,
+    pub(crate) senders: Vec<flume::Sender<ControlMessage>>,
     pub shared: Arc<ClusterShared>,
     pub partition_count: u32,
     /// What the shards measure, read at scrape time.
@@ -350,7 +348,7 @@ impl NodeHandle {
     #[must_use]
     pub fn send_to_owner(&self, partition: PartitionId, message: ControlMessage) -> bool {
         let shard = partition.shard(self.senders.len() as u32);
-        self.senders[shard.0 as usize].send(ShardMessage::Control(message)).is_ok()
+        self.senders[shard.0 as usize].send(message).is_ok()
     }
 
     /// Shards of this node.
@@ -362,7 +360,7 @@ impl NodeHandle {
     /// Sends a copy of a message to every shard.
     pub fn broadcast(&self, message: impl Fn() -> ControlMessage) {
         for sender in &self.senders {
-            let _ = sender.send(ShardMessage::Control(message()));
+            let _ = sender.send(message());
         }
     }
 
@@ -375,7 +373,7 @@ impl NodeHandle {
         let mut receivers = Vec::with_capacity(self.senders.len());
         for sender in &self.senders {
             let (reply, receiver) = flume::bounded(1);
-            if sender.send_async(ShardMessage::Control(message(reply))).await.is_ok() {
+            if sender.send_async(message(reply)).await.is_ok() {
                 receivers.push(receiver);
             }
         }

@@ -158,7 +158,7 @@ async fn process(
     let mut consumed = 0;
     let mut protocol_error = None;
     let mut arguments = Vec::new();
-    let mut outbox = Outbox::new(shard.mesh.options.shard_count);
+    let mut outbox = Outbox::default();
     while items.len() < PIPELINE_COMMANDS_MAX && !session.quit {
         match resp::parse_command(&input[consumed..], &limits, &mut arguments) {
             Ok(resp::Parsed::Incomplete) => break,
@@ -181,7 +181,6 @@ async fn process(
     let more_in_input = items.len() == PIPELINE_COMMANDS_MAX && consumed < input.len();
     input.drain(..consumed);
     share_round_time(shard, &items, started.elapsed());
-    outbox.send(&shard.mesh).await;
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
     let commands = items.len() as u64;
     for (item, accounting) in items {

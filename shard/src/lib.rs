@@ -2,12 +2,15 @@
 //! route commands between shards, and group-commit each partition's WAL.
 //!
 //! Each shard owns its partitions outright: no locks on the data path. A command for a key
-//! owned elsewhere hops to the owning shard over a bounded channel and its answer hops back.
+//! owned elsewhere hops to the owning shard over a bounded ring and its answer hops back
+//! (`hop`).
 
 mod cluster;
 mod config;
 mod connection;
 pub mod events;
+#[doc(hidden)]
+pub mod hop;
 mod link;
 pub mod memory;
 pub mod metrics;

@@ -506,6 +506,12 @@ pub struct ShardMetrics {
     pub replication_wait_us: Histogram,
     /// Bytes of frames appended to the WAL.
     wal_bytes_written: AtomicU64,
+    /// Requests and replies this shard sent to other shards.
+    hops: AtomicU64,
+    /// Publications to other shards' rings (one per destination per turn with hops).
+    hop_messages: AtomicU64,
+    /// Other shards this one woke because they slept.
+    hop_wakeups: AtomicU64,
     /// Per [`CommandId`], for INFO commandstats.
     command_stats: Box<[CommandStat]>,
 }
@@ -521,6 +527,9 @@ impl ShardMetrics {
             batch_records: Histogram::new(&BATCH_BOUNDS_RECORDS),
             replication_wait_us: Histogram::new(&LATENCY_BOUNDS_US),
             wal_bytes_written: AtomicU64::new(0),
+            hops: AtomicU64::new(0),
+            hop_messages: AtomicU64::new(0),
+            hop_wakeups: AtomicU64::new(0),
             command_stats: (0..table::count()).map(|_| CommandStat::default()).collect(),
         }
     }
@@ -572,6 +581,15 @@ impl ShardMetrics {
         add(&self.wal_bytes_written, bytes);
     }
 
+    /// One publication's counts: hops sent, rings published to, receivers woken.
+    pub fn count_hops(&self, hops: u64, messages: u64, wakeups: u64) {
+        if hops > 0 {
+            add(&self.hops, hops);
+            add(&self.hop_messages, messages);
+            add(&self.hop_wakeups, wakeups);
+        }
+    }
+
     #[must_use]
     pub fn wal_bytes_written(&self) -> u64 {
         self.wal_bytes_written.load(Ordering::Relaxed)
@@ -612,6 +630,12 @@ pub struct CounterValues {
     pub records_discarded: u64,
     pub authentication_failures: u64,
     pub expired_keys: u64,
+    /// Requests and replies sent between the shards, the ring publications that carried them,
+    /// and the sleeping shards they woke (INFO's `shard_hops`, `shard_messages`,
+    /// `shard_wakeups`).
+    pub shard_hops: u64,
+    pub shard_messages: u64,
+    pub shard_wakeups: u64,
 }
 
 /// Everything the shards measure, shared with the control thread.
@@ -720,6 +744,9 @@ impl NodeMetrics {
             records_discarded: load(&counters.records_discarded),
             authentication_failures: load(&counters.authentication_failures),
             expired_keys: load(&counters.expired_keys),
+            shard_hops: self.shards.iter().map(|shard| load(&shard.hops)).sum(),
+            shard_messages: self.shards.iter().map(|shard| load(&shard.hop_messages)).sum(),
+            shard_wakeups: self.shards.iter().map(|shard| load(&shard.hop_wakeups)).sum(),
         }
     }
 }

@@ -14,10 +14,12 @@ use monoio::net::{ListenerOpts, TcpListener};
 use strata_core::auth::Password;
 use strata_core::ShardId;
 
+use crate::cluster::ControlMessage;
 use crate::cluster::{ClusterShared, NodeHandle};
+use crate::hop::RingEnds;
 use crate::metrics::NodeMetrics;
 use crate::options::NodeOptions;
-use crate::shard::{Counters, Mesh, Shard, ShardMessage, SHARD_MESSAGES_MAX};
+use crate::shard::{Counters, Mesh, Shard, SHARD_MESSAGES_MAX};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -77,28 +79,33 @@ pub fn start(options: NodeOptions, shared: Arc<ClusterShared>) -> Result<Running
     let shard_count = options.shard_count;
     let partition_count = options.partition_count;
     let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..shard_count).map(|_| flume::bounded::<ShardMessage>(SHARD_MESSAGES_MAX)).unzip();
+        (0..shard_count).map(|_| flume::bounded::<ControlMessage>(SHARD_MESSAGES_MAX)).unzip();
     let counters = Arc::new(Counters::default());
     let metrics = Arc::new(NodeMetrics::new(Arc::clone(&counters), shard_count, partition_count));
     let handle = NodeHandle {
-        senders: senders.clone(),
+        senders,
         shared: Arc::clone(&shared),
         partition_count,
         metrics: Arc::clone(&metrics),
     };
     let password = options.requirepass.as_deref().map(|text| Password::new(text.as_bytes()));
-    let mesh = Arc::new(Mesh { senders, options, counters, metrics, started, shared, password });
+    let doorbells = (0..shard_count).map(|_| crate::hop::Doorbell::default()).collect();
+    let mesh = Arc::new(Mesh { doorbells, options, counters, metrics, started, shared, password });
+    let rings = crate::hop::ring_mesh(shard_count as usize);
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();
     let mut threads = Vec::new();
-    for (index, receiver) in receivers.into_iter().enumerate() {
+    for (index, (receiver, rings)) in receivers.into_iter().zip(rings).enumerate() {
         let (go_sender, go_receiver) = mpsc::channel::<bool>();
         go_senders.push(go_sender);
         let mesh = Arc::clone(&mesh);
         let report = report_sender.clone();
         let thread = std::thread::Builder::new()
             .name(format!("shard-{index}"))
-            .spawn(move || run_shard(ShardId(index as u32), mesh, receiver, &report, &go_receiver))
+            .spawn(move || {
+                let channels = ShardChannels { control: receiver, rings };
+                run_shard(ShardId(index as u32), mesh, channels, &report, &go_receiver);
+            })
             .map_err(NodeError::Thread)?;
         threads.push(thread);
     }
@@ -147,10 +154,16 @@ fn uring_runtime(id: ShardId) -> std::io::Result<UringRuntime> {
     })
 }
 
+/// What a shard thread receives on: the control thread's channel and its ends of the rings.
+struct ShardChannels {
+    control: flume::Receiver<ControlMessage>,
+    rings: RingEnds,
+}
+
 fn run_shard(
     id: ShardId,
     mesh: Arc<Mesh>,
-    receiver: flume::Receiver<ShardMessage>,
+    channels: ShardChannels,
     report: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) {
@@ -167,7 +180,7 @@ fn run_shard(
         match runtime {
             Ok(mut runtime) => {
                 tracing::info!(shard = id.0, "io_uring driver");
-                runtime.block_on(shard_main(id, mesh, receiver, report, go));
+                runtime.block_on(shard_main(id, mesh, channels, report, go));
                 return;
             }
             Err(error) => {
@@ -180,7 +193,7 @@ fn run_shard(
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut runtime) => {
             tracing::info!(shard = id.0, "epoll driver");
-            runtime.block_on(shard_main(id, mesh, receiver, report, go));
+            runtime.block_on(shard_main(id, mesh, channels, report, go));
         }
         Err(source) => {
             let _ = report.send(Err(NodeError::Runtime { shard: id.0, source }));
@@ -191,7 +204,7 @@ fn run_shard(
 async fn shard_main(
     id: ShardId,
     mesh: Arc<Mesh>,
-    receiver: flume::Receiver<ShardMessage>,
+    channels: ShardChannels,
     report: &mpsc::Sender<Report>,
     go: &mpsc::Receiver<bool>,
 ) {
@@ -206,7 +219,8 @@ async fn shard_main(
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, mesh));
+    let ShardChannels { control, rings } = channels;
+    let shard = Rc::new(Shard::new(id, mesh, rings));
     for partition in shard.owned_partitions() {
         if let Err(source) = shard.recover_partition(partition) {
             let _ = report.send(Err(NodeError::Recovery { shard: id.0, source }));
@@ -218,7 +232,9 @@ async fn shard_main(
     if !go.recv().unwrap_or(false) {
         return;
     }
-    monoio::spawn(Rc::clone(&shard).serve_requests(receiver));
+    monoio::spawn(Rc::clone(&shard).serve_control(control));
+    monoio::spawn(Rc::clone(&shard).serve_hops());
+    monoio::spawn(Rc::clone(&shard).send_hops());
     for partition in shard.owned_partitions() {
         monoio::spawn(Rc::clone(&shard).run_flusher(partition));
     }

@@ -282,18 +282,23 @@ fn info_text(
     if wants(sections, "stats") {
         // Counted since CONFIG RESETSTAT.
         let base = &baseline.counters;
+        let hops = mesh.metrics.counters();
         let since = |counter: &AtomicU64, at_reset: u64| {
             counter.load(Ordering::Relaxed).saturating_sub(at_reset)
         };
         let _ = write!(
             text,
             "# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\n\
-             rejected_connections:{}\r\nexpired_keys:{}\r\nacl_access_denied_auth:{}\r\n\r\n",
+             rejected_connections:{}\r\nexpired_keys:{}\r\nacl_access_denied_auth:{}\r\n\
+             shard_hops:{}\r\nshard_messages:{}\r\nshard_wakeups:{}\r\n\r\n",
             since(&counters.connections_received, base.connections_received),
             since(&counters.commands_processed, base.commands_processed),
             since(&counters.connections_rejected, base.connections_rejected),
             since(&counters.expired_keys, base.expired_keys),
             since(&counters.authentication_failures, base.authentication_failures),
+            hops.shard_hops.saturating_sub(base.shard_hops),
+            hops.shard_messages.saturating_sub(base.shard_messages),
+            hops.shard_wakeups.saturating_sub(base.shard_wakeups),
         );
     }
     if wants(sections, "replication") {

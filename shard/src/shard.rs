@@ -2,8 +2,8 @@
 //! keyspaces, WALs and waiting replies) and the client connections the kernel gave it.
 //!
 //! Everything here is touched only by the shard's own thread. Other shards reach a partition
-//! by sending a [`ShardRequest`] over the shard's bounded channel; the answer comes back on a
-//! oneshot channel once the write it depends on is durable.
+//! with a [`ShardRequest`] over their ring to this shard (`crate::hop`); the answer goes back
+//! over the ring the other way, once the write it depends on is committed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use strata_core::command::table::CommandId;
 
-use futures_channel::oneshot;
 use strata_core::auth::Password;
 use strata_core::command::KeyCommand;
 use strata_core::frame::encode_batch_frame;
@@ -30,13 +29,13 @@ use strata_core::replication::{
 
 use crate::cluster::{ClusterShared, ControlMessage, ServingMode};
 use crate::events::{EventKind, EventLog};
+use crate::hop::{Hop, Incoming, Outgoing, ReplyTo, RingEnds, ShardRequest, Tickets};
 use crate::metrics::{NodeMetrics, ShardMetrics};
 use crate::options::{Durability, NodeOptions};
 use crate::replication::{ReplicaSide, Role};
 use crate::signal::Signal;
 
-/// Messages queued for one shard at most; senders wait when it is full. A message holds the
-/// requests one connection round sends to that shard, so it is bounded too.
+/// Control messages queued for one shard at most; the control thread waits when it is full.
 pub(crate) const SHARD_MESSAGES_MAX: usize = 4096;
 /// How often active expiry looks for keys whose time has passed (Redis's default `hz` 10).
 const ACTIVE_EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
@@ -44,47 +43,11 @@ const ACTIVE_EXPIRY_INTERVAL: Duration = Duration::from_millis(100);
 /// its records); a partition with more left goes on at the next turn.
 const ACTIVE_EXPIRY_KEYS_MAX: usize = 500;
 
-/// A command for a partition another shard owns.
-pub struct ShardRequest {
-    pub(crate) partition: PartitionId,
-    pub(crate) command: KeyCommand,
-    /// The client command this is (part of), whose commandstats the execution time joins.
-    pub(crate) command_id: Option<CommandId>,
-    pub(crate) now_ms: u64,
-    pub(crate) reply: oneshot::Sender<Answer>,
-}
-
-/// What a shard receives from the others and from the control thread.
-pub enum ShardMessage {
-    /// The requests one connection round sends to this shard, in order.
-    Requests(Vec<ShardRequest>),
-    Control(ControlMessage),
-}
-
-/// Requests gathered during one connection round, per owning shard: sent as one message each,
-/// so a pipeline crosses to another shard once, not once per command.
+/// What a connection round routes with: the client command whose parts it submits, which
+/// requests to other shards carry (see [`ShardRequest`]).
+#[derive(Default)]
 pub(crate) struct Outbox {
-    batches: Vec<Vec<ShardRequest>>,
-    /// The client command being routed: its requests carry it (see `ShardRequest`).
     pub(crate) command: Option<CommandId>,
-}
-
-impl Outbox {
-    pub(crate) fn new(shard_count: u32) -> Outbox {
-        Outbox { batches: (0..shard_count).map(|_| Vec::new()).collect(), command: None }
-    }
-
-    /// Sends every gathered batch to its shard. A shard that stopped drops its requests, and
-    /// their receivers then answer with an error.
-    pub(crate) async fn send(&mut self, mesh: &Mesh) {
-        for (owner, batch) in self.batches.iter_mut().enumerate() {
-            if batch.is_empty() {
-                continue;
-            }
-            let message = ShardMessage::Requests(std::mem::take(batch));
-            let _ = mesh.senders[owner].send_async(message).await;
-        }
-    }
 }
 
 /// Node-wide counters, shared by all shards.
@@ -115,7 +78,8 @@ pub(crate) struct Counters {
 
 /// What every shard shares: the channels to each other, the options, the counters.
 pub(crate) struct Mesh {
-    pub(crate) senders: Vec<flume::Sender<ShardMessage>>,
+    /// Each shard's announcement that it sleeps (`crate::hop`).
+    pub(crate) doorbells: Vec<crate::hop::Doorbell>,
     pub(crate) options: NodeOptions,
     pub(crate) counters: Arc<Counters>,
     /// Per-shard and per-partition measurements (`crate::metrics`); `counters` among them.
@@ -148,7 +112,31 @@ pub(crate) enum Pending {
         resyncs: u64,
     },
     /// From another shard, which sends it once committed.
-    Remote(oneshot::Receiver<Answer>),
+    Remote(RemoteAnswer),
+}
+
+/// A ticket for an answer another shard sends. Dropped before the answer was taken, it tells
+/// the tickets so that the answer is thrown away when it comes.
+pub(crate) struct RemoteAnswer {
+    ticket: u32,
+    tickets: Rc<Tickets>,
+    taken: bool,
+}
+
+impl RemoteAnswer {
+    async fn take(mut self) -> Answer {
+        let answer = std::future::poll_fn(|context| self.tickets.poll(self.ticket, context)).await;
+        self.taken = true;
+        answer
+    }
+}
+
+impl Drop for RemoteAnswer {
+    fn drop(&mut self) {
+        if !self.taken {
+            self.tickets.abandon(self.ticket);
+        }
+    }
 }
 
 impl Pending {
@@ -162,19 +150,16 @@ impl Pending {
                 })
                 .await
             }
-            Pending::Remote(receiver) => receiver.await.unwrap_or_else(|_| {
-                Answer::Error(strata_core::command::CommandError(
-                    "ERR the shard owning this key stopped".into(),
-                ))
-            }),
+            Pending::Remote(remote) => remote.take().await,
         }
     }
 }
 
+/// An answer to another shard's request, held until its LSN commits.
 struct Waiter {
     lsn: Lsn,
     answer: Answer,
-    reply: oneshot::Sender<Answer>,
+    reply_to: ReplyTo,
 }
 
 pub(crate) struct PartitionSlot {
@@ -182,6 +167,8 @@ pub(crate) struct PartitionSlot {
     /// Taken by the flusher while it writes; always back between rounds.
     pub(crate) wal: Option<PartitionWal>,
     waiters: Vec<Waiter>,
+    /// Where answers to other shards go (the shard's own, shared).
+    outgoing: Rc<Outgoing>,
     /// Connections of this shard waiting for a commit of this partition.
     commit_wakers: Vec<std::task::Waker>,
     last_snapshot: Instant,
@@ -242,6 +229,14 @@ pub(crate) struct Shard {
     /// Set while one of the shard's partitions writes a snapshot: the others wait for their
     /// turn, so that snapshots do not pile up on the thread and the device at once.
     snapshot_in_flight: Cell<bool>,
+    /// Requests and replies for other shards, staged until the sender task publishes them.
+    pub(crate) outgoing: Rc<Outgoing>,
+    /// This shard's ends of the rings to the others.
+    producers: RefCell<Vec<Option<rtrb::Producer<Hop>>>>,
+    /// The rings from the others.
+    incoming: Incoming,
+    /// Answers this shard's connections wait for from other shards.
+    tickets: Rc<Tickets>,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -290,9 +285,14 @@ impl Shard {
         self.mesh.metrics.shard(self.id.0 as usize)
     }
 
-    pub(crate) fn new(id: ShardId, mesh: Arc<Mesh>) -> Shard {
+    pub(crate) fn new(id: ShardId, mesh: Arc<Mesh>, rings: RingEnds) -> Shard {
         let count = mesh.options.partition_count as usize;
+        let shard_count = mesh.options.shard_count as usize;
         Shard {
+            outgoing: Rc::new(Outgoing::new(shard_count)),
+            producers: RefCell::new(rings.producers),
+            incoming: Incoming::new(rings.consumers),
+            tickets: Rc::default(),
             id,
             mesh,
             partitions: RefCell::new((0..count).map(|_| None).collect()),
@@ -391,6 +391,7 @@ impl Shard {
             state,
             wal: Some(wal),
             waiters: Vec::new(),
+            outgoing: Rc::clone(&self.outgoing),
             commit_wakers: Vec::new(),
             last_snapshot: now,
             last_sync: now,
@@ -442,8 +443,8 @@ impl Shard {
         })
     }
 
-    /// Runs `command` on its partition if this shard owns it; otherwise queues it in `outbox`
-    /// for the owner. Returns the answer now, or a receiver for it.
+    /// Runs `command` on its partition if this shard owns it; otherwise stages it for the
+    /// owner, carrying `outbox`'s command. Returns the answer now, or what to wait for.
     pub(crate) fn submit(
         &self,
         outbox: &mut Outbox,
@@ -452,7 +453,7 @@ impl Shard {
         now_ms: u64,
     ) -> Pending {
         let owner = self.mesh.shard_of(partition);
-        let (reply, receiver) = if owner == self.id {
+        if owner == self.id {
             return match self.execute_owned(partition, command, now_ms) {
                 Ok(answer) => Pending::Ready(answer),
                 Err((lsn, answer)) => {
@@ -462,13 +463,13 @@ impl Shard {
                     Pending::Local { partition, lsn, answer, resyncs }
                 }
             };
-        } else {
-            oneshot::channel()
-        };
+        }
+        let ticket = self.tickets.issue();
+        let reply_to = ReplyTo { shard: self.id, ticket };
         let command_id = outbox.command;
-        let request = ShardRequest { partition, command, command_id, now_ms, reply };
-        outbox.batches[owner.0 as usize].push(request);
-        Pending::Remote(receiver)
+        let request = ShardRequest { partition, command, command_id, now_ms, reply_to };
+        self.outgoing.stage(owner, Hop::Request(request));
+        Pending::Remote(RemoteAnswer { ticket, tickets: Rc::clone(&self.tickets), taken: false })
     }
 
     /// Ready with the answer once `lsn` of `partition` commits (or with the partition's error
@@ -497,12 +498,10 @@ impl Shard {
 
     /// Runs a request from another shard.
     pub(crate) fn execute_request(&self, request: ShardRequest) {
-        let ShardRequest { partition, command, now_ms, reply, .. } = request;
+        let ShardRequest { partition, command, now_ms, reply_to, .. } = request;
         match self.execute_owned(partition, command, now_ms) {
-            Ok(answer) => {
-                let _ = reply.send(answer);
-            }
-            Err(parked) => self.park(partition, parked, reply),
+            Ok(answer) => self.outgoing.reply(reply_to, answer),
+            Err(parked) => self.park(partition, parked, reply_to),
         }
     }
 
@@ -536,43 +535,78 @@ impl Shard {
     }
 
     /// Holds an answer until its LSN commits. Must follow `execute_owned` with no await between.
-    fn park(
-        &self,
-        partition: PartitionId,
-        (lsn, answer): (Lsn, Answer),
-        reply: oneshot::Sender<Answer>,
-    ) {
+    fn park(&self, partition: PartitionId, (lsn, answer): (Lsn, Answer), reply_to: ReplyTo) {
         let mut partitions = self.partitions.borrow_mut();
         let slot =
             partitions[partition.0 as usize].as_mut().expect("partition owned by this shard");
         assert!(lsn > slot.state.commit_lsn());
-        slot.waiters.push(Waiter { lsn, answer, reply });
+        slot.waiters.push(Waiter { lsn, answer, reply_to });
     }
 
-    /// Runs a batch of requests from another shard; the batch's time, split evenly among its
-    /// requests, joins the commandstats of the commands they are parts of.
-    fn execute_requests(&self, requests: Vec<ShardRequest>) {
+    /// Runs the requests of a drain of the rings and delivers the replies; the requests' time,
+    /// split evenly among them, joins the commandstats of the commands they are parts of.
+    fn handle_hops(&self, hops: &mut Vec<Hop>) {
         let started = Instant::now();
-        let ids: Vec<Option<CommandId>> =
-            requests.iter().map(|request| request.command_id).collect();
-        for request in requests {
-            self.execute_request(request);
+        let mut ids: Vec<CommandId> = Vec::new();
+        let mut requests = 0u64;
+        for hop in hops.drain(..) {
+            match hop {
+                Hop::Request(request) => {
+                    requests += 1;
+                    ids.extend(request.command_id);
+                    self.execute_request(request);
+                }
+                Hop::Reply { ticket, answer } => self.tickets.deliver(ticket, answer),
+            }
+        }
+        if requests == 0 {
+            return;
         }
         let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let share = nanos / ids.len().max(1) as u64;
-        for id in ids.into_iter().flatten() {
+        let share = nanos / requests;
+        for id in ids {
             self.metrics().add_command_time(id, share);
         }
     }
 
-    /// Serves requests from other shards and orders from the control thread until every
-    /// sender is gone.
-    pub(crate) async fn serve_requests(self: Rc<Self>, receiver: flume::Receiver<ShardMessage>) {
-        while let Ok(message) = receiver.recv_async().await {
-            match message {
-                ShardMessage::Requests(requests) => self.execute_requests(requests),
-                ShardMessage::Control(control) => self.control(control),
+    /// Serves requests and replies from other shards: drains every ring each turn while there
+    /// is traffic, and sleeps (announcing it, so that a sender wakes it) once there is none.
+    pub(crate) async fn serve_hops(self: Rc<Self>) {
+        let doorbell = &self.mesh.doorbells[self.id.0 as usize];
+        loop {
+            let mut hops = self.incoming.take_all();
+            if hops.is_empty() {
+                self.incoming.give_back(hops);
+                self.incoming.wait(doorbell).await;
+                continue;
             }
+            self.handle_hops(&mut hops);
+            self.incoming.give_back(hops);
+            crate::hop::yield_turn().await;
+        }
+    }
+
+    /// Publishes what the shard's tasks staged for other shards, once per turn in which
+    /// something was staged; a full ring is retried until it has room.
+    pub(crate) async fn send_hops(self: Rc<Self>) {
+        loop {
+            self.outgoing.signal.wait().await;
+            loop {
+                let published =
+                    self.outgoing.publish(&mut self.producers.borrow_mut(), &self.mesh.doorbells);
+                self.metrics().count_hops(published.hops, published.messages, published.wakeups);
+                if published.left == 0 {
+                    break;
+                }
+                monoio::time::sleep(crate::hop::RING_FULL_RETRY).await;
+            }
+        }
+    }
+
+    /// Serves orders from the control thread until it is gone.
+    pub(crate) async fn serve_control(self: Rc<Self>, receiver: flume::Receiver<ControlMessage>) {
+        while let Ok(message) = receiver.recv_async().await {
+            self.control(message);
         }
     }
 
@@ -1018,7 +1052,7 @@ pub(crate) fn release_waiters(slot: &mut PartitionSlot) {
     while index < slot.waiters.len() {
         if slot.waiters[index].lsn <= commit {
             let waiter = slot.waiters.swap_remove(index);
-            let _ = waiter.reply.send(waiter.answer);
+            slot.outgoing.reply(waiter.reply_to, waiter.answer);
         } else {
             index += 1;
         }
@@ -1063,7 +1097,7 @@ pub(crate) fn fail_waiters_with(
         waker.wake();
     }
     for waiter in slot.waiters.drain(..) {
-        let _ = waiter.reply.send(Answer::Error(error.clone()));
+        slot.outgoing.reply(waiter.reply_to, Answer::Error(error.clone()));
     }
 }
 

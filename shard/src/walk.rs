@@ -73,9 +73,8 @@ impl ScanWalk {
                 next_cursor = cursor.encode();
                 break;
             }
-            let mut outbox = Outbox::new(shard.mesh.options.shard_count);
+            let mut outbox = Outbox::default();
             self.part = Some((following, self.ask(shard, &mut outbox, cursor)));
-            outbox.send(&shard.mesh).await;
         }
         reply::encode_scan_page(output, next_cursor, &self.keys);
     }

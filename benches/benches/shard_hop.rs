@@ -36,15 +36,20 @@ fn thread_waker() -> Waker {
     Waker::from(Arc::new(ThreadWaker(std::thread::current())))
 }
 
-/// Takes every hop waiting for `incoming`, parking (announced on `doorbell`) while there is
-/// none; empty only once `stop` is set.
-fn receive(incoming: &Incoming, doorbell: &Doorbell, waker: &Waker, stop: &AtomicBool) -> Vec<Hop> {
+/// Hands every hop waiting for `incoming` to `handle`, parking (announced on `doorbell`)
+/// while there is none; returns how many there were, 0 only once `stop` is set.
+fn receive(
+    incoming: &Incoming,
+    doorbell: &Doorbell,
+    waker: &Waker,
+    stop: &AtomicBool,
+    mut handle: impl FnMut(Hop),
+) -> usize {
     loop {
-        let taken = incoming.take_all();
-        if !taken.is_empty() || stop.load(Ordering::Relaxed) {
-            return taken;
+        let handled = incoming.drain(&mut handle);
+        if handled > 0 || stop.load(Ordering::Relaxed) {
+            return handled;
         }
-        incoming.give_back(taken);
         let mut wait = std::pin::pin!(incoming.wait(doorbell));
         if wait.as_mut().poll(&mut Context::from_waker(waker)).is_pending() {
             std::thread::park_timeout(PARK_TIMEOUT);
@@ -63,16 +68,14 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
         std::thread::spawn(move || {
             let (outgoing, waker) = (Outgoing::new(2), thread_waker());
             loop {
-                let mut hops = receive(&remote_incoming, &doorbells[1], &waker, &stop);
-                if hops.is_empty() {
-                    return;
-                }
-                for hop in hops.drain(..) {
+                let echo = |hop| {
                     if let Hop::Reply { ticket, answer } = hop {
                         outgoing.reply(ReplyTo { shard: ShardId(0), ticket }, answer);
                     }
+                };
+                if receive(&remote_incoming, &doorbells[1], &waker, &stop, echo) == 0 {
+                    return;
                 }
-                remote_incoming.give_back(hops);
                 outgoing.publish(&mut remote_producers, &doorbells);
             }
         })
@@ -89,10 +92,9 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
             }
             outgoing.publish(&mut producers, &doorbells);
             let mut replies = 0;
+            let running = AtomicBool::new(false);
             while replies < batch as usize {
-                let hops = receive(&incoming, &doorbells[0], &waker, &AtomicBool::new(false));
-                replies += hops.len();
-                incoming.give_back(hops);
+                replies += receive(&incoming, &doorbells[0], &waker, &running, drop);
             }
         });
     });

@@ -124,6 +124,21 @@ fn add_storage(families: &mut Families, metrics: &NodeMetrics) {
         bytes as f64,
     );
     families.counter_value(
+        "strata_shard_hops_total",
+        "Requests and replies sent from one shard to another.",
+        counters.shard_hops as f64,
+    );
+    families.counter_value(
+        "strata_shard_messages_total",
+        "Ring publications between shards (one per destination per turn with hops).",
+        counters.shard_messages as f64,
+    );
+    families.counter_value(
+        "strata_shard_wakeups_total",
+        "Shards woken by another because they slept.",
+        counters.shard_wakeups as f64,
+    );
+    families.counter_value(
         "strata_wal_fdatasyncs_total",
         "fdatasync calls (one may cover several partitions).",
         counters.fdatasyncs as f64,

@@ -312,37 +312,31 @@ impl TicketState {
     }
 }
 
-/// The receiving side of one shard: its consumers and the doorbell it sleeps on.
+/// The receiving side of one shard: its consumers, one per other shard.
 pub struct Incoming {
-    pub(crate) consumers: RefCell<Vec<Option<Consumer<Hop>>>>,
-    /// Hops taken from the rings and not yet handled (kept to reuse its capacity).
-    scratch: RefCell<Vec<Hop>>,
+    consumers: RefCell<Vec<Option<Consumer<Hop>>>>,
 }
 
 impl Incoming {
     #[must_use]
     pub fn new(consumers: Vec<Option<Consumer<Hop>>>) -> Incoming {
-        Incoming { consumers: RefCell::new(consumers), scratch: RefCell::new(Vec::new()) }
+        Incoming { consumers: RefCell::new(consumers) }
     }
 
-    /// Takes every hop waiting in every ring, in each ring's order.
-    pub fn take_all(&self) -> Vec<Hop> {
-        let mut taken = std::mem::take(&mut *self.scratch.borrow_mut());
+    /// Hands every hop waiting in every ring to `handle`, in each ring's order, straight from
+    /// the ring's slots; returns how many there were. `handle` must not drain again.
+    pub fn drain(&self, mut handle: impl FnMut(Hop)) -> usize {
+        let mut handled = 0;
         for consumer in self.consumers.borrow_mut().iter_mut().flatten() {
             let count = consumer.slots();
             if count == 0 {
                 continue;
             }
             let chunk = consumer.read_chunk(count).expect("the slots were counted");
-            taken.extend(chunk);
+            chunk.into_iter().for_each(&mut handle);
+            handled += count;
         }
-        taken
-    }
-
-    /// Gives back the (emptied) vector `take_all` returned.
-    pub fn give_back(&self, mut taken: Vec<Hop>) {
-        taken.clear();
-        *self.scratch.borrow_mut() = taken;
+        handled
     }
 
     fn any_waiting(&self) -> bool {
@@ -444,14 +438,11 @@ mod tests {
         let published = outgoing.publish(&mut ends[0].producers, &doorbells);
         assert_eq!(published, Published { hops: 6, messages: 2, wakeups: 1, left: 0 });
         let incoming = Incoming::new(std::mem::take(&mut ends[1].consumers));
-        let taken = incoming.take_all();
-        let tickets: Vec<u32> = taken
-            .iter()
-            .map(|hop| match hop {
-                Hop::Reply { ticket, .. } => *ticket,
-                Hop::Request(_) => panic!("only replies were sent"),
-            })
-            .collect();
+        let mut tickets = Vec::new();
+        incoming.drain(|hop| match hop {
+            Hop::Reply { ticket, .. } => tickets.push(ticket),
+            Hop::Request(_) => panic!("only replies were sent"),
+        });
         assert_eq!(tickets, [0, 1, 2, 3, 4], "a ring keeps its order");
     }
 
@@ -468,12 +459,10 @@ mod tests {
         assert_eq!(published.hops, HOP_RING_SLOTS as u64);
         assert_eq!(published.left, extra);
         let incoming = Incoming::new(std::mem::take(&mut ends[1].consumers));
-        let taken = incoming.take_all();
-        assert_eq!(taken.len(), HOP_RING_SLOTS);
-        incoming.give_back(taken);
+        assert_eq!(incoming.drain(drop), HOP_RING_SLOTS);
         let published = outgoing.publish(&mut ends[0].producers, &doorbells);
         assert_eq!((published.hops, published.left), (extra as u64, 0));
-        assert_eq!(incoming.take_all().len(), extra);
+        assert_eq!(incoming.drain(drop), extra);
     }
 
     #[test]
@@ -498,9 +487,7 @@ mod tests {
         });
         let mut received = 0;
         while received < rounds as usize {
-            let taken = incoming.take_all();
-            received += taken.len();
-            incoming.give_back(taken);
+            received += incoming.drain(drop);
             if received < rounds as usize {
                 let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(
                     std::thread::current(),

@@ -543,46 +543,41 @@ impl Shard {
         slot.waiters.push(Waiter { lsn, answer, reply_to });
     }
 
-    /// Runs the requests of a drain of the rings and delivers the replies; the requests' time,
+    /// Runs the requests waiting in the rings and delivers the replies; the requests' time,
     /// split evenly among them, joins the commandstats of the commands they are parts of.
-    fn handle_hops(&self, hops: &mut Vec<Hop>) {
+    /// Returns how many hops there were.
+    fn handle_hops(&self, ids: &mut Vec<CommandId>) -> usize {
         let started = Instant::now();
-        let mut ids: Vec<CommandId> = Vec::new();
+        ids.clear();
         let mut requests = 0u64;
-        for hop in hops.drain(..) {
-            match hop {
-                Hop::Request(request) => {
-                    requests += 1;
-                    ids.extend(request.command_id);
-                    self.execute_request(request);
-                }
-                Hop::Reply { ticket, answer } => self.tickets.deliver(ticket, answer),
+        let handled = self.incoming.drain(|hop| match hop {
+            Hop::Request(request) => {
+                requests += 1;
+                ids.extend(request.command_id);
+                self.execute_request(request);
+            }
+            Hop::Reply { ticket, answer } => self.tickets.deliver(ticket, answer),
+        });
+        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        if let Some(share) = nanos.checked_div(requests) {
+            for id in ids.iter() {
+                self.metrics().add_command_time(*id, share);
             }
         }
-        if requests == 0 {
-            return;
-        }
-        let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        let share = nanos / requests;
-        for id in ids {
-            self.metrics().add_command_time(id, share);
-        }
+        handled
     }
 
     /// Serves requests and replies from other shards: drains every ring each turn while there
     /// is traffic, and sleeps (announcing it, so that a sender wakes it) once there is none.
     pub(crate) async fn serve_hops(self: Rc<Self>) {
         let doorbell = &self.mesh.doorbells[self.id.0 as usize];
+        let mut ids = Vec::new();
         loop {
-            let mut hops = self.incoming.take_all();
-            if hops.is_empty() {
-                self.incoming.give_back(hops);
+            if self.handle_hops(&mut ids) == 0 {
                 self.incoming.wait(doorbell).await;
-                continue;
+            } else {
+                crate::hop::yield_turn().await;
             }
-            self.handle_hops(&mut hops);
-            self.incoming.give_back(hops);
-            crate::hop::yield_turn().await;
         }
     }
 

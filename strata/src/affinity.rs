@@ -1,7 +1,11 @@
 //! Which cores the shard threads run on: `[general] cpu_affinity`.
 //!
 //! `auto` pins shard `i` to the i-th core this process may run on (what `taskset` and the
-//! cgroup's cpuset leave it), `none` pins nothing, and a list (`"2,3"`, `"4-7"`, `"0,2-3"`)
+//! cgroup's cpuset leave it) when the shards leave at least one of those cores free, and
+//! pins nothing when they would take them all (the default shard count): then whatever else
+//! runs on the machine (a client, the node's control and upload threads) would have to
+//! preempt a shard pinned to its core, where the kernel could have moved the shard to an idle
+//! one. `none` pins nothing, and a list (`"2,3"`, `"4-7"`, `"0,2-3"`)
 //! gives the cores, shard `i` on the list's i-th (round robin when there are more shards).
 //! Nodes sharing a machine should be given different cores, or `none`: pinned to the same
 //! core, their shards take turns on it while the others idle. A node that finds another's shard
@@ -66,14 +70,16 @@ pub fn allowed_cores() -> Vec<usize> {
     (0..CORES_MAX).filter(|&core| unsafe { libc::CPU_ISSET(core, &set) }).collect()
 }
 
-/// The cores shard `i` is pinned to in turn (None: no pinning), given the cores allowed.
+/// The cores shard `i` is pinned to in turn (None: no pinning), given the number of shards
+/// and the cores allowed.
 pub fn shard_cores(
     affinity: &CpuAffinity,
+    shards: u32,
     allowed: &[usize],
 ) -> Result<Option<Vec<usize>>, String> {
     match affinity {
         CpuAffinity::None => Ok(None),
-        CpuAffinity::Auto if allowed.is_empty() => Ok(None),
+        CpuAffinity::Auto if shards as usize >= allowed.len() => Ok(None),
         CpuAffinity::Auto => Ok(Some(allowed.to_vec())),
         CpuAffinity::Cores(cores) => {
             if let Some(core) = cores.iter().find(|core| !allowed.contains(core)) {
@@ -163,10 +169,12 @@ mod tests {
     #[test]
     fn shards_get_the_cores_allowed_or_those_listed() {
         let allowed = [0, 1, 4];
-        assert_eq!(shard_cores(&CpuAffinity::Auto, &allowed), Ok(Some(vec![0, 1, 4])));
-        assert_eq!(shard_cores(&CpuAffinity::None, &allowed), Ok(None));
-        assert_eq!(shard_cores(&CpuAffinity::Cores(vec![4]), &allowed), Ok(Some(vec![4])));
-        let refused = shard_cores(&CpuAffinity::Cores(vec![2]), &allowed).unwrap_err();
+        assert_eq!(shard_cores(&CpuAffinity::Auto, 2, &allowed), Ok(Some(vec![0, 1, 4])));
+        assert_eq!(shard_cores(&CpuAffinity::Auto, 3, &allowed), Ok(None), "no core left free");
+        assert_eq!(shard_cores(&CpuAffinity::Auto, 1, &[]), Ok(None));
+        assert_eq!(shard_cores(&CpuAffinity::None, 1, &allowed), Ok(None));
+        assert_eq!(shard_cores(&CpuAffinity::Cores(vec![4]), 3, &allowed), Ok(Some(vec![4])));
+        let refused = shard_cores(&CpuAffinity::Cores(vec![2]), 1, &allowed).unwrap_err();
         assert_eq!(refused, "core 2 is not one this process may run on (allowed: 0,1,4)");
         assert!(!allowed_cores().is_empty());
     }

@@ -121,6 +121,11 @@ fn a_standalone_node_serves_metrics_that_move_with_writes() {
     );
     assert!(value(&after, "strata_connected_clients") >= 1.0);
     assert!(value(&after, "strata_resident_memory_bytes") > 1e6);
+    // Two shards: about half of the 21 keys' commands cross to the other shard and back.
+    let hops = moved("strata_shard_hops_total");
+    assert!(hops >= 2.0, "{hops} hops");
+    assert!((1.0..=hops).contains(&moved("strata_shard_messages_total")));
+    assert!(moved("strata_shard_wakeups_total") <= moved("strata_shard_messages_total"));
 
     // Keys and LSNs are published once a second.
     let published = wait_until(Duration::from_secs(10), || {

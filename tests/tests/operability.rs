@@ -333,6 +333,18 @@ fn shard_thread_cores(node: &TestNode) -> Vec<(String, String)> {
     found
 }
 
+/// How many cores a `Cpus_allowed_list` (`0-1`, `0,2-3`) names.
+fn allowed_core_count(list: &str) -> u32 {
+    list.split(',')
+        .map(|item| match item.split_once('-') {
+            Some((first, last)) => {
+                last.parse::<u32>().expect("a core") - first.parse::<u32>().expect("a core") + 1
+            }
+            None => 1,
+        })
+        .sum()
+}
+
 #[test]
 fn cpu_affinity_pins_shards_to_the_cores_given_and_warns_of_a_shared_core() {
     let own = std::fs::read_to_string("/proc/self/status").expect("status");
@@ -349,6 +361,19 @@ fn cpu_affinity_pins_shards_to_the_cores_given_and_warns_of_a_shared_core() {
         second.log().contains("another node's shard thread is pinned to a core")
     });
     assert!(warned, "{}", second.log());
+    // `auto` pins only when the shards leave a core free: with as many shards as cores a
+    // client on the same machine would have to preempt a pinned shard.
+    let count = allowed_core_count(allowed.trim());
+    let every_core = NodeSettings { cpu_affinity: "auto", shards: count, ..Default::default() };
+    let every_core = TestNode::start(every_core);
+    let cores = shard_thread_cores(&every_core);
+    assert!(cores.iter().all(|(_, list)| list == allowed.trim()), "{cores:?} vs {allowed}");
+    if count > 1 {
+        let fewer = NodeSettings { cpu_affinity: "auto", shards: 1, ..Default::default() };
+        let cores = shard_thread_cores(&TestNode::start(fewer));
+        let first = allowed.trim().split([',', '-']).next().expect("a core").to_string();
+        assert_eq!(cores, vec![("shard-0".to_string(), first)]);
+    }
     // A core this process may not use is refused before anything starts.
     let refused = TestNode::create(NodeSettings { cpu_affinity: "1000", ..Default::default() });
     let config = refused.config_path().display().to_string();

@@ -4,6 +4,7 @@
 //! Each shard owns its partitions outright: no locks on the data path. A command for a key
 //! owned elsewhere hops to the owning shard over a bounded channel and its answer hops back.
 
+mod buffers;
 mod cluster;
 mod config;
 mod connection;

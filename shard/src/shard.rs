@@ -242,6 +242,8 @@ pub(crate) struct Shard {
     /// Set while one of the shard's partitions writes a snapshot: the others wait for their
     /// turn, so that snapshots do not pile up on the thread and the device at once.
     snapshot_in_flight: Cell<bool>,
+    /// Free buffers for this shard's client connections to read into and write from.
+    pub(crate) buffers: crate::buffers::BufferPool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -301,6 +303,7 @@ impl Shard {
             device_sync: Rc::default(),
             stream_numbers: Cell::new(0),
             snapshot_in_flight: Cell::new(false),
+            buffers: crate::buffers::BufferPool::default(),
         }
     }
 

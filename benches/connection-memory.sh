@@ -87,7 +87,7 @@ stop_node() {
     node_pid=""
 }
 
-status_bytes() { awk -v field="$1:" '$1 == field { print $2 * 1024 }' "/proc/$node_pid/status"; }
+status_bytes() { awk -v field="$1:" '$1 == field { printf "%.0f\n", $2 * 1024 }' "/proc/$node_pid/status"; }
 mebibytes() { awk -v bytes="$1" 'BEGIN { printf "%.1f MiB", bytes / 1048576 }'; }
 
 # Opens $CONNECTIONS connections, PINGs on each, reports when all answered, then holds them

@@ -4,6 +4,7 @@
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
+use crate::buffers;
 use crate::tls::StreamIo;
 use strata_core::auth::{self, AuthError};
 use strata_core::command::table::{self, CommandId};
@@ -19,20 +20,9 @@ use crate::walk::ScanWalk;
 /// Commands taken from the input before their replies are written: bounds the memory one
 /// pipelining client can hold.
 const PIPELINE_COMMANDS_MAX: usize = 1024;
-const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Most bytes of input a connection holds while a request is incomplete (Redis's
 /// client-query-buffer-limit plays this part); beyond it the connection is closed.
 const QUERY_BUFFER_BYTES_MAX: usize = 128 * 1024 * 1024;
-
-/// A connection's buffers keep at most this much capacity once a large request or reply is
-/// done, so that idle connections do not hold memory a single big MGET once needed.
-const IDLE_BUFFER_BYTES_MAX: usize = 1024 * 1024;
-
-fn shrink_if_large(buffer: &mut Vec<u8>) {
-    if buffer.capacity() > IDLE_BUFFER_BYTES_MAX {
-        buffer.shrink_to(READ_CHUNK_BYTES);
-    }
-}
 
 /// What one round of parsing and answering left behind.
 struct Round {
@@ -95,13 +85,20 @@ impl Session {
     }
 }
 
+/// Serves one client until it quits, closes, or breaks the protocol. Its buffers come from
+/// the shard's pool and go back to it whenever the connection waits with nothing to do
+/// (`crate::buffers`).
 pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id: u64) {
     let authenticated = shard.mesh.password.is_none();
     let mut session = Session { client_id, name: None, quit: false, authenticated };
-    let mut input: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
-    let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut input: Vec<u8> = Vec::new();
+    let mut output: Vec<u8> = Vec::new();
     loop {
-        let round = process(&shard, &mut session, &mut input, &mut output).await;
+        if !input.is_empty() && output.capacity() == 0 {
+            output = shard.buffers.take();
+        }
+        // Boxed: the round's state is allocated while it runs, not held by an idle connection.
+        let round = Box::pin(process(&shard, &mut session, &mut input, &mut output)).await;
         let mut protocol_error = round.protocol_error.map(|error| format!("ERR {error}"));
         if protocol_error.is_none() && input.len() > QUERY_BUFFER_BYTES_MAX {
             protocol_error = Some(format!(
@@ -115,11 +112,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id
             let (result, buffer) = stream.write_from(output).await;
             output = buffer;
             output.clear();
-            shrink_if_large(&mut output);
             if result.is_err() {
                 break;
             }
         }
+        buffers::release_if_empty(&shard.buffers, &mut output);
         if session.quit || protocol_error.is_some() {
             break;
         }
@@ -129,11 +126,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id
             continue;
         }
         if input.is_empty() {
-            shrink_if_large(&mut input);
+            // Nothing pending: wait for the client without holding a buffer.
+            buffers::release_if_empty(&shard.buffers, &mut input);
+            if stream.wait_readable().await.is_err() {
+                break;
+            }
         }
-        if input.capacity() - input.len() < READ_CHUNK_BYTES / 4 {
-            input.reserve(READ_CHUNK_BYTES);
-        }
+        buffers::prepare_read(&shard.buffers, &mut input);
         let (result, buffer) = stream.read_into(input).await;
         input = buffer;
         match result {
@@ -141,6 +140,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id
             Ok(_) => {}
         }
     }
+    shard.buffers.give_back(input);
+    shard.buffers.give_back(output);
     shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
 }
 
@@ -180,6 +181,7 @@ async fn process(
     }
     let more_in_input = items.len() == PIPELINE_COMMANDS_MAX && consumed < input.len();
     input.drain(..consumed);
+    buffers::free_if_large_and_empty(input);
     share_round_time(shard, &items, started.elapsed());
     shard.mesh.counters.commands_processed.fetch_add(items.len() as u64, Ordering::Relaxed);
     let commands = items.len() as u64;

@@ -5,6 +5,7 @@
 //! owned elsewhere hops to the owning shard over a bounded ring and its answer hops back
 //! (`hop`).
 
+mod buffers;
 mod cluster;
 mod config;
 mod connection;

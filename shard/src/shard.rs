@@ -237,6 +237,8 @@ pub(crate) struct Shard {
     incoming: Incoming,
     /// Answers this shard's connections wait for from other shards.
     tickets: Rc<Tickets>,
+    /// Free buffers for this shard's client connections to read into and write from.
+    pub(crate) buffers: crate::buffers::BufferPool,
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -301,6 +303,7 @@ impl Shard {
             device_sync: Rc::default(),
             stream_numbers: Cell::new(0),
             snapshot_in_flight: Cell::new(false),
+            buffers: crate::buffers::BufferPool::default(),
         }
     }
 

@@ -39,6 +39,12 @@ pub(crate) trait StreamIo {
     async fn read_into(&mut self, input: Vec<u8>) -> (io::Result<usize>, Vec<u8>);
     /// Writes all of `output`, and hands the buffer back.
     async fn write_from(&mut self, output: Vec<u8>) -> (io::Result<()>, Vec<u8>);
+    /// Waits until a read would find something (bytes, the end of the stream or an error),
+    /// without lending a buffer meanwhile: an idle connection then holds none. By default
+    /// ready at once, and the read waits.
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl StreamIo for TcpStream {
@@ -51,6 +57,12 @@ impl StreamIo for TcpStream {
     async fn write_from(&mut self, output: Vec<u8>) -> (io::Result<()>, Vec<u8>) {
         let (result, output) = self.write_all(output).await;
         (result.map(drop), output)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        // Not relaxed: on the epoll driver a stale readiness would send the read to wait with
+        // the buffer. On io_uring this is one poll request.
+        self.readable(false).await
     }
 }
 
@@ -174,6 +186,25 @@ impl StreamIo for TlsSocket {
             }
         }
         (Ok(()), output)
+    }
+
+    async fn wait_readable(&mut self) -> io::Result<()> {
+        if has_plaintext(&mut self.session)? {
+            return Ok(());
+        }
+        // Idle: the ciphertext buffers are made again by the next read or write.
+        self.ciphertext = Vec::new();
+        self.outgoing = Vec::new();
+        self.socket.readable(false).await
+    }
+}
+
+/// Whether rustls holds decrypted bytes (or the end of the session) for the next read.
+fn has_plaintext(session: &mut Connection) -> io::Result<bool> {
+    match session.reader().fill_buf() {
+        Ok(_) => Ok(true),
+        Err(error) if error.kind() == io::ErrorKind::WouldBlock => Ok(false),
+        Err(error) => Err(error),
     }
 }
 

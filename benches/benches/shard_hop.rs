@@ -1,12 +1,14 @@
 //! A cross-shard hop's round trip: a batch of requests from one thread to another and a reply
-//! to each back, with the receiving thread asleep whenever it has nothing to do.
+//! to each back. `parked`: each thread sleeps whenever it has nothing to do, so a round trip
+//! includes two wake-ups of a sleeping thread, as between idle shards; `spinning`: both threads
+//! poll without sleeping, as between busy shards, which shows the transport's own cost.
 //!
 //! `rings`: the shard runtime's transport (`strata_shard::hop`): hops staged, published once
 //! per batch into a single-producer single-consumer ring, the receiver woken only when it
 //! announced it sleeps, replies back the same way by ticket. `channel`: the transport it
 //! replaced, a bounded multi-producer channel carrying the batch and a oneshot channel per
-//! request for its reply. Both wait by parking the thread, so only the transports differ; the
-//! execution of the command, the same in both, is left out.
+//! request for its reply. Both wait the same way, so only the transports differ; the execution
+//! of the command, the same in both, is left out.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,6 +26,30 @@ const BATCHES: [u32; 2] = [1, 64];
 /// How long a parked thread sleeps before it looks again at whether the run ended.
 const PARK_TIMEOUT: Duration = Duration::from_millis(20);
 
+/// How a thread with nothing to do waits.
+#[derive(Clone, Copy)]
+enum Waiting {
+    Parked,
+    Spinning,
+}
+
+impl Waiting {
+    fn name(self) -> &'static str {
+        match self {
+            Waiting::Parked => "parked",
+            Waiting::Spinning => "spinning",
+        }
+    }
+
+    /// Waits a little: until unparked (or a timeout), or one spin.
+    fn pause(self) {
+        match self {
+            Waiting::Parked => std::thread::park_timeout(PARK_TIMEOUT),
+            Waiting::Spinning => std::hint::spin_loop(),
+        }
+    }
+}
+
 struct ThreadWaker(std::thread::Thread);
 
 impl Wake for ThreadWaker {
@@ -39,9 +65,8 @@ fn thread_waker() -> Waker {
 /// Hands every hop waiting for `incoming` to `handle`, parking (announced on `doorbell`)
 /// while there is none; returns how many there were, 0 only once `stop` is set.
 fn receive(
-    incoming: &Incoming,
-    doorbell: &Doorbell,
-    waker: &Waker,
+    (incoming, doorbell): (&Incoming, &Doorbell),
+    (waiting, waker): (Waiting, &Waker),
     stop: &AtomicBool,
     mut handle: impl FnMut(Hop),
 ) -> usize {
@@ -50,14 +75,18 @@ fn receive(
         if handled > 0 || stop.load(Ordering::Relaxed) {
             return handled;
         }
+        if let Waiting::Spinning = waiting {
+            waiting.pause();
+            continue;
+        }
         let mut wait = std::pin::pin!(incoming.wait(doorbell));
         if wait.as_mut().poll(&mut Context::from_waker(waker)).is_pending() {
-            std::thread::park_timeout(PARK_TIMEOUT);
+            waiting.pause();
         }
     }
 }
 
-fn bench_rings(criterion: &mut Criterion, batch: u32) {
+fn bench_rings(criterion: &mut Criterion, batch: u32, waiting: Waiting) {
     let mut ends = ring_mesh(2);
     let doorbells: Arc<Vec<Doorbell>> = Arc::new((0..2).map(|_| Doorbell::default()).collect());
     let stop = Arc::new(AtomicBool::new(false));
@@ -73,7 +102,8 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
                         outgoing.reply(ReplyTo { shard: ShardId(0), ticket }, answer);
                     }
                 };
-                if receive(&remote_incoming, &doorbells[1], &waker, &stop, echo) == 0 {
+                let ends = (&remote_incoming, &doorbells[1]);
+                if receive(ends, (waiting, &waker), &stop, echo) == 0 {
                     return;
                 }
                 outgoing.publish(&mut remote_producers, &doorbells);
@@ -85,7 +115,8 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
     let (outgoing, waker) = (Outgoing::new(2), thread_waker());
     let mut group = criterion.benchmark_group("shard_hop");
     group.throughput(Throughput::Elements(u64::from(batch)));
-    group.bench_function(BenchmarkId::new("rings", batch), |bencher| {
+    let name = format!("rings/{}", waiting.name());
+    group.bench_function(BenchmarkId::new(name, batch), |bencher| {
         bencher.iter(|| {
             for ticket in 0..batch {
                 outgoing.reply(ReplyTo { shard: ShardId(1), ticket }, Answer::Integer(1));
@@ -94,7 +125,8 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
             let mut replies = 0;
             let running = AtomicBool::new(false);
             while replies < batch as usize {
-                replies += receive(&incoming, &doorbells[0], &waker, &running, drop);
+                let ends = (&incoming, &doorbells[0]);
+                replies += receive(ends, (waiting, &waker), &running, drop);
             }
         });
     });
@@ -106,21 +138,36 @@ fn bench_rings(criterion: &mut Criterion, batch: u32) {
 
 type Request = (u32, oneshot::Sender<Answer>);
 
-/// Waits for `future` by parking the thread.
-fn block_on<F: Future>(future: F, waker: &Waker) -> F::Output {
+/// Waits for `future`, pausing as `waiting` says between polls.
+fn block_on<F: Future>(future: F, waker: &Waker, waiting: Waiting) -> F::Output {
     let mut future = std::pin::pin!(future);
     loop {
         if let Poll::Ready(output) = future.as_mut().poll(&mut Context::from_waker(waker)) {
             return output;
         }
-        std::thread::park_timeout(PARK_TIMEOUT);
+        waiting.pause();
     }
 }
 
-fn bench_channel(criterion: &mut Criterion, batch: u32) {
+/// The next batch on `receiver`, waiting as `waiting` says; None once the sender is gone.
+fn next_batch(receiver: &flume::Receiver<Vec<Request>>, waiting: Waiting) -> Option<Vec<Request>> {
+    loop {
+        match receiver.try_recv() {
+            Ok(requests) => return Some(requests),
+            Err(flume::TryRecvError::Disconnected) => return None,
+            Err(flume::TryRecvError::Empty) => {}
+        }
+        match waiting {
+            Waiting::Parked => return receiver.recv().ok(),
+            Waiting::Spinning => waiting.pause(),
+        }
+    }
+}
+
+fn bench_channel(criterion: &mut Criterion, batch: u32, waiting: Waiting) {
     let (sender, receiver) = flume::bounded::<Vec<Request>>(4096);
     let remote = std::thread::spawn(move || {
-        while let Ok(requests) = receiver.recv() {
+        while let Some(requests) = next_batch(&receiver, waiting) {
             for (_, reply) in requests {
                 let _ = reply.send(Answer::Integer(1));
             }
@@ -129,7 +176,8 @@ fn bench_channel(criterion: &mut Criterion, batch: u32) {
     let waker = thread_waker();
     let mut group = criterion.benchmark_group("shard_hop");
     group.throughput(Throughput::Elements(u64::from(batch)));
-    group.bench_function(BenchmarkId::new("channel", batch), |bencher| {
+    let name = format!("channel/{}", waiting.name());
+    group.bench_function(BenchmarkId::new(name, batch), |bencher| {
         bencher.iter(|| {
             let mut receivers = Vec::with_capacity(batch as usize);
             let mut requests = Vec::with_capacity(batch as usize);
@@ -140,7 +188,7 @@ fn bench_channel(criterion: &mut Criterion, batch: u32) {
             }
             sender.send(requests).expect("the remote thread runs");
             for answer in receivers {
-                block_on(answer, &waker).expect("answered");
+                block_on(answer, &waker, waiting).expect("answered");
             }
         });
     });
@@ -150,9 +198,11 @@ fn bench_channel(criterion: &mut Criterion, batch: u32) {
 }
 
 fn bench_shard_hop(criterion: &mut Criterion) {
-    for batch in BATCHES {
-        bench_channel(criterion, batch);
-        bench_rings(criterion, batch);
+    for waiting in [Waiting::Parked, Waiting::Spinning] {
+        for batch in BATCHES {
+            bench_channel(criterion, batch, waiting);
+            bench_rings(criterion, batch, waiting);
+        }
     }
 }
 

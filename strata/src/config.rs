@@ -520,7 +520,11 @@ impl Config {
     /// The cores shard `i` is pinned to in turn, from `cpu_affinity` (None: no pinning).
     pub fn shard_cores(&self) -> Result<Option<Vec<usize>>, String> {
         let affinity = crate::affinity::parse(&self.general.cpu_affinity)?;
-        crate::affinity::shard_cores(&affinity, self.shard_count(), &crate::affinity::allowed_cores())
+        crate::affinity::shard_cores(
+            &affinity,
+            self.shard_count(),
+            &crate::affinity::allowed_cores(),
+        )
     }
 
     fn check_network(&self) -> Result<(), Invalid> {

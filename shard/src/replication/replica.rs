@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
-use strata_core::frame::{decode_frame, decode_records};
+use strata_core::frame::{decode_frame, read_records};
 use strata_core::peer::{
     decode_in_sync_set, encode_message, split_frames, Message, MessageKind, Position, ReplicaKind,
     StreamFrom, StreamStart, Subscribe,
@@ -594,8 +594,9 @@ impl Shard {
         }
     }
 
-    /// Checks each frame (checksum, partition, then the machine's epoch and continuity
-    /// checks), applies it to the keyspace and queues it for the local WAL.
+    /// Checks each frame (checksum, partition, its records with bytecheck, then the machine's
+    /// epoch and continuity checks), applies its records to the keyspace where they lie, without
+    /// decoding them into owned records, and queues it for the local WAL.
     fn receive_frames(
         self: &Rc<Self>,
         partition: PartitionId,
@@ -610,7 +611,7 @@ impl Shard {
             if header.partition != partition {
                 return Err(protocol("a frame of another partition"));
             }
-            let records = decode_records(frame, &header)
+            let records = read_records(frame, &header)
                 .map_err(|error| protocol(&format!("frame: {error}")))?;
             let event = ReplicaEvent::Frame {
                 stream,
@@ -621,9 +622,11 @@ impl Shard {
             self.replica_step(partition, event)?;
             let mut partitions = self.partitions.borrow_mut();
             let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-            for (index, record) in records.iter().enumerate() {
-                slot.state.apply_replicated(Lsn(header.first_lsn.0 + index as u64), record);
+            // The records are applied where they lie in the received bytes.
+            for (lsn, record) in (header.first_lsn.0..).map(Lsn).zip(records.iter()) {
+                slot.state.apply_replicated(lsn, record);
             }
+            assert_eq!(slot.state.last_lsn(), header.last_lsn, "every record of the frame applied");
             slot.last_epoch = header.epoch;
             slot.inbound_bytes += frame.len();
             slot.inbound.push_back(frame.to_vec());

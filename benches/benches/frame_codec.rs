@@ -1,8 +1,9 @@
 //! The WAL frame codec on a typical group-commit batch: 16 `Set` records with 128-byte values.
-//! Encoding is on every append; decoding is on recovery and on every follower.
+//! Encoding is on every append; reading in place is on recovery and on every follower, decoding
+//! into owned records what they did before.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use strata_core::frame::{decode_frame, decode_records, encode_frame};
+use strata_core::frame::{decode_frame, decode_records, encode_frame, read_records};
 use strata_core::record::Record;
 use strata_core::{Epoch, Lsn, PartitionId};
 
@@ -35,6 +36,15 @@ fn bench_frame_codec(criterion: &mut Criterion) {
         bencher.iter(|| {
             let header = decode_frame(std::hint::black_box(&frame)).expect("valid frame");
             decode_records(&frame, &header).expect("valid records")
+        });
+    });
+    group.bench_function("read_in_place_16_sets_128b", |bencher| {
+        bencher.iter(|| {
+            let header = decode_frame(std::hint::black_box(&frame)).expect("valid frame");
+            let records = read_records(&frame, &header).expect("valid records");
+            records.iter().for_each(|record| {
+                std::hint::black_box(record);
+            });
         });
     });
     group.finish();

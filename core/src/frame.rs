@@ -20,7 +20,7 @@
 //! ```
 
 use crate::ids::{Epoch, Lsn, PartitionId};
-use crate::record::{ArchivedBatch, Batch, Record};
+use crate::record::{ArchivedBatch, ArchivedRecord, Batch, Record, RecordView};
 
 pub const FRAME_MAGIC: u32 = u32::from_le_bytes(*b"STRF");
 pub const FRAME_VERSION: u16 = 1;
@@ -33,6 +33,10 @@ const CHECKSUM_OFFSET: usize = 56;
 const _: () = assert!(FRAME_HEADER_BYTES.is_multiple_of(FRAME_ALIGNMENT_BYTES));
 const _: () = assert!(FRAME_PAYLOAD_BYTES_MAX.is_multiple_of(FRAME_ALIGNMENT_BYTES));
 const _: () = assert!(CHECKSUM_OFFSET + 8 == FRAME_HEADER_BYTES);
+// A payload at an address that is a multiple of the frame alignment can be read in place: no
+// archived type of a batch needs more.
+const _: () = assert!(std::mem::align_of::<ArchivedBatch>() <= FRAME_ALIGNMENT_BYTES);
+const _: () = assert!(std::mem::align_of::<ArchivedRecord>() <= FRAME_ALIGNMENT_BYTES);
 
 /// The decoded header of a frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -235,20 +239,106 @@ pub fn frame_payload<'a>(bytes: &'a [u8], header: &FrameHeader) -> &'a [u8] {
     &bytes[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + header.payload_bytes as usize]
 }
 
-/// Decodes the records of a validated frame, checking them with bytecheck.
-pub fn decode_records(bytes: &[u8], header: &FrameHeader) -> Result<Vec<Record>, FrameError> {
+/// The records of a validated frame, as [`read_records`] found them.
+#[derive(Debug)]
+pub enum FrameRecords<'a> {
+    /// Read in place from the frame's payload: nothing copied.
+    InPlace(&'a ArchivedBatch),
+    /// Copied out of a payload at an address the archive cannot be read at (not a multiple
+    /// of [`FRAME_ALIGNMENT_BYTES`]).
+    Copied(Vec<Record>),
+}
+
+impl FrameRecords<'_> {
+    #[must_use]
+    pub fn len(&self) -> usize {
+        match self {
+            FrameRecords::InPlace(batch) => batch.records.len(),
+            FrameRecords::Copied(records) => records.len(),
+        }
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The records in LSN order, borrowed.
+    #[must_use]
+    pub fn iter(&self) -> RecordViews<'_> {
+        match self {
+            FrameRecords::InPlace(batch) => RecordViews::InPlace(batch.records.iter()),
+            FrameRecords::Copied(records) => RecordViews::Copied(records.iter()),
+        }
+    }
+
+    #[must_use]
+    pub fn was_read_in_place(&self) -> bool {
+        matches!(self, FrameRecords::InPlace(_))
+    }
+}
+
+/// The iterator of [`FrameRecords::iter`].
+pub enum RecordViews<'a> {
+    InPlace(std::slice::Iter<'a, ArchivedRecord>),
+    Copied(std::slice::Iter<'a, Record>),
+}
+
+impl<'a> Iterator for RecordViews<'a> {
+    type Item = RecordView<'a>;
+
+    fn next(&mut self) -> Option<RecordView<'a>> {
+        match self {
+            RecordViews::InPlace(archived) => archived.next().map(RecordView::from),
+            RecordViews::Copied(records) => records.next().map(Record::view),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            RecordViews::InPlace(archived) => archived.size_hint(),
+            RecordViews::Copied(records) => records.size_hint(),
+        }
+    }
+}
+
+/// Reads the records of a validated frame where they lie, after checking the whole payload
+/// with bytecheck (nothing of a payload that fails the check is returned) and its record count
+/// against the header. A payload at an address the archive cannot be read at is copied to an
+/// aligned buffer and decoded into owned records instead: a frame that follows a message of
+/// an odd length in a peer's receive buffer, never one of a WAL segment.
+pub fn read_records<'a>(
+    bytes: &'a [u8],
+    header: &FrameHeader,
+) -> Result<FrameRecords<'a>, FrameError> {
     let payload = frame_payload(bytes, header);
-    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(payload.len());
-    aligned.extend_from_slice(payload);
-    let archived = rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(&aligned)
-        .map_err(|error| FrameError::BadPayload { reason: error.to_string() })?;
-    let batch = rkyv::deserialize::<Batch, rkyv::rancor::Error>(archived)
-        .map_err(|error| FrameError::BadPayload { reason: error.to_string() })?;
-    let decoded = batch.records.len() as u64;
+    let records = if payload.as_ptr().align_offset(FRAME_ALIGNMENT_BYTES) == 0 {
+        FrameRecords::InPlace(access_batch(payload)?)
+    } else {
+        let mut aligned =
+            rkyv::util::AlignedVec::<FRAME_ALIGNMENT_BYTES>::with_capacity(payload.len());
+        aligned.extend_from_slice(payload);
+        let batch = rkyv::deserialize::<Batch, rkyv::rancor::Error>(access_batch(&aligned)?)
+            .map_err(|error| FrameError::BadPayload { reason: error.to_string() })?;
+        FrameRecords::Copied(batch.records)
+    };
+    let decoded = records.len() as u64;
     if decoded != header.record_count() {
         return Err(FrameError::RecordCountMismatch { decoded, expected: header.record_count() });
     }
-    Ok(batch.records)
+    Ok(records)
+}
+
+/// The archived batch of a payload, checked with bytecheck (which refuses a misaligned one).
+fn access_batch(payload: &[u8]) -> Result<&ArchivedBatch, FrameError> {
+    rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(payload)
+        .map_err(|error| FrameError::BadPayload { reason: error.to_string() })
+}
+
+/// Decodes the records of a validated frame into owned records, checking them with bytecheck.
+pub fn decode_records(bytes: &[u8], header: &FrameHeader) -> Result<Vec<Record>, FrameError> {
+    let records = read_records(bytes, header)?;
+    Ok(records.iter().map(RecordView::to_record).collect())
 }
 
 #[cfg(test)]
@@ -295,7 +385,130 @@ mod tests {
         }
     }
 
+    /// `frame` copied to an address `misalignment` bytes past a multiple of 16.
+    fn placed_at(frame: &[u8], misalignment: usize) -> (rkyv::util::AlignedVec<16>, usize) {
+        let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(frame.len() + misalignment);
+        buffer.extend_from_slice(&vec![0; misalignment]);
+        buffer.extend_from_slice(frame);
+        (buffer, misalignment)
+    }
+
+    #[test]
+    fn an_aligned_payload_is_read_in_place_and_a_misaligned_one_copied() {
+        let mut frame = Vec::new();
+        let records = sample_records();
+        encode_frame(&mut frame, PartitionId(0), Epoch(1), Lsn(1), Lsn(0), &records);
+        for (misalignment, in_place) in [(0, true), (8, true), (4, false), (1, false)] {
+            let (buffer, start) = placed_at(&frame, misalignment);
+            let bytes = &buffer[start..];
+            let header = decode_frame(bytes).unwrap();
+            let read = read_records(bytes, &header).unwrap();
+            assert_eq!(read.was_read_in_place(), in_place, "payload {misalignment} bytes off");
+            let owned: Vec<Record> = read.iter().map(RecordView::to_record).collect();
+            assert_eq!(owned, records);
+        }
+    }
+
+    #[test]
+    fn a_checksummed_payload_that_is_no_batch_is_refused_in_place_and_copied() {
+        let garbage = [0xA5u8; 40];
+        let mut frame = Vec::new();
+        encode_frame_payload(&mut frame, PartitionId(0), Epoch(1), Lsn(1), Lsn(0), 1, &garbage);
+        for misalignment in [0, 4] {
+            let (buffer, start) = placed_at(&frame, misalignment);
+            let header = decode_frame(&buffer[start..]).unwrap();
+            let refused = read_records(&buffer[start..], &header).unwrap_err();
+            assert!(matches!(refused, FrameError::BadPayload { .. }), "{refused}");
+        }
+    }
+
+    #[test]
+    fn a_record_count_other_than_the_header_says_is_refused() {
+        let batch = Batch { records: sample_records() };
+        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&batch).unwrap();
+        let mut frame = Vec::new();
+        encode_frame_payload(&mut frame, PartitionId(0), Epoch(1), Lsn(1), Lsn(0), 3, &payload);
+        let (buffer, start) = placed_at(&frame, 0);
+        let header = decode_frame(&buffer[start..]).unwrap();
+        let refused = read_records(&buffer[start..], &header).unwrap_err();
+        assert_eq!(refused, FrameError::RecordCountMismatch { decoded: 4, expected: 3 });
+    }
+
+    fn any_record() -> impl Strategy<Value = Record> {
+        let key = || proptest::collection::vec(0u8..4, 0..3);
+        prop_oneof![
+            (key(), proptest::collection::vec(any::<u8>(), 0..64), 0u64..3)
+                .prop_map(|(key, value, expire_at_ms)| Record::Set { key, value, expire_at_ms }),
+            key().prop_map(|key| Record::Delete { key }),
+            (key(), 0u64..3).prop_map(|(key, expire_at_ms)| Record::Expire { key, expire_at_ms }),
+            Just(Record::FlushAll),
+        ]
+    }
+
+    /// Every entry of a partition's keyspace, sorted: (key, value, expiry, LSN).
+    fn entries(partition: &crate::partition::Partition) -> Vec<(Vec<u8>, Vec<u8>, u64, Lsn)> {
+        let keyspace = partition.keyspace();
+        let mut entries: Vec<_> = keyspace
+            .iter()
+            .map(|(key, value, expire_at_ms)| {
+                let lsn = keyspace.get_raw(key).expect("listed").lsn;
+                (key.to_vec(), value.to_vec(), expire_at_ms, lsn)
+            })
+            .collect();
+        entries.sort();
+        entries
+    }
+
     proptest! {
+        #[test]
+        fn applying_in_place_gives_the_keyspace_owned_records_give(
+            frames in proptest::collection::vec(
+                proptest::collection::vec(any_record(), 1..12), 1..6),
+            misalignment in prop_oneof![Just(0usize), Just(8), Just(4)],
+        ) {
+            use crate::partition::{Partition, PartitionLimits};
+            let mut in_place = Partition::new(PartitionId(0), PartitionLimits::default());
+            let mut owned = Partition::new(PartitionId(0), PartitionLimits::default());
+            let mut next = Lsn(1);
+            for records in &frames {
+                let mut frame = Vec::new();
+                encode_frame(&mut frame, PartitionId(0), Epoch(1), next, Lsn(0), records);
+                let (buffer, start) = placed_at(&frame, misalignment);
+                let header = decode_frame(&buffer[start..]).unwrap();
+                let read = read_records(&buffer[start..], &header).unwrap();
+                prop_assert_eq!(read.was_read_in_place(), misalignment % 8 == 0);
+                for (lsn, record) in (next.0..).map(Lsn).zip(read.iter()) {
+                    in_place.apply_replicated(lsn, record);
+                }
+                for (lsn, record) in (next.0..).map(Lsn).zip(records) {
+                    owned.apply_replicated(lsn, record.view());
+                }
+                next = Lsn(header.last_lsn.0 + 1);
+            }
+            prop_assert_eq!(in_place.last_lsn(), owned.last_lsn());
+            prop_assert_eq!(entries(&in_place), entries(&owned));
+        }
+
+        #[test]
+        fn corrupt_frames_are_refused_before_anything_is_read(
+            records in proptest::collection::vec(any_record(), 1..8),
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..4),
+            misalignment in prop_oneof![Just(0usize), Just(4)],
+        ) {
+            let mut frame = Vec::new();
+            encode_frame(&mut frame, PartitionId(0), Epoch(1), Lsn(1), Lsn(0), &records);
+            let (mut buffer, start) = placed_at(&frame, misalignment);
+            for (index, mask) in &flips {
+                buffer[start + index.index(frame.len())] ^= mask;
+            }
+            let bytes = &buffer[start..];
+            if bytes == frame.as_slice() {
+                return Ok(());
+            }
+            let outcome = decode_frame(bytes).and_then(|header| read_records(bytes, &header));
+            prop_assert!(outcome.is_err());
+        }
+
         #[test]
         fn any_bytes_decode_or_error_without_panic(
             bytes in proptest::collection::vec(any::<u8>(), 0..512),

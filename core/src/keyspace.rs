@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 
 use crate::command::ScanCursor;
 use crate::ids::Lsn;
-use crate::record::{ExpireAtMs, Record};
+use crate::record::{ExpireAtMs, RecordView};
 
 /// One key with its value in a single allocation (key bytes, then value bytes): one heap block
 /// per key instead of two, which is most of the per-key overhead for small values.
@@ -222,18 +222,18 @@ impl Keyspace {
     }
 
     /// Applies a record's effect, as replay and followers do. Idempotent.
-    pub fn apply(&mut self, lsn: Lsn, record: Record) {
+    pub fn apply(&mut self, lsn: Lsn, record: RecordView<'_>) {
         match record {
-            Record::Set { key, value, expire_at_ms } => {
-                self.insert(&key, &value, expire_at_ms, lsn);
+            RecordView::Set { key, value, expire_at_ms } => {
+                self.insert(key, value, expire_at_ms, lsn);
             }
-            Record::Delete { key } => {
-                self.remove(&key);
+            RecordView::Delete { key } => {
+                self.remove(key);
             }
-            Record::Expire { key, expire_at_ms } => {
-                self.set_expiry(&key, expire_at_ms, lsn);
+            RecordView::Expire { key, expire_at_ms } => {
+                self.set_expiry(key, expire_at_ms, lsn);
             }
-            Record::FlushAll => self.clear(),
+            RecordView::FlushAll => self.clear(),
         }
     }
 

@@ -16,7 +16,7 @@ use crate::command::{
 };
 use crate::ids::{Lsn, PartitionId};
 use crate::keyspace::Keyspace;
-use crate::record::Record;
+use crate::record::{Record, RecordView};
 
 /// The value part of an answer to a key command, before it is encoded for the wire.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -158,7 +158,7 @@ impl Partition {
     }
 
     /// Applies a committed record during recovery (or on a replica). LSNs must ascend.
-    pub fn apply_committed(&mut self, lsn: Lsn, record: Record) {
+    pub fn apply_committed(&mut self, lsn: Lsn, record: RecordView<'_>) {
         assert!(self.open.is_empty());
         assert!(lsn > self.last_lsn || self.last_lsn == Lsn::ZERO, "LSN went backwards");
         self.keyspace.apply(lsn, record);
@@ -279,8 +279,9 @@ impl Partition {
 
     /// Applies a record a leader assigned `lsn` to, on a replica: the state changes at once,
     /// but reads that see it wait until [`commit`](Self::commit) covers `lsn`. LSNs must follow
-    /// each other without a gap.
-    pub fn apply_replicated(&mut self, lsn: Lsn, record: &Record) {
+    /// each other without a gap. The record is borrowed, usually from the received frame itself:
+    /// its value is copied once, into the keyspace.
+    pub fn apply_replicated(&mut self, lsn: Lsn, record: RecordView<'_>) {
         assert!(self.open.is_empty(), "a replica takes no writes of its own");
         assert_eq!(lsn, self.last_lsn.next(), "replicated records must follow each other");
         self.apply_effect(lsn, record);
@@ -291,26 +292,26 @@ impl Partition {
         assert!(self.failure.is_none());
         let lsn = self.last_lsn.next();
         self.open_bytes += record.size_estimate();
-        self.apply_effect(lsn, &record);
+        self.apply_effect(lsn, record.view());
         self.open.push(record);
         self.last_lsn = lsn;
         lsn
     }
 
     /// Changes the keyspace as `record` written at `lsn` says, leaving what reads must wait for.
-    fn apply_effect(&mut self, lsn: Lsn, record: &Record) {
+    fn apply_effect(&mut self, lsn: Lsn, record: RecordView<'_>) {
         match record {
-            Record::Set { key, value, expire_at_ms } => {
-                self.keyspace.insert(key, value, *expire_at_ms, lsn);
+            RecordView::Set { key, value, expire_at_ms } => {
+                self.keyspace.insert(key, value, expire_at_ms, lsn);
             }
-            Record::Delete { key } => {
+            RecordView::Delete { key } => {
                 self.keyspace.remove(key);
-                self.tombstones.insert(key.clone().into_boxed_slice(), lsn);
+                self.tombstones.insert(Box::from(key), lsn);
             }
-            Record::Expire { key, expire_at_ms } => {
-                self.keyspace.set_expiry(key, *expire_at_ms, lsn);
+            RecordView::Expire { key, expire_at_ms } => {
+                self.keyspace.set_expiry(key, expire_at_ms, lsn);
             }
-            Record::FlushAll => {
+            RecordView::FlushAll => {
                 self.keyspace.clear();
                 self.tombstones.clear();
                 self.flush_lsn = lsn;

@@ -981,21 +981,28 @@ impl Shard {
     }
 }
 
-/// Received frames, as many as one WAL append takes.
+/// Received frames, as many as one WAL append takes. A lone run of frames is moved, not
+/// copied.
 fn take_inbound(slot: &mut PartitionSlot) -> Option<Vec<u8>> {
     let limit = slot.wal.as_ref().expect("the WAL is home between flushes").max_frame_bytes();
-    let mut frames = Vec::new();
-    while let Some(next) = slot.inbound.front() {
-        if !frames.is_empty() && frames.len() + next.len() > limit {
+    let mut bytes = slot.inbound.front()?.len();
+    let mut runs = 1;
+    for next in slot.inbound.iter().skip(1) {
+        if bytes + next.len() > limit {
             break;
         }
-        let next = slot.inbound.pop_front().expect("front exists");
-        slot.inbound_bytes -= next.len();
-        frames.extend_from_slice(&next);
+        bytes += next.len();
+        runs += 1;
     }
-    if frames.is_empty() {
-        return None;
-    }
+    let frames = if runs == 1 {
+        slot.inbound.pop_front().expect("front exists")
+    } else {
+        let mut frames = Vec::with_capacity(bytes);
+        slot.inbound.drain(..runs).for_each(|run| frames.extend_from_slice(&run));
+        frames
+    };
+    assert_eq!(frames.len(), bytes);
+    slot.inbound_bytes -= bytes;
     let last = strata_core::frame::last_lsn_of(&frames);
     slot.framed_lsn = last;
     Some(frames)

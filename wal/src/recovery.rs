@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use strata_core::frame::{
-    decode_frame, decode_records, FrameHeader, FRAME_ALIGNMENT_BYTES, FRAME_HEADER_BYTES,
+    decode_frame, read_records, FrameHeader, FrameRecords, FRAME_ALIGNMENT_BYTES,
+    FRAME_HEADER_BYTES,
 };
-use strata_core::record::Record;
+use strata_core::record::RecordView;
 use strata_core::{Epoch, Lsn, PartitionId};
 
 use crate::config::{WalConfig, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN, SEGMENT_BYTES_MULTIPLE};
@@ -112,7 +113,7 @@ pub(crate) fn recover_log(
     partition: PartitionId,
     config: &WalConfig,
     on_entry: &mut EntrySink<'_>,
-    on_record: &mut dyn FnMut(Lsn, Record),
+    on_record: &mut dyn FnMut(Lsn, RecordView<'_>),
 ) -> Result<(RecoveredLog, RecoverySummary), WalError> {
     let started = Instant::now();
     config.validate()?;
@@ -261,14 +262,14 @@ struct Replay<'a> {
     next_lsn: Lsn,
     /// Epoch of the last frame read, which the next may not be lower than.
     previous_epoch: Option<Epoch>,
-    on_record: &'a mut dyn FnMut(Lsn, Record),
+    on_record: &'a mut dyn FnMut(Lsn, RecordView<'_>),
 }
 
 impl<'a> Replay<'a> {
     fn new(
         partition: PartitionId,
         snapshot_lsn: Lsn,
-        on_record: &'a mut dyn FnMut(Lsn, Record),
+        on_record: &'a mut dyn FnMut(Lsn, RecordView<'_>),
     ) -> Self {
         Replay { partition, snapshot_lsn, next_lsn: Lsn::ZERO, previous_epoch: None, on_record }
     }
@@ -378,9 +379,9 @@ impl<'a> Replay<'a> {
                 return Err(corrupt(reason));
             }
             let records =
-                decode_records(rest, &header).map_err(|error| corrupt(error.to_string()))?;
+                read_records(rest, &header).map_err(|error| corrupt(error.to_string()))?;
             self.follow_epoch(&header, summary).map_err(corrupt)?;
-            self.apply(header.first_lsn, records, header.frame_bytes() as u64, summary);
+            self.apply(header.first_lsn, &records, header.frame_bytes() as u64, summary);
             self.next_lsn = header.last_lsn.next();
             summary.last_epoch = header.epoch;
             summary.commit_lsn = summary.commit_lsn.max(header.commit_lsn.min(header.last_lsn));
@@ -424,12 +425,12 @@ impl<'a> Replay<'a> {
     fn apply(
         &mut self,
         first_lsn: Lsn,
-        records: Vec<Record>,
+        records: &FrameRecords<'_>,
         frame_bytes: u64,
         summary: &mut RecoverySummary,
     ) {
         let mut replayed_any = false;
-        for (lsn, record) in (first_lsn.0..).map(Lsn).zip(records) {
+        for (lsn, record) in (first_lsn.0..).map(Lsn).zip(records.iter()) {
             if lsn > self.snapshot_lsn {
                 (self.on_record)(lsn, record);
                 summary.records_replayed += 1;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use monoio::fs::File;
 use monoio::task::JoinHandle;
 use strata_core::frame::{decode_frame, FrameHeader};
-use strata_core::record::Record;
+use strata_core::record::RecordView;
 use strata_core::{Lsn, PartitionId};
 
 use crate::config::WalConfig;
@@ -135,7 +135,8 @@ pub(crate) enum FaultSite {
 impl PartitionWal {
     /// Recovers the partition directory `dir` (created if missing): loads the newest
     /// snapshot, calling `on_snapshot_entry(key, value, expire_at_ms)` for each entry, then
-    /// replays every record after the snapshot's LSN through `on_record`. A torn tail of the
+    /// replays every record after the snapshot's LSN through `on_record`, borrowed from the
+    /// mapped segment where it lies (copy what outlives the call). A torn tail of the
     /// newest segment is cut; any other damage is [`WalError::Corrupt`] naming file and offset.
     /// On error the callbacks may have seen part of the data, which the caller discards.
     ///
@@ -151,7 +152,7 @@ impl PartitionWal {
         partition: PartitionId,
         config: &WalConfig,
         mut on_snapshot_entry: impl FnMut(&[u8], &[u8], u64),
-        mut on_record: impl FnMut(Lsn, Record),
+        mut on_record: impl FnMut(Lsn, RecordView<'_>),
     ) -> Result<(PartitionWal, RecoverySummary), WalError> {
         let (log, summary) =
             recover_log(dir, partition, config, &mut on_snapshot_entry, &mut on_record)?;

@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
-use strata_core::frame::{decode_frame, decode_records};
+use strata_core::frame::{decode_frame, read_records};
 use strata_core::peer::{
     decode_in_sync_set, encode_message, split_frames, Message, MessageKind, Position, ReplicaKind,
     StreamFrom, StreamStart, Subscribe,
@@ -594,43 +594,84 @@ impl Shard {
         }
     }
 
-    /// Checks each frame (checksum, partition, then the machine's epoch and continuity
-    /// checks), applies it to the keyspace and queues it for the local WAL.
+    /// Checks and applies each frame (see [`apply_frame`](Self::apply_frame)), then queues the
+    /// frames it applied for the local WAL, in runs of at most what one WAL append takes: a
+    /// single copy of their bytes. The frames applied before one that is refused are queued
+    /// too: the keyspace and the machine have them.
     fn receive_frames(
         self: &Rc<Self>,
         partition: PartitionId,
         stream: u64,
         bytes: &[u8],
     ) -> Result<(), StreamError> {
+        let run_bytes_max =
+            usize::try_from(strata_wal::frame_bytes_max(self.mesh.options.segment_bytes))
+                .unwrap_or(usize::MAX);
+        let mut run_start = 0;
         let mut offset = 0;
+        let mut outcome = Ok(());
         while offset < bytes.len() {
-            let header = decode_frame(&bytes[offset..])
-                .map_err(|error| protocol(&format!("frame: {error}")))?;
-            let frame = &bytes[offset..offset + header.frame_bytes()];
-            if header.partition != partition {
-                return Err(protocol("a frame of another partition"));
-            }
-            let records = decode_records(frame, &header)
-                .map_err(|error| protocol(&format!("frame: {error}")))?;
-            let event = ReplicaEvent::Frame {
-                stream,
-                epoch: header.epoch,
-                first: header.first_lsn,
-                last: header.last_lsn,
+            let frame_bytes = match self.apply_frame(partition, stream, &bytes[offset..]) {
+                Ok(frame_bytes) => frame_bytes,
+                Err(error) => {
+                    outcome = Err(error);
+                    break;
+                }
             };
-            self.replica_step(partition, event)?;
-            let mut partitions = self.partitions.borrow_mut();
-            let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
-            for (index, record) in records.iter().enumerate() {
-                slot.state.apply_replicated(Lsn(header.first_lsn.0 + index as u64), record);
+            if offset > run_start && offset + frame_bytes - run_start > run_bytes_max {
+                self.queue_inbound(partition, &bytes[run_start..offset]);
+                run_start = offset;
             }
-            slot.last_epoch = header.epoch;
-            slot.inbound_bytes += frame.len();
-            slot.inbound.push_back(frame.to_vec());
-            offset += header.frame_bytes();
+            offset += frame_bytes;
         }
-        self.flush_signals[partition.0 as usize].raise();
-        Ok(())
+        if offset > run_start {
+            self.queue_inbound(partition, &bytes[run_start..offset]);
+            self.flush_signals[partition.0 as usize].raise();
+        }
+        outcome
+    }
+
+    /// Checks the frame at the start of `bytes` (checksum, partition, its records with
+    /// bytecheck, then the machine's epoch and continuity checks) and applies its records to
+    /// the keyspace where they lie, without decoding them into owned records first. Returns
+    /// the frame's length.
+    fn apply_frame(
+        self: &Rc<Self>,
+        partition: PartitionId,
+        stream: u64,
+        bytes: &[u8],
+    ) -> Result<usize, StreamError> {
+        let header = decode_frame(bytes).map_err(|error| protocol(&format!("frame: {error}")))?;
+        let frame = &bytes[..header.frame_bytes()];
+        if header.partition != partition {
+            return Err(protocol("a frame of another partition"));
+        }
+        let records =
+            read_records(frame, &header).map_err(|error| protocol(&format!("frame: {error}")))?;
+        let event = ReplicaEvent::Frame {
+            stream,
+            epoch: header.epoch,
+            first: header.first_lsn,
+            last: header.last_lsn,
+        };
+        self.replica_step(partition, event)?;
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        for (lsn, record) in (header.first_lsn.0..).map(Lsn).zip(records.iter()) {
+            slot.state.apply_replicated(lsn, record);
+        }
+        assert_eq!(slot.state.last_lsn(), header.last_lsn, "every record of the frame applied");
+        slot.last_epoch = header.epoch;
+        Ok(frame.len())
+    }
+
+    /// Queues received frames, already applied, for the local WAL.
+    fn queue_inbound(&self, partition: PartitionId, frames: &[u8]) {
+        assert!(!frames.is_empty());
+        let mut partitions = self.partitions.borrow_mut();
+        let slot = partitions[partition.0 as usize].as_mut().expect("owned partition");
+        slot.inbound_bytes += frames.len();
+        slot.inbound.push_back(frames.to_vec());
     }
 
     fn receive_snapshot_chunk(

@@ -157,7 +157,7 @@ pub(crate) fn recover(dir: &Path, config: &WalConfig) -> Result<Recovered, WalEr
         PARTITION,
         config,
         |key, value, expire_at_ms| entries.push((key.to_vec(), value.to_vec(), expire_at_ms)),
-        |lsn, record| records.push((lsn, record)),
+        |lsn, record| records.push((lsn, record.to_record())),
     )?;
     Ok(Recovered { wal, summary, entries, records })
 }

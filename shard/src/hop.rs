@@ -2,9 +2,9 @@
 //! answer comes back.
 //!
 //! Every ordered pair of shards has one bounded single-producer single-consumer ring
-//! ([`HOP_RING_SLOTS`] hops). A shard's tasks never write a ring directly: requests (from its
+//! (`HOP_RING_SLOTS` hops). A shard's tasks never write a ring directly: requests (from its
 //! connections) and replies (to other shards' connections) are staged per destination in
-//! [`Outgoing`], and the shard's sender task ([`crate::shard::Shard::send_hops`]) moves all that
+//! [`Outgoing`], and the shard's sender task (`Shard::send_hops`) moves all that
 //! was staged during one turn of the executor into each ring at once: one publication (a
 //! release store) per destination per turn, however many connections staged.
 //!
@@ -14,7 +14,7 @@
 //! if the thread is parked) only then. A busy shard is never woken: it polls.
 //!
 //! Replies need no channel per request: a request carries a ticket, an index into its origin
-//! shard's [`Tickets`], and the reply names it. A ticket is freed only once its reply arrived,
+//! shard's `Tickets`, and the reply names it. A ticket is freed only once its reply arrived,
 //! so an index is never reused while a reply to it may be on its way.
 
 use std::cell::{Cell, RefCell};

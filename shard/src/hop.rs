@@ -9,9 +9,10 @@
 //! release store) per destination per turn, however many connections staged.
 //!
 //! A shard's receiver task drains all its incoming rings each time it runs and, while it found
-//! something, runs again in the next turn. Only when a drain finds nothing does it announce on
-//! its [`Doorbell`] that it sleeps; a sender wakes it (a cross-thread wake-up, an eventfd write
-//! if the thread is parked) only then. A busy shard is never woken: it polls.
+//! something, yields and drains again after the turn's other tasks. Only when a drain finds
+//! nothing does it announce on its [`Doorbell`] that it sleeps, and a sender wakes it only then:
+//! while traffic flows the receiver polls and nobody wakes it. The wake-up is a cross-thread
+//! wake of the task, which monoio turns into an eventfd write only if the thread is parked.
 //!
 //! Replies need no channel per request: a request carries a ticket, an index into its origin
 //! shard's `Tickets`, and the reply names it. A ticket is freed only once its reply arrived,

@@ -53,6 +53,10 @@ struct Arguments {
     /// and restarts what died).
     #[arg(long, default_value = "manual", value_parser = parse_failover)]
     failover: Failover,
+    /// Shard threads per node (1 to 4): with more than one, a node's commands also cross
+    /// between its shards while the faults happen.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4))]
+    shards: u32,
     /// Known replication bugs to put back in every node, comma-separated (e.g.
     /// promote-out-of-sync; needs a strata binary built with the `mutations` feature): the
     /// run should then FAIL, showing the checker finds the bug.
@@ -153,6 +157,7 @@ fn main() -> ExitCode {
             arguments.nemesis
         },
         failover: arguments.failover,
+        shards: arguments.shards,
     };
     install_interrupt_handler();
     match run::run(&options, &INTERRUPTED) {

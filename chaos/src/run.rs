@@ -62,6 +62,8 @@ pub struct RunOptions {
     /// The kinds of fault the nemesis may throw; those this machine cannot (a full disk
     /// without root, clock steps without libfaketime) are left out with a line saying so.
     pub faults: Vec<Fault>,
+    /// Shard threads per node: with more than one, commands also cross shards inside a node.
+    pub shards: u32,
     /// Known replication bugs to put back in every node (`STRATA_MUTATIONS`, names as in
     /// `core/src/replication/mutations.rs`, comma-separated); empty for a true run.
     pub mutations: String,
@@ -123,6 +125,7 @@ pub fn test_options(
         faults,
         mutations: String::new(),
         failover,
+        shards: 1,
     })
 }
 
@@ -193,6 +196,7 @@ pub fn run(options: &RunOptions, interrupt: &AtomicBool) -> Result<RunSummary, S
     let mut settings = ClusterSettings::new(options.binary.clone(), options.out_dir.clone());
     settings.mutations.clone_from(&options.mutations);
     settings.failover = options.failover;
+    settings.shards = options.shards;
     if !options.mutations.is_empty() {
         println!("chaos: known bugs put back in every node: {}", options.mutations);
     }

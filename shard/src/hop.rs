@@ -18,7 +18,7 @@
 //! shard's `Tickets`, and the reply names it. A ticket is freed only once its reply arrived,
 //! so an index is never reused while a reply to it may be on its way.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -214,12 +214,10 @@ enum TicketState {
 pub(crate) struct Tickets {
     states: RefCell<Vec<TicketState>>,
     free: RefCell<Vec<u32>>,
-    outstanding: Cell<usize>,
 }
 
 impl Tickets {
     pub(crate) fn issue(&self) -> u32 {
-        self.outstanding.set(self.outstanding.get() + 1);
         let mut states = self.states.borrow_mut();
         if let Some(ticket) = self.free.borrow_mut().pop() {
             let state = &mut states[ticket as usize];
@@ -245,7 +243,7 @@ impl Tickets {
             }
             TicketState::Abandoned => {
                 drop(states);
-                self.free_index(ticket);
+                self.free.borrow_mut().push(ticket);
             }
             other => *state = other,
         }
@@ -257,7 +255,7 @@ impl Tickets {
         match std::mem::replace(state, TicketState::Free) {
             TicketState::Answered(answer) => {
                 drop(states);
-                self.release(ticket);
+                self.free.borrow_mut().push(ticket);
                 Poll::Ready(answer)
             }
             TicketState::Waiting(_) => {
@@ -277,28 +275,16 @@ impl Tickets {
             TicketState::Answered(_) => {
                 *state = TicketState::Free;
                 drop(states);
-                self.free_index(ticket);
+                self.free.borrow_mut().push(ticket);
             }
             TicketState::Free | TicketState::Abandoned => {}
         }
     }
 
-    fn release(&self, ticket: u32) {
-        let mut states = self.states.borrow_mut();
-        states[ticket as usize] = TicketState::Free;
-        drop(states);
-        self.free_index(ticket);
-    }
-
-    fn free_index(&self, ticket: u32) {
-        self.free.borrow_mut().push(ticket);
-        self.outstanding.set(self.outstanding.get() - 1);
-    }
-
     /// Tickets issued and not yet freed.
     #[cfg(test)]
     pub(crate) fn outstanding(&self) -> usize {
-        self.outstanding.get()
+        self.states.borrow().iter().filter(|state| !matches!(state, TicketState::Free)).count()
     }
 }
 

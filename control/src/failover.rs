@@ -39,7 +39,7 @@ use strata_core::{Epoch, PartitionId};
 use strata_shard::{monotonic_ms, ControlMessage};
 
 use crate::controller::network::{RaftEnvelope, RaftResponse};
-use crate::controller::runtime::{self, Controller, Identity, ProposeError};
+use crate::controller::runtime::{self, Controller, Identity, Opening, ProposeError};
 use crate::controller::Answer;
 use crate::json::SetRole;
 use crate::roles::Control;
@@ -69,11 +69,15 @@ const FOLLOW_POLL_INTERVAL: Duration = Duration::from_millis(20);
 /// it waits between later tries.
 const REOPEN_FIRST_DELAY: Duration = Duration::from_millis(200);
 const REOPEN_LONGEST_DELAY: Duration = Duration::from_secs(5);
+/// A reopened controller that runs this long before it stops again starts its delays over;
+/// one that stops sooner (its disk is still full) waits longer each time.
+const REOPEN_STABLE_AFTER: Duration = Duration::from_secs(30);
 /// How long a proposal forwarded while the controller's leader changes is tried again.
 const PROPOSE_RETRY: Duration = Duration::from_secs(3);
 /// How long a join is asked again while the controller has no leader (an election takes a
-/// heartbeat timeout and a vote).
-const JOIN_RETRY: Duration = Duration::from_secs(10);
+/// heartbeat timeout and a vote) or does not answer in time (admitting a member to Raft
+/// waits for it to catch up on the controller's log).
+const JOIN_RETRY: Duration = Duration::from_secs(20);
 /// How long the job of a join follows the member's catch-up at most.
 const JOIN_JOB_LIMIT: Duration = Duration::from_secs(600);
 /// How long a role call that makes or joins a cluster waits for the node to take its role.
@@ -139,22 +143,23 @@ impl Control {
         self: &Arc<Self>,
         identity: Identity,
     ) -> Result<Arc<Controller>, String> {
-        let controller = Controller::open(&self.config.data_dir, identity, self.dialer.clone())
+        let data_dir = &self.config.data_dir;
+        let controller = Controller::open(data_dir, identity, self.dialer.clone(), Opening::Start)
             .await
             .map_err(|error| error.to_string())?;
         let controller = Arc::new(controller);
         *self.controller_slot() = Some(Arc::clone(&controller));
-        self.run_controller(&controller);
+        self.run_controller(&controller, REOPEN_FIRST_DELAY);
         Ok(controller)
     }
 
     /// The loops of the controller in the slot: following it, watching the data leader,
-    /// keeping the lease, and opening it again should its Raft stop.
-    fn run_controller(self: &Arc<Self>, controller: &Arc<Controller>) {
+    /// keeping the lease, and opening it again (after `reopen_delay`) should its Raft stop.
+    fn run_controller(self: &Arc<Self>, controller: &Arc<Controller>, reopen_delay: Duration) {
         tokio::spawn(Arc::clone(self).follow_controller(Arc::clone(controller)));
         tokio::spawn(Arc::clone(self).watch_data_leader(Arc::clone(controller)));
         tokio::spawn(Arc::clone(self).keep_lease(Arc::clone(controller)));
-        tokio::spawn(Arc::clone(self).reopen_when_stopped(Arc::clone(controller)));
+        tokio::spawn(Arc::clone(self).reopen_when_stopped(Arc::clone(controller), reopen_delay));
     }
 
     /// When the controller's Raft stops by itself (openraft stops for good when a file cannot
@@ -162,18 +167,28 @@ impl Control {
     /// the cluster, and the controller would have one voter less. Instead, the controller is
     /// opened again from its files (what they hold was all this member ever acknowledged),
     /// retrying with a growing delay until it can; damaged files stop the node as at start.
-    async fn reopen_when_stopped(self: Arc<Self>, controller: Arc<Controller>) {
+    ///
+    /// Opened again, it never resumes leading the controller's Raft by itself: a member whose
+    /// disk is still full would otherwise come back as leader at once, fail its first write,
+    /// stop, and come back again, its heartbeats keeping the others from electing a leader
+    /// that can commit. And a controller that stops again soon waits longer each time.
+    async fn reopen_when_stopped(self: Arc<Self>, controller: Arc<Controller>, delay: Duration) {
+        let opened = tokio::time::Instant::now();
         let Some(reason) = controller.stopped().await else { return };
         tracing::error!(%reason, "the controller stopped; opening it again from its files");
         let _ = controller.raft.shutdown().await;
-        let mut delay = REOPEN_FIRST_DELAY;
+        let mut delay =
+            if opened.elapsed() >= REOPEN_STABLE_AFTER { REOPEN_FIRST_DELAY } else { delay };
         loop {
             tokio::time::sleep(delay).await;
             if !self.controller().is_some_and(|current| Arc::ptr_eq(&current, &controller)) {
                 return;
             }
             let identity = controller.identity.clone();
-            match Controller::open(&self.config.data_dir, identity, self.dialer.clone()).await {
+            let opening = Opening::AfterFailure;
+            match Controller::open(&self.config.data_dir, identity, self.dialer.clone(), opening)
+                .await
+            {
                 Ok(reopened) => {
                     let reopened = Arc::new(reopened);
                     {
@@ -183,7 +198,7 @@ impl Control {
                         }
                         *slot = Some(Arc::clone(&reopened));
                     }
-                    self.run_controller(&reopened);
+                    self.run_controller(&reopened, (delay * 2).min(REOPEN_LONGEST_DELAY));
                     tracing::info!("the controller runs again");
                     return;
                 }
@@ -380,6 +395,10 @@ impl Control {
     async fn ask_to_join(&self, address: &str, request: &Request) -> Result<(), AdminError> {
         let started = tokio::time::Instant::now();
         loop {
+            // A join that got no answer in time, or that the controller could not settle
+            // (no leader yet, a leader that changed or failed on the way), is asked again:
+            // the same node joining again keeps its place, so a join that did commit unseen
+            // is taken once more.
             let outcome = match self.dialer.call(address, request).await {
                 Ok(response) => response
                     .into_result()
@@ -388,11 +407,14 @@ impl Control {
                 Err(WireError::Io(error)) => {
                     return Err(AdminError::cannot_connect(address, &error.to_string()));
                 }
+                Err(error @ WireError::Timeout(_)) => {
+                    Err(AdminError::leader_unreachable(&error.to_string()))
+                }
                 Err(error) => return Err(AdminError::leader_unreachable(&error.to_string())),
             };
             match outcome {
-                Err(error) if not_committed(&error) && started.elapsed() < JOIN_RETRY => {
-                    tracing::info!(%error, "no controller leader yet: the join is asked again");
+                Err(error) if join_unsettled(&error) && started.elapsed() < JOIN_RETRY => {
+                    tracing::info!(%error, "the join is not settled yet: asked again");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 outcome => return outcome,
@@ -1228,6 +1250,14 @@ async fn forward_once_led(controller: &Controller, request: &Request) -> Respons
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether a join's answer leaves it to be asked again: no answer in time, or the
+/// controller unavailable (refusals, which say why the join cannot be, are final).
+fn join_unsettled(error: &AdminError) -> bool {
+    let unavailable = AdminError::controller_unavailable("").code;
+    let unreachable = AdminError::leader_unreachable("").code;
+    error.code == unavailable || error.code == unreachable
 }
 
 /// Whether a forwarded proposal surely was not committed: no leader to take it, or a member

@@ -4,6 +4,8 @@
 //! start, its steps and its end; the controller's leader fails the running jobs of a data
 //! leader it replaces.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 use strata_core::cluster::AdminError;
 use strata_core::controller::{Command, JobKind, JobRecord, JobState};
@@ -12,6 +14,15 @@ use crate::roles::{now_ms, Control};
 
 /// How many times a start is tried again when another member took the same id meanwhile.
 const START_ATTEMPTS: usize = 3;
+/// How long a job's start is proposed again while the controller cannot say whether it
+/// committed (its leader failed or changed): the same start is the same job, so repeating it
+/// is safe, and a start that committed unseen would otherwise leave a job running forever,
+/// blocking every later one.
+const START_SETTLE_LIMIT: Duration = Duration::from_secs(15);
+/// The same for a job's end, which runs in the background: longer.
+const FINISH_SETTLE_LIMIT: Duration = Duration::from_secs(120);
+/// The pause between two such proposals.
+const SETTLE_PAUSE: Duration = Duration::from_millis(100);
 
 impl Control {
     /// A new running job record run by this node.
@@ -38,7 +49,7 @@ impl Control {
         for _ in 0..START_ATTEMPTS {
             let id = controller.state().next_job_id();
             let start = Command::StartJob { id, record: record.clone() };
-            match self.propose_anywhere(start).await {
+            match self.propose_settled(start, START_SETTLE_LIMIT).await {
                 Ok(()) => return Ok(id),
                 Err(error) if error.message.contains(&format!("job {id} exists")) => {
                     last = Some(error);
@@ -64,8 +75,25 @@ impl Control {
     /// Commits the end of job `id`, failed with `error` if any (best effort: logged).
     pub(crate) async fn finish_job(&self, id: u64, error: Option<String>) {
         let finish = Command::FinishJob { id, error, at_ms: now_ms() };
-        if let Err(error) = self.propose_anywhere(finish).await {
+        if let Err(error) = self.propose_settled(finish, FINISH_SETTLE_LIMIT).await {
             tracing::warn!(%error, id, "the end of a job could not be recorded");
+        }
+    }
+
+    /// Proposes `command`, again while the controller is unavailable (7035: no leader, or
+    /// one that failed before it could say whether the command committed), up to `limit`.
+    /// Only for commands whose repetition changes nothing once one of them committed.
+    async fn propose_settled(&self, command: Command, limit: Duration) -> Result<(), AdminError> {
+        let unavailable = AdminError::controller_unavailable("").code;
+        let started = tokio::time::Instant::now();
+        loop {
+            match self.propose_anywhere(command.clone()).await {
+                Err(error) if error.code == unavailable && started.elapsed() < limit => {
+                    tracing::debug!(%error, %command, "the controller is unavailable: again");
+                    tokio::time::sleep(SETTLE_PAUSE).await;
+                }
+                outcome => return outcome,
+            }
         }
     }
 
@@ -75,7 +103,7 @@ impl Control {
         for id in controller.state().running_jobs_of(lost) {
             let error = format!("{lost}, which ran it, was lost");
             let finish = Command::FinishJob { id, error: Some(error), at_ms: now_ms() };
-            if let Err(error) = self.propose_anywhere(finish).await {
+            if let Err(error) = self.propose_settled(finish, FINISH_SETTLE_LIMIT).await {
                 tracing::warn!(%error, id, "a lost member's job could not be failed");
             }
         }

@@ -33,6 +33,8 @@ const PROBE_EVERY_ROUNDS: u64 = 5;
 const PROBED_MEMBERS_MAX: usize = 8;
 /// How long a new replica's role change waits for its partitions to catch up.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+/// How long a leader waits for its controller to apply the join of a node registering.
+const MEMBER_APPLY_WAIT: Duration = Duration::from_secs(2);
 
 /// What the control thread is told at start.
 pub struct ControlConfig {
@@ -716,6 +718,24 @@ impl Control {
         Some(Response::error(&AdminError::stale_leader(own.0, epoch)))
     }
 
+    /// In a cluster with a controller, only its members register with the leader: a node
+    /// removed while it was paused or cut off would otherwise be listed again, until it
+    /// learns of its removal and leaves, then as lost for good. A member whose join the
+    /// controller committed a moment ago may not be applied here yet: it is waited for.
+    async fn unknown_to_controller(&self, name: &str) -> Option<Response> {
+        let controller = self.controller()?;
+        let started = tokio::time::Instant::now();
+        while !controller.state().members.contains_key(name) {
+            if started.elapsed() >= MEMBER_APPLY_WAIT {
+                let reason = format!("{name} is no member of this cluster");
+                tracing::info!(name, "a registration refused: not a member (removed?)");
+                return Some(Response::error(&AdminError::controller_refused(&reason)));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     /// Promotion, phase one, on this member: every partition fences itself at `epoch`. A
     /// leader of an older epoch stops leading.
     async fn answer_accept_epoch(
@@ -748,6 +768,9 @@ impl Control {
         match request {
             Request::Register { name, role, address, version, partitions, epoch } => {
                 if let Some(refusal) = self.newer_than_own(epoch).await {
+                    return refusal;
+                }
+                if let Some(refusal) = self.unknown_to_controller(&name).await {
                     return refusal;
                 }
                 self.register(&name, &role, &address, &version, partitions)

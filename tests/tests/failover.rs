@@ -467,6 +467,26 @@ fn the_node_list_shows_the_controllers_view() {
     assert!(NAMES.contains(&controller_leader), "{listed}");
 }
 
+/// Only the controller's members register with a leader it controls: a node that never
+/// joined (here one in manual mode, which registers straight away) is refused and never
+/// listed, as a removed member that wakes after its removal is.
+#[test]
+fn a_node_the_controller_does_not_know_cannot_register_with_its_leader() {
+    let nodes: Vec<TestNode> = (0..2).map(|_| TestNode::start(settings())).collect();
+    form_cluster(&nodes);
+    let mut manual = settings();
+    manual.failover = "manual";
+    let stranger = TestNode::start(manual);
+    let body = role_body("follower", Some("neville"), Some(&nodes[0].peer_address()));
+    let reply = stranger.admin("POST", "/admin/node/current", Some(&body));
+    reply.assert_error(7034);
+    assert!(reply.message().contains("neville is no member of this cluster"), "{}", reply.text);
+    let listed = nodes[0].admin("GET", "/admin/nodes", None).json;
+    let rows = listed["nodes"].as_array().cloned().unwrap_or_default();
+    assert!(rows.iter().all(|row| row["name"] != "neville"), "{listed}");
+    assert_eq!(role_of(&stranger).as_deref(), Some("admin"));
+}
+
 #[test]
 fn a_planned_transfer_under_load_moves_the_leadership_and_loses_nothing() {
     let nodes = three_nodes();
@@ -697,42 +717,61 @@ fn controller_leader_among_followers(nodes: &[TestNode]) -> usize {
 
 #[test]
 fn a_voter_whose_disk_filled_opens_its_controller_again_and_still_votes() {
-    let mut nodes = three_nodes();
-    // Ron's controller directory is a small filesystem of its own, mounted before it starts:
-    // its controller runs out of room, its partitions do not.
-    let mut ron = TestNode::create(settings());
-    let _disk = SmallDisk::mount(&ron.data_dir().join("controller"), "8m");
-    ron.spawn();
-    nodes[2] = ron;
+    // Each follower's controller directory is a small filesystem of its own, mounted before
+    // it starts: its controller can run out of room, its partitions do not.
+    let mut nodes = vec![TestNode::start(settings())];
+    let mut disks = Vec::new();
+    for _ in 1..3 {
+        let mut node = TestNode::create(settings());
+        disks.push(SmallDisk::mount(&node.data_dir().join("controller"), "8m"));
+        node.spawn();
+        nodes.push(node);
+    }
     form_cluster(&nodes);
     let mut writer = Writer::start(endpoints(&nodes));
     assert!(wait_until(Duration::from_secs(20), || writer.acknowledged_count() > 100));
-    // Fill ron's disk, then have the controller commit something (a transfer's job): ron
-    // cannot write it, and its Raft stops.
-    let ballast = nodes[2].data_dir().join("controller").join("ballast");
+    // The disk that fills is that of the follower leading the controller's Raft (harry hands
+    // that over): it cannot write, its Raft stops, and opened again it must not lead the
+    // others (its first write would fail again, its heartbeats holding off their election).
+    let full = controller_leader_among_followers(&nodes);
+    let other = 3 - full;
+    let ballast = nodes[full].data_dir().join("controller").join("ballast");
     fill(&ballast);
-    let body = r#"{"to": "hermione"}"#;
-    // When ron leads the controller's Raft, the commit fails with 7035 until the other two
-    // elect a leader without it: ask again meanwhile.
-    let mut reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(body));
+    // Have the controller commit something (a transfer's job): it fails with 7035 until
+    // the other two elect a leader without the full member; ask again meanwhile.
+    let body = format!(r#"{{"to": "{}"}}"#, NAMES[other]);
+    let mut reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(&body));
     let accepted = wait_until(Duration::from_secs(30), || {
         if !reply.is_ok() {
-            reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(body));
+            reply = nodes[0].admin("POST", "/admin/leader/transfer", Some(&body));
         }
         reply.is_ok()
     });
     assert!(accepted, "{}\n{}", reply.text, all_logs(&nodes));
-    let stopped = wait_until(Duration::from_secs(30), || {
-        nodes[2].log().contains("the controller stopped; opening it again")
+    // The job ends (a transfer may fail under load: the target did not catch up in time),
+    // and once it is done the target leads: harry passes through admin mode on the way.
+    let job = reply.json["job_id"].as_u64().expect("a job id");
+    let mut shown = serde_json::Value::Null;
+    let ended = wait_until(Duration::from_secs(30), || {
+        shown = nodes[0].admin("GET", &format!("/admin/jobs/{job}"), None).json;
+        shown["job"]["state"] == "done" || shown["job"]["state"] == "failed"
     });
-    assert!(stopped, "ron's controller never failed:\n{}", all_logs(&nodes));
+    assert!(ended, "job {job} never ended: {shown}\n{}", all_logs(&nodes));
+    if shown["job"]["state"] == "done" {
+        let moved = wait_until(Duration::from_secs(20), || leader_of(&nodes) == Some(other));
+        assert!(moved, "{} does not lead:\n{}", NAMES[other], all_logs(&nodes));
+    }
+    let stopped = wait_until(Duration::from_secs(30), || {
+        nodes[full].log().contains("the controller stopped; opening it again")
+    });
+    assert!(stopped, "the full member's controller never failed:\n{}", all_logs(&nodes));
     std::fs::remove_file(&ballast).expect("remove the ballast");
     let reopened = wait_until(Duration::from_secs(30), || {
-        nodes[2].log().contains("the controller runs again")
+        nodes[full].log().contains("the controller runs again")
     });
-    assert!(reopened, "ron's controller was not opened again:\n{}", all_logs(&nodes));
-    // With the leader gone, the other two are the controller's majority: without ron's
-    // controller nobody could be appointed.
+    assert!(reopened, "the controller was not opened again:\n{}", all_logs(&nodes));
+    // With the leader gone, the other two are the controller's majority: without the once
+    // full member's controller nobody could be appointed.
     writer = finish_and_restart(writer, &nodes);
     let leader = new_or_same_leader(&nodes);
     nodes[leader].kill();

@@ -124,6 +124,17 @@ pub(crate) enum ProposeError {
     Failed(String),
 }
 
+/// Why the controller's files are being opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Opening {
+    /// The node starts, joins or makes a cluster: a member that led the controller's Raft
+    /// before a restart leads it again at once.
+    Start,
+    /// Its Raft stopped because a file could not be written: it comes back as a follower,
+    /// so a member whose disk is still full cannot lead (and stall) the others.
+    AfterFailure,
+}
+
 /// The controller running on this node.
 pub(crate) struct Controller {
     pub(crate) raft: ControllerRaft,
@@ -144,6 +155,7 @@ impl Controller {
         data_dir: &Path,
         identity: Identity,
         dialer: crate::wire::Dialer,
+        opening: Opening,
     ) -> Result<Controller, OpenError> {
         let directory = directory(data_dir);
         let log = LogStore::open(&directory)?;
@@ -156,6 +168,7 @@ impl Controller {
             snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_ENTRIES),
             max_in_snapshot_log_to_keep: SNAPSHOT_EVERY_ENTRIES / 10,
             enable_pre_vote: Some(true),
+            enable_leader_restore: Some(opening == Opening::Start),
             ..openraft::Config::default()
         }
         .validate()

@@ -57,7 +57,12 @@ impl ClusterState {
 
     pub(super) fn start_job(&mut self, id: u64, record: JobRecord) -> Result<Vec<Effect>, Refusal> {
         self.tag()?;
-        if self.jobs.contains_key(&id) {
+        if let Some(existing) = self.jobs.get(&id) {
+            // A runner that could not learn whether its start committed (the controller's
+            // leader failed meanwhile) proposes it again: the same start is the same job.
+            if same_start(existing, &record) {
+                return Ok(Vec::new());
+            }
             return Err(Refusal::BadSettings { reason: format!("job {id} exists already") });
         }
         let conflicts = |job: &JobRecord| match (record.kind, job.kind) {
@@ -89,6 +94,14 @@ impl ClusterState {
         error: Option<String>,
         at_ms: u64,
     ) -> Result<Vec<Effect>, Refusal> {
+        // The same end proposed again (its first proposal's outcome was unknown) changes
+        // nothing; any other end of a finished job is refused.
+        let repeated = self.jobs.get(&id).is_some_and(|job| {
+            job.state != JobState::Running && job.finished_ms == Some(at_ms) && job.error == error
+        });
+        if repeated {
+            return Ok(Vec::new());
+        }
         let job = self.running_job(id)?;
         job.state = if error.is_some() { JobState::Failed } else { JobState::Done };
         job.error = error;
@@ -123,6 +136,15 @@ impl ClusterState {
     pub fn running_jobs_of(&self, runner: &str) -> Vec<u64> {
         running(&self.jobs).filter(|(_, job)| job.runner == runner).map(|(id, _)| *id).collect()
     }
+}
+
+/// Whether `record` is the start that made `existing`: the same runner, kind, subject and
+/// start time.
+fn same_start(existing: &JobRecord, record: &JobRecord) -> bool {
+    existing.runner == record.runner
+        && existing.kind == record.kind
+        && existing.subject == record.subject
+        && existing.started_ms == record.started_ms
 }
 
 fn running(jobs: &BTreeMap<u64, JobRecord>) -> impl Iterator<Item = (&u64, &JobRecord)> {

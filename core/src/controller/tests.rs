@@ -528,6 +528,14 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     assert_eq!(state.jobs[&1].state, JobState::Running, "a job starts running");
     assert_eq!(state.jobs[&1].error, None);
     assert_eq!(state.running_jobs_of("harry"), vec![1]);
+    // The same start proposed again (its runner never learned that it committed) is the
+    // same job; another start under that id is refused.
+    let before = state.jobs.clone();
+    state.apply(Command::StartJob { id, record: record("hermione") }).unwrap();
+    assert_eq!(state.jobs, before, "a repeated start changes nothing");
+    let later = JobRecord { started_ms: 11, ..record("hermione") };
+    let other = state.apply(Command::StartJob { id, record: later });
+    assert!(matches!(other, Err(Refusal::BadSettings { .. })), "{other:?}");
     let busy = state.apply(Command::StartJob { id: 2, record: record("ron") });
     assert_eq!(busy, Err(Refusal::Busy { job: 1 }));
     // A join runs beside a transfer, one per member; a transfer waits for no join.
@@ -546,7 +554,13 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     state.apply(failed.clone()).unwrap();
     assert_eq!(state.jobs[&1].state, JobState::Failed);
     assert_eq!(state.jobs[&1].progress, "caught up");
-    assert!(state.apply(failed).is_err(), "a job ends once");
+    let ended = state.jobs.clone();
+    state.apply(failed).unwrap();
+    assert_eq!(state.jobs, ended, "the same end proposed again changes nothing");
+    let otherwise = Command::FinishJob { id: 1, error: None, at_ms: 20 };
+    assert!(state.apply(otherwise).is_err(), "a job ends once");
+    let later = Command::FinishJob { id: 1, error: Some("lost".into()), at_ms: 21 };
+    assert!(state.apply(later).is_err(), "a job ends once");
     for _ in 0..FINISHED_JOBS_KEPT + 3 {
         let id = state.next_job_id();
         state.apply(Command::StartJob { id, record: record("ron") }).unwrap();

@@ -23,6 +23,10 @@
 #                   `strata_sN`), e.g. SHARDS=1 ALSO_SHARDS=2 to see what crossing shards costs
 #   BASELINE_BIN    also run this Strata binary (server `baseline`, and `baseline_sN` with
 #                   ALSO_SHARDS) in the same rounds: a change measured against the build before
+#   CLUSTER_CLIENT=1  also run Strata (SHARDS shards) with a client port per shard
+#                   (`shard_port_base`) and redis-benchmark --cluster on them (server
+#                   `strata_cluster`): the client sends each key to the shard that owns it, so
+#                   no command crosses shards
 #   SKIP_STRATA=1   run the Redis half only (SKIP_REDIS=1: the Strata half only)
 #   CEILING=1       also run Redis without persistence (`appendonly no`) each round: what this
 #                   client can drive on this machine, which bounds any server's figure
@@ -80,6 +84,10 @@ RESULTS="$WORK/results.tsv"
 CLOCK_TICKS="$(getconf CLK_TCK)"
 SERVER_PID=""
 BENCHMARK_PID=""
+# Where redis-benchmark connects for the server running now, and how: `--cluster` on the
+# first shard port for `strata_cluster`, else the server's port.
+BENCHMARK_PORT=""
+BENCHMARK_MODE=()
 
 cleanup() {
     if [ -n "$BENCHMARK_PID" ]; then
@@ -162,6 +170,7 @@ server_address = "127.0.0.1"
 client_port = $port
 http_port = $http_port
 peer_port = $peer_port
+shard_port_base = ${SHARD_PORT_BASE:-0}
 
 [storage]
 data_dir = "$directory/data"
@@ -174,7 +183,28 @@ partitions = $PARTITIONS
 EOF
 }
 
-# Starts BINARY with SHARD_COUNT shards in DIRECTORY on PORT.
+# The first of COUNT consecutive free ports, none of them EXCEPT.
+free_ports() {
+    local count="$1" except="$2" first attempt offset taken
+    for attempt in $(seq 1 50); do
+        first="$(free_port)"
+        taken=0
+        for offset in $(seq 0 $((count - 1))); do
+            if [ $((first + offset)) = "$except" ] \
+                || (exec 3<>"/dev/tcp/127.0.0.1/$((first + offset))") 2>/dev/null; then
+                taken=1
+            fi
+        done
+        if [ "$taken" = 0 ]; then
+            echo "$first"
+            return 0
+        fi
+    done
+    fail "no $count consecutive free ports after $attempt tries"
+}
+
+# Starts BINARY with SHARD_COUNT shards in DIRECTORY on PORT (and shard ports from
+# SHARD_PORT_BASE when set).
 run_strata() {
     local binary="$1" shard_count="$2" directory="$3" port="$4"
     SHARDS=$shard_count write_strata_config "$directory" "$port"
@@ -186,6 +216,8 @@ run_strata() {
 # Starts SERVER (redis, memory, strata, strata_sN, baseline, baseline_sN) in DIRECTORY on PORT.
 start_server() {
     local server="$1" directory="$2" port="$3" binary shard_count
+    BENCHMARK_PORT="$port"
+    BENCHMARK_MODE=()
     case "$server" in
         redis) start_redis "$directory" "$port"; return ;;
         memory) start_memory "$directory" "$port"; return ;;
@@ -194,6 +226,12 @@ start_server() {
     esac
     shard_count=$SHARDS
     [[ "$server" != *_s* ]] || shard_count="${server##*_s}"
+    if [ "$server" = strata_cluster ]; then
+        BENCHMARK_PORT="$(free_ports "$shard_count" "$port")"
+        BENCHMARK_MODE=(--cluster)
+        SHARD_PORT_BASE="$BENCHMARK_PORT" run_strata "$binary" "$shard_count" "$directory" "$port"
+        return
+    fi
     run_strata "$binary" "$shard_count" "$directory" "$port"
 }
 
@@ -231,7 +269,8 @@ run_test() {
     client_before="$(cat "$WORK/client_before")"
     # In the background so that a signal to this script runs its trap at once (a foreground
     # command would be waited for first); the trap ends the benchmark.
-    timeout "$RUN_TIMEOUT_SECONDS" redis-benchmark -h 127.0.0.1 -p "$port" -t "$test" \
+    timeout "$RUN_TIMEOUT_SECONDS" redis-benchmark "${BENCHMARK_MODE[@]}" -h 127.0.0.1 \
+        -p "$BENCHMARK_PORT" -t "$test" \
         -c "$CLIENTS" -d "$VALUE_BYTES" -r "$KEYSPACE" -n "$requests" -P "$pipeline" \
         --csv >"$output" 2>"$output.err" &
     BENCHMARK_PID=$!
@@ -386,6 +425,7 @@ main() {
     if [ "$SKIP_STRATA" != 1 ]; then
         servers+=(strata)
         [ -z "${ALSO_SHARDS:-}" ] || servers+=("strata_s$ALSO_SHARDS")
+        [ "${CLUSTER_CLIENT:-0}" != 1 ] || servers+=(strata_cluster)
         STRATA="$(strata_binary)"
     fi
     if [ -n "${BASELINE_BIN:-}" ]; then

@@ -385,6 +385,25 @@ pub enum NodeCommand {
     ObjectHelp,
     /// TIME: the node's clock, seconds and microseconds.
     Time,
+    /// CLUSTER and its subcommands: the slot map of a node whose shards have client ports of
+    /// their own (`crate::slot_map`); refused as Redis refuses them without cluster support
+    /// otherwise.
+    Cluster(ClusterQuery),
+    /// READONLY and READWRITE, which cluster clients send: every shard serves reads.
+    ReadOnly,
+    ReadWrite,
+}
+
+/// What CLUSTER is asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClusterQuery {
+    Help,
+    Info,
+    MyId,
+    Nodes,
+    Slots,
+    Shards,
+    KeySlot { key: Vec<u8> },
 }
 
 /// What COMMAND is asked (see [`table`]).
@@ -978,6 +997,9 @@ fn parse_node_command(name: &str, arguments: &[&[u8]]) -> Result<NodeCommand, Co
         "hello" => parse_hello(rest),
         "quit" => Ok(NodeCommand::Quit),
         "time" => exact(name, rest, 0).map(|()| NodeCommand::Time),
+        "cluster" => parse_cluster(rest).map(NodeCommand::Cluster),
+        "readonly" => exact(name, rest, 0).map(|()| NodeCommand::ReadOnly),
+        "readwrite" => exact(name, rest, 0).map(|()| NodeCommand::ReadWrite),
         "waitaof" => {
             exact(name, rest, 3)?;
             let [local, replicas, timeout_ms] = [rest[0], rest[1], rest[2]].map(parse_integer);
@@ -1016,6 +1038,29 @@ fn parse_config(rest: &[&[u8]]) -> Result<NodeCommand, CommandError> {
         }
         _ => Err(unknown_subcommand(&given, "CONFIG")),
     }
+}
+
+/// CLUSTER's subcommands served, with Redis 7.0's arities.
+fn parse_cluster(rest: &[&[u8]]) -> Result<ClusterQuery, CommandError> {
+    let Some(subcommand) = rest.first() else {
+        return Err(CommandError::arity("cluster"));
+    };
+    let given = String::from_utf8_lossy(subcommand);
+    let subcommand = given.to_ascii_lowercase();
+    let query = match (subcommand.as_str(), &rest[1..]) {
+        ("help", []) => ClusterQuery::Help,
+        ("info", []) => ClusterQuery::Info,
+        ("myid", []) => ClusterQuery::MyId,
+        ("nodes", []) => ClusterQuery::Nodes,
+        ("slots", []) => ClusterQuery::Slots,
+        ("shards", []) => ClusterQuery::Shards,
+        ("keyslot", [key]) => ClusterQuery::KeySlot { key: key.to_vec() },
+        ("help" | "info" | "myid" | "nodes" | "slots" | "shards" | "keyslot", _) => {
+            return Err(CommandError::arity(&format!("cluster|{subcommand}")));
+        }
+        _ => return Err(unknown_subcommand(&given, "CLUSTER")),
+    };
+    Ok(query)
 }
 
 /// COMMAND's subcommands, with Redis 7.0's arities (`command|count` takes no argument,
@@ -1184,6 +1229,39 @@ mod tests {
         for bad in ["", "+1", "01", " 1", "1 ", "1.5", "99999999999999999999", "-0"] {
             assert!(parse_integer(bad.as_bytes()).is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn cluster_subcommands_parse_with_redis_errors() {
+        let query = |line: &str| match parse_words(line) {
+            Ok(Command::Node(NodeCommand::Cluster(query))) => Ok(query),
+            Ok(other) => panic!("{line}: {other:?}"),
+            Err(error) => Err(error.0),
+        };
+        assert_eq!(query("CLUSTER slots"), Ok(ClusterQuery::Slots));
+        assert_eq!(query("cluster NODES"), Ok(ClusterQuery::Nodes));
+        assert_eq!(
+            query("CLUSTER KEYSLOT {a}b"),
+            Ok(ClusterQuery::KeySlot { key: b"{a}b".to_vec() })
+        );
+        assert_eq!(
+            query("CLUSTER").unwrap_err(),
+            "ERR wrong number of arguments for 'cluster' command"
+        );
+        assert_eq!(
+            query("CLUSTER SLOTS x").unwrap_err(),
+            "ERR wrong number of arguments for 'cluster|slots' command"
+        );
+        assert_eq!(
+            query("CLUSTER KEYSLOT").unwrap_err(),
+            "ERR wrong number of arguments for 'cluster|keyslot' command"
+        );
+        assert_eq!(
+            query("CLUSTER Foo").unwrap_err(),
+            "ERR unknown subcommand 'Foo'. Try CLUSTER HELP."
+        );
+        assert_eq!(parse_words("READONLY").unwrap(), Command::Node(NodeCommand::ReadOnly));
+        assert!(parse_words("READWRITE x").is_err());
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod record;
 pub mod replication;
 pub mod resp;
 pub mod slot;
+pub mod slot_map;
 
 pub use ids::{Epoch, Lsn, PartitionId, ShardId, Slot};

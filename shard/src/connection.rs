@@ -5,6 +5,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 
 use crate::buffers;
+use crate::node::Origin;
 use crate::tls::StreamIo;
 use strata_core::auth::{self, AuthError};
 use strata_core::command::table::{self, CommandId};
@@ -58,6 +59,10 @@ enum Accounting {
 /// Per-connection state that commands can change.
 pub(crate) struct Session {
     pub(crate) client_id: u64,
+    /// Accepted on this shard's own port (`shard_port_base`).
+    pub(crate) own_port: bool,
+    /// The connection's local address, if known.
+    pub(crate) local_address: Option<std::net::SocketAddr>,
     pub(crate) name: Option<Vec<u8>>,
     pub(crate) quit: bool,
     /// Whether commands run: from the start without `requirepass`, else after AUTH (or HELLO
@@ -88,9 +93,16 @@ impl Session {
 /// Serves one client until it quits, closes, or breaks the protocol. Its buffers come from
 /// the shard's pool and go back to it whenever the connection waits with nothing to do
 /// (`crate::buffers`).
-pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, client_id: u64) {
+pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, origin: Origin) {
     let authenticated = shard.mesh.password.is_none();
-    let mut session = Session { client_id, name: None, quit: false, authenticated };
+    let mut session = Session {
+        client_id: origin.client_id,
+        own_port: origin.own_port,
+        local_address: origin.local_address,
+        name: None,
+        quit: false,
+        authenticated,
+    };
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
     loop {

@@ -22,6 +22,7 @@ mod replication;
 mod reply;
 mod shard;
 mod signal;
+mod slots;
 mod tls;
 mod walk;
 

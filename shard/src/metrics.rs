@@ -164,12 +164,15 @@ pub enum CommandKind {
     WaitAof,
     Quit,
     Time,
+    Cluster,
+    ReadOnly,
+    ReadWrite,
     /// Unknown commands and commands with wrong arguments.
     Invalid,
 }
 
 impl CommandKind {
-    pub const ALL: [CommandKind; 52] = [
+    pub const ALL: [CommandKind; 55] = [
         CommandKind::Get,
         CommandKind::Set,
         CommandKind::GetSet,
@@ -221,6 +224,9 @@ impl CommandKind {
         CommandKind::WaitAof,
         CommandKind::Quit,
         CommandKind::Time,
+        CommandKind::Cluster,
+        CommandKind::ReadOnly,
+        CommandKind::ReadWrite,
         CommandKind::Invalid,
     ];
 
@@ -301,6 +307,9 @@ impl CommandKind {
             NodeCommand::WaitAof { .. } => CommandKind::WaitAof,
             NodeCommand::Quit => CommandKind::Quit,
             NodeCommand::Time => CommandKind::Time,
+            NodeCommand::Cluster(_) => CommandKind::Cluster,
+            NodeCommand::ReadOnly => CommandKind::ReadOnly,
+            NodeCommand::ReadWrite => CommandKind::ReadWrite,
             NodeCommand::ObjectHelp => CommandKind::Object,
         }
     }
@@ -349,6 +358,9 @@ impl CommandKind {
             CommandKind::BitFieldRo => "bitfield_ro",
             CommandKind::Lcs => "lcs",
             CommandKind::Time => "time",
+            CommandKind::Cluster => "cluster",
+            CommandKind::ReadOnly => "readonly",
+            CommandKind::ReadWrite => "readwrite",
             CommandKind::Ping => "ping",
             CommandKind::Echo => "echo",
             CommandKind::Info => "info",

@@ -219,6 +219,20 @@ async fn shard_main(
             return;
         }
     };
+    let own_listener = match mesh.options.shard_port_base {
+        None => None,
+        Some(base) => {
+            let port = u16::try_from(u32::from(base) + id.0).unwrap_or(u16::MAX);
+            let address = std::net::SocketAddr::new(address.ip(), port);
+            match TcpListener::bind_with_config(address, &ListenerOpts::new().backlog(1024)) {
+                Ok(listener) => Some(listener),
+                Err(source) => {
+                    let _ = report.send(Err(NodeError::Listen { shard: id.0, address, source }));
+                    return;
+                }
+            }
+        }
+    };
     let ShardChannels { control, rings } = channels;
     let shard = Rc::new(Shard::new(id, mesh, rings));
     for partition in shard.owned_partitions() {
@@ -241,10 +255,15 @@ async fn shard_main(
     monoio::spawn(Rc::clone(&shard).run_housekeeping());
     monoio::spawn(Rc::clone(&shard).run_active_expiry());
     monoio::spawn(Rc::clone(&shard).run_ticks());
-    accept_clients(shard, listener).await;
+    if let Some(own_listener) = own_listener {
+        monoio::spawn(accept_clients(Rc::clone(&shard), own_listener, true));
+    }
+    accept_clients(shard, listener, false).await;
 }
 
-async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
+/// Accepts clients on `listener`: the node's client port, or this shard's own port
+/// (`own_port`), whose connections CLUSTER NODES shows as `myself`.
+async fn accept_clients(shard: Rc<Shard>, listener: TcpListener, own_port: bool) {
     let counters = &shard.mesh.counters;
     loop {
         let (stream, _peer) = match listener.accept().await {
@@ -265,9 +284,10 @@ async fn accept_clients(shard: Rc<Shard>, listener: TcpListener) {
         }
         let _ = stream.set_nodelay(true);
         let client_id = counters.client_ids.fetch_add(1, Ordering::Relaxed) + 1;
+        let origin = Origin { client_id, own_port, local_address: stream.local_addr().ok() };
         match shard.mesh.options.client_tls.clone() {
-            Some(tls) => monoio::spawn(serve_tls(Rc::clone(&shard), stream, tls, client_id)),
-            None => monoio::spawn(crate::connection::serve(Rc::clone(&shard), stream, client_id)),
+            Some(tls) => monoio::spawn(serve_tls(Rc::clone(&shard), stream, tls, origin)),
+            None => monoio::spawn(crate::connection::serve(Rc::clone(&shard), stream, origin)),
         };
     }
 }
@@ -277,15 +297,25 @@ async fn serve_tls(
     shard: Rc<Shard>,
     stream: monoio::net::TcpStream,
     tls: std::sync::Arc<rustls::ServerConfig>,
-    client_id: u64,
+    origin: Origin,
 ) {
     match crate::tls::TlsSocket::accept(stream, tls).await {
-        Ok(client) => crate::connection::serve(shard, client, client_id).await,
+        Ok(client) => crate::connection::serve(shard, client, origin).await,
         Err(error) => {
             shard.mesh.counters.connections_current.fetch_sub(1, Ordering::Relaxed);
             tracing::info!(shard = shard.id.0, %error, "client port: TLS handshake failed");
         }
     }
+}
+
+/// Where a client connection came in.
+pub(crate) struct Origin {
+    pub(crate) client_id: u64,
+    /// Accepted on the shard's own port (`shard_port_base`), not the node's client port.
+    pub(crate) own_port: bool,
+    /// The local end of the connection: the address CLUSTER shows when the node listens on
+    /// every interface.
+    pub(crate) local_address: Option<std::net::SocketAddr>,
 }
 
 async fn reject(mut stream: monoio::net::TcpStream) {

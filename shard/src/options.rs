@@ -36,6 +36,9 @@ pub struct NodeOptions {
     pub shard_cores: Option<Vec<usize>>,
     pub partition_count: u32,
     pub client_address: SocketAddr,
+    /// Shard `i` also serves clients on port `shard_port_base + i` (`[network]
+    /// shard_port_base`), and CLUSTER shows the slot map over those ports; None: neither.
+    pub shard_port_base: Option<u16>,
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub segment_bytes: u64,

@@ -314,7 +314,8 @@ fn info_text(
         errorstats_section(&mut text, shard, &baseline);
     }
     if wants(sections, "cluster") {
-        text.push_str("# Cluster\r\ncluster_enabled:0\r\n\r\n");
+        let enabled = u8::from(options.shard_port_base.is_some());
+        let _ = write!(text, "# Cluster\r\ncluster_enabled:{enabled}\r\n\r\n");
     }
     if wants(sections, "keyspace") {
         text.push_str("# Keyspace\r\n");
@@ -469,6 +470,10 @@ pub(crate) fn node_reply(shard: &Shard, session: &mut Session, command: NodeComm
         NodeCommand::ClientId => resp::encode_integer(&mut output, session.client_id as i64),
         NodeCommand::Hello { credentials, name, .. } => {
             hello(&mut output, shard, session, credentials.as_ref(), name);
+        }
+        NodeCommand::Cluster(query) => crate::slots::answer(&mut output, shard, session, query),
+        NodeCommand::ReadOnly | NodeCommand::ReadWrite => {
+            crate::slots::read_mode(&mut output, shard)
         }
         NodeCommand::Info { .. } | NodeCommand::Quit | NodeCommand::Auth { .. } => {
             unreachable!("handled by the connection")

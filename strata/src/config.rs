@@ -71,6 +71,10 @@ pub struct Network {
     pub peer_port: u16,
     /// Most client connections served at once, over all shards.
     pub connections_max: u32,
+    /// 0 (the default): none. Otherwise shard `i` also serves clients on port
+    /// `shard_port_base + i`, and CLUSTER SLOTS/NODES/SHARDS show cluster-aware clients which
+    /// port serves which slots, so that their commands never cross shards.
+    pub shard_port_base: u16,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -299,6 +303,7 @@ impl Default for Network {
             peer_ip: any,
             peer_port: 23850,
             connections_max: 10_000,
+            shard_port_base: 0,
         }
     }
 }
@@ -420,6 +425,7 @@ impl Config {
             ("peer_ip".into(), text(&self.network.peer_ip)),
             ("peer_port".into(), text(&self.network.peer_port)),
             ("connections_max".into(), text(&self.network.connections_max)),
+            ("shard_port_base".into(), text(&self.network.shard_port_base)),
             ("data_dir".into(), self.storage.data_dir.display().to_string()),
             ("storage_type".into(), format!("{:?}", self.storage.storage_type).to_lowercase()),
             (
@@ -543,7 +549,42 @@ impl Config {
         if self.network.connections_max == 0 {
             return Err(("network.connections_max", "must be at least 1".into()));
         }
+        self.check_shard_ports()
+    }
+
+    /// Shard ports, when asked for, fit below 65536 and take none of the node's other ports.
+    fn check_shard_ports(&self) -> Result<(), Invalid> {
+        let network = &self.network;
+        let Some(ports) = self.shard_ports() else { return Ok(()) };
+        if *ports.end() > u32::from(u16::MAX) {
+            let message = format!(
+                "{} shards from port {} go past 65535",
+                self.shard_count(),
+                network.shard_port_base
+            );
+            return Err(("network.shard_port_base", message));
+        }
+        for (name, port) in [
+            ("client_port", network.client_port),
+            ("http_port", network.http_port),
+            ("peer_port", network.peer_port),
+        ] {
+            if ports.contains(&u32::from(port)) {
+                let message = format!(
+                    "the shard ports {}..={} take {name} {port}",
+                    ports.start(),
+                    ports.end()
+                );
+                return Err(("network.shard_port_base", message));
+            }
+        }
         Ok(())
+    }
+
+    /// The ports of the shards' own client listeners, if any.
+    pub fn shard_ports(&self) -> Option<std::ops::RangeInclusive<u32>> {
+        let base = u32::from(self.network.shard_port_base);
+        (base != 0).then(|| base..=base + self.shard_count() - 1)
     }
 
     fn check_storage(&self) -> Result<(), Invalid> {
@@ -745,6 +786,18 @@ mod tests {
             shared.archive_location(),
             Some(strata_archive::StoreLocation::Directory(_))
         ));
+    }
+
+    #[test]
+    fn shard_ports_fit_below_65536_and_take_no_other_port() {
+        let config = parse("[general]\nshards = 2\n[network]\nshard_port_base = 7400\n").unwrap();
+        assert_eq!(config.shard_ports(), Some(7400..=7401));
+        assert_eq!(parse("").unwrap().shard_ports(), None);
+        let high = parse("[general]\nshards = 2\n[network]\nshard_port_base = 65535\n");
+        assert!(high.unwrap_err().to_string().contains("past 65535"));
+        let taken = "[general]\nshards = 2\n[network]\nshard_port_base = 23816\n";
+        let error = parse(taken).unwrap_err().to_string();
+        assert!(error.contains("client_port 23817"), "{error}");
     }
 
     #[test]

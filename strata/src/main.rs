@@ -260,6 +260,7 @@ fn node_options(config: &Config, secrets: &Secrets, config_file: &Path) -> NodeO
             config.network.server_address,
             config.network.client_port,
         ),
+        shard_port_base: Some(config.network.shard_port_base).filter(|base| *base != 0),
         data_dir: config.storage.data_dir.clone(),
         durability: match config.wal.wal_flush {
             WalFlush::FlushAtOnce => Durability::SyncEachBatch,
@@ -373,9 +374,15 @@ fn run_node(config_file: &Path) -> ExitCode {
     if archive.is_some() {
         options.archive = Some(Arc::new(strata_wal::ArchiveMarks::new(config.cluster.partitions)));
     }
-    if let Err(error) = meta::check_port_free(options.client_address) {
-        tracing::error!(%error, "node failed to start");
-        return ExitCode::from(3);
+    let shard_ports = config.shard_ports().into_iter().flatten();
+    let shard_addresses = shard_ports
+        .filter_map(|port| u16::try_from(port).ok())
+        .map(|port| std::net::SocketAddr::new(options.client_address.ip(), port));
+    for address in std::iter::once(options.client_address).chain(shard_addresses) {
+        if let Err(error) = meta::check_port_free(address) {
+            tracing::error!(%error, "node failed to start");
+            return ExitCode::from(3);
+        }
     }
     let listeners = match ControlListeners::bind(&config) {
         Ok(listeners) => listeners,

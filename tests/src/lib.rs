@@ -76,6 +76,22 @@ pub fn free_port() -> u16 {
     panic!("no free port below 32768");
 }
 
+/// The first of `count` consecutive ports free on 127.0.0.1.
+#[must_use]
+pub fn free_ports(count: u32) -> u16 {
+    for _ in 0..1000 {
+        let first = free_port();
+        let rest = (1..count).all(|offset| {
+            u16::try_from(u32::from(first) + offset)
+                .is_ok_and(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+        });
+        if rest {
+            return first;
+        }
+    }
+    panic!("no {count} consecutive free ports");
+}
+
 /// A cluster secret drawn once per test process: every node a test starts shares it unless
 /// the test says otherwise ([`NodeSettings::cluster_secret`]).
 #[must_use]
@@ -157,6 +173,8 @@ pub struct NodeSettings {
     pub admin_token: Option<String>,
     /// Lines added to the `[security]` section (e.g. TLS files).
     pub security: String,
+    /// `[network] shard_port_base`: a client port per shard, on consecutive free ports.
+    pub shard_ports: bool,
 }
 
 impl NodeSettings {
@@ -199,6 +217,7 @@ impl Default for NodeSettings {
             requirepass: None,
             admin_token: None,
             security: String::new(),
+            shard_ports: false,
         }
     }
 }
@@ -209,6 +228,8 @@ pub struct TestNode {
     pub port: u16,
     pub http_port: u16,
     pub peer_port: u16,
+    /// The first shard's own client port, with [`NodeSettings::shard_ports`].
+    pub shard_port_base: Option<u16>,
     pub settings: NodeSettings,
     child: Option<Child>,
     log_path: PathBuf,
@@ -228,9 +249,18 @@ impl TestNode {
         let port = free_port();
         let http_port = free_port();
         let peer_port = free_port();
+        let shard_port_base = settings.shard_ports.then(|| free_ports(settings.shards));
         let log_path = directory.path().join("node.log");
-        let node =
-            TestNode { log_path, directory, port, http_port, peer_port, settings, child: None };
+        let node = TestNode {
+            log_path,
+            directory,
+            port,
+            http_port,
+            peer_port,
+            shard_port_base,
+            settings,
+            child: None,
+        };
         node.write_config();
         node
     }
@@ -251,7 +281,7 @@ impl TestNode {
             "[general]\nshards = {}\nio_driver = \"{}\"\nserver_mode = \"{}\"\n\
              cpu_affinity = \"{}\"\n\
              [network]\nserver_address = \"127.0.0.1\"\nclient_port = {}\n\
-             http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\n\
+             http_port = {}\npeer_ip = \"127.0.0.1\"\npeer_port = {}\nshard_port_base = {}\n\
              [storage]\ndata_dir = \"{}\"\n{}\n\
              [wal]\nwal_flush = \"{}\"\nsegment_size = \"{}\"\nsnapshot_size = \"{}\"\n\
              snapshot_interval = {}\n{}\n[cluster]\npartitions = {}\nheartbeat_interval = {}\n\
@@ -264,6 +294,7 @@ impl TestNode {
             self.port,
             self.http_port,
             self.peer_port,
+            self.shard_port_base.unwrap_or(0),
             self.data_dir().display(),
             self.storage_lines(),
             settings.wal_flush,

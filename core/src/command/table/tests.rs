@@ -88,6 +88,16 @@ const PARSED_NAMES: &[&str] = &[
     "bitfield",
     "bitfield_ro",
     "lcs",
+    "cluster",
+    "readonly",
+    "readwrite",
+    "cluster|help",
+    "cluster|info",
+    "cluster|myid",
+    "cluster|nodes",
+    "cluster|slots",
+    "cluster|shards",
+    "cluster|keyslot",
 ];
 
 fn words(line: &str) -> Vec<&[u8]> {

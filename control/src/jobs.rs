@@ -37,6 +37,7 @@ impl Control {
             error: None,
             started_ms: now_ms(),
             finished_ms: None,
+            token: rand::random::<u64>() | 1,
         }
     }
 

@@ -46,6 +46,10 @@ pub struct JobRecord {
     /// Wall-clock milliseconds the proposer read when it started and finished the job.
     pub started_ms: u64,
     pub finished_ms: Option<u64>,
+    /// Drawn at random by the runner for each start, so that a start proposed again is
+    /// recognised as the same one and no other (0 in records from before it existed).
+    #[serde(default)]
+    pub token: u64,
 }
 
 impl ClusterState {
@@ -138,10 +142,12 @@ impl ClusterState {
     }
 }
 
-/// Whether `record` is the start that made `existing`: the same runner, kind, subject and
-/// start time.
+/// Whether `record` is the start that made `existing`: the same token (never 0), runner,
+/// kind, subject and start time.
 fn same_start(existing: &JobRecord, record: &JobRecord) -> bool {
-    existing.runner == record.runner
+    record.token != 0
+        && existing.token == record.token
+        && existing.runner == record.runner
         && existing.kind == record.kind
         && existing.subject == record.subject
         && existing.started_ms == record.started_ms

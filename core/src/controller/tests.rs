@@ -521,6 +521,7 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
         error: Some("ignored".into()),
         started_ms: 10,
         finished_ms: None,
+        token: 7,
     };
     let id = state.next_job_id();
     assert_eq!(id, 1);
@@ -533,9 +534,14 @@ fn jobs_run_one_at_a_time_end_once_and_old_ones_are_forgotten() {
     let before = state.jobs.clone();
     state.apply(Command::StartJob { id, record: record("hermione") }).unwrap();
     assert_eq!(state.jobs, before, "a repeated start changes nothing");
-    let later = JobRecord { started_ms: 11, ..record("hermione") };
-    let other = state.apply(Command::StartJob { id, record: later });
-    assert!(matches!(other, Err(Refusal::BadSettings { .. })), "{other:?}");
+    for other in [
+        JobRecord { started_ms: 11, ..record("hermione") },
+        JobRecord { token: 8, ..record("hermione") },
+        JobRecord { token: 0, ..record("hermione") },
+    ] {
+        let other = state.apply(Command::StartJob { id, record: other });
+        assert!(matches!(other, Err(Refusal::BadSettings { .. })), "{other:?}");
+    }
     let busy = state.apply(Command::StartJob { id: 2, record: record("ron") });
     assert_eq!(busy, Err(Refusal::Busy { job: 1 }));
     // A join runs beside a transfer, one per member; a transfer waits for no join.

@@ -248,11 +248,12 @@ stop_server() {
     SERVER_PID=""
 }
 
-# Prints "rps<TAB>p99" from redis-benchmark's CSV ("-" for a column this version lacks).
+# Prints "rps<TAB>p99" from redis-benchmark's CSV ("-" for a column this version lacks). With
+# --cluster, lines naming the masters come before the header.
 parse_csv() {
     awk -F'","|^"|"$' '
-        NR == 1 { for (i = 2; i < NF; i++) column[$i] = i; next }
-        NF > 2 {
+        !header && /^"test"/ { for (i = 2; i < NF; i++) column[$i] = i; header = 1; next }
+        header && NF > 2 {
             rps = ("rps" in column) ? $column["rps"] : "-"
             p99 = ("p99_latency_ms" in column) ? $column["p99_latency_ms"] : "-"
             printf "%s\t%s\n", rps, p99

@@ -406,7 +406,10 @@ cpu_total() {
 }
 
 main() {
-    VALKEY="$(valkey_binary)"
+    VALKEY=""
+    case " $SETUPS " in
+        *" valkey "*) VALKEY="$(valkey_binary)" ;;
+    esac
     STRATA="$(strata_binary)"
     : >"$RESULTS"
     local setups round index

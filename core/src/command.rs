@@ -601,6 +601,69 @@ fn exact(name: &str, rest: &[&[u8]], count: usize) -> Result<(), CommandError> {
     }
 }
 
+/// Parses a command whose arguments are owned (a large request, taken out of the input as it
+/// arrived: [`crate::resp::LargeCommand`]), moving the values of SET, SETEX, PSETEX, GETSET,
+/// SETNX, MSET and MSETNX into the command instead of copying them, so that a large write is
+/// held once, not twice, until its records are written. Answers exactly as [`parse`] does.
+///
+/// # Errors
+///
+/// As [`parse`].
+pub fn parse_owned(mut arguments: Vec<Vec<u8>>) -> Result<Command, CommandError> {
+    let positions = value_positions(&arguments);
+    // The parser never reads these values, so it parses the same with them left empty.
+    let values: Vec<Vec<u8>> =
+        positions.clone().map(|index| std::mem::take(&mut arguments[index])).collect();
+    let slices: Vec<&[u8]> = arguments.iter().map(Vec::as_slice).collect();
+    let mut command = parse(&slices)?;
+    let mut slots = value_slots(&mut command);
+    debug_assert_eq!(slots.len(), values.len(), "moved values against the parsed command's");
+    if slots.len() != values.len() {
+        // Not the command the name announced: cannot happen, but then copy as `parse` does.
+        for (index, value) in positions.zip(values) {
+            arguments[index] = value;
+        }
+        let slices: Vec<&[u8]> = arguments.iter().map(Vec::as_slice).collect();
+        return parse(&slices);
+    }
+    for (slot, value) in slots.iter_mut().zip(values) {
+        debug_assert!(slot.is_empty());
+        **slot = value;
+    }
+    Ok(command)
+}
+
+/// Where the values [`parse_owned`] moves are among `arguments` (the name first), for
+/// commands whose arity is right; none otherwise (the parser then answers the arity error).
+fn value_positions(arguments: &[Vec<u8>]) -> std::iter::StepBy<std::ops::Range<usize>> {
+    let count = arguments.len();
+    let is = |name: &str| arguments[0].eq_ignore_ascii_case(name.as_bytes());
+    let range = match arguments.first() {
+        Some(_) if (is("set") && count >= 3) || ((is("getset") || is("setnx")) && count == 3) => {
+            2..3
+        }
+        Some(_) if (is("setex") || is("psetex")) && count == 4 => 3..4,
+        Some(_) if (is("mset") || is("msetnx")) && count >= 3 && count % 2 == 1 => 2..count,
+        _ => 0..0,
+    };
+    range.step_by(2)
+}
+
+/// The values of a parsed command that [`parse_owned`] fills, in argument order.
+fn value_slots(command: &mut Command) -> Vec<&mut Vec<u8>> {
+    match command {
+        Command::Key(
+            KeyCommand::Set { value, .. }
+            | KeyCommand::GetSet { value, .. }
+            | KeyCommand::SetNx { value, .. },
+        ) => vec![value],
+        Command::Key(KeyCommand::MultiSet { pairs } | KeyCommand::MultiSetIfAbsent { pairs }) => {
+            pairs.iter_mut().map(|(_, value)| value).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
 fn at_least(name: &str, rest: &[&[u8]], count: usize) -> Result<(), CommandError> {
     if rest.len() >= count {
         Ok(())
@@ -1198,6 +1261,50 @@ mod tests {
     fn parse_words(line: &str) -> Result<Command, CommandError> {
         let words: Vec<&[u8]> = line.split(' ').map(str::as_bytes).collect();
         parse(&words)
+    }
+
+    /// The values of large writes are moved, not copied, and every command parses as with
+    /// borrowed arguments.
+    #[test]
+    fn owned_arguments_move_their_values() {
+        let value = vec![b'v'; 4096];
+        let address = value.as_ptr();
+        let arguments = vec![b"MSET".to_vec(), b"a".to_vec(), b"1".to_vec(), b"b".to_vec(), value];
+        let Ok(Command::Key(KeyCommand::MultiSet { pairs })) = parse_owned(arguments) else {
+            panic!("not an MSET");
+        };
+        assert_eq!(pairs[0], (b"a".to_vec(), b"1".to_vec()));
+        assert_eq!(pairs[1].1.as_ptr(), address);
+        let value = vec![b'w'; 4096];
+        let address = value.as_ptr();
+        let arguments = vec![b"set".to_vec(), b"k".to_vec(), value, b"PX".to_vec(), b"5".to_vec()];
+        let Ok(Command::Key(KeyCommand::Set { value, expiry, .. })) = parse_owned(arguments) else {
+            panic!("not a SET");
+        };
+        assert_eq!((value.as_ptr(), expiry), (address, SetExpiry::RelativeMs(5)));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn owned_arguments_parse_as_borrowed_ones(
+            name in proptest::sample::select(vec![
+                "SET", "set", "GETSET", "setnx", "SETEX", "psetex", "MSET", "msetnx", "APPEND",
+                "GET", "del", "PING",
+            ]),
+            rest in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "k", "{k}x", "v", "", "EX", "px", "NX", "XX", "GET", "KEEPTTL", "10", "-1",
+                    "0", "EXAT",
+                ]),
+                0..7,
+            ),
+        ) {
+            let mut arguments = vec![name.as_bytes().to_vec()];
+            arguments.extend(rest.iter().map(|word| word.as_bytes().to_vec()));
+            let slices: Vec<&[u8]> = arguments.iter().map(Vec::as_slice).collect();
+            let borrowed = parse(&slices);
+            proptest::prop_assert_eq!(parse_owned(arguments.clone()), borrowed);
+        }
     }
 
     #[test]

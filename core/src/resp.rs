@@ -1,8 +1,9 @@
 //! The RESP2 codec: client commands in, replies out, and a reply parser for the client side.
 //!
-//! Nothing here does I/O or keeps state between calls. Each parser looks at the front of a
-//! buffer and answers "incomplete", "complete after N bytes" or a protocol error; the caller
-//! keeps the bytes and calls again once more have arrived.
+//! Nothing here does I/O. Each parser looks at the front of a buffer and answers
+//! "incomplete", "complete after N bytes" or a protocol error; the caller keeps the bytes and
+//! calls again once more have arrived. The one exception, [`LargeCommand`], keeps the
+//! arguments of a large command as they arrive, so that its bytes need not wait in the input.
 //!
 //! Commands come in two shapes, as Redis accepts them:
 //!
@@ -21,6 +22,10 @@
 //! the limits allow for one element.
 
 use std::ops::Range;
+
+mod large;
+
+pub use large::{Fed, LargeCommand};
 
 /// Default largest bulk string in a command: large values are rare and cost memory per client.
 pub const BULK_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
@@ -286,6 +291,19 @@ fn parse_bulk_argument(
     start: usize,
     limits: &RespLimits,
 ) -> Result<Option<Range<usize>>, RespError> {
+    let Some((length, data_start)) = read_argument_header(input, start, limits)? else {
+        return Ok(None);
+    };
+    bulk_data(input, data_start, length)
+}
+
+/// Reads the `$<length>\r\n` header of a command's bulk argument at `start`: its length
+/// (within the limit) and where its data starts, or `None` when the header is incomplete.
+fn read_argument_header(
+    input: &[u8],
+    start: usize,
+    limits: &RespLimits,
+) -> Result<Option<(usize, usize)>, RespError> {
     let Some(&marker) = input.get(start) else {
         return Ok(None);
     };
@@ -301,7 +319,7 @@ fn parse_bulk_argument(
         .ok()
         .filter(|length| *length <= limits.bulk_bytes_max)
         .ok_or(RespError::InvalidBulkLength)?;
-    bulk_data(input, data_start, length)
+    Ok(Some((length, data_start)))
 }
 
 fn parse_inline_command(

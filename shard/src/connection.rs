@@ -24,6 +24,10 @@ const PIPELINE_COMMANDS_MAX: usize = 1024;
 /// Most bytes of input a connection holds while a request is incomplete (Redis's
 /// client-query-buffer-limit plays this part); beyond it the connection is closed.
 const QUERY_BUFFER_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// An incomplete command that has buffered this many bytes is taken out of the input argument
+/// by argument as it arrives ([`resp::LargeCommand`]) instead of waiting there whole: a large
+/// request is then held once, in its own values, and the input stays small.
+const LARGE_COMMAND_BYTES: usize = 4 * buffers::CHUNK_BYTES;
 
 /// What one round of parsing and answering left behind.
 struct Round {
@@ -105,14 +109,17 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, origin: O
     };
     let mut input: Vec<u8> = Vec::new();
     let mut output: Vec<u8> = Vec::new();
+    let mut large: Option<Box<resp::LargeCommand>> = None;
     loop {
         if !input.is_empty() && output.capacity() == 0 {
             output = shard.buffers.take();
         }
         // Boxed: the round's state is allocated while it runs, not held by an idle connection.
-        let round = Box::pin(process(&shard, &mut session, &mut input, &mut output)).await;
+        let round =
+            Box::pin(process(&shard, &mut session, &mut input, &mut large, &mut output)).await;
         let mut protocol_error = round.protocol_error.map(|error| format!("ERR {error}"));
-        if protocol_error.is_none() && input.len() > QUERY_BUFFER_BYTES_MAX {
+        let held = input.len() + large.as_ref().map_or(0, |command| command.taken_bytes());
+        if protocol_error.is_none() && held > QUERY_BUFFER_BYTES_MAX {
             protocol_error = Some(format!(
                 "ERR Protocol error: a request of more than {QUERY_BUFFER_BYTES_MAX} bytes"
             ));
@@ -158,11 +165,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, mut stream: impl StreamIo, origin: O
 }
 
 /// Parses the complete commands in `input` (at most a round's worth), routes them, and appends
-/// their replies in order.
+/// their replies in order. A large command being taken (`large`) goes first; a command that
+/// stays incomplete past [`LARGE_COMMAND_BYTES`] becomes one.
 async fn process(
     shard: &Rc<Shard>,
     session: &mut Session,
     input: &mut Vec<u8>,
+    large: &mut Option<Box<resp::LargeCommand>>,
     output: &mut Vec<u8>,
 ) -> Round {
     let limits = shard.mesh.options.resp_limits;
@@ -172,9 +181,39 @@ async fn process(
     let mut protocol_error = None;
     let mut arguments = Vec::new();
     let mut outbox = Outbox::default();
-    while items.len() < PIPELINE_COMMANDS_MAX && !session.quit {
+    if let Some(command) = large.as_mut() {
+        match command.feed(input, &limits) {
+            Ok(fed) => {
+                consumed = fed.consumed;
+                if fed.complete {
+                    let arguments = large.take().expect("a large command").into_arguments();
+                    items.push(dispatch_owned(shard, &mut outbox, session, arguments));
+                }
+            }
+            Err(error) => protocol_error = Some(error),
+        }
+    }
+    while large.is_none()
+        && protocol_error.is_none()
+        && items.len() < PIPELINE_COMMANDS_MAX
+        && !session.quit
+    {
         match resp::parse_command(&input[consumed..], &limits, &mut arguments) {
-            Ok(resp::Parsed::Incomplete) => break,
+            Ok(resp::Parsed::Incomplete) => {
+                if input.len() - consumed >= LARGE_COMMAND_BYTES && input[consumed] == b'*' {
+                    match resp::LargeCommand::start(&input[consumed..], &limits) {
+                        Ok(Some((command, fed))) => {
+                            consumed += fed.consumed;
+                            *large = Some(Box::new(command));
+                            // All of it cannot be here: `parse_command` found it incomplete.
+                            debug_assert!(!fed.complete);
+                        }
+                        Ok(None) => {}
+                        Err(error) => protocol_error = Some(error),
+                    }
+                }
+                break;
+            }
             Ok(resp::Parsed::Complete { consumed: length }) => {
                 let start = consumed;
                 consumed += length;
@@ -191,7 +230,8 @@ async fn process(
             }
         }
     }
-    let more_in_input = items.len() == PIPELINE_COMMANDS_MAX && consumed < input.len();
+    let more_in_input =
+        items.len() == PIPELINE_COMMANDS_MAX && large.is_none() && consumed < input.len();
     input.drain(..consumed);
     buffers::free_if_large_and_empty(input);
     share_round_time(shard, &items, started.elapsed());
@@ -257,8 +297,35 @@ fn dispatch(
     } else {
         auth::parse_unauthenticated(arguments)
     };
+    dispatch_parsed(shard, outbox, session, table::lookup(arguments), parsed)
+}
+
+/// As [`dispatch`], for the owned arguments of a large command: their values move into the
+/// command ([`command::parse_owned`]).
+fn dispatch_owned(
+    shard: &Shard,
+    outbox: &mut Outbox,
+    session: &mut Session,
+    arguments: Vec<Vec<u8>>,
+) -> (Item, Accounting) {
+    let slices: Vec<&[u8]> = arguments.iter().map(Vec::as_slice).collect();
+    if !session.authenticated {
+        return dispatch(shard, outbox, session, &slices);
+    }
+    let id = table::lookup(&slices);
+    drop(slices);
+    dispatch_parsed(shard, outbox, session, id, command::parse_owned(arguments))
+}
+
+fn dispatch_parsed(
+    shard: &Shard,
+    outbox: &mut Outbox,
+    session: &mut Session,
+    id: Option<CommandId>,
+    parsed: Result<Command, CommandError>,
+) -> (Item, Accounting) {
     shard.metrics().count_command(crate::metrics::CommandKind::of(&parsed));
-    let Some(id) = table::lookup(arguments) else {
+    let Some(id) = id else {
         // Unknown to the table: an unknown command or subcommand, counted in errorstats only.
         let item = match parsed {
             Err(error) => Item::Now(reply::error_bytes(&error)),

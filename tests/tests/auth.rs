@@ -220,3 +220,17 @@ fn a_node_without_a_password_serves_everyone_and_answers_auth_like_redis() {
     assert!(matches!(connection.command_words(&hello), Reply::Array(Some(_))));
     assert_eq!(connection.command_words(&["GET", "k"]), Reply::bulk("v"));
 }
+
+/// A large command (taken out of the input as it arrives) is refused before AUTH like any
+/// other, and runs after it.
+#[test]
+fn a_large_command_needs_auth_too() {
+    let node = protected_node();
+    let mut raw = node.raw();
+    let value = vec![b'x'; 1_000_000];
+    let reply = raw.command(&[b"SET", b"large", &value]);
+    assert_eq!(reply, Reply::Error(NO_AUTH.into()));
+    assert_eq!(raw.command(&[b"AUTH", PASSWORD.as_bytes()]), Reply::Simple("OK".into()));
+    assert_eq!(raw.command(&[b"SET", b"large", &value]), Reply::Simple("OK".into()));
+    assert_eq!(raw.command(&[b"STRLEN", b"large"]), Reply::Integer(1_000_000));
+}

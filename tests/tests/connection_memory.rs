@@ -162,3 +162,49 @@ fn split_command_is_put_together(io_driver: &'static str) {
     assert_eq!(raw.read_reply().expect("SET reply"), Reply::Simple("OK".into()));
     assert_eq!(raw.command(&[b"GET", b"split"]), Reply::Bulk(Some(value)));
 }
+
+/// A command that stays incomplete past 256 KiB is taken out of the input argument by
+/// argument as it arrives. Sent in pieces with pauses, between small commands in the same
+/// stream: a 3 MB SET (its value filled across many reads), a 2 MB MSET over both shards
+/// whose pairs straddle the pieces, and a 1 MB MSETNX in one slot; every reply comes in order
+/// and every value reads back.
+#[test]
+fn large_commands_taken_as_they_arrive_answer_in_order() {
+    let node = TestNode::start(NodeSettings::default());
+    let mut raw = node.raw();
+    let big = value_of(0, 0, 3_000_000);
+    let pairs: Vec<(String, Vec<u8>)> =
+        (0..128).map(|key| (format!("large:{key}"), value_of(1, key, 16 * 1024))).collect();
+    let mut mset: Vec<&[u8]> = vec![b"MSET"];
+    for (name, value) in &pairs {
+        mset.extend([name.as_bytes(), value.as_slice()]);
+    }
+    let tagged: Vec<(String, Vec<u8>)> =
+        (0..64).map(|key| (format!("{{tag}}:{key}"), value_of(2, key, 16 * 1024))).collect();
+    let mut msetnx: Vec<&[u8]> = vec![b"MSETNX"];
+    for (name, value) in &tagged {
+        msetnx.extend([name.as_bytes(), value.as_slice()]);
+    }
+    let mut stream = encode_command(&[b"SET", b"before", b"1"]);
+    stream.extend(encode_command(&[b"SET", b"big", &big]));
+    stream.extend(encode_command(&[b"GET", b"before"]));
+    stream.extend(encode_command(&mset));
+    stream.extend(encode_command(&msetnx));
+    stream.extend(encode_command(&[b"STRLEN", b"big"]));
+    for piece in stream.chunks(700_001) {
+        raw.send(piece).expect("send a piece");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ok = || Reply::Simple("OK".into());
+    assert_eq!(raw.read_reply().expect("SET before"), ok());
+    assert_eq!(raw.read_reply().expect("SET big"), ok());
+    assert_eq!(raw.read_reply().expect("GET before"), Reply::Bulk(Some(b"1".to_vec())));
+    assert_eq!(raw.read_reply().expect("MSET"), ok());
+    assert_eq!(raw.read_reply().expect("MSETNX"), Reply::Integer(1));
+    assert_eq!(raw.read_reply().expect("STRLEN"), Reply::Integer(3_000_000));
+    assert_eq!(raw.command(&[b"GET", b"big"]), Reply::Bulk(Some(big)));
+    for (name, value) in pairs.iter().chain(&tagged) {
+        let reply = raw.command(&[b"GET", name.as_bytes()]);
+        assert_eq!(reply, Reply::Bulk(Some(value.clone())), "{name}");
+    }
+}

@@ -284,3 +284,33 @@ fn a_request_larger_than_the_query_buffer_limit_is_refused() {
     assert_eq!(end, End::Closed);
     assert_node_healthy(&node, "a request past the query buffer limit");
 }
+
+/// A large command is taken out of the input as it arrives, and is held to the same protocol:
+/// a bulk without its `\r\n`, or a non-bulk element, far into a 2 MB MSET is a protocol
+/// error, and the pairs before it are not written.
+#[test]
+fn a_large_command_broken_midway_is_a_protocol_error() {
+    let node = start_node();
+    write_reference_data(&node);
+    let value = vec![b'v'; 16 * 1024];
+    let pairs = 128;
+    let mut request = format!("*{}\r\n$4\r\nMSET\r\n", 1 + 2 * pairs).into_bytes();
+    let mut terminator = 0;
+    for key in 0..pairs {
+        // A pair's bulks, without the array header `*2\r\n` that encoding gives them.
+        request
+            .extend_from_slice(&encode_command(&[format!("midway:{key}").as_bytes(), &value])[4..]);
+        if key == 100 {
+            // The 101st value's terminator.
+            terminator = request.len() - 2;
+        }
+    }
+    let mut broken = request.clone();
+    broken[terminator] = b'X';
+    check_protocol_error(&node, "a bulk without CRLF in a large MSET", &broken).unwrap();
+    let mut broken = request.clone();
+    broken[terminator + 2] = b':';
+    check_protocol_error(&node, "a non-bulk element in a large MSET", &broken).unwrap();
+    let mut raw = node.raw();
+    assert_eq!(raw.command(&[b"EXISTS", b"midway:0"]), Reply::Integer(0));
+}

@@ -5,13 +5,15 @@
 #   large: CLIENTS clients at once, each sending one pipelined request of REQUEST_BYTES of
 #          SETs (VALUE_BYTES values), reading the replies as they come, or with SHAPE=mset one
 #          MSET command of that size; the peak RSS (VmHWM) against the bytes sent.
-# Builds the release binary unless STRATA_BIN is set. Every wait is bounded.
+# Builds the release binary unless STRATA_BIN is set. With SERVER=redis it measures
+# redis-server (`appendonly yes`, `appendfsync always`) the same way instead: the peer's figures
+# with the same clients. Every wait is bounded.
 #
 # Usage: benches/connection-memory.sh [idle|large|all]   (default all)
 # Environment: CONNECTIONS (10000), CLIENTS (10), REQUEST_BYTES (120000000), VALUE_BYTES
 # (16384), SHAPE (set or mset), SAME_KEY=1 to overwrite one key per client (what stays stored is then small, and
 # the peak is what requests in flight hold), SHARDS (2), TIMEOUT_SECONDS (300, per phase),
-# KEEP_WORK=1 to keep the data directory.
+# SERVER (strata or redis), KEEP_WORK=1 to keep the data directory.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -24,6 +26,7 @@ VALUE_BYTES=${VALUE_BYTES:-16384}
 SAME_KEY=${SAME_KEY:-0}
 SHAPE=${SHAPE:-set}
 SHARDS=${SHARDS:-2}
+SERVER=${SERVER:-strata}
 TIMEOUT_SECONDS=${TIMEOUT_SECONDS:-300}
 
 log() { echo "connection-memory: $*" >&2; }
@@ -42,8 +45,11 @@ case "$MODE" in
     idle | large | all) ;;
     *) fail "unknown mode $MODE (idle, large or all)" ;;
 esac
-
-STRATA_BIN=$(strata_binary)
+case "$SERVER" in
+    strata) STRATA_BIN=$(strata_binary) ;;
+    redis) command -v redis-server >/dev/null || fail "redis-server not found (scripts/setup.sh)" ;;
+    *) fail "unknown SERVER $SERVER (strata or redis)" ;;
+esac
 WORK=$(mktemp -d /var/tmp/strata-connection-memory-XXXXXX)
 node_pid=""
 cleanup() {
@@ -63,10 +69,20 @@ else
     ulimit -n "$hard_limit"
 fi
 
-# Starts a fresh node (sets node_pid) and waits until it answers PING.
+# Starts a fresh node, or redis-server with SERVER=redis (sets node_pid), and waits until it
+# answers PING.
 start_node() {
     local port="$1"
     rm -rf "$WORK/data"
+    if [ "$SERVER" = redis ]; then
+        mkdir -p "$WORK/data"
+        redis-server --port "$port" --bind 127.0.0.1 --appendonly yes --appendfsync always \
+            --save '' --dir "$WORK/data" --maxclients $((CONNECTIONS + 100)) \
+            --daemonize no >>"$WORK/node.log" 2>&1 &
+        node_pid=$!
+        wait_ping "$port"
+        return
+    fi
     cat >"$WORK/strata.toml" <<TOML
 [general]
 shards = $SHARDS
@@ -133,7 +149,7 @@ measure_idle() {
     sleep 1
     after=$(status_bytes VmRSS)
     growth=$((after - baseline))
-    echo "idle: connections=$CONNECTIONS rss_empty=$(mebibytes "$baseline")" \
+    echo "idle: server=$SERVER connections=$CONNECTIONS rss_empty=$(mebibytes "$baseline")" \
         "rss_open=$(mebibytes "$after") growth=$(mebibytes "$growth")" \
         "per_connection=$((growth / CONNECTIONS)) bytes"
     kill "$client_pid"
@@ -217,7 +233,7 @@ measure_large() {
         sent=$((sent + $(cat "$WORK/client-$((client + 1))")))
     done
     peak=$(status_bytes VmHWM)
-    echo "large: clients=$CLIENTS shape=$SHAPE sent=$(mebibytes "$sent")" \
+    echo "large: server=$SERVER clients=$CLIENTS shape=$SHAPE sent=$(mebibytes "$sent")" \
         "value_bytes=$VALUE_BYTES same_key=$SAME_KEY rss_empty=$(mebibytes "$baseline") rss_peak=$(mebibytes "$peak")" \
         "growth=$(mebibytes $((peak - baseline)))" \
         "peak_over_sent=$(awk -v peak="$peak" -v sent="$sent" \

@@ -13,11 +13,11 @@ use crate::command::ScanCursor;
 use crate::ids::Lsn;
 use crate::record::{ExpireAtMs, RecordView};
 
-/// One key with its value in a single allocation (key bytes, then value bytes): one heap block
-/// per key instead of two, which is most of the per-key overhead for small values.
+/// One key with its value: usually in a single allocation (key bytes, then value bytes), one
+/// heap block per key instead of two, which is most of the per-key overhead for small values.
 #[derive(Clone, Debug)]
 struct Slot {
-    bytes: Box<[u8]>,
+    bytes: SlotBytes,
     key_bytes: u32,
     /// Unix seconds of the last read or write (OBJECT IDLETIME); fits the struct's padding.
     accessed_s: Cell<u32>,
@@ -25,26 +25,74 @@ struct Slot {
     lsn: Lsn,
 }
 
+/// Where a slot's bytes are.
+#[derive(Clone, Debug)]
+enum SlotBytes {
+    /// The key, then the value, in one allocation.
+    Joined(Box<[u8]>),
+    /// A large value moved in from its command ([`Keyspace::insert_owned`]) keeps its own
+    /// allocation, beside the key's: it is not copied.
+    Split(Box<SplitBytes>),
+}
+
+#[derive(Clone, Debug)]
+struct SplitBytes {
+    key: Box<[u8]>,
+    value: Box<[u8]>,
+}
+
+/// A value for a new slot: copied, or moved in.
+enum NewValue<'a> {
+    Borrowed(&'a [u8]),
+    Owned(Vec<u8>),
+}
+
 impl Slot {
-    fn new(key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn, now_s: u32) -> Slot {
+    fn new(
+        key: &[u8],
+        value: NewValue<'_>,
+        expire_at_ms: ExpireAtMs,
+        lsn: Lsn,
+        now_s: u32,
+    ) -> Slot {
         let key_bytes = u32::try_from(key.len()).expect("keys are bounded by the RESP limits");
-        let mut bytes = Vec::with_capacity(key.len() + value.len());
-        bytes.extend_from_slice(key);
-        bytes.extend_from_slice(value);
+        let bytes = match value {
+            NewValue::Borrowed(value) => {
+                let mut bytes = Vec::with_capacity(key.len() + value.len());
+                bytes.extend_from_slice(key);
+                bytes.extend_from_slice(value);
+                SlotBytes::Joined(bytes.into_boxed_slice())
+            }
+            NewValue::Owned(value) => SlotBytes::Split(Box::new(SplitBytes {
+                key: Box::from(key),
+                value: value.into_boxed_slice(),
+            })),
+        };
         let accessed_s = Cell::new(now_s);
-        Slot { bytes: bytes.into_boxed_slice(), key_bytes, accessed_s, expire_at_ms, lsn }
+        Slot { bytes, key_bytes, accessed_s, expire_at_ms, lsn }
     }
 
     fn key(&self) -> &[u8] {
-        &self.bytes[..self.key_bytes as usize]
+        match &self.bytes {
+            SlotBytes::Joined(bytes) => &bytes[..self.key_bytes as usize],
+            SlotBytes::Split(split) => &split.key,
+        }
+    }
+
+    fn value(&self) -> &[u8] {
+        match &self.bytes {
+            SlotBytes::Joined(bytes) => &bytes[self.key_bytes as usize..],
+            SlotBytes::Split(split) => &split.value,
+        }
+    }
+
+    /// Bytes of key and value.
+    fn payload_bytes(&self) -> u64 {
+        (self.key_bytes as usize + self.value().len()) as u64
     }
 
     fn entry(&self) -> Entry<'_> {
-        Entry {
-            value: &self.bytes[self.key_bytes as usize..],
-            expire_at_ms: self.expire_at_ms,
-            lsn: self.lsn,
-        }
+        Entry { value: self.value(), expire_at_ms: self.expire_at_ms, lsn: self.lsn }
     }
 }
 
@@ -153,6 +201,16 @@ impl Keyspace {
     }
 
     pub fn insert(&mut self, key: &[u8], value: &[u8], expire_at_ms: ExpireAtMs, lsn: Lsn) {
+        self.put(key, NewValue::Borrowed(value), expire_at_ms, lsn);
+    }
+
+    /// Like [`insert`](Self::insert), keeping `value`'s allocation instead of copying it: for a
+    /// large value that its command owns.
+    pub fn insert_owned(&mut self, key: &[u8], value: Vec<u8>, expire_at_ms: ExpireAtMs, lsn: Lsn) {
+        self.put(key, NewValue::Owned(value), expire_at_ms, lsn);
+    }
+
+    fn put(&mut self, key: &[u8], value: NewValue<'_>, expire_at_ms: ExpireAtMs, lsn: Lsn) {
         let hash = self.hash(key);
         if self.slots.len() == self.slots.capacity() {
             // A new key would make the table grow or rehash first.
@@ -165,21 +223,26 @@ impl Keyspace {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 let slot = occupied.get_mut();
                 forget_deadline(&mut self.deadlines, &mut self.expiring, slot.expire_at_ms, hash);
-                if slot.bytes.len() == key.len() + value.len() {
-                    // Same size (the common overwrite): reuse the allocation.
-                    slot.bytes[key.len()..].copy_from_slice(value);
-                    slot.expire_at_ms = expire_at_ms;
-                    slot.lsn = lsn;
-                    slot.accessed_s.set(self.clock_s);
-                } else {
-                    self.payload_bytes -= slot.bytes.len() as u64;
-                    *slot = Slot::new(key, value, expire_at_ms, lsn, self.clock_s);
-                    self.payload_bytes += slot.bytes.len() as u64;
+                match (&mut slot.bytes, value) {
+                    (SlotBytes::Joined(bytes), NewValue::Borrowed(value))
+                        if bytes.len() == key.len() + value.len() =>
+                    {
+                        // Same size (the common overwrite): reuse the allocation.
+                        bytes[key.len()..].copy_from_slice(value);
+                        slot.expire_at_ms = expire_at_ms;
+                        slot.lsn = lsn;
+                        slot.accessed_s.set(self.clock_s);
+                    }
+                    (_, value) => {
+                        self.payload_bytes -= slot.payload_bytes();
+                        *slot = Slot::new(key, value, expire_at_ms, lsn, self.clock_s);
+                        self.payload_bytes += slot.payload_bytes();
+                    }
                 }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
                 let slot = Slot::new(key, value, expire_at_ms, lsn, self.clock_s);
-                self.payload_bytes += slot.bytes.len() as u64;
+                self.payload_bytes += slot.payload_bytes();
                 vacant.insert(slot);
             }
         }
@@ -192,7 +255,7 @@ impl Keyspace {
         match self.slots.find_entry(hash, |slot| slot.key() == key) {
             Ok(occupied) => {
                 let (slot, _) = occupied.remove();
-                self.payload_bytes -= slot.bytes.len() as u64;
+                self.payload_bytes -= slot.payload_bytes();
                 forget_deadline(&mut self.deadlines, &mut self.expiring, slot.expire_at_ms, hash);
                 true
             }
@@ -371,6 +434,29 @@ fn forget_deadline(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_moved_value_keeps_its_allocation_and_slots_stay_small() {
+        // The enum takes no room beside the boxed bytes: a slot is as small as before.
+        assert_eq!(std::mem::size_of::<Slot>(), 40);
+        let mut keyspace = Keyspace::default();
+        let value = vec![7u8; 20_000];
+        let address = value.as_ptr();
+        keyspace.insert_owned(b"big", value, 0, Lsn(1));
+        let entry = keyspace.get_raw(b"big").unwrap();
+        assert_eq!((entry.value.as_ptr(), entry.value.len(), entry.lsn), (address, 20_000, Lsn(1)));
+        assert_eq!(keyspace.payload_bytes(), 20_003);
+        assert_eq!(keyspace.iter().map(|(key, _, _)| key.to_vec()).collect::<Vec<_>>(), [b"big"]);
+        // Overwritten by a copied value of the same size, or expired, it stays right.
+        keyspace.insert(b"big", &[8u8; 20_000], 5, Lsn(2));
+        assert_eq!(keyspace.get_raw(b"big").unwrap().value, &[8u8; 20_000][..]);
+        assert!(keyspace.set_expiry(b"big", 9, Lsn(3)));
+        keyspace.insert_owned(b"big", vec![9u8; 3], 0, Lsn(4));
+        assert_eq!(keyspace.payload_bytes(), 6);
+        assert_eq!(keyspace.expiring(), 0);
+        assert!(keyspace.remove(b"big"));
+        assert_eq!(keyspace.payload_bytes(), 0);
+    }
 
     #[test]
     fn payload_bytes_follow_inserts_and_removes() {

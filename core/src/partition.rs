@@ -79,13 +79,41 @@ impl TakenBatch {
 pub struct PartitionLimits {
     /// Largest key plus value one record may carry; larger writes are refused.
     pub record_bytes_max: usize,
-    /// Records are taken in batches of at most about this many bytes.
+    /// Records are taken in batches of at most about this many bytes; a record larger than
+    /// this goes alone.
     pub batch_bytes_max: usize,
+    /// A value at least this large is moved into the keyspace, not copied, and held there
+    /// alone while its record waits in the open batch: [`Partition::take_batch`] copies it
+    /// back into the record. Smaller values are copied into the keyspace and kept in the
+    /// record (a copy is cheaper than the bookkeeping).
+    pub value_in_keyspace_bytes_min: usize,
 }
+
+/// The default of [`PartitionLimits::value_in_keyspace_bytes_min`].
+pub const VALUE_IN_KEYSPACE_BYTES_MIN: usize = 4096;
 
 impl Default for PartitionLimits {
     fn default() -> Self {
-        PartitionLimits { record_bytes_max: 8 * 1024 * 1024, batch_bytes_max: 12 * 1024 * 1024 }
+        PartitionLimits {
+            record_bytes_max: 8 * 1024 * 1024,
+            batch_bytes_max: 1024 * 1024,
+            value_in_keyspace_bytes_min: VALUE_IN_KEYSPACE_BYTES_MIN,
+        }
+    }
+}
+
+/// A record of the open batch. A large SET's value is left out of it (`Record::Set` with an
+/// empty value, `value_in_keyspace` its length) while the keyspace holds that value: until the
+/// batch is taken, or until the key is about to change, when it is copied back.
+#[derive(Debug)]
+struct OpenRecord {
+    record: Record,
+    value_in_keyspace: usize,
+}
+
+impl OpenRecord {
+    fn size_estimate(&self) -> usize {
+        self.record.size_estimate() + self.value_in_keyspace
     }
 }
 
@@ -98,8 +126,12 @@ pub struct Partition {
     flush_lsn: Lsn,
     last_lsn: Lsn,
     commit_lsn: Lsn,
-    open: Vec<Record>,
+    /// Records not yet taken for a frame; the first has LSN `last_lsn + 1 - open.len()`.
+    open: Vec<OpenRecord>,
     open_bytes: usize,
+    /// Open records whose value is in the keyspace only: while there are none, a write need
+    /// not look for one to give its value back.
+    values_in_keyspace: usize,
     failure: Option<String>,
     limits: PartitionLimits,
 }
@@ -111,7 +143,6 @@ fn too_large() -> CommandError {
 impl Partition {
     #[must_use]
     pub fn new(id: PartitionId, limits: PartitionLimits) -> Partition {
-        assert!(limits.record_bytes_max <= limits.batch_bytes_max);
         Partition {
             id,
             keyspace: Keyspace::default(),
@@ -121,6 +152,7 @@ impl Partition {
             commit_lsn: Lsn::ZERO,
             open: Vec::new(),
             open_bytes: 0,
+            values_in_keyspace: 0,
             failure: None,
             limits,
         }
@@ -197,7 +229,7 @@ impl Partition {
         if self.open.is_empty() {
             return None;
         }
-        let open_first = Lsn(self.last_lsn.0 + 1 - self.open.len() as u64);
+        let open_first = self.open_first();
         let mut bytes = 0;
         let mut count = 0;
         for record in &self.open {
@@ -207,14 +239,15 @@ impl Partition {
             }
             count += 1;
         }
-        let records: Vec<Record> = if count == self.open.len() {
-            self.open_bytes = 0;
-            std::mem::take(&mut self.open)
-        } else {
-            let taken: Vec<Record> = self.open.drain(..count).collect();
-            self.open_bytes = self.open.iter().map(Record::size_estimate).sum();
-            taken
-        };
+        for index in 0..count {
+            self.restore_value(index);
+        }
+        let records: Vec<Record> = self.open.drain(..count).map(|open| open.record).collect();
+        debug_assert_eq!(
+            self.values_in_keyspace,
+            self.open.iter().filter(|open| open.value_in_keyspace > 0).count()
+        );
+        self.open_bytes = self.open.iter().map(OpenRecord::size_estimate).sum();
         Some(TakenBatch { first_lsn: open_first, records })
     }
 
@@ -291,11 +324,77 @@ impl Partition {
     fn append(&mut self, record: Record) -> Lsn {
         assert!(self.failure.is_none());
         let lsn = self.last_lsn.next();
+        self.before_change(record.view());
         self.open_bytes += record.size_estimate();
-        self.apply_effect(lsn, record.view());
-        self.open.push(record);
+        let open = match record {
+            Record::Set { key, value, expire_at_ms }
+                if value.len() >= self.limits.value_in_keyspace_bytes_min =>
+            {
+                // The value moves into the keyspace, uncopied; the record holds it no more.
+                let value_in_keyspace = value.len();
+                self.keyspace.insert_owned(&key, value, expire_at_ms, lsn);
+                self.values_in_keyspace += 1;
+                let record = Record::Set { key, value: Vec::new(), expire_at_ms };
+                OpenRecord { record, value_in_keyspace }
+            }
+            record => {
+                self.apply_effect(lsn, record.view());
+                OpenRecord { record, value_in_keyspace: 0 }
+            }
+        };
+        self.open.push(open);
         self.last_lsn = lsn;
         lsn
+    }
+
+    /// The LSN of the first open record (one past the last when there is none).
+    fn open_first(&self) -> Lsn {
+        Lsn(self.last_lsn.0 + 1 - self.open.len() as u64)
+    }
+
+    /// Before `record` changes the keyspace, gives back the values of the open records it
+    /// would overwrite: the key's own record, or every one for FLUSHALL.
+    fn before_change(&mut self, record: RecordView<'_>) {
+        if self.values_in_keyspace == 0 {
+            return;
+        }
+        let key = match record {
+            RecordView::Set { key, .. }
+            | RecordView::Delete { key }
+            | RecordView::Expire { key, .. } => key,
+            RecordView::FlushAll => {
+                for index in 0..self.open.len() {
+                    self.restore_value(index);
+                }
+                return;
+            }
+        };
+        // A value left out of its record is still the key's value, written at that record's
+        // LSN: nothing changes a key without first coming here.
+        let Some(entry) = self.keyspace.get_raw(key) else { return };
+        let open_first = self.open_first();
+        if entry.lsn >= open_first && entry.lsn <= self.last_lsn {
+            let index = usize::try_from(entry.lsn.0 - open_first.0).expect("open records fit");
+            self.restore_value(index);
+        }
+    }
+
+    /// Copies the value of open record `index` back from the keyspace, if it was left out.
+    fn restore_value(&mut self, index: usize) {
+        let open_first = self.open_first();
+        let open = &mut self.open[index];
+        if open.value_in_keyspace == 0 {
+            return;
+        }
+        let Record::Set { key, value, .. } = &mut open.record else {
+            unreachable!("only a SET leaves its value in the keyspace");
+        };
+        let entry = self.keyspace.get_raw(key).expect("a value left in the keyspace is there");
+        assert_eq!(entry.lsn.0, open_first.0 + index as u64, "the key changed since its record");
+        assert_eq!(entry.value.len(), open.value_in_keyspace);
+        *value = entry.value.to_vec();
+        open.value_in_keyspace = 0;
+        self.values_in_keyspace -= 1;
     }
 
     /// Changes the keyspace as `record` written at `lsn` says, leaving what reads must wait for.

@@ -249,14 +249,24 @@ pub(crate) fn now_ms() -> u64 {
 /// (a record's size estimate adds 32 bytes).
 const RECORD_BYTES_MAX: usize = strata_core::resp::BULK_BYTES_MAX_DEFAULT + (64 << 10) + 32;
 
+/// The bytes of records one frame gathers, unless a single larger record goes alone. Every
+/// frame in flight is held about three times while it is cut and written (records, encoded
+/// frame, aligned write buffer), for each partition at once: small frames keep a large write
+/// from holding tens of megabytes per partition, and 1 MiB appends still stream to disk.
+const BATCH_BYTES_TARGET: usize = 1024 * 1024;
+
 /// Limits of one record and one batch so that a frame always fits a segment: a record may
-/// fill a batch alone, so that the default 64 MiB segments take the largest value a client
+/// fill a frame alone, so that the default 64 MiB segments take the largest value a client
 /// can send.
 pub(crate) fn partition_limits(segment_bytes: u64) -> PartitionLimits {
     let frame_budget = strata_wal::frame_bytes_max(segment_bytes) as usize;
-    let batch_bytes_max = (frame_budget * 3 / 4).min(12 << 20);
-    let record_bytes_max = batch_bytes_max.min(RECORD_BYTES_MAX);
-    PartitionLimits { record_bytes_max, batch_bytes_max }
+    let record_bytes_max = (frame_budget * 3 / 4).min(RECORD_BYTES_MAX);
+    let batch_bytes_max = record_bytes_max.min(BATCH_BYTES_TARGET);
+    PartitionLimits {
+        record_bytes_max,
+        batch_bytes_max,
+        value_in_keyspace_bytes_min: strata_core::partition::VALUE_IN_KEYSPACE_BYTES_MIN,
+    }
 }
 
 /// One batch on its way to disk.

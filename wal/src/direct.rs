@@ -8,13 +8,22 @@
 
 use crate::aligned::{AlignedBuf, BLOCK_BYTES};
 
+/// The largest buffer an appender keeps for its next append. Ordinary appends (a round's
+/// frame, at most about 1 MiB) stay below it and reuse one buffer; a larger one (a single
+/// large record, up to 8 MiB) allocates its own and frees it once written, so a partition does
+/// not hold that memory for good after one large write.
+pub(crate) const KEPT_BUFFER_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+const _: () = assert!(KEPT_BUFFER_BYTES_MAX.is_multiple_of(BLOCK_BYTES));
+
 /// Appends laid out as whole blocks, with a copy of the active segment's partial last block
 /// and one reusable aligned buffer. Owned by the partition's [`PartitionWal`](crate::PartitionWal).
 pub(crate) struct DirectAppender {
     /// The bytes of the active segment from the block boundary at or before the write offset
     /// up to the write offset: fewer than [`BLOCK_BYTES`].
     tail_block: Vec<u8>,
-    /// Reused by every append; `None` while a write holds it.
+    /// Reused by appends up to [`KEPT_BUFFER_BYTES_MAX`]; `None` while a write holds it, or
+    /// after a larger one.
     buffer: Option<AlignedBuf>,
     /// The largest buffer an append needs: the largest append plus two partial blocks.
     buffer_bytes_max: usize,
@@ -66,7 +75,8 @@ impl DirectAppender {
         assert!(buffer_bytes <= self.buffer_bytes_max, "append larger than the limit");
         let mut buffer = match self.buffer.take() {
             Some(buffer) if buffer.capacity() >= buffer_bytes => buffer,
-            // Grows to the largest append seen, then stays: no allocation per append.
+            // Grows to the largest append seen up to the kept size, then stays: no allocation
+            // per ordinary append.
             _ => AlignedBuf::with_capacity(buffer_bytes),
         };
         buffer.clear();
@@ -78,12 +88,15 @@ impl DirectAppender {
     }
 
     /// The staged write reached the disk: its last partial block is the new tail block, and
-    /// the buffer is kept for the next append.
+    /// the buffer is kept for the next append unless it is larger than
+    /// [`KEPT_BUFFER_BYTES_MAX`] (a smaller one kept before is kept on).
     pub(crate) fn written(&mut self, buffer: AlignedBuf, data_bytes: usize) {
         let last_block_start = data_bytes - data_bytes % BLOCK_BYTES;
         self.tail_block.clear();
         self.tail_block.extend_from_slice(&buffer.as_slice()[last_block_start..data_bytes]);
-        self.buffer = Some(buffer);
+        if buffer.capacity() <= KEPT_BUFFER_BYTES_MAX {
+            self.buffer = Some(buffer);
+        }
     }
 }
 
@@ -127,5 +140,24 @@ mod tests {
         assert_eq!(staged.buffer.as_slice().as_ptr(), address);
         assert_eq!(staged.file_offset, 8192);
         assert_eq!(&staged.buffer.as_slice()[..908], &[1; 908][..]);
+    }
+
+    #[test]
+    fn a_buffer_larger_than_the_kept_size_is_freed_once_written() {
+        let frame_bytes_max = 4 * KEPT_BUFFER_BYTES_MAX;
+        let mut appender = DirectAppender::new(0, Vec::new(), frame_bytes_max);
+        let staged = appender.stage(0, &[1; 100]);
+        appender.written(staged.buffer, staged.data_bytes);
+        assert!(appender.buffer.is_some());
+        let staged = appender.stage(100, &vec![2; 2 * KEPT_BUFFER_BYTES_MAX]);
+        appender.written(staged.buffer, staged.data_bytes);
+        assert!(appender.buffer.is_none(), "a large buffer is kept");
+        // The next append still finds its tail block, and keeps a buffer again.
+        let write_offset = 100 + 2 * KEPT_BUFFER_BYTES_MAX as u64;
+        let staged = appender.stage(write_offset, &[3; 8]);
+        let tail = usize::try_from(write_offset % BLOCK_BYTES as u64).unwrap();
+        assert_eq!(&staged.buffer.as_slice()[..tail], &vec![2; tail][..]);
+        appender.written(staged.buffer, staged.data_bytes);
+        assert!(appender.buffer.is_some());
     }
 }

@@ -133,7 +133,10 @@ fn a_follower_with_another_secret_cannot_join() {
     reply.assert_error(7021);
     assert!(reply.message().contains("cluster_secret is not this node's"), "{}", reply.text);
     assert!(!listed(&leader, "f1"));
-    assert!(leader.log().contains("peer connection refused"));
+    // The leader logs the refusal after sending it, so the line may follow the reply.
+    let logged =
+        wait_until(Duration::from_secs(5), || leader.log().contains("peer connection refused"));
+    assert!(logged, "{}", leader.log());
     // With the cluster's secret, the same call joins.
     let member = TestNode::start(NodeSettings::cluster(1));
     set_role(&member, "follower", "f1", Some(&leader));
@@ -195,6 +198,9 @@ fn nodes_allowing_insecure_peers_replicate_only_among_themselves() {
         "{}",
         reply.text
     );
-    assert!(leader.log().contains("the peer requires a [security] cluster_secret"));
+    // The leader logs the refusal after sending it, so the line may follow the reply.
+    let refusal = "the peer requires a [security] cluster_secret";
+    let logged = wait_until(Duration::from_secs(5), || leader.log().contains(refusal));
+    assert!(logged, "{}", leader.log());
     assert!(!listed(&leader, "f2"));
 }

@@ -90,7 +90,17 @@ pub fn start(options: NodeOptions, shared: Arc<ClusterShared>) -> Result<Running
     };
     let password = options.requirepass.as_deref().map(|text| Password::new(text.as_bytes()));
     let doorbells = (0..shard_count).map(|_| crate::hop::Doorbell::default()).collect();
-    let mesh = Arc::new(Mesh { doorbells, options, counters, metrics, started, shared, password });
+    let device_sync = Arc::default();
+    let mesh = Arc::new(Mesh {
+        doorbells,
+        options,
+        counters,
+        metrics,
+        started,
+        shared,
+        password,
+        device_sync,
+    });
     let rings = crate::hop::ring_mesh(shard_count as usize);
     let (report_sender, report_receiver) = mpsc::channel::<Report>();
     let mut go_senders = Vec::new();

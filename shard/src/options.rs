@@ -45,8 +45,8 @@ pub struct NodeOptions {
     /// FlushAtOnce only: append with O_DIRECT; with O_DSYNC too (durable when the write
     /// completes, no separate fdatasync) unless `shared_sync` applies.
     pub direct_io: bool,
-    /// With `direct_io`, on ext4 and XFS: the partitions of a shard share one fdatasync per
-    /// round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).
+    /// With `direct_io`, on ext4 and XFS: the partitions of every shard share one fdatasync
+    /// per round, their appends being O_DIRECT alone (see `strata_wal::DeviceSync`).
     pub shared_sync: bool,
     pub snapshot_bytes: u64,
     /// Bytes a leader queues for one replica connection at most (beyond the snapshots and

@@ -88,6 +88,8 @@ pub(crate) struct Mesh {
     pub(crate) shared: Arc<ClusterShared>,
     /// `options.requirepass` as its digest; `None`: connections start authenticated.
     pub(crate) password: Option<Password>,
+    /// The one fdatasync per round that the flushers of every shard's partitions share.
+    pub(crate) device_sync: Arc<strata_wal::DeviceSync>,
 }
 
 impl Mesh {
@@ -222,8 +224,6 @@ pub(crate) struct Shard {
     /// Raised each time the shard starts or stops following a leader; streams of an older
     /// generation end.
     pub(crate) follow_generation: Cell<u64>,
-    /// The one fdatasync per round that the partitions' flushers share.
-    pub(crate) device_sync: Rc<strata_wal::DeviceSync>,
     /// Numbers given to replication streams (see `next_stream_number`).
     pub(crate) stream_numbers: Cell<u64>,
     /// Set while one of the shard's partitions writes a snapshot: the others wait for their
@@ -310,7 +310,6 @@ impl Shard {
             partitions: RefCell::new((0..count).map(|_| None).collect()),
             flush_signals: (0..count).map(|_| Signal::default()).collect(),
             follow_generation: Cell::new(0),
-            device_sync: Rc::default(),
             stream_numbers: Cell::new(0),
             snapshot_in_flight: Cell::new(false),
             buffers: crate::buffers::BufferPool::default(),
@@ -363,7 +362,7 @@ impl Shard {
             |lsn, record| shared.borrow_mut().apply_committed(lsn, record),
         )?;
         state.recovered_through(wal.last_lsn());
-        wal.attach_device_sync(Rc::clone(&self.device_sync));
+        wal.attach_device_sync(Arc::clone(&self.mesh.device_sync));
         if let Some(marks) = &options.archive {
             marks.set_committed(partition, state.commit_lsn());
         }

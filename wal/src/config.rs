@@ -32,7 +32,7 @@ pub struct WalConfig {
     pub direct_io: bool,
     /// With `direct_io`, on ext4 and XFS: appends are written with `O_DIRECT` alone and become
     /// durable at the next [`sync`](crate::PartitionWal::sync), which a log shares with every
-    /// other log of the shard once it is attached to their
+    /// other log, on any thread, once it is attached to their
     /// [`DeviceSync`](crate::DeviceSync): one device flush per round instead of one per
     /// partition. Elsewhere direct appends stay `O_DSYNC`.
     pub shared_sync: bool,

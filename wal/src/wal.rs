@@ -8,6 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::fs::File;
@@ -102,7 +103,7 @@ pub struct PartitionWal {
     /// durable; they wait for a [`sync`](Self::sync).
     sync_device: Option<u64>,
     /// The shard's shared sync, once attached ([`attach_device_sync`](Self::attach_device_sync)).
-    device_sync: Option<Rc<DeviceSync>>,
+    device_sync: Option<Arc<DeviceSync>>,
     /// The tag of the newest write the shared sync must cover.
     sync_tag: Option<u64>,
     sealed: Vec<SealedSegment>,
@@ -335,7 +336,7 @@ impl PartitionWal {
     /// Lets this log's syncs be shared through `device`, the shard's: possible when its
     /// appends wait for a sync ([`shares_sync`](Self::shares_sync)) on the device `device`
     /// serves. Returns whether it now shares.
-    pub fn attach_device_sync(&mut self, device: Rc<DeviceSync>) -> bool {
+    pub fn attach_device_sync(&mut self, device: Arc<DeviceSync>) -> bool {
         match self.sync_device {
             Some(id) if device.serves(id) => {
                 self.device_sync = Some(device);
@@ -681,13 +682,13 @@ impl PartitionWal {
 /// A direct write in flight, tagged for the shared sync that must cover it; ends in the
 /// shared sync's count when dropped, whether the write completed, failed or was cancelled.
 struct TaggedWrite {
-    device: Rc<DeviceSync>,
+    device: Arc<DeviceSync>,
     tag: u64,
 }
 
 impl TaggedWrite {
-    fn begin(device: &Rc<DeviceSync>) -> TaggedWrite {
-        TaggedWrite { device: Rc::clone(device), tag: device.begin_write() }
+    fn begin(device: &Arc<DeviceSync>) -> TaggedWrite {
+        TaggedWrite { device: Arc::clone(device), tag: device.begin_write() }
     }
 }
 

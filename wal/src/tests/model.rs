@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -70,7 +70,7 @@ async fn run_operations(
     rng: &mut StdRng,
 ) -> Option<LastAppend> {
     let mut last_append = None;
-    wal.attach_device_sync(Rc::new(DeviceSync::default()));
+    wal.attach_device_sync(Arc::new(DeviceSync::default()));
     for _ in 0..rng.gen_range(1..OPERATIONS_PER_RUN_MAX) {
         last_append = None;
         match rng.gen_range(0..20) {

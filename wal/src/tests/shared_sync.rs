@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
-use std::rc::Rc;
+use std::sync::Arc;
 use std::task::Poll;
 
 use strata_core::Lsn;
@@ -37,10 +37,10 @@ async fn poll_once<F: Future + Unpin>(future: &mut F) -> Poll<F::Output> {
 }
 
 /// Opens a log in `dir` sharing `device`'s syncs.
-fn open_sharing(dir: &Path, device: &Rc<DeviceSync>) -> PartitionWal {
+fn open_sharing(dir: &Path, device: &Arc<DeviceSync>) -> PartitionWal {
     let mut wal = recover(dir, &shared_config()).unwrap().wal;
     assert!(wal.shares_sync());
-    assert!(wal.attach_device_sync(Rc::clone(device)));
+    assert!(wal.attach_device_sync(Arc::clone(device)));
     wal
 }
 
@@ -73,7 +73,7 @@ async fn append_and_sync_all(
 fn logs_whose_appends_completed_together_share_one_fdatasync() {
     let Some(dirs) = sharing_directories() else { return };
     let placed = run(async {
-        let device = Rc::new(DeviceSync::default());
+        let device = Arc::new(DeviceSync::default());
         let mut wals: Vec<PartitionWal> =
             dirs.iter().map(|dir| open_sharing(dir.path(), &device)).collect();
         let mut placed = vec![Vec::new(); LOGS];
@@ -102,7 +102,7 @@ fn logs_whose_appends_completed_together_share_one_fdatasync() {
 fn a_log_with_nothing_to_sync_neither_syncs_nor_waits() {
     let Some(dirs) = sharing_directories() else { return };
     run(async {
-        let device = Rc::new(DeviceSync::default());
+        let device = Arc::new(DeviceSync::default());
         let mut wal = open_sharing(dirs[0].path(), &device);
         assert!(!wal.sync().await.unwrap());
         append(&mut wal, vec![set(1, 10)]).await;
@@ -118,7 +118,7 @@ fn a_log_with_nothing_to_sync_neither_syncs_nor_waits() {
 fn a_cancelled_shared_sync_fails_every_log_sharing_it() {
     let Some(dirs) = sharing_directories() else { return };
     run(async {
-        let device = Rc::new(DeviceSync::default());
+        let device = Arc::new(DeviceSync::default());
         let mut first = open_sharing(dirs[0].path(), &device);
         let mut second = open_sharing(dirs[1].path(), &device);
         append(&mut first, vec![set(1, 10)]).await;
@@ -143,11 +143,11 @@ fn a_cancelled_shared_sync_fails_every_log_sharing_it() {
 fn a_log_on_another_device_keeps_its_own_sync() {
     let Some(dirs) = sharing_directories() else { return };
     run(async {
-        let device = Rc::new(DeviceSync::default());
+        let device = Arc::new(DeviceSync::default());
         assert!(device.serves(u64::MAX), "claimed for a device no file is on");
         let mut wal = recover(dirs[0].path(), &shared_config()).unwrap().wal;
         assert!(wal.shares_sync());
-        assert!(!wal.attach_device_sync(Rc::clone(&device)));
+        assert!(!wal.attach_device_sync(Arc::clone(&device)));
         append(&mut wal, vec![set(1, 10)]).await;
         assert!(wal.sync().await.unwrap(), "its own fdatasync");
         assert_eq!(wal.durable_lsn(), Lsn(1));
@@ -169,4 +169,55 @@ fn a_filesystem_that_cannot_share_syncs_keeps_o_dsync_appends() {
         let durable = if sharing { Lsn::ZERO } else { Lsn(1) };
         assert_eq!(wal.durable_lsn(), durable);
     });
+}
+
+/// The logs of two shard threads, each on its own runtime, share the node's sync: in each
+/// round both append, then both sync, and one `fdatasync` on one of the two threads makes
+/// both durable, the other thread's log woken across threads when it ends.
+#[test]
+fn logs_on_two_threads_share_one_fdatasync() {
+    const ROUNDS: u64 = 20;
+    let Some(dirs) = sharing_directories() else { return };
+    let device = Arc::new(DeviceSync::default());
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let (done_sender, done_receiver) = std::sync::mpsc::channel();
+    for dir in dirs.iter().take(2).map(|dir| dir.path().to_path_buf()) {
+        let (device, barrier, done) =
+            (Arc::clone(&device), Arc::clone(&barrier), done_sender.clone());
+        std::thread::spawn(move || {
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(async {
+                    let mut wal = open_sharing(&dir, &device);
+                    let mut ran = Vec::new();
+                    let mut placed = Vec::new();
+                    for round in 1..=ROUNDS {
+                        barrier.wait();
+                        placed.push(append(&mut wal, vec![set(round, 300)]).await);
+                        barrier.wait();
+                        ran.push(wal.sync().await.unwrap());
+                        assert_eq!(wal.durable_lsn(), Lsn(round));
+                    }
+                    (ran, placed)
+                })
+            }));
+            let _ = done.send((dir, outcome));
+        });
+    }
+    let mut outcomes = Vec::new();
+    for _ in 0..2 {
+        let waited = done_receiver.recv_timeout(std::time::Duration::from_secs(60));
+        let (dir, outcome) = waited.expect("both threads end: no wake-up across threads is lost");
+        outcomes.push((dir, outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic))));
+    }
+    assert_eq!(device.syncs_started(), ROUNDS, "one fdatasync per round for both threads");
+    let (first, second) = (&outcomes[0].1 .0, &outcomes[1].1 .0);
+    for (round, (first, second)) in first.iter().zip(second).enumerate() {
+        assert!(first != second, "round {round}: one of the two threads ran the fdatasync");
+    }
+    for (dir, (_, placed)) in &outcomes {
+        run(async {
+            let recovered = recover(dir, &shared_config()).unwrap();
+            assert_eq!(recovered.records, all_records(placed));
+        });
+    }
 }

@@ -102,7 +102,7 @@ pub struct PartitionWal {
     /// In direct I/O mode with a shared sync: the device whose cache flush makes appends
     /// durable; they wait for a [`sync`](Self::sync).
     sync_device: Option<u64>,
-    /// The shard's shared sync, once attached ([`attach_device_sync`](Self::attach_device_sync)).
+    /// The node's shared sync, once attached ([`attach_device_sync`](Self::attach_device_sync)).
     device_sync: Option<Arc<DeviceSync>>,
     /// The tag of the newest write the shared sync must cover.
     sync_tag: Option<u64>,
@@ -319,21 +319,21 @@ impl PartitionWal {
     /// Makes every appended frame durable: one `fdatasync` of the active segment, if it has
     /// unsynced frames. (Earlier segments were synced when the log rolled past them.) In
     /// direct I/O mode with `O_DSYNC` every append was durable when it returned, so there is
-    /// nothing to do. With a shared sync attached, the `fdatasync` is the shard's: one covers
+    /// nothing to do. With a shared sync attached, the `fdatasync` is the node's: one covers
     /// the completed appends of every log sharing it. `Ok(true)` when this call ran an
     /// `fdatasync`; `Ok(false)` when there was nothing to sync or another log's covered it.
     ///
     /// # Errors
     ///
     /// [`WalError::Io`] when the sync fails, which poisons the log; [`WalError::Poisoned`]
-    /// once it is. A shared sync that failed fails every later one of the shard.
+    /// once it is. A shared sync that failed fails every later one of the node.
     pub async fn sync(&mut self) -> Result<bool, WalError> {
         self.enter()?;
         let outcome = self.sync_active().await;
         self.leave(outcome)
     }
 
-    /// Lets this log's syncs be shared through `device`, the shard's: possible when its
+    /// Lets this log's syncs be shared through `device`, the node's: possible when its
     /// appends wait for a sync ([`shares_sync`](Self::shares_sync)) on the device `device`
     /// serves. Returns whether it now shares.
     pub fn attach_device_sync(&mut self, device: Arc<DeviceSync>) -> bool {
@@ -487,7 +487,7 @@ impl PartitionWal {
     }
 
     /// Makes the active segment's unsynced appends durable: its own `fdatasync`, or the
-    /// shard's shared one when attached. `Ok(true)` if this call ran an `fdatasync`.
+    /// node's shared one when attached. `Ok(true)` if this call ran an `fdatasync`.
     async fn sync_active(&mut self) -> Result<bool, WalError> {
         if self.segment.synced_offset == self.segment.write_offset {
             return Ok(false);
